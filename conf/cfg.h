@@ -1,0 +1,174 @@
+/*
+ * cfg: the frozen configuration (DESIGN.md §4).
+ *
+ * cfg_load() reads an INI file (or the embedded default), validates every
+ * section/key/value, collects *all* errors as "FILE:LINE: message" lines,
+ * then cross-validates and returns a struct cfg the caller owns.  Nothing in
+ * a struct cfg changes after load except through cfg_add_rule() before the
+ * config is put into service, and `refs`, which the proxy manages.
+ */
+#ifndef PORTCULLIS_CFG_H
+#define PORTCULLIS_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "netaddr.h"
+
+enum phase {
+	PHASE_SETUP = 0,
+	PHASE_AGENT = 1,
+};
+#define PHASE_COUNT 2
+const char *phase_name(enum phase p);
+/* "setup"/"agent" -> 0 and *out; anything else -> -EINVAL. */
+int phase_parse(const char *s, enum phase *out);
+
+enum rule_kind {
+	RULE_EXACT,		/* example.com: that host only */
+	RULE_SUB,		/* *.example.com: strict subdomains */
+	RULE_APEX_SUB,		/* **.example.com: apex and subdomains */
+	RULE_ANY,		/* *: every destination, names and addresses */
+	RULE_CIDR,		/* 203.0.113.5, [2001:db8::1], 198.51.100.0/24 */
+};
+
+#define RULE_PORT_DEFAULT 0	/* no port written: 80 and 443 */
+#define RULE_PORT_ANY (-1)	/* :* */
+
+struct rule {
+	enum rule_kind kind;
+	char *host;		/* RULE_EXACT/SUB/APEX_SUB: normalised name, no wildcard prefix */
+	struct cidr cidr;	/* RULE_CIDR */
+	int port;		/* 1..65535, RULE_PORT_DEFAULT or RULE_PORT_ANY */
+	/*
+	 * Where the rule came from, for audit "rule" and `check` output:
+	 * "FILE:LINE [env web agent] allow api.github.com"; for rules that a
+	 * preset reference expanded, the token is the reference as written
+	 * ("... allow @common-dependencies").  Rules added by cfg_add_rule()
+	 * carry the origin given there.
+	 */
+	char *origin;
+};
+
+struct rule_list {
+	struct rule *v;
+	size_t n;
+};
+
+/* Methods a `methods =` key may name; bit (1u << index). */
+enum method {
+	METHOD_GET, METHOD_HEAD, METHOD_OPTIONS, METHOD_POST, METHOD_PUT,
+	METHOD_PATCH, METHOD_DELETE, METHOD_CONNECT, METHOD_TRACE,
+	METHOD_COUNT
+};
+/* Returns the method's index, or -1 for a method not in the list. */
+int method_parse(const char *s, size_t len);
+
+struct phase_policy {
+	bool present;		/* a [env NAME PHASE] section exists */
+	struct rule_list allow;
+	struct rule_list deny;
+	bool methods_restricted;	/* a methods key was given */
+	unsigned methods_mask;
+	char *methods_origin;	/* FILE:LINE of the methods key */
+};
+
+struct env {
+	char *name;
+	struct phase_policy phase[PHASE_COUNT];
+};
+
+struct hostport {
+	struct netaddr addr;
+	uint16_t port;
+};
+
+struct dns_static {
+	char *name;		/* normalised */
+	struct netaddr *addrs;
+	size_t naddrs;
+};
+
+#define CFG_DEFAULT_LISTEN "127.0.0.1:3128"
+#define CFG_DEFAULT_CONTROL "/run/portcullis/control.sock"
+
+struct cfg {
+	char *path;		/* file as given, or "<default>" */
+	char sha256[65];	/* hex sha256 of the config bytes */
+	unsigned refs;		/* managed by the proxy; cfg_load sets 1 */
+
+	struct {
+		struct hostport *listen;
+		size_t nlisten;
+		char *control;		/* NULL when not configured */
+		char *env;		/* env of plain listener clients */
+		enum phase phase;
+		uint16_t *tls_ports;	/* default {443} */
+		size_t ntls_ports;
+		unsigned workers;	/* 0 = auto; default 1 */
+		char *require;		/* admin ceiling file, or NULL */
+		char *control_group;	/* or NULL */
+	} proxy;
+
+	struct {
+		struct hostport *servers;	/* empty = system resolv.conf */
+		size_t nservers;
+		struct dns_static *statics;
+		size_t nstatics;
+		unsigned timeout_ms;		/* default 2000 */
+	} dns;
+
+	struct {
+		struct cidr *allow;	/* exceptions to the built-in ranges */
+		size_t nallow;
+		struct cidr *deny;	/* extra blocked ranges */
+		size_t ndeny;
+	} addresses;
+
+	struct {
+		char *log;		/* path, "-" = stdout; default "-" */
+		bool paths;		/* log paths and queries */
+	} audit;
+
+	struct {
+		unsigned max_connections;	/* default 10000 */
+		unsigned header_timeout_ms;	/* default 10s */
+		unsigned connect_timeout_ms;	/* default 10s */
+		unsigned idle_timeout_ms;	/* default 300s */
+	} limits;
+
+	struct env *envs;
+	size_t nenvs;
+};
+
+/*
+ * Loads and validates path, or the embedded default config when path is
+ * NULL.  On success returns a new cfg (refs = 1) and sets *errors to NULL.
+ * On failure returns NULL and sets *errors to a malloc'd string of one or
+ * more "FILE:LINE: message\n" lines (every error found, not just the first);
+ * the caller frees it.
+ */
+struct cfg *cfg_load(const char *path, char **errors);
+
+/* Same, from a string; name is used in error messages and as cfg->path. */
+struct cfg *cfg_load_string(const char *text, size_t len, const char *name,
+    char **errors);
+
+void cfg_free(struct cfg *c);
+
+/* The embedded default config text (also what --print-default-config prints). */
+const char *cfg_default_text(void);
+
+/*
+ * Adds one allow (deny = false) or deny pattern to env/phase, creating the
+ * env or phase section if missing; pattern uses the config grammar
+ * (including @preset).  origin is copied into each resulting rule.
+ * Returns 0, or -EINVAL with a malloc'd message in *error.
+ */
+int cfg_add_rule(struct cfg *c, const char *env, enum phase phase, bool deny,
+    const char *pattern, const char *origin, char **error);
+
+const struct env *cfg_find_env(const struct cfg *c, const char *name);
+
+#endif

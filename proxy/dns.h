@@ -1,0 +1,57 @@
+/*
+ * dns: name resolution with c-ares on the libuv loop (never getaddrinfo,
+ * never the thread pool).  [dns] static answers are served without a query.
+ */
+#ifndef PORTCULLIS_DNS_H
+#define PORTCULLIS_DNS_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "cfg.h"
+#include "netaddr.h"
+
+/* At most this many addresses (A + AAAA together) are kept per answer. */
+#define DNS_MAX_ADDRS 16
+
+struct dns;
+struct dns_req;
+
+/*
+ * Called exactly once per dns_resolve() unless the request was cancelled.
+ * status: 0 (naddrs >= 1), -ENOENT (no such name / no addresses),
+ * -ETIMEDOUT, or -EIO (server failure, garbage answer, ...).  addrs is valid
+ * only during the call.  Order: as answered, IPv4 first.
+ */
+typedef void (*dns_cb)(void *arg, int status, const struct netaddr *addrs,
+    size_t naddrs);
+
+/*
+ * Creates a resolver on loop using c's [dns] servers (or /etc/resolv.conf
+ * when none), static answers and timeout.  c must outlive the resolver or
+ * be replaced with dns_configure().  Returns 0 or a negative errno.
+ */
+int dns_new(uv_loop_t *loop, const struct cfg *c, struct dns **out);
+
+/* Switches to the [dns] settings of a new config (hot reload). 0 or -errno. */
+int dns_configure(struct dns *d, const struct cfg *c);
+
+/*
+ * Starts resolving name (normalised, not an IP literal).  Returns a request
+ * handle, or NULL on allocation failure (cb is then never called).  The
+ * callback may run before dns_resolve() returns for static answers.
+ */
+struct dns_req *dns_resolve(struct dns *d, const char *name, dns_cb cb,
+    void *arg);
+
+/* Cancels one request: its callback will not be called. Idempotent-safe. */
+void dns_cancel(struct dns_req *r);
+
+/*
+ * Asynchronous teardown: cancels all requests (without callbacks), closes
+ * every uv handle; memory is freed when the last handle has closed, so
+ * uv_run() afterwards returns with nothing left.
+ */
+void dns_close(struct dns *d);
+
+#endif

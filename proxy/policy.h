@@ -1,0 +1,80 @@
+/*
+ * policy: the decision order of DESIGN.md §4, as pure functions over a
+ * frozen struct cfg.  No I/O.
+ */
+#ifndef PORTCULLIS_POLICY_H
+#define PORTCULLIS_POLICY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "netaddr.h"
+
+enum reason {
+	REASON_ALLOWED,
+	REASON_BAD_REQUEST,
+	REASON_DENIED,
+	REASON_NOT_ALLOWED,
+	REASON_PORT_NOT_ALLOWED,
+	REASON_METHOD_NOT_ALLOWED,
+	REASON_INTERCEPTION_REQUIRED,
+	REASON_DNS_FAILED,
+	REASON_ADDRESS_BLOCKED,
+	REASON_CONNECT_FAILED,
+	REASON_TIMEOUT,
+	REASON_SNI_MISMATCH,
+	REASON_TLS_REQUIRED,
+	REASON_OVERLOADED,
+	REASON_UNKNOWN_ENV,	/* session env no longer in the config */
+	REASON_COUNT
+};
+
+/* "allowed", "bad_request", "denied", ... as in DESIGN.md §4/§5. */
+const char *reason_str(enum reason r);
+/* HTTP status for a refusal: 403, 400, 502, 504, 503. */
+int reason_status(enum reason r);
+
+/* A normalised request target (see host_normalise()). */
+struct target {
+	const char *host;
+	enum host_kind kind;
+	struct netaddr addr;	/* for HOST_IPV4/HOST_IPV6 */
+	uint16_t port;
+};
+
+struct decision {
+	enum reason reason;
+	/* The rule that decided (deny or allow rule), or NULL. */
+	const struct rule *rule;
+	/* Audit "rule" text: rule->origin, a methods origin, or "default". */
+	const char *rule_text;
+};
+
+/*
+ * Decides a request by target, then deny rules, allow rules, then methods
+ * (method is the request method as sent, e.g. "GET" or "CONNECT";
+ * is_connect distinguishes a tunnel).  Writes the result to *d.  A missing
+ * env or phase section decides not_allowed with rule_text "default".
+ */
+void policy_decide(const struct cfg *c, const char *env, enum phase phase,
+    const struct target *t, const char *method, bool is_connect,
+    struct decision *d);
+
+/*
+ * The address step: may addr:port be dialled?  Refuses addresses in a
+ * built-in blocked range (unless [addresses] allow covers it), in
+ * [addresses] deny, and the proxy's own listen address:port pairs (also
+ * when the listener is 0.0.0.0/::).  On refusal, *why (if non-NULL) names
+ * the range.  Returns true when the address may be dialled.
+ */
+bool policy_addr_allowed(const struct cfg *c, const struct netaddr *addr,
+    uint16_t port, const char **why);
+
+/*
+ * Does rule r match target t?  (Exposed for tests and `check`.)  Port
+ * matching: RULE_PORT_DEFAULT matches 80 and 443.
+ */
+bool policy_rule_matches(const struct rule *r, const struct target *t);
+
+#endif

@@ -1,0 +1,75 @@
+/*
+ * server: the proxy daemon's state on one libuv loop — the config in force,
+ * the resolver, the audit log, TCP listeners, sessions and conns.
+ */
+#ifndef PORTCULLIS_SERVER_H
+#define PORTCULLIS_SERVER_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "cfg.h"
+
+struct server;
+struct session;
+
+/*
+ * Creates a server on loop that uses cfg (ownership of one reference
+ * passes to the server).  Opens the audit log named by cfg, or audit_path
+ * when non-NULL (overrides [audit] log), and writes `start` and `config`
+ * records.  Does not listen yet.  Returns 0 or -errno (message on stderr).
+ */
+int server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
+    struct server **out);
+
+/* Binds and listens on every [proxy] listen address. 0 or -errno. */
+int server_listen(struct server *s);
+
+/*
+ * Registers a session: its env and phase, and a listening socket fd
+ * (already bound and listening, e.g. handed out by portcullis-bridge) whose
+ * connections are attributed to it.  The server takes ownership of fd.
+ * id may be NULL (one is generated, "s-XXXX").  Writes a `session` record.
+ * Returns 0 or -errno; on failure fd is closed.
+ */
+int server_session_open(struct server *s, int fd, const char *env,
+    enum phase phase, struct session **out);
+
+const char *session_id(const struct session *ss);
+
+/*
+ * One-way phase switch (setup -> agent).  Cuts every conn of the session
+ * opened under the old phase (close reason "phase_changed") and writes a
+ * `phase` record.  Returns 0, or -EPERM for any other transition.
+ */
+int server_session_phase(struct session *ss, enum phase phase);
+
+/* Closes the session's listener and cuts its conns; writes `session`. */
+void server_session_close(struct session *ss);
+
+/* Number of live conns (all listeners). */
+unsigned server_conn_count(const struct server *s);
+
+/*
+ * Replaces the config for every new decision (hot reload).  Takes one
+ * reference to cfg.  Established conns continue.  Writes `config`.
+ */
+void server_set_config(struct server *s, struct cfg *cfg);
+const struct cfg *server_config(const struct server *s);
+
+/*
+ * Graceful stop: closes listeners and sessions, cuts conns, writes `stop`,
+ * flushes the audit log and closes every handle, so that uv_run() returns.
+ * Idempotent.
+ */
+void server_stop(struct server *s);
+void server_free(struct server *s);	/* after uv_run() has returned */
+
+/*
+ * `portcullis serve` body: loads -c FILE (or the default), installs
+ * SIGINT/SIGTERM (graceful stop) and SIGHUP (reload) handlers, runs the
+ * loop.  Returns the process exit status.
+ */
+int serve_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,68 @@
+#!/bin/sh
+# Installs every Debian package portcullis needs to build, test and run.
+# Idempotent: when everything is present it changes nothing and exits 0.
+#
+# llhttp: bookworm only ships node-llhttp 8.1, which accepts known
+# request-smuggling inputs.  We take libllhttp-dev 9.2.1 from trixie with an
+# apt pin that admits nothing else from that suite (libllhttp9.2 depends only
+# on libc6).
+set -eu
+
+PKGS="build-essential cmake pkg-config git
+libuv1-dev libc-ares-dev libinih-dev libssl-dev libllhttp-dev
+libpsl-dev libidn2-dev libseccomp-dev bubblewrap
+curl wget python3 openssl iproute2 procps
+clang libclang-rt-14-dev valgrind
+openssh-client openssh-server"
+
+missing=""
+for p in $PKGS; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+		missing="$missing $p"
+	fi
+done
+llhttp_ok=0
+if dpkg-query -W -f='${Version}' libllhttp-dev 2>/dev/null | grep -q '^9\.[2-9]'; then
+	llhttp_ok=1
+fi
+if [ -z "$missing" ] && [ "$llhttp_ok" = 1 ]; then
+	exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps: missing packages:$missing; run as root" >&2
+	exit 1
+fi
+
+src=/etc/apt/sources.list.d/portcullis-trixie.sources
+pin=/etc/apt/preferences.d/portcullis-llhttp
+if [ ! -f "$src" ]; then
+	cat > "$src" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+if [ ! -f "$pin" ]; then
+	cat > "$pin" <<'PIN'
+# portcullis: only llhttp may come from trixie; nothing else is upgraded from it.
+Package: *
+Pin: release n=trixie
+Pin-Priority: -1
+
+Package: libllhttp-dev libllhttp9.2
+Pin: release n=trixie
+Pin-Priority: 500
+PIN
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $PKGS
+dpkg-query -W -f='${Version}\n' libllhttp-dev | grep -q '^9\.[2-9]' || {
+	echo "install-deps: libllhttp-dev >= 9.2 not installed" >&2
+	exit 1
+}

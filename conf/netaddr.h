@@ -72,6 +72,13 @@ bool cidr_contains(const struct cidr *c, const struct netaddr *a);
 bool netaddr_embedded_v4(const struct netaddr *a, struct netaddr *v4);
 
 /*
+ * Like netaddr_embedded_v4, but writes every IPv4 address a carries and
+ * returns how many: 0, 1, or 2 for Teredo ([0] the client, de-obfuscated;
+ * [1] the server).  netaddr_embedded_v4 returns v4[0].
+ */
+int netaddr_embedded_v4s(const struct netaddr *a, struct netaddr v4[2]);
+
+/*
  * Returns the name of the built-in blocked range (DESIGN.md §4) containing a,
  * e.g. "127.0.0.0/8" or "metadata 169.254.169.254", or NULL when a is in none.
  * An address carrying an IPv4 address is judged as that IPv4 address.

@@ -1,0 +1,84 @@
+/*
+ * filter: the sandbox's seccomp filter (DESIGN.md §7), built with libseccomp.
+ *
+ * Default allow; the listed calls fail with EPERM (not a kill, so programs
+ * that probe for them fall back cleanly):
+ *   socket(AF_UNIX, ...)            unless --allow-unix-sockets; socketpair
+ *                                   stays allowed (it reaches nothing)
+ *   socket(AF_NETLINK, *, p != NETLINK_ROUTE)
+ *   socket(AF_PACKET | AF_VSOCK, ...)
+ *   io_uring_setup/enter/register   (io_uring ops bypass this filter)
+ *   ptrace
+ * Syscalls of a non-native ABI (e.g. i386 socketcall, x32) hit libseccomp's
+ * bad-arch action, which kills: they could otherwise bypass the argument
+ * checks above.
+ */
+#include <errno.h>
+#include <linux/netlink.h>
+#include <seccomp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+
+#include "bridge.h"
+
+#ifndef AF_VSOCK
+#define AF_VSOCK 40
+#endif
+
+int
+bridge_filter_install(bool allow_unix_sockets)
+{
+	static const int blocked_families[] = { AF_PACKET, AF_VSOCK };
+	static const char *const blocked_calls[] = {
+		"io_uring_setup", "io_uring_enter", "io_uring_register",
+		"ptrace",
+	};
+	scmp_filter_ctx ctx;
+	size_t i;
+	int rc;
+
+	/* No new privileges: set explicitly, not only as libseccomp's
+	 * default, so a setuid binary in the sandbox gains nothing. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -errno;
+	ctx = seccomp_init(SCMP_ACT_ALLOW);
+	if (ctx == NULL)
+		return -ENOMEM;
+	rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 1);
+	if (rc < 0)
+		goto fail;
+	if (!allow_unix_sockets) {
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM),
+		    SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+		if (rc < 0)
+			goto fail;
+	}
+	rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 2,
+	    SCMP_A0(SCMP_CMP_EQ, AF_NETLINK),
+	    SCMP_A2(SCMP_CMP_NE, NETLINK_ROUTE));
+	if (rc < 0)
+		goto fail;
+	for (i = 0; i < sizeof(blocked_families) / sizeof(blocked_families[0]); i++) {
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM),
+		    SCMP_SYS(socket), 1,
+		    SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)blocked_families[i]));
+		if (rc < 0)
+			goto fail;
+	}
+	for (i = 0; i < sizeof(blocked_calls) / sizeof(blocked_calls[0]); i++) {
+		int nr = seccomp_syscall_resolve_name(blocked_calls[i]);
+
+		/* A kernel/libseccomp without io_uring simply lacks it. */
+		if (nr == __NR_SCMP_ERROR)
+			continue;
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+		if (rc < 0)
+			goto fail;
+	}
+	rc = seccomp_load(ctx);
+fail:
+	seccomp_release(ctx);
+	return rc < 0 ? rc : 0;
+}

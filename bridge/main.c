@@ -1,0 +1,402 @@
+/*
+ * portcullis-bridge: runs first inside the sandbox (DESIGN.md §1, §7).
+ *
+ *   portcullis-bridge --handoff-fd N [--allow-unix-sockets] -- COMMAND [ARG...]
+ *   portcullis-bridge connect HOST PORT
+ *
+ * Set-up mode, in order:
+ *   1. bring `lo` up if it is down;
+ *   2. check the namespace: `lo` is the only interface and no route leaves
+ *      through anything else (a sandbox that could bypass the proxy must
+ *      not start);
+ *   3. bind and listen on 127.0.0.1:3128 (taken: refuse, see handoff.h);
+ *   4. send the listening fd over the handoff socket (SCM_RIGHTS) and wait,
+ *      bounded, for the proxy's ack carrying the session id;
+ *   5. close our copy of the listener: from now on the proxy holds the only
+ *      one, so if the proxy dies connections are refused, never queued;
+ *   6. check the namespace again, set the proxy environment, install the
+ *      seccomp filter, close every fd but 0-2, exec COMMAND.
+ * Any failure: one line "portcullis-bridge: no proxy route: <why>" and exit
+ * 125; COMMAND never ran.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bridge.h"
+#include "handoff.h"
+
+/* Longest /proc/net/{route,ipv6_route} line we accept (real ones: < 160). */
+#define BRIDGE_ROUTE_LINE_MAX 512
+
+static const char usage[] =
+"usage: portcullis-bridge " HANDOFF_FD_OPTION " N [--allow-unix-sockets] -- COMMAND [ARG...]\n"
+"       portcullis-bridge connect HOST PORT\n"
+"\n"
+"The in-sandbox helper of `portcullis run`; not meant to be started by hand.\n"
+"connect: a CONNECT client on stdin/stdout through $HTTP_PROXY, for ssh's\n"
+"ProxyCommand (see GIT_SSH_COMMAND inside the sandbox).\n";
+
+static _Noreturn void __attribute__((format(printf, 1, 2)))
+refuse(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("portcullis-bridge: no proxy route: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(HANDOFF_EXIT);
+}
+
+/* Brings lo up if it is down.  bwrap --unshare-net already did; a netns
+ * made by `ip netns add` has it down. */
+static void
+lo_up(void)
+{
+	struct ifreq ifr;
+	int fd, saved;
+
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		refuse("socket: %s", strerror(errno));
+	memset(&ifr, 0, sizeof(ifr));
+	strcpy(ifr.ifr_name, "lo");
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) != 0) {
+		saved = errno;
+		close(fd);
+		refuse("lo: %s", strerror(saved));
+	}
+	if (!(ifr.ifr_flags & IFF_UP)) {
+		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+		if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0) {
+			saved = errno;
+			close(fd);
+			refuse("bring lo up: %s", strerror(saved));
+		}
+	}
+	close(fd);
+}
+
+/*
+ * Refuses unless `lo` is the only interface and neither routing table has
+ * an entry through any other device.  /proc/net/route lists the main IPv4
+ * table (loopback routes live in the local table and are not shown);
+ * /proc/net/ipv6_route lists all IPv6 tables, whose last field is the
+ * device.  A missing ipv6_route means IPv6 is disabled: nothing to check.
+ */
+static void
+check_namespace(void)
+{
+	struct if_nameindex *ifs, *p;
+	static const char *const files[] = { "/proc/net/route",
+	    "/proc/net/ipv6_route" };
+	char line[BRIDGE_ROUTE_LINE_MAX];
+	size_t i;
+
+	ifs = if_nameindex();
+	if (ifs == NULL)
+		refuse("list interfaces: %s", strerror(errno));
+	for (p = ifs; p->if_index != 0; p++) {
+		if (strcmp(p->if_name, "lo") != 0) {
+			char name[IF_NAMESIZE + 1];
+
+			snprintf(name, sizeof(name), "%s", p->if_name);
+			if_freenameindex(ifs);
+			refuse("interface %s in the sandbox namespace "
+			    "(only lo is allowed)", name);
+		}
+	}
+	if_freenameindex(ifs);
+
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		FILE *f = fopen(files[i], "re");
+		bool header = (i == 0);
+
+		if (f == NULL) {
+			if (errno == ENOENT && i == 1)
+				continue;
+			refuse("%s: %s", files[i], strerror(errno));
+		}
+		while (fgets(line, sizeof(line), f) != NULL) {
+			char dev[IF_NAMESIZE + 1] = "";
+			char *tok, *save = NULL, *last = NULL;
+
+			if (strchr(line, '\n') == NULL) {
+				fclose(f);
+				refuse("%s: overlong line", files[i]);
+			}
+			if (header) {
+				header = false;
+				continue;
+			}
+			if (i == 0) {
+				tok = strtok_r(line, " \t\n", &save);
+				last = tok;
+			} else {
+				for (tok = strtok_r(line, " \t\n", &save);
+				    tok != NULL;
+				    tok = strtok_r(NULL, " \t\n", &save))
+					last = tok;
+			}
+			if (last == NULL)
+				continue;
+			snprintf(dev, sizeof(dev), "%s", last);
+			if (strcmp(dev, "lo") != 0) {
+				fclose(f);
+				refuse("%s has a route through %s", files[i], dev);
+			}
+		}
+		fclose(f);
+	}
+}
+
+/* Returns a listening socket on 127.0.0.1:3128, or refuses. */
+static int
+listen_loopback(void)
+{
+	struct sockaddr_in sin;
+	int fd, one = 1, saved;
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		refuse("socket: %s", strerror(errno));
+	/* SO_REUSEADDR only lets us reuse TIME_WAIT; a live listener on the
+	 * port still fails the bind. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(HANDOFF_PORT);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+		saved = errno;
+		close(fd);
+		refuse("bind %s:%d: %s", HANDOFF_ADDR, HANDOFF_PORT,
+		    strerror(saved));
+	}
+	if (listen(fd, SOMAXCONN) != 0) {
+		saved = errno;
+		close(fd);
+		refuse("listen: %s", strerror(saved));
+	}
+	return fd;
+}
+
+static long long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Sends the listener over sock and waits up to HANDOFF_ACK_TIMEOUT_MS for
+ * the ack; copies the session id into sid.  Refuses on anything else.
+ */
+static void
+handoff(int sock, int lfd, char *sid, size_t sidlen)
+{
+	char msg[HANDOFF_MSG_MAX + 1];
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh;
+	struct iovec iov;
+	struct cmsghdr *cm;
+	long long deadline;
+	ssize_t n;
+	int len;
+
+	len = snprintf(msg, sizeof(msg), "%c%d", HANDOFF_MSG_LISTENER,
+	    HANDOFF_PORT);
+	iov.iov_base = msg;
+	iov.iov_len = (size_t)len;
+	memset(&mh, 0, sizeof(mh));
+	memset(&u, 0, sizeof(u));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.buf;
+	mh.msg_controllen = sizeof(u.buf);
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &lfd, sizeof(int));
+	do
+		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		refuse("hand the listener to the proxy: %s", strerror(errno));
+
+	deadline = now_ms() + HANDOFF_ACK_TIMEOUT_MS;
+	for (;;) {
+		struct pollfd pfd = { .fd = sock, .events = POLLIN };
+		long long left = deadline - now_ms();
+		int rc;
+
+		if (left <= 0)
+			refuse("proxy did not acknowledge the listener "
+			    "within %d ms", HANDOFF_ACK_TIMEOUT_MS);
+		rc = poll(&pfd, 1, (int)left);
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc < 0)
+			refuse("poll: %s", strerror(errno));
+		if (rc == 0)
+			continue;
+		n = recv(sock, msg, HANDOFF_MSG_MAX, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			refuse("read the proxy's ack: %s", strerror(errno));
+		if (n == 0)
+			refuse("proxy closed the handoff without acknowledging");
+		break;
+	}
+	msg[n] = '\0';
+	if (msg[0] == HANDOFF_MSG_REFUSE)
+		refuse("proxy refused the session: %.*s", (int)(n - 1), msg + 1);
+	if (msg[0] != HANDOFF_MSG_ACK || n < 2 || (size_t)(n - 1) >= sidlen)
+		refuse("malformed acknowledgement from the proxy");
+	memcpy(sid, msg + 1, (size_t)n - 1);
+	sid[n - 1] = '\0';
+	/* The id goes into the environment: printable, no separators. */
+	for (char *c = sid; *c != '\0'; c++)
+		if (*c <= ' ' || *c > '~' || *c == '"' || *c == '\'')
+			refuse("malformed session id from the proxy");
+}
+
+static void
+set_env(const char *name, const char *value)
+{
+	if (setenv(name, value, 1) != 0)
+		refuse("setenv %s: %s", name, strerror(errno));
+}
+
+/* The environment of DESIGN.md §7. */
+static void
+set_proxy_env(const char *sid)
+{
+	static const char *const proxy_vars[] = {
+		"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+		"http_proxy", "https_proxy", "all_proxy",
+		"npm_config_proxy", "npm_config_https_proxy",
+		"PIP_PROXY", "YARN_HTTP_PROXY", "YARN_HTTPS_PROXY",
+	};
+	char self[PATH_MAX], ssh[PATH_MAX + 64];
+	ssize_t n;
+	size_t i;
+
+	for (i = 0; i < sizeof(proxy_vars) / sizeof(proxy_vars[0]); i++)
+		set_env(proxy_vars[i], HANDOFF_PROXY_URL);
+	set_env("NO_PROXY", "localhost,127.0.0.1,::1");
+	set_env("no_proxy", "localhost,127.0.0.1,::1");
+	set_env("NODE_USE_ENV_PROXY", "1");
+	set_env("PORTCULLIS_SESSION", sid);
+
+	/* Our own path as the sandbox sees it (the new /proc's view). */
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n < 0)
+		refuse("readlink /proc/self/exe: %s", strerror(errno));
+	self[n] = '\0';
+	if (strpbrk(self, "\"'\\$` ") != NULL)
+		refuse("bridge path %s needs shell quoting; install it "
+		    "elsewhere", self);
+	snprintf(ssh, sizeof(ssh),
+	    "ssh -o ProxyCommand=\"%s connect %%h %%p\"", self);
+	set_env("GIT_SSH_COMMAND", ssh);
+}
+
+/* Closes every fd above 2, so COMMAND inherits only stdio. */
+static void
+close_extra_fds(void)
+{
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0)
+		return;
+#endif
+	for (long fd = 3, max = sysconf(_SC_OPEN_MAX); fd < max && fd < 65536; fd++)
+		(void)close((int)fd);
+}
+
+static int
+parse_fd(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *s == '\0' || *end != '\0' || v < 3 || v > INT_MAX)
+		return -1;
+	return (int)v;
+}
+
+int
+main(int argc, char **argv)
+{
+	char sid[HANDOFF_MSG_MAX];
+	bool allow_unix = false;
+	int sock = -1, lfd, i, rc;
+
+	if (argc >= 2 && strcmp(argv[1], "connect") == 0)
+		return bridge_connect_main(argc - 1, argv + 1);
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0) {
+			i++;
+			break;
+		}
+		if (strcmp(argv[i], "--help") == 0) {
+			fputs(usage, stdout);
+			return 0;
+		}
+		if (strcmp(argv[i], HANDOFF_FD_OPTION) == 0 && i + 1 < argc) {
+			sock = parse_fd(argv[++i]);
+			if (sock < 0)
+				refuse("bad %s value '%s'", HANDOFF_FD_OPTION,
+				    argv[i]);
+		} else if (strcmp(argv[i], "--allow-unix-sockets") == 0) {
+			allow_unix = true;
+		} else {
+			fputs(usage, stderr);
+			refuse("unknown argument '%s'", argv[i]);
+		}
+	}
+	if (sock < 0)
+		refuse("no %s given", HANDOFF_FD_OPTION);
+	if (i >= argc)
+		refuse("no COMMAND given");
+
+	lo_up();
+	check_namespace();
+	lfd = listen_loopback();
+	handoff(sock, lfd, sid, sizeof(sid));
+	/* The proxy owns the listener now; ours must not keep it alive. */
+	close(lfd);
+	close(sock);
+	check_namespace();
+	set_proxy_env(sid);
+	close_extra_fds();
+	rc = bridge_filter_install(allow_unix);
+	if (rc < 0)
+		refuse("install seccomp filter: %s", strerror(-rc));
+	execvp(argv[i], argv + i);
+	refuse("exec %s: %s", argv[i], strerror(errno));
+}

@@ -1,4 +1,579 @@
-/* stub; replaced by the proxy core */
+/*
+ * server: the daemon's state on one loop — config in force, resolver,
+ * audit log, TCP listeners, sessions — and `portcullis serve`.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
-#include "server.h"
-int serve_main(int argc, char **argv) { (void)argc; (void)argv; fprintf(stderr, "portcullis serve: not yet\n"); return 1; }
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "internal.h"
+#include "log.h"
+
+#define PORTCULLIS_VERSION "0.1.0"
+/* listen(2) backlog for every listener. */
+#define SERVER_BACKLOG 511
+
+/* --- buffer pool ------------------------------------------------------- */
+
+struct buf *
+pool_get(struct pool *p)
+{
+	struct buf *b = p->free;
+
+	if (b != NULL) {
+		p->free = b->next;
+		p->nfree--;
+	} else {
+		b = malloc(sizeof(*b));
+		if (b == NULL)
+			return NULL;
+	}
+	p->inuse++;
+	return b;
+}
+
+void
+pool_put(struct pool *p, struct buf *b)
+{
+	p->inuse--;
+	if (p->nfree >= PROXY_POOL_KEEP) {
+		free(b);
+		return;
+	}
+	b->next = p->free;
+	p->free = b;
+	p->nfree++;
+}
+
+static void
+pool_drain(struct pool *p)
+{
+	while (p->free != NULL) {
+		struct buf *b = p->free;
+
+		p->free = b->next;
+		free(b);
+	}
+	p->nfree = 0;
+}
+
+/* --- config references -------------------------------------------------- */
+
+void
+server_cfg_unref(struct cfg *c)
+{
+	if (--c->refs == 0)
+		cfg_free(c);
+}
+
+static void
+server_log_config(struct server *s)
+{
+	struct jw w;
+
+	jw_begin(&w, "config");
+	jw_str(&w, "sha256", s->cfg->sha256);
+	jw_str(&w, "path", s->cfg->path);
+	audit_emit(&s->audit, &w);
+}
+
+void
+server_set_config(struct server *s, struct cfg *cfg)
+{
+	struct cfg *old = s->cfg;
+
+	s->cfg = cfg;
+	if (s->dns != NULL && dns_configure(s->dns, cfg) < 0)
+		log_warnx("%s: resolver kept its old settings", __func__);
+	server_log_config(s);
+	if (old != NULL)
+		server_cfg_unref(old);
+}
+
+const struct cfg *
+server_config(const struct server *s)
+{
+	return s->cfg;
+}
+
+int
+server_reload(struct server *s, char **errors)
+{
+	struct cfg *c;
+
+	*errors = NULL;
+	c = cfg_load(s->cfg_path, errors);
+	if (c == NULL)
+		return -EINVAL;
+	server_set_config(s, c);
+	return 0;
+}
+
+/* --- lifecycle ----------------------------------------------------------- */
+
+int
+server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
+    struct server **out)
+{
+	struct server *s;
+	const char *path = audit_path ? audit_path :
+	    (cfg->audit.log ? cfg->audit.log : "-");
+	struct jw w;
+	int r;
+
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->loop = loop;
+	s->cfg = cfg;
+	if (getrandom(&s->id_prefix, sizeof(s->id_prefix), 0) !=
+	    sizeof(s->id_prefix))
+		s->id_prefix = (uint32_t)getpid();
+	r = audit_open(&s->audit, path);
+	if (r < 0) {
+		fprintf(stderr, "portcullis: audit log %s: %s\n", path,
+		    strerror(-r));
+		free(s);
+		return r;
+	}
+	r = dns_new(loop, cfg, &s->dns);
+	if (r < 0) {
+		fprintf(stderr, "portcullis: resolver: %s\n", strerror(-r));
+		audit_close(&s->audit);
+		free(s);
+		return r;
+	}
+	jw_begin(&w, "start");
+	jw_int(&w, "pid", getpid());
+	jw_str(&w, "version", PORTCULLIS_VERSION);
+	audit_emit(&s->audit, &w);
+	server_log_config(s);
+	*out = s;
+	return 0;
+}
+
+static void
+on_listener_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void
+on_connection(uv_stream_t *st, int status)
+{
+	struct listener *l = st->data;
+
+	if (status < 0) {
+		/* libuv already applies its EMFILE trick; say so once. */
+		log_warnx("accept: %s", uv_strerror(status));
+		return;
+	}
+	if (l->s->stopping)
+		return;
+	conn_accept(l->s, st, NULL);
+}
+
+int
+server_listen(struct server *s)
+{
+	const struct cfg *c = s->cfg;
+
+	for (size_t i = 0; i < c->proxy.nlisten; i++) {
+		struct listener *l = calloc(1, sizeof(*l));
+		struct listener **nl;
+		struct sockaddr_storage ss;
+		char name[NETADDR_STRLEN];
+		int r;
+
+		netaddr_format_port(&c->proxy.listen[i].addr,
+		    c->proxy.listen[i].port, name, sizeof(name));
+		if (l == NULL)
+			return -ENOMEM;
+		l->s = s;
+		l->tcp.data = l;
+		uv_tcp_init(s->loop, &l->tcp);
+		netaddr_to_sockaddr(&c->proxy.listen[i].addr,
+		    c->proxy.listen[i].port, &ss);
+		r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+		if (r == 0)
+			r = uv_listen((uv_stream_t *)&l->tcp, SERVER_BACKLOG,
+			    on_connection);
+		if (r < 0) {
+			fprintf(stderr, "portcullis: listen %s: %s\n", name,
+			    uv_strerror(r));
+			uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+			return r;
+		}
+		nl = realloc(s->listeners, (s->nlisteners + 1) * sizeof(*nl));
+		if (nl == NULL) {
+			uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+			return -ENOMEM;
+		}
+		s->listeners = nl;
+		s->listeners[s->nlisteners++] = l;
+	}
+	return 0;
+}
+
+/* --- sessions ----------------------------------------------------------- */
+
+void
+session_unref(struct session *ss)
+{
+	if (--ss->refs > 0)
+		return;
+	free(ss->env);
+	free(ss);
+}
+
+static void
+on_session_listener_closed(uv_handle_t *h)
+{
+	session_unref(h->data);
+}
+
+static void
+on_session_connection(uv_stream_t *st, int status)
+{
+	struct session *ss = st->data;
+
+	if (status < 0) {
+		log_warnx("session %s: accept: %s", ss->id, uv_strerror(status));
+		return;
+	}
+	if (ss->closed || ss->s->stopping)
+		return;
+	conn_accept(ss->s, st, ss);
+}
+
+static void
+session_log(struct session *ss, const char *state)
+{
+	struct jw w;
+
+	jw_begin(&w, "session");
+	jw_str(&w, "session", ss->id);
+	jw_str(&w, "env", ss->env);
+	jw_str(&w, "phase", phase_name(ss->phase));
+	jw_str(&w, "state", state);
+	audit_emit(&ss->s->audit, &w);
+}
+
+int
+server_session_open(struct server *s, int fd, const char *env,
+    enum phase phase, struct session **out)
+{
+	struct session *ss;
+	int r;
+
+	if (s->stopping) {
+		close(fd);
+		return -ESHUTDOWN;
+	}
+	ss = calloc(1, sizeof(*ss));
+	if (ss == NULL || (ss->env = strdup(env)) == NULL) {
+		free(ss);
+		close(fd);
+		return -ENOMEM;
+	}
+	ss->s = s;
+	ss->phase = phase;
+	snprintf(ss->id, sizeof(ss->id), "s-%04" PRIx32 "%04x",
+	    s->id_prefix & 0xffff, ++s->session_seq & 0xffff);
+	r = uv_tcp_init(s->loop, &ss->listener);
+	if (r < 0) {
+		free(ss->env);
+		free(ss);
+		close(fd);
+		return r;
+	}
+	ss->listener.data = ss;
+	ss->refs = 1;		/* the listener handle */
+	ss->listening = true;
+	r = uv_tcp_open(&ss->listener, fd);
+	if (r == 0)
+		r = uv_listen((uv_stream_t *)&ss->listener, SERVER_BACKLOG,
+		    on_session_connection);
+	if (r < 0) {
+		/* uv_tcp_open failed: fd is not owned by the handle yet. */
+		if (uv_fileno((uv_handle_t *)&ss->listener, &(uv_os_fd_t){0}) < 0)
+			close(fd);
+		ss->closed = true;
+		uv_close((uv_handle_t *)&ss->listener,
+		    on_session_listener_closed);
+		return r;
+	}
+	ss->next = s->sessions;
+	if (s->sessions != NULL)
+		s->sessions->prev = ss;
+	s->sessions = ss;
+	s->nsessions++;
+	session_log(ss, "opened");
+	*out = ss;
+	return 0;
+}
+
+const char *
+session_id(const struct session *ss)
+{
+	return ss->id;
+}
+
+/* Cuts every conn of ss (all of them, or only those opened in phase p). */
+static void
+session_cut(struct session *ss, bool only_phase, enum phase p,
+    const char *reason)
+{
+	struct conn *c = ss->s->conns;
+
+	while (c != NULL) {
+		struct conn *next = conn_next(c);
+
+		if (conn_session(c) == ss &&
+		    (!only_phase || conn_phase_at_open(c) == p))
+			conn_cut(c, reason);
+		c = next;
+	}
+}
+
+int
+server_session_phase(struct session *ss, enum phase phase)
+{
+	struct jw w;
+
+	if (ss->closed || ss->phase != PHASE_SETUP || phase != PHASE_AGENT)
+		return -EPERM;
+	ss->phase = PHASE_AGENT;
+	jw_begin(&w, "phase");
+	jw_str(&w, "session", ss->id);
+	jw_str(&w, "env", ss->env);
+	jw_str(&w, "from", "setup");
+	jw_str(&w, "phase", "agent");
+	audit_emit(&ss->s->audit, &w);
+	session_cut(ss, true, PHASE_SETUP, "phase_changed");
+	return 0;
+}
+
+void
+server_session_close(struct session *ss)
+{
+	struct server *s = ss->s;
+
+	if (ss->closed)
+		return;
+	ss->closed = true;
+	if (ss->prev != NULL)
+		ss->prev->next = ss->next;
+	else
+		s->sessions = ss->next;
+	if (ss->next != NULL)
+		ss->next->prev = ss->prev;
+	s->nsessions--;
+	session_log(ss, "closed");
+	session_cut(ss, false, PHASE_SETUP, "session_closed");
+	uv_close((uv_handle_t *)&ss->listener, on_session_listener_closed);
+}
+
+unsigned
+server_conn_count(const struct server *s)
+{
+	return s->nconns;
+}
+
+void
+server_conn_gone(struct server *s)
+{
+	s->nconns--;
+}
+
+/* --- stop ------------------------------------------------------------- */
+
+static void
+server_close_signals(struct server *s)
+{
+	if (!s->signals)
+		return;
+	s->signals = false;
+	uv_close((uv_handle_t *)&s->sig_int, NULL);
+	uv_close((uv_handle_t *)&s->sig_term, NULL);
+	uv_close((uv_handle_t *)&s->sig_hup, NULL);
+}
+
+void
+server_stop(struct server *s)
+{
+	struct jw w;
+
+	if (s->stopping)
+		return;
+	s->stopping = true;
+	for (size_t i = 0; i < s->nlisteners; i++)
+		uv_close((uv_handle_t *)&s->listeners[i]->tcp,
+		    on_listener_closed);
+	free(s->listeners);
+	s->listeners = NULL;
+	s->nlisteners = 0;
+	control_stop(s);
+	while (s->sessions != NULL)
+		server_session_close(s->sessions);
+	/* conn_cut() leaves a conn linked until its handles have closed. */
+	for (struct conn *c = s->conns, *n; c != NULL; c = n) {
+		n = conn_next(c);
+		conn_cut(c, "shutdown");
+	}
+	if (s->dns != NULL) {
+		dns_close(s->dns);
+		s->dns = NULL;
+	}
+	server_close_signals(s);
+	jw_begin(&w, "stop");
+	jw_int(&w, "pid", getpid());
+	audit_emit(&s->audit, &w);
+	if (s->audit.owned)
+		fsync(s->audit.fd);
+}
+
+void
+server_free(struct server *s)
+{
+	if (s == NULL)
+		return;
+	if (s->cfg != NULL)
+		server_cfg_unref(s->cfg);
+	pool_drain(&s->pool);
+	audit_close(&s->audit);
+	free(s->cfg_path);
+	free(s);
+}
+
+/* --- portcullis serve ---------------------------------------------------- */
+
+static void
+on_stop_signal(uv_signal_t *h, int signum)
+{
+	struct server *s = h->data;
+
+	log_msg(LOG_INFO, "signal %d: stopping", signum);
+	server_stop(s);
+}
+
+static void
+on_hup(uv_signal_t *h, int signum)
+{
+	struct server *s = h->data;
+	char *errors = NULL;
+
+	(void)signum;
+	if (server_reload(s, &errors) < 0) {
+		fprintf(stderr, "portcullis: reload refused, old config stays:\n%s",
+		    errors ? errors : "");
+		free(errors);
+		return;
+	}
+	log_msg(LOG_WARN, "reloaded %s (sha256 %s)", s->cfg->path,
+	    s->cfg->sha256);
+}
+
+static const char serve_usage[] =
+"usage: portcullis serve [-c FILE] [-v]\n"
+"\n"
+"Runs the proxy daemon.  Without -c, the embedded default config is used\n"
+"(see `portcullis --print-default-config`).\n"
+"\n"
+"  -c, --config FILE   config file (INI, see DESIGN.md section 4)\n"
+"  -v, --verbose       debug diagnostics on stderr\n"
+"  -h, --help          this text\n"
+"\n"
+"Signals: SIGINT/SIGTERM stop gracefully (audit `stop` record, exit 0);\n"
+"SIGHUP reloads the config file (an invalid file is refused, old stays).\n";
+
+int
+serve_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = NULL;
+	char *errors = NULL;
+	struct cfg *cfg;
+	struct server *s;
+	uv_loop_t loop;
+	int ch, r;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'v':
+			log_threshold = LOG_DEBUG;
+			break;
+		case 'h':
+			fputs(serve_usage, stdout);
+			return 0;
+		default:
+			fputs(serve_usage, stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "portcullis serve: unexpected argument '%s'\n\n%s",
+		    argv[optind], serve_usage);
+		return 2;
+	}
+	cfg = cfg_load(path, &errors);
+	if (cfg == NULL) {
+		fprintf(stderr, "%s", errors ? errors : "config error\n");
+		free(errors);
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	uv_loop_init(&loop);
+	r = server_new(&loop, cfg, NULL, &s);
+	if (r < 0) {
+		cfg_free(cfg);
+		uv_loop_close(&loop);
+		return 1;
+	}
+	if (path != NULL)
+		s->cfg_path = strdup(path);
+	r = server_listen(s);
+	if (r == 0 && cfg->proxy.control != NULL) {
+		r = control_start(s, cfg->proxy.control);
+		if (r < 0)
+			fprintf(stderr, "portcullis: control socket %s: %s\n",
+			    cfg->proxy.control, strerror(-r));
+	}
+	uv_signal_init(&loop, &s->sig_int);
+	uv_signal_init(&loop, &s->sig_term);
+	uv_signal_init(&loop, &s->sig_hup);
+	s->sig_int.data = s->sig_term.data = s->sig_hup.data = s;
+	s->signals = true;
+	uv_signal_start(&s->sig_int, on_stop_signal, SIGINT);
+	uv_signal_start(&s->sig_term, on_stop_signal, SIGTERM);
+	uv_signal_start(&s->sig_hup, on_hup, SIGHUP);
+	if (r < 0) {
+		server_stop(s);
+		uv_run(&loop, UV_RUN_DEFAULT);
+		server_free(s);
+		uv_loop_close(&loop);
+		return 1;
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	server_free(s);
+	r = uv_loop_close(&loop);
+	if (r != 0)
+		log_warnx("loop closed with handles left: %s", uv_strerror(r));
+	return 0;
+}

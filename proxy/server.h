@@ -72,4 +72,12 @@ void server_free(struct server *s);	/* after uv_run() has returned */
  */
 int serve_main(int argc, char **argv);
 
+
+
+/*
+ * Re-reads the config file the server was started with and, if it is valid,
+ * puts it in force (server_set_config).  Returns 0, or -EINVAL with a
+ * malloc'd "FILE:LINE: message" list in *errors (the old config stays).
+ */
+int server_reload(struct server *s, char **errors);
 #endif

@@ -1,0 +1,446 @@
+#include "http.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+void
+http_head_reset(struct http_head *h)
+{
+	h->len = 0;
+	h->url_off = h->url_len = 0;
+	h->nhdr = 0;
+	h->in_value = false;
+	h->overflow = HEAD_OK;
+}
+
+static int
+head_append(struct http_head *h, const char *at, size_t n)
+{
+	if (n > sizeof(h->buf) - h->len) {
+		h->overflow = HEAD_TOO_LARGE;
+		return -1;
+	}
+	memcpy(h->buf + h->len, at, n);
+	h->len += n;
+	return 0;
+}
+
+int
+http_head_url(struct http_head *h, const char *at, size_t n)
+{
+	if (h->url_len == 0)
+		h->url_off = (uint32_t)h->len;
+	if (h->url_len + n > PROXY_MAX_URL) {
+		h->overflow = HEAD_URL_TOO_LONG;
+		return -1;
+	}
+	if (head_append(h, at, n) < 0)
+		return -1;
+	h->url_len += (uint32_t)n;
+	return 0;
+}
+
+int
+http_head_field(struct http_head *h, const char *at, size_t n)
+{
+	struct http_hdr *hd;
+
+	/* llhttp may split a name over several reads: a field callback after
+	 * a value (or at the start) begins a new header. */
+	if (h->nhdr == 0 || h->in_value) {
+		if (h->nhdr == PROXY_MAX_HEADERS) {
+			h->overflow = HEAD_TOO_LARGE;
+			return -1;
+		}
+		hd = &h->hdr[h->nhdr++];
+		hd->name_off = (uint32_t)h->len;
+		hd->name_len = 0;
+		hd->val_off = 0;
+		hd->val_len = 0;
+		h->in_value = false;
+	}
+	hd = &h->hdr[h->nhdr - 1];
+	if (head_append(h, at, n) < 0)
+		return -1;
+	hd->name_len += (uint32_t)n;
+	return 0;
+}
+
+int
+http_head_value(struct http_head *h, const char *at, size_t n)
+{
+	struct http_hdr *hd;
+
+	if (h->nhdr == 0)
+		return -1;
+	hd = &h->hdr[h->nhdr - 1];
+	if (!h->in_value) {
+		hd->val_off = (uint32_t)h->len;
+		hd->val_len = 0;
+		h->in_value = true;
+	}
+	if (head_append(h, at, n) < 0)
+		return -1;
+	hd->val_len += (uint32_t)n;
+	return 0;
+}
+
+static bool
+name_is(const struct http_head *h, const struct http_hdr *hd, const char *name)
+{
+	size_t n = strlen(name);
+
+	return hd->name_len == n &&
+	    strncasecmp(h->buf + hd->name_off, name, n) == 0;
+}
+
+int
+http_head_find(const struct http_head *h, const char *name, unsigned *count)
+{
+	int first = -1;
+	unsigned cnt = 0;
+
+	for (unsigned i = 0; i < h->nhdr; i++) {
+		if (name_is(h, &h->hdr[i], name)) {
+			if (first < 0)
+				first = (int)i;
+			cnt++;
+		}
+	}
+	if (count != NULL)
+		*count = cnt;
+	return first;
+}
+
+/* Trims optional white space around a header value. */
+static void
+value_trim(const struct http_head *h, const struct http_hdr *hd,
+    const char **v, size_t *n)
+{
+	const char *p = h->buf + hd->val_off;
+	size_t len = hd->val_len;
+
+	while (len > 0 && (*p == ' ' || *p == '\t')) {
+		p++;
+		len--;
+	}
+	while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+		len--;
+	*v = p;
+	*n = len;
+}
+
+/*
+ * Splits "host[:port]" (host may be "[v6]") and normalises the host.
+ * default_port 0 means a port is required.  Returns 0 or -1 with *why.
+ */
+static int
+parse_authority(const char *a, size_t n, uint16_t default_port,
+    struct http_target *t, const char **why)
+{
+	const char *colon = NULL;
+	size_t hostlen;
+	unsigned long port = 0;
+
+	if (n == 0) {
+		*why = "empty authority";
+		return -1;
+	}
+	if (memchr(a, '@', n) != NULL) {
+		*why = "userinfo in the request target";
+		return -1;
+	}
+	if (a[0] == '[') {
+		const char *rb = memchr(a, ']', n);
+
+		if (rb == NULL) {
+			*why = "unterminated IPv6 literal";
+			return -1;
+		}
+		hostlen = (size_t)(rb - a) + 1;
+		if (hostlen < n) {
+			if (a[hostlen] != ':') {
+				*why = "bad authority";
+				return -1;
+			}
+			colon = a + hostlen;
+		}
+	} else {
+		colon = memchr(a, ':', n);
+		hostlen = colon ? (size_t)(colon - a) : n;
+	}
+	if (colon != NULL) {
+		const char *p = colon + 1;
+		const char *end = a + n;
+
+		if (p == end || end - p > 5) {
+			*why = "bad port";
+			return -1;
+		}
+		for (; p < end; p++) {
+			if (*p < '0' || *p > '9') {
+				*why = "bad port";
+				return -1;
+			}
+			port = port * 10 + (unsigned long)(*p - '0');
+		}
+		if (port == 0 || port > 65535 || colon[1] == '0') {
+			*why = "bad port";
+			return -1;
+		}
+	} else {
+		if (default_port == 0) {
+			*why = "CONNECT target without a port";
+			return -1;
+		}
+		port = default_port;
+	}
+	if (host_normalise(a, hostlen, t->host, sizeof(t->host), &t->kind,
+	    &t->addr) < 0) {
+		*why = "bad or non-canonical host";
+		return -1;
+	}
+	t->port = (uint16_t)port;
+	t->authority = a;
+	t->authority_len = n;
+	return 0;
+}
+
+int
+http_check_request(struct http_head *h, const char *method, bool is_connect,
+    bool has_body, struct http_target *t, const char **why)
+{
+	const char *url = h->buf + h->url_off;
+	size_t ulen = h->url_len;
+	unsigned cnt;
+	int i;
+
+	(void)method;
+	memset(t, 0, sizeof(*t));
+	if (is_connect) {
+		/* authority-form only: no scheme, no path. */
+		if (memchr(url, '/', ulen) != NULL) {
+			*why = "CONNECT target must be host:port";
+			return -1;
+		}
+		if (parse_authority(url, ulen, 0, t, why) < 0)
+			return -1;
+		if (has_body) {
+			*why = "CONNECT with a body";
+			return -1;
+		}
+		t->path = "";
+		t->path_len = 0;
+	} else {
+		static const char scheme[] = "http://";
+		const char *auth, *end, *p;
+
+		if (ulen > 0 && url[0] == '/') {
+			*why = "origin-form request: this is a proxy";
+			return -1;
+		}
+		if (ulen < sizeof(scheme) - 1 ||
+		    strncasecmp(url, scheme, sizeof(scheme) - 1) != 0) {
+			*why = "only absolute http:// URLs (use CONNECT for TLS)";
+			return -1;
+		}
+		auth = url + sizeof(scheme) - 1;
+		end = url + ulen;
+		for (p = auth; p < end && *p != '/' && *p != '?' && *p != '#';
+		    p++)
+			;
+		if (parse_authority(auth, (size_t)(p - auth), 80, t, why) < 0)
+			return -1;
+		if (p < end && *p == '#') {
+			*why = "fragment in the request target";
+			return -1;
+		}
+		t->path = p;
+		t->path_len = (size_t)(end - p);
+	}
+	/* Host must agree with the target's authority (normalised). */
+	i = http_head_find(h, "host", &cnt);
+	if (cnt > 1) {
+		*why = "more than one Host header";
+		return -1;
+	}
+	if (i >= 0) {
+		struct http_target ht;
+		const char *v;
+		size_t vn;
+
+		value_trim(h, &h->hdr[i], &v, &vn);
+		if (parse_authority(v, vn, t->port, &ht, why) < 0) {
+			*why = "bad Host header";
+			return -1;
+		}
+		if (strcmp(ht.host, t->host) != 0 || ht.port != t->port) {
+			*why = "Host header disagrees with the request target";
+			return -1;
+		}
+	}
+	/* Transfer-Encoding other than exactly "chunked" is refused; llhttp
+	 * already refuses Content-Length together with Transfer-Encoding and
+	 * conflicting Content-Lengths. */
+	i = http_head_find(h, "transfer-encoding", &cnt);
+	if (i >= 0) {
+		const char *v;
+		size_t vn;
+
+		value_trim(h, &h->hdr[i], &v, &vn);
+		if (cnt > 1 || vn != 7 || strncasecmp(v, "chunked", 7) != 0) {
+			*why = "Transfer-Encoding other than chunked";
+			return -1;
+		}
+	}
+	i = http_head_find(h, "content-length", &cnt);
+	if (cnt > 1) {
+		*why = "more than one Content-Length";
+		return -1;
+	}
+	for (unsigned k = 0; k < h->nhdr; k++) {
+		const char *v;
+		size_t vn;
+
+		if (!name_is(h, &h->hdr[k], "upgrade"))
+			continue;
+		value_trim(h, &h->hdr[k], &v, &vn);
+		for (size_t o = 0; o + 3 <= vn; o++) {
+			if (strncasecmp(v + o, "h2c", 3) == 0) {
+				*why = "Upgrade: h2c";
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Is header k hop-by-hop: fixed list, or named in a Connection header? */
+static bool
+hop_by_hop(const struct http_head *h, const struct http_hdr *hd)
+{
+	static const char *const fixed[] = {
+		"connection", "keep-alive", "proxy-connection",
+		"proxy-authorization", "proxy-authenticate", "te", "trailer",
+		"upgrade", "http2-settings",
+	};
+	const char *name = h->buf + hd->name_off;
+
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		if (name_is(h, hd, fixed[i]))
+			return true;
+	if (hd->name_len >= 6 && strncasecmp(name, "proxy-", 6) == 0)
+		return true;
+	for (unsigned k = 0; k < h->nhdr; k++) {
+		const char *v, *tok;
+		size_t vn;
+
+		if (!name_is(h, &h->hdr[k], "connection"))
+			continue;
+		value_trim(h, &h->hdr[k], &v, &vn);
+		tok = v;
+		for (size_t o = 0; o <= vn; o++) {
+			if (o == vn || v[o] == ',') {
+				const char *te = v + o;
+
+				while (tok < te && (*tok == ' ' || *tok == '\t'))
+					tok++;
+				while (te > tok && (te[-1] == ' ' || te[-1] == '\t'))
+					te--;
+				if ((size_t)(te - tok) == hd->name_len &&
+				    strncasecmp(tok, name, hd->name_len) == 0 &&
+				    !name_is(h, hd, "transfer-encoding") &&
+				    !name_is(h, hd, "content-length") &&
+				    !name_is(h, hd, "host"))
+					return true;
+				tok = v + o + 1;
+			}
+		}
+	}
+	return false;
+}
+
+struct out {
+	char *p;
+	size_t n, cap;
+	bool full;
+};
+
+static void
+out_put(struct out *o, const char *s, size_t n)
+{
+	if (o->full || n > o->cap - o->n) {
+		o->full = true;
+		return;
+	}
+	memcpy(o->p + o->n, s, n);
+	o->n += n;
+}
+
+static void
+out_str(struct out *o, const char *s)
+{
+	out_put(o, s, strlen(s));
+}
+
+static void
+out_headers(struct out *o, const struct http_head *h, bool skip_host)
+{
+	for (unsigned k = 0; k < h->nhdr; k++) {
+		const struct http_hdr *hd = &h->hdr[k];
+		const char *v;
+		size_t vn;
+
+		if (hop_by_hop(h, hd))
+			continue;
+		if (skip_host && name_is(h, hd, "host"))
+			continue;
+		value_trim(h, hd, &v, &vn);
+		out_put(o, h->buf + hd->name_off, hd->name_len);
+		out_put(o, ": ", 2);
+		out_put(o, v, vn);
+		out_put(o, "\r\n", 2);
+	}
+}
+
+size_t
+http_build_request(const struct http_head *h, const char *method,
+    const struct http_target *t, int major, int minor, char *buf,
+    size_t bufsz)
+{
+	struct out o = { buf, 0, bufsz, false };
+	char ver[32];
+
+	out_str(&o, method);
+	out_put(&o, " ", 1);
+	if (t->path_len == 0 || t->path[0] != '/')
+		out_put(&o, "/", 1);
+	out_put(&o, t->path, t->path_len);
+	snprintf(ver, sizeof(ver), " HTTP/%d.%d\r\nHost: ", major, minor);
+	out_str(&o, ver);
+	out_put(&o, t->authority, t->authority_len);
+	out_put(&o, "\r\n", 2);
+	out_headers(&o, h, true);
+	out_put(&o, "\r\n", 2);
+	return o.full ? 0 : o.n;
+}
+
+size_t
+http_build_response(const struct http_head *h, int status,
+    const char *reason_phrase, size_t reason_len, int major, int minor,
+    bool close, char *buf, size_t bufsz)
+{
+	struct out o = { buf, 0, bufsz, false };
+	char line[48];
+
+	snprintf(line, sizeof(line), "HTTP/%d.%d %03d ", major, minor, status);
+	out_str(&o, line);
+	out_put(&o, reason_phrase, reason_len);
+	out_put(&o, "\r\n", 2);
+	out_headers(&o, h, false);
+	if (close)
+		out_str(&o, "Connection: close\r\n");
+	out_put(&o, "\r\n", 2);
+	return o.full ? 0 : o.n;
+}

@@ -1,0 +1,95 @@
+/*
+ * internal: structures shared by the proxy's modules (server.c, conn.c,
+ * control.c).  Nothing outside proxy/ includes this.
+ */
+#ifndef PORTCULLIS_INTERNAL_H
+#define PORTCULLIS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "audit.h"
+#include "cfg.h"
+#include "dns.h"
+#include "http.h"
+#include "limits.h"
+#include "netaddr.h"
+#include "policy.h"
+#include "server.h"
+
+/* A relay buffer lent by the server's pool. */
+struct buf {
+	struct buf *next;	/* free list link */
+	char data[PROXY_RELAY_BUF];
+};
+
+struct pool {
+	struct buf *free;
+	unsigned nfree;
+	unsigned inuse;
+};
+
+struct session {
+	struct session *next, *prev;
+	struct server *s;
+	char id[24];
+	char *env;
+	enum phase phase;
+	uv_tcp_t listener;
+	bool listening;		/* listener handle initialised */
+	bool closed;		/* server_session_close() ran */
+	unsigned refs;		/* listener handle + each conn */
+	void *owner;		/* control connection that opened it, or NULL */
+};
+
+struct listener {
+	uv_tcp_t tcp;
+	struct server *s;
+};
+
+struct server {
+	uv_loop_t *loop;
+	struct cfg *cfg;		/* in force for new decisions */
+	struct dns *dns;
+	struct audit audit;
+	struct listener **listeners;	/* [proxy] listen handles */
+	size_t nlisteners;
+	uv_signal_t sig_int, sig_term, sig_hup;
+	bool signals;
+	struct conn *conns;		/* every live conn (list head) */
+	unsigned nconns;
+	struct session *sessions;
+	unsigned nsessions;
+	struct pool pool;
+	uint32_t id_prefix;
+	uint64_t id_seq;
+	unsigned session_seq;
+	bool stopping;
+	bool stop_logged;
+	void *control;			/* control.c's state, or NULL */
+	char *cfg_path;			/* for reload; NULL = embedded default */
+};
+
+/* conn.c */
+void conn_accept(struct server *s, uv_stream_t *listener,
+    struct session *ss);
+/* Cuts a conn from outside (phase switch, session close, shutdown). */
+void conn_cut(struct conn *c, const char *reason);
+/* Iteration helpers for server.c. */
+struct conn *conn_next(struct conn *c);
+struct session *conn_session(const struct conn *c);
+enum phase conn_phase_at_open(const struct conn *c);
+
+/* server.c */
+void server_cfg_unref(struct cfg *c);
+void session_unref(struct session *ss);
+void server_conn_gone(struct server *s);
+
+/* Buffer pool (server.c). */
+struct buf *pool_get(struct pool *p);
+void pool_put(struct pool *p, struct buf *b);
+
+#endif

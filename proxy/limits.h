@@ -1,0 +1,47 @@
+/*
+ * limits: every bound the proxy enforces, each with its reason.  A limit that
+ * can be configured has a default (PROXY_DEF_*) and a hard maximum
+ * (PROXY_MAX_*); the config loader validates against the maximum.
+ */
+#ifndef PORTCULLIS_LIMITS_H
+#define PORTCULLIS_LIMITS_H
+
+#include <assert.h>
+
+/* One relay read: large enough for good throughput, small enough that
+ * 10,000 busy tunnels (two directions each) stay under ~330 MiB. */
+#define PROXY_RELAY_BUF 16384
+/* Free relay buffers kept for reuse; beyond this they go back to malloc. */
+#define PROXY_POOL_KEEP 256
+
+/* A request line URL: longer is refused with 414. */
+#define PROXY_MAX_URL 8192
+/* A whole request or response head (names + values, as stored): longer is
+ * refused with 431 (requests) or 502 (responses). */
+#define PROXY_MAX_HDR_BYTES 32768
+/* Header lines per head: more is refused like an oversized head. */
+#define PROXY_MAX_HEADERS 100
+/* A rebuilt head adds at most this much to what was stored (request line,
+ * Host, CRLFs and ": " per header). */
+#define PROXY_HEAD_SLACK (PROXY_MAX_URL + 512 + PROXY_MAX_HEADERS * 4)
+
+/* Requests on one keep-alive client connection before it is closed. */
+#define PROXY_MAX_REQS_PER_CONN 10000
+
+/* Seconds a graceful stop waits for writes to drain before cutting. */
+#define PROXY_STOP_GRACE_MS 2000
+
+/* One audit record, as written (one line).  Every string value is cut to
+ * AUDIT_MAX_VALUE before escaping (6x worst case), so a record with
+ * AUDIT_MAX_FIELDS fields always fits. */
+#define AUDIT_MAX_VALUE 512
+#define AUDIT_MAX_FIELDS 24
+#define AUDIT_MAX_RECORD (AUDIT_MAX_FIELDS * (AUDIT_MAX_VALUE * 6 + 40) + 64)
+
+/* Refusal response bodies (host, reason, env, phase). */
+#define PROXY_MAX_REFUSAL 2048
+
+static_assert(PROXY_MAX_URL < PROXY_MAX_HDR_BYTES, "URL is part of the head");
+static_assert(PROXY_RELAY_BUF >= 4096, "relay buffer too small to be useful");
+
+#endif

@@ -1,10 +1,776 @@
-/* stub; replaced by the sandbox work */
+/*
+ * run: `portcullis run [OPTIONS] -- COMMAND [ARG...]` (DESIGN.md §1, §3, §7).
+ *
+ * Parse, then plan, then execute (STYLE §9):
+ *   parse    argv -> struct run_opts (nothing touched yet);
+ *   plan     locate bwrap and portcullis-bridge, resolve the working
+ *            directory and bind sources, build the bwrap argv;
+ *   execute  start the proxy side (embedded server, or a control
+ *            connection to a daemon), spawn bwrap with one end of a
+ *            SOCK_SEQPACKET socketpair, receive the listener the bridge
+ *            bound inside the namespace (bounded wait), open the session
+ *            for it, acknowledge (bridge/handoff.h), run until the sandbox
+ *            exits.
+ * Exit status: COMMAND's (128+N when killed by signal N); 125 when anything
+ * before the acknowledgement failed (COMMAND never ran), and also when the
+ * daemon went away while COMMAND ran (the watchdog killed the sandbox).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "cfg.h"
+#include "control.h"
+#include "handoff.h"
 #include "run.h"
+#include "server.h"
+
+/* Options given more than this many times are refused (argv is bounded
+ * anyway; this keeps the plan's arrays fixed-size). */
+#define RUN_MAX_REPEAT 64
+/* bwrap argv: fixed part + 3 per bind + hides + COMMAND. */
+#define RUN_FIXED_ARGS 64
+
+struct run_bind {
+	bool ro;
+	char *src;		/* realpath of SRC */
+	char *dst;		/* DST, absolute */
+};
+
+struct run_opts {
+	const char *config;
+	const char *connect;
+	const char *env;
+	enum phase phase;
+	const char *allow[RUN_MAX_REPEAT];
+	size_t nallow;
+	struct run_bind binds[RUN_MAX_REPEAT];
+	size_t nbinds;
+	bool allow_unix;
+	const char *audit_log;
+	char **command;
+	int ncommand;
+};
+
+struct run_plan {
+	char bwrap[PATH_MAX];
+	char bridge[PATH_MAX];
+	char cwd[PATH_MAX];
+	char **argv;		/* bwrap argv, NULL-terminated */
+	size_t argc;
+	size_t cap;
+};
+
+struct run_state {
+	uv_loop_t loop;
+	uv_process_t proc;
+	uv_poll_t ctl_poll;
+	bool proc_started, proc_exited, ctl_polling;
+	int status;		/* exit status to return */
+	int ctl_fd;		/* --connect: the control connection */
+	bool daemon_lost;
+	struct server *srv;
+};
+
+static const char usage[] =
+"usage: portcullis run [OPTIONS] -- COMMAND [ARG...]\n"
+"\n"
+"Runs COMMAND in a bubblewrap sandbox whose only network route is the\n"
+"proxy: its own network namespace with just lo, a listener on\n"
+"127.0.0.1:3128 served by portcullis, HTTP_PROXY etc. set, no capabilities,\n"
+"a seccomp filter.  If that route cannot be built, COMMAND never runs.\n"
+"\n"
+"options:\n"
+"  -c FILE               config file (default: the embedded default config)\n"
+"  --connect SOCK        use a running `portcullis serve` via its control\n"
+"                        socket instead of an embedded proxy\n"
+"  -e, --env NAME        policy environment (default: [proxy] env)\n"
+"  --phase setup|agent   phase of the session (default agent)\n"
+"  --allow PATTERN       extra allow rule for this run (embedded proxy only;\n"
+"                        repeatable)\n"
+"  --bind SRC[:DST]      bind SRC writable at DST (default DST = SRC)\n"
+"  --ro-bind SRC[:DST]   bind SRC read-only\n"
+"  --allow-unix-sockets  let COMMAND create AF_UNIX sockets\n"
+"  --audit-log FILE      embedded proxy's audit log (default: a temp file,\n"
+"                        named on stderr at the end)\n"
+"  --help                this text\n"
+"\n"
+"Inside: / read-only, the working directory writable, private /tmp, new\n"
+"/dev and /proc.  Exit status: COMMAND's; 125 if the sandbox or its proxy\n"
+"route could not be set up, or the daemon went away while COMMAND ran.\n";
+
+static _Noreturn void __attribute__((format(printf, 1, 2)))
+die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("portcullis run: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(HANDOFF_EXIT);
+}
+
+static void __attribute__((format(printf, 1, 2)))
+warnx(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("portcullis run: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* ---- parse ------------------------------------------------------------- */
+
+static void
+parse_bind(struct run_opts *o, const char *arg, bool ro)
+{
+	char src[PATH_MAX], real[PATH_MAX];
+	const char *colon = strchr(arg, ':');
+	const char *dst;
+	struct run_bind *b;
+
+	if (o->nbinds == RUN_MAX_REPEAT)
+		die("too many --bind/--ro-bind options");
+	if ((colon ? (size_t)(colon - arg) : strlen(arg)) >= sizeof(src))
+		die("--bind %s: path too long", arg);
+	snprintf(src, sizeof(src), "%.*s",
+	    (int)(colon ? (size_t)(colon - arg) : strlen(arg)), arg);
+	if (realpath(src, real) == NULL)
+		die("--%sbind %s: %s", ro ? "ro-" : "", src, strerror(errno));
+	dst = colon ? colon + 1 : real;
+	if (dst[0] != '/')
+		die("--%sbind %s: destination must be an absolute path",
+		    ro ? "ro-" : "", arg);
+	b = &o->binds[o->nbinds++];
+	b->ro = ro;
+	b->src = strdup(real);
+	b->dst = strdup(dst);
+	if (b->src == NULL || b->dst == NULL)
+		die("out of memory");
+}
+
+/* Fills o from argv, or prints usage / dies (125). */
+static void
+run_parse(int argc, char **argv, struct run_opts *o)
+{
+	int i;
+
+	memset(o, 0, sizeof(*o));
+	o->phase = PHASE_AGENT;
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		}
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			fputs(usage, stdout);
+			exit(0);
+		}
+		if (strcmp(a, "--allow-unix-sockets") == 0) {
+			o->allow_unix = true;
+			continue;
+		}
+		if (a[0] != '-' || v == NULL) {
+			fputs(usage, stderr);
+			die("%s: %s", a, a[0] != '-' ? "missing -- before COMMAND" :
+			    "option needs a value");
+		}
+		i++;
+		if (strcmp(a, "-c") == 0) {
+			o->config = v;
+		} else if (strcmp(a, "--connect") == 0) {
+			o->connect = v;
+		} else if (strcmp(a, "-e") == 0 || strcmp(a, "--env") == 0) {
+			o->env = v;
+		} else if (strcmp(a, "--phase") == 0) {
+			if (phase_parse(v, &o->phase) != 0)
+				die("--phase %s: must be setup or agent", v);
+		} else if (strcmp(a, "--allow") == 0) {
+			if (o->nallow == RUN_MAX_REPEAT)
+				die("too many --allow options");
+			o->allow[o->nallow++] = v;
+		} else if (strcmp(a, "--bind") == 0) {
+			parse_bind(o, v, false);
+		} else if (strcmp(a, "--ro-bind") == 0) {
+			parse_bind(o, v, true);
+		} else if (strcmp(a, "--audit-log") == 0) {
+			o->audit_log = v;
+		} else {
+			fputs(usage, stderr);
+			die("unknown option %s", a);
+		}
+	}
+	if (i >= argc)
+		die("no COMMAND given (usage: portcullis run [OPTIONS] -- COMMAND [ARG...])");
+	o->command = argv + i;
+	o->ncommand = argc - i;
+	if (o->connect != NULL && (o->nallow > 0 || o->config != NULL ||
+	    o->audit_log != NULL))
+		die("--allow, -c and --audit-log configure the embedded proxy; "
+		    "with --connect the daemon's config applies");
+}
+
+/* ---- plan -------------------------------------------------------------- */
+
+/* Finds name in $PATH; returns true and fills out with an absolute path. */
+static bool
+find_in_path(const char *name, char *out, size_t outlen)
+{
+	const char *path = getenv("PATH");
+	const char *p, *e;
+
+	if (path == NULL)
+		return false;
+	for (p = path; *p != '\0'; p = *e ? e + 1 : e) {
+		e = strchr(p, ':');
+		if (e == NULL)
+			e = p + strlen(p);
+		if (e == p || *p != '/')
+			continue;
+		if (snprintf(out, outlen, "%.*s/%s", (int)(e - p), p, name) >=
+		    (int)outlen)
+			continue;
+		if (access(out, X_OK) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The bridge: $PORTCULLIS_BRIDGE, next to this executable, or $PATH. */
+static void
+find_bridge(char *out, size_t outlen)
+{
+	const char *env = getenv("PORTCULLIS_BRIDGE");
+	char self[PATH_MAX], *slash;
+	ssize_t n;
+
+	if (env != NULL && *env != '\0') {
+		if (realpath(env, out) == NULL || access(out, X_OK) != 0)
+			die("PORTCULLIS_BRIDGE=%s: not an executable", env);
+		return;
+	}
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+		if (slash != NULL) {
+			*slash = '\0';
+			if (snprintf(out, outlen, "%s/portcullis-bridge", self) <
+			    (int)outlen && access(out, X_OK) == 0)
+				return;
+		}
+	}
+	if (find_in_path("portcullis-bridge", out, outlen))
+		return;
+	die("portcullis-bridge not found (next to portcullis or in PATH)");
+}
+
+static void
+plan_add(struct run_plan *p, const char *arg)
+{
+	if (p->argc + 1 >= p->cap)
+		die("internal: bwrap argv overflow");
+	p->argv[p->argc++] = (char *)arg;
+	p->argv[p->argc] = NULL;
+}
+
+/* True when dir is path or one of its ancestors. */
+static bool
+is_ancestor(const char *dir, const char *path)
+{
+	size_t n = strlen(dir);
+
+	if (strcmp(dir, "/") == 0)
+		return true;
+	return strncmp(dir, path, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+/*
+ * Hides a control socket from the sandbox: a tmpfs over its directory, or,
+ * when that directory holds the working directory, /dev/null bound over the
+ * socket itself.  Paths that do not exist need no hiding.
+ */
+static void
+plan_hide(struct run_plan *p, const char *sock)
+{
+	char dir[PATH_MAX], *slash;
+	struct stat st;
+	char *d;
+
+	if (sock == NULL || realpath(sock, dir) == NULL) {
+		if (sock == NULL || snprintf(dir, sizeof(dir), "%s", sock) >=
+		    (int)sizeof(dir))
+			return;
+	}
+	slash = strrchr(dir, '/');
+	if (slash == NULL)
+		return;
+	if (slash == dir)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+		return;
+	if (!is_ancestor(dir, p->cwd)) {
+		d = strdup(dir);
+		if (d == NULL)
+			die("out of memory");
+		plan_add(p, "--tmpfs");
+		plan_add(p, d);
+	} else if (lstat(sock, &st) == 0) {
+		plan_add(p, "--ro-bind");
+		plan_add(p, "/dev/null");
+		plan_add(p, sock);
+	}
+}
+
+static void
+run_plan(const struct run_opts *o, const struct cfg *cfg, struct run_plan *p)
+{
+	size_t i;
+
+	if (!find_in_path("bwrap", p->bwrap, sizeof(p->bwrap)))
+		die("bwrap (bubblewrap) not found in PATH; install the "
+		    "bubblewrap package");
+	find_bridge(p->bridge, sizeof(p->bridge));
+	if (getcwd(p->cwd, sizeof(p->cwd)) == NULL)
+		die("getcwd: %s", strerror(errno));
+	if (strcmp(p->cwd, "/") == 0)
+		die("refusing to run in /: the working directory is mounted "
+		    "writable in the sandbox");
+
+	p->cap = RUN_FIXED_ARGS + 3 * o->nbinds + (size_t)o->ncommand;
+	p->argv = calloc(p->cap, sizeof(char *));
+	if (p->argv == NULL)
+		die("out of memory");
+	plan_add(p, p->bwrap);
+	plan_add(p, "--unshare-net");
+	plan_add(p, "--unshare-pid");
+	plan_add(p, "--unshare-ipc");
+	plan_add(p, "--unshare-uts");
+	plan_add(p, "--new-session");
+	plan_add(p, "--die-with-parent");
+	/* All capabilities go, also when we run as root (bwrap then keeps
+	 * none in the sandbox: CapEff 0). */
+	plan_add(p, "--cap-drop");
+	plan_add(p, "ALL");
+	plan_add(p, "--ro-bind");
+	plan_add(p, "/");
+	plan_add(p, "/");
+	plan_add(p, "--dev");
+	plan_add(p, "/dev");
+	plan_add(p, "--proc");
+	plan_add(p, "/proc");
+	plan_add(p, "--tmpfs");
+	plan_add(p, "/tmp");
+	for (i = 0; i < o->nbinds; i++) {
+		plan_add(p, o->binds[i].ro ? "--ro-bind" : "--bind");
+		plan_add(p, o->binds[i].src);
+		plan_add(p, o->binds[i].dst);
+	}
+	plan_add(p, "--bind");
+	plan_add(p, p->cwd);
+	plan_add(p, p->cwd);
+	/* After every bind, so no bind can bring a control socket back. */
+	plan_hide(p, o->connect);
+	if (cfg != NULL)
+		plan_hide(p, cfg->proxy.control);
+	plan_hide(p, CFG_DEFAULT_CONTROL);
+	/* The bridge at its own path, also if that was under /tmp. */
+	plan_add(p, "--ro-bind");
+	plan_add(p, p->bridge);
+	plan_add(p, p->bridge);
+	plan_add(p, "--chdir");
+	plan_add(p, p->cwd);
+	plan_add(p, "--");
+	plan_add(p, p->bridge);
+	plan_add(p, HANDOFF_FD_OPTION);
+	plan_add(p, "3");
+	if (o->allow_unix)
+		plan_add(p, "--allow-unix-sockets");
+	plan_add(p, "--");
+	for (int k = 0; k < o->ncommand; k++)
+		plan_add(p, o->command[k]);
+}
+
+/* ---- execute ----------------------------------------------------------- */
+
+static long long
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Waits up to HANDOFF_FD_TIMEOUT_MS for the bridge's listener.  Returns the
+ * fd, or -1 with a reason in why.
+ */
+static int
+receive_listener(int sock, char *why, size_t whylen)
+{
+	char msg[HANDOFF_MSG_MAX];
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+		struct cmsghdr align;
+	} u;
+	long long deadline = mono_ms() + HANDOFF_FD_TIMEOUT_MS;
+	struct msghdr mh;
+	struct iovec iov;
+	struct cmsghdr *cm;
+	int fd = -1;
+	ssize_t n;
+
+	for (;;) {
+		struct pollfd pfd = { .fd = sock, .events = POLLIN };
+		long long left = deadline - mono_ms();
+		int rc;
+
+		if (left <= 0) {
+			snprintf(why, whylen, "no listener from the sandbox "
+			    "within %d ms", HANDOFF_FD_TIMEOUT_MS);
+			return -1;
+		}
+		rc = poll(&pfd, 1, (int)left);
+		if (rc < 0 && errno != EINTR) {
+			snprintf(why, whylen, "poll: %s", strerror(errno));
+			return -1;
+		}
+		if (rc > 0)
+			break;
+	}
+	memset(&mh, 0, sizeof(mh));
+	iov.iov_base = msg;
+	iov.iov_len = sizeof(msg);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.buf;
+	mh.msg_controllen = sizeof(u.buf);
+	do
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	for (cm = CMSG_FIRSTHDR(&mh); n >= 0 && cm != NULL;
+	    cm = CMSG_NXTHDR(&mh, cm)) {
+		size_t k, nfd;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (k = 0; k < nfd; k++) {
+			int f;
+
+			memcpy(&f, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
+			if (fd < 0)
+				fd = f;
+			else
+				close(f);
+		}
+	}
+	if (n <= 0 || msg[0] != HANDOFF_MSG_LISTENER || fd < 0) {
+		if (fd >= 0)
+			close(fd);
+		snprintf(why, whylen, n == 0 ? "the sandbox exited before "
+		    "handing out its listener (see the message above)" :
+		    "malformed handoff from the bridge");
+		return -1;
+	}
+	return fd;
+}
+
+static void
+send_handoff(int sock, char type, const char *text)
+{
+	char msg[HANDOFF_MSG_MAX];
+	int n = snprintf(msg, sizeof(msg), "%c%s", type, text);
+
+	if (n >= (int)sizeof(msg))
+		n = sizeof(msg) - 1;
+	(void)send(sock, msg, (size_t)n, MSG_NOSIGNAL);
+}
+
+static void
+run_on_exit(uv_process_t *proc, int64_t exit_status, int term_signal)
+{
+	struct run_state *st = proc->data;
+
+	st->proc_exited = true;
+	if (!st->daemon_lost)
+		st->status = term_signal ? 128 + term_signal : (int)exit_status;
+	uv_close((uv_handle_t *)proc, NULL);
+	if (st->ctl_polling) {
+		st->ctl_polling = false;
+		uv_close((uv_handle_t *)&st->ctl_poll, NULL);
+	}
+	if (st->srv != NULL)
+		server_stop(st->srv);
+}
+
+/* Watchdog: the daemon's end of the control connection closed (or sent
+ * something we never asked for).  Its listener died with it, so COMMAND
+ * has no route at all now; stop the sandbox and say why. */
+static void
+run_on_control(uv_poll_t *h, int status, int events)
+{
+	struct run_state *st = h->data;
+	char buf[256];
+	ssize_t n;
+
+	(void)events;
+	n = status < 0 ? -1 : recv(st->ctl_fd, buf, sizeof(buf), MSG_DONTWAIT);
+	if (n < 0 && status >= 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n > 0)
+		return;	/* unsolicited bytes: ignore */
+	warnx("the portcullis daemon went away (control connection closed); "
+	    "stopping the sandbox");
+	st->daemon_lost = true;
+	st->status = HANDOFF_EXIT;
+	st->ctl_polling = false;
+	uv_poll_stop(h);
+	uv_close((uv_handle_t *)h, NULL);
+	if (!st->proc_exited)
+		(void)uv_process_kill(&st->proc, SIGKILL);
+}
+
+/* Opens the session on the daemon; returns 0 and the id, or -1 + why. */
+static int
+open_remote_session(int ctl_fd, int lfd, const struct run_opts *o, char *sid,
+    size_t sidlen, char *why, size_t whylen)
+{
+	char line[CONTROL_MAX_LINE], reply[CONTROL_MAX_LINE];
+	struct ctl_json *j;
+	const char *jwhy, *v;
+	size_t pos;
+	int rc;
+
+	pos = (size_t)snprintf(line, sizeof(line), "{\"op\":\"session.open\"");
+	if (o->env != NULL) {
+		pos += (size_t)snprintf(line + pos, sizeof(line) - pos, ",\"env\":");
+		if (ctl_json_quote(line, sizeof(line) - 64, &pos, o->env) != 0) {
+			snprintf(why, whylen, "env name too long");
+			return -1;
+		}
+	}
+	snprintf(line + pos, sizeof(line) - pos, ",\"phase\":\"%s\"}",
+	    phase_name(o->phase));
+	rc = control_request(ctl_fd, line, lfd, reply, sizeof(reply),
+	    CONTROL_REPLY_TIMEOUT_MS);
+	if (rc < 0) {
+		snprintf(why, whylen, "control socket %s: %s", o->connect,
+		    rc == -ETIMEDOUT ? "no reply from the daemon" :
+		    rc == -ECONNRESET ? "the daemon closed the connection" :
+		    strerror(-rc));
+		return -1;
+	}
+	j = malloc(sizeof(*j));
+	if (j == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	if (ctl_json_parse(reply, strlen(reply), j, &jwhy) != 0) {
+		snprintf(why, whylen, "daemon reply: %s", jwhy);
+		free(j);
+		return -1;
+	}
+	if (ctl_json_bool(j, "ok") != 1) {
+		v = ctl_json_str(j, "error");
+		snprintf(why, whylen, "the daemon refused the session: %s",
+		    v ? v : "no reason given");
+		free(j);
+		return -1;
+	}
+	v = ctl_json_str(j, "session");
+	if (v == NULL || strlen(v) == 0 || strlen(v) >= sidlen) {
+		snprintf(why, whylen, "daemon reply without a session id");
+		free(j);
+		return -1;
+	}
+	snprintf(sid, sidlen, "%s", v);
+	free(j);
+	return 0;
+}
+
+/* The embedded proxy: config, extra rules, audit file, server. */
+static struct cfg *
+load_config(const struct run_opts *o, const char **env)
+{
+	struct cfg *cfg;
+	char *errors = NULL, origin[64];
+	size_t i;
+
+	cfg = cfg_load(o->config, &errors);
+	if (cfg == NULL) {
+		fprintf(stderr, "%s", errors ? errors : "");
+		free(errors);
+		die("config %s is not valid", o->config ? o->config : "<default>");
+	}
+	*env = o->env ? o->env : cfg->proxy.env;
+	for (i = 0; i < o->nallow; i++) {
+		snprintf(origin, sizeof(origin), "command line: --allow");
+		if (cfg_add_rule(cfg, *env, o->phase, false, o->allow[i],
+		    origin, &errors) != 0) {
+			fprintf(stderr, "portcullis run: --allow %s: %s\n",
+			    o->allow[i], errors ? errors : "invalid");
+			free(errors);
+			die("invalid --allow pattern");
+		}
+	}
+	if (cfg_find_env(cfg, *env) == NULL)
+		die("unknown env \"%s\" (not in %s)", *env,
+		    o->config ? o->config : "the default config");
+	return cfg;
+}
+
 int
 run_main(int argc, char **argv)
 {
-	(void)argc; (void)argv;
-	fprintf(stderr, "portcullis run: not yet\n");
-	return 125;
+	struct run_opts o;
+	struct run_plan p;
+	struct run_state st;
+	struct cfg *cfg = NULL;
+	struct session *ss = NULL;
+	uv_process_options_t po;
+	uv_stdio_container_t stdio[4];
+	char audit_tmp[PATH_MAX] = "", why[512], sid[HANDOFF_MSG_MAX];
+	const char *env = NULL, *audit_path = NULL;
+	int sp[2], lfd, rc;
+
+	run_parse(argc, argv, &o);
+	memset(&p, 0, sizeof(p));
+	memset(&st, 0, sizeof(st));
+	st.ctl_fd = -1;
+
+	/* Proxy side first: a missing daemon means we never start bwrap. */
+	if (o.connect != NULL) {
+		st.ctl_fd = control_connect(o.connect);
+		if (st.ctl_fd < 0)
+			die("no proxy route: control socket %s: %s", o.connect,
+			    strerror(-st.ctl_fd));
+	} else {
+		cfg = load_config(&o, &env);
+	}
+	run_plan(&o, cfg, &p);
+
+	if (uv_loop_init(&st.loop) != 0)
+		die("uv_loop_init failed");
+	signal(SIGPIPE, SIG_IGN);
+	if (cfg != NULL) {
+		if (o.audit_log != NULL) {
+			audit_path = o.audit_log;
+		} else {
+			const char *tmp = getenv("TMPDIR");
+			int fd;
+
+			snprintf(audit_tmp, sizeof(audit_tmp),
+			    "%s/portcullis-run-XXXXXX.jsonl",
+			    tmp && *tmp ? tmp : "/tmp");
+			fd = mkstemps(audit_tmp, 6);
+			if (fd < 0)
+				die("audit log %s: %s", audit_tmp, strerror(errno));
+			close(fd);
+			audit_path = audit_tmp;
+		}
+		/* The server takes our cfg reference. */
+		rc = server_new(&st.loop, cfg, audit_path, &st.srv);
+		if (rc < 0)
+			die("cannot start the embedded proxy: %s", strerror(-rc));
+	}
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0)
+		die("socketpair: %s", strerror(errno));
+	memset(&po, 0, sizeof(po));
+	memset(stdio, 0, sizeof(stdio));
+	for (int i = 0; i < 3; i++) {
+		stdio[i].flags = UV_INHERIT_FD;
+		stdio[i].data.fd = i;
+	}
+	/* The bridge's end becomes fd 3 in bwrap (see the plan's argv). */
+	stdio[3].flags = UV_INHERIT_FD;
+	stdio[3].data.fd = sp[1];
+	po.file = p.bwrap;
+	po.args = p.argv;
+	po.stdio = stdio;
+	po.stdio_count = 4;
+	po.exit_cb = run_on_exit;
+	st.proc.data = &st;
+	rc = uv_spawn(&st.loop, &st.proc, &po);
+	close(sp[1]);
+	if (rc != 0)
+		die("no proxy route: cannot start %s: %s", p.bwrap, uv_strerror(rc));
+	st.proc_started = true;
+
+	lfd = receive_listener(sp[0], why, sizeof(why));
+	if (lfd < 0)
+		goto setup_failed;
+	if (st.srv != NULL) {
+		rc = server_session_open(st.srv, lfd, env, o.phase, &ss);
+		if (rc < 0) {
+			snprintf(why, sizeof(why), "session: %s", strerror(-rc));
+			goto setup_failed;
+		}
+		snprintf(sid, sizeof(sid), "%s", session_id(ss));
+	} else {
+		rc = open_remote_session(st.ctl_fd, lfd, &o, sid, sizeof(sid),
+		    why, sizeof(why));
+		/* The daemon has its own copy now (or none): ours must not
+		 * keep the listener alive past the daemon. */
+		close(lfd);
+		if (rc < 0)
+			goto setup_failed;
+	}
+	send_handoff(sp[0], HANDOFF_MSG_ACK, sid);
+	close(sp[0]);
+
+	if (st.ctl_fd >= 0) {
+		if (uv_poll_init(&st.loop, &st.ctl_poll, st.ctl_fd) == 0) {
+			st.ctl_poll.data = &st;
+			st.ctl_polling = true;
+			uv_poll_start(&st.ctl_poll, UV_READABLE | UV_DISCONNECT,
+			    run_on_control);
+		}
+	}
+	uv_run(&st.loop, UV_RUN_DEFAULT);
+	if (st.srv != NULL)
+		server_free(st.srv);
+	if (st.ctl_fd >= 0)
+		close(st.ctl_fd);
+	(void)uv_loop_close(&st.loop);
+	if (audit_path != NULL)
+		fprintf(stderr, "portcullis run: audit log: %s\n", audit_path);
+	free(p.argv);
+	return st.status;
+
+setup_failed:
+	send_handoff(sp[0], HANDOFF_MSG_REFUSE, why);
+	close(sp[0]);
+	warnx("no proxy route: %s", why);
+	if (!st.proc_exited)
+		(void)uv_process_kill(&st.proc, SIGKILL);
+	if (audit_path != NULL)
+		fprintf(stderr, "portcullis run: audit log: %s\n", audit_path);
+	/* Not a clean shutdown: the sandbox is dying with us anyway. */
+	_exit(HANDOFF_EXIT);
 }

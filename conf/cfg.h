@@ -79,6 +79,16 @@ struct env {
 	struct phase_policy phase[PHASE_COUNT];
 };
 
+/*
+ * A [preset NAME] section, fully expanded (nested @refs resolved); kept so
+ * cfg_add_rule() can expand "@NAME" after load.  Rule origins name the
+ * preset's own lines; expansion into an env rewrites them.
+ */
+struct preset {
+	char *name;
+	struct rule_list rules;
+};
+
 struct hostport {
 	struct netaddr addr;
 	uint16_t port;
@@ -140,6 +150,13 @@ struct cfg {
 
 	struct env *envs;
 	size_t nenvs;
+
+	struct preset *presets;
+	size_t npresets;
+
+	/* Files read through [proxy] include, in order, after path. */
+	char **included;
+	size_t nincluded;
 };
 
 /*

@@ -1,10 +1,204 @@
-/* stub; replaced by the conf/policy work */
+/*
+ * check: `portcullis check [-c FILE] [--env NAME --phase PHASE TARGET...]`.
+ *
+ * Loads and validates the config exactly as `serve` would.  Without
+ * targets it prints "configuration OK" or every error.  With targets it
+ * prints one decision line per target from the real policy_decide(), and
+ * for targets written as addresses also the address step
+ * (policy_addr_allowed); names are not resolved.
+ */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg.h"
 #include "check.h"
+#include "policy.h"
+
+static const char check_usage[] =
+"usage: portcullis check [-c FILE] [--env NAME] [--phase PHASE] [TARGET...]\n"
+"\n"
+"Validates a configuration (no -c: the embedded default).  Prints\n"
+"\"configuration OK\", or every error as FILE:LINE: message.\n"
+"\n"
+"With targets, prints one line per target:\n"
+"  TARGET: allow allowed (RULE)\n"
+"  TARGET: deny REASON (RULE)\n"
+"RULE is where the deciding rule was written (FILE:LINE [section] key\n"
+"pattern), the methods line, or \"default\" when no rule matched.\n"
+"\n"
+"TARGET forms:\n"
+"  http://HOST[:PORT]/...   a plain HTTP GET (port 80 unless given)\n"
+"  https://HOST[:PORT]/...  a CONNECT tunnel (port 443 unless given)\n"
+"  HOST:PORT, [IPV6]:PORT   a CONNECT tunnel to that port\n"
+"  HOST                     a CONNECT tunnel to port 443\n"
+"Names are not resolved; targets written as addresses also go through the\n"
+"address check (built-in blocked ranges, [addresses], the proxy itself).\n"
+"\n"
+"options:\n"
+"  -c, --config FILE   the config file\n"
+"  --env NAME          env to decide in (default: [proxy] env)\n"
+"  --phase PHASE       setup or agent (default: [proxy] phase)\n"
+"  -h, --help          this text\n"
+"\n"
+"exit status: 0 the config is valid (whatever the decisions), 1 the config\n"
+"has errors, 2 bad usage.\n";
+
+/* Longest target argument we take apart. */
+#define CHECK_MAX_TARGET 2048
+
+/*
+ * Splits arg into host and port, with default port and method by form.
+ * Returns 0, or -1 when the target cannot be taken apart (bad_request).
+ */
+static int
+check_split(const char *arg, char *host, size_t hostsz, uint16_t *port,
+    bool *is_connect)
+{
+	const char *s = arg, *end, *colon = NULL;
+	size_t hl;
+	unsigned long pv;
+	char *ep;
+
+	*is_connect = true;
+	*port = 443;
+	if (strncmp(s, "http://", 7) == 0) {
+		s += 7;
+		*is_connect = false;
+		*port = 80;
+	} else if (strncmp(s, "https://", 8) == 0) {
+		s += 8;
+	}
+	end = s + strcspn(s, "/?#");
+	if (memchr(s, '@', (size_t)(end - s)) != NULL)
+		return -1;	/* userinfo is not a target */
+	if (*s == '[') {
+		const char *close = memchr(s, ']', (size_t)(end - s));
+
+		if (close == NULL)
+			return -1;
+		hl = (size_t)(close + 1 - s);
+		if (close + 1 < end) {
+			if (close[1] != ':')
+				return -1;
+			colon = close + 1;
+		}
+	} else {
+		colon = memchr(s, ':', (size_t)(end - s));
+		hl = colon != NULL ? (size_t)(colon - s) : (size_t)(end - s);
+	}
+	if (hl == 0 || hl >= hostsz)
+		return -1;
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (colon != NULL) {
+		if (colon + 1 >= end || colon[1] < '0' || colon[1] > '9')
+			return -1;
+		pv = strtoul(colon + 1, &ep, 10);
+		if (ep != end || pv == 0 || pv > 65535)
+			return -1;
+		*port = (uint16_t)pv;
+	}
+	return 0;
+}
+
+static void
+check_one(const struct cfg *c, const char *env, enum phase phase,
+    const char *arg)
+{
+	char raw[CHECK_MAX_TARGET], host[NETADDR_MAX_HOST + 1];
+	struct target t;
+	struct decision d;
+	bool is_connect;
+	const char *why = NULL;
+
+	memset(&t, 0, sizeof(t));
+	if (strlen(arg) >= sizeof(raw) ||
+	    check_split(arg, raw, sizeof(raw), &t.port, &is_connect) < 0 ||
+	    host_normalise(raw, strlen(raw), host, sizeof(host), &t.kind,
+	    &t.addr) < 0) {
+		printf("%s: deny %s (default)\n", arg,
+		    reason_str(REASON_BAD_REQUEST));
+		return;
+	}
+	t.host = host;
+	policy_decide(c, env, phase, &t, is_connect ? "CONNECT" : "GET",
+	    is_connect, &d);
+	if (d.reason == REASON_ALLOWED && t.kind != HOST_NAME &&
+	    !policy_addr_allowed(c, &t.addr, t.port, &why)) {
+		printf("%s: deny %s (%s)\n", arg,
+		    reason_str(REASON_ADDRESS_BLOCKED), why != NULL ? why : "?");
+		return;
+	}
+	printf("%s: %s %s (%s)\n", arg,
+	    d.reason == REASON_ALLOWED ? "allow" : "deny",
+	    reason_str(d.reason), d.rule_text != NULL ? d.rule_text : "default");
+}
+
 int
 check_main(int argc, char **argv)
 {
-	(void)argc; (void)argv;
-	fprintf(stderr, "portcullis check: not yet\n");
+	const char *path = NULL, *env = NULL, *phase_arg = NULL;
+	enum phase phase;
+	struct cfg *c;
+	char *errors = NULL;
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			fputs(check_usage, stdout);
+			return 0;
+		} else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+			if (++i >= argc)
+				goto usage;
+			path = argv[i];
+		} else if (strcmp(a, "--env") == 0 || strcmp(a, "-e") == 0) {
+			if (++i >= argc)
+				goto usage;
+			env = argv[i];
+		} else if (strcmp(a, "--phase") == 0) {
+			if (++i >= argc)
+				goto usage;
+			phase_arg = argv[i];
+		} else if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		} else if (a[0] == '-' && a[1] != '\0') {
+			fprintf(stderr, "portcullis check: unknown option '%s'\n", a);
+			goto usage;
+		} else {
+			break;
+		}
+	}
+	if (phase_arg != NULL && phase_parse(phase_arg, &phase) < 0) {
+		fprintf(stderr, "portcullis check: bad phase '%s' (setup or "
+		    "agent)\n", phase_arg);
+		return 2;
+	}
+
+	c = cfg_load(path, &errors);
+	if (c == NULL) {
+		fputs(errors != NULL ? errors : "portcullis check: cannot load\n",
+		    stderr);
+		free(errors);
+		return 1;
+	}
+	if (i >= argc) {
+		printf("configuration OK\n");
+		cfg_free(c);
+		return 0;
+	}
+	if (env == NULL)
+		env = c->proxy.env;
+	if (phase_arg == NULL)
+		phase = c->proxy.phase;
+	for (; i < argc; i++)
+		check_one(c, env, phase, argv[i]);
+	cfg_free(c);
+	return 0;
+usage:
+	fputs(check_usage, stderr);
 	return 2;
 }

@@ -1,0 +1,277 @@
+/*
+ * policy: the decision order of DESIGN.md §4 over a frozen struct cfg.
+ *
+ * Matching rules (see policy_rule_matches):
+ *  - name rules (exact, *., **.) match only targets written as names;
+ *  - CIDR rules match only targets written as addresses (an IPv4 rule also
+ *    matches the same address written as ::ffff:a.b.c.d);
+ *  - `*` matches every target;
+ *  - ports: RULE_PORT_DEFAULT = 80 and 443, RULE_PORT_ANY = any.
+ * Deny rules written without a port deny the host on every port: a deny
+ * names something to keep out, and "deny x" quietly leaving x:22 reachable
+ * through a broad allow would surprise.  Deny CIDRs also match addresses
+ * that carry the IPv4 address they name (6to4, Teredo, NAT64).
+ */
+#include <string.h>
+
+#include "policy.h"
+
+static const char *const reason_names[REASON_COUNT] = {
+	[REASON_ALLOWED] = "allowed",
+	[REASON_BAD_REQUEST] = "bad_request",
+	[REASON_DENIED] = "denied",
+	[REASON_NOT_ALLOWED] = "not_allowed",
+	[REASON_PORT_NOT_ALLOWED] = "port_not_allowed",
+	[REASON_METHOD_NOT_ALLOWED] = "method_not_allowed",
+	[REASON_INTERCEPTION_REQUIRED] = "interception_required",
+	[REASON_DNS_FAILED] = "dns_failed",
+	[REASON_ADDRESS_BLOCKED] = "address_blocked",
+	[REASON_CONNECT_FAILED] = "connect_failed",
+	[REASON_TIMEOUT] = "timeout",
+	[REASON_SNI_MISMATCH] = "sni_mismatch",
+	[REASON_TLS_REQUIRED] = "tls_required",
+	[REASON_OVERLOADED] = "overloaded",
+	[REASON_UNKNOWN_ENV] = "unknown_env",
+};
+
+const char *
+reason_str(enum reason r)
+{
+	if ((unsigned)r >= REASON_COUNT)
+		return "unknown";
+	return reason_names[r];
+}
+
+int
+reason_status(enum reason r)
+{
+	switch (r) {
+	case REASON_ALLOWED:
+		return 200;
+	case REASON_BAD_REQUEST:
+		return 400;
+	case REASON_DNS_FAILED:
+	case REASON_CONNECT_FAILED:
+		return 502;
+	case REASON_TIMEOUT:
+		return 504;
+	case REASON_OVERLOADED:
+		return 503;
+	default:
+		return 403;
+	}
+}
+
+static bool
+port_matches(int rport, uint16_t port)
+{
+	if (rport == RULE_PORT_ANY)
+		return true;
+	if (rport == RULE_PORT_DEFAULT)
+		return port == 80 || port == 443;
+	return rport == (int)port;
+}
+
+/* Host part only.  embedded_any: also judge IPv4 carried in IPv6 (deny). */
+static bool
+host_matches(const struct rule *r, const struct target *t, bool embedded_any)
+{
+	size_t hl, rl;
+	struct netaddr v4;
+
+	switch (r->kind) {
+	case RULE_ANY:
+		return true;
+	case RULE_CIDR:
+		if (t->kind == HOST_NAME)
+			return false;
+		if (cidr_contains(&r->cidr, &t->addr))
+			return true;
+		if (r->cidr.addr.family != AF_INET || t->addr.family != AF_INET6)
+			return false;
+		if (embedded_any)
+			return netaddr_embedded_v4(&t->addr, &v4) &&
+			    cidr_contains(&r->cidr, &v4);
+		/* ::ffff:a.b.c.d is the same socket as a.b.c.d. */
+		{
+			static const uint8_t mapped[12] = {
+				0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+			if (memcmp(t->addr.bytes, mapped, 12) != 0)
+				return false;
+			memset(&v4, 0, sizeof(v4));
+			v4.family = AF_INET;
+			memcpy(v4.bytes, t->addr.bytes + 12, 4);
+			return cidr_contains(&r->cidr, &v4);
+		}
+	case RULE_EXACT:
+	case RULE_SUB:
+	case RULE_APEX_SUB:
+		if (t->kind != HOST_NAME || r->host == NULL)
+			return false;
+		hl = strlen(t->host);
+		rl = strlen(r->host);
+		if (r->kind != RULE_SUB && hl == rl &&
+		    memcmp(t->host, r->host, hl) == 0)
+			return true;
+		if (r->kind == RULE_EXACT)
+			return false;
+		return hl > rl + 1 && t->host[hl - rl - 1] == '.' &&
+		    memcmp(t->host + hl - rl, r->host, rl) == 0;
+	}
+	return false;
+}
+
+bool
+policy_rule_matches(const struct rule *r, const struct target *t)
+{
+	return host_matches(r, t, false) && port_matches(r->port, t->port);
+}
+
+static void
+decide(struct decision *d, enum reason r, const struct rule *rule,
+    const char *text)
+{
+	d->reason = r;
+	d->rule = rule;
+	d->rule_text = text;
+}
+
+void
+policy_decide(const struct cfg *c, const char *envname, enum phase phase,
+    const struct target *t, const char *method, bool is_connect,
+    struct decision *d)
+{
+	const struct env *e;
+	const struct phase_policy *pp;
+	const struct rule *port_miss = NULL;
+	const struct rule *allow = NULL;
+
+	decide(d, REASON_NOT_ALLOWED, NULL, "default");
+	if (t == NULL || t->host == NULL || t->host[0] == '\0' ||
+	    t->port == 0 || method == NULL) {
+		decide(d, REASON_BAD_REQUEST, NULL, "default");
+		return;
+	}
+	e = cfg_find_env(c, envname);
+	if (e == NULL || (unsigned)phase >= PHASE_COUNT)
+		return;
+	pp = &e->phase[phase];
+	if (!pp->present)
+		return;
+
+	for (size_t i = 0; i < pp->deny.n; i++) {
+		const struct rule *r = &pp->deny.v[i];
+
+		if (host_matches(r, t, true) && (r->port == RULE_PORT_DEFAULT ||
+		    port_matches(r->port, t->port))) {
+			decide(d, REASON_DENIED, r, r->origin);
+			return;
+		}
+	}
+	for (size_t i = 0; i < pp->allow.n && allow == NULL; i++) {
+		const struct rule *r = &pp->allow.v[i];
+
+		if (!host_matches(r, t, false))
+			continue;
+		if (port_matches(r->port, t->port))
+			allow = r;
+		else if (port_miss == NULL)
+			port_miss = r;
+	}
+	if (allow == NULL) {
+		if (port_miss != NULL)
+			decide(d, REASON_PORT_NOT_ALLOWED, port_miss,
+			    port_miss->origin);
+		return;
+	}
+	if (pp->methods_restricted) {
+		const char *mo = pp->methods_origin != NULL ?
+		    pp->methods_origin : "default";
+
+		if (is_connect) {
+			/*
+			 * A tunnel hides the methods inside it; without TLS
+			 * interception the restriction cannot be enforced,
+			 * unless the section allows CONNECT itself.
+			 */
+			if (!(pp->methods_mask & (1u << METHOD_CONNECT))) {
+				decide(d, REASON_INTERCEPTION_REQUIRED, NULL, mo);
+				return;
+			}
+		} else {
+			int m = method_parse(method, strlen(method));
+
+			if (m < 0 || !(pp->methods_mask & (1u << m))) {
+				decide(d, REASON_METHOD_NOT_ALLOWED, NULL, mo);
+				return;
+			}
+		}
+	}
+	decide(d, REASON_ALLOWED, allow, allow->origin);
+}
+
+static bool
+cidrs_contain(const struct cidr *v, size_t n, const struct netaddr *a,
+    const struct netaddr *v4)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (cidr_contains(&v[i], a) ||
+		    (v4 != NULL && cidr_contains(&v[i], v4)))
+			return true;
+	}
+	return false;
+}
+
+static bool
+is_unspecified(const struct netaddr *a)
+{
+	static const uint8_t zero[16];
+
+	return memcmp(a->bytes, zero, a->family == AF_INET ? 4 : 16) == 0;
+}
+
+bool
+policy_addr_allowed(const struct cfg *c, const struct netaddr *addr,
+    uint16_t port, const char **why)
+{
+	struct netaddr v4buf;
+	const struct netaddr *v4 = NULL;
+	const char *blocked;
+
+	if (why != NULL)
+		*why = NULL;
+	if (addr->family == AF_INET6 && netaddr_embedded_v4(addr, &v4buf))
+		v4 = &v4buf;
+
+	if (cidrs_contain(c->addresses.deny, c->addresses.ndeny, addr, v4)) {
+		if (why != NULL)
+			*why = "[addresses] deny";
+		return false;
+	}
+	/*
+	 * A request to the proxy itself.  A wildcard listener accepts on
+	 * every local address, and which addresses are local is I/O we do
+	 * not do here, so it refuses every address on its port.
+	 */
+	for (size_t i = 0; i < c->proxy.nlisten; i++) {
+		const struct hostport *l = &c->proxy.listen[i];
+
+		if (l->port != port)
+			continue;
+		if (is_unspecified(&l->addr) || netaddr_equal(&l->addr, addr) ||
+		    (v4 != NULL && netaddr_equal(&l->addr, v4))) {
+			if (why != NULL)
+				*why = "proxy listen address";
+			return false;
+		}
+	}
+	blocked = netaddr_builtin_blocked(addr);
+	if (blocked != NULL && !cidrs_contain(c->addresses.allow,
+	    c->addresses.nallow, addr, v4)) {
+		if (why != NULL)
+			*why = blocked;
+		return false;
+	}
+	return true;
+}

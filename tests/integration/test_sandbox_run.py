@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""`portcullis run`: real clients in a real bwrap sandbox whose only route is
+the proxy (DESIGN.md §1, §3, §7); escapes fail; set-up failures exit 125
+with COMMAND never run (a marker file it would create stays absent)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (CLIENT_TIMEOUT, Origin, TestFailure, check, defer, eq,  # noqa: E402
+                     make_tls, portcullis_bin, run, start_proxy, std_config,
+                     tempdir, wait_until)
+
+RUN_TIMEOUT = 60
+BRIDGE = os.environ.get("PORTCULLIS_BRIDGE", "")
+ALLOWED = "ok.example.test"
+DENIED = "no.example.test"
+SECURE = "secure.example.test"
+
+
+def run_env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    if BRIDGE:
+        env["PORTCULLIS_BRIDGE"] = BRIDGE
+    env.update(extra)
+    return env
+
+
+def write_config(d, origin_port, extra=""):
+    path = os.path.join(d, "run.ini")
+    with open(path, "w") as f:
+        f.write("[dns]\nstatic = %s=127.0.0.1, %s=127.0.0.1, %s=127.0.0.1\n\n"
+                "[addresses]\nallow = 127.0.0.0/8\n\n"
+                "[env default agent]\nallow = %s:%d, %s:*\n\n"
+                "[env default setup]\nallow = *:*\n\n%s"
+                % (ALLOWED, DENIED, SECURE, ALLOWED, origin_port, SECURE, extra))
+    return path
+
+
+def prun(args, cwd, env=None, timeout=RUN_TIMEOUT):
+    """portcullis run ARGS in cwd; returns CompletedProcess (text)."""
+    return subprocess.run([portcullis_bin(), "run"] + list(args), cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env=env or run_env(), stdin=subprocess.DEVNULL)
+
+
+def audit(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def sh(script):
+    return ["sh", "-c", script]
+
+
+def assert_125_no_marker(r, d, what):
+    eq(r.returncode, 125, "%s: exit status (stderr %r)" % (what, r.stderr))
+    check(not os.path.exists(os.path.join(d, "marker")),
+          "%s: COMMAND ran (marker exists)" % what)
+
+
+# ------------------------------------------------------------ real clients
+
+def test_curl_http_allowed_and_denied_with_audit():
+    o = Origin()
+    d = tempdir()
+    cfg = write_config(d, o.port)
+    log = os.path.join(d, "audit.jsonl")
+    script = ("curl -sS -o ok.txt -w '%%{http_code}' http://%s:%d/hello > ok.code; "
+              "curl -sS -o no.txt -D no.head -w '%%{http_code}' http://%s:%d/x > no.code; "
+              "echo \"$PORTCULLIS_SESSION\" > sid"
+              % (ALLOWED, o.port, DENIED, o.port))
+    r = prun(["-c", cfg, "--audit-log", log, "--", "sh", "-c", script], d)
+    eq(r.returncode, 0, "exit status (stderr %r)" % r.stderr)
+    eq(open(os.path.join(d, "ok.code")).read(), "200", "allowed status")
+    eq(json.loads(open(os.path.join(d, "ok.txt")).read())["target"], "/hello", "origin target")
+    eq(open(os.path.join(d, "no.code")).read(), "403", "denied status")
+    check("X-Portcullis-Reason: not_allowed" in open(os.path.join(d, "no.head")).read(),
+          "denied reason header")
+    eq(len(o.requests()), 1, "origin saw only the allowed request")
+    sid = open(os.path.join(d, "sid")).read().strip()
+    check(sid.startswith("s-"), "PORTCULLIS_SESSION %r" % sid)
+    reqs = [x for x in audit(log) if x.get("event") == "request"]
+    eq(len(reqs), 2, "request records")
+    for x in reqs:
+        eq(x["session"], sid, "audit session")
+        eq(x["env"], "default", "audit env")
+        eq(x["phase"], "agent", "audit phase")
+    eq([x["decision"] for x in reqs], ["allow", "deny"], "decisions")
+    check("audit log: %s" % log in r.stderr, "audit log named on stderr")
+    check(r.stdout == "", "nothing of portcullis on COMMAND's stdout: %r" % r.stdout)
+
+
+def test_curl_https_connect_and_setup_phase_env():
+    tls = make_tls((SECURE,))
+    o = Origin(tls=tls)
+    d = tempdir()
+    cfg = write_config(d, o.port)
+    log = os.path.join(d, "audit.jsonl")
+    script = ("curl -sS --cacert %s/ca.pem -o /dev/null -w '%%{http_code}' https://%s:%d/ > s.code; "
+              "curl -sS --cacert %s/ca.pem https://%s:%d/ > n.out 2> n.err; echo $? > n.rc"
+              % (tls["dir"], SECURE, o.port, tls["dir"], DENIED, o.port))
+    # Agent phase: SECURE allowed on any port, DENIED not.
+    r = prun(["-c", cfg, "--audit-log", log, "--ro-bind", tls["dir"], "--", "sh", "-c", script], d)
+    eq(r.returncode, 0, "exit status (stderr %r)" % r.stderr)
+    eq(open(os.path.join(d, "s.code")).read(), "200", "https via CONNECT")
+    check(open(os.path.join(d, "n.rc")).read().strip() != "0", "denied CONNECT fails")
+    recs = [x for x in audit(log) if x.get("event") == "request"]
+    eq([(x["proto"], x["decision"]) for x in recs], [("connect", "allow"), ("connect", "deny")],
+       "CONNECT records")
+    # Setup phase (allow = *): the denied name goes through; records say setup.
+    plain = Origin()
+    log2 = os.path.join(d, "audit2.jsonl")
+    r = prun(["-c", cfg, "--phase", "setup", "--audit-log", log2, "--", "sh", "-c",
+              "curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/ > p.code" % (DENIED, plain.port)], d)
+    eq(r.returncode, 0, "setup run (stderr %r)" % r.stderr)
+    eq(open(os.path.join(d, "p.code")).read(), "200", "setup phase allows *")
+    recs = [x for x in audit(log2) if x.get("event") == "request"]
+    eq([(x["phase"], x["decision"]) for x in recs], [("setup", "allow")], "setup records")
+
+
+def test_python_urllib_second_client_and_allow_option():
+    o = Origin()
+    d = tempdir()
+    cfg = write_config(d, o.port)
+    code = ("import urllib.request,sys\n"
+            "try:\n"
+            "    print(urllib.request.urlopen('http://%s:%d/py', timeout=10).status)\n"
+            "except Exception as e:\n"
+            "    print('ERR', getattr(e, 'code', e))\n" % (DENIED, o.port))
+    r = prun(["-c", cfg, "--", "python3", "-c", code], d)
+    eq(r.returncode, 0, "exit (stderr %r)" % r.stderr)
+    eq(r.stdout.strip(), "ERR 403", "urllib through proxy, denied")
+    # --allow adds a rule for this run only.
+    r = prun(["-c", cfg, "--allow", "%s:%d" % (DENIED, o.port), "--", "python3", "-c", code], d)
+    eq(r.stdout.strip(), "200", "urllib allowed by --allow (stderr %r)" % r.stderr)
+    eq(len(o.requests()), 1, "origin requests")
+
+
+def test_exit_status_is_commands():
+    d = tempdir()
+    r = prun(["--", "sh", "-c", "exit 7"], d)
+    eq(r.returncode, 7, "COMMAND's status")
+    r = prun(["--", "sh", "-c", "kill -TERM $$"], d)
+    eq(r.returncode, 128 + signal.SIGTERM, "killed by signal")
+
+
+# ------------------------------------------------------------ escapes
+
+ESCAPES = r"""
+import socket, errno, os, json
+res = {}
+def attempt(name, fn):
+    try:
+        fn(); res[name] = "ok"
+    except OSError as e:
+        res[name] = errno.errorcode.get(e.errno, str(e.errno))
+def tcp():
+    s = socket.socket(); s.settimeout(3); s.connect(("192.0.2.1", 80))
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("8.8.8.8", 53))
+def tcp6():
+    s = socket.socket(socket.AF_INET6); s.settimeout(3); s.connect(("2001:db8::1", 80))
+def unix():
+    s = socket.socket(socket.AF_UNIX); s.connect(os.environ["HOSTSOCK"])
+attempt("tcp", tcp); attempt("udp", udp); attempt("tcp6", tcp6); attempt("unix", unix)
+attempt("socketpair", lambda: socket.socketpair())
+attempt("netlink_audit", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 9))
+attempt("netlink_route", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+attempt("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+attempt("vsock", lambda: socket.socket(40, socket.SOCK_STREAM, 0))
+res["capeff"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
+res["nnp"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")][0]
+res["seccomp"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")][0]
+res["ctl_visible"] = os.path.exists(os.environ["CTLSOCK"])
+res["fds"] = sorted(int(x) for x in os.listdir("/proc/self/fd"))
+try:
+    open("/usr/portcullis-write-test", "w"); res["rootwrite"] = "ok"
+except OSError as e:
+    res["rootwrite"] = errno.errorcode[e.errno]
+print(json.dumps(res))
+"""
+
+
+def escape_results(extra_args=(), uid_note=""):
+    d = tempdir()
+    hostdir = tempdir()
+    hostsock = os.path.join(hostdir, "host.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(hostsock)
+    srv.listen(1)
+    defer(srv.close)
+    # A daemon's control socket on the host, which --connect would hide;
+    # here we check the default/embedded path: hidden when given via -c.
+    ctldir = tempdir()
+    ctl = os.path.join(ctldir, "control.sock")
+    c = socket.socket(socket.AF_UNIX)
+    c.bind(ctl)
+    defer(c.close)
+    cfg = os.path.join(d, "c.ini")
+    with open(cfg, "w") as f:
+        f.write("[proxy]\ncontrol = %s\n\n[env default agent]\nallow = example.com\n" % ctl)
+    with open(os.path.join(d, "esc.py"), "w") as f:
+        f.write(ESCAPES)
+    r = prun(["-c", cfg, "--bind", hostdir] + list(extra_args) +
+             ["--", "python3", "esc.py"], d,
+             env=run_env(HOSTSOCK=hostsock, CTLSOCK=ctl))
+    eq(r.returncode, 0, "escape probe exit (stderr %r)" % r.stderr)
+    return json.loads(r.stdout)
+
+
+def test_escapes_fail():
+    res = escape_results()
+    eq(res["tcp"], "ENETUNREACH", "raw TCP to 192.0.2.1")
+    eq(res["udp"], "ENETUNREACH", "UDP to a resolver")
+    check(res["tcp6"] in ("ENETUNREACH", "EADDRNOTAVAIL", "EAFNOSUPPORT"), "raw TCP6: %r" % res["tcp6"])
+    eq(res["unix"], "EPERM", "AF_UNIX to a bind-mounted host socket")
+    eq(res["socketpair"], "ok", "socketpair stays allowed")
+    eq(res["netlink_audit"], "EPERM", "AF_NETLINK (audit)")
+    eq(res["netlink_route"], "ok", "AF_NETLINK route stays allowed")
+    eq(res["packet"], "EPERM", "AF_PACKET")
+    eq(res["vsock"], "EPERM", "AF_VSOCK")
+    eq(res["capeff"], "0000000000000000", "CapEff (we run as uid %d)" % os.getuid())
+    eq(res["nnp"], "1", "NoNewPrivs")
+    eq(res["seccomp"], "2", "seccomp filter mode")
+    eq(res["ctl_visible"], False, "control socket visible in the sandbox")
+    eq(res["rootwrite"], "EROFS", "root read-only")
+    check(res["fds"][:3] == [0, 1, 2] and len(res["fds"]) <= 4,
+          "COMMAND inherits only stdio (+ listdir's own fd): %r" % res["fds"])
+
+
+def test_allow_unix_sockets_option():
+    res = escape_results(["--allow-unix-sockets"])
+    eq(res["unix"], "ok", "AF_UNIX with --allow-unix-sockets")
+    eq(res["netlink_audit"], "EPERM", "AF_NETLINK still refused")
+
+
+def test_connect_mode_and_control_socket_hidden():
+    o = Origin()
+    ctldir = tempdir()
+    ctl = os.path.join(ctldir, "control.sock")
+    p = start_proxy(std_config(
+        "[dns]\nstatic = %s=127.0.0.1, %s=127.0.0.1\n\n"
+        "[env web agent]\nallow = %s:%d\n" % (ALLOWED, DENIED, ALLOWED, o.port),
+        proxy_extra="control = %s\n" % ctl))
+    wait_until(lambda: os.path.exists(ctl), what="control socket")
+    eq(oct(os.stat(ctl).st_mode & 0o777), "0o600", "control socket mode")
+    d = tempdir()
+    script = ("curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/ > a.code; "
+              "curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/ > b.code; "
+              "ls -A %s > ctl.ls 2>&1; echo $PORTCULLIS_SESSION > sid"
+              % (ALLOWED, o.port, DENIED, o.port, ctldir))
+    r = prun(["--connect", ctl, "-e", "web", "--", "sh", "-c", script], d)
+    eq(r.returncode, 0, "exit (stderr %r)" % r.stderr)
+    eq(open(os.path.join(d, "a.code")).read(), "200", "allowed")
+    eq(open(os.path.join(d, "b.code")).read(), "403", "denied")
+    eq(open(os.path.join(d, "ctl.ls")).read(), "", "control dir empty inside the sandbox")
+    sid = open(os.path.join(d, "sid")).read().strip()
+    reqs = p.wait_records("request", 2)
+    eq([(x["session"], x["env"], x["phase"], x["decision"]) for x in reqs[:2]],
+       [(sid, "web", "agent", "allow"), (sid, "web", "agent", "deny")], "audit records")
+    # The session ended with the control connection.
+    r = subprocess.run([portcullis_bin(), "ctl", "--control", ctl, "status"],
+                       capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+    eq(r.returncode, 0, "ctl status")
+    eq(json.loads(r.stdout)["sessions"], [], "no sessions left")
+
+
+# ------------------------------------------------------------ fail closed
+
+def test_fail_closed_control_socket_missing():
+    d = tempdir()
+    r = prun(["--connect", os.path.join(d, "nope.sock"), "--", "touch", "marker"], d)
+    assert_125_no_marker(r, d, "missing control socket")
+    check("no proxy route" in r.stderr, "stderr names the failure: %r" % r.stderr)
+
+
+def test_fail_closed_daemon_refuses_session():
+    ctldir = tempdir()
+    ctl = os.path.join(ctldir, "control.sock")
+    start_proxy(std_config("[env web agent]\nallow = example.com\n",
+                           proxy_extra="control = %s\n" % ctl))
+    wait_until(lambda: os.path.exists(ctl), what="control socket")
+    d = tempdir()
+    r = prun(["--connect", ctl, "-e", "nosuchenv", "--", "touch", "marker"], d)
+    assert_125_no_marker(r, d, "unknown env")
+    check('unknown env "nosuchenv"' in r.stderr, "reason on stderr: %r" % r.stderr)
+
+
+def fake_control(reply=None):
+    """A control socket that accepts, reads the request (and fd), and then
+    answers with reply, or never (reply None)."""
+    import threading
+    d = tempdir()
+    path = os.path.join(d, "fake.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(4)
+    srv.settimeout(0.2)
+    stop = []
+    held = []
+
+    def loop():
+        while not stop:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            held.append(c)
+            try:
+                c.settimeout(10)
+                socket.recv_fds(c, 4096, 4)
+                if reply is not None:
+                    c.sendall(reply.encode() + b"\n")
+            except OSError:
+                pass
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+
+    def close():
+        stop.append(1)
+        t.join(2)
+        for c in held:
+            c.close()
+        srv.close()
+    defer(close)
+    return path
+
+
+def test_fail_closed_handoff_never_acknowledged():
+    ctl = fake_control(reply=None)
+    d = tempdir()
+    t0 = time.monotonic()
+    r = prun(["--connect", ctl, "--", "touch", "marker"], d)
+    assert_125_no_marker(r, d, "no ack")
+    check(time.monotonic() - t0 < 20, "bounded wait")
+    check("no proxy route" in r.stderr, "stderr: %r" % r.stderr)
+
+
+def test_fail_closed_garbage_reply():
+    ctl = fake_control(reply='{"ok":true}')
+    d = tempdir()
+    r = prun(["--connect", ctl, "--", "touch", "marker"], d)
+    assert_125_no_marker(r, d, "reply without session")
+
+
+def test_fail_closed_bwrap_missing_or_failing():
+    d = tempdir()
+    empty = tempdir()
+    r = prun(["--", "touch", "marker"], d, env=run_env(PATH=empty))
+    assert_125_no_marker(r, d, "bwrap missing")
+    check("bwrap" in r.stderr, "stderr names bwrap: %r" % r.stderr)
+    # A bwrap that fails (as a broken bwrap would): exit 1, nothing runs.
+    with open(os.path.join(empty, "bwrap"), "w") as f:
+        f.write("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    os.chmod(os.path.join(empty, "bwrap"), 0o755)
+    r = prun(["--", "touch", "marker"], d, env=run_env(PATH=empty + ":/usr/bin:/bin"))
+    assert_125_no_marker(r, d, "bwrap failing")
+
+
+def test_proxy_killed_mid_run():
+    """The daemon dies while COMMAND runs: COMMAND's next request fails at
+    once (the listener died with the daemon), nothing reaches the origin by
+    another route, and `portcullis run` reports it and exits non-zero."""
+    o = Origin()
+    ctldir = tempdir()
+    ctl = os.path.join(ctldir, "control.sock")
+    p = start_proxy(std_config(
+        "[dns]\nstatic = %s=127.0.0.1\n\n[env default agent]\nallow = %s:%d\n"
+        % (ALLOWED, ALLOWED, o.port), proxy_extra="control = %s\n" % ctl))
+    wait_until(lambda: os.path.exists(ctl), what="control socket")
+    d = tempdir()
+    script = ("curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/1 > first; "
+              "i=0; while [ ! -e go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
+              "curl -sS -m 5 -o /dev/null http://%s:%d/2 2> second.err; echo $? > second.rc; "
+              "curl -sS -m 5 --noproxy '*' -o /dev/null http://%s:%d/3 2>/dev/null; echo $? > direct.rc; "
+              "sleep 30" % (ALLOWED, o.port, ALLOWED, o.port, ALLOWED, o.port))
+    proc = subprocess.Popen([portcullis_bin(), "run", "--connect", ctl, "--", "sh", "-c", script],
+                            cwd=d, env=run_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    defer(lambda: proc.poll() is None and proc.kill())
+    wait_until(lambda: os.path.exists(os.path.join(d, "first")) and
+               open(os.path.join(d, "first")).read(), timeout=20, what="first request")
+    eq(open(os.path.join(d, "first")).read(), "200", "first request")
+    # Freeze the launcher so its watchdog cannot stop the sandbox before we
+    # observe COMMAND's own view of the dead proxy.
+    proc.send_signal(signal.SIGSTOP)
+    p.proc.kill()
+    p.proc.wait(10)
+    open(os.path.join(d, "go"), "w").close()
+    wait_until(lambda: os.path.exists(os.path.join(d, "direct.rc")) and
+               open(os.path.join(d, "direct.rc")).read(), timeout=20, what="second request")
+    eq(open(os.path.join(d, "second.rc")).read().strip(), "7", "request after proxy death: couldn't connect")
+    check(open(os.path.join(d, "direct.rc")).read().strip() != "0", "direct route fails too")
+    eq(len(o.requests()), 1, "origin saw only the first request")
+    proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=20)
+    check(proc.returncode != 0, "run exits non-zero")
+    check("daemon went away" in err, "stderr says so: %r" % err)
+
+
+def test_unprivileged_user_curl():
+    if os.getuid() != 0:
+        raise TestFailure("this test needs root to switch to an unprivileged uid")
+    o = Origin()
+    d = tempdir()
+    os.chmod(d, 0o777)
+    cfg = write_config(d, o.port)
+    os.chmod(cfg, 0o644)
+    log = os.path.join(d, "audit.jsonl")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        portcullis_bin(), "run", "-c", cfg, "--audit-log", log, "--",
+                        "sh", "-c", "id -u > uid; grep CapEff /proc/self/status > cap; "
+                        "curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/ > code"
+                        % (ALLOWED, o.port)],
+                       cwd=d, env=run_env(HOME=d), capture_output=True, text=True,
+                       timeout=RUN_TIMEOUT)
+    eq(r.returncode, 0, "unprivileged run (stderr %r)" % r.stderr)
+    eq(open(os.path.join(d, "code")).read(), "200", "curl as uid 65534")
+    eq(open(os.path.join(d, "uid")).read().strip(), "65534", "uid inside")
+    check(open(os.path.join(d, "cap")).read().split()[1] == "0000000000000000", "CapEff 0")
+
+
+if __name__ == "__main__":
+    run(globals())

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""portcullis-bridge on its own: in a network namespace the test builds
+(`ip netns add`), it refuses (exit 125, COMMAND never runs) when the
+namespace has another interface, when 127.0.0.1:3128 is taken, and when
+the proxy side never acknowledges the handed-out listener."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import TestFailure, check, defer, eq, run, tempdir  # noqa: E402
+
+BRIDGE = os.environ.get("PORTCULLIS_BRIDGE", "")
+ACK_TIMEOUT = 5          # HANDOFF_ACK_TIMEOUT_MS in bridge/handoff.h
+
+
+def netns():
+    if os.getuid() != 0:
+        raise TestFailure("needs root (ip netns)")
+    name = "pc-" + uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    defer(lambda: subprocess.run(["ip", "netns", "del", name], timeout=10))
+    return name
+
+
+def start_bridge(ns, d, *, hold_port=False):
+    """Starts the bridge in ns with a handoff socketpair; returns (proc, our end)."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    defer(a.close)
+    cmd = ["ip", "netns", "exec", ns, BRIDGE, "--handoff-fd", str(b.fileno()),
+           "--", "touch", os.path.join(d, "marker")]
+    p = subprocess.Popen(cmd, pass_fds=[b.fileno()], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    b.close()
+    defer(lambda: p.poll() is None and p.kill())
+    return p, a
+
+
+def finish(p, d, what):
+    out, err = p.communicate(timeout=ACK_TIMEOUT + 10)
+    eq(p.returncode, 125, "%s: exit status (stderr %r)" % (what, err))
+    check(not os.path.exists(os.path.join(d, "marker")), "%s: COMMAND ran" % what)
+    check(err.startswith("portcullis-bridge: no proxy route: "), "%s: stderr %r" % (what, err))
+    eq(err.count("\n"), 1, "%s: one line" % what)
+    return err
+
+
+def test_good_namespace_runs_command():
+    """Control: in a plain new netns (lo down) the bridge brings lo up,
+    hands out the listener, and on ack runs COMMAND."""
+    ns = netns()
+    d = tempdir()
+    p, a = start_bridge(ns, d)
+    msg, fds, _, _ = socket.recv_fds(a, 256, 1)
+    eq(msg, b"L3128", "handoff message")
+    eq(len(fds), 1, "one fd")
+    ls = socket.socket(fileno=fds[0])
+    eq(ls.getsockname(), ("127.0.0.1", 3128), "listener address")
+    a.send(b"Ks-test")
+    out, err = p.communicate(timeout=10)
+    eq(p.returncode, 0, "exit (stderr %r)" % err)
+    check(os.path.exists(os.path.join(d, "marker")), "COMMAND ran")
+    ls.close()
+
+
+def test_extra_interface_refused():
+    ns = netns()
+    subprocess.run(["ip", "-n", ns, "link", "add", "pcx0", "type", "veth", "peer", "name", "pcx1"],
+                   check=True, timeout=10)
+    d = tempdir()
+    p, a = start_bridge(ns, d)
+    err = finish(p, d, "extra interface")
+    check("pcx0" in err or "pcx1" in err, "names the interface: %r" % err)
+
+
+def test_port_taken_refused():
+    """Decision (docs/sandbox.md): 127.0.0.1:3128 taken inside the sandbox
+    namespace means something else shares it; the bridge refuses rather
+    than moving to another port."""
+    ns = netns()
+    subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=10)
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", ns, "python3", "-c",
+         "import socket,time,sys; s=socket.socket(); s.bind(('127.0.0.1',3128)); "
+         "s.listen(1); print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    defer(holder.kill)
+    eq(holder.stdout.readline().strip(), "ready", "holder bound")
+    d = tempdir()
+    p, a = start_bridge(ns, d)
+    err = finish(p, d, "port taken")
+    check("3128" in err and "in use" in err, "names the bind failure: %r" % err)
+
+
+def test_ack_never_comes():
+    ns = netns()
+    d = tempdir()
+    t0 = time.monotonic()
+    p, a = start_bridge(ns, d)
+    msg, fds, _, _ = socket.recv_fds(a, 256, 1)
+    for f in fds:
+        os.close(f)
+    err = finish(p, d, "no ack")
+    dt = time.monotonic() - t0
+    check(ACK_TIMEOUT - 0.5 <= dt < ACK_TIMEOUT + 5, "bounded wait: %.1fs" % dt)
+    check("acknowledge" in err, "reason: %r" % err)
+
+
+def test_refusal_message():
+    ns = netns()
+    d = tempdir()
+    p, a = start_bridge(ns, d)
+    socket.recv_fds(a, 256, 1)
+    a.send(b"Eunknown env")
+    err = finish(p, d, "refused")
+    check("unknown env" in err, "reason: %r" % err)
+
+
+def test_veth_to_host_refused():
+    """A veth whose peer is on the host (a real way out): refused by name
+    before anything is handed out."""
+    ns = netns()
+    a_if = "pcv" + uuid.uuid4().hex[:6]
+    subprocess.run(["ip", "link", "add", a_if, "type", "veth", "peer", "name", "eth9",
+                    "netns", ns], check=True, timeout=10)
+    defer(lambda: subprocess.run(["ip", "link", "del", a_if], timeout=10))
+    d = tempdir()
+    p, a = start_bridge(ns, d)
+    err = finish(p, d, "veth")
+    check("eth9" in err, "names the interface: %r" % err)
+
+
+if __name__ == "__main__":
+    run(globals())

@@ -74,6 +74,26 @@ def match(pattern, s, what="value"):
         raise TestFailure("%s: %r does not match /%s/" % (what, s, pattern))
 
 
+class Collect:
+    """Runs several checks and reports every failure at once:
+        c = Collect(); c(eq, a, b, "x"); c(check, cond, "y"); c.done()"""
+
+    def __init__(self):
+        self.errors = []
+
+    def __call__(self, fn, *args, **kw):
+        try:
+            return fn(*args, **kw)
+        except TestFailure as e:
+            self.errors.append(str(e))
+            return None
+
+    def done(self):
+        if self.errors:
+            raise TestFailure("%d check(s) failed:\n  " % len(self.errors)
+                              + "\n  ".join(self.errors))
+
+
 def wait_until(pred, timeout=5.0, what="condition", interval=0.02):
     """Polls pred() until truthy (returns its value) or fails after timeout."""
     deadline = time.monotonic() + timeout
@@ -89,6 +109,7 @@ def wait_until(pred, timeout=5.0, what="condition", interval=0.02):
 # ---------------------------------------------------------------- cleanup
 
 _deferred = []
+_live_proxies = []      # proxies started by the current test, for failure reports
 
 
 def defer(fn):
@@ -581,6 +602,7 @@ class Proxy:
                     raise
         else:
             raise last
+        _live_proxies.append(self)
         defer(self._cleanup)
 
     @property
@@ -933,11 +955,13 @@ def run(ns):
     for name, fn in tests:
         t0 = time.monotonic()
         err = None
+        del _live_proxies[:]
         signal.alarm(TEST_TIMEOUT)
         try:
             fn()
         except (Exception, _Timeout):
             err = traceback.format_exc()
+            err += _proxy_report()
         finally:
             signal.alarm(0)
         cleanup_errors = _run_deferred()
@@ -952,6 +976,19 @@ def run(ns):
             print("FAIL %s (%.2fs)\n%s" % (name, dt, _indent(err)), flush=True)
     print("%d passed, %d failed" % (passed, failed), flush=True)
     sys.exit(1 if failed else 0)
+
+
+def _proxy_report():
+    """Exit status and stderr tail of every proxy the failed test started."""
+    out = ""
+    for p in _live_proxies:
+        rc = p.proc.poll()
+        out += "\n-- portcullis on port %d: %s\n" % (
+            p.port, "running" if rc is None else "exited with %d" % rc)
+        err = p.stderr()
+        if err:
+            out += "-- stderr (tail):\n" + err[-3000:]
+    return out
 
 
 def _indent(s):

@@ -244,5 +244,122 @@ def test_sigint_stops_with_idle_client_connected():
     h.check_close_record(closes[0], closes[0]["id"], up_min=0, down_min=0)
 
 
+def test_host_header_follows_request_target():
+    """A client Host header naming another (unchecked) name never reaches
+    the origin: the proxy either replaces it with the absolute URI's
+    authority (RFC 9112 §3.2.2) or refuses the request as bad_request."""
+    o, p = setup()
+    req = (b"GET http://%s:%d/vh HTTP/1.1\r\nHost: evil.other.test\r\n"
+           b"Connection: close\r\n\r\n" % (HOST.encode(), o.port))
+    data, closed, client = h.raw_exchange(p.port, req)
+    resp = h.split_responses(data)[0]
+    if resp.status == 200:
+        h.eq(h.echo_headers(resp.body).get("host"), ["%s:%d" % (HOST, o.port)],
+             "Host at origin")
+    else:
+        h.eq(resp.status, 400, "status (%r)" % resp)
+        h.eq(resp.header("X-Portcullis-Reason"), "bad_request", "reason")
+        h.eq(o.connections, [], "origin connections")
+    p.stop()
+
+
+def test_two_hosts_on_one_client_connection():
+    o, p = setup()
+    ob = h.Origin("origin-b", host="127.0.0.10")
+    p.stop()
+    p = h.start_proxy(h.std_config(
+        "[dns]\nstatic = %s=127.0.0.2, b.example.test=127.0.0.10\n\n"
+        "[env default agent]\nallow = %s:*, b.example.test:*\n" % (HOST, HOST)))
+    r = h.curl(p, "-w", "[connects=%{num_connects} code=%{http_code}]\n",
+               url(o, "/first"), "http://b.example.test:%d/second" % ob.port)
+    h.eq(r.returncode, 0, "curl exit (stderr %r)" % r.stderr)
+    out = r.stdout.decode()
+    h.check('"origin": "origin-a"' in out and '"origin": "origin-b"' in out, "bodies %r" % out)
+    h.eq(o.requests(), ["GET /first HTTP/1.1"], "origin a requests")
+    h.eq(ob.requests(), ["GET /second HTTP/1.1"], "origin b requests")
+    reqs = p.wait_records("request", 2)
+    h.eq([(x["host"], x["addr"]) for x in reqs],
+         [(HOST, o.addr), ("b.example.test", ob.addr)], "hosts and addrs")
+    if "[connects=0" in out:    # curl reused the proxy connection
+        h.eq(reqs[0]["id"], reqs[1]["id"], "ids on one client connection")
+    p.stop()
+
+
+def test_refusal_after_allowed_request_on_same_connection():
+    """Keep-alive: an allowed request, then a refused one on the same
+    client connection: the second is refused and the connection closes."""
+    o, p = setup()
+    first = b"GET http://%s:%d/ok HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (
+        HOST.encode(), o.port, HOST.encode(), o.port)
+    second = (b"GET http://nope.other.test:%d/ HTTP/1.1\r\nHost: nope.other.test\r\n\r\n"
+              % o.port)
+    import socket
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    h.defer(s.close)
+    s.sendall(first)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        h.check(d, "connection closed before the first response")
+        buf += d
+    resp_head, rest = buf.split(b"\r\n\r\n", 1)
+    _, status, _, hdrs = h.parse_head(resp_head)
+    h.eq(status, 200, "first status")
+    n = int(dict((k.lower(), v) for k, v in hdrs)["content-length"])
+    while len(rest) < n:
+        d = s.recv(65536)
+        h.check(d, "connection closed inside the first body")
+        rest += d
+    s.sendall(second)
+    data = rest[n:]
+    s.settimeout(5)
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    resp = h.split_responses(data)[0]
+    h.eq(resp.status, 403, "second status")
+    h.eq(resp.header("X-Portcullis-Reason"), "not_allowed", "second reason")
+    reqs = p.wait_records("request", 2)
+    h.eq([x["reason"] for x in reqs], ["allowed", "not_allowed"], "reasons")
+    h.eq(reqs[0]["id"], reqs[1]["id"], "ids on one client connection")
+    h.eq(len(o.connections), 1, "origin connections (no dial for the refused request)")
+    p.stop()
+
+
+def test_ambiguous_framing_not_forwarded():
+    """Content-Length together with Transfer-Encoding (request smuggling):
+    refused as bad_request, nothing reaches the origin."""
+    o, p = setup()
+    req = (b"POST http://%s:%d/smuggle HTTP/1.1\r\nHost: %s:%d\r\n"
+           b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"0\r\n\r\nGET /hidden HTTP/1.1\r\nHost: x\r\n\r\n"
+           % (HOST.encode(), o.port, HOST.encode(), o.port))
+    data, closed, client = h.raw_exchange(p.port, req)
+    resp = h.split_responses(data)[0]
+    h.eq(resp.status, 400, "status (%r)" % resp)
+    h.eq(resp.header("X-Portcullis-Reason"), "bad_request", "reason")
+    h.check(closed, "connection not closed")
+    h.eq(o.requests(), [], "origin requests")
+    p.stop()
+
+
+def test_large_post_with_expect_100_continue():
+    o, p = setup()
+    d = h.tempdir()
+    payload = os.urandom(3 * 1024 * 1024)
+    path = os.path.join(d, "payload")
+    with open(path, "wb") as f:
+        f.write(payload)
+    r = h.curl(p, "-H", "Expect: 100-continue", "--data-binary", "@" + path,
+               url(o, "/expect"))
+    h.eq(r.returncode, 0, "curl exit (stderr %r)" % r.stderr)
+    body = json.loads(r.stdout)
+    h.eq(body["body_len"], len(payload), "body length at origin")
+    h.eq(body["body_sha256"], hashlib.sha256(payload).hexdigest(), "body sha256")
+    p.stop()
+
+
 if __name__ == "__main__":
     h.run(globals())

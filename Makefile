@@ -5,7 +5,7 @@ BUILD_SAN  ?= build-sanitize
 JOBS       ?= $(shell nproc)
 CONFIG     ?=
 
-.PHONY: all deps build run test test-sanitize check clean
+.PHONY: all deps build run test test-sanitize fuzz clean
 
 all: build
 
@@ -28,5 +28,12 @@ test-sanitize: deps
 	cmake --build $(BUILD_SAN) -j $(JOBS)
 	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 2
 
+# Every libFuzzer harness for FUZZ_SECONDS each (clang, ASan+UBSan).
+FUZZ_SECONDS ?= 30
+fuzz: deps
+	cmake -S tests/fuzz -B build-fuzz -DCMAKE_C_COMPILER=clang
+	cmake --build build-fuzz -j $(JOBS)
+	sh tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN)
+	rm -rf $(BUILD) $(BUILD_SAN) build-fuzz

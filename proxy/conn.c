@@ -11,7 +11,10 @@
  *   |          v                                          v
  *   |      RESOLVING --(IP literal / reused upstream)-> REFUSING --> CLOSING
  *   |          |                                          ^
- *   |          v                                          |
+ *   |          |  CONNECT to a TLS port: 200, then      |
+ *   |          +-> PEEK (read the ClientHello, SNI) ------+
+ *   |          |    |                                     |
+ *   |          v    v                                     |
  *   |       DIALING ---------(all addresses failed)-------+
  *   |          |
  *   |     +----+-----+
@@ -36,10 +39,12 @@
 
 #include "internal.h"
 #include "log.h"
+#include "tls.h"
 
 enum conn_state {
 	CONN_HEAD,		/* reading a request head (header timeout) */
 	CONN_RESOLVING,		/* waiting for DNS (bounded by [dns] timeout) */
+	CONN_PEEK,		/* reading a tunnel's ClientHello (header timeout) */
 	CONN_DIALING,		/* connecting upstream (connect timeout) */
 	CONN_HTTP,		/* forwarding one HTTP exchange (idle timeout) */
 	CONN_TUNNEL,		/* relaying a CONNECT tunnel (idle timeout) */
@@ -48,7 +53,7 @@ enum conn_state {
 };
 
 static const char *const state_names[] = {
-	"HEAD", "RESOLVING", "DIALING", "HTTP", "TUNNEL", "REFUSING",
+	"HEAD", "RESOLVING", "PEEK", "DIALING", "HTTP", "TUNNEL", "REFUSING",
 	"CLOSING",
 };
 
@@ -128,6 +133,11 @@ struct conn {
 	struct netaddr addrs[DNS_MAX_ADDRS];
 	size_t naddrs, next_addr;
 	const char *blocked_why;
+	/* CONNECT to a TLS port: the first flight, read before dialing. */
+	char *peek;
+	size_t peek_len;
+	bool sent_200;			/* the client is in the tunnel */
+	char sni[NETADDR_MAX_HOST + 2];
 
 	struct dir upd;		/* client -> upstream */
 	struct dir downd;	/* upstream -> client */
@@ -144,6 +154,11 @@ static void conn_pump_upstream(struct conn *c);
 static void conn_refuse(struct conn *c, enum reason r, const char *detail);
 static void conn_start_dial(struct conn *c);
 static void conn_begin_head(struct conn *c);
+static void conn_send_alert(struct conn *c, unsigned char desc,
+    enum reason r);
+static void conn_start_peek(struct conn *c);
+static void conn_peek_check(struct conn *c);
+static bool tls_port(const struct cfg *cfg, uint16_t port);
 static void conn_log_request(struct conn *c, const char *decision,
     enum reason r, int status);
 
@@ -193,6 +208,11 @@ on_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 	struct conn *c = h->data;
 
 	(void)suggested;
+	if (c->state == CONN_PEEK) {
+		*out = uv_buf_init(c->peek + c->peek_len,
+		    (unsigned)(PROXY_PEEK_BUF - c->peek_len));
+		return;
+	}
 	/* Reads are only started when the direction holds no buffer. */
 	if (c->upd.rbuf == NULL)
 		c->upd.rbuf = pool_get(&c->s->pool);
@@ -243,6 +263,7 @@ conn_free(struct conn *c)
 	free(c->downd.whead);
 	free(c->head);
 	free(c->up_head);
+	free(c->peek);
 	if (c->cfg != NULL)
 		server_cfg_unref(c->cfg);
 	if (c->ss != NULL)
@@ -371,6 +392,10 @@ on_timer(uv_timer_t *t)
 		}
 		conn_close(c, "header_timeout");
 		return;
+	case CONN_PEEK:
+		conn_refuse(c, REASON_TLS_REQUIRED, "no complete ClientHello "
+		    "in time");
+		return;
 	case CONN_RESOLVING:
 	case CONN_DIALING:
 		upstream_drop(c);
@@ -436,6 +461,8 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	} else {
 		jw_null(&w, "addr");
 	}
+	if (c->sni[0] != '\0')
+		jw_str(&w, "sni", c->sni);
 	if (r == REASON_ADDRESS_BLOCKED && c->blocked_why != NULL)
 		jw_str(&w, "blocked", c->blocked_why);
 	jw_int(&w, "status", status);
@@ -493,6 +520,39 @@ on_refusal_written(uv_write_t *req, int status)
 		conn_close(c, c->close_reason);
 }
 
+/* Writes a fatal TLS alert record and closes once it is written. */
+static void
+conn_send_alert(struct conn *c, unsigned char desc, enum reason r)
+{
+	char *msg = malloc(7);
+	uv_buf_t b;
+
+	upstream_drop(c);
+	c->close_reason = reason_str(r);
+	conn_set_state(c, CONN_REFUSING);
+	conn_update_reads(c);
+	conn_arm_timer(c, CONN_REFUSE_TIMEOUT_MS);
+	if (msg == NULL || c->downd.writing) {
+		free(msg);
+		conn_close(c, reason_str(r));
+		return;
+	}
+	memcpy(msg, "\x15\x03\x03\x00\x02\x02", 6);
+	msg[6] = (char)desc;
+	c->downd.whead = msg;
+	c->downd.writing = true;
+	c->downd.wreq.data = c;
+	c->downd.bytes += 7;
+	b = uv_buf_init(msg, 7);
+	if (uv_write(&c->downd.wreq, (uv_stream_t *)&c->client, &b, 1,
+	    on_refusal_written) < 0) {
+		c->downd.writing = false;
+		free(msg);
+		c->downd.whead = NULL;
+		conn_close(c, reason_str(r));
+	}
+}
+
 /*
  * Sends a refusal (DESIGN.md §5) and closes the conn once it is written.
  * Writes the request record (decision "deny").
@@ -514,6 +574,13 @@ conn_refuse(struct conn *c, enum reason r, const char *detail)
 		c->dreq = NULL;
 	}
 	conn_log_request(c, "deny", r, status);
+	if (c->sent_200 && r != REASON_TLS_REQUIRED) {
+		/* The client already speaks TLS in the tunnel: an HTTP
+		 * response would be garbage to it.  Send a fatal TLS alert
+		 * (access_denied for policy, internal_error otherwise). */
+		conn_send_alert(c, status == 403 ? 49 : 80, r);
+		return;
+	}
 	switch (status) {
 	case 400: text = "Bad Request"; break;
 	case 403: text = "Forbidden"; break;
@@ -547,7 +614,7 @@ conn_refuse(struct conn *c, enum reason r, const char *detail)
 	}
 	mlen = snprintf(msg, sizeof(body) + 256,
 	    "HTTP/1.1 %d %s\r\nX-Portcullis-Reason: %s\r\n"
-	    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+	    "Content-Type: text/plain\r\nContent-Length: %d\r\n"
 	    "Connection: close\r\n\r\n%.*s",
 	    status, text, reason_str(r), blen, blen, body);
 	upstream_drop(c);
@@ -603,6 +670,9 @@ conn_update_reads(struct conn *c)
 		want_client = c->upd.rlen == 0;
 		/* An idle kept-alive upstream is read to notice its close. */
 		want_up = u != NULL && u->connected;
+		break;
+	case CONN_PEEK:
+		want_client = c->peek_len < PROXY_PEEK_BUF;
 		break;
 	case CONN_HTTP:
 		want_client = !c->req_done && c->upd.rlen == 0 &&
@@ -952,6 +1022,108 @@ on_dns(void *arg, int status, const struct netaddr *addrs, size_t naddrs)
 		conn_refuse(c, REASON_ADDRESS_BLOCKED, NULL);
 		return;
 	}
+	if (c->is_connect && tls_port(c->cfg, c->port)) {
+		conn_start_peek(c);
+		return;
+	}
+	conn_start_dial(c);
+}
+
+static bool
+tls_port(const struct cfg *cfg, uint16_t port)
+{
+	for (size_t i = 0; i < cfg->proxy.ntls_ports; i++)
+		if (cfg->proxy.tls_ports[i] == port)
+			return true;
+	return false;
+}
+
+/*
+ * CONNECT to a TLS port: answer 200, then read the whole ClientHello
+ * before anything is dialled, so that a tunnel whose SNI names another host
+ * (domain fronting) or that carries no TLS at all never reaches an origin.
+ * Bytes the client sent right behind the CONNECT head are the start of it.
+ */
+static void
+conn_start_peek(struct conn *c)
+{
+	static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+	char *copy;
+	size_t have = c->upd.rbuf ? c->upd.rlen - c->upd.roff : 0;
+
+	c->peek = malloc(PROXY_PEEK_BUF);
+	copy = strdup(ok);
+	if (c->peek == NULL || copy == NULL) {
+		free(copy);
+		conn_close(c, "out_of_memory");
+		return;
+	}
+	if (have > PROXY_PEEK_BUF)
+		have = PROXY_PEEK_BUF;
+	if (have > 0)
+		memcpy(c->peek, c->upd.rbuf->data + c->upd.roff, have);
+	c->peek_len = have;
+	dir_release(c, &c->upd);
+	free(c->head);
+	c->head = NULL;
+	conn_set_state(c, CONN_PEEK);
+	conn_arm_timer(c, c->s->cfg->limits.header_timeout_ms);
+	c->downd.bytes += sizeof(ok) - 1;
+	if (dir_write(c, &c->downd, (uv_stream_t *)&c->client, copy,
+	    sizeof(ok) - 1, 0, 0) < 0) {
+		conn_close(c, "client_write_failed");
+		return;
+	}
+	c->sent_200 = true;
+	conn_update_reads(c);
+	if (c->peek_len > 0)
+		conn_peek_check(c);
+}
+
+/* Examines the first flight so far; decides when it is complete. */
+static void
+conn_peek_check(struct conn *c)
+{
+	char sni[NETADDR_MAX_HOST + 2];
+	char norm[NETADDR_MAX_HOST + 3];
+	enum host_kind kind;
+	struct netaddr na;
+
+	switch (tls_peek_clienthello((const unsigned char *)c->peek,
+	    c->peek_len, sni, sizeof(sni))) {
+	case TLS_PEEK_NEED_MORE:
+		if (c->peek_len >= PROXY_PEEK_BUF)
+			conn_refuse(c, REASON_TLS_REQUIRED,
+			    "ClientHello too large");
+		return;
+	case TLS_PEEK_NOT_TLS:
+		conn_refuse(c, REASON_TLS_REQUIRED,
+		    "the tunnel's first bytes are not a TLS ClientHello");
+		return;
+	case TLS_PEEK_BAD:
+		conn_refuse(c, REASON_TLS_REQUIRED, "malformed ClientHello");
+		return;
+	case TLS_PEEK_OK:
+		break;
+	}
+	snprintf(c->sni, sizeof(c->sni), "%s", sni);
+	if (c->host_kind == HOST_NAME) {
+		/* A tunnel to a name must say which name in its SNI, and it
+		 * must be that name: no SNI is refused too, since the origin
+		 * would then pick a certificate (and a virtual host) we never
+		 * checked. */
+		if (sni[0] == '\0') {
+			conn_refuse(c, REASON_SNI_MISMATCH, "no SNI");
+			return;
+		}
+		if (host_normalise(sni, strlen(sni), norm, sizeof(norm), &kind,
+		    &na) < 0 || kind != HOST_NAME || strcmp(norm, c->host) != 0) {
+			conn_refuse(c, REASON_SNI_MISMATCH, NULL);
+			return;
+		}
+	}
+	/* A tunnel to an address literal: SNI, if any, is not routing
+	 * information; the address itself was decided and checked. */
 	conn_start_dial(c);
 }
 
@@ -1067,6 +1239,21 @@ conn_established(struct conn *c)
 
 	c->last_activity = now_ms(c);
 	conn_arm_timer(c, c->s->cfg->limits.idle_timeout_ms);
+	if (c->is_connect && c->sent_200) {
+		char *peek = c->peek;
+
+		conn_log_request(c, "allow", REASON_ALLOWED, 200);
+		conn_set_state(c, CONN_TUNNEL);
+		c->peek = NULL;
+		/* The first flight goes upstream unchanged. */
+		if (dir_write(c, &c->upd, (uv_stream_t *)&c->up->tcp, peek,
+		    c->peek_len, 0, 0) < 0) {
+			conn_close(c, "upstream_write_failed");
+			return;
+		}
+		conn_update_reads(c);
+		return;
+	}
 	if (c->is_connect) {
 		conn_log_request(c, "allow", REASON_ALLOWED, 200);
 		conn_set_state(c, CONN_TUNNEL);
@@ -1453,6 +1640,14 @@ on_client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 			return;
 		}
 	}
+	if (c->state == CONN_PEEK) {
+		c->peek_len += (size_t)nread;
+		d->bytes += (uint64_t)nread;
+		conn_peek_check(c);
+		if (c->state != CONN_CLOSING)
+			conn_update_reads(c);
+		return;
+	}
 	d->roff = 0;
 	d->rlen = (size_t)nread;
 	if (c->state == CONN_HEAD || c->state == CONN_HTTP ||
@@ -1539,7 +1734,7 @@ conn_overloaded(struct server *s, uv_stream_t *listener)
 	static const char msg[] =
 	    "HTTP/1.1 503 Service Unavailable\r\n"
 	    "X-Portcullis-Reason: overloaded\r\n"
-	    "Content-Type: text/plain; charset=utf-8\r\n"
+	    "Content-Type: text/plain\r\n"
 	    "Content-Length: 46\r\nConnection: close\r\n\r\n"
 	    "portcullis: too many connections (overloaded)\n";
 	uv_tcp_t *t = malloc(sizeof(*t));

@@ -38,6 +38,10 @@
 #define AUDIT_MAX_FIELDS 24
 #define AUDIT_MAX_RECORD (AUDIT_MAX_FIELDS * (AUDIT_MAX_VALUE * 6 + 40) + 64)
 
+/* Bytes of a tunnel's first flight kept while its ClientHello is read:
+ * the ClientHello itself (TLS_MAX_CLIENTHELLO, split over records of 5
+ * header bytes each) plus what a client may send right behind it. */
+#define PROXY_PEEK_BUF (16384 + 1024)
 /* Refusal response bodies (host, reason, env, phase). */
 #define PROXY_MAX_REFUSAL 2048
 

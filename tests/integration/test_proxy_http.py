@@ -361,5 +361,33 @@ def test_large_post_with_expect_100_continue():
     p.stop()
 
 
+def test_concurrent_clients():
+    """30 clients at once (slow and large responses interleaved): every
+    response complete, one request and one close record each, distinct ids."""
+    import subprocess
+    o, p = setup()
+    n, size = 30, 1000 * 1000
+    procs = []
+    for i in range(n):
+        path = "/slow?ms=300" if i % 2 else "/big?n=%d" % size
+        procs.append(subprocess.Popen(
+            ["curl", "-q", "-sS", "--max-time", "25", "-x", "http://%s" % p.listen,
+             url(o, path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=h.client_env(), stdin=subprocess.DEVNULL))
+    want_big = h.big_body_sha256(size)
+    for i, pr in enumerate(procs):
+        out, err = pr.communicate(timeout=h.CLIENT_TIMEOUT)
+        h.eq(pr.returncode, 0, "curl %d exit (stderr %r)" % (i, err))
+        if i % 2:
+            h.eq(json.loads(out)["target"], "/slow?ms=300", "slow body %d" % i)
+        else:
+            h.eq(hashlib.sha256(out).hexdigest(), want_big, "big body %d" % i)
+    reqs = p.wait_records("request", n)
+    closes = p.wait_records("close", n)
+    h.eq(len(set(r["id"] for r in reqs)), n, "distinct request ids")
+    h.eq(sorted(r["id"] for r in reqs), sorted(c["id"] for c in closes), "close ids")
+    p.stop()
+
+
 if __name__ == "__main__":
     h.run(globals())

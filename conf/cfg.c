@@ -1506,8 +1506,9 @@ read_file(const char *path, char **out, size_t *len)
 		fclose(f);
 		return -ENOMEM;
 	}
+	errno = 0;
 	n = fread(buf, 1, CFG_MAX_FILE_BYTES + 1, f);
-	err = ferror(f) ? -EIO : 0;
+	err = ferror(f) ? (errno != 0 ? -errno : -EIO) : 0;
 	fclose(f);
 	if (err == 0 && n > CFG_MAX_FILE_BYTES)
 		err = -EFBIG;

@@ -155,6 +155,21 @@ test_default(void)
 		CHECK(all);
 		CHECK(pypi);
 	}
+	/* no listed domain was dropped as invalid */
+	{
+		FILE *f = fopen("../conf/common-dependencies.txt", "r");
+		char line[512];
+		size_t n = 0;
+
+		CHECK(f != NULL);
+		while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+			if (line[0] != '#' && line[0] != '\n')
+				n++;
+		}
+		if (f != NULL)
+			fclose(f);
+		CHECK(pp != NULL && pp->allow.n == n);
+	}
 	CHECK(strcmp(cfg_default_text(), "") != 0);
 	CHECK(strstr(cfg_default_text(), "listen = 127.0.0.1:3128\n") != NULL);
 	cfg_free(c);

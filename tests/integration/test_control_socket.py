@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""The daemon's control socket (DESIGN.md §8): mode 0600, peer uid check,
+garbage / oversized / fd-less requests get error replies and the daemon
+keeps serving; `portcullis ctl status`; a session ends with its control
+connection."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (CLIENT_TIMEOUT, check, defer, eq, portcullis_bin, run,  # noqa: E402
+                     start_proxy, std_config, tempdir, wait_until)
+
+MAX_LINE = 4096          # CONTROL_MAX_LINE in proxy/control.h
+
+
+def daemon():
+    ctl = os.path.join(tempdir(), "sub", "control.sock")   # directory created
+    p = start_proxy(std_config("[env web setup]\nallow = *\n\n[env web agent]\nallow = example.com\n",
+                               proxy_extra="control = %s\n" % ctl))
+    wait_until(lambda: os.path.exists(ctl), what="control socket")
+    return p, ctl
+
+
+def conn(ctl):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(ctl)
+    defer(s.close)
+    return s, s.makefile("rb")
+
+
+def ask(s, f, obj_or_bytes, fds=()):
+    data = obj_or_bytes if isinstance(obj_or_bytes, bytes) else \
+        json.dumps(obj_or_bytes).encode() + b"\n"
+    if fds:
+        socket.send_fds(s, [data], list(fds))
+    else:
+        s.sendall(data)
+    return json.loads(f.readline())
+
+
+def listener():
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    defer(ls.close)
+    return ls
+
+
+def test_mode_and_bad_requests_keep_serving():
+    p, ctl = daemon()
+    eq(oct(os.stat(ctl).st_mode & 0o777), "0o600", "mode")
+    s, f = conn(ctl)
+    for bad in (b"garbage\n", b"{\"op\":1}\n", b"[]\n", b"{\"op\":\"status\"} x\n",
+                b"{\"op\":\"nope\"}\n", b"{\"a\":\"\\ud800\"}\n"):
+        r = ask(s, f, bad)
+        eq(r["ok"], False, "reply to %r" % bad)
+        check(r["error"], "error text")
+    # At the limit (request line + newline == MAX_LINE) it is parsed ...
+    pad = MAX_LINE - len(b'{"op":"status","x":""}') - 1
+    r = ask(s, f, b'{"op":"status","x":"' + b"a" * pad + b'"}\n')
+    eq(r["ok"], True, "request at the limit")
+    # ... one byte over is refused, and the connection still works after it.
+    r = ask(s, f, b'{"op":"status","x":"' + b"a" * (pad + 1) + b'"}\n')
+    eq(r, {"ok": False, "error": "request too long"}, "one byte over")
+    r = ask(s, f, {"op": "status"})
+    eq(r["ok"], True, "still serving")
+    # session.open without an fd, with a bad phase, with an unknown env.
+    eq(ask(s, f, {"op": "session.open", "env": "web"})["ok"], False, "no fd")
+    ls = listener()
+    r = ask(s, f, {"op": "session.open", "env": "web", "phase": "later"}, [ls.fileno()])
+    eq(r["error"], "invalid phase (setup or agent)", "bad phase")
+    r = ask(s, f, {"op": "session.open", "env": "zzz"}, [ls.fileno()])
+    eq(r["error"], 'unknown env "zzz"', "unknown env")
+    check(p.proc.poll() is None, "daemon alive")
+
+
+def test_session_lifecycle_and_ctl():
+    p, ctl = daemon()
+    s, f = conn(ctl)
+    ls = listener()
+    r = ask(s, f, {"op": "session.open", "env": "web", "phase": "setup"}, [ls.fileno()])
+    eq(r["ok"], True, "open (%r)" % r)
+    sid = r["session"]
+    out = subprocess.run([portcullis_bin(), "ctl", "--control", ctl, "status"],
+                         capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+    eq(out.returncode, 0, "ctl status")
+    eq(json.loads(out.stdout)["sessions"], [{"id": sid, "env": "web", "phase": "setup"}], "status")
+    out = subprocess.run([portcullis_bin(), "ctl", "--control", ctl, "phase", sid, "agent"],
+                         capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+    eq((out.returncode, json.loads(out.stdout)), (0, {"ok": True}), "phase switch")
+    r = ask(s, f, {"op": "session.phase", "session": sid, "phase": "setup"})
+    eq(r["ok"], False, "switch back refused")
+    f.close()
+    s.close()
+
+    def gone():
+        o = subprocess.run([portcullis_bin(), "ctl", "--control", ctl, "status"],
+                           capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+        return json.loads(o.stdout)["sessions"] == []
+    wait_until(gone, what="session closed with its control connection")
+
+
+def test_other_uid_refused():
+    p, ctl = daemon()
+    os.chmod(os.path.dirname(os.path.dirname(ctl)), 0o755)
+    os.chmod(os.path.dirname(ctl), 0o755)
+    os.chmod(ctl, 0o666)   # even if the mode were loosened, SO_PEERCRED refuses
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          portcullis_bin(), "ctl", "--control", ctl, "status"],
+                         capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+    eq(out.returncode, 1, "refused (stderr %r)" % out.stderr)
+    eq(json.loads(out.stdout), {"ok": False, "error": "permission denied"}, "reply")
+
+
+if __name__ == "__main__":
+    run(globals())

@@ -72,6 +72,8 @@ struct run_plan {
 	char **argv;		/* bwrap argv, NULL-terminated */
 	size_t argc;
 	size_t cap;
+	char *owned[4];		/* strings argv points to that we free */
+	size_t nowned;
 };
 
 struct run_state {
@@ -334,8 +336,9 @@ plan_hide(struct run_plan *p, const char *sock)
 		return;
 	if (!is_ancestor(dir, p->cwd)) {
 		d = strdup(dir);
-		if (d == NULL)
+		if (d == NULL || p->nowned == sizeof(p->owned) / sizeof(p->owned[0]))
 			die("out of memory");
+		p->owned[p->nowned++] = d;
 		plan_add(p, "--tmpfs");
 		plan_add(p, d);
 	} else if (lstat(sock, &st) == 0) {
@@ -412,6 +415,18 @@ run_plan(const struct run_opts *o, const struct cfg *cfg, struct run_plan *p)
 	plan_add(p, "--");
 	for (int k = 0; k < o->ncommand; k++)
 		plan_add(p, o->command[k]);
+}
+
+static void
+run_release(struct run_opts *o, struct run_plan *p)
+{
+	for (size_t i = 0; i < o->nbinds; i++) {
+		free(o->binds[i].src);
+		free(o->binds[i].dst);
+	}
+	for (size_t i = 0; i < p->nowned; i++)
+		free(p->owned[i]);
+	free(p->argv);
 }
 
 /* ---- execute ----------------------------------------------------------- */
@@ -760,7 +775,7 @@ run_main(int argc, char **argv)
 	(void)uv_loop_close(&st.loop);
 	if (audit_path != NULL)
 		fprintf(stderr, "portcullis run: audit log: %s\n", audit_path);
-	free(p.argv);
+	run_release(&o, &p);
 	return st.status;
 
 setup_failed:

@@ -291,7 +291,9 @@ on_upstream_closed(uv_handle_t *h)
 	struct conn *c = u->c;
 
 	free(u);
-	if (c != NULL && --c->pending_closes == 0)
+	/* An upstream can be replaced while its conn lives on; only a
+	 * closing conn is freed by its last handle. */
+	if (c != NULL && --c->pending_closes == 0 && c->state == CONN_CLOSING)
 		conn_free(c);
 }
 

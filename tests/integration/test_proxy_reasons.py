@@ -26,7 +26,7 @@ def connect_req(host, port):
 
 
 def refused(p, req, status, reason, host, port, proto, method, rule,
-            env="default", phase="agent", addr=None, origins=()):
+            env="default", phase="agent", addr=None, origins=(), detail=None):
     """Sends req on a fresh connection (no Connection: close), asserts the
     refusal and its audit records; returns the request record."""
     n_before = len(p.requests())
@@ -46,8 +46,10 @@ def refused(p, req, status, reason, host, port, proto, method, rule,
         c(h.match, r"portcullis: bad request \(bad_request\): [^\n]+\n", r.body.decode(),
           "body")
     else:
+        # docs/design.md §9: the sentence may end with ": DETAIL".
         c(h.eq, r.body.decode(), 'portcullis: egress to %s:%d denied (%s) in env "%s", '
-          'phase "%s"\n' % (host, port, reason, env, phase), "body")
+          'phase "%s"%s\n' % (host, port, reason, env, phase,
+                                ": " + detail if detail else ""), "body")
     c(h.check, closed, "proxy did not close the connection after the refusal")
 
     recs = p.wait_records("request", n_before + 1)
@@ -203,12 +205,12 @@ def test_dns_failed_nxdomain():
                  "allow = missing.example.test:*\n" % dns.port)
     refused(p, http_get("missing.example.test", o.port), 502, "dns_failed",
             "missing.example.test", o.port, "http", "GET",
-            p.rule("allow", "missing.example.test:*"), origins=(o,))
+            p.rule("allow", "missing.example.test:*"), origins=(o,), detail="no such name")
     h.check(("missing.example.test", "A") in dns.queries,
             "the DNS server was not asked: %r" % dns.queries)
     refused(p, connect_req("missing.example.test", o.port), 502, "dns_failed",
             "missing.example.test", o.port, "connect", "CONNECT",
-            p.rule("allow", "missing.example.test:*"), origins=(o,))
+            p.rule("allow", "missing.example.test:*"), origins=(o,), detail="no such name")
     p.stop()
 
 
@@ -294,7 +296,8 @@ def test_timeout_connect():
                                 "CONNECT")):
         t0 = time.monotonic()
         refused(p, req, 504, "timeout", "slow.example.test", bh.port, proto, method,
-                p.rule("allow", "slow.example.test:*"), addr=tried, origins=(o,))
+                p.rule("allow", "slow.example.test:*"), addr=tried, origins=(o,),
+                detail="connect timeout")
         dt = time.monotonic() - t0
         h.check(0.4 <= dt < 5, "connect timeout took %.2fs with connect_timeout = 500ms" % dt)
     p.stop()

@@ -1183,6 +1183,10 @@ control_request(int fd, const char *line, int passfd, char *out,
 		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
+		/* A daemon that refuses a peer answers at once and closes;
+		 * its reply is still queued for us, so read it. */
+		if (n < 0 && errno == EPIPE)
+			break;
 		if (n < 0)
 			return -errno;
 		off += (size_t)n;

@@ -1,0 +1,752 @@
+#!/usr/bin/env python3
+"""bench/run.py: portcullis against squid, tinyproxy and a direct connection.
+
+Driven by bench/run.sh (which installs the bench packages, raises the fd
+limit and builds portcullis and the load tool).  Everything runs on
+loopback; every child process and every measurement is bounded in time.
+
+Rows (issue 6):
+  1 keep-alive absolute-form GET req/s        wrk + Lua (absolute URI)
+  2 new connection per GET req/s              ab -X
+  3 new conn + CONNECT + GET ops/s            loadtool connect-get
+  4 new conn + CONNECT + TLS + GET ops/s      loadtool connect-get --tls
+  5 1 GiB through a CONNECT tunnel MiB/s      loadtool stream (raw source)
+  6 1 GiB absolute-form GET MiB/s             loadtool stream --absolute
+  7 RSS per idle tunnel, 1,000 and 10,000     loadtool hold + /proc/PID/status
+  8 p50/p99 at a fixed rate, rows 1 and 3     loadtool --rate (open loop)
+"""
+import argparse
+import atexit
+import datetime
+import fcntl
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+CONFIGS = os.path.join(BENCH, "configs")
+RUN = "/tmp/portcullis-bench"  # fixed: the committed peer configs name it
+
+ORIGIN = "127.0.0.1:18080"
+ORIGIN_TLS = "127.0.0.1:18443"
+SOURCE = "127.0.0.1:18501"
+SINK = "127.0.0.1:18502"
+PROXIES = {
+    "portcullis": "127.0.0.1:13128",
+    "squid": "127.0.0.1:13129",
+    "tinyproxy": "127.0.0.1:13130",
+    "portcullis-w2": "127.0.0.1:13131",
+}
+SMALL = "/small"
+SMALL_BYTES = 512
+BIG = "/1g"
+BIG_BYTES = 1 << 30
+
+CONC = 32          # in-flight connections for closed-loop rows 1-4
+DURATION = 3.0     # seconds per closed-loop measurement
+RATE_DURATION = 4.0
+RATE_ROW1 = 2000   # req/s, open loop, keep-alive (row 8a)
+RATE_ROW3 = 1000   # ops/s, open loop, new conn + CONNECT + GET (row 8b)
+TUNNELS = (1000, 10000)
+
+# row id -> (title, metric name, unit, higher_is_better, systems)
+ROWS = {
+    "1": ("keep-alive absolute-form GET", "rps", "req/s", True),
+    "1w": ("row 1, 1 vs 2 workers", "rps", "req/s", True),
+    "2": ("new connection per GET (ab -X)", "rps", "req/s", True),
+    "3": ("new conn + CONNECT + GET", "ops", "ops/s", True),
+    "3w": ("row 3, 1 vs 2 workers", "ops", "ops/s", True),
+    "4": ("new conn + CONNECT + TLS handshake + GET", "ops", "ops/s", True),
+    "5": ("1 GiB through a CONNECT tunnel", "mibs", "MiB/s", True),
+    "6": ("1 GiB absolute-form GET", "mibs", "MiB/s", True),
+    "7a": ("RSS per idle tunnel, 1,000 tunnels", "kib", "KiB/tunnel", False),
+    "7b": ("RSS per idle tunnel, 10,000 tunnels", "kib", "KiB/tunnel", False),
+    "8a-p50": ("row 1 at %d req/s: p50" % RATE_ROW1, "ms", "ms", False),
+    "8a-p99": ("row 1 at %d req/s: p99" % RATE_ROW1, "ms", "ms", False),
+    "8b-p50": ("row 3 at %d ops/s: p50" % RATE_ROW3, "ms", "ms", False),
+    "8b-p99": ("row 3 at %d ops/s: p99" % RATE_ROW3, "ms", "ms", False),
+}
+
+children = []  # (name, Popen)
+LOADAVG_START = "?"
+
+log = print
+
+
+def sh(cmd, timeout=60, check=False):
+    r = subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True,
+                       text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError("%s: %s" % (cmd, r.stderr.strip()[-500:]))
+    return r
+
+
+def first_line(cmd):
+    try:
+        r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10)
+        out = (r.stdout + r.stderr).strip().splitlines()
+        return out[0].strip() if out else "?"
+    except Exception:
+        return "?"
+
+
+def hostport(s):
+    h, p = s.rsplit(":", 1)
+    return h, int(p)
+
+
+def port_open(addr):
+    try:
+        with socket.create_connection(hostport(addr), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(addr, proc, secs=10.0):
+    end = time.time() + secs
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            return False
+        if port_open(addr):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def spawn(name, argv, **kw):
+    out = open(os.path.join(RUN, name + ".out"), "w")
+    p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                         start_new_session=True, **kw)
+    children.append((name, p))
+    return p
+
+
+def stop_children():
+    for name, p in reversed(children):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except OSError:
+                pass
+    end = time.time() + 5
+    for name, p in children:
+        try:
+            p.wait(timeout=max(0.1, end - time.time()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+    children.clear()
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# ---------------------------------------------------------------- set-up
+
+def prepare_rundir():
+    shutil.rmtree(RUN, ignore_errors=True)
+    for d in ("nginx/www", "nginx/tmp", "squid", "tinyproxy"):
+        os.makedirs(os.path.join(RUN, d), exist_ok=True)
+    os.chmod(RUN, 0o777)
+    for d in ("squid", "tinyproxy"):
+        os.chmod(os.path.join(RUN, d), 0o777)
+    www = os.path.join(RUN, "nginx/www")
+    with open(os.path.join(www, "small"), "wb") as f:
+        f.write(b"x" * (SMALL_BYTES - 1) + b"\n")
+    with open(os.path.join(www, "1g"), "wb") as f:
+        f.truncate(BIG_BYTES)  # sparse: served from zero pages
+    os.chmod(www, 0o755)
+    # Populate the page cache now: the first read of a sparse file allocates
+    # its pages and would slow whichever system happens to go first in row 6.
+    with open(os.path.join(www, "1g"), "rb") as f:
+        while f.read(1 << 22):
+            pass
+    for fn in os.listdir(www):
+        os.chmod(os.path.join(www, fn), 0o644)
+    sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+        "-subj", "/CN=origin.bench.test",
+        "-keyout", os.path.join(RUN, "nginx/tls.key"),
+        "-out", os.path.join(RUN, "nginx/tls.crt")], check=True)
+    shutil.copy(os.path.join(CONFIGS, "tinyproxy.filter"),
+                os.path.join(RUN, "tinyproxy/filter"))
+    with open(os.path.join(RUN, "wrk-proxy.lua"), "w") as f:
+        f.write('wrk.path = "http://%s%s"\nwrk.headers["Host"] = "%s"\n'
+                % (ORIGIN, SMALL, ORIGIN))
+
+
+def start_origin(loadtool):
+    p = spawn("nginx", ["nginx", "-p", os.path.join(RUN, "nginx") + "/",
+                        "-c", os.path.join(CONFIGS, "nginx.conf"), "-e", "stderr"])
+    if not wait_port(ORIGIN, p) or not wait_port(ORIGIN_TLS, p):
+        raise RuntimeError("nginx did not start: see %s/nginx.out" % RUN)
+    p = spawn("tcp-origin", [loadtool, "serve", "--source", SOURCE.split(":")[1],
+                             "--sink", SINK.split(":")[1],
+                             "--source-bytes", str(BIG_BYTES)])
+    if not wait_port(SINK, p):
+        raise RuntimeError("loadtool serve did not start")
+
+
+def start_proxies(args, systems):
+    """Start each proxy; return {name: pid} of those that listen."""
+    pids = {}
+    for name in systems:
+        if name == "direct":
+            continue
+        if name.startswith("portcullis"):
+            if not os.access(args.portcullis, os.X_OK):
+                log("  %s: no binary at %s: skipped" % (name, args.portcullis))
+                continue
+            conf = os.path.join(CONFIGS, "portcullis.ini" if name == "portcullis"
+                                else "portcullis-w2.ini")
+            p = spawn(name, [args.portcullis, "serve", "-c", conf])
+        elif name == "squid":
+            p = spawn("squid", ["squid", "-N", "-f", os.path.join(CONFIGS, "squid.conf")])
+        elif name == "tinyproxy":
+            p = spawn("tinyproxy", ["tinyproxy", "-d", "-c",
+                                    os.path.join(CONFIGS, "tinyproxy.conf")])
+        else:
+            continue
+        if wait_port(PROXIES[name], p, 15):
+            pids[name] = p.pid
+        else:
+            log("  %s: did not start (see %s/%s.out): skipped" % (name, RUN, name))
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+    return pids
+
+
+def smoke(args, name):
+    """One GET and one CONNECT+GET through the system: both must work."""
+    base = [args.loadtool, "run", "--target", ORIGIN, "--path", SMALL,
+            "--conc", "1", "--duration", "0.3"]
+    px = [] if name == "direct" else ["--proxy", PROXIES[name]]
+    for mode in ("ka-get", "connect-get"):
+        r = sh(base[:2] + ["--mode", mode] + base[2:] + px, timeout=20)
+        m = kv(r.stdout)
+        if int(m.get("ok", 0)) < 1 or int(m.get("errors", 1)) > 0:
+            return "%s: %s" % (mode, r.stdout.strip() or r.stderr.strip())
+    return None
+
+
+# ---------------------------------------------------------------- rows
+
+def kv(line):
+    out = {}
+    for k, v in re.findall(r'(\w+)=("[^"]*"|\S+)', line):
+        out[k] = v.strip('"')
+    return out
+
+
+def loadtool(args, name, extra, timeout):
+    argv = [args.loadtool, "run"] + extra
+    if name != "direct":
+        argv += ["--proxy", PROXIES[name]]
+    r = sh(argv, timeout=timeout)
+    m = kv(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
+    if not m:
+        raise RuntimeError("loadtool: %s" % r.stderr.strip()[-300:])
+    return m
+
+
+def row1(args, name):
+    if name == "direct":
+        argv = ["wrk", "-t1", "-c%d" % CONC, "-d%ds" % DURATION,
+                "http://%s%s" % (ORIGIN, SMALL)]
+    else:
+        argv = ["wrk", "-t1", "-c%d" % CONC, "-d%ds" % DURATION,
+                "-s", os.path.join(RUN, "wrk-proxy.lua"), "http://%s/" % PROXIES[name]]
+    r = sh(argv, timeout=DURATION + 20)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
+    errs = 0
+    for pat in (r"Non-2xx or 3xx responses: (\d+)",
+                r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
+        e = re.search(pat, r.stdout)
+        if e:
+            errs += sum(int(x) for x in e.groups())
+    if not m:
+        raise RuntimeError("wrk: " + (r.stdout + r.stderr)[-300:])
+    return {"rps": float(m.group(1)), "errors": errs}
+
+
+def row2(args, name):
+    argv = ["ab", "-q", "-r", "-c", str(CONC), "-t", str(int(DURATION)), "-n", "10000000"]
+    if name != "direct":
+        argv += ["-X", PROXIES[name]]
+    argv.append("http://%s%s" % (ORIGIN, SMALL))
+    r = sh(argv, timeout=DURATION + 30)
+    m = re.search(r"Requests per second:\s+([\d.]+)", r.stdout)
+    errs = 0
+    for pat in (r"Failed requests:\s+(\d+)", r"Non-2xx responses:\s+(\d+)"):
+        e = re.search(pat, r.stdout)
+        if e:
+            errs += int(e.group(1))
+    if not m:
+        raise RuntimeError("ab: " + (r.stdout + r.stderr)[-300:])
+    return {"rps": float(m.group(1)), "errors": errs}
+
+
+def row3(args, name):
+    m = loadtool(args, name, ["--mode", "connect-get", "--target", ORIGIN, "--path", SMALL,
+                              "--conc", str(CONC), "--duration", str(DURATION)], DURATION + 20)
+    return {"ops": float(m["ops_per_s"]), "errors": int(m["errors"]),
+            "first_error": m.get("first_error", "")}
+
+
+def row4(args, name):
+    m = loadtool(args, name, ["--mode", "connect-get", "--tls", "--target", ORIGIN_TLS,
+                              "--path", SMALL, "--conc", str(CONC),
+                              "--duration", str(DURATION)], DURATION + 20)
+    return {"ops": float(m["ops_per_s"]), "errors": int(m["errors"]),
+            "first_error": m.get("first_error", "")}
+
+
+def row5(args, name):
+    m = loadtool(args, name, ["--mode", "stream", "--target", SOURCE], 60)
+    ok = int(m["bytes"]) == BIG_BYTES and int(m["errors"]) == 0
+    return {"mibs": float(m["mib_per_s"]), "errors": 0 if ok else 1,
+            "first_error": m.get("first_error", "")}
+
+
+def row6(args, name):
+    m = loadtool(args, name, ["--mode", "stream", "--absolute", "--target", ORIGIN,
+                              "--path", BIG], 60)
+    ok = int(m["bytes"]) == BIG_BYTES and int(m["errors"]) == 0
+    return {"mibs": float(m["mib_per_s"]), "errors": 0 if ok else 1,
+            "first_error": m.get("first_error", "")}
+
+
+def row7(args, name, count, pids):
+    if name == "direct":
+        return None
+    pid = pids[name]
+    time.sleep(0.3)
+    before = rss_kib(pid)
+    out = os.path.join(RUN, "hold-%s-%d.out" % (name, count))
+    f = open(out, "w")
+    p = subprocess.Popen([args.loadtool, "run", "--mode", "hold", "--target", SINK,
+                          "--proxy", PROXIES[name], "--count", str(count),
+                          "--conc", "256", "--hold", "90"],
+                         stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    children.append(("hold", p))
+    ready = None
+    end = time.time() + 75
+    while time.time() < end and p.poll() is None:
+        with open(out) as g:
+            for line in g:
+                if line.startswith("READY"):
+                    ready = kv(line)
+        if ready:
+            break
+        time.sleep(0.1)
+    res = {"errors": count}
+    if ready:
+        time.sleep(0.5)  # let the proxy settle after the last 200
+        after = rss_kib(pid)
+        est = int(ready["established"])
+        res = {"kib": (after - before) / est if est else float("nan"),
+               "errors": int(ready["errors"]) + (count - est - int(ready["errors"])),
+               "established": est, "rss_before_kib": before, "rss_after_kib": after,
+               "first_error": ready.get("first_error", "")}
+    os.killpg(p.pid, signal.SIGTERM)
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+    children.remove(("hold", p))
+    time.sleep(1.0)  # the proxy closes the tunnels before the next run
+    return res
+
+
+def row8(args, name, which):
+    if which == "a":
+        extra = ["--mode", "ka-get", "--target", ORIGIN, "--path", SMALL, "--conc", str(CONC),
+                 "--rate", str(RATE_ROW1), "--duration", str(RATE_DURATION)]
+    else:
+        extra = ["--mode", "connect-get", "--target", ORIGIN, "--path", SMALL,
+                 "--rate", str(RATE_ROW3), "--duration", str(RATE_DURATION)]
+    m = loadtool(args, name, extra, RATE_DURATION + 30)
+    return {"p50": float(m["p50_ms"]), "p99": float(m["p99_ms"]),
+            "errors": int(m["errors"]), "ok": int(m["ok"]),
+            "first_error": m.get("first_error", "")}
+
+
+# ---------------------------------------------------------------- report
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with open("/proc/meminfo") as f:
+        mem = "%.1f GiB" % (int(f.readline().split()[1]) / 1048576)
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "memory": mem,
+        "os": first_line(". /etc/os-release && echo $PRETTY_NAME"),
+        "nofile": first_line("ulimit -n"),
+        "load average at start": LOADAVG_START,
+        "load average at end": first_line("cat /proc/loadavg"),
+    }
+
+
+def versions(args):
+    pv = first_line("%s --version" % args.portcullis) if os.access(args.portcullis, os.X_OK) else "absent"
+    rev = first_line("git -C %s describe --always --dirty" % ROOT)
+    return {
+        "portcullis": "%s (git %s)" % (pv, rev),
+        "squid": first_line("squid -v"),
+        "tinyproxy": first_line("tinyproxy -v"),
+        "nginx (origin)": first_line("nginx -v"),
+        "wrk": first_line("wrk -v"),
+        "ab": first_line("ab -V"),
+        "openssl": first_line("openssl version"),
+        "gcc (loadtool)": first_line("cc --version"),
+    }
+
+
+def fmt(v):
+    if v is None or v != v:
+        return "—"
+    if abs(v) >= 100:
+        return "%.0f" % v
+    if abs(v) >= 10:
+        return "%.1f" % v
+    return "%.2f" % v
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0 or a != a or b != b:
+        return None
+    return a / b
+
+
+def metric_of(rowid, res):
+    if res is None:
+        return None
+    if rowid.startswith("8"):
+        return res.get("p50" if rowid.endswith("p50") else "p99")
+    key = ROWS[rowid][1]
+    return res.get(key)
+
+
+def write_report(path, meta, systems, results):
+    """results[rowid][system] = list of per-run dicts."""
+    med = {}
+    for rowid in ROWS:
+        for s in systems:
+            runs = results.get(rowid, {}).get(s)
+            if not runs:
+                continue
+            vals = [metric_of(rowid, r) for r in runs if r is not None]
+            vals = [v for v in vals if v is not None and v == v]
+            if vals:
+                med.setdefault(rowid, {})[s] = statistics.median(vals)
+    errs = {}
+    for rowid, by in results.items():
+        for s, runs in by.items():
+            errs.setdefault(rowid, {})[s] = sum(r.get("errors", 0) for r in runs if r)
+
+    L = []
+    L.append("# portcullis bench: %s\n" % meta["date"])
+    L.append("Generated by `bench/run.sh` (%s). %d interleaved runs per row per system; "
+             "every figure is the median of its runs.\n" % (meta["args"], meta["runs"]))
+    L.append("## Machine\n")
+    for k, v in meta["machine"].items():
+        L.append("- %s: %s" % (k, v))
+    L.append("\n## Versions\n")
+    for k, v in meta["versions"].items():
+        L.append("- %s: %s" % (k, v))
+    L.append("\n## Set-up\n")
+    L.append("- Origin: nginx-light, 1 worker, loopback; `%s` is %d bytes, `%s` is 1 GiB "
+             "(sparse file, sendfile); HTTPS on %s (TLS 1.3, self-signed P-256, no session "
+             "resumption). Row 5's source and row 7's idle far end: `loadtool serve` (%s, %s)."
+             % (SMALL, SMALL_BYTES, BIG, ORIGIN_TLS, SOURCE, SINK))
+    L.append("- Proxies: configs in bench/configs/ (same policy: only 127.0.0.1 reachable; "
+             "portcullis audit log on, squid access log on, tinyproxy connect log on; squid "
+             "caches nothing).")
+    L.append("- Closed-loop rows 1-4: %d connections in flight, %.0f s per run, one load "
+             "thread (2 cores shared by load tool, proxy and origin)." % (CONC, DURATION))
+    L.append("- Row 8: open loop, latency from each request's scheduled time (no coordinated "
+             "omission), %.0f s per run; 8a = row 1 at %d req/s over %d keep-alive "
+             "connections, 8b = row 3 at %d ops/s." % (RATE_DURATION, RATE_ROW1, CONC, RATE_ROW3))
+    L.append("- Row 7: VmRSS of the proxy process before and after opening N idle CONNECT "
+             "tunnels (growth / established tunnels). fd limit: %s (hard limit of this "
+             "machine)." % meta["machine"]["nofile"])
+    L.append("")
+    L.append("## Results (medians)\n")
+    cols = [s for s in systems]
+    hdr = "| row | what | unit | " + " | ".join(cols) + \
+          " | portcullis / direct | portcullis / squid | squid / direct | tinyproxy / squid |"
+    L.append(hdr)
+    L.append("|" + "---|" * (hdr.count("|") - 1))
+    for rowid, (title, _, unit, hib) in ROWS.items():
+        if rowid not in med:
+            continue
+        m = med[rowid]
+        cells = []
+        for s in cols:
+            v = m.get(s)
+            e = errs.get(rowid, {}).get(s, 0)
+            c = fmt(v)
+            if e:
+                c += " (%d err)" % e
+            cells.append(c)
+        rs = [ratio(m.get("portcullis"), m.get("direct")),
+              ratio(m.get("portcullis"), m.get("squid")),
+              ratio(m.get("squid"), m.get("direct")),
+              ratio(m.get("tinyproxy"), m.get("squid"))]
+        L.append("| %s | %s | %s%s | %s | %s |" % (
+            rowid, title, unit, "" if hib else " (lower is better)",
+            " | ".join(cells), " | ".join("—" if r is None else "%.2f" % r for r in rs)))
+    L.append("")
+    if "1w" in med or "3w" in med:
+        L.append("Rows 1w/3w: `portcullis` = 1 worker, `portcullis-w2` = `[proxy] workers = 2`.\n")
+
+    # targets
+    L.append("## Issue-6 targets\n")
+    L.append("| target | figure | verdict |")
+    L.append("|---|---|---|")
+    for line in targets(med, errs, results):
+        L.append("| %s | %s | %s |" % line)
+    L.append("")
+
+    L.append("## Every run\n")
+    L.append("| row | system | runs (metric; errors) |")
+    L.append("|---|---|---|")
+    for rowid in ROWS:
+        for s in cols:
+            runs = results.get(rowid, {}).get(s)
+            if not runs:
+                continue
+            parts = []
+            for r in runs:
+                if r is None:
+                    parts.append("failed")
+                    continue
+                p = fmt(metric_of(rowid, r))
+                if r.get("errors"):
+                    p += "; %d err" % r["errors"]
+                    if r.get("first_error"):
+                        p += " (%s)" % r["first_error"]
+                if rowid.startswith("7") and "established" in r:
+                    p += "; %d held, RSS %d→%d KiB" % (r["established"], r["rss_before_kib"],
+                                                       r["rss_after_kib"])
+                parts.append(p)
+            L.append("| %s | %s | %s |" % (rowid, s, ", ".join(parts)))
+    L.append("")
+    if meta.get("notes"):
+        L.append("## Notes\n")
+        L.extend(meta["notes"])
+        L.append("")
+    data = {"date": meta["date"], "medians": med, "errors": errs}
+    L.append("<!-- bench-data %s -->" % json.dumps(data, sort_keys=True))
+    with open(path, "w") as f:
+        f.write("\n".join(L) + "\n")
+    return med
+
+
+def targets(med, errs, results):
+    out = []
+
+    def get(r, s):
+        return med.get(r, {}).get(s)
+
+    for r in ("1", "2", "3"):
+        p, q = get(r, "portcullis"), get(r, "squid")
+        x = ratio(p, q)
+        out.append(("row %s >= 2x squid" % r,
+                    "—" if x is None else "%s vs %s = %.2fx" % (fmt(p), fmt(q), x),
+                    "—" if x is None else ("met" if x >= 2 else "MISSED")))
+    for r, want in (("4", 0.9), ("5", 0.85)):
+        p, d = get(r, "portcullis"), get(r, "direct")
+        x = ratio(p, d)
+        out.append(("row %s >= %.2f direct" % (r, want),
+                    "—" if x is None else "%s vs %s = %.2f" % (fmt(p), fmt(d), x),
+                    "—" if x is None else ("met" if x >= want else "MISSED")))
+    for r in ("7a", "7b"):
+        p = get(r, "portcullis")
+        out.append(("row %s <= 4 KiB per idle tunnel" % r,
+                    "—" if p is None else "%.2f KiB" % p,
+                    "—" if p is None else ("met" if p <= 4 else "MISSED")))
+    runs = results.get("7b", {}).get("portcullis")
+    if runs:
+        e = sum(r.get("errors", 0) for r in runs if r)
+        held = [r.get("established", 0) for r in runs if r]
+        out.append(("10,000 tunnels, no error", "held %s; %d errors" % (held, e),
+                    "met" if e == 0 and all(h == 10000 for h in held) else "MISSED"))
+    return out
+
+
+def read_data(path):
+    with open(path) as f:
+        m = re.search(r"<!-- bench-data (.*) -->", f.read())
+    if not m:
+        raise SystemExit("%s: no bench-data block" % path)
+    return json.loads(m.group(1))
+
+
+def compare(old_path, new_path):
+    old, new = read_data(old_path), read_data(new_path)
+    print("\nCompare %s (%s) -> %s (%s): new / old per row and system"
+          % (old_path, old["date"], new_path, new["date"]))
+    print("(rows 7 and 8 are lower-is-better: a ratio above 1 there is a regression)")
+    print("%-8s %-14s %12s %12s %8s" % ("row", "system", "old", "new", "ratio"))
+    for rowid in ROWS:
+        for s in sorted(set(old["medians"].get(rowid, {})) | set(new["medians"].get(rowid, {}))):
+            a = old["medians"].get(rowid, {}).get(s)
+            b = new["medians"].get(rowid, {}).get(s)
+            r = ratio(b, a)
+            flag = ""
+            if r is not None:
+                hib = ROWS[rowid][3]
+                if (hib and r < 0.9) or (not hib and r > 1.1):
+                    flag = "  <-- regression"
+            print("%-8s %-14s %12s %12s %8s%s" % (rowid, s, fmt(a), fmt(b),
+                                                  "—" if r is None else "%.2f" % r, flag))
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rows", default="1,1w,2,3,3w,4,5,6,7,8",
+                    help="comma-separated rows (1,1w,2,3,3w,4,5,6,7,8)")
+    ap.add_argument("--systems", default="direct,portcullis,squid,tinyproxy")
+    ap.add_argument("--out", default=None, help="results file (default bench/results/DATE.md)")
+    ap.add_argument("--compare", default=None, metavar="OLD.md",
+                    help="after the run, print new/old per row against OLD.md")
+    ap.add_argument("--against", default=None, metavar="NEW.md",
+                    help="with --compare: compare two results files, run nothing")
+    ap.add_argument("--notes", default=None, help="file whose text goes under ## Notes")
+    args = ap.parse_args()
+    if args.compare and args.against:
+        compare(args.compare, args.against)
+        return 0
+    args.portcullis = os.path.join(args.build, "bin", "portcullis")
+    args.loadtool = os.path.join(args.build, "loadtool")
+    rows = args.rows.split(",")
+    systems = args.systems.split(",")
+    if ("1w" in rows or "3w" in rows) and "portcullis-w2" not in systems:
+        systems.append("portcullis-w2")
+
+    os.makedirs(RUN, exist_ok=True)
+    lockf = open("/tmp/portcullis-bench.lock", "w")
+    try:
+        fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise SystemExit("another bench run holds /tmp/portcullis-bench.lock")
+    for addr in [ORIGIN, ORIGIN_TLS, SOURCE, SINK] + list(PROXIES.values()):
+        if port_open(addr):
+            raise SystemExit("port %s is in use: stop whatever listens there" % addr)
+
+    global LOADAVG_START
+    LOADAVG_START = first_line("cat /proc/loadavg")
+    atexit.register(stop_children)
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
+    t0 = time.time()
+    prepare_rundir()
+    start_origin(args.loadtool)
+    pids = start_proxies(args, systems)
+    live = []
+    for s in systems:
+        if s != "direct" and s not in pids:
+            continue
+        err = smoke(args, s)
+        if err:
+            log("  %s: smoke test failed (%s): skipped" % (s, err))
+            continue
+        live.append(s)
+    log("systems: %s" % ", ".join(live))
+
+    results = {}
+
+    def measure(rowid, fn, systems_for_row):
+        for run in range(args.runs):
+            k = run % len(systems_for_row)
+            order = systems_for_row[k:] + systems_for_row[:k]
+            for s in order:
+                try:
+                    res = fn(s)
+                except Exception as e:  # a failed run is recorded, not fatal
+                    res = {"errors": 1, "first_error": str(e)[:200]}
+                results.setdefault(rowid, {}).setdefault(s, []).append(res)
+        summary = {s: [fmt(metric_of(rowid, r)) for r in rs]
+                   for s, rs in results.get(rowid, {}).items()}
+        log("row %-7s %5.0fs  %s" % (rowid, time.time() - t0, summary))
+
+    base = [s for s in live if s != "portcullis-w2"]
+    wsys = [s for s in live if s in ("portcullis", "portcullis-w2")]
+    for rowid in rows:
+        if rowid == "1":
+            measure("1", lambda s: row1(args, s), base)
+        elif rowid == "1w" and "portcullis-w2" in live:
+            measure("1w", lambda s: row1(args, s), wsys)
+        elif rowid == "2":
+            measure("2", lambda s: row2(args, s), base)
+        elif rowid == "3":
+            measure("3", lambda s: row3(args, s), base)
+        elif rowid == "3w" and "portcullis-w2" in live:
+            measure("3w", lambda s: row3(args, s), wsys)
+        elif rowid == "4":
+            measure("4", lambda s: row4(args, s), base)
+        elif rowid == "5":
+            measure("5", lambda s: row5(args, s), base)
+        elif rowid == "6":
+            measure("6", lambda s: row6(args, s), base)
+        elif rowid == "7":
+            px = [s for s in base if s != "direct"]
+            measure("7a", lambda s: row7(args, s, TUNNELS[0], pids), px)
+            measure("7b", lambda s: row7(args, s, TUNNELS[1], pids), px)
+        elif rowid == "8":
+            for which in ("a", "b"):
+                measure("8" + which, lambda s: row8(args, s, which), base)
+                for suf in ("p50", "p99"):
+                    results["8%s-%s" % (which, suf)] = results["8" + which]
+                del results["8" + which]
+
+    stop_children()
+    date = datetime.date.today().isoformat()
+    out = args.out or os.path.join(BENCH, "results", date + ".md")
+    meta = {"date": date, "runs": args.runs, "machine": machine(), "versions": versions(args),
+            "args": " ".join(sys.argv[1:]) or "defaults"}
+    meta["machine"]["bench wall time"] = "%.0f s" % (time.time() - t0)
+    if args.notes:
+        with open(args.notes) as f:
+            meta["notes"] = f.read().rstrip().splitlines()
+    write_report(out, meta, [s for s in systems if s in live], results)
+    log("wrote %s (%.0f s)" % (out, time.time() - t0))
+    if args.compare:
+        compare(args.compare, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,6 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <idn2.h>
 #include <ini.h>
@@ -52,9 +55,13 @@ extern const char cfg_embedded_common_dependencies[];
 #define CFG_MAX_ERRORS 100
 /* Preset references nest at most this deep. */
 #define CFG_MAX_PRESET_DEPTH 8
-/* Included files nest at most this deep, and at most this many in all. */
-#define CFG_MAX_INCLUDE_DEPTH 4
+/*
+ * Files read through [proxy] include, at most.  Includes do not nest: an
+ * included file may hold only [env] and [preset] sections.
+ */
 #define CFG_MAX_INCLUDED 64
+/* Ceiling violations reported per pattern item (a preset may expand to many). */
+#define CFG_MAX_CEIL_ERRS_PER_ITEM 5
 /* Worker threads; more is a typo, not a plan. */
 #define CFG_MAX_WORKERS 256
 
@@ -112,6 +119,14 @@ enum sect {
 	S_NONE,		/* before the first section header */
 	S_SKIP,		/* inside a bad section: its keys are ignored */
 	S_PROXY, S_DNS, S_ADDRESSES, S_AUDIT, S_LIMITS, S_PRESET, S_ENV,
+	S_REQUIRE,	/* only in the file named by [proxy] require */
+};
+
+/* Which file is being read: each kind admits different sections. */
+enum fkind {
+	F_MAIN,		/* every section but [require] */
+	F_INCLUDE,	/* [env NAME PHASE] and [preset NAME] only */
+	F_REQUIRE,	/* [require] only */
 };
 
 /* Where something was written. file points into parser.files. */
@@ -154,7 +169,12 @@ struct seen_sect {
 struct pinclude {
 	char *pattern;
 	struct loc loc;
-	unsigned depth;
+};
+
+/* Where an env's phase sections and methods keys were written. */
+struct envloc {
+	struct loc sect[PHASE_COUNT];
+	struct loc methods[PHASE_COUNT];
 };
 
 struct parser {
@@ -168,7 +188,7 @@ struct parser {
 	const char *buf;
 	size_t len, pos;
 	struct loc loc;
-	unsigned depth;
+	enum fkind fkind;
 	bool prev_key;		/* a key line since the last header (continuations) */
 
 	/* the section being read */
@@ -188,7 +208,10 @@ struct parser {
 	size_t nitems;
 	struct pinclude *incs;
 	size_t nincs;
+	struct envloc *envlocs;	/* parallel to cfg->envs */
+	size_t nenvlocs;
 	bool listen_set, tls_ports_set;
+	bool require_sect;	/* the require file had a [require] section */
 
 	EVP_MD_CTX *md;
 };
@@ -783,7 +806,12 @@ enum vtype {
 	T_INCLUDE,	/* list of file patterns */
 	T_PATTERNS,	/* list of patterns (env allow/deny, preset allow) */
 	T_METHODS,	/* scalar list of methods */
+	T_CEIL_PATTERNS, /* [require] list of patterns; min = CEIL_DENY or CEIL_WITHIN + phase */
+	T_CEIL_METHODS,	/* [require] scalar list of methods; min = phase */
 };
+
+#define CEIL_DENY 0
+#define CEIL_WITHIN 1
 
 struct key_row {
 	enum sect sect;
@@ -821,16 +849,35 @@ static const struct key_row key_table[] = {
 	{ S_ENV, "allow", T_PATTERNS, 0, 0, 0, 0, 0 },
 	{ S_ENV, "deny", T_PATTERNS, 1, 0, 0, 0, 0 },
 	{ S_ENV, "methods", T_METHODS, 0, 0, 0, 0, 0 },
+	{ S_REQUIRE, "deny", T_CEIL_PATTERNS, CEIL_DENY, 0, 0, 0, 0 },
+	{ S_REQUIRE, "setup.allow_within", T_CEIL_PATTERNS, CEIL_WITHIN + PHASE_SETUP, 0, 0, 0, 0 },
+	{ S_REQUIRE, "agent.allow_within", T_CEIL_PATTERNS, CEIL_WITHIN + PHASE_AGENT, 0, 0, 0, 0 },
+	{ S_REQUIRE, "setup.methods_within", T_CEIL_METHODS, PHASE_SETUP, 0, 0, 0, 0 },
+	{ S_REQUIRE, "agent.methods_within", T_CEIL_METHODS, PHASE_AGENT, 0, 0, 0, 0 },
 };
 #define KEY_ROWS (sizeof(key_table) / sizeof(key_table[0]))
 _Static_assert(KEY_ROWS <= 64, "parser.seen has one slot per key row");
+
+/* The row of key in sect, and its index in key_table; NULL if none. */
+static const struct key_row *
+find_row(enum sect sect, const char *key, size_t *idx)
+{
+	for (size_t i = 0; i < KEY_ROWS; i++) {
+		if (key_table[i].sect == sect &&
+		    strcmp(key_table[i].key, key) == 0) {
+			*idx = i;
+			return &key_table[i];
+		}
+	}
+	return NULL;
+}
 
 static bool
 row_is_list(const struct key_row *row)
 {
 	switch (row->type) {
 	case T_HOSTPORTS: case T_PORTS: case T_STATIC: case T_CIDRS:
-	case T_INCLUDE: case T_PATTERNS:
+	case T_INCLUDE: case T_PATTERNS: case T_CEIL_PATTERNS:
 		return true;
 	default:
 		return false;
@@ -981,7 +1028,65 @@ tok_include(struct parser *p, const char *tok, void *arg)
 		return;
 	inc->pattern = p_strdup(p, tok);
 	inc->loc = p->loc;
-	inc->depth = p->depth + 1;
+}
+
+/*
+ * One [require] deny or allow_within token, compiled at once: the require
+ * file is complete before any env pattern is compiled.  Only the built-in
+ * @common-dependencies preset exists there (the config's own presets are
+ * the users' to edit).
+ */
+static void
+tok_ceil_pattern(struct parser *p, const char *tok, void *arg)
+{
+	const struct key_row *row = arg;
+	struct ceilings *ce = &p->cfg->ceil;
+	struct rule_list *l = row->min == CEIL_DENY ? &ce->deny :
+	    &ce->within[row->min - CEIL_WITHIN];
+	char msg[512], *origin;
+	struct rule r;
+
+	origin = fmt("%s:%u [require] %s %s", p->loc.file, p->loc.line,
+	    row->key, tok);
+	if (origin == NULL) {
+		p_oom(p);
+		return;
+	}
+	if (tok[0] == '@') {
+		if (strcmp(tok + 1, CFG_BUILTIN_COMMON) != 0) {
+			kerr(p, row, "unknown preset '%s' (only @%s can be used "
+			    "in the require file)", tok, CFG_BUILTIN_COMMON);
+			free(origin);
+			return;
+		}
+		if (builtin_common_append(l, origin) < 0)
+			p_oom(p);
+		free(origin);
+		return;
+	}
+	if (pattern_compile(tok, &r, msg, sizeof(msg)) < 0) {
+		kerr(p, row, "%s", msg);
+		free(origin);
+		return;
+	}
+	if (rule_list_append(l, &r, origin) < 0)
+		p_oom(p);
+	free(r.host);
+	free(origin);
+}
+
+static void
+tok_ceil_method(struct parser *p, const char *tok, void *arg)
+{
+	const struct key_row *row = arg;
+	int m = method_parse(tok, strlen(tok));
+
+	if (m < 0) {
+		kerr(p, row, "unknown method '%s' (expected GET, HEAD, OPTIONS, "
+		    "POST, PUT, PATCH, DELETE, CONNECT or TRACE)", tok);
+		return;
+	}
+	p->cfg->ceil.methods_mask[row->min] |= 1u << m;
 }
 
 static void
@@ -1065,6 +1170,8 @@ set_value(struct parser *p, const struct key_row *row, const char *v)
 		    &c->envs[p->cur].phase[p->cur_phase];
 
 		pp->methods_restricted = true;
+		if (p->cur < p->nenvlocs)
+			p->envlocs[p->cur].methods[p->cur_phase] = p->loc;
 		pp->methods_origin = fmt("%s:%u %s methods %s", p->loc.file,
 		    p->loc.line, p->sect_text, v);
 		if (pp->methods_origin == NULL)
@@ -1072,6 +1179,37 @@ set_value(struct parser *p, const struct key_row *row, const char *v)
 		for_each_token(p, v, tok_method, (void *)row);
 		return;
 	}
+	case T_CEIL_PATTERNS: {
+		struct ceilings *ce = &c->ceil;
+
+		/*
+		 * An empty allow_within is a ceiling too: that phase may allow
+		 * nothing at all (offline).
+		 */
+		if (row->min != CEIL_DENY) {
+			enum phase ph = (enum phase)(row->min - CEIL_WITHIN);
+
+			if (!ce->within_set[ph]) {
+				ce->within_set[ph] = true;
+				ce->within_loc[ph] = fmt("%s:%u", p->loc.file,
+				    p->loc.line);
+				if (ce->within_loc[ph] == NULL)
+					p_oom(p);
+			}
+		}
+		for_each_token(p, v, tok_ceil_pattern, (void *)row);
+		return;
+	}
+	case T_CEIL_METHODS:
+		c->ceil.methods_set[row->min] = true;
+		free(c->ceil.methods_loc[row->min]);
+		c->ceil.methods_loc[row->min] = fmt("%s:%u", p->loc.file,
+		    p->loc.line);
+		if (c->ceil.methods_loc[row->min] == NULL)
+			p_oom(p);
+		if (for_each_token(p, v, tok_ceil_method, (void *)row) == 0)
+			kerr(p, row, "empty method list");
+		return;
 	case T_STRING:
 		if (*v == '\0') {
 			kerr(p, row, "empty value");
@@ -1147,6 +1285,7 @@ sect_kind_name(enum sect s)
 	case S_LIMITS: return "limits";
 	case S_PRESET: return "preset";
 	case S_ENV: return "env";
+	case S_REQUIRE: return "require";
 	default: return "?";
 	}
 }
@@ -1171,13 +1310,7 @@ cfg_handler(void *user, const char *section, const char *name,
 		perr_at(p, &p->loc, "key '%s' outside any section", name);
 		return 1;
 	}
-	for (i = 0; i < KEY_ROWS; i++) {
-		if (key_table[i].sect == p->sect &&
-		    strcmp(key_table[i].key, name) == 0) {
-			row = &key_table[i];
-			break;
-		}
-	}
+	row = find_row(p->sect, name, &i);
 	if (row == NULL) {
 		perr_at(p, &p->loc, "%s: unknown key '%s'", p->sect_text, name);
 		return 1;
@@ -1303,8 +1436,31 @@ read_section(struct parser *p, const char *s, size_t n)
 		kind = S_PRESET;
 	else if (strcmp(words[0], "env") == 0)
 		kind = S_ENV;
+	else if (strcmp(words[0], "require") == 0)
+		kind = S_REQUIRE;
 	else {
 		perr_at(p, &p->loc, "unknown section %s", p->sect_text);
+		return;
+	}
+	/*
+	 * Who may write what: the main config and the require file are the
+	 * admin's, included files are per-environment and may only add envs
+	 * and presets, which the admin ceilings then bound.
+	 */
+	if (p->fkind == F_INCLUDE && kind != S_ENV && kind != S_PRESET) {
+		perr_at(p, &p->loc, "section %s is not allowed in an included "
+		    "file (only [env NAME PHASE] and [preset NAME])",
+		    p->sect_text);
+		return;
+	}
+	if (p->fkind == F_REQUIRE && kind != S_REQUIRE) {
+		perr_at(p, &p->loc, "section %s is not allowed in the require "
+		    "file (only [require])", p->sect_text);
+		return;
+	}
+	if (p->fkind == F_MAIN && kind == S_REQUIRE) {
+		perr_at(p, &p->loc, "section %s belongs in the admin's require "
+		    "file, named by [proxy] require", p->sect_text);
 		return;
 	}
 	if (kind == S_PRESET && nw != 2) {
@@ -1370,6 +1526,14 @@ read_section(struct parser *p, const char *s, size_t n)
 		if (e == NULL)
 			return;
 		e->phase[p->cur_phase].present = true;
+		while (p->nenvlocs < p->cfg->nenvs) {
+			if (p_push(p, &p->envlocs, &p->nenvlocs,
+			    sizeof(*p->envlocs)) == NULL)
+				return;
+		}
+		p->envlocs[p->cur].sect[p->cur_phase] = p->loc;
+	} else if (kind == S_REQUIRE) {
+		p->require_sect = true;
 	}
 	p->sect = kind;
 }
@@ -1457,10 +1621,13 @@ blank:
 	return str;
 }
 
-/* Parses one file's bytes into p. */
+/*
+ * Parses one file's bytes into p.  The require file's errors sort before
+ * every other file's (fseq 0): it is the first thing that applies.
+ */
 static void
 parse_buffer(struct parser *p, const char *file, const char *buf, size_t len,
-    unsigned depth)
+    enum fkind fkind)
 {
 	char **slot;
 	int r;
@@ -1475,9 +1642,9 @@ parse_buffer(struct parser *p, const char *file, const char *buf, size_t len,
 	p->len = len;
 	p->pos = 0;
 	p->loc.file = *slot;
-	p->loc.fseq = (unsigned)p->nfiles;
+	p->loc.fseq = fkind == F_REQUIRE ? 0 : (unsigned)p->nfiles;
 	p->loc.line = 0;
-	p->depth = depth;
+	p->fkind = fkind;
 	p->prev_key = false;
 	p->sect = S_NONE;
 	if (p->md != NULL)
@@ -1491,35 +1658,156 @@ parse_buffer(struct parser *p, const char *file, const char *buf, size_t len,
 	}
 }
 
+/*
+ * Reads fd (at most CFG_MAX_FILE_BYTES) into a malloc'd NUL-terminated
+ * buffer.  Does not close fd.  Returns 0 or a negative errno (-EFBIG when
+ * too large).
+ */
 static int
-read_file(const char *path, char **out, size_t *len)
+read_fd(int fd, char **out, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
 	char *buf = NULL;
-	size_t n;
-	int err;
+	size_t n = 0;
+	int err = 0;
 
-	if (f == NULL)
-		return -errno;
 	buf = malloc(CFG_MAX_FILE_BYTES + 1);
 	if (buf == NULL) {
-		fclose(f);
-		return -ENOMEM;
+		err = -ENOMEM;
+		goto fail;
 	}
-	errno = 0;
-	n = fread(buf, 1, CFG_MAX_FILE_BYTES + 1, f);
-	err = ferror(f) ? (errno != 0 ? -errno : -EIO) : 0;
-	fclose(f);
-	if (err == 0 && n > CFG_MAX_FILE_BYTES)
+	while (n <= CFG_MAX_FILE_BYTES) {
+		ssize_t r = read(fd, buf + n, CFG_MAX_FILE_BYTES + 1 - n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			err = -errno;
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	if (n > CFG_MAX_FILE_BYTES) {
 		err = -EFBIG;
-	if (err < 0) {
-		free(buf);
-		return err;
+		goto fail;
 	}
 	buf[n] = '\0';
 	*out = buf;
 	*len = n;
 	return 0;
+fail:
+	free(buf);
+	return err;
+}
+
+static int
+read_file(const char *path, char **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	r = read_fd(fd, out, len);
+	close(fd);
+	return r;
+}
+
+/*
+ * Resolves a path written in file `from`: absolute as is, relative to the
+ * directory of `from` otherwise.  Returns -ENAMETOOLONG when it does not fit.
+ */
+static int
+path_relative_to(const char *from, const char *path, char *out, size_t outsz)
+{
+	const char *sl = strrchr(from, '/');
+	int n;
+
+	if (path[0] == '/' || sl == NULL)
+		n = snprintf(out, outsz, "%s", path);
+	else
+		n = snprintf(out, outsz, "%.*s/%s", (int)(sl - from), from, path);
+	return n < 0 || (size_t)n >= outsz ? -ENAMETOOLONG : 0;
+}
+
+/*
+ * Reads the admin ceiling file named by [proxy] require, if any, right
+ * after the main file and before includes and pattern compilation.  The
+ * file must be a regular file owned by root or by the uid loading the
+ * config, and not writable by group or others: otherwise whoever can
+ * write it could lift the ceilings it is meant to impose.  Errors are
+ * reported at the [proxy] require line.
+ */
+static void
+process_require(struct parser *p)
+{
+	struct cfg *c = p->cfg;
+	char path[PATH_MAX];
+	struct stat st;
+	struct loc at;
+	char *buf = NULL;
+	size_t len, idx;
+	uid_t me = geteuid();
+	int e, fd = -1;
+
+	if (c->proxy.require == NULL)
+		return;
+	if (find_row(S_PROXY, "require", &idx) == NULL)
+		return;
+	at = p->seen[idx];
+	if (path_relative_to(p->files[0], c->proxy.require, path,
+	    sizeof(path)) < 0) {
+		perr_at(p, &at, "[proxy] require: path too long");
+		return;
+	}
+	/*
+	 * The checks use fstat() of the descriptor that is then read, so a
+	 * rename between check and read cannot swap the file; O_NONBLOCK
+	 * keeps a FIFO from hanging the open.
+	 */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		perr_at(p, &at, "[proxy] require: %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		perr_at(p, &at, "[proxy] require: %s: not a regular file", path);
+		goto out;
+	}
+	if (st.st_uid != 0 && st.st_uid != me) {
+		perr_at(p, &at, "[proxy] require: %s: owned by uid %u; the "
+		    "require file must be owned by root or uid %u", path,
+		    (unsigned)st.st_uid, (unsigned)me);
+		goto out;
+	}
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+		perr_at(p, &at, "[proxy] require: %s: writable by %s (mode "
+		    "%04o); the require file must be writable only by its "
+		    "owner", path, (st.st_mode & S_IWOTH) ? "others" : "group",
+		    (unsigned)(st.st_mode & 07777));
+		goto out;
+	}
+	e = read_fd(fd, &buf, &len);
+	if (e < 0) {
+		perr_at(p, &at, "[proxy] require: %s: %s", path, e == -EFBIG ?
+		    "file larger than 1 MiB" : strerror(-e));
+		goto out;
+	}
+	c->ceil.path = p_strdup(p, path);
+	parse_buffer(p, path, buf, len, F_REQUIRE);
+	if (!p->require_sect) {
+		struct loc l = p->loc;
+
+		l.line = 0;
+		perr_at(p, &l, "no [require] section (an admin ceiling file "
+		    "holds one [require] section)");
+	}
+	c->ceil.present = true;
+out:
+	free(buf);
+	if (fd >= 0)
+		close(fd);
 }
 
 /* Reads [proxy] include files, in order, each matched set sorted. */
@@ -1534,19 +1822,11 @@ process_includes(struct parser *p)
 
 		if (inc.pattern == NULL)
 			continue;
-		if (inc.depth > CFG_MAX_INCLUDE_DEPTH) {
-			perr_at(p, &inc.loc, "[proxy] include: '%s' nested more "
-			    "than %d deep", inc.pattern, CFG_MAX_INCLUDE_DEPTH);
-			continue;
-		}
 		/* Relative patterns are relative to the including file. */
-		if (inc.pattern[0] != '/' && strchr(inc.loc.file, '/') != NULL) {
-			const char *sl = strrchr(inc.loc.file, '/');
-
-			snprintf(pat, sizeof(pat), "%.*s/%s",
-			    (int)(sl - inc.loc.file), inc.loc.file, inc.pattern);
-		} else {
-			snprintf(pat, sizeof(pat), "%s", inc.pattern);
+		if (path_relative_to(inc.loc.file, inc.pattern, pat,
+		    sizeof(pat)) < 0) {
+			perr_at(p, &inc.loc, "[proxy] include: path too long");
+			continue;
 		}
 		r = glob(pat, GLOB_ERR, NULL, &g);
 		if (r == GLOB_NOMATCH) {
@@ -1581,7 +1861,7 @@ process_includes(struct parser *p)
 			    sizeof(*slot));
 			if (slot != NULL)
 				*slot = p_strdup(p, g.gl_pathv[j]);
-			parse_buffer(p, g.gl_pathv[j], buf, len, inc.depth);
+			parse_buffer(p, g.gl_pathv[j], buf, len, F_INCLUDE);
 			free(buf);
 		}
 		globfree(&g);
@@ -1702,6 +1982,75 @@ resolve_preset(struct parser *p, size_t idx, unsigned depth)
 	return pp->ok ? 0 : -1;
 }
 
+/* May an allow rule r of phase ph stand under the allow_within ceiling? */
+static bool
+ceil_admits(const struct ceilings *ce, enum phase ph, const struct rule *r)
+{
+	if (!ce->within_set[ph])
+		return true;
+	for (size_t j = 0; j < ce->within[ph].n; j++) {
+		if (cfg_rule_inside(r, &ce->within[ph].v[j]))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * "allow pattern "X" [(from @P)] in [env E PH] is outside the admin
+ * ceiling PH.allow_within (REQ:LINE)", for r, which item tok produced.
+ */
+static char *
+ceil_allow_msg(const struct ceilings *ce, const char *env, enum phase ph,
+    const char *tok, const struct rule *r)
+{
+	char pat[CFG_MAX_PATTERN + 16], from[CFG_MAX_PATTERN + 16] = "";
+
+	if (tok[0] == '@') {
+		cfg_rule_format(r, pat, sizeof(pat));
+		snprintf(from, sizeof(from), " (from %s)", tok);
+	} else {
+		snprintf(pat, sizeof(pat), "%s", tok);
+	}
+	return fmt("allow pattern \"%s\"%s in [env %s %s] is outside the admin "
+	    "ceiling %s.allow_within (%s)", pat, from, env, phase_name(ph),
+	    phase_name(ph), ce->within_loc[ph] != NULL ? ce->within_loc[ph] :
+	    "?");
+}
+
+/* Reports every allow rule of item it (l from index from) outside the ceiling. */
+static void
+check_item_ceiling(struct parser *p, const struct pitem *it,
+    const struct rule_list *l, size_t from)
+{
+	const struct ceilings *ce = &p->cfg->ceil;
+	const char *env = p->cfg->envs[it->env].name;
+	size_t nout = 0, reported = 0;
+
+	for (size_t i = from; i < l->n; i++)
+		nout += !ceil_admits(ce, it->phase, &l->v[i]);
+	for (size_t i = from; i < l->n && nout > 0; i++) {
+		char *m;
+
+		if (ceil_admits(ce, it->phase, &l->v[i]))
+			continue;
+		if (reported == CFG_MAX_CEIL_ERRS_PER_ITEM) {
+			perr_at(p, &it->loc, "... and %zu more patterns from %s "
+			    "in [env %s %s] outside the admin ceiling "
+			    "%s.allow_within", nout - reported, it->tok, env,
+			    phase_name(it->phase), phase_name(it->phase));
+			return;
+		}
+		m = ceil_allow_msg(ce, env, it->phase, it->tok, &l->v[i]);
+		if (m == NULL) {
+			p_oom(p);
+			return;
+		}
+		perr_at(p, &it->loc, "%s", m);
+		free(m);
+		reported++;
+	}
+}
+
 static void
 resolve_patterns(struct parser *p)
 {
@@ -1710,14 +2059,86 @@ resolve_patterns(struct parser *p)
 	for (size_t i = 0; i < p->nitems; i++) {
 		struct pitem *it = &p->items[i];
 		struct phase_policy *pp = &p->cfg->envs[it->env].phase[it->phase];
+		struct rule_list *l = it->deny ? &pp->deny : &pp->allow;
+		size_t before = l->n;
 		char *origin = item_origin(it);
 
 		if (origin == NULL) {
 			p_oom(p);
 			continue;
 		}
-		expand_item(p, it, it->deny ? &pp->deny : &pp->allow, origin, 0);
+		expand_item(p, it, l, origin, 0);
 		free(origin);
+		if (!it->deny && it->tok != NULL)
+			check_item_ceiling(p, it, l, before);
+	}
+}
+
+/* Names the methods in mask, "GET, HEAD", into buf. */
+static void
+methods_format(unsigned mask, char *buf, size_t bufsz)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (int m = 0; m < METHOD_COUNT; m++) {
+		if (!(mask & (1u << m)))
+			continue;
+		off += (size_t)snprintf(buf + off, bufsz - off, "%s%s",
+		    off ? ", " : "", method_names[m]);
+		if (off >= bufsz)
+			break;
+	}
+}
+
+/*
+ * The methods ceiling message for a phase, or NULL when it is kept.  A
+ * phase without allow rules uses no method, so it keeps any ceiling; one
+ * without a methods key allows every method, which breaks it.
+ */
+static char *
+ceil_methods_msg(const struct ceilings *ce, const char *env, enum phase ph,
+    const struct phase_policy *pp)
+{
+	char have[128], ceil[128];
+	unsigned extra;
+
+	if (!ce->methods_set[ph] || !pp->present || pp->allow.n == 0)
+		return NULL;
+	methods_format(ce->methods_mask[ph], ceil, sizeof(ceil));
+	if (!pp->methods_restricted)
+		return fmt("[env %s %s] has no methods key, so it allows every "
+		    "method, which is outside the admin ceiling "
+		    "%s.methods_within (%s); add methods = %s (or fewer)", env,
+		    phase_name(ph), phase_name(ph), ce->methods_loc[ph], ceil);
+	extra = pp->methods_mask & ~ce->methods_mask[ph];
+	if (extra == 0)
+		return NULL;
+	methods_format(extra, have, sizeof(have));
+	return fmt("methods %s in [env %s %s] are outside the admin ceiling "
+	    "%s.methods_within (%s), which allows only %s", have, env,
+	    phase_name(ph), phase_name(ph), ce->methods_loc[ph], ceil);
+}
+
+/* Every env phase against the methods ceilings, at the offending line. */
+static void
+check_methods_ceilings(struct parser *p)
+{
+	struct cfg *c = p->cfg;
+
+	for (size_t i = 0; i < c->nenvs && i < p->nenvlocs; i++) {
+		for (int ph = 0; ph < PHASE_COUNT; ph++) {
+			const struct phase_policy *pp = &c->envs[i].phase[ph];
+			char *m = ceil_methods_msg(&c->ceil, c->envs[i].name,
+			    (enum phase)ph, pp);
+
+			if (m == NULL)
+				continue;
+			perr_at(p, pp->methods_restricted ?
+			    &p->envlocs[i].methods[ph] : &p->envlocs[i].sect[ph],
+			    "%s", m);
+			free(m);
+		}
 	}
 }
 
@@ -1782,6 +2203,7 @@ parser_free(struct parser *p)
 	for (size_t i = 0; i < p->nincs; i++)
 		free(p->incs[i].pattern);
 	free(p->incs);
+	free(p->envlocs);
 	for (size_t i = 0; i < p->nfiles; i++)
 		free(p->files[i]);
 	free(p->files);
@@ -1859,9 +2281,11 @@ load(const char *name, const char *text, size_t len, char **errors)
 	if (p.md == NULL || EVP_DigestInit_ex(p.md, EVP_sha256(), NULL) != 1)
 		goto oom;
 
-	parse_buffer(&p, name, text, len, 0);
+	parse_buffer(&p, name, text, len, F_MAIN);
+	process_require(&p);
 	process_includes(&p);
 	resolve_patterns(&p);
+	check_methods_ceilings(&p);
 	cross_validate(&p);
 
 	if (EVP_DigestFinal_ex(p.md, md, &mdlen) != 1)
@@ -1953,6 +2377,13 @@ cfg_free(struct cfg *c)
 	for (size_t i = 0; i < c->nincluded; i++)
 		free(c->included[i]);
 	free(c->included);
+	free(c->ceil.path);
+	rule_list_free(&c->ceil.deny);
+	for (int ph = 0; ph < PHASE_COUNT; ph++) {
+		rule_list_free(&c->ceil.within[ph]);
+		free(c->ceil.within_loc[ph]);
+		free(c->ceil.methods_loc[ph]);
+	}
 	free(c);
 }
 
@@ -1973,7 +2404,8 @@ cfg_add_rule(struct cfg *c, const char *envname, enum phase phase, bool deny,
     const char *pattern, const char *origin, char **error)
 {
 	struct parser p;
-	struct rule_list *l;
+	struct rule_list tmp = { 0 }, *l;
+	const struct env *found;
 	struct env *e;
 	size_t idx;
 	char msg[512];
@@ -1984,22 +2416,16 @@ cfg_add_rule(struct cfg *c, const char *envname, enum phase phase, bool deny,
 		*error = fmt("bad env '%s' or phase", envname);
 		return -EINVAL;
 	}
-	memset(&p, 0, sizeof(p));
-	e = env_get(&p, c, envname, &idx);
-	if (e == NULL || p.oom) {
-		*error = fmt("out of memory");
-		return -EINVAL;
-	}
-	e->phase[phase].present = true;
-	l = deny ? &e->phase[phase].deny : &e->phase[phase].allow;
+	/* Compile into tmp first, so a refused pattern changes nothing. */
 	if (pattern[0] == '@') {
 		struct preset *pr = find_preset(c, pattern + 1);
 
 		if (strcmp(pattern + 1, CFG_BUILTIN_COMMON) == 0)
-			rc = builtin_common_append(l, origin);
+			rc = builtin_common_append(&tmp, origin);
 		else if (pr != NULL) {
 			for (size_t j = 0; j < pr->rules.n && rc == 0; j++)
-				rc = rule_list_append(l, &pr->rules.v[j], origin);
+				rc = rule_list_append(&tmp, &pr->rules.v[j],
+				    origin);
 		} else {
 			*error = fmt("unknown preset '%s'", pattern);
 			return -EINVAL;
@@ -2011,12 +2437,60 @@ cfg_add_rule(struct cfg *c, const char *envname, enum phase phase, bool deny,
 			*error = strdup(msg);
 			return -EINVAL;
 		}
-		rc = rule_list_append(l, &r, origin);
+		rc = rule_list_append(&tmp, &r, origin);
 		free(r.host);
 	}
-	if (rc < 0) {
-		*error = fmt("out of memory");
-		return -EINVAL;
+	if (rc < 0)
+		goto oom;
+
+	if (!deny) {
+		found = cfg_find_env(c, envname);
+		for (size_t i = 0; i < tmp.n; i++) {
+			if (ceil_admits(&c->ceil, phase, &tmp.v[i]))
+				continue;
+			*error = ceil_allow_msg(&c->ceil, envname, phase,
+			    pattern, &tmp.v[i]);
+			goto refuse;
+		}
+		if (tmp.n > 0) {
+			/* The phase as it will be: present, with allow rules. */
+			struct phase_policy after = { 0 };
+
+			if (found != NULL)
+				after = found->phase[phase];
+			after.present = true;
+			after.allow.n += tmp.n;
+			*error = ceil_methods_msg(&c->ceil, envname, phase, &after);
+			if (*error != NULL)
+				goto refuse;
+		}
 	}
+
+	memset(&p, 0, sizeof(p));
+	e = env_get(&p, c, envname, &idx);
+	if (e == NULL || p.oom)
+		goto oom;
+	l = deny ? &e->phase[phase].deny : &e->phase[phase].allow;
+	if (tmp.n > 0) {
+		struct rule *nv = realloc(l->v, (l->n + tmp.n) * sizeof(*nv));
+
+		if (nv == NULL)
+			goto oom;
+		l->v = nv;
+		/* The rules move: tmp's strings now belong to l. */
+		memcpy(l->v + l->n, tmp.v, tmp.n * sizeof(*nv));
+		l->n += tmp.n;
+		free(tmp.v);
+	}
+	e->phase[phase].present = true;
 	return 0;
+refuse:
+	rule_list_free(&tmp);
+	if (*error == NULL)
+		*error = fmt("out of memory");
+	return -EINVAL;
+oom:
+	rule_list_free(&tmp);
+	*error = fmt("out of memory");
+	return -EINVAL;
 }

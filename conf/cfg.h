@@ -100,6 +100,56 @@ struct dns_static {
 	size_t naddrs;
 };
 
+/*
+ * Admin ceilings: the [require] section of the file named by [proxy]
+ * require (docs/config.md "Admin ceilings").  Read before any env or
+ * preset pattern is compiled; a config that breaks a ceiling is refused.
+ */
+struct ceilings {
+	bool present;		/* [proxy] require was given and read */
+	char *path;		/* the require file as opened (relative to cwd) */
+	/*
+	 * Patterns every env and phase denies, checked before anything else.
+	 * Origins: "REQFILE:LINE [require] deny PATTERN".
+	 */
+	struct rule_list deny;
+	/*
+	 * Per phase: when within_set, every allow rule of that phase in any
+	 * env must be inside one of within[phase] (cfg_rule_inside());
+	 * an empty list then admits no allow rule at all.  Origins:
+	 * "REQFILE:LINE [require] agent.allow_within PATTERN".
+	 */
+	bool within_set[PHASE_COUNT];
+	struct rule_list within[PHASE_COUNT];
+	char *within_loc[PHASE_COUNT];	/* "REQFILE:LINE" of the first key */
+	/*
+	 * Per phase: when methods_set, every present phase section with at
+	 * least one allow rule must have a methods key naming a subset.
+	 */
+	bool methods_set[PHASE_COUNT];
+	unsigned methods_mask[PHASE_COUNT];
+	char *methods_loc[PHASE_COUNT];	/* "REQFILE:LINE" */
+};
+
+/*
+ * Is every (host, port) that rule p matches also matched by rule ceil?
+ * Names: "a.b.c" is inside "a.b.c", "*.b.c" and "**.b.c"; "*.b.c" is
+ * inside "*.b.c" and "**.b.c"; "**.b.c" is inside "**.b.c" and inside
+ * "*.c"/"**.c" (but not inside "*.b.c", which lacks the apex b.c).  A CIDR
+ * is inside a CIDR of the same family that contains it (an IPv6 range
+ * within ::ffff:0:0/96 also inside the IPv4 range it maps to); names are
+ * never inside a CIDR, nor addresses inside a name.  "*" is inside only
+ * "*"; everything is inside "*" host-wise.  Ports: p's port set must be a
+ * subset of ceil's (no port = {80, 443}, :* = every port).
+ */
+bool cfg_rule_inside(const struct rule *p, const struct rule *ceil);
+
+/*
+ * Writes rule r in config syntax ("**.example.com:22", "[2001:db8::/32]:443",
+ * "10.0.0.0/8", "*") to buf.
+ */
+void cfg_rule_format(const struct rule *r, char *buf, size_t bufsz);
+
 #define CFG_DEFAULT_LISTEN "127.0.0.1:3128"
 #define CFG_DEFAULT_CONTROL "/run/portcullis/control.sock"
 
@@ -154,6 +204,9 @@ struct cfg {
 	struct preset *presets;
 	size_t npresets;
 
+	/* Admin ceilings from [proxy] require (present = false: none). */
+	struct ceilings ceil;
+
 	/* Files read through [proxy] include, in order, after path. */
 	char **included;
 	size_t nincluded;
@@ -181,6 +234,10 @@ const char *cfg_default_text(void);
  * Adds one allow (deny = false) or deny pattern to env/phase, creating the
  * env or phase section if missing; pattern uses the config grammar
  * (including @preset).  origin is copied into each resulting rule.
+ * An allow pattern must respect the admin ceilings like a config line:
+ * every resulting rule inside <phase>.allow_within, and a phase that
+ * gains its first allow rule under <phase>.methods_within must have a
+ * methods key.  Nothing is changed on error.
  * Returns 0, or -EINVAL with a malloc'd message in *error.
  */
 int cfg_add_rule(struct cfg *c, const char *env, enum phase phase, bool deny,

@@ -19,7 +19,9 @@ static const char check_usage[] =
 "usage: portcullis check [-c FILE] [--env NAME] [--phase PHASE] [TARGET...]\n"
 "\n"
 "Validates a configuration (no -c: the embedded default).  Prints\n"
-"\"configuration OK\", or every error as FILE:LINE: message.\n"
+"\"configuration OK\", or every error as FILE:LINE: message.  The admin\n"
+"ceiling file ([proxy] require) is read and enforced exactly as serve\n"
+"does: a pattern outside a ceiling is an error at its FILE:LINE.\n"
 "\n"
 "With targets, prints one line per target:\n"
 "  TARGET: allow allowed (RULE)\n"
@@ -187,6 +189,8 @@ check_main(int argc, char **argv)
 	}
 	if (i >= argc) {
 		printf("configuration OK\n");
+		if (c->ceil.present)
+			printf("admin ceilings: %s\n", c->ceil.path);
 		cfg_free(c);
 		return 0;
 	}

@@ -11,6 +11,11 @@
  * names something to keep out, and "deny x" quietly leaving x:22 reachable
  * through a broad allow would surprise.  Deny CIDRs also match addresses
  * that carry the IPv4 address they name (6to4, Teredo, NAT64).
+ *
+ * The admin's [require] deny rules (cfg->ceil.deny) come before everything
+ * else, env or no env: they are what every env and phase denies, whatever
+ * its own rules say.  The allow_within/methods_within ceilings need no
+ * check here: the loader and cfg_add_rule() refuse configs that break them.
  */
 #include <string.h>
 
@@ -137,6 +142,20 @@ decide(struct decision *d, enum reason r, const struct rule *rule,
 	d->rule_text = text;
 }
 
+/* The first deny rule of l that matches t (any port unless it names one). */
+static const struct rule *
+deny_match(const struct rule_list *l, const struct target *t)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		const struct rule *r = &l->v[i];
+
+		if (host_matches(r, t, true) && (r->port == RULE_PORT_DEFAULT ||
+		    port_matches(r->port, t->port)))
+			return r;
+	}
+	return NULL;
+}
+
 void
 policy_decide(const struct cfg *c, const char *envname, enum phase phase,
     const struct target *t, const char *method, bool is_connect,
@@ -146,11 +165,17 @@ policy_decide(const struct cfg *c, const char *envname, enum phase phase,
 	const struct phase_policy *pp;
 	const struct rule *port_miss = NULL;
 	const struct rule *allow = NULL;
+	const struct rule *deny;
 
 	decide(d, REASON_NOT_ALLOWED, NULL, "default");
 	if (t == NULL || t->host == NULL || t->host[0] == '\0' ||
 	    t->port == 0 || method == NULL) {
 		decide(d, REASON_BAD_REQUEST, NULL, "default");
+		return;
+	}
+	deny = deny_match(&c->ceil.deny, t);
+	if (deny != NULL) {
+		decide(d, REASON_DENIED, deny, deny->origin);
 		return;
 	}
 	e = cfg_find_env(c, envname);
@@ -160,14 +185,10 @@ policy_decide(const struct cfg *c, const char *envname, enum phase phase,
 	if (!pp->present)
 		return;
 
-	for (size_t i = 0; i < pp->deny.n; i++) {
-		const struct rule *r = &pp->deny.v[i];
-
-		if (host_matches(r, t, true) && (r->port == RULE_PORT_DEFAULT ||
-		    port_matches(r->port, t->port))) {
-			decide(d, REASON_DENIED, r, r->origin);
-			return;
-		}
+	deny = deny_match(&pp->deny, t);
+	if (deny != NULL) {
+		decide(d, REASON_DENIED, deny, deny->origin);
+		return;
 	}
 	for (size_t i = 0; i < pp->allow.n && allow == NULL; i++) {
 		const struct rule *r = &pp->allow.v[i];

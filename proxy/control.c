@@ -42,6 +42,12 @@
 #define CONTROL_MAX_REPLY 65536
 /* Sessions one control connection may own. */
 #define CONTROL_MAX_SESSIONS 64
+/* A refused reload's error text in the reply (the quoted reply must fit
+ * one CONTROL_MAX_LINE; the same text goes to the daemon's log). */
+#define CONTROL_RELOAD_ERROR_MAX 2048
+/* Supplementary groups of a peer we look through (NGROUPS_MAX is 65536;
+ * a peer with more than this is refused unless root/our uid/its gid). */
+#define CONTROL_MAX_PEER_GROUPS 256
 
 struct ctl_sess {
 	struct ctl_sess *next;
@@ -718,28 +724,47 @@ op_status(struct ctl_conn *cc)
 	free(out);
 }
 
+/*
+ * reload: the same path as SIGHUP (server_reload(): the file is read and
+ * validated completely, then put in force at once, or refused with the old
+ * config kept).  Replies with the sha256 now in force, or the errors, each
+ * "FILE:LINE: message", joined with "; " to keep the reply one line.
+ */
 static void
 op_reload(struct ctl_conn *cc)
 {
 	struct server *s = cc->ctl->s;
-	struct cfg *c;
 	char *errors = NULL, out[128];
 
-	c = cfg_load(s->cfg_path, &errors);
-	if (c == NULL) {
-		char *nl = errors ? strchr(errors, '\n') : NULL;
+	if (server_reload(s, &errors) < 0) {
+		char msg[CONTROL_RELOAD_ERROR_MAX];
+		size_t pos = 0;
 
-		if (nl != NULL && nl[1] == '\0')
-			*nl = '\0';
-		reply_error(cc, errors ? errors : "reload failed");
-		log_warnx("reload via control socket refused: %s",
-		    errors ? errors : "?");
+		/* One reply line: error lines joined with "; ", cut (with
+		 * "...") so that the reply stays under CONTROL_MAX_LINE. */
+		for (const char *p = errors ? errors : ""; *p != '\0'; p++) {
+			const char *add = *p == '\n' ? "; " : NULL;
+			size_t k = add ? 2 : 1;
+
+			if (*p == '\n' && p[1] == '\0')
+				break;
+			if (pos + k + 4 >= sizeof(msg)) {
+				memcpy(msg + pos, "...", 3);
+				pos += 3;
+				break;
+			}
+			memcpy(msg + pos, add ? add : p, k);
+			pos += k;
+		}
+		msg[pos] = '\0';
+		reply_error(cc, pos > 0 ? msg : "reload failed");
+		log_warnx("reload via control socket refused, old config stays: "
+		    "%s", pos > 0 ? msg : "?");
 		free(errors);
 		return;
 	}
 	snprintf(out, sizeof(out), "{\"ok\":true,\"config\":\"sha256:%s\"}",
-	    c->sha256);
-	server_set_config(s, c);
+	    server_config(s)->sha256);
 	reply(cc, out);
 }
 
@@ -869,14 +894,22 @@ ctl_on_conn_readable(uv_poll_t *h, int status, int events)
 	(void)events;
 }
 
-/* Root, the daemon's own uid, or a member of [proxy] control_group. */
+/*
+ * Root, the daemon's own uid, or a member of [proxy] control_group.
+ * Membership is the peer process's own credentials: its gid, or one of its
+ * supplementary groups (SO_PEERGROUPS, Linux 4.13), so a process that
+ * dropped the group (setgroups) is not let in because /etc/group lists its
+ * user.  Only when the kernel cannot tell do we fall back to the group
+ * database (getgrouplist of the peer uid's user).
+ */
 static bool
-peer_allowed(struct control *ctl, const struct ucred *cr)
+peer_allowed(struct control *ctl, int fd, const struct ucred *cr)
 {
 	struct passwd pw, *pwp = NULL;
 	char pwbuf[4096];
-	gid_t groups[256];
-	int ngroups = 256;
+	gid_t groups[CONTROL_MAX_PEER_GROUPS];
+	socklen_t glen = sizeof(groups);
+	int ngroups = CONTROL_MAX_PEER_GROUPS;
 
 	if (cr->uid == 0 || cr->uid == geteuid())
 		return true;
@@ -884,6 +917,14 @@ peer_allowed(struct control *ctl, const struct ucred *cr)
 		return false;
 	if (cr->gid == ctl->group)
 		return true;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0) {
+		for (size_t i = 0; i < glen / sizeof(gid_t); i++)
+			if (groups[i] == ctl->group)
+				return true;
+		return false;
+	}
+	if (errno != ENOPROTOOPT)
+		return false;	/* ERANGE (too many groups) and others: no */
 	if (getpwuid_r(cr->uid, &pw, pwbuf, sizeof(pwbuf), &pwp) != 0 ||
 	    pwp == NULL)
 		return false;
@@ -911,7 +952,7 @@ ctl_on_listener_readable(uv_poll_t *h, int status, int events)
 	if (fd < 0)
 		return;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0 ||
-	    !peer_allowed(ctl, &cr)) {
+	    !peer_allowed(ctl, fd, &cr)) {
 		static const char deny[] =
 		    "{\"ok\":false,\"error\":\"permission denied\"}\n";
 
@@ -1230,6 +1271,14 @@ static const char ctl_usage[] =
 "\n"
 "Talks to a running `portcullis serve` over its control socket\n"
 "(default " CFG_DEFAULT_CONTROL ") and prints the reply (one JSON line).\n"
+"\n"
+"  status                 sessions (id, env, phase) and the live connection count\n"
+"  phase SESSION agent    one-way switch setup -> agent: every connection the\n"
+"                         session opened in setup is cut (close error\n"
+"                         \"phase_changed\"); later requests use the agent rules\n"
+"  reload                 re-read the daemon's config file (as SIGHUP); an\n"
+"                         invalid file is refused with FILE:LINE, old stays\n"
+"\n"
 "Exit status: 0 when the daemon answered ok, 1 otherwise, 2 on usage errors.\n";
 
 int
@@ -1242,11 +1291,13 @@ ctl_main(int argc, char **argv)
 	size_t pos;
 	int i = 1, fd, rc, ok;
 
-	while (i < argc && argv[i][0] == '-') {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+	/* `ctl status --help` too: --help anywhere prints the usage. */
+	for (int k = 1; k < argc; k++)
+		if (strcmp(argv[k], "--help") == 0 || strcmp(argv[k], "-h") == 0) {
 			fputs(ctl_usage, stdout);
 			return 0;
 		}
+	while (i < argc && argv[i][0] == '-') {
 		if (strcmp(argv[i], "--control") == 0 && i + 1 < argc) {
 			path = argv[i + 1];
 			i += 2;

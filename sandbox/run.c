@@ -11,6 +11,12 @@
  *            bound inside the namespace (bounded wait), open the session
  *            for it, acknowledge (bridge/handoff.h), run until the sandbox
  *            exits.
+ * With --setup CMD (docs/phases.md), execute runs two sandboxes one after
+ * the other over the same working directory: CMD in a setup-phase session
+ * with the --secret variables in its environment; then, only if CMD exited
+ * 0, that session is switched to agent (its setup conns are cut) and
+ * closed, and COMMAND runs in a new bwrap (new pid and network namespaces)
+ * with a new session opened in the agent phase and none of the secrets.
  * Exit status: COMMAND's (128+N when killed by signal N); 125 when anything
  * before the acknowledgement failed (COMMAND never ran), and also when the
  * daemon went away while COMMAND ran (the watchdog killed the sandbox).
@@ -31,6 +37,8 @@
 #include <unistd.h>
 
 #include <uv.h>
+
+extern char **environ;
 
 #include "cfg.h"
 #include "control.h"
@@ -55,6 +63,10 @@ struct run_opts {
 	const char *connect;
 	const char *env;
 	enum phase phase;
+	bool phase_given;
+	const char *setup;	/* --setup CMD, or NULL */
+	const char *secrets[RUN_MAX_REPEAT];	/* --secret NAMEs */
+	size_t nsecrets;
 	const char *allow[RUN_MAX_REPEAT];
 	size_t nallow;
 	struct run_bind binds[RUN_MAX_REPEAT];
@@ -76,15 +88,34 @@ struct run_plan {
 	size_t nowned;
 };
 
+/* The sandboxes one run starts: COMMAND's, and first CMD's with --setup. */
+#define RUN_MAX_STAGES 2
+
 struct run_state {
 	uv_loop_t loop;
-	uv_process_t proc;
+	uv_process_t proc[RUN_MAX_STAGES];
+	unsigned cur;		/* index of the sandbox running now */
+	bool last;		/* it is COMMAND's (the run ends with it) */
 	uv_poll_t ctl_poll;
 	bool proc_started, proc_exited, ctl_polling;
 	int status;		/* exit status to return */
 	int ctl_fd;		/* --connect: the control connection */
 	bool daemon_lost;
 	struct server *srv;
+	struct session *ss;	/* embedded: the current session */
+	char sid[HANDOFF_MSG_MAX];	/* the current session's id */
+	const char *audit_path;
+};
+
+/*
+ * The sandboxes' environments with --setup (NULL otherwise: bwrap inherits
+ * ours).  Both are private copies of our environment taken before it is
+ * scrubbed; setup has the --secret variables, agent has none of them.
+ */
+struct run_envs {
+	char **setup;
+	char **agent;
+	size_t n;		/* entries of setup */
 };
 
 static const char usage[] =
@@ -101,6 +132,12 @@ static const char usage[] =
 "                        socket instead of an embedded proxy\n"
 "  -e, --env NAME        policy environment (default: [proxy] env)\n"
 "  --phase setup|agent   phase of the session (default agent)\n"
+"  --setup 'CMD'         first run CMD (sh -c) in a setup-phase sandbox; if it\n"
+"                        exits 0, switch to agent and run COMMAND in a new\n"
+"                        sandbox over the same working directory; otherwise\n"
+"                        exit with CMD's status (COMMAND never runs)\n"
+"  --secret NAME         pass our variable NAME to CMD only (repeatable); it\n"
+"                        is absent from COMMAND's sandbox (unset NAME: 125)\n"
 "  --allow PATTERN       extra allow rule for this run (embedded proxy only;\n"
 "                        repeatable)\n"
 "  --bind SRC[:DST]      bind SRC writable at DST (default DST = SRC)\n"
@@ -169,6 +206,19 @@ parse_bind(struct run_opts *o, const char *arg, bool ro)
 		die("out of memory");
 }
 
+/* An environment variable name: [A-Za-z_][A-Za-z0-9_]*. */
+static bool
+secret_name_ok(const char *v)
+{
+	if (*v == '\0' || (*v >= '0' && *v <= '9'))
+		return false;
+	for (; *v != '\0'; v++)
+		if (!(*v == '_' || (*v >= 'a' && *v <= 'z') ||
+		    (*v >= 'A' && *v <= 'Z') || (*v >= '0' && *v <= '9')))
+			return false;
+	return true;
+}
+
 /* Fills o from argv, or prints usage / dies (125). */
 static void
 run_parse(int argc, char **argv, struct run_opts *o)
@@ -208,6 +258,18 @@ run_parse(int argc, char **argv, struct run_opts *o)
 		} else if (strcmp(a, "--phase") == 0) {
 			if (phase_parse(v, &o->phase) != 0)
 				die("--phase %s: must be setup or agent", v);
+			o->phase_given = true;
+		} else if (strcmp(a, "--setup") == 0) {
+			if (o->setup != NULL)
+				die("--setup given twice");
+			o->setup = v;
+		} else if (strcmp(a, "--secret") == 0) {
+			if (o->nsecrets == RUN_MAX_REPEAT)
+				die("too many --secret options");
+			if (!secret_name_ok(v))
+				die("--secret %s: not a variable name "
+				    "([A-Za-z_][A-Za-z0-9_]*)", v);
+			o->secrets[o->nsecrets++] = v;
 		} else if (strcmp(a, "--allow") == 0) {
 			if (o->nallow == RUN_MAX_REPEAT)
 				die("too many --allow options");
@@ -231,6 +293,17 @@ run_parse(int argc, char **argv, struct run_opts *o)
 	    o->audit_log != NULL))
 		die("--allow, -c and --audit-log configure the embedded proxy; "
 		    "with --connect the daemon's config applies");
+	if (o->nsecrets > 0 && o->setup == NULL)
+		die("--secret needs --setup (secrets go to the setup command only)");
+	if (o->setup != NULL && o->phase_given)
+		die("--phase and --setup cannot be combined (--setup runs CMD "
+		    "in setup, then COMMAND in agent)");
+	/* Every secret must be there: a setup that silently ran without its
+	 * credential would fail later in a way that is hard to trace. */
+	for (size_t k = 0; k < o->nsecrets; k++)
+		if (getenv(o->secrets[k]) == NULL)
+			die("--secret %s: the variable is not set in our "
+			    "environment", o->secrets[k]);
 }
 
 /* ---- plan -------------------------------------------------------------- */
@@ -348,8 +421,14 @@ plan_hide(struct run_plan *p, const char *sock)
 	}
 }
 
+/*
+ * Builds the bwrap argv that runs command (ncommand words) through the
+ * bridge.  With --setup, called once for CMD (sh -c CMD) and once for
+ * COMMAND; both sandboxes get the same mounts and working directory.
+ */
 static void
-run_plan(const struct run_opts *o, const struct cfg *cfg, struct run_plan *p)
+run_plan(const struct run_opts *o, const struct cfg *cfg, char **command,
+    int ncommand, struct run_plan *p)
 {
 	size_t i;
 
@@ -363,7 +442,7 @@ run_plan(const struct run_opts *o, const struct cfg *cfg, struct run_plan *p)
 		die("refusing to run in /: the working directory is mounted "
 		    "writable in the sandbox");
 
-	p->cap = RUN_FIXED_ARGS + 3 * o->nbinds + (size_t)o->ncommand;
+	p->cap = RUN_FIXED_ARGS + 3 * o->nbinds + (size_t)ncommand;
 	p->argv = calloc(p->cap, sizeof(char *));
 	if (p->argv == NULL)
 		die("out of memory");
@@ -413,20 +492,99 @@ run_plan(const struct run_opts *o, const struct cfg *cfg, struct run_plan *p)
 	if (o->allow_unix)
 		plan_add(p, "--allow-unix-sockets");
 	plan_add(p, "--");
-	for (int k = 0; k < o->ncommand; k++)
-		plan_add(p, o->command[k]);
+	for (int k = 0; k < ncommand; k++)
+		plan_add(p, command[k]);
+}
+
+static bool
+is_secret(const struct run_opts *o, const char *entry)
+{
+	for (size_t k = 0; k < o->nsecrets; k++) {
+		size_t n = strlen(o->secrets[k]);
+
+		if (strncmp(entry, o->secrets[k], n) == 0 && entry[n] == '=')
+			return true;
+	}
+	return false;
+}
+
+/*
+ * With --setup: copies our environment into e->setup (everything) and
+ * e->agent (everything but the --secret variables), then scrubs the
+ * secrets from our own process: their bytes are overwritten in place
+ * (which also clears them from our /proc/PID/environ, the memory block the
+ * kernel reads it from) and the variables are unset, so nothing we start
+ * later, and no code path that forgets to pass e->agent, can inherit them.
+ * From here on the only copies are in e->setup.
+ */
+static void
+plan_envs(const struct run_opts *o, struct run_envs *e)
+{
+	size_t n = 0, a = 0;
+
+	memset(e, 0, sizeof(*e));
+	if (o->setup == NULL)
+		return;
+	while (environ[n] != NULL)
+		n++;
+	e->setup = calloc(n + 1, sizeof(char *));
+	e->agent = calloc(n + 1, sizeof(char *));
+	if (e->setup == NULL || e->agent == NULL)
+		die("out of memory");
+	for (size_t i = 0; i < n; i++) {
+		e->setup[i] = strdup(environ[i]);
+		if (e->setup[i] == NULL)
+			die("out of memory");
+		if (!is_secret(o, environ[i]))
+			e->agent[a++] = e->setup[i];
+	}
+	e->n = n;
+	for (size_t i = 0; environ[i] != NULL; i++)
+		if (is_secret(o, environ[i])) {
+			char *eq = strchr(environ[i], '=');
+
+			explicit_bzero(eq + 1, strlen(eq + 1));
+		}
+	for (size_t k = 0; k < o->nsecrets; k++)
+		(void)unsetenv(o->secrets[k]);
+}
+
+/* Wipes and frees the setup environment's secrets (after CMD exited). */
+static void
+envs_drop_secrets(const struct run_opts *o, struct run_envs *e)
+{
+	for (size_t i = 0; i < e->n; i++)
+		if (e->setup[i] != NULL && is_secret(o, e->setup[i])) {
+			explicit_bzero(e->setup[i], strlen(e->setup[i]));
+			free(e->setup[i]);
+			e->setup[i] = NULL;
+		}
 }
 
 static void
-run_release(struct run_opts *o, struct run_plan *p)
+envs_free(struct run_envs *e)
+{
+	for (size_t i = 0; i < e->n; i++)
+		free(e->setup[i]);
+	free(e->setup);
+	free(e->agent);
+}
+
+static void
+plan_free(struct run_plan *p)
+{
+	for (size_t i = 0; i < p->nowned; i++)
+		free(p->owned[i]);
+	free(p->argv);
+}
+
+static void
+run_release(struct run_opts *o)
 {
 	for (size_t i = 0; i < o->nbinds; i++) {
 		free(o->binds[i].src);
 		free(o->binds[i].dst);
 	}
-	for (size_t i = 0; i < p->nowned; i++)
-		free(p->owned[i]);
-	free(p->argv);
 }
 
 /* ---- execute ----------------------------------------------------------- */
@@ -526,6 +684,12 @@ send_handoff(int sock, char type, const char *text)
 	(void)send(sock, msg, (size_t)n, MSG_NOSIGNAL);
 }
 
+/*
+ * The sandbox exited.  COMMAND's: the run is over (the embedded server is
+ * stopped, so uv_run() returns once every handle has closed).  CMD's (with
+ * --setup): only the loop is stopped; the server and the control
+ * connection stay for the agent sandbox.
+ */
 static void
 run_on_exit(uv_process_t *proc, int64_t exit_status, int term_signal)
 {
@@ -535,6 +699,10 @@ run_on_exit(uv_process_t *proc, int64_t exit_status, int term_signal)
 	if (!st->daemon_lost)
 		st->status = term_signal ? 128 + term_signal : (int)exit_status;
 	uv_close((uv_handle_t *)proc, NULL);
+	if (!st->last) {
+		uv_stop(&st->loop);
+		return;
+	}
 	if (st->ctl_polling) {
 		st->ctl_polling = false;
 		uv_close((uv_handle_t *)&st->ctl_poll, NULL);
@@ -567,13 +735,13 @@ run_on_control(uv_poll_t *h, int status, int events)
 	uv_poll_stop(h);
 	uv_close((uv_handle_t *)h, NULL);
 	if (!st->proc_exited)
-		(void)uv_process_kill(&st->proc, SIGKILL);
+		(void)uv_process_kill(&st->proc[st->cur], SIGKILL);
 }
 
 /* Opens the session on the daemon; returns 0 and the id, or -1 + why. */
 static int
-open_remote_session(int ctl_fd, int lfd, const struct run_opts *o, char *sid,
-    size_t sidlen, char *why, size_t whylen)
+open_remote_session(int ctl_fd, int lfd, const struct run_opts *o,
+    enum phase phase, char *sid, size_t sidlen, char *why, size_t whylen)
 {
 	char line[CONTROL_MAX_LINE], reply[CONTROL_MAX_LINE];
 	struct ctl_json *j;
@@ -590,7 +758,7 @@ open_remote_session(int ctl_fd, int lfd, const struct run_opts *o, char *sid,
 		}
 	}
 	snprintf(line + pos, sizeof(line) - pos, ",\"phase\":\"%s\"}",
-	    phase_name(o->phase));
+	    phase_name(phase));
 	rc = control_request(ctl_fd, line, lfd, reply, sizeof(reply),
 	    CONTROL_REPLY_TIMEOUT_MS);
 	if (rc < 0) {
@@ -628,6 +796,85 @@ open_remote_session(int ctl_fd, int lfd, const struct run_opts *o, char *sid,
 	return 0;
 }
 
+/*
+ * Sends one request that must be answered {"ok":true} (session.phase,
+ * session.close).  0, or -1 with why.
+ */
+static int
+remote_ok(int ctl_fd, const char *line, char *why, size_t whylen)
+{
+	char reply[CONTROL_MAX_LINE];
+	struct ctl_json *j;
+	const char *jwhy, *err;
+	int rc;
+
+	rc = control_request(ctl_fd, line, -1, reply, sizeof(reply),
+	    CONTROL_REPLY_TIMEOUT_MS);
+	if (rc < 0) {
+		snprintf(why, whylen, "control socket: %s",
+		    rc == -ETIMEDOUT ? "no reply from the daemon" :
+		    rc == -ECONNRESET ? "the daemon closed the connection" :
+		    strerror(-rc));
+		return -1;
+	}
+	j = malloc(sizeof(*j));
+	if (j == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	rc = 0;
+	if (ctl_json_parse(reply, strlen(reply), j, &jwhy) != 0) {
+		snprintf(why, whylen, "daemon reply: %s", jwhy);
+		rc = -1;
+	} else if (ctl_json_bool(j, "ok") != 1) {
+		err = ctl_json_str(j, "error");
+		snprintf(why, whylen, "the daemon refused: %s",
+		    err ? err : "no reason given");
+		rc = -1;
+	}
+	free(j);
+	return rc;
+}
+
+/*
+ * The switch after a successful setup command: the setup session moves to
+ * agent (every conn it opened in setup is cut, `phase` record), then it is
+ * closed (its listener lives in the setup sandbox's network namespace,
+ * which has no process left).  0, or -1 with why.
+ */
+static int
+switch_to_agent(struct run_state *st, char *why, size_t whylen)
+{
+	char line[CONTROL_MAX_LINE];
+	size_t pos;
+	int rc;
+
+	if (st->srv != NULL) {
+		rc = server_session_phase(st->ss, PHASE_AGENT);
+		if (rc < 0) {
+			snprintf(why, whylen, "phase switch of session %s: %s",
+			    st->sid, strerror(-rc));
+			return -1;
+		}
+		server_session_close(st->ss);
+		st->ss = NULL;
+		return 0;
+	}
+	pos = (size_t)snprintf(line, sizeof(line),
+	    "{\"op\":\"session.phase\",\"session\":");
+	if (ctl_json_quote(line, sizeof(line) - 64, &pos, st->sid) != 0)
+		return -1;
+	snprintf(line + pos, sizeof(line) - pos, ",\"phase\":\"agent\"}");
+	if (remote_ok(st->ctl_fd, line, why, whylen) != 0)
+		return -1;
+	pos = (size_t)snprintf(line, sizeof(line),
+	    "{\"op\":\"session.close\",\"session\":");
+	if (ctl_json_quote(line, sizeof(line) - 64, &pos, st->sid) != 0)
+		return -1;
+	snprintf(line + pos, sizeof(line) - pos, "}");
+	return remote_ok(st->ctl_fd, line, why, whylen);
+}
+
 /* The embedded proxy: config, extra rules, audit file, server. */
 static struct cfg *
 load_config(const struct run_opts *o, const char **env)
@@ -659,22 +906,117 @@ load_config(const struct run_opts *o, const char **env)
 	return cfg;
 }
 
+/* A set-up failure after bwrap started: refuse the handoff, kill the
+ * sandbox, exit 125 (COMMAND never ran). */
+static _Noreturn void
+setup_failed(struct run_state *st, int sock, const char *why)
+{
+	send_handoff(sock, HANDOFF_MSG_REFUSE, why);
+	close(sock);
+	warnx("no proxy route: %s", why);
+	if (!st->proc_exited)
+		(void)uv_process_kill(&st->proc[st->cur], SIGKILL);
+	if (st->audit_path != NULL)
+		fprintf(stderr, "portcullis run: audit log: %s\n", st->audit_path);
+	/* Not a clean shutdown: the sandbox is dying with us anyway. */
+	_exit(HANDOFF_EXIT);
+}
+
+/*
+ * Runs one sandbox to its end: spawns bwrap (p's argv, environment env or
+ * ours when NULL), receives the bridge's listener, opens a session for it
+ * in phase (env name envname), acknowledges, and runs the loop until the
+ * sandbox exits; its status is then in st->status.  A set-up failure
+ * exits 125 (setup_failed).
+ */
+static void
+run_sandbox(struct run_state *st, const struct run_opts *o,
+    const struct run_plan *p, char **env, const char *envname,
+    enum phase phase)
+{
+	uv_process_t *proc = &st->proc[st->cur];
+	uv_process_options_t po;
+	uv_stdio_container_t stdio[4];
+	char why[512];
+	int sp[2], lfd, rc;
+
+	st->proc_exited = false;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0)
+		die("socketpair: %s", strerror(errno));
+	memset(&po, 0, sizeof(po));
+	memset(stdio, 0, sizeof(stdio));
+	for (int i = 0; i < 3; i++) {
+		stdio[i].flags = UV_INHERIT_FD;
+		stdio[i].data.fd = i;
+	}
+	/* The bridge's end becomes fd 3 in bwrap (see the plan's argv). */
+	stdio[3].flags = UV_INHERIT_FD;
+	stdio[3].data.fd = sp[1];
+	po.file = p->bwrap;
+	po.args = p->argv;
+	/* Secrets travel only in this environment block (execve), never in
+	 * argv (/proc/PID/cmdline is readable by anyone). */
+	po.env = env;
+	po.stdio = stdio;
+	po.stdio_count = 4;
+	po.exit_cb = run_on_exit;
+	proc->data = st;
+	rc = uv_spawn(&st->loop, proc, &po);
+	close(sp[1]);
+	if (rc != 0)
+		die("no proxy route: cannot start %s: %s", p->bwrap,
+		    uv_strerror(rc));
+	st->proc_started = true;
+
+	lfd = receive_listener(sp[0], why, sizeof(why));
+	if (lfd < 0)
+		setup_failed(st, sp[0], why);
+	if (st->srv != NULL) {
+		rc = server_session_open(st->srv, lfd, envname, phase, &st->ss);
+		if (rc < 0) {
+			snprintf(why, sizeof(why), "session: %s", strerror(-rc));
+			setup_failed(st, sp[0], why);
+		}
+		snprintf(st->sid, sizeof(st->sid), "%s", session_id(st->ss));
+	} else {
+		rc = open_remote_session(st->ctl_fd, lfd, o, phase, st->sid,
+		    sizeof(st->sid), why, sizeof(why));
+		/* The daemon has its own copy now (or none): ours must not
+		 * keep the listener alive past the daemon. */
+		close(lfd);
+		if (rc < 0)
+			setup_failed(st, sp[0], why);
+	}
+	send_handoff(sp[0], HANDOFF_MSG_ACK, st->sid);
+	close(sp[0]);
+
+	if (st->ctl_fd >= 0 && !st->ctl_polling && !st->daemon_lost) {
+		if (uv_poll_init(&st->loop, &st->ctl_poll, st->ctl_fd) == 0) {
+			st->ctl_poll.data = st;
+			st->ctl_polling = true;
+			uv_poll_start(&st->ctl_poll, UV_READABLE | UV_DISCONNECT,
+			    run_on_control);
+		}
+	}
+	uv_run(&st->loop, UV_RUN_DEFAULT);
+}
+
 int
 run_main(int argc, char **argv)
 {
 	struct run_opts o;
-	struct run_plan p;
+	struct run_plan p, psetup;
+	struct run_envs envs;
 	struct run_state st;
 	struct cfg *cfg = NULL;
-	struct session *ss = NULL;
-	uv_process_options_t po;
-	uv_stdio_container_t stdio[4];
-	char audit_tmp[PATH_MAX] = "", why[512], sid[HANDOFF_MSG_MAX];
+	char audit_tmp[PATH_MAX] = "", why[512];
+	char *setup_cmd[] = { "sh", "-c", NULL, NULL };
 	const char *env = NULL, *audit_path = NULL;
-	int sp[2], lfd, rc;
+	int rc;
 
 	run_parse(argc, argv, &o);
 	memset(&p, 0, sizeof(p));
+	memset(&psetup, 0, sizeof(psetup));
 	memset(&st, 0, sizeof(st));
 	st.ctl_fd = -1;
 
@@ -685,9 +1027,18 @@ run_main(int argc, char **argv)
 			die("no proxy route: control socket %s: %s", o.connect,
 			    strerror(-st.ctl_fd));
 	} else {
+		/* --allow adds to o.phase, COMMAND's phase (agent with
+		 * --setup, which refuses --phase). */
 		cfg = load_config(&o, &env);
 	}
-	run_plan(&o, cfg, &p);
+	run_plan(&o, cfg, o.command, o.ncommand, &p);
+	if (o.setup != NULL) {
+		setup_cmd[2] = (char *)o.setup;
+		run_plan(&o, cfg, setup_cmd, 3, &psetup);
+	}
+	/* Last step of the plan: after it, the secrets exist only in
+	 * envs.setup (our own environment no longer has them). */
+	plan_envs(&o, &envs);
 
 	if (uv_loop_init(&st.loop) != 0)
 		die("uv_loop_init failed");
@@ -713,59 +1064,47 @@ run_main(int argc, char **argv)
 		if (rc < 0)
 			die("cannot start the embedded proxy: %s", strerror(-rc));
 	}
+	st.audit_path = audit_path;
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0)
-		die("socketpair: %s", strerror(errno));
-	memset(&po, 0, sizeof(po));
-	memset(stdio, 0, sizeof(stdio));
-	for (int i = 0; i < 3; i++) {
-		stdio[i].flags = UV_INHERIT_FD;
-		stdio[i].data.fd = i;
-	}
-	/* The bridge's end becomes fd 3 in bwrap (see the plan's argv). */
-	stdio[3].flags = UV_INHERIT_FD;
-	stdio[3].data.fd = sp[1];
-	po.file = p.bwrap;
-	po.args = p.argv;
-	po.stdio = stdio;
-	po.stdio_count = 4;
-	po.exit_cb = run_on_exit;
-	st.proc.data = &st;
-	rc = uv_spawn(&st.loop, &st.proc, &po);
-	close(sp[1]);
-	if (rc != 0)
-		die("no proxy route: cannot start %s: %s", p.bwrap, uv_strerror(rc));
-	st.proc_started = true;
-
-	lfd = receive_listener(sp[0], why, sizeof(why));
-	if (lfd < 0)
-		goto setup_failed;
-	if (st.srv != NULL) {
-		rc = server_session_open(st.srv, lfd, env, o.phase, &ss);
-		if (rc < 0) {
-			snprintf(why, sizeof(why), "session: %s", strerror(-rc));
-			goto setup_failed;
+	if (o.setup != NULL) {
+		st.cur = 0;
+		st.last = false;
+		run_sandbox(&st, &o, &psetup, envs.setup, env, PHASE_SETUP);
+		/* The setup sandbox is gone, and with its pid namespace every
+		 * process CMD started (the kernel kills them all when the
+		 * namespace's init exits, before bwrap is reaped). */
+		envs_drop_secrets(&o, &envs);
+		if (st.daemon_lost) {
+			st.last = true;
+			goto out;
 		}
-		snprintf(sid, sizeof(sid), "%s", session_id(ss));
-	} else {
-		rc = open_remote_session(st.ctl_fd, lfd, &o, sid, sizeof(sid),
-		    why, sizeof(why));
-		/* The daemon has its own copy now (or none): ours must not
-		 * keep the listener alive past the daemon. */
-		close(lfd);
-		if (rc < 0)
-			goto setup_failed;
-	}
-	send_handoff(sp[0], HANDOFF_MSG_ACK, sid);
-	close(sp[0]);
-
-	if (st.ctl_fd >= 0) {
-		if (uv_poll_init(&st.loop, &st.ctl_poll, st.ctl_fd) == 0) {
-			st.ctl_poll.data = &st;
-			st.ctl_polling = true;
-			uv_poll_start(&st.ctl_poll, UV_READABLE | UV_DISCONNECT,
-			    run_on_control);
+		if (st.status != 0) {
+			warnx("the setup command failed (exit status %d); "
+			    "COMMAND not run", st.status);
+			if (st.srv != NULL)
+				server_stop(st.srv);
+			st.last = true;
+			goto out;
 		}
+		if (switch_to_agent(&st, why, sizeof(why)) != 0) {
+			warnx("no proxy route: switching to the agent phase "
+			    "failed: %s", why);
+			st.status = HANDOFF_EXIT;
+			if (st.srv != NULL)
+				server_stop(st.srv);
+			st.last = true;
+			goto out;
+		}
+		st.cur = 1;
+	}
+	st.last = true;
+	run_sandbox(&st, &o, &p, o.setup != NULL ? envs.agent : NULL, env,
+	    o.setup != NULL ? PHASE_AGENT : o.phase);
+out:
+	/* Finish every close (server stop, watchdog) before the loop goes. */
+	if (st.ctl_polling) {
+		st.ctl_polling = false;
+		uv_close((uv_handle_t *)&st.ctl_poll, NULL);
 	}
 	uv_run(&st.loop, UV_RUN_DEFAULT);
 	if (st.srv != NULL)
@@ -775,17 +1114,9 @@ run_main(int argc, char **argv)
 	(void)uv_loop_close(&st.loop);
 	if (audit_path != NULL)
 		fprintf(stderr, "portcullis run: audit log: %s\n", audit_path);
-	run_release(&o, &p);
+	envs_free(&envs);
+	plan_free(&p);
+	plan_free(&psetup);
+	run_release(&o);
 	return st.status;
-
-setup_failed:
-	send_handoff(sp[0], HANDOFF_MSG_REFUSE, why);
-	close(sp[0]);
-	warnx("no proxy route: %s", why);
-	if (!st.proc_exited)
-		(void)uv_process_kill(&st.proc, SIGKILL);
-	if (audit_path != NULL)
-		fprintf(stderr, "portcullis run: audit log: %s\n", audit_path);
-	/* Not a clean shutdown: the sandbox is dying with us anyway. */
-	_exit(HANDOFF_EXIT);
 }

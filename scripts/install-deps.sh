@@ -13,7 +13,8 @@ libuv1-dev libc-ares-dev libinih-dev libssl-dev libllhttp-dev
 libpsl-dev libidn2-dev libseccomp-dev bubblewrap
 curl wget python3 openssl iproute2 procps
 clang libclang-rt-14-dev valgrind
-openssh-client openssh-server"
+openssh-client openssh-server
+dpkg-dev"
 
 missing=""
 for p in $PKGS; do

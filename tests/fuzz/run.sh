@@ -18,10 +18,11 @@ case $secs in
 ''|*[!0-9]*) echo "$0: SECONDS must be a number" >&2; exit 2 ;;
 esac
 here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-fuzz.XXXXXX")
 status=0
 
-for pair in fuzz_host:host fuzz_tls:tls; do
+for pair in fuzz_host:host fuzz_tls:tls fuzz_request:request fuzz_config:config; do
 	name=${pair%%:*}
 	kind=${pair#*:}
 	bin=
@@ -36,6 +37,11 @@ for pair in fuzz_host:host fuzz_tls:tls; do
 		status=1
 		continue
 	fi
+	# Extra read-only seed directories (libFuzzer writes only to the first).
+	extra=
+	case $kind in
+	config) extra=$root/tests/unit/configs ;;
+	esac
 	mkdir -p "$work/$name/corpus" "$work/$name/artifacts"
 	echo "== $name for ${secs}s"
 	# The outer timeout is a backstop against a hang libFuzzer misses.
@@ -44,8 +50,8 @@ for pair in fuzz_host:host fuzz_tls:tls; do
 		-max_len=20000 -print_final_stats=1 \
 		-dict="$here/$kind.dict" \
 		-artifact_prefix="$work/$name/artifacts/" \
-		"$work/$name/corpus" "$here/corpus_$kind" \
-		>"$work/$name/log" 2>&1
+		"$work/$name/corpus" "$here/corpus_$kind" ${extra:+"$extra"} \
+		</dev/null >"$work/$name/log" 2>&1
 	rc=$?
 	tail -n 15 "$work/$name/log"
 	if [ $rc -ne 0 ] || [ -n "$(ls -A "$work/$name/artifacts")" ]; then

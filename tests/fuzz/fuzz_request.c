@@ -1,0 +1,378 @@
+/*
+ * libFuzzer harness for the request front end, as proxy/conn.c drives it:
+ * bytes -> llhttp (HTTP_REQUEST, strict defaults, the same callbacks:
+ * http_head_url/field/value, the method collected in on_method, a pause
+ * when the head is complete) -> http_check_request() -> the normalised
+ * target -> policy_decide() under a fixed config -> for an allowed plain
+ * request, http_build_request() into h->len + PROXY_HEAD_SLACK bytes.
+ * Pipelined input goes on after each allowed plain request (its body parsed
+ * as conn.c does, then llhttp_reset), at most FUZZ_MAX_REQS requests.
+ *
+ * Invariants (any violation aborts, which libFuzzer reports as a crash):
+ *  - a refused head has a reason; an accepted one a canonical host, port;
+ *  - every decision has a reason and rule text;
+ *  - the rebuilt head fits its buffer, and parses again with strict llhttp
+ *    as exactly one request head: same method and version, origin-form
+ *    target, Host equal to the target authority (exactly one Host), no
+ *    Proxy-* / Connection / Keep-Alive / TE / Trailer / Upgrade header, no
+ *    CR, LF or NUL inside a header value, and the same body framing
+ *    (chunked, or the same Content-Length) the proxy used for the client.
+ */
+#include "cfg.h"
+#include "http.h"
+#include "limits.h"
+#include "netaddr.h"
+#include "policy.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <llhttp.h>
+
+/* Requests parsed from one input (a refused or CONNECT one ends it). */
+#define FUZZ_MAX_REQS 8
+/* conn.c's method buffer (struct conn: char method[16]). */
+#define FUZZ_METHOD_MAX 16
+
+static const char fuzz_ini[] =
+    "[proxy]\n"
+    "listen = 127.0.0.1:3128\n"
+    "env = web\n"
+    "phase = agent\n"
+    "[addresses]\n"
+    "deny = 198.51.100.7\n"
+    "[preset mirrors]\n"
+    "allow = **.mirror.example.com, artifacts.example.com\n"
+    "[env web agent]\n"
+    "allow = example.com, *.sub.example.com, **.apex.example.com, @mirrors\n"
+    "allow = pypi.org, files.pythonhosted.org, alt.example.net:8443\n"
+    "allow = any.example.net:*, 203.0.113.5, [2001:db8::1]:443\n"
+    "allow = 198.51.100.0/24, 2001:db8:1::/48\n"
+    "deny = uploads.apex.example.com, 198.51.100.66, *.bad.sub.example.com\n"
+    "[env web setup]\n"
+    "allow = *\n"
+    "[env open agent]\n"
+    "allow = *:*\n"
+    "[env ro agent]\n"
+    "allow = **.example.org, **.example.com\n"
+    "methods = GET, HEAD\n";
+
+static const char *const fuzz_envs[] = { "web", "open", "ro", "nosuch" };
+
+static struct cfg *fuzz_cfg;
+
+static void
+check(int cond)
+{
+	if (!cond)
+		abort();
+}
+
+/* --- the parser state conn.c keeps --------------------------------------- */
+
+struct req {
+	struct http_head *h;
+	char method[FUZZ_METHOD_MAX];
+	int begun;		/* on_message_begin calls */
+	int completed;		/* on_message_complete calls */
+};
+
+static int
+on_message_begin(llhttp_t *p)
+{
+	struct req *r = p->data;
+
+	http_head_reset(r->h);
+	r->begun++;
+	return 0;
+}
+
+static int
+on_method(llhttp_t *p, const char *at, size_t n)
+{
+	struct req *r = p->data;
+	size_t have = strlen(r->method);
+
+	if (have + n >= sizeof(r->method))
+		return -1;
+	memcpy(r->method + have, at, n);
+	r->method[have + n] = '\0';
+	return 0;
+}
+
+static int
+on_url(llhttp_t *p, const char *at, size_t n)
+{
+	return http_head_url(((struct req *)p->data)->h, at, n);
+}
+
+static int
+on_field(llhttp_t *p, const char *at, size_t n)
+{
+	return http_head_field(((struct req *)p->data)->h, at, n);
+}
+
+static int
+on_value(llhttp_t *p, const char *at, size_t n)
+{
+	return http_head_value(((struct req *)p->data)->h, at, n);
+}
+
+static int
+on_headers_complete(llhttp_t *p)
+{
+	(void)p;
+	return HPE_PAUSED;
+}
+
+static int
+on_message_complete(llhttp_t *p)
+{
+	((struct req *)p->data)->completed++;
+	return HPE_PAUSED;
+}
+
+static llhttp_settings_t settings;
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	char *errors = NULL;
+
+	(void)argc;
+	(void)argv;
+	llhttp_settings_init(&settings);
+	settings.on_message_begin = on_message_begin;
+	settings.on_method = on_method;
+	settings.on_url = on_url;
+	settings.on_header_field = on_field;
+	settings.on_header_value = on_value;
+	settings.on_headers_complete = on_headers_complete;
+	settings.on_message_complete = on_message_complete;
+	fuzz_cfg = cfg_load_string(fuzz_ini, strlen(fuzz_ini), "fuzz.ini",
+	    &errors);
+	if (fuzz_cfg == NULL) {
+		fprintf(stderr, "fuzz_request: config: %s", errors);
+		abort();
+	}
+	return 0;
+}
+
+/* --- the rebuilt head ---------------------------------------------------- */
+
+static bool
+hdr_is(const struct http_head *h, const struct http_hdr *hd, const char *name)
+{
+	size_t n = strlen(name);
+
+	return hd->name_len == n &&
+	    strncasecmp(h->buf + hd->name_off, name, n) == 0;
+}
+
+/*
+ * Parses the rebuilt head out[0, n) as the origin would and checks it
+ * against the client's request (parser p, head h, target t).
+ */
+static void
+check_rebuilt(const llhttp_t *p, const char *method,
+    const struct http_target *t, const char *out, size_t n)
+{
+	static struct http_head h2;
+	struct req r2 = { .h = &h2 };
+	llhttp_t p2;
+	llhttp_errno_t e;
+	unsigned hosts = 0;
+
+	llhttp_init(&p2, HTTP_REQUEST, &settings);
+	p2.data = &r2;
+	e = llhttp_execute(&p2, out, n);
+	/* Exactly one complete head, nothing after it. */
+	check(e == HPE_PAUSED);
+	check(llhttp_get_error_pos(&p2) == out + n);
+	check(r2.begun == 1);
+	check(strcmp(r2.method, method) == 0);
+	check(p2.method == p->method);
+	check(p2.http_major == p->http_major && p2.http_minor == p->http_minor);
+	check(h2.overflow == HEAD_OK);
+	/* Origin-form target. */
+	check(h2.url_len > 0 && h2.buf[h2.url_off] == '/');
+	check(h2.url_len <= t->path_len + 1);
+	for (unsigned k = 0; k < h2.nhdr; k++) {
+		const struct http_hdr *hd = &h2.hdr[k];
+		const char *name = h2.buf + hd->name_off;
+
+		check(hd->name_len > 0);
+		check(!(hd->name_len >= 6 && strncasecmp(name, "proxy-", 6) == 0));
+		check(!hdr_is(&h2, hd, "connection"));
+		check(!hdr_is(&h2, hd, "keep-alive"));
+		check(!hdr_is(&h2, hd, "te"));
+		check(!hdr_is(&h2, hd, "trailer"));
+		check(!hdr_is(&h2, hd, "upgrade"));
+		for (uint32_t i = 0; i < hd->val_len; i++) {
+			char c = h2.buf[hd->val_off + i];
+
+			check(c != '\r' && c != '\n' && c != '\0');
+		}
+		if (hdr_is(&h2, hd, "host")) {
+			hosts++;
+			check(hd->val_len == t->authority_len);
+			check(memcmp(h2.buf + hd->val_off, t->authority,
+			    t->authority_len) == 0);
+		}
+	}
+	check(hosts == 1);
+	/* The origin frames the body exactly as the proxy did. */
+	check((p2.flags & F_CHUNKED) == (p->flags & F_CHUNKED));
+	check((p2.flags & F_CONTENT_LENGTH) == (p->flags & F_CONTENT_LENGTH));
+	if (p->flags & F_CONTENT_LENGTH)
+		check(p2.content_length == p->content_length);
+}
+
+/* --- one request head ---------------------------------------------------- */
+
+/*
+ * Validates, decides and (when allowed) rebuilds the head just parsed.
+ * Returns true when the connection would go on to the next request.
+ */
+static bool
+head_done(llhttp_t *p, struct req *r)
+{
+	struct http_head *h = r->h;
+	struct http_target t;
+	const char *why = NULL;
+	bool is_connect = p->method == HTTP_CONNECT;
+	bool has_body = (p->flags & F_CHUNKED) ||
+	    ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+	bool allowed = false;
+	struct target pt;
+
+	check(h->overflow == HEAD_OK);
+	check(r->method[0] != '\0');
+	check(strcmp(r->method, llhttp_method_name(p->method)) == 0);
+	/*
+	 * KNOWN BUG, reported, not fixed here (proxy/conn.c is not ours):
+	 * llhttp accepts "GET http://h/" with no version (HTTP/0.9 form)
+	 * and "HTTP/2.0", and conn_head_done() forwards them as
+	 * "GET / HTTP/0.9" / "HTTP/2.0" heads, which the origin parses
+	 * differently (or not at all: corpus-known/http09_*).  conn.c should
+	 * refuse every version but 1.0 and 1.1 with 400; this gate does
+	 * that so the fuzzer looks past it.  Remove it with the fix.
+	 */
+	if (p->http_major != 1 || p->http_minor > 1)
+		return false;
+	if (http_check_request(h, r->method, is_connect, has_body, &t,
+	    &why) < 0) {
+		check(why != NULL && why[0] != '\0');
+		return false;		/* 400, and the connection ends */
+	}
+	/* The target is canonical: normalising it again changes nothing. */
+	{
+		char again[sizeof(t.host)];
+		enum host_kind kind;
+		struct netaddr a;
+		char lit[sizeof(t.host) + 2];
+		size_t n = strlen(t.host);
+
+		check(n > 0 && t.port != 0);
+		if (t.kind == HOST_IPV6)
+			snprintf(lit, sizeof(lit), "[%s]", t.host);
+		else
+			snprintf(lit, sizeof(lit), "%s", t.host);
+		check(host_normalise(lit, strlen(lit), again, sizeof(again),
+		    &kind, &a) == 0);
+		check(strcmp(again, t.host) == 0 && kind == t.kind);
+		check(t.authority != NULL && t.authority_len > 0);
+		check(t.authority >= h->buf &&
+		    t.authority + t.authority_len <= h->buf + h->len);
+	}
+	pt.host = t.host;
+	pt.kind = t.kind;
+	pt.addr = t.addr;
+	pt.port = t.port;
+	for (size_t i = 0; i < sizeof(fuzz_envs) / sizeof(fuzz_envs[0]); i++) {
+		for (int ph = 0; ph < PHASE_COUNT; ph++) {
+			struct decision d;
+
+			memset(&d, 0xa5, sizeof(d));
+			policy_decide(fuzz_cfg, fuzz_envs[i], (enum phase)ph,
+			    &pt, r->method, is_connect, &d);
+			check((unsigned)d.reason < REASON_COUNT);
+			check(d.rule_text != NULL && d.rule_text[0] != '\0');
+			check(reason_str(d.reason) != NULL);
+			if (d.reason == REASON_ALLOWED)
+				allowed = true;
+		}
+	}
+	if (!allowed)
+		return false;		/* refused, and the connection ends */
+	if (is_connect)
+		return false;		/* a tunnel: no more requests */
+	{
+		size_t cap = h->len + PROXY_HEAD_SLACK;
+		char *out = malloc(cap);	/* exact size: ASan sees overruns */
+		size_t n;
+
+		check(out != NULL);
+		n = http_build_request(h, r->method, &t, p->http_major,
+		    p->http_minor, out, cap);
+		/* PROXY_HEAD_SLACK covers every head the front end admits. */
+		check(n > 0 && n <= cap);
+		check_rebuilt(p, r->method, &t, out, n);
+		free(out);
+	}
+	return true;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct http_head head;
+	struct req r = { .h = &head };
+	const char *pos = (const char *)data;
+	size_t left = size;
+	llhttp_t p;
+
+	llhttp_init(&p, HTTP_REQUEST, &settings);
+	p.data = &r;
+	for (int nreq = 0; nreq < FUZZ_MAX_REQS && left > 0; nreq++) {
+		llhttp_errno_t e;
+		size_t used;
+
+		/* conn_begin_head() */
+		r.method[0] = '\0';
+		r.begun = r.completed = 0;
+		http_head_reset(&head);
+		llhttp_reset(&p);
+
+		e = llhttp_execute(&p, pos, left);
+		if (e != HPE_PAUSED) {
+			/* HPE_OK: the head is incomplete; otherwise the head
+			 * was refused (400/414/431) and the connection ends. */
+			if (e != HPE_OK)
+				check(llhttp_get_error_reason(&p) != NULL);
+			break;
+		}
+		used = (size_t)(llhttp_get_error_pos(&p) - pos);
+		check(used <= left && r.begun == 1);
+		pos += used;
+		left -= used;
+		if (!head_done(&p, &r))
+			break;
+
+		/* The body, up to the end of the message (conn.c CONN_HTTP). */
+		llhttp_resume(&p);
+		if (left == 0)
+			break;
+		e = llhttp_execute(&p, pos, left);
+		if (e != HPE_PAUSED)
+			break;		/* body incomplete, bad, or an upgrade */
+		used = (size_t)(llhttp_get_error_pos(&p) - pos);
+		check(used <= left && r.completed == 1);
+		pos += used;
+		left -= used;
+	}
+	return 0;
+}

@@ -41,6 +41,8 @@ static int passed, failed;
 #define T_SLACK_MS 700
 /* Hard bound for any single uv_run wait in this file. */
 #define T_MAX_WAIT_MS 10000
+/* Concurrent lookups answered with garbage. */
+#define T_GARBAGE 20
 /* Concurrent lookups in the "many" case. */
 #define T_CONCURRENT 200
 
@@ -377,6 +379,34 @@ static void test_answers(void)
 	teardown(&loop, d);
 }
 
+/* First /etc/hosts name that is not localhost and that the test server
+ * does not know (lower-case letters, digits, '-' and '.'), if any. */
+static bool hosts_name(char *out, size_t sz)
+{
+	FILE *f = fopen("/etc/hosts", "r");
+	char line[512], *tok, *save;
+	int lines = 0;
+
+	if (!f)
+		return false;
+	while (lines++ < 1000 && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "#")] = '\0';
+		tok = strtok_r(line, " \t\n", &save);	/* the address */
+		while (tok && (tok = strtok_r(NULL, " \t\n", &save)) != NULL) {
+			if (strncmp(tok, "localhost", 9) == 0 ||
+			    strlen(tok) >= sz || strspn(tok,
+			    "abcdefghijklmnopqrstuvwxyz0123456789-.") != strlen(tok) ||
+			    strstr(tok, ".test"))
+				continue;
+			snprintf(out, sz, "%s", tok);
+			fclose(f);
+			return true;
+		}
+	}
+	fclose(f);
+	return false;
+}
+
 static void test_static(void)
 {
 	uv_loop_t loop;
@@ -384,6 +414,9 @@ static void test_static(void)
 	struct dns *d = setup(&loop, &c, T_TIMEOUT_MS);
 	struct result res;
 	char buf[8192];
+	char big[NETADDR_MAX_HOST + 2];
+	char hname[NETADDR_MAX_HOST + 1], want[NETADDR_MAX_HOST + 8];
+	size_t i;
 
 	srv_mode("normal");
 
@@ -402,7 +435,43 @@ static void test_static(void)
 	CHECK(srv_cmd("queries", buf, sizeof(buf)));
 	CHECK(strstr(buf, "v4.test/A") != NULL);
 
+	/* A name /etc/hosts knows (other than localhost, which c-ares
+	 * special-cases): the resolver must ask DNS only. */
+	if (hosts_name(hname, sizeof(hname))) {
+		resolve1(d, &loop, hname, &res);
+		CHECK(res.status == -ENOENT);
+		snprintf(want, sizeof(want), " %s/A", hname);
+		CHECK(srv_cmd("queries", buf, sizeof(buf)));
+		CHECK(strstr(buf, want) != NULL);
+	} else {
+		fprintf(stderr, "note: no usable name in /etc/hosts; skipped\n");
+	}
+
+	/* Longer than any DNS name: answered without a query. */
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	for (i = 63; i < sizeof(big) - 1; i += 64)
+		big[i] = '.';
+	resolve1(d, &loop, big, &res);
+	CHECK(res.status == -ENOENT);
+
 	teardown(&loop, d);
+}
+
+struct gather {
+	int *counter;
+	int calls;
+	int status;
+};
+
+static void on_gather(void *arg, int status, const struct netaddr *addrs,
+    size_t naddrs)
+{
+	struct gather *g = arg;
+
+	g->calls++;
+	g->status = status;
+	(*g->counter)++;
 }
 
 static void test_failures(void)
@@ -411,6 +480,8 @@ static void test_failures(void)
 	struct cfg c;
 	struct dns *d = setup(&loop, &c, T_TIMEOUT_MS);
 	struct result res;
+	struct gather gres[T_GARBAGE];
+	int i, ngarbage;
 	uint64_t t0;
 
 	srv_mode("silent");
@@ -426,6 +497,22 @@ static void test_failures(void)
 	CHECK(res.status == -EIO || res.status == -ETIMEDOUT);
 	CHECK(res.naddrs == 0);
 	CHECK(res.done_ms - t0 <= T_TIMEOUT_MS + T_SLACK_MS);
+
+	/* Many garbage answers at once: every lookup ends, with an error,
+	 * within the bound. */
+	t0 = uv_hrtime() / 1000000;
+	memset(gres, 0, sizeof(gres));
+	ngarbage = 0;
+	for (i = 0; i < T_GARBAGE; i++) {
+		gres[i].counter = &ngarbage;
+		CHECK(dns_resolve(d, i % 2 ? "both.test" : "v6.test", on_gather,
+		    &gres[i]) != NULL);
+	}
+	run_until(&loop, &ngarbage, T_GARBAGE, T_MAX_WAIT_MS);
+	CHECK(ngarbage == T_GARBAGE);
+	for (i = 0; i < T_GARBAGE; i++)
+		CHECK(gres[i].calls == 1 && gres[i].status != 0);
+	CHECK(uv_hrtime() / 1000000 - t0 <= T_TIMEOUT_MS + T_SLACK_MS);
 
 	srv_mode("servfail");
 	resolve1(d, &loop, "v4.test", &res);

@@ -208,9 +208,13 @@ class SandboxAgent:
     def finish(self, status=0):
         self.call(op="exit", status=status)
         try:
-            return self.proc.wait(timeout=RUN_TIMEOUT)
+            rc = self.proc.wait(timeout=RUN_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise TestFailure("portcullis run did not exit")
+        err = self.stderr()
+        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            check(marker not in err, "sanitizer report from portcullis run:\n%s" % err[-4000:])
+        return rc
 
     def _kill(self):
         if self.proc.poll() is None:

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -108,6 +109,8 @@ static bool srv_start(void)
 	if (srv_pid < 0)
 		return false;
 	if (srv_pid == 0) {
+		/* Don't outlive a test that crashed or hit its alarm. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		dup2(in[0], 0);
 		dup2(out[1], 1);
 		close(in[0]);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,8 @@
 #include <unistd.h>
 
 #include "log.h"
+
+static pthread_mutex_t audit_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int
 audit_open(struct audit *a, const char *path)
@@ -33,6 +36,14 @@ audit_open(struct audit *a, const char *path)
 	}
 	a->owned = true;
 	return 0;
+}
+
+void
+audit_share(struct audit *a, const struct audit *from)
+{
+	a->fd = from->fd;
+	a->owned = false;
+	a->path = from->path ? strdup(from->path) : NULL;
 }
 
 void
@@ -193,6 +204,9 @@ audit_emit(struct audit *a, struct jw *w)
 	w->buf[w->len++] = '\n';
 	if (a->fd < 0)
 		return -EBADF;
+	/* Workers share the log; one writer at a time keeps every line whole
+	 * even where write(2) is not atomic (pipes, records > PIPE_BUF). */
+	pthread_mutex_lock(&audit_lock);
 	while (off < w->len) {
 		ssize_t n = write(a->fd, w->buf + off, w->len - off);
 
@@ -201,10 +215,12 @@ audit_emit(struct audit *a, struct jw *w)
 
 			if (e == EINTR)
 				continue;
+			pthread_mutex_unlock(&audit_lock);
 			log_warn("%s: audit log %s", __func__, a->path);
 			return -e;
 		}
 		off += (size_t)n;
 	}
+	pthread_mutex_unlock(&audit_lock);
 	return 0;
 }

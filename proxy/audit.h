@@ -20,6 +20,8 @@ struct audit {
 /* Opens path for appending ("-" = stdout). 0 or -errno. */
 int audit_open(struct audit *a, const char *path);
 void audit_close(struct audit *a);
+/* a writes to from's file too (workers); a never closes it. */
+void audit_share(struct audit *a, const struct audit *from);
 
 /* A record under construction. */
 struct jw {

@@ -841,8 +841,8 @@ resp_on_message_complete(llhttp_t *p)
 	return HPE_PAUSED;
 }
 
-static void
-settings_init(void)
+void
+conn_global_init(void)
 {
 	if (settings_ready)
 		return;
@@ -930,7 +930,7 @@ conn_head_done(struct conn *c)
 	/* Decide under the config in force now; keep it alive for the
 	 * audit record's rule text. */
 	cfg = c->s->cfg;
-	cfg->refs++;
+	server_cfg_ref(cfg);
 	if (c->cfg != NULL)
 		server_cfg_unref(c->cfg);
 	c->cfg = cfg;
@@ -1774,23 +1774,25 @@ conn_accept(struct server *s, uv_stream_t *listener, struct session *ss)
 	struct netaddr na;
 	uint16_t port;
 
-	settings_init();
-	if (s->nconns >= s->cfg->limits.max_connections) {
+	if (!server_conn_admit(s)) {
 		conn_overloaded(s, listener);
 		return;
 	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
+		server_conn_gone(s);
 		conn_overloaded(s, listener);
 		return;
 	}
 	c->s = s;
 	if (uv_tcp_init(s->loop, &c->client) < 0) {
 		free(c);
+		server_conn_gone(s);
 		return;
 	}
 	c->client.data = c;
 	if (uv_accept(listener, (uv_stream_t *)&c->client) < 0) {
+		server_conn_gone(s);
 		/* Not yet linked: free directly from the close callback. */
 		uv_close((uv_handle_t *)&c->client, on_unlinked_closed);
 		return;
@@ -1803,7 +1805,6 @@ conn_accept(struct server *s, uv_stream_t *listener, struct session *ss)
 	if (s->conns != NULL)
 		s->conns->prev = c;
 	s->conns = c;
-	s->nconns++;
 	if (ss != NULL) {
 		c->ss = ss;
 		ss->refs++;

@@ -70,10 +70,15 @@ struct server {
 	bool stopping;
 	bool stop_logged;
 	void *control;			/* control.c's state, or NULL */
+	struct worker *workers;		/* extra loops ([proxy] workers > 1) */
+	unsigned nworkers;
+	bool is_worker;			/* not the main loop */
 	char *cfg_path;			/* for reload; NULL = embedded default */
 };
 
 /* conn.c */
+/* Once, before any loop runs (llhttp settings are shared by all workers). */
+void conn_global_init(void);
 void conn_accept(struct server *s, uv_stream_t *listener,
     struct session *ss);
 /* Cuts a conn from outside (phase switch, session close, shutdown). */
@@ -84,7 +89,12 @@ struct session *conn_session(const struct conn *c);
 enum phase conn_phase_at_open(const struct conn *c);
 
 /* server.c */
+/* Config references are taken and dropped on every worker's thread. */
+void server_cfg_ref(struct cfg *c);
 void server_cfg_unref(struct cfg *c);
+/* Counts a new conn against [limits] max_connections (all workers);
+ * false = over the limit, nothing counted. */
+bool server_conn_admit(struct server *s);
 void session_unref(struct session *ss);
 void server_conn_gone(struct server *s);
 

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,28 @@
 #define PORTCULLIS_VERSION "0.1.0"
 /* listen(2) backlog for every listener. */
 #define SERVER_BACKLOG 511
+
+/*
+ * An extra event loop ([proxy] workers > 1).  Each worker is a whole
+ * struct server on its own thread with its own listeners (SO_REUSEPORT, so
+ * the kernel spreads new connections), resolver, buffer pool and conns; it
+ * shares the audit log and the config (reference counted).  The main loop
+ * keeps the control socket, sessions and signals, and tells workers about
+ * reloads and the stop through an async handle.
+ */
+struct worker {
+	pthread_t tid;
+	bool started;
+	uv_loop_t loop;
+	struct server *s;
+	uv_async_t async;
+	pthread_mutex_t lock;
+	struct cfg *pending_cfg;	/* reload to apply, under lock */
+	bool stop;			/* under lock */
+};
+
+/* Conns of every worker, against [limits] max_connections. */
+static unsigned conns_total;
 
 /* --- buffer pool ------------------------------------------------------- */
 
@@ -67,9 +91,15 @@ pool_drain(struct pool *p)
 /* --- config references -------------------------------------------------- */
 
 void
+server_cfg_ref(struct cfg *c)
+{
+	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+}
+
+void
 server_cfg_unref(struct cfg *c)
 {
-	if (--c->refs == 0)
+	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0)
 		cfg_free(c);
 }
 
@@ -92,9 +122,35 @@ server_set_config(struct server *s, struct cfg *cfg)
 	s->cfg = cfg;
 	if (s->dns != NULL && dns_configure(s->dns, cfg) < 0)
 		log_warnx("%s: resolver kept its old settings", __func__);
-	server_log_config(s);
+	if (!s->is_worker)
+		server_log_config(s);
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		struct worker *w = &s->workers[i];
+
+		server_cfg_ref(cfg);
+		pthread_mutex_lock(&w->lock);
+		if (w->pending_cfg != NULL)
+			server_cfg_unref(w->pending_cfg);
+		w->pending_cfg = cfg;
+		pthread_mutex_unlock(&w->lock);
+		uv_async_send(&w->async);
+	}
 	if (old != NULL)
 		server_cfg_unref(old);
+}
+
+bool
+server_conn_admit(struct server *s)
+{
+	unsigned max = s->cfg->limits.max_connections;
+	unsigned n = __atomic_add_fetch(&conns_total, 1, __ATOMIC_RELAXED);
+
+	if (n > max) {
+		__atomic_sub_fetch(&conns_total, 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	s->nconns++;
+	return true;
 }
 
 const struct cfg *
@@ -128,6 +184,7 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 	struct jw w;
 	int r;
 
+	conn_global_init();
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
@@ -180,8 +237,35 @@ on_connection(uv_stream_t *st, int status)
 	conn_accept(l->s, st, NULL);
 }
 
-int
-server_listen(struct server *s)
+/*
+ * Binds a listener with SO_REUSEPORT so that every worker can have its own
+ * accept queue on the same address (libuv 1.44 has no flag for it).
+ */
+static int
+listen_reuseport(uv_tcp_t *t, const struct sockaddr_storage *ss)
+{
+	int one = 1;
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    bind(fd, (const struct sockaddr *)ss, ss->ss_family == AF_INET ?
+	    sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	r = uv_tcp_open(t, fd);
+	if (r < 0)
+		close(fd);
+	return r;
+}
+
+static int
+server_listen_opt(struct server *s, bool reuseport)
 {
 	const struct cfg *c = s->cfg;
 
@@ -201,7 +285,10 @@ server_listen(struct server *s)
 		uv_tcp_init(s->loop, &l->tcp);
 		netaddr_to_sockaddr(&c->proxy.listen[i].addr,
 		    c->proxy.listen[i].port, &ss);
-		r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+		if (reuseport)
+			r = listen_reuseport(&l->tcp, &ss);
+		else
+			r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
 		if (r == 0)
 			r = uv_listen((uv_stream_t *)&l->tcp, SERVER_BACKLOG,
 			    on_connection);
@@ -220,6 +307,12 @@ server_listen(struct server *s)
 		s->listeners[s->nlisteners++] = l;
 	}
 	return 0;
+}
+
+int
+server_listen(struct server *s)
+{
+	return server_listen_opt(s, false);
 }
 
 /* --- sessions ----------------------------------------------------------- */
@@ -391,6 +484,7 @@ void
 server_conn_gone(struct server *s)
 {
 	s->nconns--;
+	__atomic_sub_fetch(&conns_total, 1, __ATOMIC_RELAXED);
 }
 
 /* --- stop ------------------------------------------------------------- */
@@ -406,11 +500,11 @@ server_close_signals(struct server *s)
 	uv_close((uv_handle_t *)&s->sig_hup, NULL);
 }
 
+static void server_log_stop(struct server *s);
+
 void
 server_stop(struct server *s)
 {
-	struct jw w;
-
 	if (s->stopping)
 		return;
 	s->stopping = true;
@@ -433,6 +527,24 @@ server_stop(struct server *s)
 		s->dns = NULL;
 	}
 	server_close_signals(s);
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		pthread_mutex_lock(&s->workers[i].lock);
+		s->workers[i].stop = true;
+		pthread_mutex_unlock(&s->workers[i].lock);
+		uv_async_send(&s->workers[i].async);
+	}
+	/* With workers, serve_main writes `stop` once they have all ended,
+	 * so that it follows every worker's close records. */
+	if (s->is_worker || s->nworkers > 0)
+		return;
+	server_log_stop(s);
+}
+
+static void
+server_log_stop(struct server *s)
+{
+	struct jw w;
+
 	jw_begin(&w, "stop");
 	jw_int(&w, "pid", getpid());
 	audit_emit(&s->audit, &w);
@@ -451,6 +563,129 @@ server_free(struct server *s)
 	audit_close(&s->audit);
 	free(s->cfg_path);
 	free(s);
+}
+
+/* --- workers ------------------------------------------------------------ */
+
+static void
+worker_on_async(uv_async_t *a)
+{
+	struct worker *w = a->data;
+	struct cfg *cfg;
+	bool stop;
+
+	pthread_mutex_lock(&w->lock);
+	cfg = w->pending_cfg;
+	w->pending_cfg = NULL;
+	stop = w->stop;
+	pthread_mutex_unlock(&w->lock);
+	if (cfg != NULL) {
+		if (w->s->stopping)
+			server_cfg_unref(cfg);
+		else
+			server_set_config(w->s, cfg);
+	}
+	if (stop && !w->s->stopping) {
+		server_stop(w->s);
+		uv_close((uv_handle_t *)&w->async, NULL);
+	}
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	uv_run(&w->loop, UV_RUN_DEFAULT);
+	return NULL;
+}
+
+/*
+ * Creates n - 1 extra workers for main (everything is set up on this
+ * thread, before any of them runs: c-ares and libuv initialisation are not
+ * meant to race), then starts their threads.  Returns 0 or -errno.
+ */
+static int
+workers_start(struct server *main, unsigned n)
+{
+	int r;
+
+	main->workers = calloc(n - 1, sizeof(*main->workers));
+	if (main->workers == NULL)
+		return -ENOMEM;
+	for (unsigned i = 0; i < n - 1; i++) {
+		struct worker *w = &main->workers[i];
+		struct server *s;
+
+		uv_loop_init(&w->loop);
+		pthread_mutex_init(&w->lock, NULL);
+		s = calloc(1, sizeof(*s));
+		if (s == NULL)
+			return -ENOMEM;
+		w->s = s;
+		s->loop = &w->loop;
+		s->is_worker = true;
+		server_cfg_ref(main->cfg);
+		s->cfg = main->cfg;
+		s->id_prefix = main->id_prefix + i + 1;
+		audit_share(&s->audit, &main->audit);
+		r = dns_new(&w->loop, s->cfg, &s->dns);
+		if (r < 0)
+			return r;
+		r = server_listen_opt(s, true);
+		if (r < 0)
+			return r;
+		uv_async_init(&w->loop, &w->async, worker_on_async);
+		w->async.data = w;
+		/* Only a fully set-up worker is counted (and later stopped). */
+		main->nworkers++;
+	}
+	for (unsigned i = 0; i < main->nworkers; i++) {
+		struct worker *w = &main->workers[i];
+
+		r = pthread_create(&w->tid, NULL, worker_main, w);
+		if (r != 0)
+			return -r;
+		w->started = true;
+	}
+	return 0;
+}
+
+/* After the main loop has ended: join, free, then the one `stop` record. */
+static void
+workers_join(struct server *main)
+{
+	for (unsigned i = 0; i < main->nworkers; i++) {
+		struct worker *w = &main->workers[i];
+
+		if (w->started) {
+			pthread_join(w->tid, NULL);
+		} else {
+			/* Never ran: run its loop here to close its handles. */
+			uv_run(&w->loop, UV_RUN_DEFAULT);
+		}
+		if (w->pending_cfg != NULL)
+			server_cfg_unref(w->pending_cfg);
+		server_free(w->s);
+		uv_loop_close(&w->loop);
+		pthread_mutex_destroy(&w->lock);
+	}
+	if (main->nworkers > 0)
+		server_log_stop(main);
+	free(main->workers);
+	main->workers = NULL;
+	main->nworkers = 0;
+}
+
+static unsigned
+workers_wanted(const struct cfg *c)
+{
+	long n;
+
+	if (c->proxy.workers != 0)
+		return c->proxy.workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : (unsigned)n;
 }
 
 /* --- portcullis serve ---------------------------------------------------- */
@@ -508,6 +743,7 @@ serve_main(int argc, char **argv)
 	struct cfg *cfg;
 	struct server *s;
 	uv_loop_t loop;
+	unsigned nworkers;
 	int ch, r;
 
 	optind = 1;
@@ -548,7 +784,13 @@ serve_main(int argc, char **argv)
 	}
 	if (path != NULL)
 		s->cfg_path = strdup(path);
-	r = server_listen(s);
+	nworkers = workers_wanted(cfg);
+	r = server_listen_opt(s, nworkers > 1);
+	if (r == 0 && nworkers > 1) {
+		r = workers_start(s, nworkers);
+		if (r < 0)
+			fprintf(stderr, "portcullis: workers: %s\n", strerror(-r));
+	}
 	if (r == 0 && cfg->proxy.control != NULL) {
 		r = control_start(s, cfg->proxy.control);
 		if (r < 0)
@@ -566,11 +808,13 @@ serve_main(int argc, char **argv)
 	if (r < 0) {
 		server_stop(s);
 		uv_run(&loop, UV_RUN_DEFAULT);
+		workers_join(s);
 		server_free(s);
 		uv_loop_close(&loop);
 		return 1;
 	}
 	uv_run(&loop, UV_RUN_DEFAULT);
+	workers_join(s);
 	server_free(s);
 	r = uv_loop_close(&loop);
 	if (r != 0)

@@ -70,6 +70,7 @@ ROWS = {
     "6": ("1 GiB absolute-form GET", "mibs", "MiB/s", True),
     "7a": ("RSS per idle tunnel, 1,000 tunnels", "kib", "KiB/tunnel", False),
     "7b": ("RSS per idle tunnel, 10,000 tunnels", "kib", "KiB/tunnel", False),
+    "7c": ("marginal RSS per idle tunnel, 1,000 -> 10,000", "kib", "KiB/tunnel", False),
     "8a-p50": ("row 1 at %d req/s: p50" % RATE_ROW1, "ms", "ms", False),
     "8a-p99": ("row 1 at %d req/s: p99" % RATE_ROW1, "ms", "ms", False),
     "8b-p50": ("row 3 at %d ops/s: p50" % RATE_ROW3, "ms", "ms", False),
@@ -204,9 +205,9 @@ def start_origin(loadtool):
         raise RuntimeError("loadtool serve did not start")
 
 
-def start_proxies(args, systems):
+def start_proxies(args, systems, pids=None):
     """Start each proxy; return {name: pid} of those that listen."""
-    pids = {}
+    pids = {} if pids is None else pids
     for name in systems:
         if name == "direct":
             continue
@@ -335,11 +336,37 @@ def row6(args, name):
             "first_error": m.get("first_error", "")}
 
 
+def restart_proxy(args, name, pids):
+    """A fresh process: a proxy's allocator keeps the memory of earlier
+    tunnels, so only a new process shows the growth per tunnel."""
+    for n, p in list(children):
+        if n == name:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=5)
+            children.remove((n, p))
+    end = time.time() + 10
+    while port_open(PROXIES[name]) and time.time() < end:
+        time.sleep(0.1)
+    pids.pop(name, None)
+    start_proxies(args, [name], pids)
+    if name not in pids:
+        raise RuntimeError("%s did not restart" % name)
+
+
 def row7(args, name, count, pids):
     if name == "direct":
         return None
+    restart_proxy(args, name, pids)
     pid = pids[name]
-    time.sleep(0.3)
+    # One tunnel first, so lazily set-up state (pools, first-use buffers)
+    # is in the baseline and not billed to the tunnels measured.
+    sh([args.loadtool, "run", "--mode", "hold", "--target", SINK, "--proxy", PROXIES[name],
+            "--count", "1", "--hold", "0"], timeout=30)
+    time.sleep(0.5)
     before = rss_kib(pid)
     out = os.path.join(RUN, "hold-%s-%d.out" % (name, count))
     f = open(out, "w")
@@ -494,8 +521,8 @@ def write_report(path, meta, systems, results):
     L.append("- Row 8: open loop, latency from each request's scheduled time (no coordinated "
              "omission), %.0f s per run; 8a = row 1 at %d req/s over %d keep-alive "
              "connections, 8b = row 3 at %d ops/s." % (RATE_DURATION, RATE_ROW1, CONC, RATE_ROW3))
-    L.append("- Row 7: VmRSS of the proxy process before and after opening N idle CONNECT "
-             "tunnels (growth / established tunnels). fd limit: %s (hard limit of this "
+    L.append("- Row 7: VmRSS of a freshly started proxy process (after one warm-up tunnel) "
+             "before and after opening N idle CONNECT tunnels (growth / established tunnels). fd limit: %s (hard limit of this "
              "machine)." % meta["machine"]["nofile"])
     L.append("")
     L.append("## Results (medians)\n")
@@ -588,7 +615,7 @@ def targets(med, errs, results):
         out.append(("row %s >= %.2f direct" % (r, want),
                     "—" if x is None else "%s vs %s = %.2f" % (fmt(p), fmt(d), x),
                     "—" if x is None else ("met" if x >= want else "MISSED")))
-    for r in ("7a", "7b"):
+    for r in ("7a", "7b", "7c"):
         p = get(r, "portcullis")
         out.append(("row %s <= 4 KiB per idle tunnel" % r,
                     "—" if p is None else "%.2f KiB" % p,
@@ -725,6 +752,18 @@ def main():
             px = [s for s in base if s != "direct"]
             measure("7a", lambda s: row7(args, s, TUNNELS[0], pids), px)
             measure("7b", lambda s: row7(args, s, TUNNELS[1], pids), px)
+            # 7c: the slope between the two, per run: what one more tunnel
+            # costs, without the fixed part (pools, first-use set-up).
+            for s in px:
+                for a, b in zip(results["7a"].get(s, []), results["7b"].get(s, [])):
+                    try:
+                        ga = a["rss_after_kib"] - a["rss_before_kib"]
+                        gb = b["rss_after_kib"] - b["rss_before_kib"]
+                        k = (gb - ga) / (b["established"] - a["established"])
+                        res = {"kib": k, "errors": 0}
+                    except (KeyError, TypeError, ZeroDivisionError):
+                        res = {"errors": 1, "first_error": "no 7a/7b figures"}
+                    results.setdefault("7c", {}).setdefault(s, []).append(res)
         elif rowid == "8":
             for which in ("a", "b"):
                 measure("8" + which, lambda s: row8(args, s, which), base)

@@ -210,7 +210,8 @@ host_normalise(const char *in, size_t len, char *out, size_t outsz,
 		name[n] = (char)c;
 	}
 	/* Exactly one trailing dot is the root label; a second is empty. */
-	if (name[n - 1] == '.')
+	bool rooted = name[n - 1] == '.';
+	if (rooted)
 		n--;
 	if (n == 0 || n > NETADDR_MAX_HOST)
 		return -EINVAL;
@@ -233,6 +234,10 @@ host_normalise(const char *in, size_t len, char *out, size_t outsz,
 		/* Only the canonical dotted quad is an address spelling we take. */
 		a.family = AF_INET;
 		if (parse_v4_strict(name, n, a.bytes) < 0)
+			return -EINVAL;
+		/* "127.0.0.1." is no canonical spelling of an address, and
+		 * no name either: refuse rather than guess. */
+		if (rooted)
 			return -EINVAL;
 	}
 	if (n + 1 > outsz)

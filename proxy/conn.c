@@ -108,6 +108,12 @@ struct conn {
 
 	llhttp_t req_parser;
 	llhttp_t resp_parser;
+	/* Request-line shape: absolute offsets within the current head, so
+	 * that a line split over reads is judged the same as a whole one. */
+	const char *feed_base;		/* start of the bytes being parsed */
+	uint64_t fed;			/* head bytes parsed before feed_base */
+	uint64_t method_end, url_start, url_end;
+	bool url_seen, version_seen;
 	struct http_head *head;		/* only while a head is parsed */
 
 	/* The current request. */
@@ -120,6 +126,7 @@ struct conn {
 	bool resp_close;		/* close the client after this response */
 	bool is_head_method;
 	bool logged;			/* request record written */
+	int refuse_status;		/* 414/431 instead of 400, or 0 */
 	int resp_status;
 	char host[NETADDR_MAX_HOST + 3];
 	enum host_kind host_kind;
@@ -322,6 +329,7 @@ conn_log_close(struct conn *c)
 
 	jw_begin(&w, "close");
 	jw_str(&w, "id", c->id);
+	jw_str(&w, "session", c->ss ? c->ss->id : NULL);
 	jw_int(&w, "bytes_up", (long long)c->upd.bytes);
 	jw_int(&w, "bytes_down", (long long)c->downd.bytes);
 	jw_int(&w, "duration_ms", (long long)(now_ms(c) - c->start_ms));
@@ -408,6 +416,14 @@ on_timer(uv_timer_t *t)
 		if (now_ms(c) - c->last_activity < idle) {
 			uv_timer_start(&c->timer, on_timer,
 			    idle - (now_ms(c) - c->last_activity), 0);
+			return;
+		}
+		if (c->state == CONN_HTTP && !c->resp_final_seen &&
+		    !c->logged && !c->downd.writing) {
+			/* The origin took the request and never answered:
+			 * say so (504) rather than just hanging up. */
+			upstream_drop(c);
+			conn_refuse(c, REASON_TIMEOUT, "no response from origin");
 			return;
 		}
 		conn_close(c, "idle_timeout");
@@ -564,7 +580,7 @@ conn_refuse(struct conn *c, enum reason r, const char *detail)
 {
 	char body[PROXY_MAX_REFUSAL];
 	char *msg;
-	int status = reason_status(r);
+	int status = c->refuse_status ? c->refuse_status : reason_status(r);
 	int blen, mlen;
 	const char *text;
 	uv_buf_t b;
@@ -644,11 +660,12 @@ conn_refuse(struct conn *c, enum reason r, const char *detail)
 	}
 }
 
-/* Refusal for a head llhttp or our checks rejected. */
+/* Refusal for a head llhttp or our checks rejected: 400, or 414/431 for
+ * a target or head over its limit. */
 static void
-conn_refuse_head(struct conn *c, int status_hint, const char *why)
+conn_refuse_head(struct conn *c, int status, const char *why)
 {
-	(void)status_hint;
+	c->refuse_status = status;
 	conn_refuse(c, REASON_BAD_REQUEST, why);
 }
 
@@ -727,12 +744,50 @@ req_on_message_begin(llhttp_t *p)
 	return 0;
 }
 
+static uint64_t
+req_offset(const struct conn *c, const char *at)
+{
+	return c->fed + (uint64_t)(at - c->feed_base);
+}
+
+/*
+ * request-line = method SP request-target SP HTTP-version: exactly one
+ * space each (llhttp skips runs of spaces; an origin might not).
+ */
 static int
 req_on_url(llhttp_t *p, const char *at, size_t n)
 {
 	struct conn *c = p->data;
 
+	if (!c->url_seen) {
+		c->url_seen = true;
+		c->url_start = req_offset(c, at);
+		if (c->url_start != c->method_end + 1) {
+			llhttp_set_error_reason(p, "extra white space in the "
+			    "request line");
+			return -1;
+		}
+	}
+	c->url_end = req_offset(c, at) + n;
 	return http_head_url(c->head, at, n);
+}
+
+static int
+req_on_version(llhttp_t *p, const char *at, size_t n)
+{
+	struct conn *c = p->data;
+
+	(void)n;
+	if (!c->version_seen) {
+		c->version_seen = true;
+		if (req_offset(c, at) != c->url_end + 1 + 5) {
+			/* + "HTTP/" */
+			llhttp_set_error_reason(p, "extra white space in the "
+			    "request line");
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static int
@@ -745,6 +800,7 @@ req_on_method(llhttp_t *p, const char *at, size_t n)
 		return -1;
 	memcpy(c->method + have, at, n);
 	c->method[have + n] = '\0';
+	c->method_end = req_offset(c, at) + n;
 	return 0;
 }
 
@@ -850,6 +906,7 @@ conn_global_init(void)
 	req_settings.on_message_begin = req_on_message_begin;
 	req_settings.on_method = req_on_method;
 	req_settings.on_url = req_on_url;
+	req_settings.on_version = req_on_version;
 	req_settings.on_header_field = req_on_field;
 	req_settings.on_header_value = req_on_value;
 	req_settings.on_headers_complete = req_on_headers_complete;
@@ -881,6 +938,9 @@ conn_begin_head(struct conn *c)
 	c->port = 0;
 	c->path[0] = '\0';
 	c->blocked_why = NULL;
+	c->fed = 0;
+	c->url_seen = c->version_seen = false;
+	c->method_end = c->url_start = c->url_end = 0;
 	llhttp_reset(&c->req_parser);
 	conn_set_state(c, CONN_HEAD);
 	conn_arm_timer(c, c->s->cfg->limits.header_timeout_ms);
@@ -911,6 +971,18 @@ conn_head_done(struct conn *c)
 	c->client_keepalive = llhttp_should_keep_alive(p) &&
 	    c->nreqs < PROXY_MAX_REQS_PER_CONN;
 	c->is_head_method = p->method == HTTP_HEAD;
+	if (p->http_major != 1 || p->http_minor > 1) {
+		conn_refuse_head(c, 400, "only HTTP/1.0 and HTTP/1.1");
+		return;
+	}
+	/* llhttp only frames a body as chunked when Transfer-Encoding ends
+	 * in "chunked" as it reads it; a TE header it did not take as chunked
+	 * would frame the body differently upstream. */
+	if (http_head_find(h, "transfer-encoding", NULL) >= 0 &&
+	    !(flags & F_CHUNKED)) {
+		conn_refuse_head(c, 400, "Transfer-Encoding other than chunked");
+		return;
+	}
 	if (http_check_request(h, c->method, c->is_connect, c->req_has_body,
 	    &t, &why) < 0) {
 		conn_refuse_head(c, 400, why);
@@ -1320,8 +1392,10 @@ conn_pump_client(struct conn *c)
 
 	switch (c->state) {
 	case CONN_HEAD:
+		c->feed_base = data;
 		e = llhttp_execute(&c->req_parser, data, n);
 		if (e == HPE_OK) {
+			c->fed += n;
 			dir_release(c, d);
 			conn_update_reads(c);
 			return;

@@ -252,7 +252,7 @@ http_check_request(struct http_head *h, const char *method, bool is_connect,
 			;
 		if (parse_authority(auth, (size_t)(p - auth), 80, t, why) < 0)
 			return -1;
-		if (p < end && *p == '#') {
+		if (memchr(auth, '#', (size_t)(end - auth)) != NULL) {
 			*why = "fragment in the request target";
 			return -1;
 		}
@@ -271,7 +271,10 @@ http_check_request(struct http_head *h, const char *method, bool is_connect,
 		size_t vn;
 
 		value_trim(h, &h->hdr[i], &v, &vn);
-		if (parse_authority(v, vn, t->port, &ht, why) < 0) {
+		/* A Host without a port names the scheme's default (80); for
+		 * CONNECT, the tunnel's port. */
+		if (parse_authority(v, vn, is_connect ? t->port : 80, &ht,
+		    why) < 0) {
 			*why = "bad Host header";
 			return -1;
 		}
@@ -288,7 +291,15 @@ http_check_request(struct http_head *h, const char *method, bool is_connect,
 		const char *v;
 		size_t vn;
 
-		value_trim(h, &h->hdr[i], &v, &vn);
+		/* Exactly "chunked" (any case): no trailing white space or
+		 * other decoration that one parser might ignore and another
+		 * might not (docs/hostile.md, te-extra-ows). */
+		v = h->buf + h->hdr[i].val_off;
+		vn = h->hdr[i].val_len;
+		while (vn > 0 && (*v == ' ' || *v == '\t')) {
+			v++;
+			vn--;
+		}
 		if (cnt > 1 || vn != 7 || strncasecmp(v, "chunked", 7) != 0) {
 			*why = "Transfer-Encoding other than chunked";
 			return -1;

@@ -29,7 +29,7 @@ int server_listen(struct server *s);
  * Registers a session: its env and phase, and a listening socket fd
  * (already bound and listening, e.g. handed out by portcullis-bridge) whose
  * connections are attributed to it.  The server takes ownership of fd.
- * id may be NULL (one is generated, "s-XXXX").  Writes a `session` record.
+ * Its id ("s-XXXXXXXX") is generated.  Writes a `session` record.
  * Returns 0 or -errno; on failure fd is closed.
  */
 int server_session_open(struct server *s, int fd, const char *env,

@@ -291,8 +291,8 @@ def test_refusal_after_allowed_request_on_same_connection():
     o, p = setup()
     first = b"GET http://%s:%d/ok HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (
         HOST.encode(), o.port, HOST.encode(), o.port)
-    second = (b"GET http://nope.other.test:%d/ HTTP/1.1\r\nHost: nope.other.test\r\n\r\n"
-              % o.port)
+    second = (b"GET http://nope.other.test:%d/ HTTP/1.1\r\nHost: nope.other.test:%d\r\n\r\n"
+              % (o.port, o.port))
     import socket
     s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
     h.defer(s.close)

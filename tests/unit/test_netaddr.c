@@ -280,7 +280,8 @@ test_host_normalise(void)
 		{ "127.0.0.1", 1, "127.0.0.1", HOST_IPV4 },
 		{ "0.0.0.0", 1, "0.0.0.0", HOST_IPV4 },
 		{ "255.255.255.255", 1, "255.255.255.255", HOST_IPV4 },
-		{ "10.0.0.1.", 1, "10.0.0.1", HOST_IPV4 },
+		/* a rooted dotted quad is neither an address nor a name */
+		{ "10.0.0.1.", 0, NULL, 0 },
 		{ "[::1]", 1, "::1", HOST_IPV6 },
 		{ "[2001:DB8:0:0:0:0:0:1]", 1, "2001:db8::1", HOST_IPV6 },
 		{ "[0:0:0:0:0:ffff:7f00:1]", 1, "::ffff:127.0.0.1", HOST_IPV6 },

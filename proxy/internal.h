@@ -38,16 +38,22 @@ struct session {
 	char id[24];
 	char *env;
 	enum phase phase;
-	uv_tcp_t listener;
-	bool listening;		/* listener handle initialised */
+	struct session_listener *lst;	/* the handed-out listener, or NULL */
 	bool closed;		/* server_session_close() ran */
-	unsigned refs;		/* listener handle + each conn */
+	unsigned refs;		/* each listener handle + each conn */
 	void *owner;		/* control connection that opened it, or NULL */
 };
 
 struct listener {
 	uv_tcp_t tcp;
 	struct server *s;
+};
+
+/* A listener handed out for a session (e.g. by portcullis-bridge); a
+ * session may move to a new one (setup sandbox -> agent sandbox). */
+struct session_listener {
+	uv_tcp_t tcp;
+	struct session *ss;
 };
 
 struct server {

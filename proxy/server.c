@@ -329,21 +329,91 @@ session_unref(struct session *ss)
 static void
 on_session_listener_closed(uv_handle_t *h)
 {
-	session_unref(h->data);
+	struct session_listener *l = h->data;
+	struct session *ss = l->ss;
+
+	free(l);
+	session_unref(ss);
 }
 
 static void
 on_session_connection(uv_stream_t *st, int status)
 {
-	struct session *ss = st->data;
+	struct session_listener *l = st->data;
+	struct session *ss = l->ss;
 
 	if (status < 0) {
 		log_warnx("session %s: accept: %s", ss->id, uv_strerror(status));
 		return;
 	}
-	if (ss->closed || ss->s->stopping)
+	if (ss->closed || ss->s->stopping || ss->lst != l)
 		return;
 	conn_accept(ss->s, st, ss);
+}
+
+/*
+ * Starts accepting on fd (a bound, listening TCP socket; ownership passes
+ * here) for ss, and closes the session's previous listener if any.
+ * Returns 0 or -errno (fd closed).
+ */
+static int
+session_listen(struct session *ss, int fd)
+{
+	struct session_listener *l = calloc(1, sizeof(*l));
+	int r;
+
+	if (l == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
+	r = uv_tcp_init(ss->s->loop, &l->tcp);
+	if (r < 0) {
+		free(l);
+		close(fd);
+		return r;
+	}
+	l->ss = ss;
+	l->tcp.data = l;
+	ss->refs++;
+	r = uv_tcp_open(&l->tcp, fd);
+	if (r < 0) {
+		/* Not owned by the handle: close it ourselves. */
+		close(fd);
+	} else {
+		r = uv_listen((uv_stream_t *)&l->tcp, SERVER_BACKLOG,
+		    on_session_connection);
+	}
+	if (r < 0) {
+		uv_close((uv_handle_t *)&l->tcp, on_session_listener_closed);
+		return r;
+	}
+	if (ss->lst != NULL)
+		uv_close((uv_handle_t *)&ss->lst->tcp,
+		    on_session_listener_closed);
+	ss->lst = l;
+	return 0;
+}
+
+int
+server_session_listen(struct session *ss, int fd)
+{
+	struct jw w;
+	int r;
+
+	if (ss->closed || ss->s->stopping) {
+		close(fd);
+		return -EPERM;
+	}
+	r = session_listen(ss, fd);
+	if (r < 0)
+		return r;
+	jw_begin(&w, "session");
+	jw_str(&w, "session", ss->id);
+	jw_str(&w, "env", ss->env);
+	jw_str(&w, "phase", phase_name(ss->phase));
+	jw_str(&w, "state", "listener_replaced");
+	audit_emit(&ss->s->audit, &w);
+	return 0;
 }
 
 static void
@@ -380,27 +450,13 @@ server_session_open(struct server *s, int fd, const char *env,
 	ss->phase = phase;
 	snprintf(ss->id, sizeof(ss->id), "s-%04" PRIx32 "%04x",
 	    s->id_prefix & 0xffff, ++s->session_seq & 0xffff);
-	r = uv_tcp_init(s->loop, &ss->listener);
+	/* The session lives as long as anything refers to it: this
+	 * reference is dropped when it closes. */
+	ss->refs = 1;
+	r = session_listen(ss, fd);
 	if (r < 0) {
-		free(ss->env);
-		free(ss);
-		close(fd);
-		return r;
-	}
-	ss->listener.data = ss;
-	ss->refs = 1;		/* the listener handle */
-	ss->listening = true;
-	r = uv_tcp_open(&ss->listener, fd);
-	if (r == 0)
-		r = uv_listen((uv_stream_t *)&ss->listener, SERVER_BACKLOG,
-		    on_session_connection);
-	if (r < 0) {
-		/* uv_tcp_open failed: fd is not owned by the handle yet. */
-		if (uv_fileno((uv_handle_t *)&ss->listener, &(uv_os_fd_t){0}) < 0)
-			close(fd);
 		ss->closed = true;
-		uv_close((uv_handle_t *)&ss->listener,
-		    on_session_listener_closed);
+		session_unref(ss);
 		return r;
 	}
 	ss->next = s->sessions;
@@ -471,7 +527,12 @@ server_session_close(struct session *ss)
 	s->nsessions--;
 	session_log(ss, "closed");
 	session_cut(ss, false, PHASE_SETUP, "session_closed");
-	uv_close((uv_handle_t *)&ss->listener, on_session_listener_closed);
+	if (ss->lst != NULL) {
+		uv_close((uv_handle_t *)&ss->lst->tcp,
+		    on_session_listener_closed);
+		ss->lst = NULL;
+	}
+	session_unref(ss);	/* the session's own reference */
 }
 
 unsigned

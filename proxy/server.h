@@ -38,6 +38,15 @@ int server_session_open(struct server *s, int fd, const char *env,
 const char *session_id(const struct session *ss);
 
 /*
+ * Moves the session to a new listening socket fd (ownership passes here):
+ * the old listener is closed, conns already accepted stay.  Used when
+ * `portcullis run --setup` starts the agent-phase sandbox (a new network
+ * namespace) in the same session.  Writes a `session` record with state
+ * "listener_replaced".  Returns 0, or -errno (fd closed).
+ */
+int server_session_listen(struct session *ss, int fd);
+
+/*
  * One-way phase switch (setup -> agent).  Cuts every conn of the session
  * opened under the old phase (close reason "phase_changed") and writes a
  * `phase` record.  Returns 0, or -EPERM for any other transition.

@@ -726,10 +726,10 @@ conn_update_reads(struct conn *c)
 	}
 }
 
-/* --- llhttp callbacks: requests ----------------------------------------- */
+/* --- llhttp callbacks (heads: both parsers; then request, response) ---------------------------------------- */
 
 static int
-req_on_message_begin(llhttp_t *p)
+head_on_begin(llhttp_t *p)
 {
 	struct conn *c = p->data;
 
@@ -805,7 +805,7 @@ req_on_method(llhttp_t *p, const char *at, size_t n)
 }
 
 static int
-req_on_field(llhttp_t *p, const char *at, size_t n)
+head_on_field(llhttp_t *p, const char *at, size_t n)
 {
 	struct conn *c = p->data;
 
@@ -813,7 +813,7 @@ req_on_field(llhttp_t *p, const char *at, size_t n)
 }
 
 static int
-req_on_value(llhttp_t *p, const char *at, size_t n)
+head_on_value(llhttp_t *p, const char *at, size_t n)
 {
 	struct conn *c = p->data;
 
@@ -821,11 +821,12 @@ req_on_value(llhttp_t *p, const char *at, size_t n)
 }
 
 static int
-req_on_headers_complete(llhttp_t *p)
+head_on_complete(llhttp_t *p)
 {
 	(void)p;
-	/* Stop here: nothing after the head is processed before the
-	 * decision.  conn_pump_client() takes over. */
+	/* Stop here: nothing after a request head is processed before the
+	 * decision, and a response head is rebuilt before its body flows;
+	 * conn_pump_client()/conn_pump_upstream() take over. */
 	return HPE_PAUSED;
 }
 
@@ -841,49 +842,12 @@ req_on_message_complete(llhttp_t *p)
 /* --- llhttp callbacks: responses ---------------------------------------- */
 
 static int
-resp_on_message_begin(llhttp_t *p)
-{
-	struct conn *c = p->data;
-
-	if (c->head == NULL) {
-		c->head = malloc(sizeof(*c->head));
-		if (c->head == NULL)
-			return -1;
-	}
-	http_head_reset(c->head);
-	return 0;
-}
-
-static int
 resp_on_status(llhttp_t *p, const char *at, size_t n)
 {
 	struct conn *c = p->data;
 
 	/* The reason phrase is kept where a request keeps its URL. */
 	return http_head_url(c->head, at, n);
-}
-
-static int
-resp_on_field(llhttp_t *p, const char *at, size_t n)
-{
-	struct conn *c = p->data;
-
-	return http_head_field(c->head, at, n);
-}
-
-static int
-resp_on_value(llhttp_t *p, const char *at, size_t n)
-{
-	struct conn *c = p->data;
-
-	return http_head_value(c->head, at, n);
-}
-
-static int
-resp_on_headers_complete(llhttp_t *p)
-{
-	(void)p;
-	return HPE_PAUSED;
 }
 
 static int
@@ -903,20 +867,20 @@ conn_global_init(void)
 	if (settings_ready)
 		return;
 	llhttp_settings_init(&req_settings);
-	req_settings.on_message_begin = req_on_message_begin;
+	req_settings.on_message_begin = head_on_begin;
 	req_settings.on_method = req_on_method;
 	req_settings.on_url = req_on_url;
 	req_settings.on_version = req_on_version;
-	req_settings.on_header_field = req_on_field;
-	req_settings.on_header_value = req_on_value;
-	req_settings.on_headers_complete = req_on_headers_complete;
+	req_settings.on_header_field = head_on_field;
+	req_settings.on_header_value = head_on_value;
+	req_settings.on_headers_complete = head_on_complete;
 	req_settings.on_message_complete = req_on_message_complete;
 	llhttp_settings_init(&resp_settings);
-	resp_settings.on_message_begin = resp_on_message_begin;
+	resp_settings.on_message_begin = head_on_begin;
 	resp_settings.on_status = resp_on_status;
-	resp_settings.on_header_field = resp_on_field;
-	resp_settings.on_header_value = resp_on_value;
-	resp_settings.on_headers_complete = resp_on_headers_complete;
+	resp_settings.on_header_field = head_on_field;
+	resp_settings.on_header_value = head_on_value;
+	resp_settings.on_headers_complete = head_on_complete;
 	resp_settings.on_message_complete = resp_on_message_complete;
 	settings_ready = true;
 }

@@ -37,6 +37,7 @@ for pair in fuzz_host:host fuzz_tls:tls fuzz_request:request fuzz_config:config;
 		status=1
 		continue
 	fi
+	case $bin in /*) ;; *) bin=$(pwd)/$bin ;; esac
 	# Extra read-only seed directories (libFuzzer writes only to the first).
 	extra=
 	case $kind in
@@ -45,13 +46,16 @@ for pair in fuzz_host:host fuzz_tls:tls fuzz_request:request fuzz_config:config;
 	mkdir -p "$work/$name/corpus" "$work/$name/artifacts"
 	echo "== $name for ${secs}s"
 	# The outer timeout is a backstop against a hang libFuzzer misses.
-	timeout $((secs + 120)) "$bin" \
+	# cwd: an empty directory, so that what a config's relative
+	# `include = *.ini` finds does not depend on where we were started.
+	mkdir -p "$work/$name/cwd"
+	(cd "$work/$name/cwd" && timeout $((secs + 120)) "$bin" \
 		-max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
 		-max_len=20000 -print_final_stats=1 \
 		-dict="$here/$kind.dict" \
 		-artifact_prefix="$work/$name/artifacts/" \
 		"$work/$name/corpus" "$here/corpus_$kind" ${extra:+"$extra"} \
-		</dev/null >"$work/$name/log" 2>&1
+		</dev/null >"$work/$name/log" 2>&1)
 	rc=$?
 	tail -n 15 "$work/$name/log"
 	if [ $rc -ne 0 ] || [ -n "$(ls -A "$work/$name/artifacts")" ]; then

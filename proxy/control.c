@@ -4,7 +4,8 @@
  *
  * Daemon side.  A Unix stream socket; every fd is non-blocking and watched
  * with a uv_poll_t, and read with recvmsg() so that a listener fd sent with
- * session.open (SCM_RIGHTS) is collected with the bytes it came with.
+ * session.open or session.listen (SCM_RIGHTS) is collected with the bytes
+ * it came with.
  * Requests are newline-delimited JSON objects of at most CONTROL_MAX_LINE
  * bytes; each gets one reply line.  Nothing a peer sends can block the loop
  * or end the daemon: a bad request gets {"ok":false,"error":...}, a peer
@@ -36,7 +37,8 @@
 
 /* Control connections at once: a local admin interface needs few. */
 #define CONTROL_MAX_CONNS 256
-/* fds held per connection while waiting for their session.open line. */
+/* fds held per connection while waiting for their session.open/.listen
+ * line. */
 #define CONTROL_MAX_FDS 4
 /* A reply (status lists every session). */
 #define CONTROL_MAX_REPLY 65536
@@ -557,6 +559,30 @@ find_session(struct control *ctl, const char *id, struct ctl_conn **owner)
 	return NULL;
 }
 
+/*
+ * True when fd is a listening TCP socket (IPv4 or IPv6): what the bridge
+ * hands out.  Anything else (a connected socket, a Unix socket, a pipe) is
+ * refused before it reaches the session's accept loop.
+ */
+static bool
+is_tcp_listener(int fd)
+{
+	int v;
+	socklen_t len = sizeof(v);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) != 0 || v != 1)
+		return false;
+	len = sizeof(v);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) != 0 ||
+	    v != SOCK_STREAM)
+		return false;
+	len = sizeof(v);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) != 0 ||
+	    (v != AF_INET && v != AF_INET6))
+		return false;
+	return true;
+}
+
 static void
 op_session_open(struct ctl_conn *cc, const struct ctl_json *j)
 {
@@ -578,6 +604,12 @@ op_session_open(struct ctl_conn *cc, const struct ctl_json *j)
 	}
 	fd = cc->fds[0];
 	cc->nfds = 0;
+	if (!is_tcp_listener(fd)) {
+		close(fd);
+		reply_error(cc, "session.open: the fd is not a listening TCP "
+		    "socket");
+		return;
+	}
 	if (json_has(j, "env") && env == NULL) {
 		close(fd);
 		reply_error(cc, "env must be a string");
@@ -653,6 +685,58 @@ op_session_phase(struct ctl_conn *cc, const struct ctl_json *j)
 		return;
 	}
 	cs->phase = phase;
+	reply(cc, "{\"ok\":true}");
+}
+
+/*
+ * session.listen: moves a session to a new listening socket (the one fd
+ * passed with the request); the old listener is closed, conns already
+ * accepted stay (server_session_listen, `session` record
+ * "listener_replaced").  `portcullis run --setup` uses it to keep ONE
+ * session across the setup and agent sandboxes.  Only the control
+ * connection that opened the session may do this: a listener decides whose
+ * traffic is attributed to (and decided for) the session, so another
+ * client must not be able to graft its own sockets onto it.
+ */
+static void
+op_session_listen(struct ctl_conn *cc, const struct ctl_json *j)
+{
+	const char *id = ctl_json_str(j, "session");
+	struct ctl_conn *owner;
+	struct ctl_sess *cs;
+	char msg[256];
+	int fd, rc;
+
+	if (cc->nfds != 1) {
+		drop_fds(cc);
+		reply_error(cc, "session.listen needs exactly one listening "
+		    "socket passed with the request (SCM_RIGHTS)");
+		return;
+	}
+	fd = cc->fds[0];
+	cc->nfds = 0;
+	if (id == NULL || (cs = find_session(cc->ctl, id, &owner)) == NULL) {
+		close(fd);
+		reply_error(cc, "unknown session");
+		return;
+	}
+	if (owner != cc) {
+		close(fd);
+		reply_error(cc, "session belongs to another control connection");
+		return;
+	}
+	if (!is_tcp_listener(fd)) {
+		close(fd);
+		reply_error(cc, "session.listen: the fd is not a listening "
+		    "TCP socket");
+		return;
+	}
+	rc = server_session_listen(cs->ss, fd);
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "session.listen: %s", strerror(-rc));
+		reply_error(cc, msg);
+		return;
+	}
 	reply(cc, "{\"ok\":true}");
 }
 
@@ -791,8 +875,10 @@ handle_line(struct ctl_conn *cc, const char *line, size_t len)
 		reply_error(cc, "missing \"op\"");
 	} else if (strcmp(op, "session.open") == 0) {
 		op_session_open(cc, j);
+	} else if (strcmp(op, "session.listen") == 0) {
+		op_session_listen(cc, j);
 	} else {
-		/* An fd only ever travels with session.open. */
+		/* An fd only travels with session.open / session.listen. */
 		drop_fds(cc);
 		if (strcmp(op, "session.phase") == 0)
 			op_session_phase(cc, j);

@@ -12,11 +12,14 @@
  *            for it, acknowledge (bridge/handoff.h), run until the sandbox
  *            exits.
  * With --setup CMD (docs/phases.md), execute runs two sandboxes one after
- * the other over the same working directory: CMD in a setup-phase session
- * with the --secret variables in its environment; then, only if CMD exited
- * 0, that session is switched to agent (its setup conns are cut) and
- * closed, and COMMAND runs in a new bwrap (new pid and network namespaces)
- * with a new session opened in the agent phase and none of the secrets.
+ * the other over the same working directory, in ONE session: CMD in a
+ * setup-phase session with the --secret variables in its environment;
+ * then, only if CMD exited 0, that session is switched to agent (its setup
+ * conns are cut) and COMMAND runs in a new bwrap (new pid and network
+ * namespaces) with none of the secrets, whose bridge listener is attached
+ * to the same session (server_session_listen, or session.listen over the
+ * control connection), so PORTCULLIS_SESSION and the audit records carry
+ * one id for the whole run.  Failing to attach it: 125, COMMAND never runs.
  * Exit status: COMMAND's (128+N when killed by signal N); 125 when anything
  * before the acknowledgement failed (COMMAND never ran), and also when the
  * daemon went away while COMMAND ran (the watchdog killed the sandbox).
@@ -798,17 +801,17 @@ open_remote_session(int ctl_fd, int lfd, const struct run_opts *o,
 
 /*
  * Sends one request that must be answered {"ok":true} (session.phase,
- * session.close).  0, or -1 with why.
+ * session.listen with passfd).  Our passfd stays ours.  0, or -1 with why.
  */
 static int
-remote_ok(int ctl_fd, const char *line, char *why, size_t whylen)
+remote_ok(int ctl_fd, const char *line, int passfd, char *why, size_t whylen)
 {
 	char reply[CONTROL_MAX_LINE];
 	struct ctl_json *j;
 	const char *jwhy, *err;
 	int rc;
 
-	rc = control_request(ctl_fd, line, -1, reply, sizeof(reply),
+	rc = control_request(ctl_fd, line, passfd, reply, sizeof(reply),
 	    CONTROL_REPLY_TIMEOUT_MS);
 	if (rc < 0) {
 		snprintf(why, whylen, "control socket: %s",
@@ -838,9 +841,10 @@ remote_ok(int ctl_fd, const char *line, char *why, size_t whylen)
 
 /*
  * The switch after a successful setup command: the setup session moves to
- * agent (every conn it opened in setup is cut, `phase` record), then it is
- * closed (its listener lives in the setup sandbox's network namespace,
- * which has no process left).  0, or -1 with why.
+ * agent (every conn it opened in setup is cut, `phase` record).  It stays
+ * open: its listener still lives in the setup sandbox's network namespace,
+ * which has no process left, until attach_listener() replaces it with the
+ * agent sandbox's.  0, or -1 with why.
  */
 static int
 switch_to_agent(struct run_state *st, char *why, size_t whylen)
@@ -856,23 +860,55 @@ switch_to_agent(struct run_state *st, char *why, size_t whylen)
 			    st->sid, strerror(-rc));
 			return -1;
 		}
-		server_session_close(st->ss);
-		st->ss = NULL;
 		return 0;
 	}
 	pos = (size_t)snprintf(line, sizeof(line),
 	    "{\"op\":\"session.phase\",\"session\":");
-	if (ctl_json_quote(line, sizeof(line) - 64, &pos, st->sid) != 0)
+	if (ctl_json_quote(line, sizeof(line) - 64, &pos, st->sid) != 0) {
+		snprintf(why, whylen, "session id too long");
 		return -1;
+	}
 	snprintf(line + pos, sizeof(line) - pos, ",\"phase\":\"agent\"}");
-	if (remote_ok(st->ctl_fd, line, why, whylen) != 0)
-		return -1;
+	return remote_ok(st->ctl_fd, line, -1, why, whylen);
+}
+
+/*
+ * Attaches the agent sandbox's listener lfd (ownership passes here) to the
+ * current session, replacing the setup sandbox's: server_session_listen()
+ * in the embedded proxy, session.listen + fd over the control connection
+ * (which opened the session, as the daemon requires).  0, or -1 with why.
+ */
+static int
+attach_listener(struct run_state *st, int lfd, char *why, size_t whylen)
+{
+	char line[CONTROL_MAX_LINE], inner[320];
+	size_t pos;
+	int rc;
+
+	if (st->srv != NULL) {
+		rc = server_session_listen(st->ss, lfd);
+		if (rc < 0)
+			snprintf(why, whylen, "attaching the agent sandbox's "
+			    "listener to session %s: %s", st->sid,
+			    strerror(-rc));
+		return rc < 0 ? -1 : 0;
+	}
 	pos = (size_t)snprintf(line, sizeof(line),
-	    "{\"op\":\"session.close\",\"session\":");
-	if (ctl_json_quote(line, sizeof(line) - 64, &pos, st->sid) != 0)
+	    "{\"op\":\"session.listen\",\"session\":");
+	if (ctl_json_quote(line, sizeof(line) - 64, &pos, st->sid) != 0) {
+		close(lfd);
+		snprintf(why, whylen, "session id too long");
 		return -1;
+	}
 	snprintf(line + pos, sizeof(line) - pos, "}");
-	return remote_ok(st->ctl_fd, line, why, whylen);
+	rc = remote_ok(st->ctl_fd, line, lfd, inner, sizeof(inner));
+	/* The daemon has its own copy now (or none): ours must not keep the
+	 * listener alive past the daemon. */
+	close(lfd);
+	if (rc != 0)
+		snprintf(why, whylen, "attaching the agent sandbox's listener "
+		    "to session %.64s: %.300s", st->sid, inner);
+	return rc;
 }
 
 /* The embedded proxy: config, extra rules, audit file, server. */
@@ -925,14 +961,16 @@ setup_failed(struct run_state *st, int sock, const char *why)
 /*
  * Runs one sandbox to its end: spawns bwrap (p's argv, environment env or
  * ours when NULL), receives the bridge's listener, opens a session for it
- * in phase (env name envname), acknowledges, and runs the loop until the
- * sandbox exits; its status is then in st->status.  A set-up failure
- * exits 125 (setup_failed).
+ * in phase (env name envname) — or, when attach, moves the current session
+ * (st->ss / st->sid) to it — acknowledges with the session id, and runs the
+ * loop until the sandbox exits; its status is then in st->status.  A
+ * set-up failure exits 125 (setup_failed): the bridge is refused, COMMAND
+ * never runs.
  */
 static void
 run_sandbox(struct run_state *st, const struct run_opts *o,
     const struct run_plan *p, char **env, const char *envname,
-    enum phase phase)
+    enum phase phase, bool attach)
 {
 	uv_process_t *proc = &st->proc[st->cur];
 	uv_process_options_t po;
@@ -971,7 +1009,10 @@ run_sandbox(struct run_state *st, const struct run_opts *o,
 	lfd = receive_listener(sp[0], why, sizeof(why));
 	if (lfd < 0)
 		setup_failed(st, sp[0], why);
-	if (st->srv != NULL) {
+	if (attach) {
+		if (attach_listener(st, lfd, why, sizeof(why)) != 0)
+			setup_failed(st, sp[0], why);
+	} else if (st->srv != NULL) {
 		rc = server_session_open(st->srv, lfd, envname, phase, &st->ss);
 		if (rc < 0) {
 			snprintf(why, sizeof(why), "session: %s", strerror(-rc));
@@ -1069,7 +1110,8 @@ run_main(int argc, char **argv)
 	if (o.setup != NULL) {
 		st.cur = 0;
 		st.last = false;
-		run_sandbox(&st, &o, &psetup, envs.setup, env, PHASE_SETUP);
+		run_sandbox(&st, &o, &psetup, envs.setup, env, PHASE_SETUP,
+		    false);
 		/* The setup sandbox is gone, and with its pid namespace every
 		 * process CMD started (the kernel kills them all when the
 		 * namespace's init exits, before bwrap is reaped). */
@@ -1098,8 +1140,9 @@ run_main(int argc, char **argv)
 		st.cur = 1;
 	}
 	st.last = true;
+	/* With --setup, COMMAND's sandbox joins the (now agent) session. */
 	run_sandbox(&st, &o, &p, o.setup != NULL ? envs.agent : NULL, env,
-	    o.setup != NULL ? PHASE_AGENT : o.phase);
+	    o.setup != NULL ? PHASE_AGENT : o.phase, o.setup != NULL);
 out:
 	/* Finish every close (server stop, watchdog) before the loop goes. */
 	if (st.ctl_polling) {

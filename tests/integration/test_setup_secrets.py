@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """`portcullis run --setup 'CMD' --secret NAME -- COMMAND` (issue 5 item 3):
 CMD runs in a setup-phase sandbox and sees the secret; COMMAND runs in a new
-sandbox in the agent phase over the same working directory, and the secret
+sandbox in the agent phase over the same working directory, in the SAME
+session (one id: PORTCULLIS_SESSION, request records, and the audit trail
+opened -> phase -> listener_replaced -> closed), and the secret
 is in none of: COMMAND's environment, any /proc/*/environ or /proc/*/cmdline
 (inside the sandbox, and on the whole host, the launcher included), any file
 portcullis wrote.  A background process CMD started is gone when COMMAND
@@ -88,9 +90,10 @@ def check_agent_phase(a, o, secret, marker, tmpdir):
        "what setup installed")
     eq(open(os.path.join(d, "saw.sha")).read().strip(),
        hashlib.sha256(secret.encode()).hexdigest(), "CMD saw the secret")
+    # One session for the whole run: CMD and COMMAND saw the same id.
     setup_sid = open(os.path.join(d, "setup.sid")).read().strip()
-    check(setup_sid.startswith("s-") and setup_sid != a.sid,
-          "setup session %r, agent session %r" % (setup_sid, a.sid))
+    check(setup_sid.startswith("s-"), "PORTCULLIS_SESSION seen by CMD: %r" % setup_sid)
+    eq(setup_sid, a.sid, "PORTCULLIS_SESSION of CMD and of COMMAND")
 
     # Inside: what setup installed is there; no secret in the environment or
     # in any /proc/*/environ or cmdline; no process of setup's.
@@ -116,25 +119,28 @@ def check_agent_phase(a, o, secret, marker, tmpdir):
     return setup_sid
 
 
-def check_audit(recs, setup_sid, agent_sid, env):
+def check_audit(recs, sid, env):
+    """One session for the whole run: every session/phase record of the
+    run's requests is about sid, in this order, and no other session was
+    opened while it lived; setup and agent requests both carry sid."""
     ev = [(r["event"], r.get("session"), r.get("phase"), r.get("state"))
-          for r in recs if r["event"] in ("session", "phase")
-          and r.get("session") in (setup_sid, agent_sid)]
-    eq(ev, [("session", setup_sid, "setup", "opened"),
-            ("phase", setup_sid, "agent", None),
-            ("session", setup_sid, "agent", "closed"),
-            ("session", agent_sid, "agent", "opened"),
-            ("session", agent_sid, "agent", "closed")], "session/phase records")
+          for r in recs if r["event"] in ("session", "phase")]
+    eq(ev, [("session", sid, "setup", "opened"),
+            ("phase", sid, "agent", None),
+            ("session", sid, "agent", "listener_replaced"),
+            ("session", sid, "agent", "closed")], "session/phase records")
     reqs = [r for r in recs if r["event"] == "request"]
-    s = [r for r in reqs if r["session"] == setup_sid]
-    g = [r for r in reqs if r["session"] == agent_sid]
+    eq(sorted(set(r["session"] for r in reqs)), [sid], "sessions of the request records")
+    s = [r for r in reqs if r["phase"] == "setup"]
+    g = [r for r in reqs if r["phase"] == "agent"]
     eq([(r["host"], r["decision"]) for r in s], [(SETUP_HOST, "allow")], "setup requests")
     eq([(r["host"], r["decision"]) for r in g], [(SETUP_HOST, "deny"), (AGENT_HOST, "allow")],
        "agent requests")
+    eq(len(s) + len(g), len(reqs), "requests in neither phase")
     for r in s:
-        check_request_record(r, session=setup_sid, env=env, phase="setup")
+        check_request_record(r, session=sid, env=env, phase="setup")
     for r in g:
-        check_request_record(r, session=agent_sid, env=env, phase="agent")
+        check_request_record(r, session=sid, env=env, phase="agent")
 
 
 def test_embedded_setup_then_agent_without_secrets():
@@ -147,11 +153,11 @@ def test_embedded_setup_then_agent_without_secrets():
     a = SandboxAgent(["-c", embedded_config(d), "--audit-log", log,
                       "--setup", setup_cmd(o, marker), "--secret", "PCS_TOKEN"],
                      d=d, env=run_env(PCS_TOKEN=secret, TMPDIR=tmp))
-    setup_sid = check_agent_phase(a, o, secret, marker, tmp)
+    check_agent_phase(a, o, secret, marker, tmp)
     eq(a.finish(status=7), 7, "COMMAND's exit status (stderr %s)" % a.stderr())
     with open(log) as f:
         recs = [json.loads(ln) for ln in f if ln.strip()]
-    check_audit(recs, setup_sid, a.sid, "default")
+    check_audit(recs, a.sid, "default")
     check(secret not in a.stderr(), "secret on portcullis run's stderr")
 
 
@@ -164,7 +170,7 @@ def test_connect_setup_then_agent_without_secrets():
     a = SandboxAgent(["--connect", sock, "-e", "web",
                       "--setup", setup_cmd(o, marker), "--secret", "PCS_TOKEN"],
                      env=run_env(PCS_TOKEN=secret, TMPDIR=tmp))
-    setup_sid = check_agent_phase(a, o, secret, marker, tmp)
+    check_agent_phase(a, o, secret, marker, tmp)
     rc = subprocess.run([portcullis_bin(), "ctl", "--control", sock, "status"],
                         capture_output=True, text=True, timeout=30)
     eq(json.loads(rc.stdout)["sessions"], [{"id": a.sid, "env": "web", "phase": "agent"}],
@@ -172,7 +178,7 @@ def test_connect_setup_then_agent_without_secrets():
     eq(a.finish(), 0, "COMMAND's exit status (stderr %s)" % a.stderr())
     wait_until(lambda: any(r.get("session") == a.sid and r.get("state") == "closed"
                            for r in p.audit_records("session")), what="agent session closed")
-    check_audit(p.audit_records(), setup_sid, a.sid, "web")
+    check_audit(p.audit_records(), a.sid, "web")
     eq(files_with(p.dir, secret.encode()), [], "daemon's files with the secret")
     p.stop()
 

@@ -79,6 +79,7 @@ ROWS = {
 
 children = []  # (name, Popen)
 LOADAVG_START = "?"
+BUSY_START = "?"
 
 log = print
 
@@ -198,6 +199,9 @@ def start_origin(loadtool):
                         "-c", os.path.join(CONFIGS, "nginx.conf"), "-e", "stderr"])
     if not wait_port(ORIGIN, p) or not wait_port(ORIGIN_TLS, p):
         raise RuntimeError("nginx did not start: see %s/nginx.out" % RUN)
+    # Warm row 6's file through nginx itself (sendfile of a sparse file is
+    # slow until its pages exist), so no system pays for it in its first run.
+    sh(["curl", "-s", "-o", "/dev/null", "http://%s%s" % (ORIGIN, BIG)], timeout=60)
     p = spawn("tcp-origin", [loadtool, "serve", "--source", SOURCE.split(":")[1],
                              "--sink", SINK.split(":")[1],
                              "--source-bytes", str(BIG_BYTES)])
@@ -419,6 +423,32 @@ def row8(args, name, which):
 
 # ---------------------------------------------------------------- report
 
+def busy_elsewhere():
+    """Processes outside the bench using CPU now (one-second sample): the
+    figures are only comparable between runs on an otherwise idle machine."""
+    try:
+        r = subprocess.run(["top", "-b", "-n", "2", "-d", "1", "-w", "200"],
+                           capture_output=True, text=True, timeout=10)
+    except Exception:
+        return "?"
+    frame = r.stdout.split("\ntop - ")[-1].splitlines()
+    out = []
+    hdr = False
+    for line in frame:
+        if line.lstrip().startswith("PID"):
+            hdr = True
+            continue
+        if hdr and line.strip():
+            f = line.split()
+            try:
+                cpu = float(f[8])
+            except (IndexError, ValueError):
+                continue
+            if cpu >= 10 and f[-1] not in ("top",):
+                out.append("%s %.0f%%" % (f[-1], cpu))
+    return ", ".join(out[:6]) or "none above 10%"
+
+
 def machine():
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -438,6 +468,8 @@ def machine():
         "nofile": first_line("ulimit -n"),
         "load average at start": LOADAVG_START,
         "load average at end": first_line("cat /proc/loadavg"),
+        "other processes using CPU at start": BUSY_START,
+        "other processes using CPU at end": busy_elsewhere(),
     }
 
 
@@ -694,8 +726,10 @@ def main():
         if port_open(addr):
             raise SystemExit("port %s is in use: stop whatever listens there" % addr)
 
-    global LOADAVG_START
+    global LOADAVG_START, BUSY_START
     LOADAVG_START = first_line("cat /proc/loadavg")
+    BUSY_START = busy_elsewhere()
+    log("other processes using CPU: %s" % BUSY_START)
     atexit.register(stop_children)
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
     t0 = time.time()

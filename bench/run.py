@@ -705,6 +705,8 @@ def main():
     ap.add_argument("--against", default=None, metavar="NEW.md",
                     help="with --compare: compare two results files, run nothing")
     ap.add_argument("--notes", default=None, help="file whose text goes under ## Notes")
+    ap.add_argument("--wait-idle", type=float, default=0, metavar="SECS",
+                    help="first wait up to SECS for no other process using >10%% CPU")
     args = ap.parse_args()
     if args.compare and args.against:
         compare(args.compare, args.against)
@@ -726,6 +728,14 @@ def main():
         if port_open(addr):
             raise SystemExit("port %s is in use: stop whatever listens there" % addr)
 
+    if args.wait_idle > 0:
+        end = time.time() + args.wait_idle
+        while time.time() < end:
+            busy = busy_elsewhere()
+            if busy.startswith("none"):
+                break
+            log("waiting for an idle machine: %s" % busy)
+            time.sleep(10)
     global LOADAVG_START, BUSY_START
     LOADAVG_START = first_line("cat /proc/loadavg")
     BUSY_START = busy_elsewhere()

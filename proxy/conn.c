@@ -491,6 +491,8 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 
 static void on_client_written(uv_write_t *req, int status);
 static void on_upstream_written(uv_write_t *req, int status);
+static void down_written(struct conn *c);
+static void up_written(struct conn *c);
 
 /*
  * Writes head (malloc'd, owned by the write from now on; may be NULL) and
@@ -511,6 +513,31 @@ dir_write(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
 	if (nb == 0) {
 		free(head);
 		return 0;
+	}
+	if (head == NULL) {
+		/*
+		 * Relayed data: try to hand it to the kernel right away.  When
+		 * the socket takes all of it, the buffer is free again and the
+		 * source keeps being read — no read_stop/read_start (two
+		 * epoll_ctl calls) and no deferred callback per chunk.  Only
+		 * what the socket can't take waits in a queued write.
+		 */
+		r = uv_try_write(sink, bufs, 1);
+		if (r == (int)n) {
+			if (d->rbuf != NULL && d->roff >= d->rlen)
+				dir_release(c, d);
+			if (d == &c->downd)
+				down_written(c);
+			else
+				up_written(c);
+			return 0;
+		}
+		if (r > 0) {
+			bufs[0].base += r;
+			bufs[0].len -= (size_t)r;
+		} else if (r != UV_EAGAIN) {
+			return r;
+		}
 	}
 	d->whead = head;
 	d->writing = true;
@@ -1599,6 +1626,19 @@ on_client_written(uv_write_t *req, int status)
 		conn_close(c, "client_write_failed");
 		return;
 	}
+	down_written(c);
+}
+
+/*
+ * Continues after bytes for the client were written (asynchronously or at
+ * once): release the buffer, finish the exchange or the tunnel, or go on
+ * pumping what the upstream sent.
+ */
+static void
+down_written(struct conn *c)
+{
+	struct dir *d = &c->downd;
+
 	c->last_activity = now_ms(c);
 	if (c->state == CONN_HTTP && c->resp_done && d->rbuf != NULL &&
 	    d->roff < d->rlen) {
@@ -1633,6 +1673,15 @@ on_upstream_written(uv_write_t *req, int status)
 		conn_close(c, "upstream_write_failed");
 		return;
 	}
+	up_written(c);
+}
+
+/* The same for bytes written to the upstream. */
+static void
+up_written(struct conn *c)
+{
+	struct dir *d = &c->upd;
+
 	c->last_activity = now_ms(c);
 	if (d->rbuf != NULL && d->roff >= d->rlen)
 		dir_release(c, d);

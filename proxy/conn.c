@@ -131,20 +131,20 @@ struct conn {
 	char host[NETADDR_MAX_HOST + 3];
 	enum host_kind host_kind;
 	uint16_t port;
-	char path[AUDIT_MAX_VALUE + 1];
+	char *path;			/* only with [audit] paths = yes */
 	char *up_head;			/* request head waiting for the dial */
 	size_t up_head_len;
 	unsigned nreqs;
 	struct cfg *cfg;		/* reference held for `dec` */
 	struct decision dec;
-	struct netaddr addrs[DNS_MAX_ADDRS];
+	struct netaddr *addrs;		/* checked addresses, while dialing */
 	size_t naddrs, next_addr;
 	const char *blocked_why;
 	/* CONNECT to a TLS port: the first flight, read before dialing. */
 	char *peek;
 	size_t peek_len;
 	bool sent_200;			/* the client is in the tunnel */
-	char sni[NETADDR_MAX_HOST + 2];
+	char *sni;			/* the ClientHello's SNI, until logged */
 
 	struct dir upd;		/* client -> upstream */
 	struct dir downd;	/* upstream -> client */
@@ -271,6 +271,9 @@ conn_free(struct conn *c)
 	free(c->head);
 	free(c->up_head);
 	free(c->peek);
+	free(c->path);
+	free(c->sni);
+	free(c->addrs);
 	if (c->cfg != NULL)
 		server_cfg_unref(c->cfg);
 	if (c->ss != NULL)
@@ -467,7 +470,7 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 		jw_int(&w, "port", c->port);
 	else
 		jw_null(&w, "port");
-	if (c->s->cfg->audit.paths && !c->is_connect && c->path[0])
+	if (c->path != NULL)
 		jw_str(&w, "path", c->path);
 	jw_str(&w, "decision", decision);
 	jw_str(&w, "reason", reason_str(r));
@@ -479,12 +482,17 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	} else {
 		jw_null(&w, "addr");
 	}
-	if (c->sni[0] != '\0')
+	if (c->sni != NULL)
 		jw_str(&w, "sni", c->sni);
 	if (r == REASON_ADDRESS_BLOCKED && c->blocked_why != NULL)
 		jw_str(&w, "blocked", c->blocked_why);
 	jw_int(&w, "status", status);
 	audit_emit(&c->s->audit, &w);
+	/* Logged: a long-lived tunnel need not keep these. */
+	free(c->sni);
+	c->sni = NULL;
+	free(c->path);
+	c->path = NULL;
 }
 
 /* --- writing ------------------------------------------------------------ */
@@ -927,7 +935,10 @@ conn_begin_head(struct conn *c)
 	c->resp_status = 0;
 	c->host[0] = '\0';
 	c->port = 0;
-	c->path[0] = '\0';
+	free(c->path);
+	c->path = NULL;
+	free(c->sni);
+	c->sni = NULL;
 	c->blocked_why = NULL;
 	c->fed = 0;
 	c->url_seen = c->version_seen = false;
@@ -986,8 +997,12 @@ conn_head_done(struct conn *c)
 		size_t n = t.path_len < AUDIT_MAX_VALUE ? t.path_len :
 		    AUDIT_MAX_VALUE;
 
-		memcpy(c->path, t.path, n);
-		c->path[n] = '\0';
+		/* Paths are logged only when asked for; most conns never
+		 * keep one. */
+		if (c->s->cfg->audit.paths && (c->path = malloc(n + 1)) != NULL) {
+			memcpy(c->path, t.path, n);
+			c->path[n] = '\0';
+		}
 	}
 
 	/* Decide under the config in force now; keep it alive for the
@@ -1076,6 +1091,13 @@ on_dns(void *arg, int status, const struct netaddr *addrs, size_t naddrs)
 		return;
 	}
 	c->naddrs = 0;
+	free(c->addrs);
+	c->addrs = malloc((naddrs < DNS_MAX_ADDRS ? naddrs : DNS_MAX_ADDRS) *
+	    sizeof(*c->addrs));
+	if (c->addrs == NULL) {
+		conn_close(c, "out_of_memory");
+		return;
+	}
 	for (size_t i = 0; i < naddrs && i < DNS_MAX_ADDRS; i++) {
 		if (policy_addr_allowed(c->cfg, &addrs[i], c->port, &why))
 			c->addrs[c->naddrs++] = addrs[i];
@@ -1171,7 +1193,8 @@ conn_peek_check(struct conn *c)
 	case TLS_PEEK_OK:
 		break;
 	}
-	snprintf(c->sni, sizeof(c->sni), "%s", sni);
+	if (sni[0] != '\0')
+		c->sni = strdup(sni);
 	if (c->host_kind == HOST_NAME) {
 		/* A tunnel to a name must say which name in its SNI, and it
 		 * must be that name: no SNI is refused too, since the origin
@@ -1304,6 +1327,9 @@ conn_established(struct conn *c)
 
 	c->last_activity = now_ms(c);
 	conn_arm_timer(c, c->s->cfg->limits.idle_timeout_ms);
+	free(c->addrs);
+	c->addrs = NULL;
+	c->naddrs = c->next_addr = 0;
 	if (c->is_connect && c->sent_200) {
 		char *peek = c->peek;
 

@@ -1701,14 +1701,37 @@ fail:
 	return err;
 }
 
+/*
+ * Reads a regular file.  Anything else (a FIFO, a device, a directory that
+ * an include glob matched) is refused before a byte is read: O_NONBLOCK so
+ * that opening a FIFO cannot block, then fstat on the opened file.
+ * Returns 0 or a negative errno (-EINVAL: not a regular file).
+ */
 static int
 read_file(const char *path, char **out, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	int r;
+	struct stat st;
+	int fd, r;
 
+	/* Not even opened unless it is a regular file: opening a device can
+	 * act (a watchdog starts counting).  fstat below re-checks what was
+	 * opened, in case the path changed in between. */
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
 	r = read_fd(fd, out, len);
 	close(fd);
 	return r;
@@ -1766,6 +1789,11 @@ process_require(struct parser *p)
 	 * rename between check and read cannot swap the file; O_NONBLOCK
 	 * keeps a FIFO from hanging the open.
 	 */
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		/* Never open a device or FIFO, even non-blocking. */
+		perr_at(p, &at, "[proxy] require: %s: not a regular file", path);
+		goto out;
+	}
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		perr_at(p, &at, "[proxy] require: %s: %s", path, strerror(errno));
@@ -1854,7 +1882,8 @@ process_includes(struct parser *p)
 			e = read_file(g.gl_pathv[j], &buf, &len);
 			if (e < 0) {
 				perr_at(p, &inc.loc, "[proxy] include: %s: %s",
-				    g.gl_pathv[j], strerror(-e));
+				    g.gl_pathv[j], e == -EINVAL ?
+				    "not a regular file" : strerror(-e));
 				continue;
 			}
 			slot = p_push(p, &p->cfg->included, &p->cfg->nincluded,
@@ -2331,7 +2360,8 @@ cfg_load(const char *path, char **errors)
 	r = read_file(path, &buf, &len);
 	if (r < 0) {
 		*errors = fmt("%s: %s\n", path, r == -EFBIG ?
-		    "file larger than 1 MiB" : strerror(-r));
+		    "file larger than 1 MiB" : r == -EINVAL ?
+		    "not a regular file" : strerror(-r));
 		return NULL;
 	}
 	c = load(path, buf, len, errors);

@@ -973,20 +973,7 @@ conn_head_done(struct conn *c)
 	c->client_keepalive = llhttp_should_keep_alive(p) &&
 	    c->nreqs < PROXY_MAX_REQS_PER_CONN;
 	c->is_head_method = p->method == HTTP_HEAD;
-	if (p->http_major != 1 || p->http_minor > 1) {
-		conn_refuse_head(c, 400, "only HTTP/1.0 and HTTP/1.1");
-		return;
-	}
-	/* llhttp only frames a body as chunked when Transfer-Encoding ends
-	 * in "chunked" as it reads it; a TE header it did not take as chunked
-	 * would frame the body differently upstream. */
-	if (http_head_find(h, "transfer-encoding", NULL) >= 0 &&
-	    !(flags & F_CHUNKED)) {
-		conn_refuse_head(c, 400, "Transfer-Encoding other than chunked");
-		return;
-	}
-	if (http_check_request(h, c->method, c->is_connect, c->req_has_body,
-	    &t, &why) < 0) {
+	if (http_check_request(h, p, &t, &why) < 0) {
 		conn_refuse_head(c, 400, why);
 		return;
 	}

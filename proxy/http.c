@@ -208,16 +208,25 @@ parse_authority(const char *a, size_t n, uint16_t default_port,
 }
 
 int
-http_check_request(struct http_head *h, const char *method, bool is_connect,
-    bool has_body, struct http_target *t, const char **why)
+http_check_request(struct http_head *h, const llhttp_t *p,
+    struct http_target *t, const char **why)
 {
 	const char *url = h->buf + h->url_off;
 	size_t ulen = h->url_len;
+	bool is_connect = p->method == HTTP_CONNECT;
+	bool chunked = (p->flags & F_CHUNKED) != 0;
+	bool has_body = chunked ||
+	    ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
 	unsigned cnt;
 	int i;
 
-	(void)method;
 	memset(t, 0, sizeof(*t));
+	/* llhttp takes "GET /" without a version (HTTP/0.9) and HTTP/2.0
+	 * request lines; rebuilt as such, origins would read them apart. */
+	if (p->http_major != 1 || p->http_minor > 1) {
+		*why = "only HTTP/1.0 and HTTP/1.1";
+		return -1;
+	}
 	if (is_connect) {
 		/* authority-form only: no scheme, no path. */
 		if (memchr(url, '/', ulen) != NULL) {
@@ -234,7 +243,7 @@ http_check_request(struct http_head *h, const char *method, bool is_connect,
 		t->path_len = 0;
 	} else {
 		static const char scheme[] = "http://";
-		const char *auth, *end, *p;
+		const char *auth, *end, *q;
 
 		if (ulen > 0 && url[0] == '/') {
 			*why = "origin-form request: this is a proxy";
@@ -247,17 +256,17 @@ http_check_request(struct http_head *h, const char *method, bool is_connect,
 		}
 		auth = url + sizeof(scheme) - 1;
 		end = url + ulen;
-		for (p = auth; p < end && *p != '/' && *p != '?' && *p != '#';
-		    p++)
+		for (q = auth; q < end && *q != '/' && *q != '?' && *q != '#';
+		    q++)
 			;
-		if (parse_authority(auth, (size_t)(p - auth), 80, t, why) < 0)
+		if (parse_authority(auth, (size_t)(q - auth), 80, t, why) < 0)
 			return -1;
 		if (memchr(auth, '#', (size_t)(end - auth)) != NULL) {
 			*why = "fragment in the request target";
 			return -1;
 		}
-		t->path = p;
-		t->path_len = (size_t)(end - p);
+		t->path = q;
+		t->path_len = (size_t)(end - q);
 	}
 	/* Host must agree with the target's authority (normalised). */
 	i = http_head_find(h, "host", &cnt);
@@ -300,7 +309,10 @@ http_check_request(struct http_head *h, const char *method, bool is_connect,
 			v++;
 			vn--;
 		}
-		if (cnt > 1 || vn != 7 || strncasecmp(v, "chunked", 7) != 0) {
+		/* llhttp frames the body as chunked only when it read the
+		 * header so; if it didn't, the origin might. */
+		if (cnt > 1 || vn != 7 || strncasecmp(v, "chunked", 7) != 0 ||
+		    !chunked) {
 			*why = "Transfer-Encoding other than chunked";
 			return -1;
 		}

@@ -64,15 +64,17 @@ struct http_target {
 };
 
 /*
- * Validates a complete request head: target form (absolute-form http:// URL
- * for ordinary methods; authority-form host:port for CONNECT), no userinfo,
- * canonical host, Host agreeing with the URL authority, Transfer-Encoding
- * exactly "chunked" if present, no `Upgrade: h2c`, no body on CONNECT.
- * has_body: llhttp saw Content-Length > 0 or chunked.  Returns 0, or -1
- * with *why set to a short static reason (for the 400 body and logs).
+ * Validates a complete request head, with p the llhttp parser paused right
+ * after it (its method, version, flags and content length): HTTP/1.0 or
+ * 1.1 only; target form (absolute-form http:// URL for ordinary methods;
+ * authority-form host:port for CONNECT); no userinfo, no fragment;
+ * canonical host; Host agreeing with the URL authority; Transfer-Encoding
+ * exactly "chunked" if present, and framed as chunked by llhttp too; no
+ * `Upgrade: h2c`; no body on CONNECT.  Returns 0, or -1 with *why set to a
+ * short static reason (for the 400 body and logs).
  */
-int http_check_request(struct http_head *h, const char *method,
-    bool is_connect, bool has_body, struct http_target *t, const char **why);
+int http_check_request(struct http_head *h, const llhttp_t *p,
+    struct http_target *t, const char **why);
 
 /*
  * Rebuilds the request head for the origin: "METHOD path HTTP/1.x", Host

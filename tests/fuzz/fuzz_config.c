@@ -30,41 +30,6 @@ fuzz_fail(const char *what, int line)
 #define check(cond) ((cond) ? (void)0 : fuzz_fail(#cond, __LINE__))
 
 /*
- * KNOWN BUG, reported, not fixed here (conf/cfg.c has another engineer's
- * uncommitted work): read_file() reads whatever an include glob or
- * `require` names before checking it is a regular file, so
- * `include = /dev/<glob>` blocks for ever on a device such as /dev/kmsg (a
- * FIFO does the same; corpus-known/cfg_include_dev).  cfg.c should open
- * with O_NONBLOCK and refuse a non-regular file after fstat().  Until
- * then this gate (the target links with -Wl,--wrap=open, so only the
- * calls in the code under test come here) refuses such files, so that
- * the fuzzer looks past it.  Remove it with the fix.
- */
-int __real_open(const char *path, int flags, ...);
-int __wrap_open(const char *path, int flags, ...);
-
-int
-__wrap_open(const char *path, int flags, ...)
-{
-	struct stat st;
-	mode_t mode = 0;
-
-	if (flags & O_CREAT) {
-		va_list ap;
-
-		va_start(ap, flags);
-		mode = (mode_t)va_arg(ap, int);
-		va_end(ap);
-	}
-	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) &&
-	    !S_ISDIR(st.st_mode)) {
-		errno = ENXIO;
-		return -1;
-	}
-	return __real_open(path, flags, mode);
-}
-
-/*
  * [proxy] include and require read files: keep them from blocking on our
  * stdin (include = /dev/stdin).  (The working directory is left alone:
  * libFuzzer resolves relative -dict and corpus paths after this runs.)

@@ -336,27 +336,13 @@ head_done(llhttp_t *p, struct req *r)
 	struct http_target t;
 	const char *why = NULL;
 	bool is_connect = p->method == HTTP_CONNECT;
-	bool has_body = (p->flags & F_CHUNKED) ||
-	    ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
 	bool allowed = false;
 	struct target pt;
 
 	check(h->overflow == HEAD_OK);
 	check(r->method[0] != '\0');
 	check(strcmp(r->method, llhttp_method_name(p->method)) == 0);
-	/*
-	 * KNOWN BUG, reported, not fixed here (proxy/conn.c is not ours):
-	 * llhttp accepts "GET http://h/" with no version (HTTP/0.9 form)
-	 * and "HTTP/2.0", and conn_head_done() forwards them as
-	 * "GET / HTTP/0.9" / "HTTP/2.0" heads, which the origin parses
-	 * differently (or not at all: corpus-known/http09_*).  conn.c should
-	 * refuse every version but 1.0 and 1.1 with 400; this gate does
-	 * that so the fuzzer looks past it.  Remove it with the fix.
-	 */
-	if (p->http_major != 1 || p->http_minor > 1)
-		return false;
-	if (http_check_request(h, r->method, is_connect, has_body, &t,
-	    &why) < 0) {
+	if (http_check_request(h, p, &t, &why) < 0) {
 		check(why != NULL && why[0] != '\0');
 		return false;		/* 400, and the connection ends */
 	}

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cfg.h"
 
@@ -636,6 +638,25 @@ test_includes(void)
 
 	EXPECT_ERR("[proxy]\ninclude = /nonexistent/portcullis.ini\n",
 	    "t.ini:2: [proxy] include: /nonexistent/portcullis.ini: No such file or directory");
+
+	/* A FIFO (or a device) is refused without being opened: reading it
+	 * would block the loader for ever (found by fuzz_config). */
+	{
+		char dir[] = "/tmp/portcullis-cfg-XXXXXX";
+		char fifo[64], text[160], want[200];
+
+		CHECK(mkdtemp(dir) != NULL);
+		snprintf(fifo, sizeof(fifo), "%s/x.ini", dir);
+		CHECK(mkfifo(fifo, 0600) == 0);
+		snprintf(text, sizeof(text), "[proxy]\ninclude = %s/*.ini\n", dir);
+		snprintf(want, sizeof(want),
+		    "t.ini:2: [proxy] include: %s: not a regular file", fifo);
+		EXPECT_ERR(text, want);
+		EXPECT_ERR("[proxy]\ninclude = /dev/null\n",
+		    "t.ini:2: [proxy] include: /dev/null: not a regular file");
+		unlink(fifo);
+		rmdir(dir);
+	}
 }
 
 static void

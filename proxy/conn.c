@@ -227,7 +227,7 @@ on_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 		*out = uv_buf_init(NULL, 0);
 		return;
 	}
-	*out = uv_buf_init(c->upd.rbuf->data, PROXY_RELAY_BUF);
+	*out = uv_buf_init(c->upd.rbuf->data, (unsigned)c->upd.rbuf->size);
 }
 
 static void
@@ -247,7 +247,7 @@ on_alloc_upstream(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 		*out = uv_buf_init(NULL, 0);
 		return;
 	}
-	*out = uv_buf_init(c->downd.rbuf->data, PROXY_RELAY_BUF);
+	*out = uv_buf_init(c->downd.rbuf->data, (unsigned)c->downd.rbuf->size);
 }
 
 /* --- closing ----------------------------------------------------------- */

@@ -20,15 +20,17 @@
 #include "policy.h"
 #include "server.h"
 
-/* A relay buffer lent by the server's pool. */
+/* A relay buffer lent by the server's pool (limits.h: big or small). */
 struct buf {
 	struct buf *next;	/* free list link */
-	char data[PROXY_RELAY_BUF];
+	size_t size;		/* PROXY_RELAY_BUF_BIG or _SMALL */
+	char data[];
 };
 
 struct pool {
-	struct buf *free;
-	unsigned nfree;
+	struct buf *free_big, *free_small;
+	unsigned nfree_big, nfree_small;
+	unsigned big_inuse;	/* <= PROXY_BIG_BUFS */
 	unsigned inuse;
 };
 

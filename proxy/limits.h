@@ -8,11 +8,19 @@
 
 #include <assert.h>
 
-/* One relay read.  A direction holds a buffer only while bytes are in
- * flight (idle tunnels hold none), so the worst case is 2 x this per busy
- * conn; 64 KiB reads keep syscalls per GiB low (bench row 5). */
-#define PROXY_RELAY_BUF 65536
-/* Free relay buffers kept for reuse; beyond this they go back to malloc. */
+/*
+ * Relay buffers.  A direction holds one only while bytes are in flight (an
+ * idle tunnel holds none).  Big buffers make bulk transfers cheap (fewer
+ * syscalls and wake-ups per GiB: bench rows 5 and 6); there are at most
+ * PROXY_BIG_BUFS of them per worker, and once they are all lent out a
+ * read gets a small one — so memory stays bounded by
+ * PROXY_BIG_BUFS x BIG + 2 x max_connections x SMALL however many peers
+ * hold data without reading it.
+ */
+#define PROXY_RELAY_BUF_BIG (256 * 1024)
+#define PROXY_RELAY_BUF_SMALL (16 * 1024)
+#define PROXY_BIG_BUFS 512
+/* Free buffers of each size kept for reuse; beyond this, back to malloc. */
 #define PROXY_POOL_KEEP 64
 
 /* A request line URL: longer is refused with 414. */
@@ -47,6 +55,8 @@
 #define PROXY_MAX_REFUSAL 2048
 
 static_assert(PROXY_MAX_URL < PROXY_MAX_HDR_BYTES, "URL is part of the head");
-static_assert(PROXY_RELAY_BUF >= 4096, "relay buffer too small to be useful");
+static_assert(PROXY_RELAY_BUF_SMALL >= 4096, "relay buffer too small to be useful");
+static_assert(PROXY_RELAY_BUF_BIG >= PROXY_RELAY_BUF_SMALL, "big >= small");
+static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent");
 
 #endif

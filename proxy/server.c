@@ -46,46 +46,68 @@ static unsigned conns_total;
 
 /* --- buffer pool ------------------------------------------------------- */
 
+/*
+ * Lends a relay buffer: a big one while fewer than PROXY_BIG_BUFS are out,
+ * a small one otherwise.  NULL when out of memory.
+ */
 struct buf *
 pool_get(struct pool *p)
 {
-	struct buf *b = p->free;
+	bool big = p->big_inuse < PROXY_BIG_BUFS;
+	struct buf **freel = big ? &p->free_big : &p->free_small;
+	unsigned *nfree = big ? &p->nfree_big : &p->nfree_small;
+	size_t size = big ? PROXY_RELAY_BUF_BIG : PROXY_RELAY_BUF_SMALL;
+	struct buf *b = *freel;
 
 	if (b != NULL) {
-		p->free = b->next;
-		p->nfree--;
+		*freel = b->next;
+		(*nfree)--;
 	} else {
-		b = malloc(sizeof(*b));
+		b = malloc(sizeof(*b) + size);
 		if (b == NULL)
 			return NULL;
+		b->size = size;
 	}
 	p->inuse++;
+	if (big)
+		p->big_inuse++;
 	return b;
 }
 
 void
 pool_put(struct pool *p, struct buf *b)
 {
+	bool big = b->size == PROXY_RELAY_BUF_BIG;
+	struct buf **freel = big ? &p->free_big : &p->free_small;
+	unsigned *nfree = big ? &p->nfree_big : &p->nfree_small;
+
 	p->inuse--;
-	if (p->nfree >= PROXY_POOL_KEEP) {
+	if (big)
+		p->big_inuse--;
+	if (*nfree >= PROXY_POOL_KEEP) {
 		free(b);
 		return;
 	}
-	b->next = p->free;
-	p->free = b;
-	p->nfree++;
+	b->next = *freel;
+	*freel = b;
+	(*nfree)++;
 }
 
 static void
 pool_drain(struct pool *p)
 {
-	while (p->free != NULL) {
-		struct buf *b = p->free;
+	struct buf *lists[2] = { p->free_big, p->free_small };
 
-		p->free = b->next;
-		free(b);
+	for (int i = 0; i < 2; i++) {
+		while (lists[i] != NULL) {
+			struct buf *b = lists[i];
+
+			lists[i] = b->next;
+			free(b);
+		}
 	}
-	p->nfree = 0;
+	p->free_big = p->free_small = NULL;
+	p->nfree_big = p->nfree_small = 0;
 }
 
 /* --- config references -------------------------------------------------- */

@@ -1241,6 +1241,12 @@ conn_dial_next(struct conn *c)
 		if (r == 0)
 			return;
 		upstream_drop(c);
+		if (r == UV_EMFILE || r == UV_ENFILE) {
+			/* Our own limit, not the origin's fault: say so. */
+			conn_refuse(c, REASON_OVERLOADED,
+			    "out of file descriptors");
+			return;
+		}
 	}
 	conn_refuse(c, REASON_CONNECT_FAILED, NULL);
 }

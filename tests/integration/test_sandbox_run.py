@@ -405,6 +405,34 @@ def test_proxy_killed_mid_run():
     check("daemon went away" in err, "stderr says so: %r" % err)
 
 
+def test_launcher_killed_sandbox_dies():
+    """`portcullis run` is SIGKILLed while COMMAND runs: the sandbox dies
+    with it (bwrap --die-with-parent; COMMAND is in bwrap's pid namespace),
+    so no sandboxed process outlives its proxy."""
+    o = Origin()
+    d = tempdir()
+    cfg = write_config(d, o.port)
+    beat = os.path.join(d, "beat")
+    script = "while :; do date +%s%N > beat.tmp; mv beat.tmp beat; sleep 0.05; done"
+    p = subprocess.Popen([portcullis_bin(), "run", "-c", cfg, "--audit-log",
+                          os.path.join(d, "audit.jsonl"), "--", "sh", "-c", script],
+                         cwd=d, env=run_env(), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    defer(lambda: p.poll() is None and p.kill())
+    wait_until(lambda: os.path.exists(beat), 20, "COMMAND running (heartbeat)")
+    p.kill()
+    p.wait(10)
+
+    def stopped():
+        with open(beat) as f:
+            last = int(f.read().strip() or "0")
+        return time.time_ns() - last > 1_000_000_000
+    wait_until(stopped, 10, "heartbeat stopped after the launcher was killed")
+    # No process of the sandbox is left (its script is unique to this test).
+    left = subprocess.run(["pgrep", "-f", "beat.tmp"], capture_output=True, text=True)
+    eq(left.stdout.strip(), "", "sandboxed processes left after the launcher died")
+
+
 def test_unprivileged_user_curl():
     if os.getuid() != 0:
         raise TestFailure("this test needs root to switch to an unprivileged uid")

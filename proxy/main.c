@@ -25,6 +25,7 @@ static const char usage[] =
 "  ctl [--control SOCK] status | phase SESSION agent | reload\n"
 "                                  talk to a running daemon's control socket\n"
 "  --print-default-config          print the embedded default config\n"
+"  --version                       print the version\n"
 "  --help                          this text\n"
 "\n"
 "Each command has --help.\n";
@@ -42,6 +43,10 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
 	    strcmp(cmd, "help") == 0) {
 		fputs(usage, stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "--version") == 0) {
+		printf("portcullis %s\n", PORTCULLIS_VERSION);
 		return 0;
 	}
 	if (strcmp(cmd, "--print-default-config") == 0) {

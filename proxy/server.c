@@ -18,7 +18,6 @@
 #include "internal.h"
 #include "log.h"
 
-#define PORTCULLIS_VERSION "0.1.0"
 /* listen(2) backlog for every listener. */
 #define SERVER_BACKLOG 511
 

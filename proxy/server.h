@@ -10,6 +10,8 @@
 
 #include "cfg.h"
 
+#define PORTCULLIS_VERSION "0.1.0"
+
 struct server;
 struct session;
 

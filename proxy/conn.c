@@ -497,8 +497,7 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 
 /* --- writing ------------------------------------------------------------ */
 
-static void on_client_written(uv_write_t *req, int status);
-static void on_upstream_written(uv_write_t *req, int status);
+static void on_written(uv_write_t *req, int status);
 static void down_written(struct conn *c);
 static void up_written(struct conn *c);
 
@@ -550,8 +549,7 @@ dir_write(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
 	d->whead = head;
 	d->writing = true;
 	d->wreq.data = c;
-	r = uv_write(&d->wreq, sink, bufs, nb,
-	    d == &c->downd ? on_client_written : on_upstream_written);
+	r = uv_write(&d->wreq, sink, bufs, nb, on_written);
 	if (r < 0) {
 		d->writing = false;
 		free(head);
@@ -1630,22 +1628,31 @@ tunnel_finish(struct conn *c)
 	return false;
 }
 
+/*
+ * A queued write finished (either direction).  Late completions of a
+ * closing conn only release what the write held.
+ */
 static void
-on_client_written(uv_write_t *req, int status)
+on_written(uv_write_t *req, int status)
 {
 	struct conn *c = req->data;
-	struct dir *d = &c->downd;
+	bool down = req == &c->downd.wreq;
+	struct dir *d = down ? &c->downd : &c->upd;
 
 	d->writing = false;
 	free(d->whead);
 	d->whead = NULL;
-	if (c->state == CONN_CLOSING)
+	if (c->state == CONN_CLOSING || (!down && c->state == CONN_REFUSING))
 		return;
 	if (status < 0) {
-		conn_close(c, "client_write_failed");
+		conn_close(c, down ? "client_write_failed" :
+		    "upstream_write_failed");
 		return;
 	}
-	down_written(c);
+	if (down)
+		down_written(c);
+	else
+		up_written(c);
 }
 
 /*
@@ -1675,24 +1682,6 @@ down_written(struct conn *c)
 		return;
 	conn_pump_upstream(c);
 	conn_update_reads(c);
-}
-
-static void
-on_upstream_written(uv_write_t *req, int status)
-{
-	struct conn *c = req->data;
-	struct dir *d = &c->upd;
-
-	d->writing = false;
-	free(d->whead);
-	d->whead = NULL;
-	if (c->state == CONN_CLOSING || c->state == CONN_REFUSING)
-		return;
-	if (status < 0) {
-		conn_close(c, "upstream_write_failed");
-		return;
-	}
-	up_written(c);
 }
 
 /* The same for bytes written to the upstream. */

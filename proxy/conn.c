@@ -1474,8 +1474,12 @@ conn_response_head(struct conn *c)
 	if (status >= 200) {
 		c->resp_final_seen = true;
 		c->resp_status = status;
+		/* The client connection ends after this response only if
+		 * the client asked for that or the body runs to the
+		 * origin's close; an origin that merely closes its own side
+		 * after a framed response costs only the upstream. */
 		c->resp_close = !c->client_keepalive ||
-		    !llhttp_should_keep_alive(p);
+		    llhttp_message_needs_eof(p);
 		conn_log_request(c, "allow", REASON_ALLOWED, status);
 	}
 	cap = h->len + PROXY_HEAD_SLACK;

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Keep-alive across origins that close: an origin that answers with a
+framed body and `Connection: close` costs only the upstream connection (the
+client keeps its connection); a body that runs to the origin's close ends
+the client connection too, with `Connection: close`."""
+import socket
+import threading
+
+import harness as h
+
+
+class ClosingOrigin:
+    """Answers every request on a new connection, then closes it.
+    framed: Content-Length; otherwise the body runs to the close."""
+
+    def __init__(self, framed):
+        self.framed = framed
+        self.conns = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+        h.defer(self.close)
+
+    def loop(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            self.conns += 1
+            c.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                d = c.recv(4096)
+                if not d:
+                    break
+                data += d
+            body = b"hello %d\n" % self.conns
+            if self.framed:
+                head = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                        % len(body))
+            else:
+                head = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+            c.sendall(head + body)
+            c.close()
+
+    def close(self):
+        self.stop.set()
+        self.t.join(2)
+        self.sock.close()
+
+
+def exchange_twice(p, port):
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    h.defer(s.close)
+    req = (b"GET http://a.example.test:%d/ HTTP/1.1\r\nHost: a.example.test:%d\r\n\r\n"
+           % (port, port))
+    s.sendall(req)
+    first = b""
+    while b"hello 1\n" not in first:
+        d = s.recv(4096)
+        if not d:
+            break
+        first += d
+    try:
+        s.sendall(req)
+        second = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            second += d
+            if b"hello 2\n" in second:
+                break
+    except OSError:
+        second = b""
+    return first, second
+
+
+def config(port):
+    return h.std_config("[dns]\nstatic = a.example.test=127.0.0.2\n\n"
+                        "[env default agent]\nallow = a.example.test:%d\n" % port)
+
+
+def test_framed_close_keeps_the_client_connection():
+    o = ClosingOrigin(framed=True)
+    p = h.start_proxy(config(o.port))
+    first, second = exchange_twice(p, o.port)
+    h.check(first.startswith(b"HTTP/1.1 200 ") and b"hello 1\n" in first, "first: %r" % first)
+    h.check(b"connection: close" not in first.lower(),
+            "the client was told to close: %r" % first)
+    h.check(second.startswith(b"HTTP/1.1 200 ") and b"hello 2\n" in second,
+            "second request on the same client connection: %r" % second)
+    h.eq(o.conns, 2, "upstream connections (the origin closed each)")
+    recs = p.wait_records("request", 2)
+    h.eq(recs[0]["id"], recs[1]["id"], "one client connection")
+    p.stop()
+
+
+def test_body_to_close_ends_the_client_connection():
+    o = ClosingOrigin(framed=False)
+    p = h.start_proxy(config(o.port))
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    h.defer(s.close)
+    s.sendall(b"GET http://a.example.test:%d/ HTTP/1.1\r\nHost: a.example.test:%d\r\n\r\n"
+              % (o.port, o.port))
+    data = b""
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        data += d
+    h.check(data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"hello 1\n"),
+            "response: %r" % data)
+    h.check(b"connection: close" in data.lower(), "no Connection: close: %r" % data)
+    p.stop()
+
+
+if __name__ == "__main__":
+    h.run(globals())

@@ -19,6 +19,7 @@ audit_open(struct audit *a, const char *path)
 {
 	a->fd = -1;
 	a->owned = false;
+	a->failing = false;
 	a->path = strdup(path);
 	if (a->path == NULL)
 		return -ENOMEM;
@@ -43,6 +44,7 @@ audit_share(struct audit *a, const struct audit *from)
 {
 	a->fd = from->fd;
 	a->owned = false;
+	a->failing = false;
 	a->path = from->path ? strdup(from->path) : NULL;
 }
 
@@ -215,12 +217,28 @@ audit_emit(struct audit *a, struct jw *w)
 
 			if (e == EINTR)
 				continue;
+			/* Never leave half a record: cut what this record
+			 * managed to write (regular files; the lock keeps
+			 * other writers out meanwhile). */
+			if (off > 0 && a->owned) {
+				off_t end = lseek(a->fd, 0, SEEK_END);
+
+				if (end >= (off_t)off)
+					(void)ftruncate(a->fd, end - (off_t)off);
+			}
 			pthread_mutex_unlock(&audit_lock);
-			log_warn("%s: audit log %s", __func__, a->path);
+			if (!a->failing)
+				log_warn("%s: audit log %s: refusing new "
+				    "requests until it can be written", __func__,
+				    a->path);
+			a->failing = true;
 			return -e;
 		}
 		off += (size_t)n;
 	}
 	pthread_mutex_unlock(&audit_lock);
+	if (a->failing)
+		log_warnx("%s: audit log %s writable again", __func__, a->path);
+	a->failing = false;
 	return 0;
 }

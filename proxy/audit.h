@@ -14,6 +14,7 @@
 struct audit {
 	int fd;			/* -1 = closed */
 	bool owned;		/* we opened it (not stdout) */
+	bool failing;		/* the last write failed (ENOSPC, EFBIG, ...) */
 	char *path;
 };
 
@@ -38,7 +39,10 @@ void jw_strn(struct jw *w, const char *key, const char *value, size_t n);
 void jw_int(struct jw *w, const char *key, long long v);
 void jw_bool(struct jw *w, const char *key, bool v);
 void jw_null(struct jw *w, const char *key);
-/* Closes the object and writes the line. 0 or -errno (logged once). */
+/* Closes the object and writes the line. 0 or -errno (logged).  Sets
+ * a->failing on an error and clears it on the next success: while it is
+ * set, the proxy lets nothing new through (an unaudited allow is an
+ * allow no admin can see). */
 int audit_emit(struct audit *a, struct jw *w);
 
 /* Escapes src (n bytes) as JSON string content into dst (NUL-terminated,

@@ -1013,6 +1013,13 @@ conn_head_done(struct conn *c)
 		conn_refuse(c, c->dec.reason, NULL);
 		return;
 	}
+	/* Fail closed: what can't be audited doesn't go out.  (The refusal's
+	 * own record is the next write attempt, so the flag clears as soon
+	 * as the log takes writes again.) */
+	if (c->s->audit.failing) {
+		conn_refuse(c, REASON_AUDIT_UNAVAILABLE, "audit log unavailable");
+		return;
+	}
 
 	if (!c->is_connect) {
 		size_t cap = h->len + PROXY_HEAD_SLACK;

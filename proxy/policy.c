@@ -37,6 +37,7 @@ static const char *const reason_names[REASON_COUNT] = {
 	[REASON_TLS_REQUIRED] = "tls_required",
 	[REASON_OVERLOADED] = "overloaded",
 	[REASON_UNKNOWN_ENV] = "unknown_env",
+	[REASON_AUDIT_UNAVAILABLE] = "audit_unavailable",
 };
 
 const char *
@@ -61,6 +62,7 @@ reason_status(enum reason r)
 	case REASON_TIMEOUT:
 		return 504;
 	case REASON_OVERLOADED:
+	case REASON_AUDIT_UNAVAILABLE:
 		return 503;
 	default:
 		return 403;

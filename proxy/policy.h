@@ -27,6 +27,7 @@ enum reason {
 	REASON_TLS_REQUIRED,
 	REASON_OVERLOADED,
 	REASON_UNKNOWN_ENV,	/* session env no longer in the config */
+	REASON_AUDIT_UNAVAILABLE, /* the audit log can't be written: fail closed */
 	REASON_COUNT
 };
 

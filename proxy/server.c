@@ -221,6 +221,20 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 		free(s);
 		return r;
 	}
+	/* A file that grows past RLIMIT_FSIZE must fail a write, not kill
+	 * the daemon. */
+	signal(SIGXFSZ, SIG_IGN);
+	jw_begin(&w, "start");
+	jw_int(&w, "pid", getpid());
+	jw_str(&w, "version", PORTCULLIS_VERSION);
+	r = audit_emit(&s->audit, &w);
+	if (r < 0) {
+		fprintf(stderr, "portcullis: audit log %s: %s\n", path,
+		    strerror(-r));
+		audit_close(&s->audit);
+		free(s);
+		return r;
+	}
 	r = dns_new(loop, cfg, &s->dns);
 	if (r < 0) {
 		fprintf(stderr, "portcullis: resolver: %s\n", strerror(-r));
@@ -228,10 +242,6 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 		free(s);
 		return r;
 	}
-	jw_begin(&w, "start");
-	jw_int(&w, "pid", getpid());
-	jw_str(&w, "version", PORTCULLIS_VERSION);
-	audit_emit(&s->audit, &w);
 	server_log_config(s);
 	*out = s;
 	return 0;

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""The audit log fails closed: while records can't be written (disk full,
+file size limit), nothing new goes out — requests get 503
+`audit_unavailable` — and the proxy keeps running; an audit log that can't
+be written at start stops `serve` with an error."""
+import os
+import resource
+import subprocess
+import time
+
+import harness as h
+
+# The audit file may grow to this many bytes (RLIMIT_FSIZE): a few records.
+FSIZE = 2500
+ATTEMPTS = 40
+
+
+def get(port, oport):
+    req = (b"GET http://a.example.test:%d/x HTTP/1.1\r\nHost: a.example.test:%d\r\n"
+           b"Connection: close\r\n\r\n" % (oport, oport))
+    data, _closed, _client = h.raw_exchange(port, req)
+    r = h.split_responses(data)[0]
+    return r.status, r.header("X-Portcullis-Reason")
+
+
+def test_full_audit_log_refuses_new_requests():
+    o = h.Origin("origin", host="127.0.0.2")
+    d = h.tempdir()
+    port = h.free_port()
+    audit = os.path.join(d, "audit.jsonl")
+    path = os.path.join(d, "portcullis.ini")
+    with open(path, "w") as f:
+        f.write(h.std_config("[dns]\nstatic = a.example.test=127.0.0.2\n\n"
+                             "[env default agent]\nallow = a.example.test:%d\n" % o.port)
+                .replace("@PORT@", str(port)).replace("@AUDIT@", audit))
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE, FSIZE))
+
+    err = open(os.path.join(d, "stderr"), "wb")
+    proc = subprocess.Popen([h.portcullis_bin(), "serve", "-c", path], preexec_fn=limit,
+                            stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    h.defer(lambda: proc.poll() is None and proc.kill())
+    h.wait_until(lambda: port in h.listening_ports(), 10, "proxy listening")
+    results = [get(port, o.port) for _ in range(ATTEMPTS)]
+    ok = [r for r in results if r == (200, None)]
+    refused = [r for r in results if r == (503, "audit_unavailable")]
+    h.check(len(ok) >= 1, "no request got through before the log filled: %r" % results)
+    h.check(len(refused) >= 1, "the full log never refused a request: %r" % results)
+    h.eq(len(ok) + len(refused), ATTEMPTS, "every answer is 200 or 503 audit_unavailable")
+    first = results.index((503, "audit_unavailable"))
+    h.eq(results[first:], [(503, "audit_unavailable")] * (ATTEMPTS - first),
+         "every request after the log filled is refused")
+    # Only the requests that were audited reached the origin.
+    h.eq(len(o.connections), len(ok), "origin connections")
+    h.check(proc.poll() is None, "portcullis died (%s)" % proc.returncode)
+    h.check(os.path.getsize(audit) <= FSIZE, "audit log grew past the limit")
+    # Every record that made it is whole, the last one too: a record that
+    # didn't fit was cut back out, not left half-written.
+    with open(audit, "rb") as f:
+        data = f.read()
+    h.check(data.endswith(b"\n"), "the log ends inside a record: %r" % data[-80:])
+    for ln in data.split(b"\n")[:-1]:
+        h.check(ln.startswith(b"{") and ln.endswith(b"}"), "torn line %r" % ln)
+    proc.terminate()
+    h.eq(proc.wait(10), 0, "exit status after SIGTERM")
+
+
+def test_unwritable_audit_log_at_start_is_an_error():
+    d = h.tempdir()
+    path = os.path.join(d, "portcullis.ini")
+    with open(path, "w") as f:
+        f.write(h.std_config("").replace("@PORT@", str(h.free_port()))
+                .replace("@AUDIT@", "/dev/full"))
+    r = subprocess.run([h.portcullis_bin(), "serve", "-c", path], capture_output=True,
+                       text=True, timeout=20, stdin=subprocess.DEVNULL)
+    h.eq(r.returncode, 1, "exit status (stderr %r)" % r.stderr)
+    h.check("audit log /dev/full" in r.stderr, "stderr: %r" % r.stderr)
+
+
+if __name__ == "__main__":
+    h.run(globals())

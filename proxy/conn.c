@@ -134,6 +134,14 @@ struct conn {
 	char *path;			/* only with [audit] paths = yes */
 	char *up_head;			/* request head waiting for the dial */
 	size_t up_head_len;
+	/* A bodiless request sent on a reused upstream, kept until the
+	 * response starts: if that upstream turns out to have closed in the
+	 * meantime (the keep-alive race), it is sent once more on a new
+	 * connection instead of failing. */
+	char *retry_head;
+	size_t retry_len;
+	uint64_t resp_bytes;		/* from the upstream, this exchange */
+	struct netaddr lit_addr;	/* the target, when it is an address */
 	unsigned nreqs;
 	struct cfg *cfg;		/* reference held for `dec` */
 	struct decision dec;
@@ -270,6 +278,7 @@ conn_free(struct conn *c)
 	free(c->downd.whead);
 	free(c->head);
 	free(c->up_head);
+	free(c->retry_head);
 	free(c->peek);
 	free(c->path);
 	free(c->sni);
@@ -939,6 +948,9 @@ conn_begin_head(struct conn *c)
 	c->sni = NULL;
 	c->blocked_why = NULL;
 	c->fed = 0;
+	c->resp_bytes = 0;
+	free(c->retry_head);
+	c->retry_head = NULL;
 	c->url_seen = c->version_seen = false;
 	c->method_end = c->url_start = c->url_end = 0;
 	llhttp_reset(&c->req_parser);
@@ -948,6 +960,28 @@ conn_begin_head(struct conn *c)
 
 static void on_dns(void *arg, int status, const struct netaddr *addrs,
     size_t naddrs);
+static void conn_resolve(struct conn *c);
+
+/*
+ * The reused upstream closed before answering a bodiless request: send it
+ * again on a new connection (once).  Returns false when that isn't
+ * possible (the caller then fails the request as before).
+ */
+static bool
+conn_retry(struct conn *c)
+{
+	if (c->retry_head == NULL || c->resp_bytes != 0 || c->upd.writing ||
+	    c->downd.writing || c->state != CONN_HTTP)
+		return false;
+	upstream_drop(c);
+	free(c->up_head);
+	c->up_head = c->retry_head;
+	c->up_head_len = c->retry_len;
+	c->retry_head = NULL;
+	log_debug("conn %s: reused upstream closed; retrying", c->id);
+	conn_resolve(c);
+	return true;
+}
 
 /*
  * The head is complete (parser paused at headers): validate, decide, and
@@ -1038,19 +1072,31 @@ conn_head_done(struct conn *c)
 		}
 	}
 
+	c->lit_addr = t.addr;
 	/* Reuse a kept-alive upstream to the same origin. */
 	if (c->up != NULL && c->up->reusable && !c->is_connect &&
 	    strcmp(c->up->host, c->host) == 0 && c->up->port == c->port) {
 		c->up->reusable = false;
+		if (!c->req_has_body &&
+		    (c->retry_head = malloc(c->up_head_len)) != NULL) {
+			memcpy(c->retry_head, c->up_head, c->up_head_len);
+			c->retry_len = c->up_head_len;
+		}
 		conn_start_dial(c);
 		return;
 	}
 	upstream_drop(c);
+	conn_resolve(c);
+}
 
+/* Resolves the target (an address literal needs no DNS), then dials. */
+static void
+conn_resolve(struct conn *c)
+{
 	if (c->host_kind != HOST_NAME) {
 		c->naddrs = 0;
 		c->next_addr = 0;
-		on_dns(c, 0, &t.addr, 1);
+		on_dns(c, 0, &c->lit_addr, 1);
 		return;
 	}
 	conn_set_state(c, CONN_RESOLVING);
@@ -1656,6 +1702,8 @@ on_written(uv_write_t *req, int status)
 	if (c->state == CONN_CLOSING || (!down && c->state == CONN_REFUSING))
 		return;
 	if (status < 0) {
+		if (!down && conn_retry(c))
+			return;
 		conn_close(c, down ? "client_write_failed" :
 		    "upstream_write_failed");
 		return;
@@ -1810,6 +1858,8 @@ on_upstream_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 					return;
 				}
 			}
+			if (conn_retry(c))
+				return;
 			if (!c->resp_final_seen && !c->logged) {
 				upstream_drop(c);
 				conn_refuse(c, REASON_CONNECT_FAILED,
@@ -1828,6 +1878,7 @@ on_upstream_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 	}
 	d->roff = 0;
 	d->rlen = (size_t)nread;
+	c->resp_bytes += (uint64_t)nread;
 	c->last_activity = now_ms(c);
 	conn_pump_upstream(c);
 	if (c->state != CONN_CLOSING)

@@ -122,5 +122,117 @@ def test_body_to_close_ends_the_client_connection():
     p.stop()
 
 
+class RacyOrigin:
+    """Keep-alive origin that answers the first request on a connection and
+    then, like a server whose idle timeout fired just as the next request
+    arrived, closes the connection on the second one without answering."""
+
+    def __init__(self):
+        self.requests = []      # (connection index, request line)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.2", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.nconn = 0
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+        h.defer(self.close)
+
+    def serve(self, c, idx):
+        c.settimeout(5)
+        buf = b""
+        n = 0
+        while True:
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(4096)
+                if not d:
+                    c.close()
+                    return
+                buf += d
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            line = head.split(b"\r\n")[0].decode()
+            self.requests.append((idx, line))
+            n += 1
+            if n == 2:
+                c.close()       # the race: closed instead of answering
+                return
+            body = b"answer %d\n" % len(self.requests)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    def loop(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            self.nconn += 1
+            threading.Thread(target=self.serve, args=(c, self.nconn), daemon=True).start()
+
+    def close(self):
+        self.stop.set()
+        self.t.join(2)
+        self.sock.close()
+
+
+def read_response(s):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        d = s.recv(4096)
+        if not d:
+            return data
+        data += d
+    head, body = data.split(b"\r\n\r\n", 1)
+    n = 0
+    for ln in head.split(b"\r\n")[1:]:
+        k, _, v = ln.partition(b":")
+        if k.strip().lower() == b"content-length":
+            n = int(v.strip())
+    while len(body) < n:
+        d = s.recv(4096)
+        if not d:
+            break
+        body += d
+    return head + b"\r\n\r\n" + body
+
+
+def test_reused_upstream_closed_is_retried_once():
+    o = RacyOrigin()
+    p = h.start_proxy(config(o.port))
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    h.defer(s.close)
+    for path in (b"/one", b"/two"):
+        s.sendall(b"GET http://a.example.test:%d%s HTTP/1.1\r\nHost: a.example.test:%d\r\n\r\n"
+                  % (o.port, path, o.port))
+        r = read_response(s)
+        h.check(r.startswith(b"HTTP/1.1 200 "), "%s: %r" % (path, r[:200]))
+    # /two went to the first connection (which closed on it), then again
+    # on a second connection, where it was answered.
+    h.eq(o.requests, [(1, "GET /one HTTP/1.1"), (1, "GET /two HTTP/1.1"),
+                      (2, "GET /two HTTP/1.1")], "origin requests")
+    recs = p.wait_records("request", 2)
+    h.eq([r["status"] for r in recs], [200, 200], "request records")
+    p.stop()
+
+
+def test_request_with_body_is_not_retried():
+    o = RacyOrigin()
+    p = h.start_proxy(config(o.port))
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    h.defer(s.close)
+    s.sendall(b"GET http://a.example.test:%d/one HTTP/1.1\r\nHost: a.example.test:%d\r\n\r\n"
+              % (o.port, o.port))
+    h.check(read_response(s).startswith(b"HTTP/1.1 200 "), "first response")
+    s.sendall(b"POST http://a.example.test:%d/two HTTP/1.1\r\nHost: a.example.test:%d\r\n"
+              b"Content-Length: 3\r\n\r\nabc" % (o.port, o.port))
+    r = read_response(s)
+    h.check(r.startswith(b"HTTP/1.1 502 "), "a POST is not sent twice: %r" % r[:200])
+    h.eq(o.requests, [(1, "GET /one HTTP/1.1"), (1, "POST /two HTTP/1.1")],
+         "origin requests")
+    p.stop()
+
+
 if __name__ == "__main__":
     h.run(globals())

@@ -12,6 +12,13 @@
  * Syscalls of a non-native ABI (e.g. i386 socketcall, x32) hit libseccomp's
  * bad-arch action, which kills: they could otherwise bypass the argument
  * checks above.
+ *
+ * socket()'s arguments are ints: the kernel ignores the upper 32 bits of
+ * the registers, the filter sees all 64.  So the family is matched on its
+ * low 32 bits only (MASKED_EQ): socket(0x100000000 | AF_UNIX, ...) through
+ * syscall(2) is an AF_UNIX socket and must be refused like one.  The
+ * NETLINK_ROUTE exception compares all 64 bits of the protocol, so junk in
+ * the upper half can only make it refuse more, never less.
  */
 #include <errno.h>
 #include <linux/netlink.h>
@@ -22,6 +29,9 @@
 #include <sys/socket.h>
 
 #include "bridge.h"
+
+/* The bits of a syscall register that an int argument occupies. */
+#define FILTER_INT_MASK ((scmp_datum_t)0xffffffffu)
 
 #ifndef AF_VSOCK
 #define AF_VSOCK 40
@@ -51,19 +61,21 @@ bridge_filter_install(bool allow_unix_sockets)
 		goto fail;
 	if (!allow_unix_sockets) {
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM),
-		    SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+		    SCMP_SYS(socket), 1,
+		    SCMP_A0(SCMP_CMP_MASKED_EQ, FILTER_INT_MASK, AF_UNIX));
 		if (rc < 0)
 			goto fail;
 	}
 	rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 2,
-	    SCMP_A0(SCMP_CMP_EQ, AF_NETLINK),
+	    SCMP_A0(SCMP_CMP_MASKED_EQ, FILTER_INT_MASK, AF_NETLINK),
 	    SCMP_A2(SCMP_CMP_NE, NETLINK_ROUTE));
 	if (rc < 0)
 		goto fail;
 	for (i = 0; i < sizeof(blocked_families) / sizeof(blocked_families[0]); i++) {
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM),
 		    SCMP_SYS(socket), 1,
-		    SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)blocked_families[i]));
+		    SCMP_A0(SCMP_CMP_MASKED_EQ, FILTER_INT_MASK,
+		    (scmp_datum_t)blocked_families[i]));
 		if (rc < 0)
 			goto fail;
 	}

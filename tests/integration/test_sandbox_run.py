@@ -175,6 +175,23 @@ attempt("netlink_audit", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RA
 attempt("netlink_route", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
 attempt("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
 attempt("vsock", lambda: socket.socket(40, socket.SOCK_STREAM, 0))
+# socket(2) through syscall(2) with junk in the upper 32 bits of the family:
+# the kernel reads an int (AF_UNIX / AF_NETLINK), the filter sees 64 bits.
+def raw_socket(family, type_, proto):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    nr = {"x86_64": 41, "aarch64": 198}[os.uname().machine]
+    fd = libc.syscall(ctypes.c_long(nr), ctypes.c_long(family),
+                      ctypes.c_long(type_), ctypes.c_long(proto))
+    if fd < 0:
+        e = ctypes.get_errno(); raise OSError(e, os.strerror(e))
+    os.close(fd)
+def unix_hi():
+    raw_socket((1 << 32) | socket.AF_UNIX, socket.SOCK_STREAM, 0)
+attempt("unix_hi", unix_hi)
+attempt("netlink_audit_hi", lambda: raw_socket((1 << 32) | socket.AF_NETLINK, socket.SOCK_RAW, 9))
+attempt("vsock_hi", lambda: raw_socket((1 << 32) | 40, socket.SOCK_STREAM, 0))
 res["capeff"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
 res["nnp"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")][0]
 res["seccomp"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")][0]
@@ -226,6 +243,9 @@ def test_escapes_fail():
     eq(res["netlink_route"], "ok", "AF_NETLINK route stays allowed")
     eq(res["packet"], "EPERM", "AF_PACKET")
     eq(res["vsock"], "EPERM", "AF_VSOCK")
+    eq(res["unix_hi"], "EPERM", "AF_UNIX with the family's upper 32 bits set")
+    eq(res["netlink_audit_hi"], "EPERM", "AF_NETLINK (audit) with the family's upper 32 bits set")
+    eq(res["vsock_hi"], "EPERM", "AF_VSOCK with the family's upper 32 bits set")
     eq(res["capeff"], "0000000000000000", "CapEff (we run as uid %d)" % os.getuid())
     eq(res["nnp"], "1", "NoNewPrivs")
     eq(res["seccomp"], "2", "seccomp filter mode")
@@ -238,6 +258,7 @@ def test_escapes_fail():
 def test_allow_unix_sockets_option():
     res = escape_results(["--allow-unix-sockets"])
     eq(res["unix"], "ok", "AF_UNIX with --allow-unix-sockets")
+    eq(res["unix_hi"], "ok", "AF_UNIX through syscall(2) with --allow-unix-sockets")
     eq(res["netlink_audit"], "EPERM", "AF_NETLINK still refused")
 
 

@@ -13,4 +13,11 @@ int bridge_connect_main(int argc, char **argv);
  */
 int bridge_filter_install(bool allow_unix_sockets);
 
+/*
+ * Writes the same filter as classic BPF to fd (for bwrap's
+ * --add-seccomp-fd, which also filters bwrap's pid-1 reaper in the
+ * sandbox).  Returns 0 or -errno.  Also linked into `portcullis`.
+ */
+int bridge_filter_export(bool allow_unix_sockets, int fd);
+
 #endif

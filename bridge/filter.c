@@ -19,6 +19,13 @@
  * syscall(2) is an AF_UNIX socket and must be refused like one.  The
  * NETLINK_ROUTE exception compares all 64 bits of the protocol, so junk in
  * the upper half can only make it refuse more, never less.
+ *
+ * The same filter is also handed to bwrap as BPF (bridge_filter_export,
+ * `--add-seccomp-fd`, by `portcullis run`): bwrap installs it in its own
+ * pid-1 reaper inside the sandbox, which the bridge cannot reach.  Without
+ * it that reaper is an unfiltered process COMMAND may write to through
+ * /proc/1/mem or process_vm_writev (same uid, no capabilities needed), and
+ * through which it could make the refused calls.
  */
 #include <errno.h>
 #include <linux/netlink.h>
@@ -37,8 +44,9 @@
 #define AF_VSOCK 40
 #endif
 
-int
-bridge_filter_install(bool allow_unix_sockets)
+/* Builds the filter in *out (released by the caller). 0 or -errno. */
+static int
+filter_build(bool allow_unix_sockets, scmp_filter_ctx *out)
 {
 	static const int blocked_families[] = { AF_PACKET, AF_VSOCK };
 	static const char *const blocked_calls[] = {
@@ -49,10 +57,6 @@ bridge_filter_install(bool allow_unix_sockets)
 	size_t i;
 	int rc;
 
-	/* No new privileges: set explicitly, not only as libseccomp's
-	 * default, so a setuid binary in the sandbox gains nothing. */
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		return -errno;
 	ctx = seccomp_init(SCMP_ACT_ALLOW);
 	if (ctx == NULL)
 		return -ENOMEM;
@@ -89,8 +93,41 @@ bridge_filter_install(bool allow_unix_sockets)
 		if (rc < 0)
 			goto fail;
 	}
-	rc = seccomp_load(ctx);
+	*out = ctx;
+	return 0;
 fail:
+	seccomp_release(ctx);
+	return rc;
+}
+
+int
+bridge_filter_install(bool allow_unix_sockets)
+{
+	scmp_filter_ctx ctx;
+	int rc;
+
+	/* No new privileges: set explicitly, not only as libseccomp's
+	 * default, so a setuid binary in the sandbox gains nothing. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -errno;
+	rc = filter_build(allow_unix_sockets, &ctx);
+	if (rc < 0)
+		return rc;
+	rc = seccomp_load(ctx);
+	seccomp_release(ctx);
+	return rc < 0 ? rc : 0;
+}
+
+int
+bridge_filter_export(bool allow_unix_sockets, int fd)
+{
+	scmp_filter_ctx ctx;
+	int rc;
+
+	rc = filter_build(allow_unix_sockets, &ctx);
+	if (rc < 0)
+		return rc;
+	rc = seccomp_export_bpf(ctx, fd);
 	seccomp_release(ctx);
 	return rc < 0 ? rc : 0;
 }

@@ -39,6 +39,29 @@
 #include "bridge.h"
 #include "handoff.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define BRIDGE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BRIDGE_ASAN 1
+#endif
+#endif
+
+#ifdef BRIDGE_ASAN
+/*
+ * Sanitizer builds only.  The bridge runs under the sandbox's seccomp
+ * filter from its first instruction (bwrap installs it, --add-seccomp-fd)
+ * and the filter refuses ptrace, which LeakSanitizer needs at exit: it
+ * would print an error instead of a leak report.  ASan and UBSan still run.
+ */
+const char *__asan_default_options(void);
+const char *
+__asan_default_options(void)
+{
+	return "detect_leaks=0";
+}
+#endif
+
 /* Longest /proc/net/{route,ipv6_route} line we accept (real ones: < 160). */
 #define BRIDGE_ROUTE_LINE_MAX 512
 

@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -43,6 +44,7 @@
 
 extern char **environ;
 
+#include "bridge.h"
 #include "cfg.h"
 #include "control.h"
 #include "handoff.h"
@@ -90,6 +92,11 @@ struct run_plan {
 	char *owned[4];		/* strings argv points to that we free */
 	size_t nowned;
 };
+
+/* bwrap's fds: the bridge's end of the handoff socketpair is 3 (the
+ * bridge's --handoff-fd), the seccomp BPF bwrap reads is 4. */
+#define RUN_SECCOMP_FD 4
+#define RUN_SECCOMP_FD_STR "4"
 
 /* The sandboxes one run starts: COMMAND's, and first CMD's with --setup. */
 #define RUN_MAX_STAGES 2
@@ -482,6 +489,11 @@ run_plan(const struct run_opts *o, const struct cfg *cfg, char **command,
 	if (cfg != NULL)
 		plan_hide(p, cfg->proxy.control);
 	plan_hide(p, CFG_DEFAULT_CONTROL);
+	/* The seccomp filter (fd RUN_SECCOMP_FD, see run_sandbox) for
+	 * bwrap's pid-1 reaper as well as for the bridge and COMMAND: an
+	 * unfiltered process in the sandbox would be a way around it. */
+	plan_add(p, "--add-seccomp-fd");
+	plan_add(p, RUN_SECCOMP_FD_STR);
 	/* The bridge at its own path, also if that was under /tmp. */
 	plan_add(p, "--ro-bind");
 	plan_add(p, p->bridge);
@@ -974,11 +986,23 @@ run_sandbox(struct run_state *st, const struct run_opts *o,
 {
 	uv_process_t *proc = &st->proc[st->cur];
 	uv_process_options_t po;
-	uv_stdio_container_t stdio[4];
+	uv_stdio_container_t stdio[RUN_SECCOMP_FD + 1];
 	char why[512];
-	int sp[2], lfd, rc;
+	int sp[2], lfd, rc, bpf;
 
 	st->proc_exited = false;
+	/* The filter as BPF in a memfd bwrap reads from its start; failing
+	 * to make it is a set-up failure before anything ran. */
+	bpf = memfd_create("portcullis-seccomp", MFD_CLOEXEC);
+	if (bpf < 0)
+		die("no proxy route: seccomp filter: memfd_create: %s",
+		    strerror(errno));
+	rc = bridge_filter_export(o->allow_unix, bpf);
+	if (rc < 0)
+		die("no proxy route: seccomp filter: %s", strerror(-rc));
+	if (lseek(bpf, 0, SEEK_SET) != 0)
+		die("no proxy route: seccomp filter: lseek: %s",
+		    strerror(errno));
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0)
 		die("socketpair: %s", strerror(errno));
 	memset(&po, 0, sizeof(po));
@@ -990,17 +1014,20 @@ run_sandbox(struct run_state *st, const struct run_opts *o,
 	/* The bridge's end becomes fd 3 in bwrap (see the plan's argv). */
 	stdio[3].flags = UV_INHERIT_FD;
 	stdio[3].data.fd = sp[1];
+	stdio[RUN_SECCOMP_FD].flags = UV_INHERIT_FD;
+	stdio[RUN_SECCOMP_FD].data.fd = bpf;
 	po.file = p->bwrap;
 	po.args = p->argv;
 	/* Secrets travel only in this environment block (execve), never in
 	 * argv (/proc/PID/cmdline is readable by anyone). */
 	po.env = env;
 	po.stdio = stdio;
-	po.stdio_count = 4;
+	po.stdio_count = RUN_SECCOMP_FD + 1;
 	po.exit_cb = run_on_exit;
 	proc->data = st;
 	rc = uv_spawn(&st->loop, proc, &po);
 	close(sp[1]);
+	close(bpf);
 	if (rc != 0)
 		die("no proxy route: cannot start %s: %s", p->bwrap,
 		    uv_strerror(rc));

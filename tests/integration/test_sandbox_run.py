@@ -195,6 +195,18 @@ attempt("vsock_hi", lambda: raw_socket((1 << 32) | 40, socket.SOCK_STREAM, 0))
 res["capeff"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
 res["nnp"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")][0]
 res["seccomp"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")][0]
+# Every process of the sandbox, bwrap's pid-1 reaper included, is filtered:
+# COMMAND can write to an unfiltered one (/proc/1/mem: same uid) and make
+# the refused calls through it.
+res["unfiltered"] = []
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            mode = [l.split()[1] for l in open("/proc/%s/status" % pid) if l.startswith("Seccomp:")][0]
+        except OSError:
+            continue
+        if mode != "2":
+            res["unfiltered"].append(pid)
 res["ctl_visible"] = os.path.exists(os.environ["CTLSOCK"])
 res["fds"] = sorted(int(x) for x in os.listdir("/proc/self/fd"))
 try:
@@ -249,6 +261,7 @@ def test_escapes_fail():
     eq(res["capeff"], "0000000000000000", "CapEff (we run as uid %d)" % os.getuid())
     eq(res["nnp"], "1", "NoNewPrivs")
     eq(res["seccomp"], "2", "seccomp filter mode")
+    eq(res["unfiltered"], [], "sandbox processes without the seccomp filter")
     eq(res["ctl_visible"], False, "control socket visible in the sandbox")
     eq(res["rootwrite"], "EROFS", "root read-only")
     check(res["fds"][:3] == [0, 1, 2] and len(res["fds"]) <= 4,

@@ -988,6 +988,30 @@ ctl_on_conn_readable(uv_poll_t *h, int status, int events)
  * user.  Only when the kernel cannot tell do we fall back to the group
  * database (getgrouplist of the peer uid's user).
  */
+/*
+ * Is the peer in our network namespace?  A peer in another one is inside
+ * a sandbox (a sandbox only reaches this socket at all when run with
+ * --allow-unix-sockets and the socket is visible in its file system); it
+ * must not steer sessions, whatever its uid.  Where the namespace can't be
+ * read for lack of permission (a control_group peer of a non-root daemon),
+ * the uid/group rule alone decides; any other doubt refuses.
+ */
+static bool
+peer_same_netns(pid_t pid)
+{
+	struct stat self, peer;
+	char path[64];
+
+	if (pid <= 0)
+		return false;	/* not visible from our pid namespace */
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)pid);
+	if (stat("/proc/self/ns/net", &self) < 0)
+		return false;
+	if (stat(path, &peer) < 0)
+		return errno == EACCES;
+	return self.st_dev == peer.st_dev && self.st_ino == peer.st_ino;
+}
+
 static bool
 peer_allowed(struct control *ctl, int fd, const struct ucred *cr)
 {
@@ -997,6 +1021,8 @@ peer_allowed(struct control *ctl, int fd, const struct ucred *cr)
 	socklen_t glen = sizeof(groups);
 	int ngroups = CONTROL_MAX_PEER_GROUPS;
 
+	if (!peer_same_netns(cr->pid))
+		return false;
 	if (cr->uid == 0 || cr->uid == geteuid())
 		return true;
 	if (!ctl->has_group)

@@ -117,5 +117,34 @@ def test_other_uid_refused():
     eq(json.loads(out.stdout), {"ok": False, "error": "permission denied"}, "reply")
 
 
+def test_peer_inside_a_sandbox_refused():
+    """A sandbox run with --allow-unix-sockets can see another daemon's
+    control socket through the read-only root; as root (the daemon's uid)
+    it would pass the uid check, but it is in another network namespace
+    and is refused."""
+    p, ctl = daemon()
+    # The sandbox's working directory is bound in: run it where the
+    # daemon's socket is, so the socket is visible inside (/tmp is not).
+    d = os.path.dirname(os.path.dirname(ctl))
+    cfg = os.path.join(d, "run.ini")
+    with open(cfg, "w") as f:
+        f.write("[env default agent]\nallow = example.com\n")
+    r = subprocess.run([portcullis_bin(), "run", "-c", cfg, "--allow-unix-sockets",
+                        "--audit-log", os.path.join(d, "audit.jsonl"), "--",
+                        portcullis_bin(), "ctl", "--control", ctl, "status"],
+                       cwd=d, capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL,
+                       env=dict(os.environ, PORTCULLIS_BRIDGE=os.environ.get(
+                           "PORTCULLIS_BRIDGE", "")))
+    eq(r.returncode, 1, "ctl inside the sandbox (stdout %r, stderr %r)"
+       % (r.stdout, r.stderr))
+    eq(json.loads(r.stdout.strip().splitlines()[-1]),
+       {"ok": False, "error": "permission denied"}, "reply")
+    # The same command outside the sandbox is served.
+    o = subprocess.run([portcullis_bin(), "ctl", "--control", ctl, "status"],
+                       capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+    eq(o.returncode, 0, "ctl outside the sandbox (stderr %r)" % o.stderr)
+
+
 if __name__ == "__main__":
     run(globals())

@@ -129,7 +129,10 @@ def test_peer_inside_a_sandbox_refused():
     cfg = os.path.join(d, "run.ini")
     with open(cfg, "w") as f:
         f.write("[env default agent]\nallow = example.com\n")
+    bindir = os.path.dirname(os.path.abspath(portcullis_bin()))
+    # The build may live under /tmp, which is private in the sandbox.
     r = subprocess.run([portcullis_bin(), "run", "-c", cfg, "--allow-unix-sockets",
+                        "--ro-bind", bindir,
                         "--audit-log", os.path.join(d, "audit.jsonl"), "--",
                         portcullis_bin(), "ctl", "--control", ctl, "status"],
                        cwd=d, capture_output=True, text=True, timeout=60,

@@ -129,7 +129,10 @@ def test_peer_inside_a_sandbox_refused():
     cfg = os.path.join(d, "run.ini")
     with open(cfg, "w") as f:
         f.write("[env default agent]\nallow = example.com\n")
-    bindir = os.path.dirname(os.path.abspath(portcullis_bin()))
+    # The ctl that runs inside is the real binary (under `make
+    # test-valgrind`, portcullis_bin() is a valgrind wrapper script).
+    inner = os.environ.get("PORTCULLIS_REAL") or portcullis_bin()
+    bindir = os.path.dirname(os.path.abspath(inner))
     # The build may live under /tmp, which is private in the sandbox.
     r = subprocess.run([portcullis_bin(), "run", "-c", cfg, "--allow-unix-sockets",
                         "--ro-bind", bindir,
@@ -137,7 +140,7 @@ def test_peer_inside_a_sandbox_refused():
                         # In a sanitizer build: LeakSanitizer needs ptrace,
                         # which the sandbox's seccomp filter refuses.
                         "env", "ASAN_OPTIONS=detect_leaks=0",
-                        portcullis_bin(), "ctl", "--control", ctl, "status"],
+                        inner, "ctl", "--control", ctl, "status"],
                        cwd=d, capture_output=True, text=True, timeout=60,
                        stdin=subprocess.DEVNULL,
                        env=dict(os.environ, PORTCULLIS_BRIDGE=os.environ.get(

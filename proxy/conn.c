@@ -114,6 +114,7 @@ struct conn {
 	uint64_t fed;			/* head bytes parsed before feed_base */
 	uint64_t method_end, url_start, url_end;
 	bool url_seen, version_seen;
+	bool url_complete;		/* llhttp ended the target's span */
 	struct http_head *head;		/* only while a head is parsed */
 
 	/* The current request. */
@@ -132,6 +133,7 @@ struct conn {
 	enum host_kind host_kind;
 	uint16_t port;
 	char *path;			/* only with [audit] paths = yes */
+	bool path_truncated;		/* path cut at AUDIT_MAX_PATH */
 	char *up_head;			/* request head waiting for the dial */
 	size_t up_head_len;
 	/* A bodiless request sent on a reused upstream, kept until the
@@ -175,7 +177,7 @@ static void conn_start_peek(struct conn *c);
 static void conn_peek_check(struct conn *c);
 static bool tls_port(const struct cfg *cfg, uint16_t port);
 static void conn_log_request(struct conn *c, const char *decision,
-    enum reason r, int status);
+    enum reason r, int status, const char *detail);
 
 static uint64_t
 now_ms(struct conn *c)
@@ -456,9 +458,46 @@ conn_arm_timer(struct conn *c, uint64_t ms)
 
 /* --- audit ------------------------------------------------------------- */
 
+/* "key":"value" cut at max bytes, and "cut_key":true when it was cut. */
+static void
+jw_cut(struct jw *w, const char *key, const char *cut_key, const char *v,
+    size_t n, size_t max)
+{
+	jw_strn(w, key, v, n < max ? n : max);
+	if (v != NULL && n > max)
+		jw_bool(w, cut_key, true);
+}
+
+/*
+ * What a bad request asked for, as far as it was parsed (the head arena
+ * also holds the part of a target that llhttp refused midway, see
+ * conn_keep_partial_target()): the raw target and Host header, escaped by
+ * jw, each cut at AUDIT_MAX_TARGET.
+ */
+static void
+conn_log_asked(struct conn *c, struct jw *w)
+{
+	const struct http_head *hd = c->head;
+	const char *v;
+	size_t n;
+
+	if (hd == NULL || hd->url_len == 0)
+		jw_null(w, "target");
+	else
+		jw_cut(w, "target", "target_truncated", hd->buf + hd->url_off,
+		    hd->url_len, AUDIT_MAX_TARGET);
+	if (hd != NULL && http_head_get(hd, "host", &v, &n) == 0 && n > 0)
+		jw_cut(w, "host_header", "host_header_truncated", v, n,
+		    AUDIT_MAX_TARGET);
+}
+
+/*
+ * Writes the conn's request record (once per request).  detail (may be
+ * NULL) says more about a refusal, as its response body does.
+ */
 static void
 conn_log_request(struct conn *c, const char *decision, enum reason r,
-    int status)
+    int status, const char *detail)
 {
 	struct jw w;
 	char addr[NETADDR_STRLEN];
@@ -481,6 +520,8 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 		jw_null(&w, "port");
 	if (c->path != NULL)
 		jw_str(&w, "path", c->path);
+	if (c->path != NULL && c->path_truncated)
+		jw_bool(&w, "path_truncated", true);
 	jw_str(&w, "decision", decision);
 	jw_str(&w, "reason", reason_str(r));
 	jw_str(&w, "rule", c->dec.rule_text);
@@ -496,6 +537,10 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	if (r == REASON_ADDRESS_BLOCKED && c->blocked_why != NULL)
 		jw_str(&w, "blocked", c->blocked_why);
 	jw_int(&w, "status", status);
+	if (detail != NULL)
+		jw_str(&w, "detail", detail);
+	if (r == REASON_BAD_REQUEST)
+		conn_log_asked(c, &w);
 	audit_emit(&c->s->audit, &w);
 	/* Logged: a long-lived tunnel need not keep these. */
 	free(c->sni);
@@ -633,7 +678,10 @@ conn_refuse(struct conn *c, enum reason r, const char *detail)
 		dns_cancel(c->dreq);
 		c->dreq = NULL;
 	}
-	conn_log_request(c, "deny", r, status);
+	/* A refused request went to no upstream: an idle one kept from an
+	 * earlier request closes first, so the record names none. */
+	upstream_drop(c);
+	conn_log_request(c, "deny", r, status, detail);
 	if (c->sent_200 && r != REASON_TLS_REQUIRED) {
 		/* The client already speaks TLS in the tunnel: an HTTP
 		 * response would be garbage to it.  Send a fatal TLS alert
@@ -677,7 +725,6 @@ conn_refuse(struct conn *c, enum reason r, const char *detail)
 	    "Content-Type: text/plain\r\nContent-Length: %d\r\n"
 	    "Connection: close\r\n\r\n%.*s",
 	    status, text, reason_str(r), blen, blen, body);
-	upstream_drop(c);
 	c->close_reason = reason_str(r);
 	conn_set_state(c, CONN_REFUSING);
 	conn_update_reads(c);
@@ -833,6 +880,15 @@ req_on_version(llhttp_t *p, const char *at, size_t n)
 }
 
 static int
+req_on_url_complete(llhttp_t *p)
+{
+	struct conn *c = p->data;
+
+	c->url_complete = true;
+	return 0;
+}
+
+static int
 req_on_method(llhttp_t *p, const char *at, size_t n)
 {
 	struct conn *c = p->data;
@@ -912,6 +968,7 @@ conn_global_init(void)
 	req_settings.on_message_begin = head_on_begin;
 	req_settings.on_method = req_on_method;
 	req_settings.on_url = req_on_url;
+	req_settings.on_url_complete = req_on_url_complete;
 	req_settings.on_version = req_on_version;
 	req_settings.on_header_field = head_on_field;
 	req_settings.on_header_value = head_on_value;
@@ -951,7 +1008,8 @@ conn_begin_head(struct conn *c)
 	c->resp_bytes = 0;
 	free(c->retry_head);
 	c->retry_head = NULL;
-	c->url_seen = c->version_seen = false;
+	c->url_seen = c->version_seen = c->url_complete = false;
+	c->path_truncated = false;
 	c->method_end = c->url_start = c->url_end = 0;
 	llhttp_reset(&c->req_parser);
 	conn_set_state(c, CONN_HEAD);
@@ -997,6 +1055,7 @@ conn_head_done(struct conn *c)
 	llhttp_t *p = &c->req_parser;
 	uint64_t flags = p->flags;
 	struct target pt;
+	bool reuse;
 
 	c->nreqs++;
 	c->is_connect = p->method == HTTP_CONNECT;
@@ -1013,14 +1072,15 @@ conn_head_done(struct conn *c)
 	c->host_kind = t.kind;
 	c->port = t.port;
 	if (!c->is_connect) {
-		size_t n = t.path_len < AUDIT_MAX_VALUE ? t.path_len :
-		    AUDIT_MAX_VALUE;
+		size_t n = t.path_len < AUDIT_MAX_PATH ? t.path_len :
+		    AUDIT_MAX_PATH;
 
 		/* Paths are logged only when asked for; most conns never
-		 * keep one. */
+		 * keep one.  A longer one is cut, and the record says so. */
 		if (c->s->cfg->audit.paths && (c->path = malloc(n + 1)) != NULL) {
 			memcpy(c->path, t.path, n);
 			c->path[n] = '\0';
+			c->path_truncated = t.path_len > n;
 		}
 	}
 
@@ -1039,12 +1099,13 @@ conn_head_done(struct conn *c)
 		c->dec.reason = REASON_UNKNOWN_ENV;
 		c->dec.rule = NULL;
 		c->dec.rule_text = "default";
+		c->dec.detail = NULL;
 	} else {
-		policy_decide(cfg, conn_env(c), conn_phase(c), &pt, c->method,
-		    c->is_connect, &c->dec);
+		policy_decide_request(cfg, conn_env(c), conn_phase(c), &pt,
+		    c->method, c->is_connect, c->req_has_body, &c->dec);
 	}
 	if (c->dec.reason != REASON_ALLOWED) {
-		conn_refuse(c, c->dec.reason, NULL);
+		conn_refuse(c, c->dec.reason, c->dec.detail);
 		return;
 	}
 	/* Fail closed: what can't be audited doesn't go out.  (The refusal's
@@ -1073,9 +1134,15 @@ conn_head_done(struct conn *c)
 	}
 
 	c->lit_addr = t.addr;
-	/* Reuse a kept-alive upstream to the same origin. */
-	if (c->up != NULL && c->up->reusable && !c->is_connect &&
-	    strcmp(c->up->host, c->host) == 0 && c->up->port == c->port) {
+	/* Reuse a kept-alive upstream to the same origin, if its address
+	 * still passes the address check under the config in force now (a
+	 * reload may have blocked it).  One that doesn't is closed, and the
+	 * target is resolved and checked afresh like any new one. */
+	reuse = c->up != NULL && c->up->reusable && !c->is_connect &&
+	    strcmp(c->up->host, c->host) == 0 && c->up->port == c->port;
+	if (reuse && !policy_addr_allowed(cfg, &c->up->addr, c->port, NULL))
+		reuse = false;
+	if (reuse) {
 		c->up->reusable = false;
 		if (!c->req_has_body &&
 		    (c->retry_head = malloc(c->up_head_len)) != NULL) {
@@ -1377,7 +1444,7 @@ conn_established(struct conn *c)
 	if (c->is_connect && c->sent_200) {
 		char *peek = c->peek;
 
-		conn_log_request(c, "allow", REASON_ALLOWED, 200);
+		conn_log_request(c, "allow", REASON_ALLOWED, 200, NULL);
 		conn_set_state(c, CONN_TUNNEL);
 		c->peek = NULL;
 		/* The first flight goes upstream unchanged. */
@@ -1390,7 +1457,7 @@ conn_established(struct conn *c)
 		return;
 	}
 	if (c->is_connect) {
-		conn_log_request(c, "allow", REASON_ALLOWED, 200);
+		conn_log_request(c, "allow", REASON_ALLOWED, 200, NULL);
 		conn_set_state(c, CONN_TUNNEL);
 		free(c->head);
 		c->head = NULL;
@@ -1436,6 +1503,38 @@ conn_established(struct conn *c)
 }
 
 /*
+ * llhttp refused a head (data, n: the bytes of this read).  When it stopped
+ * inside the request target, the part it had not yet handed to req_on_url
+ * (a span is passed on only when it ends or the read does) goes into the
+ * head too, up to and including the refused byte, so that the bad_request
+ * record names what was asked for.  Bounded by PROXY_MAX_URL like any
+ * target.
+ */
+static void
+conn_keep_partial_target(struct conn *c, const char *data, size_t n)
+{
+	const char *pos = llhttp_get_error_pos(&c->req_parser);
+	struct http_head *h = c->head;
+	uint64_t start = c->method_end + 1;	/* exactly one SP before it */
+	const char *from, *to;
+	size_t len;
+
+	if (h == NULL || h->overflow != HEAD_OK || c->url_complete ||
+	    c->method_end == 0 || pos == NULL || pos < data || pos > data + n)
+		return;
+	if (start > c->fed && start - c->fed > n)
+		return;
+	from = start > c->fed ? data + (start - c->fed) : data;
+	to = pos < data + n ? pos + 1 : data + n;
+	if (from >= to)
+		return;
+	len = (size_t)(to - from);
+	if (len > PROXY_MAX_URL - h->url_len)
+		len = PROXY_MAX_URL - h->url_len;
+	(void)http_head_url(h, from, len);
+}
+
+/*
  * Processes the client bytes in upd.rbuf[roff, rlen) according to the state.
  */
 static void
@@ -1470,6 +1569,7 @@ conn_pump_client(struct conn *c)
 			conn_head_done(c);
 			return;
 		}
+		conn_keep_partial_target(c, data, n);
 		if (c->head != NULL && c->head->overflow == HEAD_URL_TOO_LONG)
 			conn_refuse_head(c, 414, "request target too long");
 		else if (c->head != NULL && c->head->overflow == HEAD_TOO_LARGE)
@@ -1533,7 +1633,7 @@ conn_response_head(struct conn *c)
 		 * after a framed response costs only the upstream. */
 		c->resp_close = !c->client_keepalive ||
 		    llhttp_message_needs_eof(p);
-		conn_log_request(c, "allow", REASON_ALLOWED, status);
+		conn_log_request(c, "allow", REASON_ALLOWED, status, NULL);
 	}
 	cap = h->len + PROXY_HEAD_SLACK;
 	out = malloc(cap);

@@ -32,6 +32,10 @@ http_head_url(struct http_head *h, const char *at, size_t n)
 	if (h->url_len == 0)
 		h->url_off = (uint32_t)h->len;
 	if (h->url_len + n > PROXY_MAX_URL) {
+		/* Keep what fits: the refusal's audit record names the
+		 * target's start (cut again at AUDIT_MAX_TARGET). */
+		if (head_append(h, at, PROXY_MAX_URL - h->url_len) == 0)
+			h->url_len = PROXY_MAX_URL;
 		h->overflow = HEAD_URL_TOO_LONG;
 		return -1;
 	}
@@ -129,6 +133,18 @@ value_trim(const struct http_head *h, const struct http_hdr *hd,
 		len--;
 	*v = p;
 	*n = len;
+}
+
+int
+http_head_get(const struct http_head *h, const char *name, const char **v,
+    size_t *n)
+{
+	int i = http_head_find(h, name, NULL);
+
+	if (i < 0)
+		return -1;
+	value_trim(h, &h->hdr[i], v, n);
+	return 0;
 }
 
 /*

@@ -48,6 +48,11 @@ int http_head_value(struct http_head *h, const char *at, size_t n);
 int http_head_find(const struct http_head *h, const char *name,
     unsigned *count);
 
+/* The first header called name (case-insensitive): points *v, *n at its
+ * value in h's buffer, white space trimmed.  Returns 0, or -1 if none. */
+int http_head_get(const struct http_head *h, const char *name,
+    const char **v, size_t *n);
+
 /* A validated request target. */
 struct http_target {
 	char host[NETADDR_MAX_HOST + 3];	/* normalised */

@@ -46,6 +46,13 @@
 #define AUDIT_MAX_VALUE 512
 #define AUDIT_MAX_FIELDS 24
 #define AUDIT_MAX_RECORD (AUDIT_MAX_FIELDS * (AUDIT_MAX_VALUE * 6 + 40) + 64)
+/* A request path logged with [audit] paths = yes: enough to see what was
+ * fetched; longer is cut and the record says "path_truncated": true. */
+#define AUDIT_MAX_PATH AUDIT_MAX_VALUE
+/* What a bad_request record keeps of the raw target and Host as received
+ * (a refused URL may be PROXY_MAX_URL long and is the client's to choose);
+ * longer is cut, with "target_truncated"/"host_header_truncated". */
+#define AUDIT_MAX_TARGET 512
 
 /* Bytes of a tunnel's first flight kept while its ClientHello is read:
  * the ClientHello itself (TLS_MAX_CLIENTHELLO, split over records of 5
@@ -55,6 +62,8 @@
 #define PROXY_MAX_REFUSAL 2048
 
 static_assert(PROXY_MAX_URL < PROXY_MAX_HDR_BYTES, "URL is part of the head");
+static_assert(AUDIT_MAX_PATH <= AUDIT_MAX_VALUE, "a logged path is one value");
+static_assert(AUDIT_MAX_TARGET <= AUDIT_MAX_VALUE, "a logged target is one value");
 static_assert(PROXY_RELAY_BUF_SMALL >= 4096, "relay buffer too small to be useful");
 static_assert(PROXY_RELAY_BUF_BIG >= PROXY_RELAY_BUF_SMALL, "big >= small");
 static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent");

@@ -142,6 +142,7 @@ decide(struct decision *d, enum reason r, const struct rule *rule,
 	d->reason = r;
 	d->rule = rule;
 	d->rule_text = text;
+	d->detail = NULL;
 }
 
 /* The first deny rule of l that matches t (any port unless it names one). */
@@ -162,6 +163,15 @@ void
 policy_decide(const struct cfg *c, const char *envname, enum phase phase,
     const struct target *t, const char *method, bool is_connect,
     struct decision *d)
+{
+	policy_decide_request(c, envname, phase, t, method, is_connect, false,
+	    d);
+}
+
+void
+policy_decide_request(const struct cfg *c, const char *envname,
+    enum phase phase, const struct target *t, const char *method,
+    bool is_connect, bool has_body, struct decision *d)
 {
 	const struct env *e;
 	const struct phase_policy *pp;
@@ -227,6 +237,18 @@ policy_decide(const struct cfg *c, const char *envname, enum phase phase,
 
 			if (m < 0 || !(pp->methods_mask & (1u << m))) {
 				decide(d, REASON_METHOD_NOT_ALLOWED, NULL, mo);
+				return;
+			}
+			/*
+			 * Part of the method step: a body on a safe method
+			 * would carry data out past a "read-only" list (an
+			 * origin may well read it), and a body on GET/HEAD is
+			 * where parsers disagree on framing.
+			 */
+			if (has_body && (m == METHOD_GET || m == METHOD_HEAD ||
+			    m == METHOD_OPTIONS)) {
+				decide(d, REASON_METHOD_NOT_ALLOWED, NULL, mo);
+				d->detail = "body on safe method";
 				return;
 			}
 		}

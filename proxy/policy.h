@@ -50,6 +50,9 @@ struct decision {
 	const struct rule *rule;
 	/* Audit "rule" text: rule->origin, a methods origin, or "default". */
 	const char *rule_text;
+	/* Why, beyond the reason (static text for the refusal body and the
+	 * audit "detail"), or NULL. */
+	const char *detail;
 };
 
 /*
@@ -61,6 +64,18 @@ struct decision {
 void policy_decide(const struct cfg *c, const char *env, enum phase phase,
     const struct target *t, const char *method, bool is_connect,
     struct decision *d);
+
+/*
+ * policy_decide() for a request that may carry a body (has_body: a
+ * Content-Length > 0 or chunked framing).  Under a methods restriction, a
+ * body on GET, HEAD or OPTIONS is refused as method_not_allowed with detail
+ * "body on safe method": the restriction promises what may go out, and such
+ * a body would carry data past it.  policy_decide() is this with has_body
+ * false.
+ */
+void policy_decide_request(const struct cfg *c, const char *env,
+    enum phase phase, const struct target *t, const char *method,
+    bool is_connect, bool has_body, struct decision *d);
 
 /*
  * The address step: may addr:port be dialled?  Refuses addresses in a

@@ -337,6 +337,33 @@ test_added_rule(const struct cfg *cc)
 	cfg_free(c);
 }
 
+/* Under a methods restriction a body on GET/HEAD/OPTIONS is refused
+ * (issue 9 item 9); without one, or without a body, nothing changes. */
+static void
+test_body_on_safe_method(const struct cfg *c)
+{
+	char host[] = "example.org";
+	struct target t = { .host = host, .kind = HOST_NAME, .port = 80 };
+	struct decision d;
+
+	policy_decide_request(c, "ro", PHASE_AGENT, &t, "GET", false, true, &d);
+	CHECK(d.reason == REASON_METHOD_NOT_ALLOWED && d.detail != NULL &&
+	    strcmp(d.detail, "body on safe method") == 0 &&
+	    strcmp(d.rule_text, F "27 [env ro agent] methods GET, HEAD") == 0);
+	policy_decide_request(c, "ro", PHASE_AGENT, &t, "HEAD", false, true, &d);
+	CHECK(d.reason == REASON_METHOD_NOT_ALLOWED && d.detail != NULL);
+	policy_decide_request(c, "ro", PHASE_AGENT, &t, "GET", false, false, &d);
+	CHECK(d.reason == REASON_ALLOWED && d.detail == NULL);
+	/* not in the list: refused for the method, no body detail */
+	policy_decide_request(c, "ro", PHASE_AGENT, &t, "POST", false, true, &d);
+	CHECK(d.reason == REASON_METHOD_NOT_ALLOWED && d.detail == NULL);
+	/* no methods restriction: a GET body passes */
+	policy_decide_request(c, "open", PHASE_AGENT, &t, "GET", false, true, &d);
+	CHECK(d.reason == REASON_ALLOWED && d.detail == NULL);
+	policy_decide(c, "ro", PHASE_AGENT, &t, "GET", false, &d);
+	CHECK(d.reason == REASON_ALLOWED && d.detail == NULL);
+}
+
 int
 main(void)
 {
@@ -351,6 +378,7 @@ main(void)
 		run_cases(c);
 		run_addr_cases(c);
 		test_added_rule(c);
+		test_body_on_safe_method(c);
 		cfg_free(c);
 	}
 	test_self_over_allow();

@@ -1,6 +1,8 @@
 /*
- * ceiling: the "inside" relation between an allow rule and an admin
- * ceiling pattern (cfg.h cfg_rule_inside), and rule formatting.
+ * ceiling: admin ceilings ([proxy] require).  The "inside" relation between
+ * an allow rule and a ceiling pattern (cfg.h cfg_rule_inside), rule
+ * formatting, and the checks of a config's allow rules and methods keys
+ * against the ceilings (at load and in cfg_add_rule).
  *
  * "p inside c" means: every request target that p matches (policy.c
  * policy_rule_matches) is also matched by c.  It is decided exactly, per
@@ -9,9 +11,10 @@
  * inside either, and docs/config.md says to write the ceiling x.com.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "cfg.h"
+#include "cfg_internal.h"
 
 /* Is name x a strict subdomain of h ("a.b.c" under "b.c")? */
 static bool
@@ -165,4 +168,142 @@ cfg_rule_format(const struct rule *r, char *buf, size_t bufsz)
 		break;
 	}
 	snprintf(buf, bufsz, "%s%s", host, port);
+}
+
+/* May an allow rule r of phase ph stand under the allow_within ceiling? */
+bool
+ceil_admits(const struct ceilings *ce, enum phase ph, const struct rule *r)
+{
+	if (!ce->within_set[ph])
+		return true;
+	for (size_t j = 0; j < ce->within[ph].n; j++) {
+		if (cfg_rule_inside(r, &ce->within[ph].v[j]))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * "allow pattern "X" [(from @P)] in [env E PH] is outside the admin
+ * ceiling PH.allow_within (REQ:LINE)", for r, which item tok produced.
+ */
+char *
+ceil_allow_msg(const struct ceilings *ce, const char *env, enum phase ph,
+    const char *tok, const struct rule *r)
+{
+	char pat[CFG_MAX_PATTERN + 16], from[CFG_MAX_PATTERN + 16] = "";
+
+	if (tok[0] == '@') {
+		cfg_rule_format(r, pat, sizeof(pat));
+		snprintf(from, sizeof(from), " (from %s)", tok);
+	} else {
+		snprintf(pat, sizeof(pat), "%s", tok);
+	}
+	return cfg_fmt("allow pattern \"%s\"%s in [env %s %s] is outside the admin "
+	    "ceiling %s.allow_within (%s)", pat, from, env, phase_name(ph),
+	    phase_name(ph), ce->within_loc[ph] != NULL ? ce->within_loc[ph] :
+	    "?");
+}
+
+/* Reports every allow rule of item it (l from index from) outside the ceiling. */
+void
+ceil_check_item(struct parser *p, const struct pitem *it,
+    const struct rule_list *l, size_t from)
+{
+	const struct ceilings *ce = &p->cfg->ceil;
+	const char *env = p->cfg->envs[it->env].name;
+	size_t nout = 0, reported = 0;
+
+	for (size_t i = from; i < l->n; i++)
+		nout += !ceil_admits(ce, it->phase, &l->v[i]);
+	for (size_t i = from; i < l->n && nout > 0; i++) {
+		char *m;
+
+		if (ceil_admits(ce, it->phase, &l->v[i]))
+			continue;
+		if (reported == CFG_MAX_CEIL_ERRS_PER_ITEM) {
+			parser_err(p, &it->loc, "... and %zu more patterns from %s "
+			    "in [env %s %s] outside the admin ceiling "
+			    "%s.allow_within", nout - reported, it->tok, env,
+			    phase_name(it->phase), phase_name(it->phase));
+			return;
+		}
+		m = ceil_allow_msg(ce, env, it->phase, it->tok, &l->v[i]);
+		if (m == NULL) {
+			parser_oom(p);
+			return;
+		}
+		parser_err(p, &it->loc, "%s", m);
+		free(m);
+		reported++;
+	}
+}
+
+
+/* Names the methods in mask, "GET, HEAD", into buf. */
+static void
+methods_format(unsigned mask, char *buf, size_t bufsz)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (int m = 0; m < METHOD_COUNT; m++) {
+		if (!(mask & (1u << m)))
+			continue;
+		off += (size_t)snprintf(buf + off, bufsz - off, "%s%s",
+		    off ? ", " : "", method_name((enum method)m));
+		if (off >= bufsz)
+			break;
+	}
+}
+
+/*
+ * The methods ceiling message for a phase, or NULL when it is kept.  A
+ * phase without allow rules uses no method, so it keeps any ceiling; one
+ * without a methods key allows every method, which breaks it.
+ */
+char *
+ceil_methods_msg(const struct ceilings *ce, const char *env, enum phase ph,
+    const struct phase_policy *pp)
+{
+	char have[128], ceil[128];
+	unsigned extra;
+
+	if (!ce->methods_set[ph] || !pp->present || pp->allow.n == 0)
+		return NULL;
+	methods_format(ce->methods_mask[ph], ceil, sizeof(ceil));
+	if (!pp->methods_restricted)
+		return cfg_fmt("[env %s %s] has no methods key, so it allows every "
+		    "method, which is outside the admin ceiling "
+		    "%s.methods_within (%s); add methods = %s (or fewer)", env,
+		    phase_name(ph), phase_name(ph), ce->methods_loc[ph], ceil);
+	extra = pp->methods_mask & ~ce->methods_mask[ph];
+	if (extra == 0)
+		return NULL;
+	methods_format(extra, have, sizeof(have));
+	return cfg_fmt("methods %s in [env %s %s] are outside the admin ceiling "
+	    "%s.methods_within (%s), which allows only %s", have, env,
+	    phase_name(ph), phase_name(ph), ce->methods_loc[ph], ceil);
+}
+
+/* Every env phase against the methods ceilings, at the offending line. */
+void
+ceil_check_methods(struct parser *p)
+{
+	struct cfg *c = p->cfg;
+
+	for (size_t i = 0; i < c->nenvs && i < p->nenvlocs; i++) {
+		for (int ph = 0; ph < PHASE_COUNT; ph++) {
+			const struct phase_policy *pp = &c->envs[i].phase[ph];
+			char *m = ceil_methods_msg(&c->ceil, c->envs[i].name,
+			    (enum phase)ph, pp);
+
+			if (m == NULL)
+				continue;
+			parser_err(p, pp->methods_restricted ?
+			    &p->envlocs[i].methods[ph] : &p->envlocs[i].sect[ph],
+			    "%s", m);
+			free(m);
+		}
+	}
 }

@@ -152,6 +152,8 @@ void cfg_rule_format(const struct rule *r, char *buf, size_t bufsz);
 
 #define CFG_DEFAULT_LISTEN "127.0.0.1:3128"
 #define CFG_DEFAULT_CONTROL "/run/portcullis/control.sock"
+/* [proxy] tls_ports when not set: where a CONNECT carries TLS by default. */
+#define CFG_DEFAULT_TLS_PORT 443
 
 struct cfg {
 	char *path;		/* file as given, or "<default>" */

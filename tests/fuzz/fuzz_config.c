@@ -1,7 +1,7 @@
 /*
  * libFuzzer harness for the config loader: bytes -> cfg_load_string() ->
  * cfg_free().  inih's parser is compiled into this target (CMakeLists.txt),
- * so the line splitting it does under cfg.c is instrumented as well.
+ * so the line splitting it does under conf/reader.c is instrumented too.
  *
  * Invariants: a load either returns a config and no errors, or no config
  * and a non-empty error text of whole "FILE:LINE: message" lines; every
@@ -73,7 +73,7 @@ check_errors(const char *e)
 	n = strlen(e);
 	check(n > 0 && e[n - 1] == '\n');
 	/* Every line is "NAME:...: message", but for a last "(N more errors)"
-	 * when cfg.c stopped collecting. */
+	 * when the loader stopped collecting (conf/parser.c). */
 	for (const char *l = e; *l != '\0'; l = strchr(l, '\n') + 1) {
 		const char *nl = strchr(l, '\n');
 		const char *colon = memchr(l, ':', (size_t)(nl - l));

@@ -64,6 +64,12 @@ extern const char cfg_embedded_common_dependencies[];
 #define CFG_MAX_CEIL_ERRS_PER_ITEM 5
 /* Worker threads; more is a typo, not a plan. */
 #define CFG_MAX_WORKERS 256
+/* [audit] reserve_mib: space kept allocated past the audit log's end, so a
+ * full file system doesn't stop the log at once (design.md §9).  The
+ * default holds ~20000 records; the maximum keeps a typo from taking a
+ * disk. */
+#define CFG_DEF_AUDIT_RESERVE_MIB 8
+#define CFG_MAX_AUDIT_RESERVE_MIB 4096
 
 #define CFG_BUILTIN_COMMON "common-dependencies"
 
@@ -841,6 +847,7 @@ static const struct key_row key_table[] = {
 	{ S_ADDRESSES, "deny", T_CIDRS, 0, 0, 0, OFF(addresses.deny), OFF(addresses.ndeny) },
 	{ S_AUDIT, "log", T_STRING, 0, 0, 0, OFF(audit.log), 0 },
 	{ S_AUDIT, "paths", T_BOOL, 0, 0, 0, OFF(audit.paths), 0 },
+	{ S_AUDIT, "reserve_mib", T_UINT, 0, CFG_MAX_AUDIT_RESERVE_MIB, CFG_DEF_AUDIT_RESERVE_MIB, OFF(audit.reserve_mib), 0 },
 	{ S_LIMITS, "max_connections", T_UINT, 1, 1000000, 10000, OFF(limits.max_connections), 0 },
 	{ S_LIMITS, "header_timeout", T_DURATION, 100, 600000, 10000, OFF(limits.header_timeout_ms), 0 },
 	{ S_LIMITS, "connect_timeout", T_DURATION, 100, 300000, 10000, OFF(limits.connect_timeout_ms), 0 },

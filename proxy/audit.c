@@ -506,6 +506,17 @@ q_writer(void *arg)
 
 		if (q->stop && (q->head == NULL || now >= q->stop_deadline))
 			break;
+		if (q->head == NULL && q->in_reserve && !q->stop) {
+			/* Living on the reserve: try to re-extend it also
+			 * while nothing is written. */
+			cond_wait_until(q, now + AUDIT_RETRY_MAX_MS);
+			if (q->head == NULL && !q->stop) {
+				pthread_mutex_unlock(&q->lock);
+				q_reserve(q);
+				pthread_mutex_lock(&q->lock);
+			}
+			continue;
+		}
 		if (q->head == NULL) {
 			pthread_cond_wait(&q->cond, &q->lock);
 			continue;

@@ -191,6 +191,7 @@ struct cfg {
 	struct {
 		char *log;		/* path, "-" = stdout; default "-" */
 		bool paths;		/* log paths and queries */
+		unsigned reserve_mib;	/* preallocated past EOF; 0 = none */
 	} audit;
 
 	struct {

@@ -106,6 +106,7 @@ static const struct key_row key_table[] = {
 	{ S_ADDRESSES, "deny", T_CIDRS, 0, 0, 0, OFF(addresses.deny), OFF(addresses.ndeny) },
 	{ S_AUDIT, "log", T_STRING, 0, 0, 0, OFF(audit.log), 0 },
 	{ S_AUDIT, "paths", T_BOOL, 0, 0, 0, OFF(audit.paths), 0 },
+	{ S_AUDIT, "reserve_mib", T_UINT, AUDIT_MIN_RESERVE_MIB, AUDIT_MAX_RESERVE_MIB, AUDIT_DEF_RESERVE_MIB, OFF(audit.reserve_mib), 0 },
 	{ S_LIMITS, "max_connections", T_UINT, PROXY_MIN_CONNS, PROXY_MAX_CONNS, PROXY_DEF_CONNS, OFF(limits.max_connections), 0 },
 	{ S_LIMITS, "header_timeout", T_DURATION, PROXY_MIN_HEADER_TIMEOUT_MS, PROXY_MAX_HEADER_TIMEOUT_MS, PROXY_DEF_HEADER_TIMEOUT_MS, OFF(limits.header_timeout_ms), 0 },
 	{ S_LIMITS, "connect_timeout", T_DURATION, PROXY_MIN_CONNECT_TIMEOUT_MS, PROXY_MAX_CONNECT_TIMEOUT_MS, PROXY_DEF_CONNECT_TIMEOUT_MS, OFF(limits.connect_timeout_ms), 0 },

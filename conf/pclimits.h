@@ -59,6 +59,16 @@
 /* One day: a tunnel idle longer is a leak, not a session. */
 #define PROXY_MAX_IDLE_TIMEOUT_MS 86400000
 
+/* ---- configurable: [audit] ------------------------------------------- */
+
+/* [audit] reserve_mib: space kept allocated past the audit log's end, so a
+ * full file system doesn't stop the log at once (design.md §9).  The
+ * default holds ~20000 records; the maximum keeps a typo from taking a
+ * disk. */
+#define AUDIT_DEF_RESERVE_MIB 8
+#define AUDIT_MIN_RESERVE_MIB 0
+#define AUDIT_MAX_RESERVE_MIB 4096
+
 /* ---- fixed: the config loader (conf/) -------------------------------- */
 
 /* Largest config file read; a policy file is a few KiB. */
@@ -93,6 +103,8 @@ static_assert(PROXY_MIN_CONNECT_TIMEOUT_MS <= PROXY_DEF_CONNECT_TIMEOUT_MS &&
 static_assert(PROXY_MIN_IDLE_TIMEOUT_MS <= PROXY_DEF_IDLE_TIMEOUT_MS &&
     PROXY_DEF_IDLE_TIMEOUT_MS <= PROXY_MAX_IDLE_TIMEOUT_MS,
     "idle timeout default in range");
+static_assert(AUDIT_DEF_RESERVE_MIB <= AUDIT_MAX_RESERVE_MIB,
+    "audit reserve default in range");
 /* Timeouts are stored in an unsigned (struct cfg); keep them in range. */
 static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
 

@@ -2,39 +2,179 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 
-static pthread_mutex_t audit_lock = PTHREAD_MUTEX_INITIALIZER;
+/* A queued record. */
+struct rec {
+	struct rec *next;
+	size_t len;
+	char data[];
+};
 
-int
-audit_open(struct audit *a, const char *path)
+/*
+ * One log and its writer.  The loops append under lock; only the writer
+ * takes records off the head (and only after they are written), so it
+ * reads the records it writes without the lock.
+ */
+struct audit_q {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* records queued, or stop */
+	struct rec *head, *tail;	/* under lock */
+	size_t bytes;			/* under lock; mirrored in qbytes */
+	size_t head_off;		/* writer: bytes of head already out */
+	unsigned long long lost;	/* under lock: dropped, unreported */
+	bool kick;			/* under lock: a record since the last try */
+	bool stop;			/* under lock */
+	uint64_t stop_deadline;		/* under lock, with stop */
+	bool full;			/* under lock: over AUDIT_QUEUE_BYTES */
+	size_t qbytes;			/* atomic: for audit_ok */
+	bool failing;			/* atomic: the last write failed */
+	bool running;			/* the writer thread runs */
+	pthread_t thread;
+
+	int fd;
+	bool close_fd;			/* fd is ours to close */
+	bool reg;			/* regular file: cut back, reserve */
+	bool sock;			/* socket: send(MSG_DONTWAIT) */
+	bool nonblock;			/* EAGAIN possible: poll */
+	int wake;			/* eventfd: wakes a poll at stop */
+	char *path;
+
+	/* Reserve (regular files; writer only after audit_start). */
+	unsigned long long reserve;
+	unsigned long long alloc_end;	/* preallocated up to here */
+	unsigned long long size_seen;	/* file size at the last look */
+	bool in_reserve;		/* could not re-extend: using it up */
+	bool reserve_off;		/* the file system can't: stop trying */
+	uint64_t reserve_tried_ms;
+};
+
+static uint64_t
+now_ms(void)
 {
-	a->fd = -1;
-	a->owned = false;
-	a->failing = false;
-	a->path = strdup(path);
-	if (a->path == NULL)
-		return -ENOMEM;
-	if (strcmp(path, "-") == 0) {
-		a->fd = STDOUT_FILENO;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void
+q_free(struct audit_q *q)
+{
+	struct rec *r = q->head;
+
+	while (r != NULL) {
+		struct rec *n = r->next;
+
+		free(r);
+		r = n;
+	}
+	if (q->close_fd && q->fd >= 0)
+		close(q->fd);
+	if (q->wake >= 0)
+		close(q->wake);
+	pthread_cond_destroy(&q->cond);
+	pthread_mutex_destroy(&q->lock);
+	free(q->path);
+	free(q);
+}
+
+/*
+ * The fd the writer uses for fd (stdout): a pipe or FIFO is reopened
+ * through /proc so that O_NONBLOCK is set on a file description of our own
+ * (not on the one the shell or service manager shares with us); a socket
+ * is written with MSG_DONTWAIT; a regular file is written as it is (the
+ * writer is its own thread, a slow disk stalls only it).  Anything else
+ * that can't be reopened is written blocking.
+ */
+static int
+q_setup_fd(struct audit_q *q, int fd, bool ours)
+{
+	struct stat st;
+
+	q->fd = fd;
+	q->close_fd = ours;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISREG(st.st_mode)) {
+		q->reg = true;
 		return 0;
 	}
-	a->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-	if (a->fd < 0) {
-		int e = errno;
+	if (S_ISSOCK(st.st_mode)) {
+		q->sock = q->nonblock = true;
+		return 0;
+	}
+	if (!ours) {
+		char p[64];
+		int nfd;
 
+		snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+		nfd = open(p, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+		if (nfd < 0)
+			return 0;	/* blocking, as before */
+		q->fd = nfd;
+		q->close_fd = true;
+	}
+	if (fcntl(q->fd, F_SETFL, fcntl(q->fd, F_GETFL) | O_NONBLOCK) == 0)
+		q->nonblock = true;
+	return 0;
+}
+
+int
+audit_open(struct audit *a, const char *path, unsigned long long reserve)
+{
+	struct audit_q *q;
+	pthread_condattr_t ca;
+	int fd, r;
+
+	a->q = NULL;
+	a->owned = false;
+	a->path = strdup(path);
+	q = calloc(1, sizeof(*q));
+	if (a->path == NULL || q == NULL ||
+	    (q->path = strdup(path)) == NULL) {
 		free(a->path);
 		a->path = NULL;
-		return -e;
+		free(q);
+		return -ENOMEM;
 	}
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	q->fd = -1;
+	q->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	q->reserve = reserve;
+	if (strcmp(path, "-") == 0) {
+		r = q_setup_fd(q, STDOUT_FILENO, false);
+	} else {
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		r = fd < 0 ? -errno : q_setup_fd(q, fd, true);
+	}
+	if (r == 0 && q->wake < 0)
+		r = -errno;
+	if (r < 0) {
+		q_free(q);
+		free(a->path);
+		a->path = NULL;
+		return r;
+	}
+	a->q = q;
 	a->owned = true;
 	return 0;
 }
@@ -42,20 +182,446 @@ audit_open(struct audit *a, const char *path)
 void
 audit_share(struct audit *a, const struct audit *from)
 {
-	a->fd = from->fd;
+	a->q = from->q;
 	a->owned = false;
-	a->failing = false;
 	a->path = from->path ? strdup(from->path) : NULL;
+}
+
+bool
+audit_ok(const struct audit *a)
+{
+	struct audit_q *q = a->q;
+
+	if (q == NULL)
+		return false;
+	return !__atomic_load_n(&q->failing, __ATOMIC_ACQUIRE) &&
+	    __atomic_load_n(&q->qbytes, __ATOMIC_RELAXED) < AUDIT_QUEUE_BYTES;
+}
+
+/* --- writing ----------------------------------------------------------- */
+
+/*
+ * Writes iov[0..n) (all of it, or fails): retries EINTR, waits out EAGAIN
+ * with poll until the deadline (0 = none, but a stop sets one and wakes
+ * the poll).  *done = bytes written, also on failure.  0 or -errno.
+ */
+static int
+q_writev(struct audit_q *q, struct iovec *iov, int n, uint64_t deadline,
+    size_t *done)
+{
+	*done = 0;
+	while (n > 0) {
+		ssize_t w;
+
+		if (q->sock) {
+			struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+
+			w = sendmsg(q->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+		} else {
+			w = writev(q->fd, iov, n);
+		}
+		if (w < 0) {
+			struct pollfd pf[2] = {
+				{ .fd = q->fd, .events = POLLOUT },
+				{ .fd = q->wake, .events = POLLIN },
+			};
+			int timeout = -1;
+			uint64_t dl = deadline, now;
+
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				return -errno;
+			if (dl == 0) {
+				pthread_mutex_lock(&q->lock);
+				if (q->stop)
+					dl = q->stop_deadline;
+				pthread_mutex_unlock(&q->lock);
+			}
+			if (dl != 0) {
+				now = now_ms();
+				if (now >= dl)
+					return -ETIMEDOUT;
+				timeout = (int)(dl - now);
+			}
+			if (poll(pf, 2, timeout) < 0 && errno != EINTR)
+				return -errno;
+			if (pf[1].revents & POLLIN) {
+				uint64_t v;
+
+				/* Stop: from now on the deadline counts. */
+				(void)!read(q->wake, &v, sizeof(v));
+			}
+			continue;
+		}
+		*done += (size_t)w;
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+static void
+q_link_locked(struct audit_q *q, struct rec *r)
+{
+	r->next = NULL;
+	if (q->tail != NULL)
+		q->tail->next = r;
+	else
+		q->head = r;
+	q->tail = r;
+	q->bytes += sizeof(*r) + r->len;
+	__atomic_store_n(&q->qbytes, q->bytes, __ATOMIC_RELAXED);
+}
+
+/* A finished record (closed with "}\n") in a queue node; NULL if no memory. */
+static struct rec *
+rec_new(struct jw *w)
+{
+	struct rec *r;
+
+	/* jw_raw always leaves one byte; the record is sized so that the
+	 * closing "}\n" fits (AUDIT_MAX_RECORD has 64 bytes of slack). */
+	if (w->len + 2 > sizeof(w->buf))
+		w->len = sizeof(w->buf) - 2;
+	w->buf[w->len++] = '}';
+	w->buf[w->len++] = '\n';
+	r = malloc(sizeof(*r) + w->len);
+	if (r != NULL) {
+		r->len = w->len;
+		memcpy(r->data, w->buf, w->len);
+	}
+	return r;
+}
+
+/* Queues a record the writer makes itself (no limit: one per event). */
+static void
+q_push_locked(struct audit_q *q, struct jw *w)
+{
+	struct rec *r = rec_new(w);
+
+	if (r == NULL)
+		q->lost++;
+	else
+		q_link_locked(q, r);
+}
+
+static void
+q_note(struct audit_q *q, const char *state, long long left, int err)
+{
+	struct jw w;
+
+	jw_begin(&w, "audit");
+	jw_str(&w, "state", state);
+	jw_str(&w, "log", q->path);
+	if (left >= 0)
+		jw_int(&w, "reserve_left", left);
+	if (err != 0)
+		jw_str(&w, "error", strerror(err));
+	pthread_mutex_lock(&q->lock);
+	q_push_locked(q, &w);
+	pthread_mutex_unlock(&q->lock);
+}
+
+/*
+ * Keeps q->reserve preallocated past the end of a regular file
+ * (FALLOC_FL_KEEP_SIZE: the size stays, appends land in blocks already
+ * taken, so a file system that someone else filled still takes them).
+ * Re-extended when half of it is used; when that fails the log runs on
+ * what is left and says so (reserve_in_use), and once it is gone writes
+ * fail with ENOSPC like any full disk (fail closed).
+ */
+static void
+q_reserve(struct audit_q *q)
+{
+	struct stat st;
+	unsigned long long eof;
+	uint64_t now;
+
+	if (!q->reg || q->reserve == 0 || q->reserve_off)
+		return;
+	if (fstat(q->fd, &st) < 0)
+		return;
+	eof = (unsigned long long)st.st_size;
+	/* Shrunk (copytruncate, our own cut): what was past the old end is
+	 * gone with it. */
+	if (eof < q->size_seen || q->alloc_end < eof)
+		q->alloc_end = eof;
+	q->size_seen = eof;
+	if (q->alloc_end >= eof + q->reserve / 2 && !q->in_reserve)
+		return;
+	now = now_ms();
+	if (q->in_reserve && now - q->reserve_tried_ms < AUDIT_RETRY_MAX_MS)
+		return;
+	q->reserve_tried_ms = now;
+	if (fallocate(q->fd, FALLOC_FL_KEEP_SIZE, (off_t)eof,
+	    (off_t)q->reserve) == 0) {
+		q->alloc_end = eof + q->reserve;
+		if (q->in_reserve) {
+			log_warnx("audit log %s: reserve restored", q->path);
+			q_note(q, "reserve_restored", (long long)q->reserve, 0);
+		}
+		q->in_reserve = false;
+		return;
+	}
+	if (errno == EOPNOTSUPP || errno == ENOSYS) {
+		q->reserve_off = true;
+		log_warnx("audit log %s: file system can't preallocate: no "
+		    "reserve (a full disk stops the log at once)", q->path);
+		q_note(q, "reserve_unavailable", -1, errno);
+		return;
+	}
+	if (!q->in_reserve) {
+		int e = errno;
+
+		q->in_reserve = true;
+		log_warnx("audit log %s: reserve in use (%llu bytes left): "
+		    "cannot re-extend it: %s", q->path, q->alloc_end - eof,
+		    strerror(e));
+		q_note(q, "reserve_in_use", (long long)(q->alloc_end - eof), e);
+	}
+}
+
+/*
+ * After a failed write of done bytes of a batch: a regular file loses the
+ * part of a record that made it (never half a record in the log); a pipe
+ * can't take bytes back, so the rest of that record follows on the retry.
+ * Returns the bytes of the batch that are whole records.
+ */
+static size_t
+q_cut_partial(struct audit_q *q, size_t done, const size_t *lens, int n)
+{
+	size_t whole = 0;
+
+	for (int i = 0; i < n && whole + lens[i] <= done; i++)
+		whole += lens[i];
+	if (done > whole && q->reg) {
+		off_t end = lseek(q->fd, 0, SEEK_END);
+
+		if (end >= (off_t)(done - whole) &&
+		    ftruncate(q->fd, end - (off_t)(done - whole)) == 0)
+			return whole;
+	}
+	return done;
+}
+
+/* Takes the first `bytes` written bytes' records off the queue.  True
+ * when that ends a "full" spell. */
+static bool
+q_pop_locked(struct audit_q *q, size_t bytes)
+{
+	bytes += q->head_off;
+	while (q->head != NULL && bytes >= q->head->len) {
+		struct rec *r = q->head;
+
+		bytes -= r->len;
+		q->head = r->next;
+		if (q->head == NULL)
+			q->tail = NULL;
+		q->bytes -= sizeof(*r) + r->len;
+		free(r);
+	}
+	q->head_off = bytes;
+	__atomic_store_n(&q->qbytes, q->bytes, __ATOMIC_RELAXED);
+	if (q->full && q->bytes < AUDIT_QUEUE_BYTES / 2) {
+		q->full = false;
+		return true;
+	}
+	return false;
+}
+
+/* One batch from the head: 0 or -errno (the log is failing). */
+static int
+q_write_batch(struct audit_q *q)
+{
+	struct iovec iov[AUDIT_BATCH_IOV];
+	size_t lens[AUDIT_BATCH_IOV];
+	size_t done, whole;
+	struct rec *r;
+	int n = 0, err;
+	bool caught_up;
+
+	pthread_mutex_lock(&q->lock);
+	for (r = q->head; r != NULL && n < AUDIT_BATCH_IOV; r = r->next, n++) {
+		lens[n] = r->len;
+		iov[n].iov_base = r->data;
+		iov[n].iov_len = r->len;
+	}
+	pthread_mutex_unlock(&q->lock);
+	if (n == 0)
+		return 0;
+	iov[0].iov_base = (char *)iov[0].iov_base + q->head_off;
+	iov[0].iov_len -= q->head_off;
+	lens[0] -= q->head_off;
+	err = q_writev(q, iov, n, 0, &done);
+	whole = err < 0 ? q_cut_partial(q, done, lens, n) : done;
+	pthread_mutex_lock(&q->lock);
+	caught_up = q_pop_locked(q, whole);
+	pthread_mutex_unlock(&q->lock);
+	if (caught_up)
+		log_warnx("audit log %s: writer caught up", q->path);
+	return err;
+}
+
+static void
+q_set_failing(struct audit_q *q, int err)
+{
+	bool was = __atomic_load_n(&q->failing, __ATOMIC_RELAXED);
+
+	if (err < 0 && !was)
+		log_warnx("audit log %s: %s: refusing new requests until it "
+		    "can be written", q->path, strerror(-err));
+	else if (err == 0 && was)
+		log_warnx("audit log %s: writable again", q->path);
+	__atomic_store_n(&q->failing, err < 0, __ATOMIC_RELEASE);
+}
+
+static void
+cond_wait_until(struct audit_q *q, uint64_t at)
+{
+	struct timespec ts = { .tv_sec = (time_t)(at / 1000),
+	    .tv_nsec = (long)(at % 1000) * 1000000 };
+
+	pthread_cond_timedwait(&q->cond, &q->lock, &ts);
+}
+
+static void *
+q_writer(void *arg)
+{
+	struct audit_q *q = arg;
+	uint64_t last_try = 0;
+
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		bool failing = __atomic_load_n(&q->failing, __ATOMIC_RELAXED);
+		uint64_t now = now_ms();
+		int err;
+
+		if (q->stop && (q->head == NULL || now >= q->stop_deadline))
+			break;
+		if (q->head == NULL && q->in_reserve && !q->stop) {
+			/* Living on the reserve: try to re-extend it also
+			 * while nothing is written. */
+			cond_wait_until(q, now + AUDIT_RETRY_MAX_MS);
+			if (q->head == NULL && !q->stop) {
+				pthread_mutex_unlock(&q->lock);
+				q_reserve(q);
+				pthread_mutex_lock(&q->lock);
+			}
+			continue;
+		}
+		if (q->head == NULL) {
+			pthread_cond_wait(&q->cond, &q->lock);
+			continue;
+		}
+		/* Failing: the next try comes with a new record, not sooner
+		 * than RETRY_MIN, and after RETRY_MAX without one. */
+		if (failing && now < last_try + AUDIT_RETRY_MAX_MS &&
+		    (!q->kick || now < last_try + AUDIT_RETRY_MIN_MS)) {
+			uint64_t at = q->kick ? last_try + AUDIT_RETRY_MIN_MS :
+			    last_try + AUDIT_RETRY_MAX_MS;
+
+			if (q->stop && at > q->stop_deadline)
+				at = q->stop_deadline;
+			cond_wait_until(q, at);
+			continue;
+		}
+		q->kick = false;
+		pthread_mutex_unlock(&q->lock);
+		err = q_write_batch(q);
+		last_try = now_ms();
+		q_set_failing(q, err);
+		if (err == 0) {
+			q_reserve(q);
+			pthread_mutex_lock(&q->lock);
+			if (q->lost > 0) {
+				struct jw w;
+				unsigned long long lost = q->lost;
+
+				q->lost = 0;
+				jw_begin(&w, "audit");
+				jw_str(&w, "state", "records_lost");
+				jw_str(&w, "log", q->path);
+				jw_int(&w, "count", (long long)lost);
+				q_push_locked(q, &w);
+				log_warnx("audit log %s: %llu records lost "
+				    "(queue full)", q->path, lost);
+			}
+		} else {
+			pthread_mutex_lock(&q->lock);
+		}
+	}
+	pthread_mutex_unlock(&q->lock);
+	return NULL;
+}
+
+int
+audit_start(struct audit *a)
+{
+	struct audit_q *q = a->q;
+	int r;
+
+	if (q == NULL || !a->owned)
+		return -EBADF;
+	if (q->running)
+		return 0;
+	q_reserve(q);
+	r = pthread_create(&q->thread, NULL, q_writer, q);
+	if (r != 0)
+		return -r;
+	q->running = true;
+	return 0;
 }
 
 void
 audit_close(struct audit *a)
 {
-	if (a->owned && a->fd >= 0)
-		close(a->fd);
-	a->fd = -1;
+	struct audit_q *q = a->q;
+
+	a->q = NULL;
 	free(a->path);
 	a->path = NULL;
+	if (q == NULL || !a->owned)
+		return;
+	if (q->running) {
+		uint64_t one = 1;
+
+		pthread_mutex_lock(&q->lock);
+		q->stop = true;
+		q->stop_deadline = now_ms() + AUDIT_DRAIN_MS;
+		pthread_cond_signal(&q->cond);
+		pthread_mutex_unlock(&q->lock);
+		(void)!write(q->wake, &one, sizeof(one));
+		pthread_join(q->thread, NULL);
+	}
+	if (q->head != NULL) {
+		size_t n = 0;
+
+		for (struct rec *r = q->head; r != NULL; r = r->next)
+			n++;
+		log_warnx("audit log %s: %zu records not written at stop",
+		    q->path, n);
+	}
+	if (q->reg) {
+		struct stat st;
+
+		/* Give the unused reserve back: a log left behind holds
+		 * only what it says. */
+		if (q->alloc_end > 0 && fstat(q->fd, &st) == 0 &&
+		    q->alloc_end > (unsigned long long)st.st_size)
+			(void)fallocate(q->fd, FALLOC_FL_PUNCH_HOLE |
+			    FALLOC_FL_KEEP_SIZE, st.st_size,
+			    (off_t)(q->alloc_end - (unsigned long long)st.st_size));
+		fsync(q->fd);
+	}
+	q_free(q);
 }
 
 size_t
@@ -131,6 +697,7 @@ jw_begin(struct jw *w, const char *event)
 	    tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000));
 	w->len = 0;
 	w->fields = 0;
+	w->refusal = false;
 	jw_raw(w, "{\"ts\":\"", 7);
 	jw_raw(w, ts, (size_t)n);
 	jw_raw(w, "\"", 1);
@@ -150,6 +717,9 @@ jw_strn(struct jw *w, const char *key, const char *value, size_t n)
 		jw_raw(w, "null", 4);
 		return;
 	}
+	if (strcmp(key, "decision") == 0 && n == 4 &&
+	    memcmp(value, "deny", 4) == 0)
+		w->refusal = true;
 	if (n > AUDIT_MAX_VALUE)
 		n = AUDIT_MAX_VALUE;
 	el = json_escape(esc, sizeof(esc), value, n);
@@ -196,49 +766,51 @@ int
 audit_emit(struct audit *a, struct jw *w)
 {
 	static_assert(sizeof(w->buf) > 2, "room for the closing brace");
-	size_t off = 0;
+	struct audit_q *q = a->q;
+	struct rec *r;
+	size_t limit, queued = 0;
+	bool now_full = false;
 
-	/* jw_raw always leaves one byte; the record is sized so that the
-	 * closing "}\n" fits (AUDIT_MAX_RECORD has 64 bytes of slack). */
-	if (w->len + 2 > sizeof(w->buf))
-		w->len = sizeof(w->buf) - 2;
-	w->buf[w->len++] = '}';
-	w->buf[w->len++] = '\n';
-	if (a->fd < 0)
+	if (q == NULL)
 		return -EBADF;
-	/* Workers share the log; one writer at a time keeps every line whole
-	 * even where write(2) is not atomic (pipes, records > PIPE_BUF). */
-	pthread_mutex_lock(&audit_lock);
-	while (off < w->len) {
-		ssize_t n = write(a->fd, w->buf + off, w->len - off);
+	r = rec_new(w);
+	if (!q->running) {
+		/* Start-up, one thread: write it now, and say if it fails. */
+		struct iovec iov;
+		size_t done;
+		int err = -ENOMEM;
 
-		if (n < 0) {
-			int e = errno;
-
-			if (e == EINTR)
-				continue;
-			/* Never leave half a record: cut what this record
-			 * managed to write (regular files; the lock keeps
-			 * other writers out meanwhile). */
-			if (off > 0 && a->owned) {
-				off_t end = lseek(a->fd, 0, SEEK_END);
-
-				if (end >= (off_t)off)
-					(void)ftruncate(a->fd, end - (off_t)off);
-			}
-			pthread_mutex_unlock(&audit_lock);
-			if (!a->failing)
-				log_warn("%s: audit log %s: refusing new "
-				    "requests until it can be written", __func__,
-				    a->path);
-			a->failing = true;
-			return -e;
+		if (r != NULL) {
+			iov.iov_base = r->data;
+			iov.iov_len = r->len;
+			err = q_writev(q, &iov, 1, now_ms() + AUDIT_START_MS,
+			    &done);
+			if (err < 0)
+				q_cut_partial(q, done, &r->len, 1);
 		}
-		off += (size_t)n;
+		free(r);
+		q_set_failing(q, err);
+		return err;
 	}
-	pthread_mutex_unlock(&audit_lock);
-	if (a->failing)
-		log_warnx("%s: audit log %s writable again", __func__, a->path);
-	a->failing = false;
+	pthread_mutex_lock(&q->lock);
+	limit = AUDIT_QUEUE_BYTES + (w->refusal ? 0 : AUDIT_QUEUE_SLACK);
+	if (r == NULL || q->bytes + sizeof(*r) + r->len > limit) {
+		q->lost++;
+		pthread_mutex_unlock(&q->lock);
+		free(r);
+		return -ENOBUFS;
+	}
+	q_link_locked(q, r);
+	if (!q->full && q->bytes >= AUDIT_QUEUE_BYTES) {
+		q->full = now_full = true;
+		queued = q->bytes;
+	}
+	q->kick = true;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	if (now_full)
+		log_warnx("audit log %s: writer is behind (%zu bytes queued): "
+		    "refusing new requests until it catches up", q->path,
+		    queued);
 	return 0;
 }

@@ -1,7 +1,12 @@
 /*
- * audit: the audit log (DESIGN.md §6).  One JSON object per line, each
- * written whole with a single write(2) (O_APPEND for files), so records are
- * never interleaved or torn, and nothing is buffered in user space.
+ * audit: the audit log (DESIGN.md §6, §15; design.md §9).  One JSON object
+ * per line.  The loops only queue records (bounded, limits.h AUDIT_QUEUE_*);
+ * one writer thread per log writes them, several at a time (writev), so a
+ * stalled pipe or a slow disk never blocks a loop.  One writer keeps every
+ * line whole and in order; a record cut short by a full disk is cut back
+ * out.  A regular file keeps [audit] reserve_mib preallocated past its end
+ * (re-extended as it is used) so that a file system filled by someone else
+ * doesn't stop the log at once.
  */
 #ifndef PORTCULLIS_AUDIT_H
 #define PORTCULLIS_AUDIT_H
@@ -11,23 +16,37 @@
 
 #include "limits.h"
 
+struct audit_q;
+
 struct audit {
-	int fd;			/* -1 = closed */
-	bool owned;		/* we opened it (not stdout) */
-	bool failing;		/* the last write failed (ENOSPC, EFBIG, ...) */
+	struct audit_q *q;	/* the shared writer; NULL = closed */
+	bool owned;		/* we opened it (audit_share: not ours) */
 	char *path;
 };
 
-/* Opens path for appending ("-" = stdout). 0 or -errno. */
-int audit_open(struct audit *a, const char *path);
+/* Opens path for appending ("-" = stdout), keeping reserve bytes
+ * preallocated past its end if it is a regular file (0 = none).  Records
+ * are written synchronously until audit_start().  0 or -errno. */
+int audit_open(struct audit *a, const char *path, unsigned long long reserve);
+/* Starts the writer thread: from now on audit_emit only queues.  0 or
+ * -errno. */
+int audit_start(struct audit *a);
+/* The owner's close writes what is queued (at most AUDIT_DRAIN_MS), syncs,
+ * gives back the unused reserve and ends the writer; a sharer's only lets
+ * go. */
 void audit_close(struct audit *a);
-/* a writes to from's file too (workers); a never closes it. */
+/* a writes to from's log too (workers); a never closes it. */
 void audit_share(struct audit *a, const struct audit *from);
+/* Whether a new request may go out: the log takes writes and the queue is
+ * below AUDIT_QUEUE_BYTES.  While false, the proxy lets nothing new
+ * through (an unaudited allow is an allow no admin can see). */
+bool audit_ok(const struct audit *a);
 
 /* A record under construction. */
 struct jw {
 	size_t len;
 	unsigned fields;
+	bool refusal;		/* "decision":"deny": first to go when full */
 	char buf[AUDIT_MAX_RECORD];
 };
 
@@ -39,10 +58,12 @@ void jw_strn(struct jw *w, const char *key, const char *value, size_t n);
 void jw_int(struct jw *w, const char *key, long long v);
 void jw_bool(struct jw *w, const char *key, bool v);
 void jw_null(struct jw *w, const char *key);
-/* Closes the object and writes the line. 0 or -errno (logged).  Sets
- * a->failing on an error and clears it on the next success: while it is
- * set, the proxy lets nothing new through (an unaudited allow is an
- * allow no admin can see). */
+/* Closes the object and queues the line (before audit_start: writes it).
+ * 0, or -ENOBUFS when the queue had no room (the record is counted in the
+ * next records_lost record), or -errno of a synchronous write.  When a
+ * write fails (ENOSPC, EFBIG, EIO, ...) the log is "failing" (audit_ok is
+ * false) until a retry writes again: retries come with new records (the
+ * refusals' own) and at least every AUDIT_RETRY_MAX_MS. */
 int audit_emit(struct audit *a, struct jw *w);
 
 /* Escapes src (n bytes) as JSON string content into dst (NUL-terminated,

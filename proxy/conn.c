@@ -1111,7 +1111,7 @@ conn_head_done(struct conn *c)
 	/* Fail closed: what can't be audited doesn't go out.  (The refusal's
 	 * own record is the next write attempt, so the flag clears as soon
 	 * as the log takes writes again.) */
-	if (c->s->audit.failing) {
+	if (!audit_ok(&c->s->audit)) {
 		conn_refuse(c, REASON_AUDIT_UNAVAILABLE, "audit log unavailable");
 		return;
 	}

@@ -54,6 +54,32 @@
  * longer is cut, with "target_truncated"/"host_header_truncated". */
 #define AUDIT_MAX_TARGET 512
 
+/*
+ * The audit writer (audit.c): the loop only queues records; one thread per
+ * log writes them, so a stalled pipe or a slow disk never stops the loop.
+ * Queued bytes count each record plus its node.  Past AUDIT_QUEUE_BYTES
+ * new requests are refused (503 audit_unavailable: the log can't keep up,
+ * so it fails closed) and refusal records are dropped (counted); records of
+ * work already admitted (allows, closes, sessions) still go in up to
+ * AUDIT_QUEUE_BYTES + AUDIT_QUEUE_SLACK, so memory stays bounded.  A record
+ * dropped past that is counted and reported by a records_lost record.
+ */
+#define AUDIT_QUEUE_BYTES (1024 * 1024)
+#define AUDIT_QUEUE_SLACK (4 * 1024 * 1024)
+/* Records per writev(2): one syscall for a whole burst (<= IOV_MAX). */
+#define AUDIT_BATCH_IOV 256
+/* While the log can't be written: retry on a new record, but not more
+ * often than MIN (a refusal flood is not a write flood), and at least every
+ * MAX without one (recovery needs no traffic). */
+#define AUDIT_RETRY_MIN_MS 20
+#define AUDIT_RETRY_MAX_MS 1000
+/* A clean stop waits this long for the queue to drain (then gives up and
+ * says how many records were not written). */
+#define AUDIT_DRAIN_MS 3000
+/* The first record is written before serving; a log that takes none in
+ * this long (a pipe nobody reads) stops start-up. */
+#define AUDIT_START_MS 10000
+
 /* Bytes of a tunnel's first flight kept while its ClientHello is read:
  * the ClientHello itself (TLS_MAX_CLIENTHELLO, split over records of 5
  * header bytes each) plus what a client may send right behind it. */
@@ -66,6 +92,8 @@ static_assert(AUDIT_MAX_PATH <= AUDIT_MAX_VALUE, "a logged path is one value");
 static_assert(AUDIT_MAX_TARGET <= AUDIT_MAX_VALUE, "a logged target is one value");
 static_assert(PROXY_RELAY_BUF_SMALL >= 4096, "relay buffer too small to be useful");
 static_assert(PROXY_RELAY_BUF_BIG >= PROXY_RELAY_BUF_SMALL, "big >= small");
+static_assert(AUDIT_BATCH_IOV <= 1024, "writev takes at most IOV_MAX");
+static_assert(AUDIT_QUEUE_BYTES > 2 * AUDIT_MAX_RECORD, "the queue holds a burst of the largest records");
 static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent");
 
 #endif

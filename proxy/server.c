@@ -214,7 +214,8 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 	if (getrandom(&s->id_prefix, sizeof(s->id_prefix), 0) !=
 	    sizeof(s->id_prefix))
 		s->id_prefix = (uint32_t)getpid();
-	r = audit_open(&s->audit, path);
+	r = audit_open(&s->audit, path,
+	    (unsigned long long)cfg->audit.reserve_mib << 20);
 	if (r < 0) {
 		fprintf(stderr, "portcullis: audit log %s: %s\n", path,
 		    strerror(-r));
@@ -228,6 +229,9 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 	jw_int(&w, "pid", getpid());
 	jw_str(&w, "version", PORTCULLIS_VERSION);
 	r = audit_emit(&s->audit, &w);
+	/* From here on the loop only queues records (audit.h). */
+	if (r == 0)
+		r = audit_start(&s->audit);
 	if (r < 0) {
 		fprintf(stderr, "portcullis: audit log %s: %s\n", path,
 		    strerror(-r));
@@ -639,9 +643,8 @@ server_log_stop(struct server *s)
 
 	jw_begin(&w, "stop");
 	jw_int(&w, "pid", getpid());
+	/* Written, synced and the reserve given back by audit_close. */
 	audit_emit(&s->audit, &w);
-	if (s->audit.owned)
-		fsync(s->audit.fd);
 }
 
 void

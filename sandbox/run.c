@@ -44,6 +44,7 @@
 
 extern char **environ;
 
+#include "auditwarn.h"
 #include "bridge.h"
 #include "cfg.h"
 #include "control.h"
@@ -1133,6 +1134,7 @@ run_main(int argc, char **argv)
 			die("cannot start the embedded proxy: %s", strerror(-rc));
 	}
 	st.audit_path = audit_path;
+	(void)auditwarn(audit_path, p.argv);
 
 	if (o.setup != NULL) {
 		st.cur = 0;

@@ -1,26 +1,33 @@
-# Entry points for people and CI.  Every target installs what is missing
-# (scripts/install-deps.sh is idempotent) and builds from scratch if needed.
+# Entry points for people and CI.  `make build` only builds; the targets
+# that run things (run, test, test-sanitize, test-valgrind, fuzz, deb) first
+# install what is missing (scripts/install-deps.sh is idempotent and never
+# upgrades what is installed) and build from scratch if needed.
 BUILD      ?= build
 BUILD_SAN  ?= build-sanitize
 JOBS       ?= $(shell nproc)
 CONFIG     ?=
+DEB_OUT    ?= $(BUILD)/deb
+# Developers and CI build with -Werror; debian/rules turns it off.
+CMAKE_FLAGS ?= -DPORTCULLIS_WERROR=ON
 
-.PHONY: all deps build run test test-sanitize test-valgrind fuzz clean
+.PHONY: all deps build run test test-sanitize test-valgrind fuzz deb clean
 
 all: build
 
 deps:
 	@sh scripts/install-deps.sh
 
-build: deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+build:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
 # Runs the proxy on the embedded default config (or CONFIG=FILE).
-run: build
+run: deps
+	@$(MAKE) --no-print-directory build
 	./$(BUILD)/bin/portcullis serve $(if $(CONFIG),-c $(CONFIG))
 
-test: build
+test: deps
+	@$(MAKE) --no-print-directory build
 	cd $(BUILD) && ctest --output-on-failure -j 2
 
 # LeakSanitizer is on by default with ASan here; programs that run inside a
@@ -28,7 +35,7 @@ test: build
 # seccomp filter refuses the ptrace it needs.  So ASAN_OPTIONS must not force
 # detect_leaks=1 (the environment would override their defaults).
 test-sanitize: deps
-	cmake -S . -B $(BUILD_SAN) -DCMAKE_BUILD_TYPE=Debug -DPORTCULLIS_SANITIZE=ON
+	cmake -S . -B $(BUILD_SAN) -DCMAKE_BUILD_TYPE=Debug -DPORTCULLIS_SANITIZE=ON $(CMAKE_FLAGS)
 	cmake --build $(BUILD_SAN) -j $(JOBS)
 	cd $(BUILD_SAN) && ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 2
 
@@ -43,7 +50,8 @@ VALGRIND_TESTS ?= test_proxy_http test_proxy_connect test_proxy_reasons \
 	test_proxy_cli test_hostile_corpus test_hostile_tls test_hostile_addresses \
 	test_sandbox_run test_phase_switch test_reload_config test_control_socket \
 	test_control_listen test_request_hardening test_audit_queue test_audit_reserve
-test-valgrind: build
+test-valgrind: deps
+	@$(MAKE) --no-print-directory build
 	cd tests/integration && for t in $(VALGRIND_TESTS); do \
 		echo "== valgrind: $$t"; \
 		PORTCULLIS_REAL=$(CURDIR)/$(BUILD)/bin/portcullis \
@@ -58,6 +66,12 @@ fuzz: deps
 	cmake -S tests/fuzz -B build-fuzz -DCMAKE_C_COMPILER=clang
 	cmake --build build-fuzz -j $(JOBS)
 	sh tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
+
+# The Debian package (dpkg-buildpackage -us -uc -b, from a copy of the tree
+# in a temp dir, so the checkout stays clean), checked with lintian; the
+# .deb lands in $(DEB_OUT).  .ci/run installs it and checks it.
+deb: deps
+	sh scripts/build-deb.sh $(DEB_OUT) $(JOBS)
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN) build-fuzz

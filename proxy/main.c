@@ -10,6 +10,7 @@
 #include "control.h"
 #include "run.h"
 #include "server.h"
+#include "version.h"
 
 static const char usage[] =
 "usage: portcullis COMMAND [ARGS]\n"
@@ -25,7 +26,7 @@ static const char usage[] =
 "  ctl [--control SOCK] status | phase SESSION agent | reload\n"
 "                                  talk to a running daemon's control socket\n"
 "  --print-default-config          print the embedded default config\n"
-"  --version                       print the version\n"
+"  --version                       print the version (and git revision)\n"
 "  --help                          this text\n"
 "\n"
 "Each command has --help.\n";
@@ -46,7 +47,12 @@ main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(cmd, "--version") == 0) {
-		printf("portcullis %s\n", PORTCULLIS_VERSION);
+		/* The git revision only when built from a git checkout. */
+		if (PORTCULLIS_REVISION[0] != '\0')
+			printf("portcullis %s (git %s)\n", PORTCULLIS_VERSION,
+			    PORTCULLIS_REVISION);
+		else
+			printf("portcullis %s\n", PORTCULLIS_VERSION);
 		return 0;
 	}
 	if (strcmp(cmd, "--print-default-config") == 0) {

@@ -17,6 +17,7 @@
 #include "control.h"
 #include "internal.h"
 #include "log.h"
+#include "version.h"
 
 /* listen(2) backlog for every listener. */
 #define SERVER_BACKLOG 511

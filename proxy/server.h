@@ -10,8 +10,6 @@
 
 #include "cfg.h"
 
-#define PORTCULLIS_VERSION "0.1.0"
-
 struct server;
 struct session;
 

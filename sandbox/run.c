@@ -343,12 +343,20 @@ find_in_path(const char *name, char *out, size_t outlen)
 	return false;
 }
 
-/* The bridge: $PORTCULLIS_BRIDGE, next to this executable, or $PATH. */
+/*
+ * The bridge, first found of: $PORTCULLIS_BRIDGE; next to this executable
+ * (a build tree); PORTCULLIS_BIN_TO_LIBEXEC from this executable's directory
+ * (an installed tree, wherever `cmake --install --prefix` put it); the
+ * configured PORTCULLIS_LIBEXECDIR; $PATH.  out gets a canonical path (the
+ * sandbox binds the bridge at that path).
+ */
 static void
 find_bridge(char *out, size_t outlen)
 {
 	const char *env = getenv("PORTCULLIS_BRIDGE");
-	char self[PATH_MAX], *slash;
+	char self[PATH_MAX], cand[PATH_MAX], real[PATH_MAX], *slash;
+	const char *dirs[2];
+	int ndirs = 0;
 	ssize_t n;
 
 	if (env != NULL && *env != '\0') {
@@ -362,14 +370,25 @@ find_bridge(char *out, size_t outlen)
 		slash = strrchr(self, '/');
 		if (slash != NULL) {
 			*slash = '\0';
-			if (snprintf(out, outlen, "%s/portcullis-bridge", self) <
-			    (int)outlen && access(out, X_OK) == 0)
-				return;
+			dirs[ndirs++] = ".";
+			dirs[ndirs++] = PORTCULLIS_BIN_TO_LIBEXEC;
 		}
 	}
+	for (int k = 0; k < ndirs; k++) {
+		if (snprintf(cand, sizeof(cand), "%s/%s/portcullis-bridge",
+		    self, dirs[k]) >= (int)sizeof(cand))
+			continue;
+		if (access(cand, X_OK) == 0 && realpath(cand, real) != NULL &&
+		    snprintf(out, outlen, "%s", real) < (int)outlen)
+			return;
+	}
+	if (snprintf(out, outlen, "%s", PORTCULLIS_LIBEXECDIR
+	    "/portcullis-bridge") < (int)outlen && access(out, X_OK) == 0)
+		return;
 	if (find_in_path("portcullis-bridge", out, outlen))
 		return;
-	die("portcullis-bridge not found (next to portcullis or in PATH)");
+	die("portcullis-bridge not found (next to portcullis, in %s, "
+	    "or in PATH)", PORTCULLIS_LIBEXECDIR);
 }
 
 static void

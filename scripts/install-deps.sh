@@ -1,6 +1,10 @@
 #!/bin/sh
-# Installs every Debian package portcullis needs to build, test and run.
-# Idempotent: when everything is present it changes nothing and exits 0.
+# Installs the Debian packages portcullis needs to build, test, run and
+# package (make deb) that are missing -- only those, with --no-upgrade: a
+# package that is already installed is never upgraded, and nothing else is
+# (apt upgrades an installed package only where a new one's dependencies
+# require it).  Idempotent: when everything is present it changes nothing
+# (no apt-get update either) and exits 0.
 #
 # llhttp: bookworm only ships node-llhttp 8.1, which accepts known
 # request-smuggling inputs.  We take libllhttp-dev 9.2.1 from trixie with an
@@ -14,7 +18,7 @@ libpsl-dev libidn2-dev libseccomp-dev bubblewrap
 curl wget python3 openssl iproute2 procps
 clang libclang-rt-14-dev valgrind
 openssh-client openssh-server
-dpkg-dev"
+dpkg-dev debhelper lintian systemd"
 
 missing=""
 for p in $PKGS; do
@@ -61,8 +65,19 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-# shellcheck disable=SC2086
-apt-get install -y -q --no-install-recommends $PKGS
+if [ -n "$missing" ]; then
+	# shellcheck disable=SC2086
+	apt-get install -y -q --no-upgrade --no-install-recommends $missing
+fi
+# An installed libllhttp-dev older than 9.2 is the one installed package we
+# do upgrade (from trixie, as pinned above), and only it.
+case " $missing " in
+*" libllhttp-dev "*) ;;
+*)	if [ "$llhttp_ok" != 1 ]; then
+		apt-get install -y -q --no-install-recommends --only-upgrade \
+			libllhttp-dev libllhttp9.2
+	fi ;;
+esac
 dpkg-query -W -f='${Version}\n' libllhttp-dev | grep -q '^9\.[2-9]' || {
 	echo "install-deps: libllhttp-dev >= 9.2 not installed" >&2
 	exit 1

@@ -3,8 +3,13 @@
 config (DESIGN.md §3, §4)."""
 
 import os
+import re
+import shutil
+import subprocess
 
 import harness as h
+
+SRC = os.path.abspath(os.path.join(h.HERE, "..", ".."))
 
 GOOD = """[proxy]
 listen = 127.0.0.1:3128
@@ -107,6 +112,54 @@ def test_serve_refuses_bad_config():
             "serve error does not name the line: %r" % r.stderr)
     h.check(not os.path.exists(audit) or os.path.getsize(audit) == 0,
             "serve wrote audit records for a config it did not use")
+
+
+def project_version():
+    """x.y.z from project(portcullis VERSION x.y.z) in CMakeLists.txt."""
+    with open(os.path.join(SRC, "CMakeLists.txt")) as f:
+        m = re.search(r"project\(portcullis VERSION ([0-9]+\.[0-9]+\.[0-9]+)", f.read())
+    h.check(m is not None, "no project(portcullis VERSION x.y.z) in CMakeLists.txt")
+    return m.group(1)
+
+
+def test_version():
+    r = h.run_portcullis(["--version"])
+    h.eq(r.returncode, 0, "--version exit (stderr %r)" % r.stderr)
+    h.eq(r.stderr, "", "--version stderr")
+    m = re.fullmatch(r"portcullis ([0-9.]+)(?: \(git ([A-Za-z0-9._+~-]+)\))?\n", r.stdout)
+    h.check(m is not None, "--version output: %r" % r.stdout)
+    h.eq(m.group(1), project_version(), "--version number")
+    git = shutil.which("git")
+    if os.path.exists(os.path.join(SRC, ".git")) and git:
+        # Built from this checkout: the revision names one of its commits
+        # (`git describe --always --dirty` when it was built).
+        rev = m.group(2)
+        h.check(rev, "built from a git checkout, but no revision: %r" % r.stdout)
+        c = subprocess.run([git, "-C", SRC, "rev-parse", "--verify", "--quiet",
+                            re.sub(r"-dirty$", "", rev) + "^{commit}"],
+                           capture_output=True, text=True, timeout=10)
+        h.eq(c.returncode, 0, "revision %r is not a commit of %s" % (rev, SRC))
+    else:
+        h.eq(m.group(2), None, "revision without a git checkout")
+    r = h.run_portcullis(["--help"])
+    h.check("--version" in r.stdout, "--help does not list --version")
+
+
+def test_version_header_without_git():
+    """cmake/version.cmake on a tree with no .git: just the version."""
+    d = h.tempdir()
+    src = os.path.join(d, "src")
+    os.mkdir(src)
+    out = os.path.join(d, "version.h")
+    r = subprocess.run(["cmake", "-DSRC=" + src, "-DOUT=" + out,
+                        "-DTEMPLATE=" + os.path.join(SRC, "cmake", "version.h.in"),
+                        "-DVERSION=9.8.7", "-P", os.path.join(SRC, "cmake", "version.cmake")],
+                       capture_output=True, text=True, timeout=30)
+    h.eq(r.returncode, 0, "cmake -P version.cmake (stderr %r)" % r.stderr)
+    with open(out) as f:
+        text = f.read()
+    h.check('#define PORTCULLIS_VERSION "9.8.7"' in text, "version in header: %r" % text)
+    h.check('#define PORTCULLIS_REVISION ""' in text, "revision in header: %r" % text)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,17 @@
  *   socket(AF_PACKET | AF_VSOCK, ...)
  *   io_uring_setup/enter/register   (io_uring ops bypass this filter)
  *   ptrace
+ * and the kernel key management calls fail with ENOSYS:
+ *   keyctl, add_key, request_key    keyrings are not namespaced: as root
+ *                                   the sandbox would read and write
+ *                                   root's user keyring (@u), a channel
+ *                                   past the proxy and a way to its keys.
+ * ENOSYS rather than EPERM: to the program it is a kernel built without
+ * CONFIG_KEYS, a case keyring users already handle (libkeyutils callers,
+ * systemd's password cache, Kerberos fall back or report "not
+ * supported"), where EPERM reads as "this key is not yours" and some
+ * retry or abort.  portcullis run also gives each sandbox a new session
+ * keyring (run.c), so the kernel's own implicit lookups see an empty one.
  * Syscalls of a non-native ABI (e.g. i386 socketcall, x32) hit libseccomp's
  * bad-arch action, which kills: they could otherwise bypass the argument
  * checks above.
@@ -53,6 +64,9 @@ filter_build(bool allow_unix_sockets, scmp_filter_ctx *out)
 		"io_uring_setup", "io_uring_enter", "io_uring_register",
 		"ptrace",
 	};
+	static const char *const absent_calls[] = {
+		"keyctl", "add_key", "request_key",
+	};
 	scmp_filter_ctx ctx;
 	size_t i;
 	int rc;
@@ -90,6 +104,12 @@ filter_build(bool allow_unix_sockets, scmp_filter_ctx *out)
 		if (nr == __NR_SCMP_ERROR)
 			continue;
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+		if (rc < 0)
+			goto fail;
+	}
+	for (i = 0; i < sizeof(absent_calls) / sizeof(absent_calls[0]); i++) {
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS),
+		    seccomp_syscall_resolve_name(absent_calls[i]), 0);
 		if (rc < 0)
 			goto fail;
 	}

@@ -37,9 +37,11 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/keyctl.h>
 #include <uv.h>
 
 extern char **environ;
@@ -49,6 +51,7 @@ extern char **environ;
 #include "cfg.h"
 #include "control.h"
 #include "handoff.h"
+#include "mounts.h"
 #include "run.h"
 #include "server.h"
 
@@ -79,6 +82,7 @@ struct run_opts {
 	size_t nbinds;
 	bool allow_unix;
 	const char *audit_log;
+	const char *home;	/* --home DIR, or NULL: a fresh one */
 	char **command;
 	int ncommand;
 };
@@ -92,6 +96,9 @@ struct run_plan {
 	size_t cap;
 	char *owned[4];		/* strings argv points to that we free */
 	size_t nowned;
+	/* The binds for mounts_set_binds: --bind/--ro-bind, then the
+	 * working directory. */
+	struct mounts_bind mbinds[RUN_MAX_REPEAT + 1];
 };
 
 /* bwrap's fds: the bridge's end of the handoff socketpair is 3 (the
@@ -116,6 +123,7 @@ struct run_state {
 	struct session *ss;	/* embedded: the current session */
 	char sid[HANDOFF_MSG_MAX];	/* the current session's id */
 	const char *audit_path;
+	struct mounts *mounts;	/* file system plan; owns a fresh HOME */
 };
 
 /*
@@ -153,13 +161,18 @@ static const char usage[] =
 "                        repeatable)\n"
 "  --bind SRC[:DST]      bind SRC writable at DST (default DST = SRC)\n"
 "  --ro-bind SRC[:DST]   bind SRC read-only\n"
+"  --home DIR            HOME inside the sandbox (created 0700 if missing,\n"
+"                        kept); default: a fresh directory for the run,\n"
+"                        removed when it ends\n"
 "  --allow-unix-sockets  let COMMAND create AF_UNIX sockets\n"
 "  --audit-log FILE      embedded proxy's audit log (default: a temp file,\n"
 "                        named on stderr at the end)\n"
 "  --help                this text\n"
 "\n"
 "Inside: / read-only, the working directory writable, private /tmp, new\n"
-"/dev and /proc.  Exit status: COMMAND's; 125 if the sandbox or its proxy\n"
+"/dev and /proc (/proc/sys read-only), a writable HOME of the run's own;\n"
+"the caller's HOME, /root, /home and credential files are hidden (bind\n"
+"one back with --ro-bind).  Exit status: COMMAND's; 125 if the sandbox or its proxy\n"
 "route could not be set up, or the daemon went away while COMMAND ran.\n";
 
 static _Noreturn void __attribute__((format(printf, 1, 2)))
@@ -291,6 +304,8 @@ run_parse(int argc, char **argv, struct run_opts *o)
 			parse_bind(o, v, true);
 		} else if (strcmp(a, "--audit-log") == 0) {
 			o->audit_log = v;
+		} else if (strcmp(a, "--home") == 0) {
+			o->home = v;
 		} else {
 			fputs(usage, stderr);
 			die("unknown option %s", a);
@@ -400,15 +415,11 @@ plan_add(struct run_plan *p, const char *arg)
 	p->argv[p->argc] = NULL;
 }
 
-/* True when dir is path or one of its ancestors. */
-static bool
-is_ancestor(const char *dir, const char *path)
+/* plan_add for the mounts module. */
+static void
+plan_add_cb(void *ctx, const char *arg)
 {
-	size_t n = strlen(dir);
-
-	if (strcmp(dir, "/") == 0)
-		return true;
-	return strncmp(dir, path, n) == 0 && (path[n] == '/' || path[n] == '\0');
+	plan_add(ctx, arg);
 }
 
 /*
@@ -437,7 +448,7 @@ plan_hide(struct run_plan *p, const char *sock)
 		*slash = '\0';
 	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
 		return;
-	if (!is_ancestor(dir, p->cwd)) {
+	if (!mounts_at_or_above(dir, p->cwd)) {
 		d = strdup(dir);
 		if (d == NULL || p->nowned == sizeof(p->owned) / sizeof(p->owned[0]))
 			die("out of memory");
@@ -454,12 +465,14 @@ plan_hide(struct run_plan *p, const char *sock)
 /*
  * Builds the bwrap argv that runs command (ncommand words) through the
  * bridge.  With --setup, called once for CMD (sh -c CMD) and once for
- * COMMAND; both sandboxes get the same mounts and working directory.
+ * COMMAND; both sandboxes get the same mounts (m: the same HOME) and
+ * working directory.
  */
 static void
-run_plan(const struct run_opts *o, const struct cfg *cfg, char **command,
-    int ncommand, struct run_plan *p)
+run_plan(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
+    char **command, int ncommand, struct run_plan *p)
 {
+	char why[512];
 	size_t i;
 
 	if (!find_in_path("bwrap", p->bwrap, sizeof(p->bwrap)))
@@ -472,7 +485,20 @@ run_plan(const struct run_opts *o, const struct cfg *cfg, char **command,
 		die("refusing to run in /: the working directory is mounted "
 		    "writable in the sandbox");
 
-	p->cap = RUN_FIXED_ARGS + 3 * o->nbinds + (size_t)ncommand;
+	for (i = 0; i < o->nbinds; i++) {
+		p->mbinds[i].ro = o->binds[i].ro;
+		p->mbinds[i].src = o->binds[i].src;
+		p->mbinds[i].dst = o->binds[i].dst;
+	}
+	p->mbinds[i].ro = false;
+	p->mbinds[i].src = p->cwd;
+	p->mbinds[i].dst = p->cwd;
+	if (mounts_set_binds(m, p->mbinds, o->nbinds + 1, p->cwd, why,
+	    sizeof(why)) != 0)
+		die("%s", why);
+
+	p->cap = RUN_FIXED_ARGS + mounts_nargs(m, o->nbinds + 1) +
+	    (size_t)ncommand;
 	p->argv = calloc(p->cap, sizeof(char *));
 	if (p->argv == NULL)
 		die("out of memory");
@@ -494,16 +520,14 @@ run_plan(const struct run_opts *o, const struct cfg *cfg, char **command,
 	plan_add(p, "/dev");
 	plan_add(p, "--proc");
 	plan_add(p, "/proc");
+	/* Host-wide kernel files read-only or masked: uid 0 without
+	 * capabilities could write /proc/sys in a new procfs. */
+	mounts_emit_kernel(m, plan_add_cb, p);
 	plan_add(p, "--tmpfs");
 	plan_add(p, "/tmp");
-	for (i = 0; i < o->nbinds; i++) {
-		plan_add(p, o->binds[i].ro ? "--ro-bind" : "--bind");
-		plan_add(p, o->binds[i].src);
-		plan_add(p, o->binds[i].dst);
-	}
-	plan_add(p, "--bind");
-	plan_add(p, p->cwd);
-	plan_add(p, p->cwd);
+	/* Hides, the run's HOME, the binds (after /tmp, so binding
+	 * something under /tmp works), the working directory last. */
+	mounts_emit_fs(m, plan_add_cb, p);
 	/* After every bind, so no bind can bring a control socket back. */
 	plan_hide(p, o->connect);
 	if (cfg != NULL)
@@ -518,6 +542,7 @@ run_plan(const struct run_opts *o, const struct cfg *cfg, char **command,
 	plan_add(p, "--ro-bind");
 	plan_add(p, p->bridge);
 	plan_add(p, p->bridge);
+	mounts_emit_env(m, plan_add_cb, p);
 	plan_add(p, "--chdir");
 	plan_add(p, p->cwd);
 	plan_add(p, "--");
@@ -986,6 +1011,8 @@ setup_failed(struct run_state *st, int sock, const char *why)
 		(void)uv_process_kill(&st->proc[st->cur], SIGKILL);
 	if (st->audit_path != NULL)
 		fprintf(stderr, "portcullis run: audit log: %s\n", st->audit_path);
+	/* The sandbox is killed: its HOME can go (a fresh one). */
+	mounts_free(st->mounts);
 	/* Not a clean shutdown: the sandbox is dying with us anyway. */
 	_exit(HANDOFF_EXIT);
 }
@@ -1011,6 +1038,14 @@ run_sandbox(struct run_state *st, const struct run_opts *o,
 	int sp[2], lfd, rc, bpf;
 
 	st->proc_exited = false;
+	/* A new, empty session keyring for this sandbox (it inherits ours
+	 * at spawn): keyrings are not namespaced, and the one we have may
+	 * hold the caller's keys.  The filter refuses keyctl inside; this
+	 * covers what the kernel looks up on a process's behalf.  ENOSYS:
+	 * a kernel without keyrings, nothing to share. */
+	if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 &&
+	    errno != ENOSYS)
+		die("no proxy route: new session keyring: %s", strerror(errno));
 	/* The filter as BPF in a memfd bwrap reads from its start; failing
 	 * to make it is a set-up failure before anything ran. */
 	bpf = memfd_create("portcullis-seccomp", MFD_CLOEXEC);
@@ -1107,6 +1142,11 @@ run_main(int argc, char **argv)
 	memset(&psetup, 0, sizeof(psetup));
 	memset(&st, 0, sizeof(st));
 	st.ctl_fd = -1;
+	/* First, while we hold no other fds and run no threads: the run's
+	 * HOME (a fresh one has a keeper child that removes it if we die). */
+	st.mounts = mounts_new(o.home, why, sizeof(why));
+	if (st.mounts == NULL)
+		die("%s", why);
 
 	/* Proxy side first: a missing daemon means we never start bwrap. */
 	if (o.connect != NULL) {
@@ -1119,10 +1159,10 @@ run_main(int argc, char **argv)
 		 * --setup, which refuses --phase). */
 		cfg = load_config(&o, &env);
 	}
-	run_plan(&o, cfg, o.command, o.ncommand, &p);
+	run_plan(&o, cfg, st.mounts, o.command, o.ncommand, &p);
 	if (o.setup != NULL) {
 		setup_cmd[2] = (char *)o.setup;
-		run_plan(&o, cfg, setup_cmd, 3, &psetup);
+		run_plan(&o, cfg, st.mounts, setup_cmd, 3, &psetup);
 	}
 	/* Last step of the plan: after it, the secrets exist only in
 	 * envs.setup (our own environment no longer has them). */
@@ -1206,6 +1246,8 @@ out:
 	if (audit_path != NULL)
 		fprintf(stderr, "portcullis run: audit log: %s\n", audit_path);
 	envs_free(&envs);
+	/* Every sandbox has exited: a fresh HOME is removed now. */
+	mounts_free(st.mounts);
 	plan_free(&p);
 	plan_free(&psetup);
 	run_release(&o);

@@ -481,7 +481,7 @@ def test_unprivileged_user_curl():
                         "sh", "-c", "id -u > uid; grep CapEff /proc/self/status > cap; "
                         "curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/ > code"
                         % (ALLOWED, o.port)],
-                       cwd=d, env=run_env(HOME=d), capture_output=True, text=True,
+                       cwd=d, env=run_env(), capture_output=True, text=True,
                        timeout=RUN_TIMEOUT)
     eq(r.returncode, 0, "unprivileged run (stderr %r)" % r.stderr)
     eq(open(os.path.join(d, "code")).read(), "200", "curl as uid 65534")

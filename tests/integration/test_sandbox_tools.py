@@ -47,7 +47,7 @@ def test_git_clone_over_http():
     r = prun(["-c", cfg, "--", "sh", "-c",
               "git clone -q http://%s:%d/repo.git ok && cat ok/README; "
               "git clone -q http://%s:%d/repo.git no 2> no.err; echo $? > no.rc"
-              % (ALLOWED, port, DENIED, port)], d, env=run_env(HOME=d))
+              % (ALLOWED, port, DENIED, port)], d)
     eq(r.returncode, 0, "exit (stderr %r)" % r.stderr)
     eq(r.stdout, "hello from the origin\n", "cloned through the proxy")
     check(open(os.path.join(d, "no.rc")).read().strip() != "0", "denied clone fails")
@@ -91,7 +91,7 @@ def test_ssh_through_bridge_connect():
     script = ("eval \"$GIT_SSH_COMMAND %s root@%s echo via-ssh\" > ok.out 2> ok.err; "
               "eval \"$GIT_SSH_COMMAND %s root@%s echo no\" > no.out 2> no.err; echo $? > no.rc"
               % (opts, ALLOWED, opts, DENIED))
-    r = prun(["-c", cfg, "--", "sh", "-c", script], d, env=run_env(HOME=d))
+    r = prun(["-c", cfg, "--", "sh", "-c", script], d)
     eq(r.returncode, 0, "exit (stderr %r)" % r.stderr)
     rd = lambda n: open(os.path.join(d, n)).read()  # noqa: E731
     eq(rd("ok.out"), "via-ssh\n", "ssh to allowed host (err %r)" % rd("ok.err"))

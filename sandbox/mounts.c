@@ -1,0 +1,719 @@
+/*
+ * mounts: the sandbox's view of the file system beyond `--ro-bind / /`
+ * (DESIGN.md §10 HOME, §15; docs/sandbox.md "What is hidden and why").
+ *
+ * Three lists, all resolved on the host when the run is planned (a path
+ * that does not exist needs nothing):
+ *   kernel   /proc and /sys entries that act on the whole host.  A new
+ *            procfs shows /proc/sys writable to uid 0 even without
+ *            capabilities (kernel/core_pattern alone is a host escape), so
+ *            they are bound read-only or masked, as container runtimes do
+ *            (moby's default ReadonlyPaths / MaskedPaths, bubblewrap's
+ *            cover_proc_dirs).
+ *   hides    credential paths: the caller's HOME, /root, /home, shadow
+ *            files, sudoers, ssh host keys, TLS / VPN / cloud secrets.  A
+ *            directory becomes an empty tmpfs of mode 0555, a file gets
+ *            /dev/null bound over it (bwrap binds with nodev, so opening
+ *            it fails with EACCES, for root too).
+ *   HOME     the run's own writable HOME, shared by the setup and agent
+ *            sandboxes: --home DIR (kept), or a fresh 0700 directory made
+ *            for the run and removed when it ends.
+ * Mount order is what makes a bind win over a hide (docs/sandbox.md).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mounts.h"
+
+extern char **environ;
+
+/* Removing a fresh HOME: directory depth we descend (npm trees are far
+ * shallower; deeper is left and reported), and how often we retry while
+ * a killed sandbox may still be writing (MOUNTS_RM_TRIES x 50 ms). */
+#define MOUNTS_RM_MAX_DEPTH 256
+#define MOUNTS_RM_TRIES 20
+#define MOUNTS_RM_RETRY_NS 50000000L
+
+/* Arguments per entry: "--perms 0555 --tmpfs P" is the longest (4); a
+ * bind is 3 and may be emitted twice (see mounts_emit_fs). */
+#define MOUNTS_ARGS_PER_PATH 4
+#define MOUNTS_ARGS_PER_BIND 6
+/* HOME + 4 cache variables (3 args each) + 3 unset (2 each) + home bind. */
+#define MOUNTS_ARGS_ENV (5 * 3 + 3 * 2 + 3)
+
+enum mounts_kind {
+	MK_RO,		/* kernel: bound read-only over itself */
+	MK_NULL,	/* kernel or hide: /dev/null bound over a file */
+	MK_EMPTY,	/* kernel: read-only empty tmpfs over a directory */
+	MK_HIDE_DIR,	/* hide: empty tmpfs, mode 0555, over a directory */
+};
+
+struct mounts_path {
+	enum mounts_kind kind;
+	bool hide;	/* a credential hide (else a kernel mask) */
+	char *path;	/* absolute, resolved */
+};
+
+struct mounts {
+	struct mounts_path paths[MOUNTS_MAX_PATHS];
+	size_t npaths;
+	/* Hides a bind covers from above, at the path the bind shows them
+	 * (see mounts_set_binds); re-emitted after the binds. */
+	struct mounts_path rehides[MOUNTS_MAX_PATHS];
+	size_t nrehides;
+	const struct mounts_bind *binds;	/* the caller's, not owned */
+	size_t nbinds;
+	char *home;		/* the run's HOME */
+	bool fresh;		/* made for this run: removed at the end */
+	pid_t keeper;		/* removes a fresh HOME when we go away */
+	int keeper_fd;		/* closing it tells the keeper to start */
+	struct {
+		const char *name;
+		char *value;
+	} env[5];		/* HOME and the caches inside it */
+};
+
+/* Made read-only: host-wide controls (moby ReadonlyPaths). */
+static const char *const kernel_ro[] = {
+	"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus",
+	"/proc/fs",
+};
+/* Masked files: kernel memory, other users' keys, timing side channels
+ * (moby MaskedPaths). */
+static const char *const kernel_null[] = {
+	"/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/timer_list",
+	"/proc/timer_stats", "/proc/latency_stats", "/proc/sched_debug",
+	"/proc/interrupts",
+};
+/* Masked directories: firmware tables, power meters (RAPL side channel,
+ * CVE-2020-8694), legacy device controls. */
+static const char *const kernel_empty[] = {
+	"/proc/acpi", "/proc/asound", "/proc/scsi", "/sys/firmware",
+	"/sys/devices/virtual/powercap",
+};
+/* Credential directories outside any HOME. */
+static const char *const hide_dirs[] = {
+	"/root", "/home", "/etc/sudoers.d", "/etc/ssl/private",
+	"/etc/ipsec.d/private", "/etc/wireguard",
+	"/etc/NetworkManager/system-connections", "/etc/letsencrypt",
+	"/etc/kubernetes", "/var/lib/kubelet", "/var/lib/cloud",
+};
+/* Credential files (globs). */
+static const char *const hide_files[] = {
+	"/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
+	"/etc/sudoers", "/etc/security/opasswd", "/etc/krb5.keytab",
+	"/etc/ipsec.secrets", "/etc/ppp/chap-secrets", "/etc/ppp/pap-secrets",
+	"/etc/ssh/ssh_host_*_key",
+};
+/* A HOME equal to one of these, or inside the second list, is a system
+ * directory (Debian's daemon, bin, sys ... users): hiding it would break
+ * the sandbox, so it is left alone. */
+static const char *const system_dirs[] = {
+	"/", "/var", "/run", "/tmp", "/opt", "/srv", "/mnt", "/media",
+};
+static const char *const system_trees[] = {
+	"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+	"/etc", "/dev", "/proc", "/sys", "/boot",
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static struct mounts *mounts_active;	/* whose fresh HOME exit() removes */
+
+bool
+mounts_at_or_above(const char *dir, const char *path)
+{
+	size_t n = strlen(dir);
+
+	if (strcmp(dir, "/") == 0)
+		return true;
+	return strncmp(dir, path, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+static bool
+above(const char *dir, const char *path)
+{
+	return mounts_at_or_above(dir, path) && strcmp(dir, path) != 0;
+}
+
+/* Adds path (resolved; skipped when it does not exist) as kind.  A hide
+ * given as a file that is really a directory is hidden as one.  0, or -1
+ * when the list is full. */
+static int
+add_path(struct mounts *m, const char *path, enum mounts_kind kind, bool hide)
+{
+	char real[PATH_MAX];
+	struct stat st;
+	char *p;
+
+	if (realpath(path, real) == NULL || stat(real, &st) != 0)
+		return 0;
+	if (hide)
+		kind = S_ISDIR(st.st_mode) ? MK_HIDE_DIR : MK_NULL;
+	else if (kind == MK_EMPTY && !S_ISDIR(st.st_mode))
+		kind = MK_NULL;
+	for (size_t i = 0; i < m->npaths; i++)
+		if (strcmp(m->paths[i].path, real) == 0)
+			return 0;
+	if (m->npaths == MOUNTS_MAX_PATHS)
+		return -1;
+	p = strdup(real);
+	if (p == NULL)
+		return -1;
+	m->paths[m->npaths].kind = kind;
+	m->paths[m->npaths].hide = hide;
+	m->paths[m->npaths].path = p;
+	m->npaths++;
+	return 0;
+}
+
+/* The caller's HOME (path), unless it is a system directory. */
+static int
+add_caller_home(struct mounts *m, const char *path)
+{
+	char real[PATH_MAX];
+	size_t i;
+
+	if (path == NULL || path[0] != '/' || realpath(path, real) == NULL)
+		return 0;
+	for (i = 0; i < NELEM(system_dirs); i++)
+		if (strcmp(real, system_dirs[i]) == 0)
+			return 0;
+	for (i = 0; i < NELEM(system_trees); i++)
+		if (mounts_at_or_above(system_trees[i], real))
+			return 0;
+	return add_path(m, real, MK_HIDE_DIR, true);
+}
+
+/* Closes every fd but keep (moved to 3) and 0-2. */
+static void
+keeper_close_fds(int keep)
+{
+	if (keep != 3) {
+		(void)dup2(keep, 3);
+		(void)close(keep);
+	}
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, 4U, ~0U, 0U) == 0)
+		return;
+#endif
+	for (long fd = 4, max = sysconf(_SC_OPEN_MAX); fd < max && fd < 65536; fd++)
+		(void)close((int)fd);
+}
+
+/* Opens name in dfd as a directory to empty it: never through a symlink;
+ * a directory we own but may not read (mode 0) is given 0700 first, by
+ * its O_PATH fd so that no swapped-in symlink is followed.  fd or -1. */
+static int
+open_subdir(int dfd, const char *name)
+{
+	char proc[64];
+	int fd, pfd;
+
+	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0 || errno != EACCES)
+		return fd;
+	pfd = openat(dfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (pfd < 0)
+		return -1;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	(void)chmod(proc, 0700);
+	close(pfd);
+	return openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Removes everything inside the directory dfd (which stays open and
+ * ours).  Sub-directories are emptied and made writable (a read-only
+ * tree such as Go's module cache must go too).  0, or -1. */
+static int
+rm_contents(int dfd, unsigned depth)
+{
+	struct dirent *e;
+	DIR *d;
+	int fd, rc = 0;
+
+	if (depth > MOUNTS_RM_MAX_DEPTH)
+		return -1;
+	fd = dup(dfd);
+	if (fd < 0)
+		return -1;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -1;
+	}
+	(void)fchmod(dfd, 0700);
+	while ((e = readdir(d)) != NULL) {
+		int sub;
+
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if (unlinkat(dfd, e->d_name, 0) == 0 || errno == ENOENT)
+			continue;
+		if (errno != EISDIR) {
+			rc = -1;
+			continue;
+		}
+		sub = open_subdir(dfd, e->d_name);
+		if (sub < 0) {
+			rc = -1;
+			continue;
+		}
+		if (rm_contents(sub, depth + 1) != 0)
+			rc = -1;
+		close(sub);
+		if (unlinkat(dfd, e->d_name, AT_REMOVEDIR) != 0 && errno != ENOENT)
+			rc = -1;
+	}
+	closedir(d);
+	return rc;
+}
+
+/* Removes the tree at dir; retried while something may still be writing
+ * into it (a killed sandbox dies a few ms after us). */
+static void
+rm_tree(const char *dir)
+{
+	struct timespec ts = { 0, MOUNTS_RM_RETRY_NS };
+
+	for (int i = 0; i < MOUNTS_RM_TRIES; i++) {
+		int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+		if (fd < 0)
+			return;		/* gone (or never a directory) */
+		(void)rm_contents(fd, 0);
+		close(fd);
+		if (rmdir(dir) == 0 || errno == ENOENT)
+			return;
+		nanosleep(&ts, NULL);
+	}
+}
+
+/*
+ * The keeper: a child that outlives us if we are killed.  It waits for
+ * its end of a pipe to close, which happens when we release the HOME or
+ * when we die in any way (SIGKILL included), and then removes the HOME.
+ * It ignores the signals a terminal or a process-group kill sends, holds
+ * no fd of ours (not the control connection, not the test's pipes) and
+ * never returns.
+ */
+static _Noreturn void
+keeper_main(int rfd, const char *dir)
+{
+	static const int ignored[] = {
+		SIGINT, SIGQUIT, SIGHUP, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU,
+		SIGPIPE,
+	};
+	struct sigaction sa;
+	char c;
+	int null;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	for (size_t i = 0; i < NELEM(ignored); i++)
+		(void)sigaction(ignored[i], &sa, NULL);
+	(void)prctl(PR_SET_NAME, "portcullis-home", 0, 0, 0);
+	/* We were forked before run scrubbed the --secret variables: wipe
+	 * our copy of the environment (what /proc/PID/environ shows). */
+	for (char **e = environ; *e != NULL; e++)
+		explicit_bzero(*e, strlen(*e));
+	null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		for (int fd = 0; fd < 3; fd++)
+			(void)dup2(null, fd);
+		if (null > 2)
+			close(null);
+	}
+	keeper_close_fds(rfd);
+	while (read(3, &c, 1) < 0 && errno == EINTR)
+		;
+	rm_tree(dir);
+	_exit(0);
+}
+
+/* Tells the keeper to remove the fresh HOME and waits until it has. */
+static void
+home_release(struct mounts *m)
+{
+	struct stat st;
+	int status;
+
+	if (!m->fresh || m->keeper <= 0)
+		return;
+	close(m->keeper_fd);
+	while (waitpid(m->keeper, &status, 0) < 0 && errno == EINTR)
+		;
+	m->keeper = 0;
+	if (lstat(m->home, &st) == 0)
+		fprintf(stderr, "portcullis run: could not remove the run's "
+		    "HOME %s completely\n", m->home);
+	if (mounts_active == m)
+		mounts_active = NULL;
+}
+
+/* die() ends with exit(): the fresh HOME goes too. */
+static void
+mounts_atexit(void)
+{
+	if (mounts_active != NULL)
+		home_release(mounts_active);
+}
+
+/* Makes the fresh HOME and its keeper.  0, or -1 + why. */
+static int
+home_fresh(struct mounts *m, char *why, size_t whylen)
+{
+	const char *tmp = getenv("TMPDIR");
+	char tmpl[PATH_MAX], real[PATH_MAX];
+	int pfd[2];
+	pid_t pid;
+
+	if (tmp == NULL || tmp[0] != '/')
+		tmp = "/tmp";
+	if (snprintf(tmpl, sizeof(tmpl), "%s/portcullis-home-XXXXXX", tmp) >=
+	    (int)sizeof(tmpl)) {
+		snprintf(why, whylen, "HOME: TMPDIR %.200s is too long", tmp);
+		return -1;
+	}
+	/* mkdtemp makes it 0700, owned by us (the caller). */
+	if (mkdtemp(tmpl) == NULL) {
+		snprintf(why, whylen, "HOME: mkdtemp %.300s: %s", tmpl,
+		    strerror(errno));
+		return -1;
+	}
+	if (realpath(tmpl, real) == NULL || (m->home = strdup(real)) == NULL ||
+	    pipe2(pfd, O_CLOEXEC) != 0) {
+		snprintf(why, whylen, "HOME %.300s: %s", tmpl, strerror(errno));
+		(void)rmdir(tmpl);
+		return -1;
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		snprintf(why, whylen, "HOME: fork: %s", strerror(errno));
+		close(pfd[0]);
+		close(pfd[1]);
+		(void)rmdir(tmpl);
+		return -1;
+	}
+	if (pid == 0)
+		keeper_main(pfd[0], m->home);
+	close(pfd[0]);
+	m->fresh = true;
+	m->keeper = pid;
+	m->keeper_fd = pfd[1];
+	mounts_active = m;
+	atexit(mounts_atexit);
+	return 0;
+}
+
+/* --home DIR: made 0700 when missing; kept.  0, or -1 + why. */
+static int
+home_given(struct mounts *m, const char *dir, char *why, size_t whylen)
+{
+	char real[PATH_MAX];
+	struct stat st;
+
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		snprintf(why, whylen, "--home %.300s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (realpath(dir, real) == NULL || stat(real, &st) != 0) {
+		snprintf(why, whylen, "--home %.300s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(why, whylen, "--home %.300s: not a directory", dir);
+		return -1;
+	}
+	if (strcmp(real, "/") == 0) {
+		snprintf(why, whylen, "--home /: refusing to make / writable");
+		return -1;
+	}
+	m->home = strdup(real);
+	if (m->home == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+static char *
+join(const char *a, const char *b)
+{
+	size_t n = strlen(a) + strlen(b) + 1;
+	char *s = malloc(n);
+
+	if (s != NULL)
+		snprintf(s, n, "%s%s", a, b);
+	return s;
+}
+
+struct mounts *
+mounts_new(const char *home_opt, char *why, size_t whylen)
+{
+	static const char *const env_names[] = {
+		"HOME", "XDG_CACHE_HOME", "npm_config_cache", "PIP_CACHE_DIR",
+		"YARN_CACHE_FOLDER",
+	};
+	static const char *const env_sub[] = {
+		"", "/.cache", "/.npm", "/.cache/pip", "/.cache/yarn",
+	};
+	struct mounts *m = calloc(1, sizeof(*m));
+	struct passwd *pw;
+	size_t i;
+	int rc = 0;
+
+	if (m == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return NULL;
+	}
+	m->keeper_fd = -1;
+	for (i = 0; i < NELEM(kernel_ro); i++)
+		rc |= add_path(m, kernel_ro[i], MK_RO, false);
+	for (i = 0; i < NELEM(kernel_null); i++)
+		rc |= add_path(m, kernel_null[i], MK_NULL, false);
+	for (i = 0; i < NELEM(kernel_empty); i++)
+		rc |= add_path(m, kernel_empty[i], MK_EMPTY, false);
+	/* Everything else relies on /proc/sys being covered: a /proc of ours
+	 * without it (mounted subset=pid) says nothing about the new one. */
+	if (m->npaths == 0 || strcmp(m->paths[0].path, "/proc/sys") != 0) {
+		snprintf(why, whylen, "/proc/sys is not visible in our /proc; "
+		    "cannot make it read-only in the sandbox");
+		goto fail;
+	}
+	rc |= add_caller_home(m, getenv("HOME"));
+	pw = getpwuid(getuid());
+	if (pw != NULL)
+		rc |= add_caller_home(m, pw->pw_dir);
+	for (i = 0; i < NELEM(hide_dirs); i++)
+		rc |= add_path(m, hide_dirs[i], MK_HIDE_DIR, true);
+	for (i = 0; i < NELEM(hide_files); i++) {
+		glob_t g;
+
+		if (glob(hide_files[i], GLOB_NOSORT, NULL, &g) != 0)
+			continue;
+		for (size_t k = 0; k < g.gl_pathc; k++)
+			rc |= add_path(m, g.gl_pathv[k], MK_NULL, true);
+		globfree(&g);
+	}
+	if (rc != 0) {
+		snprintf(why, whylen, "more than %d paths to hide",
+		    MOUNTS_MAX_PATHS);
+		goto fail;
+	}
+	if ((home_opt != NULL ? home_given(m, home_opt, why, whylen) :
+	    home_fresh(m, why, whylen)) != 0)
+		goto fail;
+	for (i = 0; i < NELEM(env_names); i++) {
+		m->env[i].name = env_names[i];
+		m->env[i].value = join(m->home, env_sub[i]);
+		if (m->env[i].value == NULL) {
+			snprintf(why, whylen, "out of memory");
+			goto fail;
+		}
+	}
+	return m;
+fail:
+	mounts_free(m);
+	return NULL;
+}
+
+/* When the bind src -> dst holds hide h from above, h shows again at dst
+ * + the rest of h's path: adds a re-hide there.  0, or -1 + why. */
+static int
+rehide_under(struct mounts *m, const struct mounts_path *h, const char *src,
+    const char *dst, char *why, size_t whylen)
+{
+	const char *rest;
+	char *t;
+
+	if (!above(src, h->path))
+		return 0;
+	rest = h->path + (strcmp(src, "/") == 0 ? 0 : strlen(src));
+	if (m->nrehides == MOUNTS_MAX_PATHS) {
+		snprintf(why, whylen, "too many hidden paths under the binds");
+		return -1;
+	}
+	t = join(strcmp(dst, "/") == 0 ? "" : dst, rest);
+	if (t == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	m->rehides[m->nrehides].kind = h->kind;
+	m->rehides[m->nrehides].hide = true;
+	m->rehides[m->nrehides].path = t;
+	m->nrehides++;
+	return 0;
+}
+
+int
+mounts_set_binds(struct mounts *m, const struct mounts_bind *binds,
+    size_t nbinds, const char *cwd, char *why, size_t whylen)
+{
+	for (size_t i = 0; i < m->nrehides; i++)
+		free(m->rehides[i].path);
+	m->nrehides = 0;
+	m->binds = binds;
+	m->nbinds = nbinds;
+	for (size_t i = 0; i < m->npaths; i++) {
+		const struct mounts_path *h = &m->paths[i];
+
+		if (!h->hide)
+			continue;
+		if (h->kind == MK_HIDE_DIR && strcmp(h->path, cwd) == 0) {
+			snprintf(why, whylen, "refusing to run in %.300s: it is "
+			    "hidden in the sandbox (a HOME or credentials), and "
+			    "the working directory is mounted writable there; "
+			    "run from a project directory", cwd);
+			return -1;
+		}
+		/* A bind of h itself (or of something inside h) is the
+		 * explicit way to bring it back and is left alone; one from
+		 * above is not. */
+		if (rehide_under(m, h, m->home, m->home, why, whylen) != 0)
+			return -1;
+		for (size_t k = 0; k < nbinds; k++)
+			if (rehide_under(m, h, binds[k].src, binds[k].dst, why,
+			    whylen) != 0)
+				return -1;
+	}
+	return 0;
+}
+
+size_t
+mounts_nargs(const struct mounts *m, size_t nbinds)
+{
+	return (m->npaths + MOUNTS_MAX_PATHS) * MOUNTS_ARGS_PER_PATH +
+	    nbinds * MOUNTS_ARGS_PER_BIND + MOUNTS_ARGS_ENV;
+}
+
+static void
+emit3(mounts_add_fn add, void *ctx, const char *a, const char *b,
+    const char *c)
+{
+	add(ctx, a);
+	add(ctx, b);
+	if (c != NULL)
+		add(ctx, c);
+}
+
+static void
+emit_path(const struct mounts_path *p, mounts_add_fn add, void *ctx)
+{
+	switch (p->kind) {
+	case MK_RO:
+		emit3(add, ctx, "--ro-bind", p->path, p->path);
+		break;
+	case MK_NULL:
+		emit3(add, ctx, "--ro-bind", "/dev/null", p->path);
+		break;
+	case MK_EMPTY:
+		emit3(add, ctx, "--tmpfs", p->path, NULL);
+		emit3(add, ctx, "--remount-ro", p->path, NULL);
+		break;
+	case MK_HIDE_DIR:
+		/* Mode 0555 and no capabilities: writes fail (EACCES) for
+		 * root too, as they would in a read-only directory, while
+		 * bwrap can still make mount points in it for the binds. */
+		emit3(add, ctx, "--perms", "0555", NULL);
+		emit3(add, ctx, "--tmpfs", p->path, NULL);
+		break;
+	}
+}
+
+static void
+emit_bind(const struct mounts_bind *b, mounts_add_fn add, void *ctx)
+{
+	emit3(add, ctx, b->ro ? "--ro-bind" : "--bind", b->src, b->dst);
+}
+
+void
+mounts_emit_kernel(const struct mounts *m, mounts_add_fn add, void *ctx)
+{
+	for (size_t i = 0; i < m->npaths; i++)
+		if (!m->paths[i].hide)
+			emit_path(&m->paths[i], add, ctx);
+}
+
+void
+mounts_emit_fs(const struct mounts *m, mounts_add_fn add, void *ctx)
+{
+	size_t i, k;
+
+	for (i = 0; i < m->npaths; i++)
+		if (m->paths[i].hide)
+			emit_path(&m->paths[i], add, ctx);
+	/* The run's HOME, at its own path: no mount point is made in the
+	 * caller's directories, and it is the same path inside and out. */
+	emit3(add, ctx, "--bind", m->home, m->home);
+	for (k = 0; k < m->nbinds; k++)
+		emit_bind(&m->binds[k], add, ctx);
+	if (m->nrehides == 0)
+		return;
+	for (i = 0; i < m->nrehides; i++)
+		emit_path(&m->rehides[i], add, ctx);
+	/* What a re-hide covered that was bound explicitly comes back. */
+	for (k = 0; k < m->nbinds; k++)
+		for (i = 0; i < m->nrehides; i++)
+			if (mounts_at_or_above(m->rehides[i].path, m->binds[k].dst)) {
+				emit_bind(&m->binds[k], add, ctx);
+				break;
+			}
+	for (i = 0; i < m->nrehides; i++)
+		if (mounts_at_or_above(m->rehides[i].path, m->home)) {
+			emit3(add, ctx, "--bind", m->home, m->home);
+			break;
+		}
+}
+
+void
+mounts_emit_env(const struct mounts *m, mounts_add_fn add, void *ctx)
+{
+	static const char *const unset[] = {
+		"XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
+	};
+
+	for (size_t i = 0; i < NELEM(m->env); i++)
+		emit3(add, ctx, "--setenv", m->env[i].name, m->env[i].value);
+	/* Unset, they default inside the new HOME (the caller's point into
+	 * the hidden one). */
+	for (size_t i = 0; i < NELEM(unset); i++)
+		emit3(add, ctx, "--unsetenv", unset[i], NULL);
+}
+
+const char *
+mounts_home(const struct mounts *m)
+{
+	return m->home;
+}
+
+void
+mounts_free(struct mounts *m)
+{
+	if (m == NULL)
+		return;
+	home_release(m);
+	for (size_t i = 0; i < m->npaths; i++)
+		free(m->paths[i].path);
+	for (size_t i = 0; i < m->nrehides; i++)
+		free(m->rehides[i].path);
+	for (size_t i = 0; i < NELEM(m->env); i++)
+		free(m->env[i].value);
+	free(m->home);
+	free(m);
+}

@@ -162,6 +162,17 @@ def test_tenant_fills_the_log_file_system():
             "reserve kept after stop: %d blocks for %d bytes" % (st.st_blocks, st.st_size))
 
 
+def warned_about(stderr, log, path):
+    """The warning line for log names path among the writable binds on its
+    file system (the run's fresh HOME may share it, and is named too)."""
+    head = "portcullis run: warning: the audit log %s is on the same file system as " % log
+    for line in stderr.splitlines():
+        if line.startswith(head):
+            binds = line[len(head):].split(", which the sandbox can write")[0]
+            return path in binds.split(", ")
+    return False
+
+
 def test_run_warns_when_the_sandbox_can_fill_its_log():
     d = h.tempdir()
     fs = os.path.join(d, "fs")
@@ -180,8 +191,7 @@ def test_run_warns_when_the_sandbox_can_fill_its_log():
                               stdin=subprocess.DEVNULL)
     r = run(same)
     h.eq(r.returncode, 0, "run (stderr %r)" % r.stderr)
-    h.check("warning: the audit log %s is on the same file system as %s" % (same, work)
-            in r.stderr, "no warning: %r" % r.stderr)
+    h.check(warned_about(r.stderr, same, work), "no warning: %r" % r.stderr)
     r = run(other)
     h.eq(r.returncode, 0, "run (stderr %r)" % r.stderr)
     h.check("warning" not in r.stderr, "warning for a log on its own fs: %r" % r.stderr)
@@ -189,8 +199,8 @@ def test_run_warns_when_the_sandbox_can_fill_its_log():
     os.mkdir("/proc/%d/root%s" % (ns.pid, tenant))
     r = run(other, "--bind", tenant)
     h.eq(r.returncode, 0, "run --bind (stderr %r)" % r.stderr)
-    h.check("warning: the audit log %s is on the same file system as %s" % (other, tenant)
-            in r.stderr, "no warning for a --bind on the log's fs: %r" % r.stderr)
+    h.check(warned_about(r.stderr, other, tenant),
+            "no warning for a --bind on the log's fs: %r" % r.stderr)
 
 
 if __name__ == "__main__":

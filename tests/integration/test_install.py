@@ -47,7 +47,7 @@ def installed_tree():
     return install(os.path.join(d, "prefix"))
 
 
-def clean_env(home):
+def clean_env():
     """Our environment with no PORTCULLIS_BRIDGE, no proxy variables and no
     PATH entry inside the build tree: only the install may supply a bridge."""
     build = build_dir()
@@ -56,7 +56,6 @@ def clean_env(home):
            k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
     env["PATH"] = ":".join(p for p in os.environ.get("PATH", "").split(":")
                            if p and not os.path.abspath(p).startswith(build))
-    env["HOME"] = home
     return env
 
 
@@ -68,7 +67,7 @@ def run_installed(prefix, script, as_nobody=False):
             "--audit-log", os.path.join(d, "audit.jsonl"), "--", "sh", "-c", script]
     if as_nobody:
         argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
-    r = subprocess.run(argv, cwd=d, env=clean_env(d), capture_output=True,
+    r = subprocess.run(argv, cwd=d, env=clean_env(), capture_output=True,
                        text=True, timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
     return r, d
 

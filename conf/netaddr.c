@@ -363,13 +363,20 @@ netaddr_embedded_v4s(const struct netaddr *a, struct netaddr v4[2])
 		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 	static const uint8_t nat64[12] = {
 		0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0 };
+	/* SIIT, RFC 6145/7915: ::ffff:0:a.b.c.d (IPv4-translated). */
+	static const uint8_t siit[12] = {
+		0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0 };
+	/* Local-use NAT64, RFC 8215, in its /96 form: 64:ff9b:1::a.b.c.d. */
+	static const uint8_t nat64_local[12] = {
+		0x00, 0x64, 0xff, 0x9b, 0x00, 0x01, 0, 0, 0, 0, 0, 0 };
 	static const uint8_t zero[16];
 	const uint8_t *b;
 
 	if (a == NULL || a->family != AF_INET6)
 		return 0;
 	b = a->bytes;
-	if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0) {
+	if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0 ||
+	    memcmp(b, siit, 12) == 0 || memcmp(b, nat64_local, 12) == 0) {
 		v4_from(&v4[0], b + 12, 0);
 		return 1;
 	}
@@ -448,6 +455,8 @@ static const struct blocked_range blocked_v6[] = {
 	{ { 0x20, 0x01, 0x0d, 0xb8 }, 32, "2001:db8::/32" },
 };
 
+static const uint8_t nat64_local48[6] = { 0x00, 0x64, 0xff, 0x9b, 0x00, 0x01 };
+
 static const char *
 blocked_lookup(const struct blocked_range *r, size_t nr, const uint8_t *b)
 {
@@ -480,6 +489,16 @@ netaddr_builtin_blocked(const struct netaddr *a)
 		if (name != NULL)
 			return name;
 	}
+	/*
+	 * The rest of the local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215).
+	 * Where the IPv4 sits in such an address depends on the prefix
+	 * length the operator's translator uses (RFC 6052 §2.2: /48, /56,
+	 * /64 or /96), which we cannot know.  Only the /96 form
+	 * (64:ff9b:1::a.b.c.d) is read as the IPv4 it carries (above); every
+	 * other address of the /48 could carry any IPv4, so it is refused.
+	 */
+	if (nv4 == 0 && prefix_match(nat64_local48, a->bytes, 48))
+		return "64:ff9b:1::/48 (not the /96 form)";
 	return blocked_lookup(blocked_v6,
 	    sizeof(blocked_v6) / sizeof(blocked_v6[0]), a->bytes);
 }

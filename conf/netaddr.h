@@ -66,8 +66,9 @@ bool cidr_contains(const struct cidr *c, const struct netaddr *a);
 
 /*
  * If a is an IPv6 address that carries an IPv4 address (::ffff:0:0/96,
- * 64:ff9b::/96, 2002::/16, Teredo 2001::/32, and ::a.b.c.d compat), writes
- * that IPv4 address to v4 and returns true.
+ * SIIT ::ffff:0:0:0/96, NAT64 64:ff9b::/96, local-use NAT64 in its /96 form
+ * 64:ff9b:1::/96, 6to4 2002::/16, Teredo 2001::/32, and ::a.b.c.d compat),
+ * writes that IPv4 address to v4 and returns true.
  */
 bool netaddr_embedded_v4(const struct netaddr *a, struct netaddr *v4);
 

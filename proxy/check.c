@@ -13,6 +13,7 @@
 
 #include "cfg.h"
 #include "check.h"
+#include "hostaddr.h"
 #include "policy.h"
 
 static const char check_usage[] =
@@ -35,7 +36,8 @@ static const char check_usage[] =
 "  HOST:PORT, [IPV6]:PORT   a CONNECT tunnel to that port\n"
 "  HOST                     a CONNECT tunnel to port 443\n"
 "Names are not resolved; targets written as addresses also go through the\n"
-"address check (built-in blocked ranges, [addresses], the proxy itself).\n"
+"address check (built-in blocked ranges, [addresses], the proxy itself,\n"
+"this host's own addresses).\n"
 "\n"
 "options:\n"
 "  -c, --config FILE   the config file\n"
@@ -198,6 +200,11 @@ check_main(int argc, char **argv)
 		env = c->proxy.env;
 	if (phase_arg == NULL)
 		phase = c->proxy.phase;
+	/* The address check refuses this host's own addresses: read them
+	 * once (a failure leaves them "unknown", refused as serve would). */
+	if (hostaddr_load() < 0)
+		fprintf(stderr, "portcullis check: cannot read the host's "
+		    "addresses (netlink)\n");
 	for (; i < argc; i++)
 		check_one(c, env, phase, argv[i]);
 	cfg_free(c);

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hostaddr.h"
 #include "internal.h"
 #include "log.h"
 #include "tls.h"
@@ -1211,7 +1212,10 @@ on_dns(void *arg, int status, const struct netaddr *addrs, size_t naddrs)
 	}
 	c->next_addr = 0;
 	if (c->naddrs == 0) {
-		conn_refuse(c, REASON_ADDRESS_BLOCKED, NULL);
+		/* The body names why only for the host's own addresses: a
+		 * public-looking address refused needs the explanation. */
+		conn_refuse(c, REASON_ADDRESS_BLOCKED,
+		    hostaddr_is_why(c->blocked_why) ? c->blocked_why : NULL);
 		return;
 	}
 	if (c->is_connect && tls_port(c->cfg, c->port)) {

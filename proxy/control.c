@@ -14,6 +14,9 @@
  * Sessions belong to the control connection that opened them: when it
  * closes (peer exit, crash, EOF), each of its sessions is closed with
  * server_session_close(), which closes the listener and cuts its conns.
+ * Only that connection may steer them (session.phase, .close, .listen);
+ * the admin override is "force":true from a peer running as root or as
+ * the daemon's own uid (see may_steer()).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -72,6 +75,7 @@ struct ctl_conn {
 	size_t nfds;
 	struct ctl_sess *sessions;
 	size_t nsessions;
+	uid_t uid;		/* the peer's, at accept (SO_PEERCRED) */
 };
 
 struct control {
@@ -659,6 +663,40 @@ op_session_open(struct ctl_conn *cc, const struct ctl_json *j)
 	reply(cc, out);
 }
 
+/*
+ * May cc steer session id, which owner opened?  Yes for owner itself.  A
+ * request with "force":true from a peer running as root or as the
+ * daemon's own uid may too (the admin override: `ctl phase --force`); it
+ * is logged.  Anyone else, a control_group member included, is refused:
+ * a session's phase decides what its sandbox may reach, and closing it
+ * cuts the sandbox off, so one tenant's client must not do either to
+ * another's.  On refusal the reply is sent here and false returned.
+ */
+static bool
+may_steer(struct ctl_conn *cc, const struct ctl_json *j,
+    const struct ctl_conn *owner, const char *op, const char *id)
+{
+	bool admin = cc->uid == 0 || cc->uid == geteuid();
+	bool force = ctl_json_bool(j, "force") == 1;
+
+	if (owner == cc)
+		return true;
+	if (force && admin) {
+		log_warnx("control socket: %s for session %s forced by uid %u "
+		    "(not the connection that opened it)", op, id,
+		    (unsigned)cc->uid);
+		return true;
+	}
+	log_warnx("control socket: %s for session %s refused: uid %u is not "
+	    "on the connection that opened it", op, id, (unsigned)cc->uid);
+	if (force)
+		reply_error(cc, "session belongs to another control connection; "
+		    "\"force\" needs root or the daemon's own uid");
+	else
+		reply_error(cc, "session belongs to another control connection");
+	return false;
+}
+
 static void
 op_session_phase(struct ctl_conn *cc, const struct ctl_json *j)
 {
@@ -673,6 +711,8 @@ op_session_phase(struct ctl_conn *cc, const struct ctl_json *j)
 		reply_error(cc, "unknown session");
 		return;
 	}
+	if (!may_steer(cc, j, owner, "session.phase", id))
+		return;
 	if (ph == NULL || phase_parse(ph, &phase) != 0) {
 		reply_error(cc, "invalid phase (setup or agent)");
 		return;
@@ -751,6 +791,8 @@ op_session_close(struct ctl_conn *cc, const struct ctl_json *j)
 		reply_error(cc, "unknown session");
 		return;
 	}
+	if (!may_steer(cc, j, owner, "session.close", id))
+		return;
 	for (pp = &owner->sessions; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == cs) {
 			*pp = cs->next;
@@ -1089,6 +1131,7 @@ ctl_on_listener_readable(uv_poll_t *h, int status, int events)
 	}
 	cc->ctl = ctl;
 	cc->fd = fd;
+	cc->uid = cr.uid;
 	cc->poll.data = cc;
 	cc->next = ctl->conns;
 	ctl->conns = cc;
@@ -1378,7 +1421,7 @@ control_request(int fd, const char *line, int passfd, char *out,
 
 static const char ctl_usage[] =
 "usage: portcullis ctl [--control SOCK] status\n"
-"       portcullis ctl [--control SOCK] phase SESSION agent\n"
+"       portcullis ctl [--control SOCK] phase SESSION agent [--force]\n"
 "       portcullis ctl [--control SOCK] reload\n"
 "\n"
 "Talks to a running `portcullis serve` over its control socket\n"
@@ -1387,7 +1430,10 @@ static const char ctl_usage[] =
 "  status                 sessions (id, env, phase) and the live connection count\n"
 "  phase SESSION agent    one-way switch setup -> agent: every connection the\n"
 "                         session opened in setup is cut (close error\n"
-"                         \"phase_changed\"); later requests use the agent rules\n"
+"                         \"phase_changed\"); later requests use the agent rules.\n"
+"                         Only the control connection that opened the session\n"
+"                         may switch it (`portcullis run` does); --force is the\n"
+"                         admin override, for root or the daemon's own uid\n"
 "  reload                 re-read the daemon's config file (as SIGHUP); an\n"
 "                         invalid file is refused with FILE:LINE, old stays\n"
 "\n"
@@ -1402,6 +1448,7 @@ ctl_main(int argc, char **argv)
 	const char *why;
 	size_t pos;
 	int i = 1, fd, rc, ok;
+	bool force = false;
 
 	/* `ctl status --help` too: --help anywhere prints the usage. */
 	for (int k = 1; k < argc; k++)
@@ -1418,6 +1465,12 @@ ctl_main(int argc, char **argv)
 		fputs(ctl_usage, stderr);
 		return 2;
 	}
+	/* `phase SESSION agent --force`: the option may also come last. */
+	if (argc - i == 4 && strcmp(argv[i], "phase") == 0 &&
+	    strcmp(argv[argc - 1], "--force") == 0) {
+		force = true;
+		argc--;
+	}
 	if (i < argc && strcmp(argv[i], "status") == 0 && argc - i == 1) {
 		snprintf(line, sizeof(line), "{\"op\":\"status\"}");
 	} else if (i < argc && strcmp(argv[i], "reload") == 0 && argc - i == 1) {
@@ -1431,7 +1484,8 @@ ctl_main(int argc, char **argv)
 		    ",\"phase\":");
 		if (ctl_json_quote(line, sizeof(line) - 2, &pos, argv[i + 2]) != 0)
 			return 2;
-		snprintf(line + pos, sizeof(line) - pos, "}");
+		snprintf(line + pos, sizeof(line) - pos, "%s}",
+		    force ? ",\"force\":true" : "");
 	} else {
 		fputs(ctl_usage, stderr);
 		return 2;

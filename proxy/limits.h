@@ -87,6 +87,25 @@
 /* Refusal response bodies (host, reason, env, phase). */
 #define PROXY_MAX_REFUSAL 2048
 
+/* Host addresses (hostaddr.c) outside the built-in blocked ranges that the
+ * set holds.  A host has a handful; past this the set is incomplete and
+ * every address the check would ask it about is refused (fail closed). */
+#define HOSTADDR_MAX 1024
+/* The full address dump at start (and `portcullis check`): the kernel
+ * answers in milliseconds; a start that cannot read it is refused. */
+#define HOSTADDR_DUMP_TIMEOUT_MS 2000
+/* After a failed re-read, the next try (the set is "unknown" until then). */
+#define HOSTADDR_RETRY_MS 1000
+/* One netlink read.  The kernel sends dump parts of at most ~8 KiB
+ * (NLMSG_GOODSIZE); a message cut short counts as lost events (re-read). */
+#define HOSTADDR_NL_BUF 32768
+/* Receive buffer asked for the netlink socket, so that a burst of changes
+ * overflows (ENOBUFS, then a full re-read) rarely; the kernel caps it at
+ * net.core.rmem_max. */
+#define HOSTADDR_RCVBUF (1024 * 1024)
+/* Netlink reads per loop wake-up: a burst of changes cannot starve conns. */
+#define HOSTADDR_READS_PER_WAKE 64
+
 static_assert(PROXY_MAX_URL < PROXY_MAX_HDR_BYTES, "URL is part of the head");
 static_assert(AUDIT_MAX_PATH <= AUDIT_MAX_VALUE, "a logged path is one value");
 static_assert(AUDIT_MAX_TARGET <= AUDIT_MAX_VALUE, "a logged target is one value");

@@ -19,6 +19,7 @@
  */
 #include <string.h>
 
+#include "hostaddr.h"
 #include "policy.h"
 
 static const char *const reason_names[REASON_COUNT] = {
@@ -276,6 +277,24 @@ is_unspecified(const struct netaddr *a)
 	return memcmp(a->bytes, zero, a->family == AF_INET ? 4 : 16) == 0;
 }
 
+/*
+ * One of the host's own addresses (hostaddr.c), or carrying one: a
+ * wildcard-bound service on the host answers on every address the host
+ * has, so "public" is not "elsewhere".  Also refuses while the set of host
+ * addresses is not known to be complete.
+ */
+static const char *
+host_blocked(const struct netaddr *addr)
+{
+	struct netaddr v4[2];
+	const char *why = hostaddr_lookup(addr);
+	int nv4 = netaddr_embedded_v4s(addr, v4);
+
+	for (int i = 0; i < nv4 && why == NULL; i++)
+		why = hostaddr_lookup(&v4[i]);
+	return why;
+}
+
 bool
 policy_addr_allowed(const struct cfg *c, const struct netaddr *addr,
     uint16_t port, const char **why)
@@ -311,9 +330,12 @@ policy_addr_allowed(const struct cfg *c, const struct netaddr *addr,
 			return false;
 		}
 	}
+	if (cidrs_contain(c->addresses.allow, c->addresses.nallow, addr, v4))
+		return true;
 	blocked = netaddr_builtin_blocked(addr);
-	if (blocked != NULL && !cidrs_contain(c->addresses.allow,
-	    c->addresses.nallow, addr, v4)) {
+	if (blocked == NULL)
+		blocked = host_blocked(addr);
+	if (blocked != NULL) {
 		if (why != NULL)
 			*why = blocked;
 		return false;

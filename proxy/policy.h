@@ -1,6 +1,7 @@
 /*
  * policy: the decision order of DESIGN.md §4, as pure functions over a
- * frozen struct cfg.  No I/O.
+ * frozen struct cfg (and, for addresses, the host's own address set that
+ * hostaddr.c keeps).  No I/O.
  */
 #ifndef PORTCULLIS_POLICY_H
 #define PORTCULLIS_POLICY_H
@@ -78,11 +79,14 @@ void policy_decide_request(const struct cfg *c, const char *env,
     bool is_connect, bool has_body, struct decision *d);
 
 /*
- * The address step: may addr:port be dialled?  Refuses addresses in a
- * built-in blocked range (unless [addresses] allow covers it), in
- * [addresses] deny, and the proxy's own listen address:port pairs (also
- * when the listener is 0.0.0.0/::).  On refusal, *why (if non-NULL) names
- * the range.  Returns true when the address may be dialled.
+ * The address step: may addr:port be dialled?  Refuses addresses in
+ * [addresses] deny, the proxy's own listen address:port pairs (also when
+ * the listener is 0.0.0.0/::), and, unless [addresses] allow covers them,
+ * addresses in a built-in blocked range and the host's own addresses
+ * (hostaddr.c: the one input here that is not the config; "host
+ * addresses unknown" while that set is incomplete).  On refusal, *why (if
+ * non-NULL) names the range, or "host address".  Returns true when the
+ * address may be dialled.
  */
 bool policy_addr_allowed(const struct cfg *c, const struct netaddr *addr,
     uint16_t port, const char **why);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "hostaddr.h"
 #include "internal.h"
 #include "log.h"
 #include "version.h"
@@ -240,9 +241,20 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 		free(s);
 		return r;
 	}
+	/* Without the host's own addresses the address check cannot refuse
+	 * them: fail closed, do not serve. */
+	r = hostaddr_start(loop);
+	if (r < 0) {
+		fprintf(stderr, "portcullis: cannot read the host's addresses "
+		    "(netlink): %s\n", strerror(-r));
+		audit_close(&s->audit);
+		free(s);
+		return r;
+	}
 	r = dns_new(loop, cfg, &s->dns);
 	if (r < 0) {
 		fprintf(stderr, "portcullis: resolver: %s\n", strerror(-r));
+		hostaddr_stop();
 		audit_close(&s->audit);
 		free(s);
 		return r;
@@ -624,6 +636,8 @@ server_stop(struct server *s)
 		s->dns = NULL;
 	}
 	server_close_signals(s);
+	if (!s->is_worker)
+		hostaddr_stop();
 	for (unsigned i = 0; i < s->nworkers; i++) {
 		pthread_mutex_lock(&s->workers[i].lock);
 		s->workers[i].stop = true;

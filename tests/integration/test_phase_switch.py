@@ -278,7 +278,9 @@ def test_switch_cuts_tunnel_and_keepalive_and_applies_agent_rules():
     eq(a.call(op="eof", name="t", t=0.3)["closed"], False, "tunnel open before the switch")
     eq(a.call(op="eof", name="k", t=0.3)["closed"], False, "keep-alive open before the switch")
 
-    rc, reply, err = ctl(sock, "phase", a.sid, "agent")
+    # `ctl` is another control connection than the session's: it needs
+    # the admin override (issue 9 item 10).
+    rc, reply, err = ctl(sock, "phase", a.sid, "agent", "--force")
     eq((rc, reply), (0, {"ok": True}), "ctl phase agent (stderr %r)" % err)
 
     c = Collect()
@@ -294,7 +296,7 @@ def test_switch_cuts_tunnel_and_keepalive_and_applies_agent_rules():
 
     # The switch is one way: setup again, agent again, other names: refused.
     for ph, want in (("setup", "refused"), ("agent", "refused"), ("later", "invalid phase")):
-        rc, reply, _ = ctl(sock, "phase", a.sid, ph)
+        rc, reply, _ = ctl(sock, "phase", a.sid, ph, "--force")
         c(eq, (rc, reply and reply["ok"]), (1, False), "ctl phase %s" % ph)
         c(check, reply and want in reply["error"], "ctl phase %s error %r" % (ph, reply))
     rc, reply, _ = ctl(sock, "status")
@@ -341,7 +343,7 @@ def test_agent_conns_survive_and_other_sessions_untouched():
     b = SandboxAgent(["--connect", sock, "-e", "web", "--phase", "agent"])
     hp = "%s:%d" % (AGENT_HOST, o.port)
     eq(b.call(op="tunnel", name="t", host=AGENT_HOST, port=o.port)["status"], 200, "b tunnel")
-    rc, reply, _ = ctl(sock, "phase", a.sid, "agent")
+    rc, reply, _ = ctl(sock, "phase", a.sid, "agent", "--force")
     eq((rc, reply), (0, {"ok": True}), "switch a")
     # a's first conn after the switch (agent rules) stays up.
     eq(a.call(op="tunnel", name="t", host=AGENT_HOST, port=o.port)["status"], 200,

@@ -195,6 +195,29 @@ test_blocked_v6(void)
 		{ "64:ff9b::8.8.8.8", NULL },
 		{ "64:ff9b::", "0.0.0.0/8" },
 		{ "64:ff9b::1:0:0", NULL },
+		/* SIIT ::ffff:0:0:0/96 (IPv4-translated, RFC 7915) */
+		{ "::ffff:0:10.0.0.1", "10.0.0.0/8" },
+		{ "::ffff:0:127.0.0.1", "127.0.0.0/8" },
+		{ "::ffff:0:0.0.0.0", "0.0.0.0/8" },
+		{ "::ffff:0:255.255.255.255", "240.0.0.0/4" },
+		{ "::ffff:0:169.254.169.254", "metadata 169.254.169.254" },
+		{ "::ffff:0:8.8.8.8", NULL },
+		{ "::fffe:0:10.0.0.1", NULL },		/* just below */
+		{ "::1:0:0:10.0.0.1", NULL },		/* just above */
+		/* Local-use NAT64 64:ff9b:1::/48 (RFC 8215), /96 form */
+		{ "64:ff9b:1::7f00:1", "127.0.0.0/8" },
+		{ "64:ff9b:1::a00:1", "10.0.0.0/8" },
+		{ "64:ff9b:1::", "0.0.0.0/8" },
+		{ "64:ff9b:1::ffff:ffff", "240.0.0.0/4" },
+		{ "64:ff9b:1::a9fe:a9fe", "metadata 169.254.169.254" },
+		{ "64:ff9b:1::808:808", NULL },
+		/* ... other forms of the /48: the IPv4's place is unknown */
+		{ "64:ff9b:1:0:7f:0:1:0", "64:ff9b:1::/48 (not the /96 form)" },
+		{ "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
+		  "64:ff9b:1::/48 (not the /96 form)" },
+		{ "64:ff9b:1:0:0:1:808:808", "64:ff9b:1::/48 (not the /96 form)" },
+		{ "64:ff9b:0:ffff:ffff:ffff:ffff:ffff", NULL },	/* below */
+		{ "64:ff9b:2::7f00:1", NULL },			/* above */
 		/* 6to4 2002::/16: IPv4 in bits 16..47 */
 		{ "2002:7f00:1::1", "127.0.0.0/8" },
 		{ "2002:a9fe:a9fe::", "metadata 169.254.169.254" },
@@ -219,16 +242,25 @@ test_blocked_v6(void)
 		blocked_is(t[i].a, t[i].want);
 }
 
+/* The one IPv4 address v6 carries is want. */
+static void
+embedded_is(const char *v6, const char *want)
+{
+	struct netaddr a = addr(v6), v4;
+	char buf[NETADDR_STRLEN];
+
+	CHECK(netaddr_embedded_v4(&a, &v4), "%s carries an IPv4", v6);
+	netaddr_format(&v4, buf, sizeof(buf));
+	CHECK(strcmp(buf, want) == 0, "%s -> %s, want %s", v6, buf, want);
+}
+
 static void
 test_embedded(void)
 {
 	struct netaddr a, v4, two[2];
 	char buf[NETADDR_STRLEN];
 
-	a = addr("::ffff:1.2.3.4");
-	CHECK(netaddr_embedded_v4(&a, &v4), "mapped");
-	netaddr_format(&v4, buf, sizeof(buf));
-	CHECK(strcmp(buf, "1.2.3.4") == 0, "mapped -> %s", buf);
+	embedded_is("::ffff:1.2.3.4", "1.2.3.4");
 
 	a = addr("2001:0:4136:e378:8000:63bf:3fff:fdd2");
 	CHECK(netaddr_embedded_v4s(&a, two) == 2, "teredo count");
@@ -237,10 +269,11 @@ test_embedded(void)
 	netaddr_format(&two[1], buf, sizeof(buf));
 	CHECK(strcmp(buf, "65.54.227.120") == 0, "teredo server -> %s", buf);
 
-	a = addr("2002:c000:204::1");
-	CHECK(netaddr_embedded_v4(&a, &v4), "6to4");
-	netaddr_format(&v4, buf, sizeof(buf));
-	CHECK(strcmp(buf, "192.0.2.4") == 0, "6to4 -> %s", buf);
+	embedded_is("2002:c000:204::1", "192.0.2.4");
+	embedded_is("::ffff:0:10.0.0.1", "10.0.0.1");		/* SIIT */
+	embedded_is("64:ff9b:1::7f00:1", "127.0.0.1");		/* local NAT64 */
+	a = addr("64:ff9b:1:1::7f00:1");
+	CHECK(!netaddr_embedded_v4(&a, &v4), "local-use nat64, not /96 form");
 
 	a = addr("::1");
 	CHECK(!netaddr_embedded_v4(&a, &v4), "::1 carries nothing");

@@ -6,8 +6,18 @@ Pieces:
   make_tls()    a test CA + server certificate made with the openssl CLI.
   start_proxy() runs `$PORTCULLIS serve -c FILE` on a free port and waits for
                 it to listen; Proxy.audit_records(), Proxy.stop().
-  curl(), urllib_fetch(), wget(), raw_exchange()
-                real clients driven through the proxy.
+  curl(), urllib_fetch(), wget(), raw_exchange(), raw_get(), open_tunnel()
+                real clients driven through the proxy; read_head(),
+                read_to_close(), recv_eof() for raw sockets.
+  RawServer     a loopback listener whose connections a test scripts.
+  control_connect(), control_ask(), control_open_session(), ctl()
+                the daemon's control socket: JSON lines with fds passed
+                alongside (SCM_RIGHTS), and `portcullis ctl` (as root or
+                under a prefix such as AS_NOBODY).
+  listens_on(), peer_ports(), fd_count()
+                what a process holds, read from /proc (for bounded waits).
+  wait_until()  polls a condition with a bound: tests wait on conditions,
+                not for fixed times.
   check/eq/...  tiny assertion helpers.
   run()         the runner: every test_* function of the calling module, in
                 definition order, prints "ok"/"FAIL" per test and finally
@@ -15,7 +25,8 @@ Pieces:
 
 Every wait is bounded.  Resources made by a test (origins, proxies, DNS
 servers, temp dirs) are registered with defer() and released after the test,
-whether it passed or not.
+whether it passed or not.  Running `portcullis run` (sandboxes, a scripted
+fake control socket) is in sandbox_util.py.
 """
 
 import hashlib
@@ -23,6 +34,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -103,7 +115,7 @@ def wait_until(pred, timeout=5.0, what="condition", interval=0.02):
             return v
         if time.monotonic() >= deadline:
             raise TestFailure("timed out after %.1fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
+        time.sleep(interval)        # poll interval of this bounded wait
 
 
 # ---------------------------------------------------------------- cleanup
@@ -149,20 +161,63 @@ def dead_port(host="127.0.0.1"):
     return free_port(host)
 
 
-def listening_ports():
-    """Local TCP ports in LISTEN state (from /proc/net/tcp{,6})."""
-    ports = set()
+def _tcp_table():
+    """Rows of /proc/net/tcp{,6} (this network namespace): (local port,
+    remote port, state, inode); state "0A" is LISTEN, "01" ESTABLISHED."""
+    rows = []
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(name) as f:
                 next(f)
                 for line in f:
-                    parts = line.split()
-                    if len(parts) > 3 and parts[3] == "0A":
-                        ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+                    x = line.split()
+                    if len(x) > 9:
+                        rows.append((int(x[1].rsplit(":", 1)[1], 16),
+                                     int(x[2].rsplit(":", 1)[1], 16), x[3], x[9]))
         except OSError:
             pass
-    return ports
+    return rows
+
+
+def listening_ports():
+    """Local TCP ports in LISTEN state (from /proc/net/tcp{,6})."""
+    return {lport for lport, _r, state, _i in _tcp_table() if state == "0A"}
+
+
+def fds_of(pid):
+    """What process pid's fds point to (readlink of /proc/PID/fd/*)."""
+    out = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out.append(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except OSError:
+            continue        # closed meanwhile
+    return out
+
+
+def fd_count(pid):
+    """How many fds process pid holds."""
+    return len(fds_of(pid))
+
+
+def _socket_inodes(pid):
+    return {t[8:-1] for t in fds_of(pid) if t.startswith("socket:[")}
+
+
+def listens_on(pid, port):
+    """True if process pid holds a TCP socket listening on port."""
+    inodes = _socket_inodes(pid)
+    return any(lport == port and state == "0A" and inode in inodes
+               for lport, _r, state, inode in _tcp_table())
+
+
+def peer_ports(pid):
+    """Remote ports of the TCP connections process pid holds, in any state
+    but LISTEN (for a proxy: the clients' ports of the connections it has
+    accepted and not yet closed, even if the client has closed its side)."""
+    inodes = _socket_inodes(pid)
+    return {rport for _l, rport, state, inode in _tcp_table()
+            if state != "0A" and inode in inodes}
 
 
 class Blackhole:
@@ -526,6 +581,55 @@ class Origin:
                    ).encode() + (payload if method != "HEAD" else b""))
 
 
+class RawServer:
+    """A loopback listener whose accepted sockets are each handed to
+    fn(sock, stop) in a thread: fn scripts what a peer does (an origin that
+    closes, resets, never reads ...).  stop is a threading.Event set at
+    clean-up.  .accepted lists the sockets in accept order; an OSError
+    in fn ends that connection quietly."""
+
+    def __init__(self, host, fn, port=0, backlog=16):
+        self.l = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.l.bind((host, port))
+        self.l.listen(backlog)
+        self.l.settimeout(0.2)
+        self.port = self.l.getsockname()[1]
+        self.fn = fn
+        self.accepted = []
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._loop, daemon=True)
+        self.t.start()
+        defer(self.close)
+
+    def _loop(self):
+        while not self.stop.is_set():
+            try:
+                s, _ = self.l.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.accepted.append(s)
+            threading.Thread(target=self._run, args=(s,), daemon=True).start()
+
+    def _run(self, s):
+        try:
+            self.fn(s, self.stop)
+        except OSError:
+            pass
+
+    def close(self):
+        self.stop.set()
+        self.t.join(2)
+        self.l.close()
+        for s in self.accepted:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
 def echo_headers(body):
     """{lower-case name: [values]} from an Origin JSON body (bytes or str)."""
     if isinstance(body, bytes):
@@ -568,7 +672,7 @@ def std_config(body="", env="default", phase="agent", addresses_allow="127.0.0.0
 class Proxy:
     """A running `portcullis serve`.  Use start_proxy()."""
 
-    def __init__(self, config_text, args=()):
+    def __init__(self, config_text, args=(), rlimits=None):
         self.dir = tempdir()
         self.config_path = os.path.join(self.dir, "portcullis.ini")
         self.audit_path = os.path.join(self.dir, "audit.jsonl")
@@ -589,7 +693,8 @@ class Proxy:
             err = open(self.stderr_path, "wb")
             self.proc = subprocess.Popen(
                 [portcullis_bin(), "serve", "-c", self.config_path] + list(args),
-                stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=self.dir)
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=self.dir,
+                preexec_fn=_setrlimits(rlimits) if rlimits else None)
             err.close()
             try:
                 self._wait_ready()
@@ -627,7 +732,7 @@ class Proxy:
                 raise TestFailure("portcullis serve: no `start` record / not listening on "
                                   "%d after %ds; stderr:\n%s"
                                   % (self.port, START_TIMEOUT, self.stderr()))
-            time.sleep(0.02)
+            time.sleep(0.02)        # poll interval of this bounded wait
 
     def stderr(self):
         try:
@@ -706,6 +811,31 @@ class Proxy:
     def send_signal(self, sig):
         self.proc.send_signal(sig)
 
+    def rewrite_config(self, old, new):
+        """Replaces old (must occur once) in the daemon's config file;
+        returns the new file's sha256 and the 1-based line of new's start."""
+        eq(self.config_text.count(old), 1, "config text %r occurrences" % old)
+        self.config_text = self.config_text.replace(old, new)
+        with open(self.config_path, "w") as f:
+            f.write(self.config_text)
+        line = self.config_text[:self.config_text.index(new)].count("\n") + 1
+        return hashlib.sha256(self.config_text.encode()).hexdigest(), line
+
+    def reload(self, how="hup", control=None):
+        """Reloads the config file (how: "hup" = SIGHUP, "ctl" = `portcullis
+        ctl --control CONTROL reload`, whose reply must name the new
+        config) and waits for the daemon's `config` record of it; returns
+        the file's sha256."""
+        sha = hashlib.sha256(self.config_text.encode()).hexdigest()
+        if how == "hup":
+            self.send_signal(signal.SIGHUP)
+        else:
+            rc, reply, err = ctl(control, "reload")
+            eq((rc, reply), (0, {"ok": True, "config": "sha256:" + sha}),
+               "ctl reload (%r)" % err)
+        self.wait_records("config", pred=lambda r: r.get("sha256") == sha)
+        return sha
+
     def stop(self, sig=signal.SIGTERM):
         """Stops with sig; asserts exit 0, a final `stop` record and no
         sanitizer report on stderr."""
@@ -750,11 +880,25 @@ class Proxy:
         self._kill()
 
 
-def start_proxy(config_text, args=()):
+def _setrlimits(rlimits):
+    def fn():
+        for res, n in rlimits.items():
+            resource.setrlimit(res, (n, n))
+    return fn
+
+
+def start_proxy(config_text, args=(), rlimits=None):
     """Writes config_text (tokens @PORT@, @AUDIT@, @DIR@ replaced) to a temp
     dir, starts `$PORTCULLIS serve -c FILE` and waits (<= 10 s) for its
-    `start` record and its listening socket."""
-    return Proxy(config_text, args)
+    `start` record and its listening socket.  rlimits: {resource.RLIMIT_*:
+    n} set (soft and hard) in the daemon before it starts."""
+    return Proxy(config_text, args, rlimits)
+
+
+def wait_control(path):
+    """Waits (bounded) for a daemon's control socket to exist; returns path."""
+    wait_until(lambda: os.path.exists(path), what="control socket")
+    return path
 
 
 def run_portcullis(args, timeout=CLIENT_TIMEOUT, input=None):
@@ -762,6 +906,70 @@ def run_portcullis(args, timeout=CLIENT_TIMEOUT, input=None):
     return subprocess.run([portcullis_bin()] + list(args), capture_output=True,
                           text=True, timeout=timeout, input=input,
                           stdin=None if input is not None else subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- control socket
+
+# Runs a command as uid/gid 65534 with no supplementary groups.
+AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def control_connect(path):
+    """A client connection to a daemon's control socket: (socket, reader);
+    both closed after the test."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(path)
+    defer(s.close)
+    f = s.makefile("rb")
+    defer(f.close)
+    return s, f
+
+
+def control_ask(s, f, obj_or_bytes, fds=()):
+    """Sends one request (an object as a JSON line, or raw bytes) with fds
+    passed alongside (SCM_RIGHTS); returns the parsed reply line."""
+    data = obj_or_bytes if isinstance(obj_or_bytes, bytes) else \
+        json.dumps(obj_or_bytes).encode() + b"\n"
+    if fds:
+        socket.send_fds(s, [data], list(fds))
+    else:
+        s.sendall(data)
+    return json.loads(f.readline())
+
+
+def ctl(sock, *args, prefix=()):
+    """`portcullis ctl --control SOCK ARGS` (run under prefix, e.g.
+    AS_NOBODY); returns (exit status, parsed stdout or None, stderr)."""
+    r = subprocess.run(list(prefix) + [portcullis_bin(), "ctl", "--control", sock] +
+                       list(args), capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+    try:
+        reply = json.loads(r.stdout)
+    except ValueError:
+        reply = None
+    return r.returncode, reply, r.stderr
+
+
+def control_open_session(path, env, phase):
+    """Opens a session over a new control connection on a new listener,
+    which then only the daemon holds.  Returns (socket, reader, session
+    id, the listener's port)."""
+    s, f = control_connect(path)
+    ls, port = tcp_listener()
+    r = control_ask(s, f, {"op": "session.open", "env": env, "phase": phase}, [ls.fileno()])
+    eq(r["ok"], True, "session.open %r" % r)
+    ls.close()
+    return s, f, r["session"], port
+
+
+def tcp_listener(host="127.0.0.1", backlog=8):
+    """A listening TCP socket on a free port (e.g. to pass to the daemon);
+    (socket, port), closed after the test."""
+    ls = socket.socket()
+    ls.bind((host, 0))
+    ls.listen(backlog)
+    defer(ls.close)
+    return ls, ls.getsockname()[1]
 
 
 # ---------------------------------------------------------------- clients
@@ -858,6 +1066,60 @@ def raw_exchange(port, data, host="127.0.0.1", timeout=10.0):
         return buf, closed, local
     finally:
         s.close()
+
+
+def read_head(s, data=b""):
+    """Reads from socket s until data holds a blank line (the end of a
+    head) or the peer closes; returns data (without the blank line if the
+    peer closed first)."""
+    while b"\r\n\r\n" not in data:
+        d = s.recv(4096)
+        if not d:
+            break
+        data += d
+    return data
+
+
+def read_to_close(s, limit=MAX_RAW_REPLY):
+    """Reads from socket s until the peer closes or limit bytes arrived."""
+    data = b""
+    while len(data) < limit:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    return data
+
+
+def recv_eof(s, timeout=5):
+    """Waits (bounded) for the peer to close s; returns b"" if it did (a
+    reset counts as closed), else the first byte that came instead."""
+    s.settimeout(timeout)
+    try:
+        return s.recv(1)
+    except ConnectionError:
+        return b""
+
+
+def raw_get(port, host, oport, path="/"):
+    """One plain GET to host:oport through the proxy on port, on its own
+    connection; returns (status, X-Portcullis-Reason)."""
+    req = ("GET http://%s:%d%s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n"
+           % (host, oport, path, host, oport)).encode()
+    data, _closed, _client = raw_exchange(port, req)
+    r = split_responses(data)[0]
+    return r.status, r.header("X-Portcullis-Reason")
+
+
+def open_tunnel(port, target, host="127.0.0.1", timeout=5):
+    """Sends `CONNECT target` to the proxy on port and reads its reply head
+    (up to the blank line, or the close).  Returns (socket, head bytes);
+    the socket is closed after the test."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    defer(s.close)
+    t = target.encode() if isinstance(target, str) else target
+    s.sendall(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (t, t))
+    return s, read_head(s)
 
 
 def urllib_fetch(proxy, url, data=None, headers=None, cafile=None, method=None,

@@ -185,18 +185,6 @@ def load_corpus(subst, directory=CORPUS_DIR):
 
 # ---------------------------------------------------------------- raw client
 
-class Reply:
-    def __init__(self, status, text, headers, body):
-        self.status, self.text, self.headers, self.body = status, text, headers, body
-
-    def header(self, name):
-        vals = [v for k, v in self.headers if k.lower() == name.lower()]
-        return vals[0] if len(vals) == 1 else (vals or None)
-
-    def __repr__(self):
-        return "<%d %s %r %r>" % (self.status, self.text, self.headers, self.body[:200])
-
-
 def parse_replies(buf):
     """Complete responses at the start of buf (Content-Length or bodiless);
     returns (replies, rest)."""
@@ -204,7 +192,7 @@ def parse_replies(buf):
     while b"\r\n\r\n" in buf:
         head, rest = buf.split(b"\r\n\r\n", 1)
         try:
-            _v, status, text, hdrs = h.parse_head(head)
+            version, status, text, hdrs = h.parse_head(head)
         except (ValueError, IndexError):
             break
         cl = [v for k, v in hdrs if k.lower() == "content-length"]
@@ -215,7 +203,7 @@ def parse_replies(buf):
             body, rest = rest[:n], rest[n:]
         else:
             body = b""
-        out.append(Reply(status, text, hdrs, body))
+        out.append(h.Response(version, status, text, hdrs, body))
         buf = rest
     return out, buf
 

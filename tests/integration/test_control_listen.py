@@ -13,41 +13,17 @@ import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Origin, check, check_request_record, defer, eq, run,  # noqa: E402
+from harness import (Origin, check, check_request_record, control_connect,  # noqa: E402
+                     control_open_session, ctl,
+                     defer, eq, listens_on, open_tunnel, recv_eof, run, tcp_listener,
                      wait_until)
-from test_phase_control import ask, listens_on  # noqa: E402
-from test_phase_switch import AGENT_HOST, ctl, daemon  # noqa: E402
+from harness import control_ask as ask  # noqa: E402
+from test_phase_switch import AGENT_HOST, daemon  # noqa: E402
 
 
-def conn(sock):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
-    s.connect(sock)
-    defer(s.close)
-    f = s.makefile("rb")
-    defer(f.close)
-    return s, f
-
-
-def listener():
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(8)
-    defer(ls.close)
-    return ls, ls.getsockname()[1]
-
-
-def open_tunnel(port, origin_port):
+def agent_tunnel(port, origin_port):
     """A CONNECT tunnel to AGENT_HOST through the listener on port."""
-    t = socket.create_connection(("127.0.0.1", port), timeout=5)
-    defer(t.close)
-    hp = b"%s:%d" % (AGENT_HOST.encode(), origin_port)
-    t.sendall(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (hp, hp))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        d = t.recv(4096)
-        check(d, "tunnel closed early: %r" % head)
-        head += d
+    t, head = open_tunnel(port, "%s:%d" % (AGENT_HOST, origin_port))
     check(head.startswith(b"HTTP/1.1 200"), "CONNECT reply %r" % head)
     return t
 
@@ -66,26 +42,16 @@ def tunnel_get(t, path):
 def test_listen_moves_the_session_and_keeps_its_conns():
     o = Origin()
     p, sock = daemon(o.port)
-    s, f = conn(sock)
-    ls1, port1 = listener()
-    r = ask(s, f, {"op": "session.open", "env": "web", "phase": "setup"}, [ls1.fileno()])
-    eq(r["ok"], True, "session.open %r" % r)
-    sid = r["session"]
-    ls1.close()
-    t1 = open_tunnel(port1, o.port)
+    s, f, sid, port1 = control_open_session(sock, "web", "setup")
+    t1 = agent_tunnel(port1, o.port)
     eq(ask(s, f, {"op": "session.phase", "session": sid, "phase": "agent"}), {"ok": True},
        "phase switch")
     # The setup tunnel is cut by the switch (as ever); open one in agent on
     # the old listener: it must survive the listener's replacement.
-    t1.settimeout(5)
-    try:
-        d = t1.recv(1)
-    except ConnectionError:
-        d = b""
-    eq(d, b"", "setup tunnel cut at the switch")
-    t2 = open_tunnel(port1, o.port)
+    eq(recv_eof(t1), b"", "setup tunnel cut at the switch")
+    t2 = agent_tunnel(port1, o.port)
 
-    ls2, port2 = listener()
+    ls2, port2 = tcp_listener()
     r = ask(s, f, {"op": "session.listen", "session": sid}, [ls2.fileno()])
     eq(r, {"ok": True}, "session.listen")
     ls2.close()             # the daemon holds the only copy now
@@ -95,7 +61,7 @@ def test_listen_moves_the_session_and_keeps_its_conns():
     # The conn accepted by the old listener stays.
     eq(tunnel_get(t2, "/kept"), "200", "tunnel of the old listener still works")
     # New conns on the new listener are the same session, agent phase.
-    t3 = open_tunnel(port2, o.port)
+    t3 = agent_tunnel(port2, o.port)
     eq(tunnel_get(t3, "/new"), "200", "tunnel through the new listener")
     reqs = p.wait_records("request", 3, pred=lambda r: r.get("session") == sid)
     eq([r["phase"] for r in reqs], ["setup", "agent", "agent"], "phases of the requests")
@@ -112,7 +78,8 @@ def test_listen_moves_the_session_and_keeps_its_conns():
     s.close()
     wait_until(lambda: not listens_on(p.proc.pid, port2), 5,
                "the daemon to close the new listener with the session")
-    recs = [(r["session"], r["state"]) for r in p.audit_records("session")]
+    # The audit writer runs on its own thread: wait for the record.
+    recs = [(r["session"], r["state"]) for r in p.wait_records("session", 3)]
     eq(recs[-1], (sid, "closed"), "session closed with its control connection")
     p.stop()
 
@@ -120,12 +87,7 @@ def test_listen_moves_the_session_and_keeps_its_conns():
 def test_listen_refusals_keep_serving():
     o = Origin()
     p, sock = daemon(o.port)
-    s, f = conn(sock)
-    ls1, port1 = listener()
-    r = ask(s, f, {"op": "session.open", "env": "web", "phase": "agent"}, [ls1.fileno()])
-    eq(r["ok"], True, "session.open %r" % r)
-    sid = r["session"]
-    ls1.close()
+    s, f, sid, port1 = control_open_session(sock, "web", "agent")
 
     def refused(c, cf, req, fds, want, what):
         r = ask(c, cf, req, fds)
@@ -133,8 +95,8 @@ def test_listen_refusals_keep_serving():
 
     # Another authorised control connection may switch phases (ctl phase),
     # but not graft a listener onto a session it did not open.
-    s2, f2 = conn(sock)
-    lx, portx = listener()
+    s2, f2 = control_connect(sock)
+    lx, portx = tcp_listener()
     refused(s2, f2, {"op": "session.listen", "session": sid}, [lx.fileno()],
             "session belongs to another control connection", "wrong owner")
     # No fd.
@@ -142,7 +104,7 @@ def test_listen_refusals_keep_serving():
             "session.listen needs exactly one listening socket passed with the "
             "request (SCM_RIGHTS)", "no fd")
     # Two fds.
-    ly, porty = listener()
+    ly, porty = tcp_listener()
     refused(s, f, {"op": "session.listen", "session": sid}, [lx.fileno(), ly.fileno()],
             "session.listen needs exactly one listening socket passed with the "
             "request (SCM_RIGHTS)", "two fds")
@@ -171,7 +133,7 @@ def test_listen_refusals_keep_serving():
     check(not listens_on(p.proc.pid, portx), "daemon holds the wrong owner's listener")
     check(not listens_on(p.proc.pid, porty), "daemon holds a refused listener")
     check(listens_on(p.proc.pid, port1), "session's listener kept")
-    t = open_tunnel(port1, o.port)
+    t = agent_tunnel(port1, o.port)
     eq(tunnel_get(t, "/still"), "200", "session still serves")
     eq([r["state"] for r in p.audit_records("session")], ["opened"], "session records")
     eq(ctl(sock, "status")[1]["sessions"], [{"id": sid, "env": "web", "phase": "agent"}],

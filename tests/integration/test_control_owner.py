@@ -15,9 +15,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (CLIENT_TIMEOUT, Origin, check, eq, run, start_proxy,  # noqa: E402
-                     std_config, tempdir, wait_until)
-from test_control_listen import open_tunnel, tunnel_get  # noqa: E402
-from test_control_socket import ask, conn, listener  # noqa: E402
+                     std_config, tempdir, tcp_listener, wait_until)
+from harness import control_ask as ask, control_connect as conn  # noqa: E402
+from test_control_listen import agent_tunnel as open_tunnel, tunnel_get  # noqa: E402
 from test_phase_switch import ctl, daemon as phase_daemon  # noqa: E402
 
 NOT_OWNER = "session belongs to another control connection"
@@ -37,7 +37,7 @@ def group_daemon():
 def open_session(path):
     """A control connection and the session it opened (phase setup)."""
     s, f = conn(path)
-    ls = listener()
+    ls, _ = tcp_listener()
     r = ask(s, f, {"op": "session.open", "env": "web", "phase": "setup"}, [ls.fileno()])
     eq(r["ok"], True, "session.open (%r)" % r)
     return s, f, ls, r["session"]

@@ -13,6 +13,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (CLIENT_TIMEOUT, check, defer, eq, portcullis_bin, run,  # noqa: E402
                      start_proxy, std_config, tempdir, wait_until)
+from harness import (AS_NOBODY, control_ask as ask, control_connect as conn,  # noqa: E402
+                     ctl as run_ctl, tcp_listener, wait_control)
+from sandbox_util import inner_portcullis, prun  # noqa: E402
 
 MAX_LINE = 4096          # CONTROL_MAX_LINE in proxy/control.h
 
@@ -21,34 +24,7 @@ def daemon():
     ctl = os.path.join(tempdir(), "sub", "control.sock")   # directory created
     p = start_proxy(std_config("[env web setup]\nallow = *\n\n[env web agent]\nallow = example.com\n",
                                proxy_extra="control = %s\n" % ctl))
-    wait_until(lambda: os.path.exists(ctl), what="control socket")
-    return p, ctl
-
-
-def conn(ctl):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
-    s.connect(ctl)
-    defer(s.close)
-    return s, s.makefile("rb")
-
-
-def ask(s, f, obj_or_bytes, fds=()):
-    data = obj_or_bytes if isinstance(obj_or_bytes, bytes) else \
-        json.dumps(obj_or_bytes).encode() + b"\n"
-    if fds:
-        socket.send_fds(s, [data], list(fds))
-    else:
-        s.sendall(data)
-    return json.loads(f.readline())
-
-
-def listener():
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(4)
-    defer(ls.close)
-    return ls
+    return p, wait_control(ctl)
 
 
 def test_mode_and_bad_requests_keep_serving():
@@ -71,7 +47,7 @@ def test_mode_and_bad_requests_keep_serving():
     eq(r["ok"], True, "still serving")
     # session.open without an fd, with a bad phase, with an unknown env.
     eq(ask(s, f, {"op": "session.open", "env": "web"})["ok"], False, "no fd")
-    ls = listener()
+    ls, _ = tcp_listener()
     r = ask(s, f, {"op": "session.open", "env": "web", "phase": "later"}, [ls.fileno()])
     eq(r["error"], "invalid phase (setup or agent)", "bad phase")
     r = ask(s, f, {"op": "session.open", "env": "zzz"}, [ls.fileno()])
@@ -82,29 +58,24 @@ def test_mode_and_bad_requests_keep_serving():
 def test_session_lifecycle_and_ctl():
     p, ctl = daemon()
     s, f = conn(ctl)
-    ls = listener()
+    ls, _ = tcp_listener()
     r = ask(s, f, {"op": "session.open", "env": "web", "phase": "setup"}, [ls.fileno()])
     eq(r["ok"], True, "open (%r)" % r)
     sid = r["session"]
-    out = subprocess.run([portcullis_bin(), "ctl", "--control", ctl, "status"],
-                         capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-    eq(out.returncode, 0, "ctl status")
-    eq(json.loads(out.stdout)["sessions"], [{"id": sid, "env": "web", "phase": "setup"}], "status")
+    rc, reply, _ = run_ctl(ctl, "status")
+    eq(rc, 0, "ctl status")
+    eq(reply["sessions"], [{"id": sid, "env": "web", "phase": "setup"}], "status")
     # Another control connection (this ctl process) may switch the session
     # only with the admin override (issue 9 item 10: test_control_owner.py).
-    out = subprocess.run([portcullis_bin(), "ctl", "--control", ctl, "phase", sid, "agent",
-                          "--force"], capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-    eq((out.returncode, json.loads(out.stdout)), (0, {"ok": True}), "phase switch")
+    rc, reply, _ = run_ctl(ctl, "phase", sid, "agent", "--force")
+    eq((rc, reply), (0, {"ok": True}), "phase switch")
     r = ask(s, f, {"op": "session.phase", "session": sid, "phase": "setup"})
     eq(r["ok"], False, "switch back refused")
     f.close()
     s.close()
 
-    def gone():
-        o = subprocess.run([portcullis_bin(), "ctl", "--control", ctl, "status"],
-                           capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-        return json.loads(o.stdout)["sessions"] == []
-    wait_until(gone, what="session closed with its control connection")
+    wait_until(lambda: run_ctl(ctl, "status")[1]["sessions"] == [],
+               what="session closed with its control connection")
 
 
 def test_other_uid_refused():
@@ -112,11 +83,9 @@ def test_other_uid_refused():
     os.chmod(os.path.dirname(os.path.dirname(ctl)), 0o755)
     os.chmod(os.path.dirname(ctl), 0o755)
     os.chmod(ctl, 0o666)   # even if the mode were loosened, SO_PEERCRED refuses
-    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                          portcullis_bin(), "ctl", "--control", ctl, "status"],
-                         capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-    eq(out.returncode, 1, "refused (stderr %r)" % out.stderr)
-    eq(json.loads(out.stdout), {"ok": False, "error": "permission denied"}, "reply")
+    rc, reply, err = run_ctl(ctl, "status", prefix=AS_NOBODY)
+    eq(rc, 1, "refused (stderr %r)" % err)
+    eq(reply, {"ok": False, "error": "permission denied"}, "reply")
 
 
 def test_peer_inside_a_sandbox_refused():
@@ -131,30 +100,17 @@ def test_peer_inside_a_sandbox_refused():
     cfg = os.path.join(d, "run.ini")
     with open(cfg, "w") as f:
         f.write("[env default agent]\nallow = example.com\n")
-    # The ctl that runs inside is the real binary (under `make
-    # test-valgrind`, portcullis_bin() is a valgrind wrapper script).
-    inner = os.environ.get("PORTCULLIS_REAL") or portcullis_bin()
-    bindir = os.path.dirname(os.path.abspath(inner))
-    # The build may live under /tmp, which is private in the sandbox.
-    r = subprocess.run([portcullis_bin(), "run", "-c", cfg, "--allow-unix-sockets",
-                        "--ro-bind", bindir,
-                        "--audit-log", os.path.join(d, "audit.jsonl"), "--",
-                        # In a sanitizer build: LeakSanitizer needs ptrace,
-                        # which the sandbox's seccomp filter refuses.
-                        "env", "ASAN_OPTIONS=detect_leaks=0",
-                        inner, "ctl", "--control", ctl, "status"],
-                       cwd=d, capture_output=True, text=True, timeout=60,
-                       stdin=subprocess.DEVNULL,
-                       env=dict(os.environ, PORTCULLIS_BRIDGE=os.environ.get(
-                           "PORTCULLIS_BRIDGE", "")))
+    # The ctl that runs inside is the real binary (inner_portcullis).
+    r = prun(["-c", cfg, "--allow-unix-sockets",
+              "--audit-log", os.path.join(d, "audit.jsonl")] +
+             inner_portcullis("ctl", "--control", ctl, "status"), d)
     eq(r.returncode, 1, "ctl inside the sandbox (stdout %r, stderr %r)"
        % (r.stdout, r.stderr))
     eq(json.loads(r.stdout.strip().splitlines()[-1]),
        {"ok": False, "error": "permission denied"}, "reply")
     # The same command outside the sandbox is served.
-    o = subprocess.run([portcullis_bin(), "ctl", "--control", ctl, "status"],
-                       capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-    eq(o.returncode, 0, "ctl outside the sandbox (stderr %r)" % o.stderr)
+    rc, _, err = run_ctl(ctl, "status")
+    eq(rc, 0, "ctl outside the sandbox (stderr %r)" % err)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def proxy(srv, allow, deny="", extra=""):
 
 
 def get(p, host, port):
-    """One GET through the proxy; returns (Reply or None, client, closed)."""
+    """One GET through the proxy; returns (Response or None, client, closed)."""
     x = hu.Exchange(p.port)
     x.send(b"GET http://%s:%d/ HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n"
            % (host.encode(), port, host.encode(), port))

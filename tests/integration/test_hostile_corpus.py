@@ -160,6 +160,9 @@ def test_corpus():
         except ConnectionRefusedError:
             c.errors.append("%s: could not connect to the proxy" % case.where())
         if p.proc.poll() is None:
+            # Not a wait for a condition (a crash cannot be waited for):
+            # a short grace so that a crash in the case's clean-up shows
+            # against this case rather than the next.
             time.sleep(0.01)
         if p.proc.poll() is not None:
             # A crash is the worst failure: report it with the case that

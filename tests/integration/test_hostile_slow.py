@@ -9,7 +9,6 @@ DNS 1 s) and every wait is bounded.  Runs in a private network namespace
 
 import socket
 import struct
-import threading
 import time
 
 import harness as h
@@ -39,52 +38,6 @@ def normal_ok(p, o, what="concurrent ordinary request"):
     h.check(rs and rs[0].status == 200 and rs[0].header("X-Origin") == "ok",
             "%s failed: %r" % (what, x.buf[:200]))
     x.close()
-
-
-class RawServer:
-    """A loopback listener whose accepted sockets are handed to fn(sock) in
-    a thread (fn decides what a hostile upstream does)."""
-
-    def __init__(self, host, fn, port=0):
-        self.l = socket.socket()
-        self.l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.l.bind((host, port))
-        self.l.listen(16)
-        self.l.settimeout(0.2)
-        self.port = self.l.getsockname()[1]
-        self.fn = fn
-        self.accepted = []
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self._loop, daemon=True)
-        self.t.start()
-        h.defer(self.close)
-
-    def _loop(self):
-        while not self.stop.is_set():
-            try:
-                s, _ = self.l.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.accepted.append(s)
-            threading.Thread(target=self._run, args=(s,), daemon=True).start()
-
-    def _run(self, s):
-        try:
-            self.fn(s, self.stop)
-        except OSError:
-            pass
-
-    def close(self):
-        self.stop.set()
-        self.t.join(2)
-        self.l.close()
-        for s in self.accepted:
-            try:
-                s.close()
-            except OSError:
-                pass
 
 
 def wait_closed(x, bound, what):
@@ -172,7 +125,7 @@ def test_idle_tunnel_cut():
                 return
             s.sendall(d)
     o = h.Origin("ok", host="127.0.0.2")
-    srv = RawServer("127.0.0.5", echo)
+    srv = h.RawServer("127.0.0.5", echo)
     p = h.start_proxy(config())
     idle = hu.Exchange(p.port)
     idle.send(b"CONNECT raw.example.test:%d HTTP/1.1\r\nHost: raw.example.test:%d\r\n\r\n"
@@ -211,7 +164,7 @@ def test_upstream_never_answers():
             except socket.timeout:
                 continue
     o = h.Origin("ok", host="127.0.0.2")
-    srv = RawServer("127.0.0.5", silent)
+    srv = h.RawServer("127.0.0.5", silent)
     p = h.start_proxy(config())
     x = hu.Exchange(p.port)
     x.send(b"GET http://raw.example.test:%d/ HTTP/1.1\r\nHost: raw.example.test:%d\r\n\r\n"
@@ -261,7 +214,9 @@ def test_max_connections_overloaded_then_recovers():
     held = [hu.Exchange(p.port) for _ in range(3)]
     for e in held:
         e.send(b"GET http://ok.example.test:%d/" % o.port)       # incomplete heads
-    time.sleep(0.2)
+    ports = {int(e.local.rsplit(":", 1)[1]) for e in held}
+    h.wait_until(lambda: ports <= h.peer_ports(p.proc.pid), 5,
+                 "the proxy to accept the 3 held connections")
     for i in range(3):
         x = hu.Exchange(p.port)
         x.send(b"GET http://ok.example.test:%d/ HTTP/1.1\r\nHost: ok.example.test:%d\r\n\r\n"
@@ -275,7 +230,8 @@ def test_max_connections_overloaded_then_recovers():
     normal_ok(p, o, "request after a slot was released")
     for e in held[1:]:
         e.close()
-    time.sleep(0.2)
+    h.wait_until(lambda: not ports & h.peer_ports(p.proc.pid), 5,
+                 "the proxy to close the released connections")
     for i in range(5):
         normal_ok(p, o, "request %d after all slots were released" % i)
     p.stop()
@@ -296,6 +252,8 @@ def test_client_never_reads_large_response():
            % (o.port, n, o.port))
     peak = rss0
     for _ in range(15):
+        # Not a wait for a condition: RSS is sampled over 3 s while the
+        # client does not read, to catch growth at any moment of it.
         time.sleep(0.2)
         peak = max(peak, hu.rss_kib(p.proc.pid))
     normal_ok(p, o)
@@ -326,7 +284,7 @@ def test_upstream_never_reads_large_upload():
     def sink(s, stop):
         stop.wait(15)
     o = h.Origin("ok", host="127.0.0.2")
-    srv = RawServer("127.0.0.5", sink)
+    srv = h.RawServer("127.0.0.5", sink)
     p = h.start_proxy(config("idle_timeout = 30s\n").replace("idle_timeout = 2s\n", ""))
     rss0 = hu.rss_kib(p.proc.pid)
     x = hu.Exchange(p.port)
@@ -347,7 +305,7 @@ def test_upstream_never_reads_large_upload():
             blocked_since = blocked_since or time.monotonic()
             if time.monotonic() - blocked_since > 1.0:
                 break
-            time.sleep(0.01)
+            time.sleep(0.01)    # stimulus: retry the blocked send (bounded: 1 s blocked)
     h.check(pushed < (64 << 20), "the proxy accepted %d MB from a client whose upstream "
             "does not read" % (pushed >> 20))
     normal_ok(p, o)
@@ -364,16 +322,11 @@ def test_tunnel_client_half_close():
     EOF, answers, and the answer still reaches the client."""
     def answer_after_eof(s, stop):
         s.settimeout(5)
-        got = b""
-        while True:
-            d = s.recv(4096)
-            if not d:
-                break
-            got += d
+        got = h.read_to_close(s)
         s.sendall(b"got %d bytes after EOF" % len(got))
         s.close()
     o = h.Origin("ok", host="127.0.0.2")
-    srv = RawServer("127.0.0.5", answer_after_eof)
+    srv = h.RawServer("127.0.0.5", answer_after_eof)
     p = h.start_proxy(config())
     x = hu.Exchange(p.port)
     x.send(b"CONNECT raw.example.test:%d HTTP/1.1\r\nHost: raw.example.test:%d\r\n\r\n"
@@ -394,18 +347,16 @@ def test_upstream_reset_mid_body():
     connection end (short body), not a hang; others are served."""
     def reset(s, stop):
         s.settimeout(5)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            d = s.recv(4096)
-            if not d:
-                return
-            buf += d
+        if b"\r\n\r\n" not in h.read_head(s):
+            return
         s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"r" * 10000)
+        # Stimulus: the origin pauses before its reset, so the 10 KB are
+        # sent, not discarded by the RST.
         time.sleep(0.2)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
     o = h.Origin("ok", host="127.0.0.2")
-    srv = RawServer("127.0.0.5", reset)
+    srv = h.RawServer("127.0.0.5", reset)
     p = h.start_proxy(config())
     x = hu.Exchange(p.port)
     x.send(b"GET http://raw.example.test:%d/ HTTP/1.1\r\nHost: raw.example.test:%d\r\n\r\n"

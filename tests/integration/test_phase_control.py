@@ -17,73 +17,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (CLIENT_TIMEOUT, Origin, check, check_request_record, defer,  # noqa: E402
                      eq, free_port, portcullis_bin, run, start_proxy, std_config, tempdir,
                      wait_until)
-from test_phase_switch import AGENT_HOST, ctl, daemon  # noqa: E402
-
-
-def ask(s, f, obj, fds=()):
-    data = json.dumps(obj).encode() + b"\n"
-    if fds:
-        socket.send_fds(s, [data], list(fds))
-    else:
-        s.sendall(data)
-    return json.loads(f.readline())
-
-
-def listens_on(pid, port):
-    """True if process pid holds a TCP socket listening on port."""
-    inodes = set()
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            t = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except OSError:
-            continue
-        if t.startswith("socket:["):
-            inodes.add(t[8:-1])
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(name) as f:
-            next(f)
-            for line in f:
-                x = line.split()
-                if x[3] == "0A" and int(x[1].rsplit(":", 1)[1], 16) == port \
-                        and x[9] in inodes:
-                    return True
-    return False
+from harness import (AS_NOBODY, control_ask as ask, control_connect,  # noqa: E402,F401
+                     control_open_session, ctl, listens_on, open_tunnel, recv_eof,
+                     run_portcullis, tcp_listener, wait_control)
+from test_phase_switch import AGENT_HOST, daemon  # noqa: E402
 
 
 def test_session_ends_with_its_control_connection():
     o = Origin()
     p, sock = daemon(o.port)
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(5)
-    s.connect(sock)
-    f = s.makefile("rb")
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(8)
-    port = ls.getsockname()[1]
-    r = ask(s, f, {"op": "session.open", "env": "web", "phase": "agent"}, [ls.fileno()])
-    eq(r["ok"], True, "session.open %r" % r)
-    sid = r["session"]
-    ls.close()              # the daemon holds the only copy now
+    s, f, sid, port = control_open_session(sock, "web", "agent")
     check(listens_on(p.proc.pid, port), "daemon listens on the session port")
-    t = socket.create_connection(("127.0.0.1", port), timeout=5)
-    defer(t.close)
-    hp = b"%s:%d" % (AGENT_HOST.encode(), o.port)
-    t.sendall(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (hp, hp))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        d = t.recv(4096)
-        check(d, "tunnel closed early: %r" % head)
-        head += d
+    t, head = open_tunnel(port, "%s:%d" % (AGENT_HOST, o.port))
     check(head.startswith(b"HTTP/1.1 200"), "CONNECT reply %r" % head)
     f.close()
     s.close()               # the control connection ends: so does the session
-    t.settimeout(5)
-    try:
-        d = t.recv(1)
-    except ConnectionError:
-        d = b""
-    eq(d, b"", "tunnel cut when the control connection closed")
+    eq(recv_eof(t), b"", "tunnel cut when the control connection closed")
     req = p.wait_records("request", pred=lambda r: r.get("session") == sid)[0]
     check_request_record(req, session=sid, env="web", phase="agent", proto="connect")
     eq(p.wait_close(req["id"])["error"], "session_closed", "close record error")
@@ -106,18 +55,12 @@ def group_daemon(group):
     p = start_proxy(std_config("[env web agent]\nallow = example.com\n",
                                proxy_extra="control = %s\ncontrol_group = %s\n"
                                % (ctl_path, group)))
-    wait_until(lambda: os.path.exists(ctl_path), what="control socket")
-    return p, ctl_path
+    return p, wait_control(ctl_path)
 
 
 def as_user(ctl_path, *setpriv):
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534"] + list(setpriv) +
-                       [portcullis_bin(), "ctl", "--control", ctl_path, "status"],
-                       capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-    try:
-        return r.returncode, json.loads(r.stdout)
-    except ValueError:
-        return r.returncode, r.stderr
+    rc, reply, err = ctl(ctl_path, "status", prefix=AS_NOBODY[:3] + setpriv)
+    return rc, err if reply is None else reply
 
 
 def test_control_group_members_allowed_others_refused():
@@ -137,10 +80,9 @@ def test_control_group_members_allowed_others_refused():
     eq((rc, reply), (1, {"ok": False, "error": "permission denied"}), "non-member, 0666")
     # Membership is the process's own: /etc/group is not consulted when the
     # kernel tells us the peer's groups.
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=%d" % g.gr_gid, "--clear-groups",
-                        portcullis_bin(), "ctl", "--control", ctl_path, "status"],
-                       capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-    eq(r.returncode, 0, "member by primary gid (%r)" % r.stdout)
+    rc, reply, _ = ctl(ctl_path, "status", prefix=("setpriv", "--reuid=65534",
+                                                  "--regid=%d" % g.gr_gid, "--clear-groups"))
+    eq(rc, 0, "member by primary gid (%r)" % reply)
     check(p.proc.poll() is None, "daemon alive")
     p.stop()
 
@@ -152,8 +94,7 @@ def test_unknown_control_group_is_an_error_at_start():
         f.write("[proxy]\nlisten = 127.0.0.1:%d\ncontrol = %s/c.sock\n"
                 "control_group = no-such-group-pcs\n\n[audit]\nlog = %s/a.jsonl\n"
                 "\n[env default agent]\nallow = example.com\n" % (free_port(), d, d))
-    r = subprocess.run([portcullis_bin(), "serve", "-c", cfg], capture_output=True,
-                       text=True, timeout=CLIENT_TIMEOUT, stdin=subprocess.DEVNULL)
+    r = run_portcullis(["serve", "-c", cfg])
     eq(r.returncode, 1, "serve exit status (stderr %r)" % r.stderr)
     check("no-such-group-pcs" in r.stderr, "stderr names the group: %r" % r.stderr)
     check(not os.path.exists(os.path.join(d, "c.sock")), "control socket left behind")
@@ -161,13 +102,11 @@ def test_unknown_control_group_is_an_error_at_start():
 
 def test_ctl_help():
     for args in (["--help"], ["status", "--help"], ["phase", "--help"]):
-        r = subprocess.run([portcullis_bin(), "ctl"] + args, capture_output=True, text=True,
-                           timeout=CLIENT_TIMEOUT)
+        r = run_portcullis(["ctl"] + args)
         eq(r.returncode, 0, "ctl %s" % " ".join(args))
         for w in ("status", "phase SESSION agent", "reload"):
             check(w in r.stdout, "ctl %s: usage lacks %r" % (" ".join(args), w))
-    r = subprocess.run([portcullis_bin(), "ctl", "bogus"], capture_output=True, text=True,
-                       timeout=CLIENT_TIMEOUT)
+    r = run_portcullis(["ctl", "bogus"])
     eq(r.returncode, 2, "usage error")
 
 

@@ -6,223 +6,22 @@ and a keep-alive HTTP connection; `portcullis ctl phase SID agent` cuts both
 right after, `setup` (or anything but agent) is refused, a `phase` record is
 written, and every request record carries session, env and phase.
 
-SandboxAgent (also used by test_reload_*.py) is a small python program run
-as COMMAND inside the sandbox and driven by the test through files in the
-sandbox's working directory: the test writes cmd-N.json, the program does
-it (open a tunnel, send a request on a held connection, run curl, ...) and
-writes res-N.json.  Every wait is bounded."""
+SandboxAgent (sandbox_util.py) is a small python program run as COMMAND
+inside the sandbox and driven by the test through files in the sandbox's
+working directory: the test writes cmd-N.json, the program does it (open a
+tunnel, send a request on a held connection, run curl, ...) and writes
+res-N.json.  Every wait is bounded."""
 
-import json
 import os
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CLIENT_TIMEOUT, Collect, Origin, TestFailure, check,  # noqa: E402
-                     check_request_record, defer, eq, portcullis_bin, run,
-                     start_proxy, std_config, tempdir, wait_until)
+from harness import (Collect, Origin, check, check_request_record, ctl, eq,  # noqa: E402
+                     run, start_proxy, std_config, wait_control)
+from sandbox_util import SandboxAgent, run_env  # noqa: E402,F401 (used by other tests)
 
-RUN_TIMEOUT = 60
-BRIDGE = os.environ.get("PORTCULLIS_BRIDGE", "")
 SETUP_HOST = "setup.example.test"      # allowed in setup only
 AGENT_HOST = "agent.example.test"      # allowed in both phases
-
-AGENT_PY = r'''
-import json, os, socket, subprocess, sys, time
-P = ("127.0.0.1", 3128)
-MAX = 1 << 20
-socks = {}
-
-def read_response(s):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(65536)
-        if not d:
-            return None
-        buf += d
-        if len(buf) > MAX:
-            raise ValueError("head too long")
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    hdrs = {}
-    for ln in lines[1:]:
-        k, _, v = ln.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    n = int(hdrs.get("content-length", "0"))
-    if lines[0].split(" ", 2)[2:] and "connection established" in lines[0].lower():
-        n = 0
-    while len(rest) < n:
-        d = s.recv(65536)
-        if not d:
-            break
-        rest += d
-    return {"status": status, "reason": hdrs.get("x-portcullis-reason"),
-            "body": rest[:n].decode("latin-1")}
-
-def op(c):
-    k = c["op"]
-    if k == "tunnel":
-        s = socket.create_connection(P, timeout=10)
-        socks[c["name"]] = s
-        s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
-                  % (c["host"].encode(), c["port"], c["host"].encode(), c["port"]))
-        return read_response(s) or {"closed": True}
-    if k == "open":
-        socks[c["name"]] = socket.create_connection(P, timeout=10)
-        return {}
-    if k == "get":          # one request on a held connection
-        s = socks[c["name"]]
-        s.settimeout(10)
-        try:
-            s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n"
-                       % (c["target"], c["host"])).encode())
-            r = read_response(s)
-        except (ConnectionError, socket.timeout) as e:
-            return {"closed": True, "error": str(e)}
-        return r or {"closed": True}
-    if k == "eof":          # has the proxy closed it?  (waits <= t s)
-        s = socks[c["name"]]
-        s.settimeout(c.get("t", 5))
-        try:
-            d = s.recv(1)
-        except socket.timeout:
-            return {"closed": False}
-        except ConnectionError:
-            return {"closed": True}
-        return {"closed": d == b"", "data": d.decode("latin-1")}
-    if k == "curl":
-        r = subprocess.run(["curl", "-q", "-sS", "--max-time", "15", "-o", "/dev/null",
-                            "-D", "-", "-w", "\n%{http_code}"] + c.get("args", []) + [c["url"]],
-                           capture_output=True, text=True, timeout=30)
-        reason = None
-        for ln in r.stdout.split("\n"):
-            if ln.lower().startswith("x-portcullis-reason:"):
-                reason = ln.split(":", 1)[1].strip()
-        return {"code": r.stdout.strip().split("\n")[-1], "reason": reason, "rc": r.returncode}
-    if k == "sh":
-        r = subprocess.run(["sh", "-c", c["script"]], capture_output=True, text=True, timeout=30)
-        return {"rc": r.returncode, "out": r.stdout, "err": r.stderr}
-    if k == "exit":
-        return {}
-    raise ValueError("unknown op %r" % k)
-
-with open("sid.tmp", "w") as f:
-    f.write(os.environ.get("PORTCULLIS_SESSION", ""))
-os.rename("sid.tmp", "sid")
-i = 0
-while True:
-    name = "cmd-%d.json" % i
-    deadline = time.monotonic() + 90
-    while not os.path.exists(name):
-        if time.monotonic() > deadline:
-            sys.exit(3)
-        time.sleep(0.02)
-    with open(name) as f:
-        c = json.load(f)
-    try:
-        res = op(c)
-    except Exception as e:
-        res = {"exception": "%s: %s" % (type(e).__name__, e)}
-    with open("res.tmp", "w") as f:
-        json.dump(res, f)
-    os.rename("res.tmp", "res-%d.json" % i)
-    i += 1
-    if c["op"] == "exit":
-        sys.exit(c.get("status", 0))
-'''
-
-
-def run_env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
-    if BRIDGE:
-        env["PORTCULLIS_BRIDGE"] = BRIDGE
-    env.update(extra)
-    return env
-
-
-class SandboxAgent:
-    """`portcullis run ARGS -- python3 agent.py` in directory d (a new temp
-    dir by default), driven with call(op=..., ...)."""
-
-    def __init__(self, args, d=None, env=None, wait_sid=True):
-        self.dir = d or tempdir()
-        self.n = 0
-        with open(os.path.join(self.dir, "agent.py"), "w") as f:
-            f.write(AGENT_PY)
-        self.stderr_path = os.path.join(self.dir, "run.stderr")
-        err = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen([portcullis_bin(), "run"] + list(args) +
-                                     ["--", "python3", "agent.py"],
-                                     cwd=self.dir, env=env or run_env(),
-                                     stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        err.close()
-        defer(self._kill)
-        self.sid = None
-        if wait_sid:
-            self.wait_sid()
-
-    def wait_sid(self):
-        path = os.path.join(self.dir, "sid")
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise TestFailure("portcullis run exited with %s; stderr: %s"
-                                  % (self.proc.returncode, self.stderr()))
-            return os.path.exists(path)
-        wait_until(ready, 20, "the sandbox agent to start")
-        self.sid = open(path).read().strip()
-        check(self.sid.startswith("s-"), "PORTCULLIS_SESSION %r" % self.sid)
-        return self.sid
-
-    def stderr(self):
-        try:
-            return open(self.stderr_path).read()
-        except OSError:
-            return ""
-
-    def call(self, timeout=40, **cmd):
-        i = self.n
-        self.n += 1
-        tmp = os.path.join(self.dir, "cmd.tmp")
-        with open(tmp, "w") as f:
-            json.dump(cmd, f)
-        os.rename(tmp, os.path.join(self.dir, "cmd-%d.json" % i))
-        res = os.path.join(self.dir, "res-%d.json" % i)
-
-        def done():
-            if os.path.exists(res):
-                return True
-            if self.proc.poll() is not None:
-                raise TestFailure("sandbox exited (%s) during %r; stderr: %s"
-                                  % (self.proc.returncode, cmd, self.stderr()))
-            return False
-        wait_until(done, timeout, "sandbox agent op %r" % cmd)
-        with open(res) as f:
-            r = json.load(f)
-        check("exception" not in r, "sandbox agent op %r: %s" % (cmd, r.get("exception")))
-        return r
-
-    def finish(self, status=0):
-        self.call(op="exit", status=status)
-        try:
-            rc = self.proc.wait(timeout=RUN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise TestFailure("portcullis run did not exit")
-        err = self.stderr()
-        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
-            check(marker not in err, "sanitizer report from portcullis run:\n%s" % err[-4000:])
-        return rc
-
-    def _kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def phase_config(origin_port, agent_allow=None, extra=""):
@@ -237,19 +36,7 @@ def phase_config(origin_port, agent_allow=None, extra=""):
 
 def daemon(origin_port, **kw):
     p = start_proxy(phase_config(origin_port, **kw))
-    ctl = os.path.join(p.dir, "ctl", "control.sock")
-    wait_until(lambda: os.path.exists(ctl), what="control socket")
-    return p, ctl
-
-
-def ctl(sock, *args):
-    r = subprocess.run([portcullis_bin(), "ctl", "--control", sock] + list(args),
-                       capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-    try:
-        reply = json.loads(r.stdout)
-    except ValueError:
-        reply = None
-    return r.returncode, reply, r.stderr
+    return p, wait_control(os.path.join(p.dir, "ctl", "control.sock"))
 
 
 def line_index(p, pred):

@@ -15,34 +15,13 @@ FSIZE = 2500
 ATTEMPTS = 40
 
 
-def get(port, oport):
-    req = (b"GET http://a.example.test:%d/x HTTP/1.1\r\nHost: a.example.test:%d\r\n"
-           b"Connection: close\r\n\r\n" % (oport, oport))
-    data, _closed, _client = h.raw_exchange(port, req)
-    r = h.split_responses(data)[0]
-    return r.status, r.header("X-Portcullis-Reason")
-
-
 def test_full_audit_log_refuses_new_requests():
     o = h.Origin("origin", host="127.0.0.2")
-    d = h.tempdir()
-    port = h.free_port()
-    audit = os.path.join(d, "audit.jsonl")
-    path = os.path.join(d, "portcullis.ini")
-    with open(path, "w") as f:
-        f.write(h.std_config("[dns]\nstatic = a.example.test=127.0.0.2\n\n"
-                             "[env default agent]\nallow = a.example.test:%d\n" % o.port)
-                .replace("@PORT@", str(port)).replace("@AUDIT@", audit))
-
-    def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE, FSIZE))
-
-    err = open(os.path.join(d, "stderr"), "wb")
-    proc = subprocess.Popen([h.portcullis_bin(), "serve", "-c", path], preexec_fn=limit,
-                            stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-    h.defer(lambda: proc.poll() is None and proc.kill())
-    h.wait_until(lambda: port in h.listening_ports(), 10, "proxy listening")
-    results = [get(port, o.port) for _ in range(ATTEMPTS)]
+    p = h.start_proxy(h.std_config("[dns]\nstatic = a.example.test=127.0.0.2\n\n"
+                                   "[env default agent]\nallow = a.example.test:%d\n" % o.port),
+                      rlimits={resource.RLIMIT_FSIZE: FSIZE})
+    proc, port, audit = p.proc, p.port, p.audit_path
+    results = [h.raw_get(port, "a.example.test", o.port, "/x") for _ in range(ATTEMPTS)]
     ok = [r for r in results if r == (200, None)]
     refused = [r for r in results if r == (503, "audit_unavailable")]
     h.check(len(ok) >= 1, "no request got through before the log filled: %r" % results)
@@ -72,8 +51,7 @@ def test_unwritable_audit_log_at_start_is_an_error():
     with open(path, "w") as f:
         f.write(h.std_config("").replace("@PORT@", str(h.free_port()))
                 .replace("@AUDIT@", "/dev/full"))
-    r = subprocess.run([h.portcullis_bin(), "serve", "-c", path], capture_output=True,
-                       text=True, timeout=20, stdin=subprocess.DEVNULL)
+    r = h.run_portcullis(["serve", "-c", path], timeout=20)
     h.eq(r.returncode, 1, "exit status (stderr %r)" % r.stderr)
     h.check("audit log /dev/full" in r.stderr, "stderr: %r" % r.stderr)
 

@@ -122,12 +122,7 @@ def test_connect_raw_tunnel():
     version, status, text, hdrs = h.parse_head(head.split(b"\r\n\r\n")[0])
     h.eq(status, 200, "CONNECT status (%r)" % head)
     s.sendall(inner)
-    data = b""
-    while len(data) < 1 << 20:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
+    data = h.read_to_close(s, 1 << 20)
     resp = h.split_responses(data)[0]
     h.eq(resp.status, 200, "tunnelled status")
     h.eq(json.loads(resp.body)["target"], "/inside", "tunnelled target")

@@ -313,11 +313,7 @@ def test_refusal_after_allowed_request_on_same_connection():
     s.sendall(second)
     data = rest[n:]
     s.settimeout(5)
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
+    data += h.read_to_close(s)
     resp = h.split_responses(data)[0]
     h.eq(resp.status, 403, "second status")
     h.eq(resp.header("X-Portcullis-Reason"), "not_allowed", "second reason")

@@ -4,56 +4,28 @@ framed body and `Connection: close` costs only the upstream connection (the
 client keeps its connection); a body that runs to the origin's close ends
 the client connection too, with `Connection: close`."""
 import socket
-import threading
 
 import harness as h
 
 
-class ClosingOrigin:
+def closing_origin(framed):
     """Answers every request on a new connection, then closes it.
-    framed: Content-Length; otherwise the body runs to the close."""
-
-    def __init__(self, framed):
-        self.framed = framed
-        self.conns = 0
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self.loop, daemon=True)
-        self.t.start()
-        h.defer(self.close)
-
-    def loop(self):
-        while not self.stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            self.conns += 1
-            c.settimeout(5)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                d = c.recv(4096)
-                if not d:
-                    break
-                data += d
-            body = b"hello %d\n" % self.conns
-            if self.framed:
-                head = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                        % len(body))
-            else:
-                head = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
-            c.sendall(head + body)
-            c.close()
-
-    def close(self):
-        self.stop.set()
-        self.t.join(2)
-        self.sock.close()
+    framed: Content-Length; otherwise the body runs to the close.
+    .accepted counts the connections."""
+    def answer(c, stop):
+        n = srv.accepted.index(c) + 1
+        c.settimeout(5)
+        h.read_head(c)
+        body = b"hello %d\n" % n
+        if framed:
+            head = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                    % len(body))
+        else:
+            head = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+        c.sendall(head + body)
+        c.close()
+    srv = h.RawServer("127.0.0.2", answer)
+    return srv
 
 
 def exchange_twice(p, port):
@@ -89,7 +61,7 @@ def config(port):
 
 
 def test_framed_close_keeps_the_client_connection():
-    o = ClosingOrigin(framed=True)
+    o = closing_origin(framed=True)
     p = h.start_proxy(config(o.port))
     first, second = exchange_twice(p, o.port)
     h.check(first.startswith(b"HTTP/1.1 200 ") and b"hello 1\n" in first, "first: %r" % first)
@@ -97,14 +69,14 @@ def test_framed_close_keeps_the_client_connection():
             "the client was told to close: %r" % first)
     h.check(second.startswith(b"HTTP/1.1 200 ") and b"hello 2\n" in second,
             "second request on the same client connection: %r" % second)
-    h.eq(o.conns, 2, "upstream connections (the origin closed each)")
+    h.eq(len(o.accepted), 2, "upstream connections (the origin closed each)")
     recs = p.wait_records("request", 2)
     h.eq(recs[0]["id"], recs[1]["id"], "one client connection")
     p.stop()
 
 
 def test_body_to_close_ends_the_client_connection():
-    o = ClosingOrigin(framed=False)
+    o = closing_origin(framed=False)
     p = h.start_proxy(config(o.port))
     s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
     h.defer(s.close)
@@ -122,59 +94,33 @@ def test_body_to_close_ends_the_client_connection():
     p.stop()
 
 
-class RacyOrigin:
+def racy_origin():
     """Keep-alive origin that answers the first request on a connection and
     then, like a server whose idle timeout fired just as the next request
-    arrived, closes the connection on the second one without answering."""
-
-    def __init__(self):
-        self.requests = []      # (connection index, request line)
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.2", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stop = threading.Event()
-        self.nconn = 0
-        self.t = threading.Thread(target=self.loop, daemon=True)
-        self.t.start()
-        h.defer(self.close)
-
-    def serve(self, c, idx):
+    arrived, closes the connection on the second one without answering.
+    .requests: (connection index, request line)."""
+    def serve(c, stop):
+        idx = srv.accepted.index(c) + 1
         c.settimeout(5)
         buf = b""
         n = 0
         while True:
-            while b"\r\n\r\n" not in buf:
-                d = c.recv(4096)
-                if not d:
-                    c.close()
-                    return
-                buf += d
+            buf = h.read_head(c, buf)
+            if b"\r\n\r\n" not in buf:
+                c.close()
+                return
             head, buf = buf.split(b"\r\n\r\n", 1)
             line = head.split(b"\r\n")[0].decode()
-            self.requests.append((idx, line))
+            srv.requests.append((idx, line))
             n += 1
             if n == 2:
                 c.close()       # the race: closed instead of answering
                 return
-            body = b"answer %d\n" % len(self.requests)
+            body = b"answer %d\n" % len(srv.requests)
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-
-    def loop(self):
-        while not self.stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            self.nconn += 1
-            threading.Thread(target=self.serve, args=(c, self.nconn), daemon=True).start()
-
-    def close(self):
-        self.stop.set()
-        self.t.join(2)
-        self.sock.close()
+    srv = h.RawServer("127.0.0.2", serve)
+    srv.requests = []
+    return srv
 
 
 def read_response(s):
@@ -199,7 +145,7 @@ def read_response(s):
 
 
 def test_reused_upstream_closed_is_retried_once():
-    o = RacyOrigin()
+    o = racy_origin()
     p = h.start_proxy(config(o.port))
     s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
     h.defer(s.close)
@@ -218,7 +164,7 @@ def test_reused_upstream_closed_is_retried_once():
 
 
 def test_request_with_body_is_not_retried():
-    o = RacyOrigin()
+    o = racy_origin()
     p = h.start_proxy(config(o.port))
     s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
     h.defer(s.close)

@@ -10,15 +10,6 @@ N_CLIENTS = 8
 REQS_PER_CLIENT = 10
 
 
-def one_request(port, host, oport, path):
-    """One plain GET on its own connection; returns (status, reason header)."""
-    req = ("GET http://%s:%d%s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n"
-           % (host, oport, path, host, oport)).encode()
-    data, _closed, _client = h.raw_exchange(port, req)
-    r = h.split_responses(data)[0]
-    return r.status, r.header("X-Portcullis-Reason")
-
-
 def test_two_workers_share_the_load_and_the_log():
     o = h.Origin("origin", host="127.0.0.2")
     p = h.start_proxy(h.std_config(
@@ -31,7 +22,7 @@ def test_two_workers_share_the_load_and_the_log():
     def client(i):
         for k in range(REQS_PER_CLIENT):
             host = "a.example.test" if k % 2 == 0 else "b.example.test"
-            r = one_request(p.port, host, o.port, "/c%d/%d" % (i, k))
+            r = h.raw_get(p.port, host, o.port, "/c%d/%d" % (i, k))
             with lock:
                 results.append((host, r))
 
@@ -63,7 +54,7 @@ def test_two_workers_share_the_load_and_the_log():
         f.write(text)
     p.send_signal(signal.SIGHUP)
     p.wait_records("config", 2)
-    statuses = [one_request(p.port, "b.example.test", o.port, "/after/%d" % i)[0]
+    statuses = [h.raw_get(p.port, "b.example.test", o.port, "/after/%d" % i)[0]
                 for i in range(20)]
     h.eq(statuses, [200] * 20, "b.example.test after the reload, on every worker")
     reqs = p.wait_records("request", total + 20, timeout=10)
@@ -84,7 +75,7 @@ def test_workers_auto_is_accepted():
         "[dns]\nstatic = a.example.test=127.0.0.2\n\n"
         "[env default agent]\nallow = a.example.test:%d\n" % o.port,
         proxy_extra="workers = auto\n"))
-    h.eq(one_request(p.port, "a.example.test", o.port, "/x"), (200, None), "request")
+    h.eq(h.raw_get(p.port, "a.example.test", o.port, "/x"), (200, None), "request")
     p.stop()
 
 

@@ -6,38 +6,25 @@ record with the new sha256; an invalid change is refused with FILE:LINE (ctl
 reply; stderr for SIGHUP), nothing is dropped and the old rules stay; a
 session whose env disappeared gets 403 unknown_env for new requests."""
 
-import hashlib
-import json
 import os
 import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Origin, check, check_request_record, eq, run,  # noqa: E402
+from harness import (Origin, check, check_request_record, ctl, eq, run,  # noqa: E402
                      wait_until)
-from test_phase_switch import (AGENT_HOST, SETUP_HOST, SandboxAgent, ctl,  # noqa: E402
-                               daemon)
+from sandbox_util import SandboxAgent  # noqa: E402
+from test_phase_switch import AGENT_HOST, SETUP_HOST, daemon  # noqa: E402
 
 NEW_HOST = "new.example.test"
-
-
-def rewrite(p, old, new):
-    """Replaces old (must occur once) in the daemon's config file; returns
-    the new file's sha256 and the 1-based line of new's first line."""
-    eq(p.config_text.count(old), 1, "config text %r occurrences" % old)
-    p.config_text = p.config_text.replace(old, new)
-    with open(p.config_path, "w") as f:
-        f.write(p.config_text)
-    line = p.config_text[:p.config_text.index(new)].count("\n") + 1
-    return hashlib.sha256(p.config_text.encode()).hexdigest(), line
 
 
 def start(o, extra=""):
     p, sock = daemon(o.port, extra=extra)
     # NEW_HOST resolves from the start; only the allow rules change.
-    sha, _ = rewrite(p, "static = %s=127.0.0.1, %s=127.0.0.1" % (SETUP_HOST, AGENT_HOST),
-                     "static = %s=127.0.0.1, %s=127.0.0.1, %s=127.0.0.1"
-                     % (SETUP_HOST, AGENT_HOST, NEW_HOST))
+    sha, _ = p.rewrite_config("static = %s=127.0.0.1, %s=127.0.0.1" % (SETUP_HOST, AGENT_HOST),
+                              "static = %s=127.0.0.1, %s=127.0.0.1, %s=127.0.0.1"
+                              % (SETUP_HOST, AGENT_HOST, NEW_HOST))
     eq(ctl(sock, "reload")[:2], (0, {"ok": True, "config": "sha256:" + sha}), "first reload")
     return p, sock
 
@@ -54,14 +41,8 @@ def tunnel_flows(a, name, port, what):
 
 def reload_valid(p, sock, how, new_text):
     """Applies a valid change with how ("ctl" or "hup"); returns sha256."""
-    sha, _ = rewrite(p, "[env web agent]\nallow = %s:*\n" % AGENT_HOST, new_text)
-    if how == "ctl":
-        rc, reply, err = ctl(sock, "reload")
-        eq((rc, reply), (0, {"ok": True, "config": "sha256:" + sha}), "ctl reload (%r)" % err)
-    else:
-        p.send_signal(signal.SIGHUP)
-    p.wait_records("config", pred=lambda r: r.get("sha256") == sha)
-    return sha
+    p.rewrite_config("[env web agent]\nallow = %s:*\n" % AGENT_HOST, new_text)
+    return p.reload(how, sock)
 
 
 def valid_change_keeps_tunnel(how):
@@ -109,8 +90,8 @@ def test_invalid_change_refused_with_file_line_old_rules_stay():
     eq(a.call(op="tunnel", name="t", host=AGENT_HOST, port=o.port)["status"], 200, "tunnel")
     before = p.audit_records("config")
     # A wildcard over a public suffix is an error (DESIGN.md §4) on a known line.
-    _, line = rewrite(p, "[env web agent]\nallow = %s:*\n" % AGENT_HOST,
-                      "[env web agent]\nallow = %s:*\nallow = *.com\n" % NEW_HOST)
+    _, line = p.rewrite_config("[env web agent]\nallow = %s:*\n" % AGENT_HOST,
+                               "[env web agent]\nallow = %s:*\nallow = *.com\n" % NEW_HOST)
     line += 2
     where = "%s:%d:" % (p.config_path, line)
 
@@ -140,7 +121,7 @@ def test_env_removed_by_reload_gets_unknown_env():
     a = SandboxAgent(["--connect", sock, "-e", "gone"])
     eq(a.call(op="tunnel", name="t", host=AGENT_HOST, port=o.port)["status"], 200, "tunnel")
     eq(code(a, AGENT_HOST, o.port), ("200", None), "before the reload")
-    sha, _ = rewrite(p, extra, "")
+    sha, _ = p.rewrite_config(extra, "")
     rc, reply, _ = ctl(sock, "reload")
     eq((rc, reply), (0, {"ok": True, "config": "sha256:" + sha}), "reload without env gone")
     eq(code(a, AGENT_HOST, o.port), ("403", "unknown_env"), "new request after its env went")

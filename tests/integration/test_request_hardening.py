@@ -21,9 +21,7 @@ logging limit says so ("path_truncated": true)."""
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import time
 
 import harness as h
@@ -112,29 +110,6 @@ class KeptConn:
         return self.closed
 
 
-def rewrite(p, old, new):
-    """Replaces old (once) in the daemon's config file."""
-    h.eq(p.config_text.count(old), 1, "config text %r occurrences" % old)
-    p.config_text = p.config_text.replace(old, new)
-    with open(p.config_path, "w") as f:
-        f.write(p.config_text)
-
-
-def reload(p, how, ctl_sock=None):
-    """Reloads the rewritten config (SIGHUP or `ctl reload`) and waits for
-    the daemon's `config` record of it."""
-    import hashlib
-    sha = hashlib.sha256(p.config_text.encode()).hexdigest()
-    if how == "hup":
-        p.send_signal(signal.SIGHUP)
-    else:
-        r = subprocess.run([h.portcullis_bin(), "ctl", "--control", ctl_sock, "reload"],
-                           capture_output=True, text=True, timeout=h.CLIENT_TIMEOUT)
-        h.eq((r.returncode, json.loads(r.stdout or "null")),
-             (0, {"ok": True, "config": "sha256:" + sha}), "ctl reload (%s)" % r.stderr)
-    p.wait_records("config", pred=lambda r: r.get("sha256") == sha)
-
-
 def keepalive_config(port, extra_env="", extra=""):
     return h.std_config(
         "[dns]\nstatic = %s=127.0.0.1, %s=127.0.0.1\n\n"
@@ -144,9 +119,7 @@ def keepalive_config(port, extra_env="", extra=""):
 
 
 def ctl_sock(p):
-    s = os.path.join(p.dir, "ctl", "control.sock")
-    h.wait_until(lambda: os.path.exists(s), what="control socket")
-    return s
+    return h.wait_control(os.path.join(p.dir, "ctl", "control.sock"))
 
 
 def first_get_allowed(p, o):
@@ -165,8 +138,8 @@ def reload_then_refused(how, old, new, reason, blocked=None):
     p = h.start_proxy(keepalive_config(o.port))
     sock = ctl_sock(p)
     c = first_get_allowed(p, o)
-    rewrite(p, old, new)
-    reload(p, how, sock)
+    p.rewrite_config(old, new)
+    p.reload(how, sock)
 
     r = c.get(HOST_A, o.port, "/two")
     cc = h.Collect()
@@ -223,13 +196,13 @@ def test_unrelated_reload_keeps_reusing_the_upstream():
     p = h.start_proxy(keepalive_config(o.port))
     sock = ctl_sock(p)
     c = first_get_allowed(p, o)
-    rewrite(p, "[env default agent]\n",
-            "[env default agent]\ndeny = other.example.test\n")
-    reload(p, "hup")
+    p.rewrite_config("[env default agent]\n",
+                     "[env default agent]\ndeny = other.example.test\n")
+    p.reload("hup")
     r = c.get(HOST_A, o.port, "/two")
     h.eq(r.status, 200, "second GET after SIGHUP (%r)" % r)
-    rewrite(p, "deny = other.example.test\n", "deny = other.example.test, 192.0.2.1\n")
-    reload(p, "ctl", sock)
+    p.rewrite_config("deny = other.example.test\n", "deny = other.example.test, 192.0.2.1\n")
+    p.reload("ctl", sock)
     r = c.get(HOST_A, o.port, "/three")
     h.eq(r.status, 200, "third GET after ctl reload (%r)" % r)
     h.eq(len(o.connections), 1, "one origin connection for all three requests")
@@ -411,7 +384,7 @@ def test_bad_request_records_name_the_target():
             kc.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for part in (b"GET http://a.exa", b"mple.test/sp", b"lit\x7fz HTTP/1.1\r\n\r\n"):
                 kc.send(part)
-                time.sleep(0.1)
+                time.sleep(0.1)     # stimulus: each part arrives in its own read
             rs = [kc.response()]
         else:
             reply, _, _ = h.raw_exchange(p.port, data)

@@ -83,6 +83,8 @@ def test_port_taken_refused():
     than moving to another port."""
     ns = netns()
     subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=10)
+    # The holder keeps the port bound (its sleep is the stimulus, bounded:
+    # it is killed after the test).
     holder = subprocess.Popen(
         ["ip", "netns", "exec", ns, "python3", "-c",
          "import socket,time,sys; s=socket.socket(); s.bind(('127.0.0.1',3128)); "

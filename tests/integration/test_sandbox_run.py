@@ -12,24 +12,15 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CLIENT_TIMEOUT, Origin, TestFailure, check, defer, eq,  # noqa: E402
+from harness import (AS_NOBODY, Origin, TestFailure, check, defer, eq,  # noqa: E402
                      make_tls, portcullis_bin, run, start_proxy, std_config,
-                     tempdir, wait_until)
+                     tempdir, wait_control, wait_until)
+from harness import ctl as run_ctl  # noqa: E402
+from sandbox_util import ScriptedControl, prun, run_env  # noqa: E402
 
-RUN_TIMEOUT = 60
-BRIDGE = os.environ.get("PORTCULLIS_BRIDGE", "")
 ALLOWED = "ok.example.test"
 DENIED = "no.example.test"
 SECURE = "secure.example.test"
-
-
-def run_env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
-    if BRIDGE:
-        env["PORTCULLIS_BRIDGE"] = BRIDGE
-    env.update(extra)
-    return env
 
 
 def write_config(d, origin_port, extra=""):
@@ -41,13 +32,6 @@ def write_config(d, origin_port, extra=""):
                 "[env default setup]\nallow = *:*\n\n%s"
                 % (ALLOWED, DENIED, SECURE, ALLOWED, origin_port, SECURE, extra))
     return path
-
-
-def prun(args, cwd, env=None, timeout=RUN_TIMEOUT):
-    """portcullis run ARGS in cwd; returns CompletedProcess (text)."""
-    return subprocess.run([portcullis_bin(), "run"] + list(args), cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout,
-                          env=env or run_env(), stdin=subprocess.DEVNULL)
 
 
 def audit(path):
@@ -283,7 +267,7 @@ def test_connect_mode_and_control_socket_hidden():
         "[dns]\nstatic = %s=127.0.0.1, %s=127.0.0.1\n\n"
         "[env web agent]\nallow = %s:%d\n" % (ALLOWED, DENIED, ALLOWED, o.port),
         proxy_extra="control = %s\n" % ctl))
-    wait_until(lambda: os.path.exists(ctl), what="control socket")
+    wait_control(ctl)
     eq(oct(os.stat(ctl).st_mode & 0o777), "0o600", "control socket mode")
     d = tempdir()
     script = ("curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/ > a.code; "
@@ -300,10 +284,9 @@ def test_connect_mode_and_control_socket_hidden():
     eq([(x["session"], x["env"], x["phase"], x["decision"]) for x in reqs[:2]],
        [(sid, "web", "agent", "allow"), (sid, "web", "agent", "deny")], "audit records")
     # The session ended with the control connection.
-    r = subprocess.run([portcullis_bin(), "ctl", "--control", ctl, "status"],
-                       capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-    eq(r.returncode, 0, "ctl status")
-    eq(json.loads(r.stdout)["sessions"], [], "no sessions left")
+    rc, reply, _ = run_ctl(ctl, "status")
+    eq(rc, 0, "ctl status")
+    eq(reply["sessions"], [], "no sessions left")
 
 
 # ------------------------------------------------------------ fail closed
@@ -320,7 +303,7 @@ def test_fail_closed_daemon_refuses_session():
     ctl = os.path.join(ctldir, "control.sock")
     start_proxy(std_config("[env web agent]\nallow = example.com\n",
                            proxy_extra="control = %s\n" % ctl))
-    wait_until(lambda: os.path.exists(ctl), what="control socket")
+    wait_control(ctl)
     d = tempdir()
     r = prun(["--connect", ctl, "-e", "nosuchenv", "--", "touch", "marker"], d)
     assert_125_no_marker(r, d, "unknown env")
@@ -328,43 +311,9 @@ def test_fail_closed_daemon_refuses_session():
 
 
 def fake_control(reply=None):
-    """A control socket that accepts, reads the request (and fd), and then
-    answers with reply, or never (reply None)."""
-    import threading
-    d = tempdir()
-    path = os.path.join(d, "fake.sock")
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(path)
-    srv.listen(4)
-    srv.settimeout(0.2)
-    stop = []
-    held = []
-
-    def loop():
-        while not stop:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                continue
-            held.append(c)
-            try:
-                c.settimeout(10)
-                socket.recv_fds(c, 4096, 4)
-                if reply is not None:
-                    c.sendall(reply.encode() + b"\n")
-            except OSError:
-                pass
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-
-    def close():
-        stop.append(1)
-        t.join(2)
-        for c in held:
-            c.close()
-        srv.close()
-    defer(close)
-    return path
+    """A control socket that reads the request (and fd), and then answers
+    with reply, or never (reply None)."""
+    return ScriptedControl(lambda req: reply).path
 
 
 def test_fail_closed_handoff_never_acknowledged():
@@ -408,7 +357,7 @@ def test_proxy_killed_mid_run():
     p = start_proxy(std_config(
         "[dns]\nstatic = %s=127.0.0.1\n\n[env default agent]\nallow = %s:%d\n"
         % (ALLOWED, ALLOWED, o.port), proxy_extra="control = %s\n" % ctl))
-    wait_until(lambda: os.path.exists(ctl), what="control socket")
+    wait_control(ctl)
     d = tempdir()
     script = ("curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/1 > first; "
               "i=0; while [ ! -e go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
@@ -476,13 +425,10 @@ def test_unprivileged_user_curl():
     cfg = write_config(d, o.port)
     os.chmod(cfg, 0o644)
     log = os.path.join(d, "audit.jsonl")
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        portcullis_bin(), "run", "-c", cfg, "--audit-log", log, "--",
-                        "sh", "-c", "id -u > uid; grep CapEff /proc/self/status > cap; "
-                        "curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/ > code"
-                        % (ALLOWED, o.port)],
-                       cwd=d, env=run_env(), capture_output=True, text=True,
-                       timeout=RUN_TIMEOUT)
+    r = prun(["-c", cfg, "--audit-log", log, "--",
+              "sh", "-c", "id -u > uid; grep CapEff /proc/self/status > cap; "
+              "curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/ > code"
+              % (ALLOWED, o.port)], d, env=run_env(), prefix=AS_NOBODY)
     eq(r.returncode, 0, "unprivileged run (stderr %r)" % r.stderr)
     eq(open(os.path.join(d, "code")).read(), "200", "curl as uid 65534")
     eq(open(os.path.join(d, "uid")).read().strip(), "65534", "uid inside")

@@ -7,12 +7,12 @@ denied host is refused with the proxy's reason."""
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (TestFailure, check, defer, eq, free_port, listening_ports,  # noqa: E402
-                     portcullis_bin, run, tempdir, wait_until)
-from test_sandbox_run import ALLOWED, DENIED, prun, run_env  # noqa: E402
+                     run, tempdir, wait_until)
+from sandbox_util import prun, run_env  # noqa: E402
+from test_sandbox_run import ALLOWED, DENIED  # noqa: E402
 
 
 def config(d, port):

@@ -15,16 +15,13 @@ import hashlib
 import json
 import os
 import random
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Origin, check, check_request_record, eq, portcullis_bin,  # noqa: E402
-                     run, tempdir, wait_until)
-from test_phase_switch import (AGENT_HOST, SETUP_HOST, SandboxAgent, daemon,  # noqa: E402
-                               run_env)
-
-RUN_TIMEOUT = 60
+from harness import (Origin, check, check_request_record, ctl, eq, run,  # noqa: E402
+                     tempdir, wait_until)
+from sandbox_util import SandboxAgent, prun, run_env  # noqa: E402
+from test_phase_switch import AGENT_HOST, SETUP_HOST, daemon  # noqa: E402
 
 
 def secret_value():
@@ -171,9 +168,7 @@ def test_connect_setup_then_agent_without_secrets():
                       "--setup", setup_cmd(o, marker), "--secret", "PCS_TOKEN"],
                      env=run_env(PCS_TOKEN=secret, TMPDIR=tmp))
     check_agent_phase(a, o, secret, marker, tmp)
-    rc = subprocess.run([portcullis_bin(), "ctl", "--control", sock, "status"],
-                        capture_output=True, text=True, timeout=30)
-    eq(json.loads(rc.stdout)["sessions"], [{"id": a.sid, "env": "web", "phase": "agent"}],
+    eq(ctl(sock, "status")[1]["sessions"], [{"id": a.sid, "env": "web", "phase": "agent"}],
        "daemon sessions while COMMAND runs")
     eq(a.finish(), 0, "COMMAND's exit status (stderr %s)" % a.stderr())
     wait_until(lambda: any(r.get("session") == a.sid and r.get("state") == "closed"
@@ -181,12 +176,6 @@ def test_connect_setup_then_agent_without_secrets():
     check_audit(p.audit_records(), a.sid, "web")
     eq(files_with(p.dir, secret.encode()), [], "daemon's files with the secret")
     p.stop()
-
-
-def prun(args, d, env=None):
-    return subprocess.run([portcullis_bin(), "run"] + args, cwd=d, capture_output=True,
-                          text=True, timeout=RUN_TIMEOUT, env=env or run_env(),
-                          stdin=subprocess.DEVNULL)
 
 
 def test_setup_failure_stops_before_command():

@@ -8,98 +8,37 @@ COMMAND never runs (marker file).  A scripted daemon on the control socket
 records exactly what the launcher asks and answers as told.  (The real
 daemon's side is in test_control_listen.py and test_setup_secrets.py.)"""
 
-import json
 import os
-import socket
-import subprocess
 import sys
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import check, defer, eq, portcullis_bin, run, tempdir  # noqa: E402
-from test_phase_switch import run_env  # noqa: E402
+from harness import check, eq, run, tempdir  # noqa: E402
+from sandbox_util import ScriptedControl, prun  # noqa: E402
 
-RUN_TIMEOUT = 60
 FAKE_SID = "s-fa4e0001"
-FAKE_LIFETIME = 60.0        # the scripted daemon's thread gives up after this
 
 
-class ScriptedDaemon:
+def scripted_daemon(listen):
     """A control socket that answers session.open / session.phase with ok
     and session.listen as told by `listen`: "refuse" (an error reply) or
-    "hangup" (closes the connection).  requests: (obj, number of fds)."""
-
-    def __init__(self, listen):
-        self.listen = listen
-        self.dir = tempdir()
-        os.mkdir(os.path.join(self.dir, "ctl"))
-        self.path = os.path.join(self.dir, "ctl", "control.sock")
-        self.requests = []
-        self.held = []
-        self.lsock = socket.socket(socket.AF_UNIX)
-        self.lsock.bind(self.path)
-        self.lsock.listen(4)
-        self.lsock.settimeout(0.2)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-        defer(self.close)
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(5)
-        self.lsock.close()
-        for fd in self.held:
-            os.close(fd)
-        self.held = []
-
-    def _loop(self):
-        deadline = time.monotonic() + FAKE_LIFETIME
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                c, _ = self.lsock.accept()
-            except socket.timeout:
-                continue
-            with c:
-                self._serve(c, deadline)
-
-    def _serve(self, c, deadline):
-        c.settimeout(0.2)
-        buf = b""
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(c, 4096, 4)
-            except socket.timeout:
-                continue
-            self.held.extend(fds)
-            if not data:
-                return
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                req = json.loads(line)
-                self.requests.append((req, len(fds)))
-                fds = []
-                op = req.get("op")
-                if op == "session.open":
-                    rep = {"ok": True, "session": FAKE_SID}
-                elif op == "session.listen" and self.listen == "hangup":
-                    return
-                elif op == "session.listen":
-                    rep = {"ok": False, "error": "scripted refusal"}
-                else:
-                    rep = {"ok": True}
-                c.sendall(json.dumps(rep).encode() + b"\n")
+    "hangup" (closes the connection).  .requests: (obj, number of fds)."""
+    def answer(req):
+        op = req.get("op")
+        if op == "session.open":
+            return {"ok": True, "session": FAKE_SID}
+        if op == "session.listen" and listen == "hangup":
+            return ScriptedControl.HANGUP
+        if op == "session.listen":
+            return {"ok": False, "error": "scripted refusal"}
+        return {"ok": True}
+    return ScriptedControl(answer)
 
 
 def run_with(daemon):
     d = tempdir()
-    r = subprocess.run([portcullis_bin(), "run", "--connect", daemon.path, "-e", "web",
-                        "--setup", "echo \"$PORTCULLIS_SESSION\" > setup.sid; touch setup.ran",
-                        "--", "touch", "marker"],
-                       cwd=d, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                       env=run_env(), stdin=subprocess.DEVNULL)
+    r = prun(["--connect", daemon.path, "-e", "web",
+              "--setup", "echo \"$PORTCULLIS_SESSION\" > setup.sid; touch setup.ran",
+              "--", "touch", "marker"], d)
     return d, r
 
 
@@ -121,13 +60,13 @@ def check_fail_closed(daemon, d, r, why):
 
 
 def test_refused_listen_fails_closed():
-    daemon = ScriptedDaemon("refuse")
+    daemon = scripted_daemon("refuse")
     d, r = run_with(daemon)
     check_fail_closed(daemon, d, r, "scripted refusal")
 
 
 def test_daemon_gone_at_listen_fails_closed():
-    daemon = ScriptedDaemon("hangup")
+    daemon = scripted_daemon("hangup")
     d, r = run_with(daemon)
     check_fail_closed(daemon, d, r, "the daemon closed the connection")
 

@@ -15,18 +15,7 @@
 
 #include "cfg.h"
 #include "policy.h"
-
-static int passed, failed;
-
-#define CHECK(cond) do {						\
-	if (cond) {							\
-		passed++;						\
-	} else {							\
-		failed++;						\
-		fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,	\
-		    __LINE__, #cond);					\
-	}								\
-} while (0)
+#include "check.h"
 
 static char dir[64];
 
@@ -74,33 +63,6 @@ make_dir(const char *name)
 	}
 }
 
-/* Does errors contain line as one whole line? */
-static bool
-has_line(const char *errors, const char *line)
-{
-	size_t n = strlen(line);
-	const char *p = errors;
-
-	while (p != NULL && *p != '\0') {
-		if (strncmp(p, line, n) == 0 && p[n] == '\n')
-			return true;
-		p = strchr(p, '\n');
-		if (p != NULL)
-			p++;
-	}
-	return false;
-}
-
-static size_t
-count_lines(const char *s)
-{
-	size_t n = 0;
-
-	for (; s != NULL && *s != '\0'; s++)
-		n += *s == '\n';
-	return n;
-}
-
 /* Loads the file; must fail with exactly nlines errors, one being want. */
 #define EXPECT_ERR(file, nlines, want) expect_err(__LINE__, file, nlines, want)
 static void
@@ -109,11 +71,11 @@ expect_err(int line, const char *file, size_t nlines, const char *want)
 	char *errors = NULL;
 	struct cfg *c = cfg_load(file, &errors);
 
-	if (c == NULL && errors != NULL && has_line(errors, want) &&
-	    count_lines(errors) == nlines) {
-		passed++;
+	if (c == NULL && errors != NULL && check_has_line(errors, want) &&
+	    check_count_lines(errors) == nlines) {
+		CHECK_PASS();
 	} else {
-		failed++;
+		CHECK_FAIL();
 		fprintf(stderr, "%s:%d: expected %zu error(s) with\n  '%s'\ngot "
 		    "%s\n'%s'\n", __FILE__, line, nlines, want,
 		    c != NULL ? "a config and" : "", errors ? errors : "(none)");
@@ -129,13 +91,7 @@ expect_ok(int line, const char *file)
 	char *errors = NULL;
 	struct cfg *c = cfg_load(file, &errors);
 
-	if (c != NULL && errors == NULL) {
-		passed++;
-	} else {
-		failed++;
-		fprintf(stderr, "%s:%d: expected success, got '%s'\n", __FILE__,
-		    line, errors != NULL ? errors : "(null)");
-	}
+	check_success(__FILE__, line, c != NULL, errors);
 	free(errors);
 	return c;
 }
@@ -232,7 +188,7 @@ test_inside(void)
 		bool got;
 
 		if (!compile(c, cases[i].p, &p) || !compile(c, cases[i].ceil, &ce)) {
-			failed++;
+			CHECK_FAIL();
 			continue;
 		}
 		/* p and ce are copies; their strings stay owned by c */
@@ -264,7 +220,7 @@ test_format(void)
 		char buf[300];
 
 		if (!compile(c, pats[i], &r)) {
-			failed++;
+			CHECK_FAIL();
 			continue;
 		}
 		cfg_rule_format(&r, buf, sizeof(buf));
@@ -409,7 +365,7 @@ test_outside(void)
 		struct cfg *c = cfg_load(path("common.ini"), &errors);
 		const char *prefix = path("common.ini:4: ");
 
-		CHECK(c == NULL && count_lines(errors) == 6);
+		CHECK(c == NULL && check_count_lines(errors) == 6);
 		CHECK(errors != NULL && strncmp(errors, prefix,
 		    strlen(prefix)) == 0);
 		CHECK(errors != NULL && strstr(errors, "(from "
@@ -476,16 +432,16 @@ test_require_file_errors(void)
 		char *errors = NULL;
 		struct cfg *c = cfg_load(path("main.ini"), &errors);
 
-		CHECK(c == NULL && count_lines(errors) == 4);
-		CHECK(has_line(errors, path("req-bad.ini:3: [require]: unknown "
+		CHECK(c == NULL && check_count_lines(errors) == 4);
+		CHECK(check_has_line(errors, path("req-bad.ini:3: [require]: unknown "
 		    "key 'agent.allow_wihtin'")));
-		CHECK(has_line(errors, path("req-bad.ini:4: [require] deny: bad "
+		CHECK(check_has_line(errors, path("req-bad.ini:4: [require] deny: bad "
 		    "pattern '*.com': wildcard over the public suffix 'com'")));
-		CHECK(has_line(errors, path("req-bad.ini:5: section [proxy] is not "
+		CHECK(check_has_line(errors, path("req-bad.ini:5: section [proxy] is not "
 		    "allowed in the require file (only [require])")));
-		CHECK(has_line(errors, path("req-bad.ini:7: duplicate section "
+		CHECK(check_has_line(errors, path("req-bad.ini:7: duplicate section "
 		    "[require] (first at %s/req-bad.ini:1)", dir)));
-		if (c != NULL || count_lines(errors) != 4)
+		if (c != NULL || check_count_lines(errors) != 4)
 			fprintf(stderr, "got '%s'\n", errors ? errors : "");
 		cfg_free(c);
 		free(errors);
@@ -498,11 +454,11 @@ test_require_file_errors(void)
 		char *errors = NULL;
 		struct cfg *c = cfg_load(path("main.ini"), &errors);
 
-		CHECK(c == NULL && count_lines(errors) == 2);
-		CHECK(has_line(errors, path("req-bad.ini:2: [require] "
+		CHECK(c == NULL && check_count_lines(errors) == 2);
+		CHECK(check_has_line(errors, path("req-bad.ini:2: [require] "
 		    "agent.methods_within: unknown method 'FETCH' (expected GET, "
 		    "HEAD, OPTIONS, POST, PUT, PATCH, DELETE, CONNECT or TRACE)")));
-		CHECK(has_line(errors, path("req-bad.ini:3: [require] "
+		CHECK(check_has_line(errors, path("req-bad.ini:3: [require] "
 		    "setup.allow_within: unknown preset '@mine' (only "
 		    "@common-dependencies can be used in the require file)")));
 		cfg_free(c);
@@ -518,7 +474,7 @@ test_require_file_errors(void)
 		struct cfg *c = cfg_load(path("main.ini"), &errors);
 		const char *first = path("req-bad.ini:2: ");
 
-		CHECK(c == NULL && count_lines(errors) == 2 &&
+		CHECK(c == NULL && check_count_lines(errors) == 2 &&
 		    strncmp(errors, first, strlen(first)) == 0);
 		cfg_free(c);
 		free(errors);
@@ -635,11 +591,11 @@ test_includes(void)
 		char *errors = NULL;
 		struct cfg *c = cfg_load(path("inc.ini"), &errors);
 
-		CHECK(c == NULL && count_lines(errors) == 2);
-		CHECK(has_line(errors, path("envs/30-sneaky.ini:1: section [proxy] "
+		CHECK(c == NULL && check_count_lines(errors) == 2);
+		CHECK(check_has_line(errors, path("envs/30-sneaky.ini:1: section [proxy] "
 		    "is not allowed in an included file (only [env NAME PHASE] and "
 		    "[preset NAME])")));
-		CHECK(has_line(errors, path("envs/30-sneaky.ini:4: allow pattern "
+		CHECK(check_has_line(errors, path("envs/30-sneaky.ini:4: allow pattern "
 		    "\"*\" in [env web2 agent] is outside the admin ceiling "
 		    "agent.allow_within (%s/require.ini:4)", dir)));
 		cfg_free(c);
@@ -761,6 +717,5 @@ main(void)
 	test_add_rule();
 	test_hash_covers_require();
 	cleanup();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed != 0;
+	return check_done();
 }

@@ -11,50 +11,12 @@
 #include <unistd.h>
 
 #include "cfg.h"
-
-static int passed, failed;
-
-#define CHECK(cond) do {						\
-	if (cond) {							\
-		passed++;						\
-	} else {							\
-		failed++;						\
-		fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,	\
-		    __LINE__, #cond);					\
-	}								\
-} while (0)
+#include "check.h"
 
 static struct cfg *
 load(const char *text, char **errors)
 {
 	return cfg_load_string(text, strlen(text), "t.ini", errors);
-}
-
-/* Does errors contain line as one whole line? */
-static bool
-has_line(const char *errors, const char *line)
-{
-	size_t n = strlen(line);
-	const char *p = errors;
-
-	while (p != NULL && *p != '\0') {
-		if (strncmp(p, line, n) == 0 && p[n] == '\n')
-			return true;
-		p = strchr(p, '\n');
-		if (p != NULL)
-			p++;
-	}
-	return false;
-}
-
-static size_t
-count_lines(const char *s)
-{
-	size_t n = 0;
-
-	for (; s != NULL && *s != '\0'; s++)
-		n += *s == '\n';
-	return n;
 }
 
 /* text must fail with exactly one error, the line want. */
@@ -65,11 +27,11 @@ expect_err(int line, const char *text, const char *want)
 	char *errors = NULL;
 	struct cfg *c = load(text, &errors);
 
-	if (c == NULL && errors != NULL && has_line(errors, want) &&
-	    count_lines(errors) == 1) {
-		passed++;
+	if (c == NULL && errors != NULL && check_has_line(errors, want) &&
+	    check_count_lines(errors) == 1) {
+		CHECK_PASS();
 	} else {
-		failed++;
+		CHECK_FAIL();
 		fprintf(stderr, "%s:%d: expected error '%s', got %s'%s'\n",
 		    __FILE__, line, want, c != NULL ? "a config and " : "",
 		    errors != NULL ? errors : "(none)");
@@ -85,13 +47,7 @@ expect_ok(int line, const char *text)
 	char *errors = NULL;
 	struct cfg *c = load(text, &errors);
 
-	if (c != NULL && errors == NULL) {
-		passed++;
-	} else {
-		failed++;
-		fprintf(stderr, "%s:%d: expected success, got '%s'\n", __FILE__,
-		    line, errors != NULL ? errors : "(null)");
-	}
+	check_success(__FILE__, line, c != NULL, errors);
 	free(errors);
 	return c;
 }
@@ -290,7 +246,7 @@ test_error_file(void)
 	CHECK(errors != NULL);
 	if (errors == NULL)
 		return;
-	CHECK(count_lines(errors) == nwant);
+	CHECK(check_count_lines(errors) == nwant);
 	p = errors;
 	for (size_t i = 0; i < nwant; i++) {
 		size_t n = strlen(want[i]);
@@ -436,7 +392,7 @@ test_errors_inline(void)
 		    &errors);
 
 		CHECK(c == NULL && errors != NULL &&
-		    has_line(errors, "t.ini:2: NUL byte in line"));
+		    check_has_line(errors, "t.ini:2: NUL byte in line"));
 		cfg_free(c);
 		free(errors);
 	}
@@ -690,6 +646,5 @@ main(void)
 	test_add_rule();
 	test_includes();
 	test_small_apis();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed != 0;
+	return check_done();
 }

@@ -23,18 +23,7 @@
 
 #include "cfg.h"
 #include "dns.h"
-
-static int passed, failed;
-
-#define CHECK(cond) do { \
-	if (cond) { \
-		passed++; \
-	} else { \
-		failed++; \
-		fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, \
-		    __LINE__, #cond); \
-	} \
-} while (0)
+#include "check.h"
 
 /* Per-lookup timeout used by most cases: short so the suite stays fast. */
 #define T_TIMEOUT_MS 600
@@ -760,8 +749,8 @@ int main(void)
 	alarm(120);
 	if (!srv_start()) {
 		srv_stop();
-		printf("0 passed, 1 failed\n");
-		return 1;
+		CHECK_FAIL();
+		return check_done();
 	}
 	RUN(test_answers);
 	RUN(test_static);
@@ -772,6 +761,5 @@ int main(void)
 	RUN(test_configure);
 	RUN(test_reenter);
 	srv_stop();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_done();
 }

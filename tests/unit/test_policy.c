@@ -9,18 +9,7 @@
 
 #include "cfg.h"
 #include "policy.h"
-
-static int passed, failed;
-
-#define CHECK(cond) do {						\
-	if (cond) {							\
-		passed++;						\
-	} else {							\
-		failed++;						\
-		fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,	\
-		    __LINE__, #cond);					\
-	}								\
-} while (0)
+#include "check.h"
 
 #define F "unit/configs/policy.ini:"
 #define DEF "default"
@@ -383,6 +372,5 @@ main(void)
 	}
 	test_self_over_allow();
 	test_reasons();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed != 0;
+	return check_done();
 }

@@ -637,5 +637,85 @@ def test_control_force_json_tricks_held():
     p.stop()
 
 
+# ============================================================ audit queue
+
+FLOOD_SECONDS = 4.0          # how long the hostile tenant floods
+FLOOD_CONNS = 4              # its client threads
+SLOW_READ = 8192             # the log reader: this many bytes ...
+SLOW_EVERY = 0.1             # ... every this many seconds (80 KiB/s: slow, alive)
+
+
+def test_hole_refusal_flood_starves_other_tenants_audit():
+    """A slow-but-alive log reader (a shipper at 80 KiB/s) and one hostile
+    client sending nothing but malformed requests with long targets (each
+    a ~1.3 KiB bad_request record, never an allowed request): another
+    client's requests must still be allowed.  On main the refusal records
+    fill the shared queue (AUDIT_QUEUE_BYTES) and every tenant gets
+    503 audit_unavailable for as long as the flood lasts."""
+    import threading
+    o = h.Origin()
+    d = h.tempdir()
+    port = h.free_port()
+    path = os.path.join(d, "portcullis.ini")
+    with open(path, "w") as f:
+        f.write(h.std_config("[dns]\nstatic = %s=127.0.0.1\n\n[env default agent]\n"
+                             "allow = %s:%d\n" % (HOST_A, HOST_A, o.port))
+                .replace("@AUDIT@", "-").replace("@PORT@", str(port)))
+    r, w = os.pipe()
+    fcntl_mod = __import__("fcntl")
+    err = open(os.path.join(d, "stderr"), "wb")
+    proc = subprocess.Popen([h.portcullis_bin(), "serve", "-c", path],
+                            stdin=subprocess.DEVNULL, stdout=w, stderr=err)
+    os.close(w)
+    err.close()
+    h.defer(lambda: proc.poll() is None and proc.kill())
+    h.defer(lambda: os.close(r))
+    fcntl_mod.fcntl(r, 1031, 4096)                 # F_SETPIPE_SZ: the queue fills, not the pipe
+    stop = threading.Event()
+
+    def slow_reader():
+        while not stop.is_set():
+            try:
+                if not os.read(r, SLOW_READ):
+                    return
+            except OSError:
+                return
+            time.sleep(SLOW_EVERY)
+    threading.Thread(target=slow_reader, daemon=True).start()
+    h.defer(stop.set)
+    h.wait_until(lambda: port in h.listening_ports(), 15, "proxy listening")
+
+    bad = ("GET http://%s/%s\x01 HTTP/1.1\r\nHost: %s\r\n\r\n"
+           % (HOST_A, "x" * 600, "h" * 600)).encode()
+    sent = [0]
+
+    def flood():
+        end = time.monotonic() + FLOOD_SECONDS
+        while time.monotonic() < end and sent[0] < 200000:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                s.sendall(bad)
+                s.recv(4096)
+                s.close()
+                sent[0] += 1
+            except OSError:
+                pass
+    ts = [threading.Thread(target=flood, daemon=True) for _ in range(FLOOD_CONNS)]
+    for t in ts:
+        t.start()
+    time.sleep(FLOOD_SECONDS / 2)
+    victim = []
+    for i in range(10):
+        rs, _ = raw(type("P", (), {"port": port})(),
+                    ("GET http://%s:%d/victim/%d HTTP/1.1\r\nHost: %s:%d\r\n"
+                     "Connection: close\r\n\r\n" % (HOST_A, o.port, i, HOST_A, o.port)).encode())
+        victim.append((rs[0].status, rs[0].header("X-Portcullis-Reason")) if rs else None)
+    for t in ts:
+        t.join(FLOOD_SECONDS + 5)
+    h.check(proc.poll() is None, "portcullis died")
+    h.eq([v for v in victim if v != (200, None)], [],
+         "another tenant's requests during a flood of %d malformed requests" % sent[0])
+
+
 if __name__ == "__main__":
     h.run(globals())

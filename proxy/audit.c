@@ -22,6 +22,7 @@
 struct rec {
 	struct rec *next;
 	size_t len;
+	bool refusal;		/* counted in rbytes, not bytes */
 	char data[];
 };
 
@@ -34,7 +35,9 @@ struct audit_q {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;		/* records queued, or stop */
 	struct rec *head, *tail;	/* under lock */
-	size_t bytes;			/* under lock; mirrored in qbytes */
+	size_t bytes;			/* under lock: admitted work's records;
+					 * mirrored in qbytes */
+	size_t rbytes;			/* under lock: refusals' records */
 	size_t head_off;		/* writer: bytes of head already out */
 	unsigned long long lost;	/* under lock: dropped, unreported */
 	bool kick;			/* under lock: a record since the last try */
@@ -277,7 +280,10 @@ q_link_locked(struct audit_q *q, struct rec *r)
 	else
 		q->head = r;
 	q->tail = r;
-	q->bytes += sizeof(*r) + r->len;
+	if (r->refusal)
+		q->rbytes += sizeof(*r) + r->len;
+	else
+		q->bytes += sizeof(*r) + r->len;
 	__atomic_store_n(&q->qbytes, q->bytes, __ATOMIC_RELAXED);
 }
 
@@ -296,6 +302,7 @@ rec_new(struct jw *w)
 	r = malloc(sizeof(*r) + w->len);
 	if (r != NULL) {
 		r->len = w->len;
+		r->refusal = false;
 		memcpy(r->data, w->buf, w->len);
 	}
 	return r;
@@ -425,7 +432,10 @@ q_pop_locked(struct audit_q *q, size_t bytes)
 		q->head = r->next;
 		if (q->head == NULL)
 			q->tail = NULL;
-		q->bytes -= sizeof(*r) + r->len;
+		if (r->refusal)
+			q->rbytes -= sizeof(*r) + r->len;
+		else
+			q->bytes -= sizeof(*r) + r->len;
 		free(r);
 	}
 	q->head_off = bytes;
@@ -768,8 +778,8 @@ audit_emit(struct audit *a, struct jw *w)
 	static_assert(sizeof(w->buf) > 2, "room for the closing brace");
 	struct audit_q *q = a->q;
 	struct rec *r;
-	size_t limit, queued = 0;
-	bool now_full = false;
+	size_t queued = 0;
+	bool now_full = false, over;
 
 	if (q == NULL)
 		return -EBADF;
@@ -793,8 +803,20 @@ audit_emit(struct audit *a, struct jw *w)
 		return err;
 	}
 	pthread_mutex_lock(&q->lock);
-	limit = AUDIT_QUEUE_BYTES + (w->refusal ? 0 : AUDIT_QUEUE_SLACK);
-	if (r == NULL || q->bytes + sizeof(*r) + r->len > limit) {
+	/* Refusals have a budget of their own and never count towards
+	 * admission (audit_ok): a tenant flooding refused requests behind a
+	 * slow log can lose its own refusal records (counted), not get every
+	 * other tenant 503.  A refusal is also dropped while the queue is
+	 * full, as before. */
+	if (r != NULL)
+		r->refusal = w->refusal;
+	if (w->refusal)
+		over = q->full || (r != NULL &&
+		    q->rbytes + sizeof(*r) + r->len > AUDIT_REFUSAL_BYTES);
+	else
+		over = r != NULL && q->bytes + sizeof(*r) + r->len >
+		    AUDIT_QUEUE_BYTES + AUDIT_QUEUE_SLACK;
+	if (r == NULL || over) {
 		q->lost++;
 		pthread_mutex_unlock(&q->lock);
 		free(r);

@@ -46,7 +46,9 @@ bool audit_ok(const struct audit *a);
 struct jw {
 	size_t len;
 	unsigned fields;
-	bool refusal;		/* "decision":"deny": first to go when full */
+	bool refusal;		/* refused work ("decision":"deny", or the close
+				 * of a conn that was only refused): queued in
+				 * AUDIT_REFUSAL_BYTES, first to go when full */
 	char buf[AUDIT_MAX_RECORD];
 };
 

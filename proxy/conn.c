@@ -146,6 +146,7 @@ struct conn {
 	uint64_t resp_bytes;		/* from the upstream, this exchange */
 	struct netaddr lit_addr;	/* the target, when it is an address */
 	unsigned nreqs;
+	bool admitted;			/* an allow record was written */
 	struct cfg *cfg;		/* reference held for `dec` */
 	struct decision dec;
 	struct netaddr *addrs;		/* checked addresses, while dialing */
@@ -349,6 +350,10 @@ conn_log_close(struct conn *c)
 	jw_int(&w, "bytes_down", (long long)c->downd.bytes);
 	jw_int(&w, "duration_ms", (long long)(now_ms(c) - c->start_ms));
 	jw_str(&w, "error", c->close_reason);
+	/* A conn that was only refused: its close is refused work too (its
+	 * record counts in the refusals' queue budget, not admission's). */
+	if (!c->admitted)
+		w.refusal = true;
 	audit_emit(&c->s->audit, &w);
 }
 
@@ -506,6 +511,8 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	if (c->logged)
 		return;
 	c->logged = true;
+	if (strcmp(decision, "allow") == 0)
+		c->admitted = true;
 	jw_begin(&w, "request");
 	jw_str(&w, "id", c->id);
 	jw_str(&w, "session", c->ss ? c->ss->id : NULL);

@@ -66,6 +66,10 @@
  */
 #define AUDIT_QUEUE_BYTES (1024 * 1024)
 #define AUDIT_QUEUE_SLACK (4 * 1024 * 1024)
+/* Refusal records queue in a budget of their own, apart from the bytes that
+ * decide admission: a flood of refused requests behind a slow log drops
+ * (and counts) refusal records, it can't make everyone's requests 503. */
+#define AUDIT_REFUSAL_BYTES (256 * 1024)
 /* Records per writev(2): one syscall for a whole burst (<= IOV_MAX). */
 #define AUDIT_BATCH_IOV 256
 /* While the log can't be written: retry on a new record, but not more

@@ -54,6 +54,8 @@ extern char **environ;
 #define MOUNTS_ARGS_PER_BIND 6
 /* HOME + 4 cache variables (3 args each) + 3 unset (2 each) + home bind. */
 #define MOUNTS_ARGS_ENV (5 * 3 + 3 * 2 + 3)
+/* --tmpfs TMPDIR, when TMPDIR is outside /tmp. */
+#define MOUNTS_ARGS_TMP 2
 
 enum mounts_kind {
 	MK_RO,		/* kernel: bound read-only over itself */
@@ -78,6 +80,12 @@ struct mounts {
 	const struct mounts_bind *binds;	/* the caller's, not owned */
 	size_t nbinds;
 	char *home;		/* the run's HOME */
+	/* Where the run's own temp things go (a fresh HOME, the embedded
+	 * proxy's audit log): TMPDIR, or /tmp.  tmp_cover: TMPDIR is outside
+	 * /tmp, so it gets a tmpfs of its own inside (otherwise every other
+	 * run's HOME and log there would be readable: same uid). */
+	char *tmpdir;
+	bool tmp_cover;
 	bool fresh;		/* made for this run: removed at the end */
 	pid_t keeper;		/* removes a fresh HOME when we go away */
 	int keeper_fd;		/* closing it tells the keeper to start */
@@ -111,6 +119,10 @@ static const char *const hide_dirs[] = {
 	"/etc/ipsec.d/private", "/etc/wireguard",
 	"/etc/NetworkManager/system-connections", "/etc/letsencrypt",
 	"/etc/kubernetes", "/var/lib/kubelet", "/var/lib/cloud",
+	/* systemd credentials, container-runtime and Kubernetes secrets
+	 * (the service-account token is 0644). */
+	"/run/credentials", "/run/secrets", "/etc/credstore",
+	"/etc/credstore.encrypted",
 };
 /* Credential files (globs). */
 static const char *const hide_files[] = {
@@ -118,6 +130,10 @@ static const char *const hide_files[] = {
 	"/etc/sudoers", "/etc/security/opasswd", "/etc/krb5.keytab",
 	"/etc/ipsec.secrets", "/etc/ppp/chap-secrets", "/etc/ppp/pap-secrets",
 	"/etc/ssh/ssh_host_*_key",
+	/* Debian's passwd cron job's backups (kept on upgraded hosts), the
+	 * host key of systemd's encrypted credentials, a database admin's. */
+	"/var/backups/*shadow*", "/var/lib/systemd/credential.secret",
+	"/etc/mysql/debian.cnf",
 };
 /* A HOME equal to one of these, or inside the second list, is a system
  * directory (Debian's daemon, bin, sys ... users): hiding it would break
@@ -181,22 +197,57 @@ add_path(struct mounts *m, const char *path, enum mounts_kind kind, bool hide)
 	return 0;
 }
 
+/* Is real (a resolved path) a system directory or inside a system tree? */
+static bool
+is_system_dir(const char *real)
+{
+	size_t i;
+
+	for (i = 0; i < NELEM(system_dirs); i++)
+		if (strcmp(real, system_dirs[i]) == 0)
+			return true;
+	for (i = 0; i < NELEM(system_trees); i++)
+		if (mounts_at_or_above(system_trees[i], real))
+			return true;
+	return false;
+}
+
 /* The caller's HOME (path), unless it is a system directory. */
 static int
 add_caller_home(struct mounts *m, const char *path)
 {
 	char real[PATH_MAX];
-	size_t i;
 
-	if (path == NULL || path[0] != '/' || realpath(path, real) == NULL)
+	if (path == NULL || path[0] != '/' || realpath(path, real) == NULL ||
+	    is_system_dir(real))
 		return 0;
-	for (i = 0; i < NELEM(system_dirs); i++)
-		if (strcmp(real, system_dirs[i]) == 0)
-			return 0;
-	for (i = 0; i < NELEM(system_trees); i++)
-		if (mounts_at_or_above(system_trees[i], real))
-			return 0;
 	return add_path(m, real, MK_HIDE_DIR, true);
+}
+
+/*
+ * Picks the run's temp dir: TMPDIR when it is an absolute, existing
+ * directory that is not a system directory, else /tmp.  Inside the
+ * sandbox /tmp is a private tmpfs already; a TMPDIR outside it gets one
+ * too (m->tmp_cover), or a second run of the same user could read this
+ * run's HOME and audit log there (both 0700/0600, but same uid).
+ */
+static int
+tmpdir_pick(struct mounts *m)
+{
+	const char *tmp = getenv("TMPDIR");
+	char real[PATH_MAX];
+	struct stat st;
+
+	if (tmp == NULL || tmp[0] != '/' || realpath(tmp, real) == NULL ||
+	    stat(real, &st) != 0 || !S_ISDIR(st.st_mode) ||
+	    mounts_at_or_above("/tmp", real) || is_system_dir(real)) {
+		m->tmpdir = strdup("/tmp");
+		m->tmp_cover = false;
+	} else {
+		m->tmpdir = strdup(real);
+		m->tmp_cover = true;
+	}
+	return m->tmpdir != NULL ? 0 : -1;
 }
 
 /* Closes every fd but keep (moved to 3) and 0-2. */
@@ -377,13 +428,11 @@ mounts_atexit(void)
 static int
 home_fresh(struct mounts *m, char *why, size_t whylen)
 {
-	const char *tmp = getenv("TMPDIR");
+	const char *tmp = m->tmpdir;
 	char tmpl[PATH_MAX], real[PATH_MAX];
 	int pfd[2];
 	pid_t pid;
 
-	if (tmp == NULL || tmp[0] != '/')
-		tmp = "/tmp";
 	if (snprintf(tmpl, sizeof(tmpl), "%s/portcullis-home-XXXXXX", tmp) >=
 	    (int)sizeof(tmpl)) {
 		snprintf(why, whylen, "HOME: TMPDIR %.200s is too long", tmp);
@@ -516,6 +565,10 @@ mounts_new(const char *home_opt, char *why, size_t whylen)
 		    MOUNTS_MAX_PATHS);
 		goto fail;
 	}
+	if (tmpdir_pick(m) != 0) {
+		snprintf(why, whylen, "out of memory");
+		goto fail;
+	}
 	if ((home_opt != NULL ? home_given(m, home_opt, why, whylen) :
 	    home_fresh(m, why, whylen)) != 0)
 		goto fail;
@@ -599,7 +652,8 @@ size_t
 mounts_nargs(const struct mounts *m, size_t nbinds)
 {
 	return (m->npaths + MOUNTS_MAX_PATHS) * MOUNTS_ARGS_PER_PATH +
-	    nbinds * MOUNTS_ARGS_PER_BIND + MOUNTS_ARGS_ENV;
+	    nbinds * MOUNTS_ARGS_PER_BIND + MOUNTS_ARGS_ENV +
+	    MOUNTS_ARGS_TMP;
 }
 
 static void
@@ -658,6 +712,9 @@ mounts_emit_fs(const struct mounts *m, mounts_add_fn add, void *ctx)
 	for (i = 0; i < m->npaths; i++)
 		if (m->paths[i].hide)
 			emit_path(&m->paths[i], add, ctx);
+	/* Before the HOME and the binds, which may be inside it. */
+	if (m->tmp_cover)
+		emit3(add, ctx, "--tmpfs", m->tmpdir, NULL);
 	/* The run's HOME, at its own path: no mount point is made in the
 	 * caller's directories, and it is the same path inside and out. */
 	emit3(add, ctx, "--bind", m->home, m->home);
@@ -702,6 +759,12 @@ mounts_home(const struct mounts *m)
 	return m->home;
 }
 
+const char *
+mounts_tmpdir(const struct mounts *m)
+{
+	return m->tmpdir;
+}
+
 void
 mounts_free(struct mounts *m)
 {
@@ -715,5 +778,6 @@ mounts_free(struct mounts *m)
 	for (size_t i = 0; i < NELEM(m->env); i++)
 		free(m->env[i].value);
 	free(m->home);
+	free(m->tmpdir);
 	free(m);
 }

@@ -74,6 +74,10 @@ bool mounts_at_or_above(const char *dir, const char *path);
 const char *mounts_home(const struct mounts *m);
 
 /* Removes a fresh HOME (waits for it), frees m.  NULL is a no-op. */
+/* The run's temp dir (TMPDIR or /tmp; see tmpdir_pick): where a fresh
+ * HOME and the embedded proxy's default audit log go.  Hidden from other
+ * runs' sandboxes. */
+const char *mounts_tmpdir(const struct mounts *m);
 void mounts_free(struct mounts *m);
 
 #endif

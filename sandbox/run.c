@@ -1175,12 +1175,11 @@ run_main(int argc, char **argv)
 		if (o.audit_log != NULL) {
 			audit_path = o.audit_log;
 		} else {
-			const char *tmp = getenv("TMPDIR");
 			int fd;
 
 			snprintf(audit_tmp, sizeof(audit_tmp),
 			    "%s/portcullis-run-XXXXXX.jsonl",
-			    tmp && *tmp ? tmp : "/tmp");
+			    mounts_tmpdir(st.mounts));
 			fd = mkstemps(audit_tmp, 6);
 			if (fd < 0)
 				die("audit log %s: %s", audit_tmp, strerror(errno));

@@ -435,11 +435,11 @@ def concurrent_home_case(uid):
     cc.done()
 
 
-def test_hole_concurrent_run_home_readable_with_tmpdir_as_root():
+def test_closed_hole_concurrent_run_home_readable_with_tmpdir_as_root():
     concurrent_home_case(0)
 
 
-def test_hole_concurrent_run_home_readable_with_tmpdir_as_nobody():
+def test_closed_hole_concurrent_run_home_readable_with_tmpdir_as_nobody():
     concurrent_home_case(NOBODY)
 
 
@@ -483,11 +483,11 @@ def planted_case(uid):
          "uid %d: credential files readable inside" % uid)
 
 
-def test_hole_credential_backups_and_service_secrets_readable_as_root():
+def test_closed_hole_credential_backups_and_service_secrets_readable_as_root():
     planted_case(0)
 
 
-def test_hole_credential_backups_and_service_secrets_readable_as_nobody():
+def test_closed_hole_credential_backups_and_service_secrets_readable_as_nobody():
     planted_case(NOBODY)
 
 
@@ -553,7 +553,7 @@ def test_pipelined_request_after_reload_refused_held():
     """Two requests in one segment; a reload denying the host lands while
     the first is at the origin: the second, already in the proxy's buffer,
     is decided under the new config (403 denied) and never reaches it."""
-    from test_request_hardening import KeptConn, reload, rewrite, keepalive_config, ctl_sock
+    from test_request_hardening import KeptConn, keepalive_config, ctl_sock
     o = h.Origin()
     p = h.start_proxy(keepalive_config(o.port))
     sock = ctl_sock(p)
@@ -562,8 +562,8 @@ def test_pipelined_request_after_reload_refused_held():
     c.send(("GET http://%s/slow?ms=1500 HTTP/1.1\r\nHost: %s\r\n\r\n"
             "GET http://%s/two HTTP/1.1\r\nHost: %s\r\n\r\n" % (hp, hp, hp, hp)).encode())
     h.wait_until(lambda: len(o.connections) == 1, 5, "first request at the origin")
-    rewrite(p, "[env default agent]\n", "[env default agent]\ndeny = %s\n" % HOST_A)
-    reload(p, "ctl", sock)
+    p.rewrite_config("[env default agent]\n", "[env default agent]\ndeny = %s\n" % HOST_A)
+    p.reload("ctl", sock)
     r1 = c.response()
     r2 = c.response()
     h.eq(r1.status, 200, "first (admitted before the reload) %r" % r1)
@@ -645,7 +645,7 @@ SLOW_READ = 8192             # the log reader: this many bytes ...
 SLOW_EVERY = 0.1             # ... every this many seconds (80 KiB/s: slow, alive)
 
 
-def test_hole_refusal_flood_starves_other_tenants_audit():
+def test_closed_hole_refusal_flood_starves_other_tenants_audit():
     """A slow-but-alive log reader (a shipper at 80 KiB/s) and one hostile
     client sending nothing but malformed requests with long targets (each
     a ~1.3 KiB bad_request record, never an allowed request): another

@@ -98,8 +98,8 @@ run_on_control(uv_poll_t *h, int status, int events)
  * The switch after a successful setup command: the setup session moves to
  * agent (every conn it opened in setup is cut, `phase` record).  It stays
  * open: its listener still lives in the setup sandbox's network namespace,
- * which has no process left, until attach_listener() replaces it with the
- * agent sandbox's.  0, or -1 with why.
+ * which has no process left, until the agent sandbox's replaces it
+ * (launch.c, attach_listener).  0, or -1 with why.
  */
 static int
 switch_to_agent(struct run_state *st, char *why, size_t whylen)

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
-#include "handoff.h"
+#include "pclib.h"
 
 /* The proxy's response head; refusals are a few hundred bytes. */
 #define CONNECT_HEAD_MAX 8192
@@ -26,11 +26,11 @@
 /* Longest HOST we send (DNS names are <= 253). */
 #define CONNECT_HOST_MAX 255
 
+/* One line "portcullis-bridge connect: what[: detail]"; returns 1. */
 static int
 fail(const char *what, const char *detail)
 {
-	fprintf(stderr, "portcullis-bridge connect: %s%s%s\n", what,
-	    detail ? ": " : "", detail ? detail : "");
+	pc_warnx("%s%s%s", what, detail ? ": " : "", detail ? detail : "");
 	return 1;
 }
 
@@ -203,6 +203,7 @@ bridge_connect_main(int argc, char **argv)
 	long portnum;
 	int fd, n, status;
 
+	pc_progname = "portcullis-bridge connect";
 	if (argc != 3) {
 		fputs("usage: portcullis-bridge connect HOST PORT\n", stderr);
 		return 2;
@@ -257,9 +258,9 @@ bridge_connect_main(int argc, char **argv)
 		if (status / 100 != 2) {
 			header_value(head, "X-Portcullis-Reason", reason,
 			    sizeof(reason));
-			fprintf(stderr, "portcullis-bridge connect: %s:%ld "
-			    "refused by the proxy: %d (%s)\n", host, portnum,
-			    status, reason[0] ? reason : "no reason given");
+			pc_warnx("%s:%ld refused by the proxy: %d (%s)", host,
+			    portnum, status,
+			    reason[0] ? reason : "no reason given");
 			return 1;
 		}
 		eoh += 4;

@@ -9,7 +9,7 @@
  *   2. check the namespace: `lo` is the only interface and no route leaves
  *      through anything else (a sandbox that could bypass the proxy must
  *      not start);
- *   3. bind and listen on 127.0.0.1:3128 (taken: refuse, see handoff.h);
+ *   3. bind and listen on 127.0.0.1:3128 (taken: refuse, see lib/pclib.h);
  *   4. send the listening fd over the handoff socket (SCM_RIGHTS) and wait,
  *      bounded, for the proxy's ack carrying the session id;
  *   5. close our copy of the listener: from now on the proxy holds the only
@@ -24,8 +24,6 @@
 #include <limits.h>
 #include <net/if.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,11 +31,10 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "bridge.h"
-#include "handoff.h"
+#include "pclib.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define BRIDGE_ASAN 1
@@ -73,18 +70,9 @@ static const char usage[] =
 "connect: a CONNECT client on stdin/stdout through $HTTP_PROXY, for ssh's\n"
 "ProxyCommand (see GIT_SSH_COMMAND inside the sandbox).\n";
 
-static _Noreturn void __attribute__((format(printf, 1, 2)))
-refuse(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("portcullis-bridge: no proxy route: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(HANDOFF_EXIT);
-}
+/* Every set-up failure: "portcullis-bridge: no proxy route: <why>", exit
+ * HANDOFF_EXIT (fmt must be a string literal). */
+#define refuse(...) pc_die("no proxy route: " __VA_ARGS__)
 
 /* Brings lo up if it is down.  bwrap --unshare-net already did; a netns
  * made by `ip netns add` has it down. */
@@ -219,91 +207,21 @@ listen_loopback(void)
 	return fd;
 }
 
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
- * Sends the listener over sock and waits up to HANDOFF_ACK_TIMEOUT_MS for
- * the ack; copies the session id into sid.  Refuses on anything else.
+ * Sends the listener over sock and waits, bounded, for the ack; copies the
+ * session id into sid.  Refuses on anything else.
  */
 static void
 handoff(int sock, int lfd, char *sid, size_t sidlen)
 {
-	char msg[HANDOFF_MSG_MAX + 1];
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr mh;
-	struct iovec iov;
-	struct cmsghdr *cm;
-	long long deadline;
-	ssize_t n;
-	int len;
+	char why[HANDOFF_MSG_MAX + 64];
+	int rc;
 
-	len = snprintf(msg, sizeof(msg), "%c%d", HANDOFF_MSG_LISTENER,
-	    HANDOFF_PORT);
-	iov.iov_base = msg;
-	iov.iov_len = (size_t)len;
-	memset(&mh, 0, sizeof(mh));
-	memset(&u, 0, sizeof(u));
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = u.buf;
-	mh.msg_controllen = sizeof(u.buf);
-	cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &lfd, sizeof(int));
-	do
-		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		refuse("hand the listener to the proxy: %s", strerror(errno));
-
-	deadline = now_ms() + HANDOFF_ACK_TIMEOUT_MS;
-	for (;;) {
-		struct pollfd pfd = { .fd = sock, .events = POLLIN };
-		long long left = deadline - now_ms();
-		int rc;
-
-		if (left <= 0)
-			refuse("proxy did not acknowledge the listener "
-			    "within %d ms", HANDOFF_ACK_TIMEOUT_MS);
-		rc = poll(&pfd, 1, (int)left);
-		if (rc < 0 && errno == EINTR)
-			continue;
-		if (rc < 0)
-			refuse("poll: %s", strerror(errno));
-		if (rc == 0)
-			continue;
-		n = recv(sock, msg, HANDOFF_MSG_MAX, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			refuse("read the proxy's ack: %s", strerror(errno));
-		if (n == 0)
-			refuse("proxy closed the handoff without acknowledging");
-		break;
-	}
-	msg[n] = '\0';
-	if (msg[0] == HANDOFF_MSG_REFUSE)
-		refuse("proxy refused the session: %.*s", (int)(n - 1), msg + 1);
-	if (msg[0] != HANDOFF_MSG_ACK || n < 2 || (size_t)(n - 1) >= sidlen)
-		refuse("malformed acknowledgement from the proxy");
-	memcpy(sid, msg + 1, (size_t)n - 1);
-	sid[n - 1] = '\0';
-	/* The id goes into the environment: printable, no separators. */
-	for (char *c = sid; *c != '\0'; c++)
-		if (*c <= ' ' || *c > '~' || *c == '"' || *c == '\'')
-			refuse("malformed session id from the proxy");
+	rc = pc_handoff_offer(sock, lfd);
+	if (rc < 0)
+		refuse("hand the listener to the proxy: %s", strerror(-rc));
+	if (pc_handoff_wait_ack(sock, sid, sidlen, why, sizeof(why)) != 0)
+		refuse("%s", why);
 }
 
 static void
@@ -379,6 +297,7 @@ main(int argc, char **argv)
 	bool allow_unix = false;
 	int sock = -1, lfd, i, rc;
 
+	pc_progname = "portcullis-bridge";
 	if (argc >= 2 && strcmp(argv[1], "connect") == 0)
 		return bridge_connect_main(argc - 1, argv + 1);
 	for (i = 1; i < argc; i++) {
@@ -417,7 +336,7 @@ main(int argc, char **argv)
 	check_namespace();
 	set_proxy_env(sid);
 	close_extra_fds();
-	rc = bridge_filter_install(allow_unix);
+	rc = pc_filter_install(allow_unix);
 	if (rc < 0)
 		refuse("install seccomp filter: %s", strerror(-rc));
 	execvp(argv[i], argv + i);

@@ -2,7 +2,7 @@
  * mounts: what the sandbox sees of the file system beyond `/` read-only
  * (DESIGN.md §10 HOME, §15): the kernel's host-wide files under /proc and
  * /sys made read-only or masked, credential paths hidden, and the run's
- * own writable HOME.  Produces bwrap arguments; the caller (run.c) puts
+ * own writable HOME.  Produces bwrap arguments; the caller (plan.c) puts
  * them into its argv at the points named below.  See docs/sandbox.md,
  * "What is hidden and why".
  */

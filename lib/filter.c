@@ -19,7 +19,7 @@
  * systemd's password cache, Kerberos fall back or report "not
  * supported"), where EPERM reads as "this key is not yours" and some
  * retry or abort.  portcullis run also gives each sandbox a new session
- * keyring (run.c), so the kernel's own implicit lookups see an empty one.
+ * keyring (sandbox/launch.c), so the kernel's own implicit lookups see an empty one.
  * Syscalls of a non-native ABI (e.g. i386 socketcall, x32) hit libseccomp's
  * bad-arch action, which kills: they could otherwise bypass the argument
  * checks above.
@@ -31,7 +31,7 @@
  * NETLINK_ROUTE exception compares all 64 bits of the protocol, so junk in
  * the upper half can only make it refuse more, never less.
  *
- * The same filter is also handed to bwrap as BPF (bridge_filter_export,
+ * The same filter is also handed to bwrap as BPF (pc_filter_memfd,
  * `--add-seccomp-fd`, by `portcullis run`): bwrap installs it in its own
  * pid-1 reaper inside the sandbox, which the bridge cannot reach.  Without
  * it that reaper is an unfiltered process COMMAND may write to through
@@ -43,10 +43,12 @@
 #include <seccomp.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
-#include "bridge.h"
+#include "pclib.h"
 
 /* The bits of a syscall register that an int argument occupies. */
 #define FILTER_INT_MASK ((scmp_datum_t)0xffffffffu)
@@ -121,7 +123,7 @@ fail:
 }
 
 int
-bridge_filter_install(bool allow_unix_sockets)
+pc_filter_install(bool allow_unix_sockets)
 {
 	scmp_filter_ctx ctx;
 	int rc;
@@ -139,7 +141,7 @@ bridge_filter_install(bool allow_unix_sockets)
 }
 
 int
-bridge_filter_export(bool allow_unix_sockets, int fd)
+pc_filter_export(bool allow_unix_sockets, int fd)
 {
 	scmp_filter_ctx ctx;
 	int rc;
@@ -150,4 +152,22 @@ bridge_filter_export(bool allow_unix_sockets, int fd)
 	rc = seccomp_export_bpf(ctx, fd);
 	seccomp_release(ctx);
 	return rc < 0 ? rc : 0;
+}
+
+int
+pc_filter_memfd(bool allow_unix_sockets)
+{
+	int fd, rc;
+
+	fd = memfd_create("portcullis-seccomp", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rc = pc_filter_export(allow_unix_sockets, fd);
+	if (rc == 0 && lseek(fd, 0, SEEK_SET) != 0)
+		rc = -errno;
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	return fd;
 }

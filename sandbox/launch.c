@@ -1,0 +1,169 @@
+/*
+ * launch: one sandbox from spawn to the bridge's go-ahead (docs/sandbox.md,
+ * "How the route is built").  bwrap gets the bridge's end of a
+ * SOCK_SEQPACKET socketpair as fd 3 and the seccomp filter as BPF on fd
+ * RUN_SECCOMP_FD; the bridge hands back the listener it bound inside the
+ * namespace (the handoff protocol of lib/pclib.h); a session is opened for
+ * it (or, after --setup, the current one moves to it) in the embedded proxy
+ * or on the daemon (remote.c); then the bridge is acknowledged with the
+ * session id.  Any failure on the way refuses the bridge and exits 125:
+ * COMMAND never runs.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <linux/keyctl.h>
+
+#include "run_internal.h"
+#include "server.h"
+
+/* A set-up failure after bwrap started: refuse the handoff, kill the
+ * sandbox, exit 125 (COMMAND never ran). */
+static _Noreturn void
+setup_failed(struct run_state *st, int sock, const char *why)
+{
+	pc_handoff_reply(sock, HANDOFF_MSG_REFUSE, why);
+	close(sock);
+	pc_warnx("no proxy route: %s", why);
+	if (!st->proc_exited)
+		(void)uv_process_kill(&st->proc[st->cur], SIGKILL);
+	if (st->audit_path != NULL)
+		pc_warnx("audit log: %s", st->audit_path);
+	/* The sandbox is killed: its HOME can go (a fresh one). */
+	mounts_free(st->mounts);
+	/* Not a clean shutdown: the sandbox is dying with us anyway. */
+	_exit(HANDOFF_EXIT);
+}
+
+/*
+ * Opens a session in phase (env name envname) for the listener lfd
+ * (ownership passes here) and puts its id in st->sid: server_session_open()
+ * in the embedded proxy, session.open + fd over the control connection.
+ * 0, or -1 with why.
+ */
+static int
+open_session(struct run_state *st, const struct run_opts *o, int lfd,
+    const char *envname, enum phase phase, char *why, size_t whylen)
+{
+	int rc;
+
+	if (st->srv != NULL) {
+		rc = server_session_open(st->srv, lfd, envname, phase, &st->ss);
+		if (rc < 0) {
+			snprintf(why, whylen, "session: %s", strerror(-rc));
+			return -1;
+		}
+		snprintf(st->sid, sizeof(st->sid), "%s", session_id(st->ss));
+		return 0;
+	}
+	rc = remote_open(st->ctl_fd, o->connect, lfd, o->env, phase, st->sid,
+	    sizeof(st->sid), why, whylen);
+	/* The daemon has its own copy now (or none): ours must not keep the
+	 * listener alive past the daemon. */
+	close(lfd);
+	return rc;
+}
+
+/*
+ * Attaches the agent sandbox's listener lfd (ownership passes here) to the
+ * current session, replacing the setup sandbox's: server_session_listen()
+ * in the embedded proxy, session.listen + fd over the control connection
+ * (which opened the session, as the daemon requires).  0, or -1 with why.
+ */
+static int
+attach_listener(struct run_state *st, int lfd, char *why, size_t whylen)
+{
+	char inner[320];
+	int rc;
+
+	if (st->srv != NULL) {
+		rc = server_session_listen(st->ss, lfd);
+		if (rc < 0)
+			snprintf(why, whylen, "attaching the agent sandbox's "
+			    "listener to session %s: %s", st->sid,
+			    strerror(-rc));
+		return rc < 0 ? -1 : 0;
+	}
+	rc = remote_listen(st->ctl_fd, st->sid, lfd, inner, sizeof(inner));
+	/* The daemon has its own copy now (or none): ours must not keep the
+	 * listener alive past the daemon. */
+	close(lfd);
+	if (rc != 0)
+		snprintf(why, whylen, "attaching the agent sandbox's listener "
+		    "to session %.64s: %.300s", st->sid, inner);
+	return rc;
+}
+
+void
+launch_sandbox(struct run_state *st, const struct run_opts *o,
+    const struct run_plan *p, char **env, const char *envname,
+    enum phase phase, bool attach)
+{
+	uv_process_t *proc = &st->proc[st->cur];
+	uv_process_options_t po;
+	uv_stdio_container_t stdio[RUN_SECCOMP_FD + 1];
+	char why[512];
+	int sp[2], lfd, rc, bpf;
+
+	st->proc_exited = false;
+	/* A new, empty session keyring for this sandbox (it inherits ours
+	 * at spawn): keyrings are not namespaced, and the one we have may
+	 * hold the caller's keys.  The filter refuses keyctl inside; this
+	 * covers what the kernel looks up on a process's behalf.  ENOSYS:
+	 * a kernel without keyrings, nothing to share. */
+	if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 &&
+	    errno != ENOSYS)
+		pc_die("no proxy route: new session keyring: %s",
+		    strerror(errno));
+	/* The filter as BPF in a memfd bwrap reads from its start; failing
+	 * to make it is a set-up failure before anything ran. */
+	bpf = pc_filter_memfd(o->allow_unix);
+	if (bpf < 0)
+		pc_die("no proxy route: seccomp filter: %s", strerror(-bpf));
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0)
+		pc_die("socketpair: %s", strerror(errno));
+	memset(&po, 0, sizeof(po));
+	memset(stdio, 0, sizeof(stdio));
+	for (int i = 0; i < 3; i++) {
+		stdio[i].flags = UV_INHERIT_FD;
+		stdio[i].data.fd = i;
+	}
+	/* The bridge's end becomes fd 3 in bwrap (see the plan's argv). */
+	stdio[3].flags = UV_INHERIT_FD;
+	stdio[3].data.fd = sp[1];
+	stdio[RUN_SECCOMP_FD].flags = UV_INHERIT_FD;
+	stdio[RUN_SECCOMP_FD].data.fd = bpf;
+	po.file = p->bwrap;
+	po.args = p->argv;
+	/* Secrets travel only in this environment block (execve), never in
+	 * argv (/proc/PID/cmdline is readable by anyone). */
+	po.env = env;
+	po.stdio = stdio;
+	po.stdio_count = RUN_SECCOMP_FD + 1;
+	po.exit_cb = run_on_exit;
+	proc->data = st;
+	rc = uv_spawn(&st->loop, proc, &po);
+	close(sp[1]);
+	close(bpf);
+	if (rc != 0)
+		pc_die("no proxy route: cannot start %s: %s", p->bwrap,
+		    uv_strerror(rc));
+	st->proc_started = true;
+
+	lfd = pc_handoff_accept(sp[0], HANDOFF_FD_TIMEOUT_MS, why, sizeof(why));
+	if (lfd < 0)
+		setup_failed(st, sp[0], why);
+	if (attach)
+		rc = attach_listener(st, lfd, why, sizeof(why));
+	else
+		rc = open_session(st, o, lfd, envname, phase, why, sizeof(why));
+	if (rc != 0)
+		setup_failed(st, sp[0], why);
+	pc_handoff_reply(sp[0], HANDOFF_MSG_ACK, st->sid);
+	close(sp[0]);
+}

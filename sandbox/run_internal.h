@@ -1,0 +1,179 @@
+/*
+ * run_internal: what the files of `portcullis run` share (sandbox/ only;
+ * run.h is the public entry).  One role per file, in the order a run takes
+ * them (STYLE §9: parse, then plan, then execute):
+ *
+ *   opts.c    parse: argv -> struct run_opts, nothing touched yet
+ *   plan.c    plan: bwrap and the bridge located, the bwrap argv built
+ *             (with mounts.c for the file system)
+ *   envs.c    plan: the sandboxes' environments; the secrets scrubbed
+ *             from ours
+ *   launch.c  execute: one sandbox from spawn to the bridge's ack (the
+ *             handoff, the session for its listener)
+ *   remote.c  the daemon's protocol over the control socket (--connect)
+ *   run.c     orchestration: run_main, the stages, the watchdog, the exit
+ *             status
+ */
+#ifndef PORTCULLIS_RUN_INTERNAL_H
+#define PORTCULLIS_RUN_INTERNAL_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "cfg.h"
+#include "mounts.h"
+#include "pclib.h"
+
+struct server;
+struct session;
+
+/* Options given more than this many times are refused (argv is bounded
+ * anyway; this keeps the plan's arrays fixed-size). */
+#define RUN_MAX_REPEAT 64
+/* bwrap argv: fixed part + 3 per bind + hides + COMMAND. */
+#define RUN_FIXED_ARGS 64
+
+struct run_bind {
+	bool ro;
+	char *src;		/* realpath of SRC */
+	char *dst;		/* DST, absolute */
+};
+
+struct run_opts {
+	const char *config;
+	const char *connect;
+	const char *env;
+	enum phase phase;
+	bool phase_given;
+	const char *setup;	/* --setup CMD, or NULL */
+	const char *secrets[RUN_MAX_REPEAT];	/* --secret NAMEs */
+	size_t nsecrets;
+	const char *allow[RUN_MAX_REPEAT];
+	size_t nallow;
+	struct run_bind binds[RUN_MAX_REPEAT];
+	size_t nbinds;
+	bool allow_unix;
+	const char *audit_log;
+	const char *home;	/* --home DIR, or NULL: a fresh one */
+	char **command;
+	int ncommand;
+};
+
+struct run_plan {
+	char bwrap[PATH_MAX];
+	char bridge[PATH_MAX];
+	char cwd[PATH_MAX];
+	char **argv;		/* bwrap argv, NULL-terminated */
+	size_t argc;
+	size_t cap;
+	char *owned[4];		/* strings argv points to that we free */
+	size_t nowned;
+	/* The binds for mounts_set_binds: --bind/--ro-bind, then the
+	 * working directory. */
+	struct mounts_bind mbinds[RUN_MAX_REPEAT + 1];
+};
+
+/* bwrap's fds: the bridge's end of the handoff socketpair is 3 (the
+ * bridge's --handoff-fd), the seccomp BPF bwrap reads is 4. */
+#define RUN_SECCOMP_FD 4
+#define RUN_SECCOMP_FD_STR "4"
+
+/* The sandboxes one run starts: COMMAND's, and first CMD's with --setup. */
+#define RUN_MAX_STAGES 2
+
+struct run_state {
+	uv_loop_t loop;
+	uv_process_t proc[RUN_MAX_STAGES];
+	unsigned cur;		/* index of the sandbox running now */
+	bool last;		/* it is COMMAND's (the run ends with it) */
+	uv_poll_t ctl_poll;
+	bool proc_started, proc_exited, ctl_polling;
+	int status;		/* exit status to return */
+	int ctl_fd;		/* --connect: the control connection */
+	bool daemon_lost;
+	struct server *srv;
+	struct session *ss;	/* embedded: the current session */
+	char sid[HANDOFF_MSG_MAX];	/* the current session's id */
+	const char *audit_path;
+	struct mounts *mounts;	/* file system plan; owns a fresh HOME */
+};
+
+/*
+ * The sandboxes' environments with --setup (NULL otherwise: bwrap inherits
+ * ours).  Both are private copies of our environment taken before it is
+ * scrubbed; setup has the --secret variables, agent has none of them.
+ */
+struct run_envs {
+	char **setup;
+	char **agent;
+	size_t n;		/* entries of setup */
+};
+
+/* ---- opts.c ---- */
+
+/* Fills o from argv, or prints usage (exit 0 for --help) / dies (125). */
+void opts_parse(int argc, char **argv, struct run_opts *o);
+/* Frees what opts_parse allocated (the bind paths). */
+void opts_free(struct run_opts *o);
+
+/* ---- plan.c ---- */
+
+/*
+ * Builds in p the bwrap argv that runs command (ncommand words) through
+ * the bridge.  With --setup, called once for CMD (sh -c CMD) and once for
+ * COMMAND; both sandboxes get the same mounts (m: the same HOME) and
+ * working directory.  Dies (125) on anything it cannot plan.
+ */
+void plan_build(const struct run_opts *o, const struct cfg *cfg,
+    struct mounts *m, char **command, int ncommand, struct run_plan *p);
+void plan_free(struct run_plan *p);
+
+/* ---- envs.c ---- */
+
+/*
+ * With --setup: copies our environment into e->setup (everything) and
+ * e->agent (everything but the --secret variables), then scrubs the
+ * secrets from our own process.  Without: e is empty (NULL: bwrap inherits
+ * ours).  Dies (125) when out of memory.
+ */
+void envs_split(const struct run_opts *o, struct run_envs *e);
+/* Wipes and frees the setup environment's secrets (after CMD exited). */
+void envs_drop_secrets(const struct run_opts *o, struct run_envs *e);
+void envs_free(struct run_envs *e);
+
+/* ---- launch.c ---- */
+
+/*
+ * Starts one sandbox: spawns bwrap (p's argv, environment env or ours when
+ * NULL), receives the bridge's listener, opens a session for it in phase
+ * (env name envname) -- or, when attach, moves the current session (st->ss
+ * / st->sid) to it -- and acknowledges with the session id.  The caller
+ * then runs the loop until the sandbox exits (run_on_exit).  A set-up
+ * failure exits 125: the bridge is refused, COMMAND never runs.
+ */
+void launch_sandbox(struct run_state *st, const struct run_opts *o,
+    const struct run_plan *p, char **env, const char *envname,
+    enum phase phase, bool attach);
+
+/* ---- remote.c ---- */
+
+/* session.open with the listener lfd (ours stays ours); 0 and the id in
+ * sid, or -1 with why.  sockpath names the socket in messages. */
+int remote_open(int ctl_fd, const char *sockpath, int lfd, const char *env,
+    enum phase phase, char *sid, size_t sidlen, char *why, size_t whylen);
+/* session.phase of sid to agent; 0, or -1 with why. */
+int remote_to_agent(int ctl_fd, const char *sid, char *why, size_t whylen);
+/* session.listen of sid with lfd (ours stays ours); 0, or -1 with why. */
+int remote_listen(int ctl_fd, const char *sid, int lfd, char *why,
+    size_t whylen);
+
+/* ---- run.c ---- */
+
+/* The sandbox's exit callback (launch_sandbox spawns with it). */
+void run_on_exit(uv_process_t *proc, int64_t exit_status, int term_signal);
+
+#endif

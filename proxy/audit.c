@@ -708,6 +708,7 @@ jw_begin(struct jw *w, const char *event)
 	w->len = 0;
 	w->fields = 0;
 	w->refusal = false;
+	w->deny = false;
 	jw_raw(w, "{\"ts\":\"", 7);
 	jw_raw(w, ts, (size_t)n);
 	jw_raw(w, "\"", 1);
@@ -729,7 +730,7 @@ jw_strn(struct jw *w, const char *key, const char *value, size_t n)
 	}
 	if (strcmp(key, "decision") == 0 && n == 4 &&
 	    memcmp(value, "deny", 4) == 0)
-		w->refusal = true;
+		w->refusal = w->deny = true;
 	if (n > AUDIT_MAX_VALUE)
 		n = AUDIT_MAX_VALUE;
 	el = json_escape(esc, sizeof(esc), value, n);
@@ -806,12 +807,13 @@ audit_emit(struct audit *a, struct jw *w)
 	/* Refusals have a budget of their own and never count towards
 	 * admission (audit_ok): a tenant flooding refused requests behind a
 	 * slow log can lose its own refusal records (counted), not get every
-	 * other tenant 503.  A refusal is also dropped while the queue is
-	 * full, as before. */
+	 * other tenant 503.  A refusal record itself (not the close of a
+	 * refused conn) is also dropped while the queue is full, as before:
+	 * those are the 503s' own records. */
 	if (r != NULL)
 		r->refusal = w->refusal;
 	if (w->refusal)
-		over = q->full || (r != NULL &&
+		over = (w->deny && q->full) || (r != NULL &&
 		    q->rbytes + sizeof(*r) + r->len > AUDIT_REFUSAL_BYTES);
 	else
 		over = r != NULL && q->bytes + sizeof(*r) + r->len >

@@ -49,6 +49,7 @@ struct jw {
 	bool refusal;		/* refused work ("decision":"deny", or the close
 				 * of a conn that was only refused): queued in
 				 * AUDIT_REFUSAL_BYTES, first to go when full */
+	bool deny;		/* "decision":"deny": dropped while full */
 	char buf[AUDIT_MAX_RECORD];
 };
 

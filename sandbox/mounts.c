@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "mounts.h"
+#include "pclib.h"
 
 extern char **environ;
 
@@ -225,29 +226,47 @@ add_caller_home(struct mounts *m, const char *path)
 }
 
 /*
- * Picks the run's temp dir: TMPDIR when it is an absolute, existing
- * directory that is not a system directory, else /tmp.  Inside the
- * sandbox /tmp is a private tmpfs already; a TMPDIR outside it gets one
- * too (m->tmp_cover), or a second run of the same user could read this
- * run's HOME and audit log there (both 0700/0600, but same uid).
+ * Picks the run's temp dir: TMPDIR (absolute) or /tmp.  Inside the sandbox
+ * /tmp is a private tmpfs already; a TMPDIR outside it gets one too
+ * (m->tmp_cover), or a second run of the same user could read this run's
+ * HOME and audit log there (both 0700/0600, but same uid).  A TMPDIR that
+ * is a system directory (/var, under /usr ...) can't be covered: /tmp is
+ * used instead, with a warning.  A TMPDIR that doesn't exist is an error
+ * (0, or -1 + why).
  */
 static int
-tmpdir_pick(struct mounts *m)
+tmpdir_pick(struct mounts *m, char *why, size_t whylen)
 {
 	const char *tmp = getenv("TMPDIR");
 	char real[PATH_MAX];
 	struct stat st;
 
-	if (tmp == NULL || tmp[0] != '/' || realpath(tmp, real) == NULL ||
-	    stat(real, &st) != 0 || !S_ISDIR(st.st_mode) ||
-	    mounts_at_or_above("/tmp", real) || is_system_dir(real)) {
-		m->tmpdir = strdup("/tmp");
-		m->tmp_cover = false;
+	m->tmp_cover = false;
+	if (tmp == NULL || tmp[0] != '/') {
+		tmp = "/tmp";
+	} else if (realpath(tmp, real) == NULL || stat(real, &st) != 0 ||
+	    !S_ISDIR(st.st_mode)) {
+		int e = realpath(tmp, real) == NULL || stat(real, &st) != 0 ?
+		    errno : ENOTDIR;
+
+		snprintf(why, whylen, "HOME: mkdtemp in TMPDIR %.300s: %s", tmp,
+		    strerror(e));
+		return -1;
+	} else if (mounts_at_or_above("/tmp", real)) {
+		tmp = real;
+	} else if (is_system_dir(real)) {
+		pc_warnx("TMPDIR %s is a system directory; the run's HOME and "
+		    "temp files go to /tmp instead", real);
+		tmp = "/tmp";
 	} else {
-		m->tmpdir = strdup(real);
+		tmp = real;
 		m->tmp_cover = true;
 	}
-	return m->tmpdir != NULL ? 0 : -1;
+	if ((m->tmpdir = strdup(tmp)) == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	return 0;
 }
 
 /* Closes every fd but keep (moved to 3) and 0-2. */
@@ -565,10 +584,8 @@ mounts_new(const char *home_opt, char *why, size_t whylen)
 		    MOUNTS_MAX_PATHS);
 		goto fail;
 	}
-	if (tmpdir_pick(m) != 0) {
-		snprintf(why, whylen, "out of memory");
+	if (tmpdir_pick(m, why, whylen) != 0)
 		goto fail;
-	}
 	if ((home_opt != NULL ? home_given(m, home_opt, why, whylen) :
 	    home_fresh(m, why, whylen)) != 0)
 		goto fail;

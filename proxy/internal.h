@@ -78,7 +78,6 @@ struct server {
 	uint64_t id_seq;
 	unsigned session_seq;
 	bool stopping;
-	bool stop_logged;
 	void *control;			/* control.c's state, or NULL */
 	struct worker *workers;		/* extra loops ([proxy] workers > 1),
 					 * worker.c */

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "log.h"
 
 /* A queued record. */
@@ -66,6 +67,7 @@ struct audit_q {
 	uint64_t reserve_tried_ms;
 };
 
+/* TODO(h9): the shared clock */
 static uint64_t
 now_ms(void)
 {
@@ -632,46 +634,6 @@ audit_close(struct audit *a)
 		fsync(q->fd);
 	}
 	q_free(q);
-}
-
-size_t
-json_escape(char *dst, size_t dstsz, const char *src, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-
-	if (dstsz == 0)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)src[i];
-		char tmp[7];
-		size_t tl;
-
-		if (ch == '"' || ch == '\\') {
-			tmp[0] = '\\';
-			tmp[1] = (char)ch;
-			tl = 2;
-		} else if (ch < 0x20 || ch >= 0x7f) {
-			/* Non-ASCII and control bytes come from peers; escape
-			 * them byte-wise so the line stays valid JSON/ASCII. */
-			tmp[0] = '\\';
-			tmp[1] = 'u';
-			tmp[2] = '0';
-			tmp[3] = '0';
-			tmp[4] = hex[ch >> 4];
-			tmp[5] = hex[ch & 15];
-			tl = 6;
-		} else {
-			tmp[0] = (char)ch;
-			tl = 1;
-		}
-		if (o + tl >= dstsz)
-			break;
-		memcpy(dst + o, tmp, tl);
-		o += tl;
-	}
-	dst[o] = '\0';
-	return o;
 }
 
 static void

@@ -55,7 +55,9 @@ struct jw {
 
 /* Starts a record: {"ts":"<now, UTC, ms>","event":"<event>" */
 void jw_begin(struct jw *w, const char *event);
-/* Adds "key":"value" (escaped, cut to AUDIT_MAX_VALUE), or "key":null. */
+/* Adds "key":"value", or "key":null.  The value is cut to AUDIT_MAX_VALUE
+ * bytes, then escaped by json_escape() (json.h), the one escaper control
+ * replies use too. */
 void jw_str(struct jw *w, const char *key, const char *value);
 void jw_strn(struct jw *w, const char *key, const char *value, size_t n);
 void jw_int(struct jw *w, const char *key, long long v);
@@ -68,9 +70,5 @@ void jw_null(struct jw *w, const char *key);
  * false) until a retry writes again: retries come with new records (the
  * refusals' own) and at least every AUDIT_RETRY_MAX_MS. */
 int audit_emit(struct audit *a, struct jw *w);
-
-/* Escapes src (n bytes) as JSON string content into dst (NUL-terminated,
- * cut to fit).  Returns the length written.  Used by control replies too. */
-size_t json_escape(char *dst, size_t dstsz, const char *src, size_t n);
 
 #endif

@@ -1,8 +1,9 @@
 /*
- * control: the daemon's control socket (DESIGN.md §8), `portcullis ctl`,
- * and the client helpers `portcullis run --connect` uses.
+ * control: the daemon side of the control socket (DESIGN.md §8); the
+ * client side (`portcullis ctl`, `portcullis run --connect`) is ctl.c and
+ * the JSON reader both sides use is json.c.
  *
- * Daemon side.  A Unix stream socket; every fd is non-blocking and watched
+ * A Unix stream socket; every fd is non-blocking and watched
  * with a uv_poll_t, and read with recvmsg() so that a listener fd sent with
  * session.open or session.listen (SCM_RIGHTS) is collected with the bytes
  * it came with.
@@ -22,7 +23,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
-#include <poll.h>
 #include <pwd.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,11 +31,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
 #include "internal.h"
+#include "json.h"
 #include "log.h"
 
 /* Control connections at once: a local admin interface needs few. */
@@ -43,8 +43,6 @@
 /* fds held per connection while waiting for their session.open/.listen
  * line. */
 #define CONTROL_MAX_FDS 4
-/* A reply (status lists every session). */
-#define CONTROL_MAX_REPLY 65536
 /* Sessions one control connection may own. */
 #define CONTROL_MAX_SESSIONS 64
 /* A refused reload's error text in the reply (the quoted reply must fit
@@ -90,370 +88,6 @@ struct control {
 	struct ctl_conn *conns;
 	unsigned nconns;
 };
-
-/* ---- flat JSON ------------------------------------------------------- */
-
-static const char *
-json_ws(const char *p, const char *end)
-{
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
-		p++;
-	return p;
-}
-
-static int
-hex4(const char *p, const char *end, unsigned *out)
-{
-	unsigned v = 0;
-	int i;
-
-	if (end - p < 4)
-		return -1;
-	for (i = 0; i < 4; i++) {
-		char c = p[i];
-
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= (unsigned)(c - '0');
-		else if (c >= 'a' && c <= 'f')
-			v |= (unsigned)(c - 'a' + 10);
-		else if (c >= 'A' && c <= 'F')
-			v |= (unsigned)(c - 'A' + 10);
-		else
-			return -1;
-	}
-	*out = v;
-	return 0;
-}
-
-/*
- * Parses the string at *pp (just past the opening quote) into out (NUL
- * terminated), advancing *pp past the closing quote.  out may be NULL to
- * skip.  Returns the bytes written or -1.
- */
-static int
-json_string(const char **pp, const char *end, char *out, size_t outlen)
-{
-	const char *p = *pp;
-	size_t n = 0;
-
-	for (;;) {
-		unsigned cp;
-		char enc[4];
-		size_t k = 0;
-
-		if (p >= end)
-			return -1;
-		if (*p == '"')
-			break;
-		if ((unsigned char)*p < 0x20)
-			return -1;
-		if (*p != '\\') {
-			enc[k++] = *p++;
-		} else {
-			p++;
-			if (p >= end)
-				return -1;
-			switch (*p) {
-			case '"': case '\\': case '/':
-				enc[k++] = *p; break;
-			case 'b': enc[k++] = '\b'; break;
-			case 'f': enc[k++] = '\f'; break;
-			case 'n': enc[k++] = '\n'; break;
-			case 'r': enc[k++] = '\r'; break;
-			case 't': enc[k++] = '\t'; break;
-			case 'u':
-				if (hex4(p + 1, end, &cp) != 0)
-					return -1;
-				p += 4;
-				if (cp >= 0xd800 && cp <= 0xdbff) {
-					unsigned lo;
-
-					if (end - p < 7 || p[1] != '\\' ||
-					    p[2] != 'u' ||
-					    hex4(p + 3, end, &lo) != 0 ||
-					    lo < 0xdc00 || lo > 0xdfff)
-						return -1;
-					p += 6;
-					cp = 0x10000 + ((cp - 0xd800) << 10) +
-					    (lo - 0xdc00);
-				} else if (cp >= 0xdc00 && cp <= 0xdfff) {
-					return -1;
-				}
-				if (cp == 0)
-					return -1;
-				if (cp < 0x80) {
-					enc[k++] = (char)cp;
-				} else if (cp < 0x800) {
-					enc[k++] = (char)(0xc0 | (cp >> 6));
-					enc[k++] = (char)(0x80 | (cp & 0x3f));
-				} else if (cp < 0x10000) {
-					enc[k++] = (char)(0xe0 | (cp >> 12));
-					enc[k++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-					enc[k++] = (char)(0x80 | (cp & 0x3f));
-				} else {
-					enc[k++] = (char)(0xf0 | (cp >> 18));
-					enc[k++] = (char)(0x80 | ((cp >> 12) & 0x3f));
-					enc[k++] = (char)(0x80 | ((cp >> 6) & 0x3f));
-					enc[k++] = (char)(0x80 | (cp & 0x3f));
-				}
-				break;
-			default:
-				return -1;
-			}
-			p++;
-		}
-		if (out != NULL) {
-			if (n + k >= outlen)
-				return -1;
-			memcpy(out + n, enc, k);
-		}
-		n += k;
-	}
-	if (out != NULL)
-		out[n] = '\0';
-	*pp = p + 1;
-	return (int)n;
-}
-
-/* Skips one value of any kind (for nested members). */
-static int
-json_skip(const char **pp, const char *end, int depth)
-{
-	const char *p = json_ws(*pp, end);
-
-	if (depth > CTL_JSON_MAX_DEPTH || p >= end)
-		return -1;
-	if (*p == '"') {
-		p++;
-		if (json_string(&p, end, NULL, 0) < 0)
-			return -1;
-	} else if (*p == '{' || *p == '[') {
-		char close = *p == '{' ? '}' : ']';
-		bool obj = *p == '{';
-
-		p = json_ws(p + 1, end);
-		if (p < end && *p == close) {
-			*pp = p + 1;
-			return 0;
-		}
-		for (;;) {
-			if (obj) {
-				p = json_ws(p, end);
-				if (p >= end || *p != '"')
-					return -1;
-				p++;
-				if (json_string(&p, end, NULL, 0) < 0)
-					return -1;
-				p = json_ws(p, end);
-				if (p >= end || *p != ':')
-					return -1;
-				p++;
-			}
-			if (json_skip(&p, end, depth + 1) < 0)
-				return -1;
-			p = json_ws(p, end);
-			if (p < end && *p == ',') {
-				p++;
-				continue;
-			}
-			if (p < end && *p == close)
-				break;
-			return -1;
-		}
-		p++;
-	} else {
-		const char *s = p;
-
-		while (p < end && (strchr("+-.eE", *p) != NULL ||
-		    (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')))
-			p++;
-		if (p == s)
-			return -1;
-	}
-	*pp = p;
-	return 0;
-}
-
-int
-ctl_json_parse(const char *text, size_t len, struct ctl_json *j,
-    const char **why)
-{
-	const char *p = text, *end = text + len;
-	size_t used = 0;
-
-	j->n = 0;
-	*why = "malformed JSON";
-	if (len > CONTROL_MAX_LINE) {
-		*why = "request too long";
-		return -EINVAL;
-	}
-	p = json_ws(p, end);
-	if (p >= end || *p != '{') {
-		*why = "expected a JSON object";
-		return -EINVAL;
-	}
-	p = json_ws(p + 1, end);
-	if (p < end && *p == '}') {
-		p++;
-		goto done;
-	}
-	for (;;) {
-		int n;
-		size_t k;
-
-		if (j->n == CTL_JSON_MAX_FIELDS) {
-			*why = "too many members";
-			return -EINVAL;
-		}
-		p = json_ws(p, end);
-		if (p >= end || *p != '"')
-			return -EINVAL;
-		p++;
-		n = json_string(&p, end, j->store + used, sizeof(j->store) - used);
-		if (n < 0)
-			return -EINVAL;
-		k = j->n;
-		j->f[k].key = j->store + used;
-		used += (size_t)n + 1;
-		for (size_t i = 0; i < k; i++)
-			if (strcmp(j->f[i].key, j->f[k].key) == 0) {
-				*why = "duplicate member";
-				return -EINVAL;
-			}
-		p = json_ws(p, end);
-		if (p >= end || *p != ':')
-			return -EINVAL;
-		p = json_ws(p + 1, end);
-		if (p >= end)
-			return -EINVAL;
-		j->f[k].val = NULL;
-		if (*p == '"') {
-			p++;
-			n = json_string(&p, end, j->store + used,
-			    sizeof(j->store) - used);
-			if (n < 0)
-				return -EINVAL;
-			j->f[k].kind = CTL_JSON_STRING;
-			j->f[k].val = j->store + used;
-			used += (size_t)n + 1;
-		} else if (*p == '{' || *p == '[') {
-			if (json_skip(&p, end, 1) < 0)
-				return -EINVAL;
-			j->f[k].kind = CTL_JSON_OTHER;
-		} else if (end - p >= 4 && memcmp(p, "true", 4) == 0) {
-			j->f[k].kind = CTL_JSON_TRUE;
-			p += 4;
-		} else if (end - p >= 5 && memcmp(p, "false", 5) == 0) {
-			j->f[k].kind = CTL_JSON_FALSE;
-			p += 5;
-		} else if (end - p >= 4 && memcmp(p, "null", 4) == 0) {
-			j->f[k].kind = CTL_JSON_NULL;
-			p += 4;
-		} else {
-			const char *s = p;
-			char *e;
-
-			if (*p == '-')
-				p++;
-			while (p < end && ((*p >= '0' && *p <= '9') ||
-			    *p == '.' || *p == 'e' || *p == 'E' ||
-			    *p == '+' || *p == '-'))
-				p++;
-			if (p == s || (size_t)(p - s) >= 64 ||
-			    used + (size_t)(p - s) + 1 > sizeof(j->store))
-				return -EINVAL;
-			memcpy(j->store + used, s, (size_t)(p - s));
-			j->store[used + (size_t)(p - s)] = '\0';
-			(void)strtod(j->store + used, &e);
-			if (*e != '\0')
-				return -EINVAL;
-			j->f[k].kind = CTL_JSON_NUMBER;
-			j->f[k].val = j->store + used;
-			used += (size_t)(p - s) + 1;
-		}
-		j->n++;
-		p = json_ws(p, end);
-		if (p < end && *p == ',') {
-			p++;
-			continue;
-		}
-		if (p < end && *p == '}') {
-			p++;
-			break;
-		}
-		return -EINVAL;
-	}
-done:
-	p = json_ws(p, end);
-	if (p != end) {
-		*why = "trailing bytes after the JSON object";
-		return -EINVAL;
-	}
-	return 0;
-}
-
-const char *
-ctl_json_str(const struct ctl_json *j, const char *key)
-{
-	for (size_t i = 0; i < j->n; i++)
-		if (strcmp(j->f[i].key, key) == 0)
-			return j->f[i].kind == CTL_JSON_STRING ? j->f[i].val : NULL;
-	return NULL;
-}
-
-static bool
-json_has(const struct ctl_json *j, const char *key)
-{
-	for (size_t i = 0; i < j->n; i++)
-		if (strcmp(j->f[i].key, key) == 0)
-			return true;
-	return false;
-}
-
-int
-ctl_json_bool(const struct ctl_json *j, const char *key)
-{
-	for (size_t i = 0; i < j->n; i++)
-		if (strcmp(j->f[i].key, key) == 0)
-			return j->f[i].kind == CTL_JSON_TRUE ? 1 :
-			    j->f[i].kind == CTL_JSON_FALSE ? 0 : -1;
-	return -1;
-}
-
-int
-ctl_json_quote(char *buf, size_t len, size_t *pos, const char *s)
-{
-	size_t p = *pos;
-
-	if (p + 1 >= len)
-		return -EMSGSIZE;
-	buf[p++] = '"';
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		char tmp[8];
-		size_t k;
-
-		if (c == '"' || c == '\\') {
-			tmp[0] = '\\';
-			tmp[1] = (char)c;
-			k = 2;
-		} else if (c < 0x20 || c == 0x7f) {
-			k = (size_t)snprintf(tmp, sizeof(tmp), "\\u%04x", c);
-		} else {
-			tmp[0] = (char)c;
-			k = 1;
-		}
-		if (p + k + 1 >= len)
-			return -EMSGSIZE;
-		memcpy(buf + p, tmp, k);
-		p += k;
-	}
-	buf[p++] = '"';
-	buf[p] = '\0';
-	*pos = p;
-	return 0;
-}
 
 /* ---- daemon side ----------------------------------------------------- */
 
@@ -543,7 +177,7 @@ reply_error(struct ctl_conn *cc, const char *msg)
 	size_t pos;
 
 	pos = (size_t)snprintf(out, sizeof(out), "{\"ok\":false,\"error\":");
-	if (ctl_json_quote(out, sizeof(out) - 2, &pos, msg) != 0)
+	if (json_quote(out, sizeof(out) - 2, &pos, msg) != 0)
 		snprintf(out, sizeof(out),
 		    "{\"ok\":false,\"error\":\"error too long\"}");
 	else
@@ -588,12 +222,12 @@ is_tcp_listener(int fd)
 }
 
 static void
-op_session_open(struct ctl_conn *cc, const struct ctl_json *j)
+op_session_open(struct ctl_conn *cc, const struct json_obj *j)
 {
 	struct control *ctl = cc->ctl;
 	const struct cfg *cfg = server_config(ctl->s);
-	const char *env = ctl_json_str(j, "env");
-	const char *ph = ctl_json_str(j, "phase");
+	const char *env = json_get_str(j, "env");
+	const char *ph = json_get_str(j, "phase");
 	struct ctl_sess *cs;
 	enum phase phase = PHASE_AGENT;
 	char out[256], msg[CONTROL_MAX_LINE];
@@ -658,7 +292,7 @@ op_session_open(struct ctl_conn *cc, const struct ctl_json *j)
 	cc->sessions = cs;
 	cc->nsessions++;
 	pos = (size_t)snprintf(out, sizeof(out), "{\"ok\":true,\"session\":");
-	(void)ctl_json_quote(out, sizeof(out) - 2, &pos, cs->id);
+	(void)json_quote(out, sizeof(out) - 2, &pos, cs->id);
 	snprintf(out + pos, sizeof(out) - pos, "}");
 	reply(cc, out);
 }
@@ -673,11 +307,11 @@ op_session_open(struct ctl_conn *cc, const struct ctl_json *j)
  * another's.  On refusal the reply is sent here and false returned.
  */
 static bool
-may_steer(struct ctl_conn *cc, const struct ctl_json *j,
+may_steer(struct ctl_conn *cc, const struct json_obj *j,
     const struct ctl_conn *owner, const char *op, const char *id)
 {
 	bool admin = cc->uid == 0 || cc->uid == geteuid();
-	bool force = ctl_json_bool(j, "force") == 1;
+	bool force = json_get_bool(j, "force") == 1;
 
 	if (owner == cc)
 		return true;
@@ -698,10 +332,10 @@ may_steer(struct ctl_conn *cc, const struct ctl_json *j,
 }
 
 static void
-op_session_phase(struct ctl_conn *cc, const struct ctl_json *j)
+op_session_phase(struct ctl_conn *cc, const struct json_obj *j)
 {
-	const char *id = ctl_json_str(j, "session");
-	const char *ph = ctl_json_str(j, "phase");
+	const char *id = json_get_str(j, "session");
+	const char *ph = json_get_str(j, "phase");
 	struct ctl_conn *owner;
 	struct ctl_sess *cs;
 	enum phase phase;
@@ -739,9 +373,9 @@ op_session_phase(struct ctl_conn *cc, const struct ctl_json *j)
  * client must not be able to graft its own sockets onto it.
  */
 static void
-op_session_listen(struct ctl_conn *cc, const struct ctl_json *j)
+op_session_listen(struct ctl_conn *cc, const struct json_obj *j)
 {
-	const char *id = ctl_json_str(j, "session");
+	const char *id = json_get_str(j, "session");
 	struct ctl_conn *owner;
 	struct ctl_sess *cs;
 	char msg[256];
@@ -781,9 +415,9 @@ op_session_listen(struct ctl_conn *cc, const struct ctl_json *j)
 }
 
 static void
-op_session_close(struct ctl_conn *cc, const struct ctl_json *j)
+op_session_close(struct ctl_conn *cc, const struct json_obj *j)
 {
-	const char *id = ctl_json_str(j, "session");
+	const char *id = json_get_str(j, "session");
 	struct ctl_conn *owner;
 	struct ctl_sess *cs, **pp;
 
@@ -829,12 +463,12 @@ op_status(struct ctl_conn *cc)
 				pos += (size_t)snprintf(out + pos, len - pos,
 				    "%s{\"id\":", first ? "" : ",");
 			if (rc == 0)
-				rc = ctl_json_quote(out, len - 128, &pos, cs->id);
+				rc = json_quote(out, len - 128, &pos, cs->id);
 			if (rc == 0)
 				pos += (size_t)snprintf(out + pos, len - pos,
 				    ",\"env\":");
 			if (rc == 0)
-				rc = ctl_json_quote(out, len - 128, &pos, cs->env);
+				rc = json_quote(out, len - 128, &pos, cs->env);
 			if (rc != 0) {
 				pos = save;
 				truncated = true;
@@ -897,7 +531,7 @@ op_reload(struct ctl_conn *cc)
 static void
 handle_line(struct ctl_conn *cc, const char *line, size_t len)
 {
-	struct ctl_json *j;
+	struct json_obj *j;
 	const char *why, *op;
 
 	j = malloc(sizeof(*j));
@@ -906,12 +540,12 @@ handle_line(struct ctl_conn *cc, const char *line, size_t len)
 		reply_error(cc, "out of memory");
 		return;
 	}
-	if (ctl_json_parse(line, len, j, &why) != 0) {
+	if (json_parse(line, len, j, &why) != 0) {
 		drop_fds(cc);
 		reply_error(cc, why);
 		goto out;
 	}
-	op = ctl_json_str(j, "op");
+	op = json_get_str(j, "op");
 	if (op == NULL) {
 		drop_fds(cc);
 		reply_error(cc, "missing \"op\"");
@@ -1303,222 +937,4 @@ control_stop(struct server *s)
 	s->control = NULL;
 	uv_poll_stop(&ctl->poll);
 	uv_close((uv_handle_t *)&ctl->poll, ctl_on_listener_closed);
-}
-
-/* ---- client side ----------------------------------------------------- */
-
-int
-control_connect(const char *path)
-{
-	struct sockaddr_un sun;
-	int fd, saved;
-
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sun.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
-		saved = errno;
-		close(fd);
-		return -saved;
-	}
-	return fd;
-}
-
-static long long
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int
-control_request(int fd, const char *line, int passfd, char *out,
-    size_t outlen, int timeout_ms)
-{
-	char msg[CONTROL_MAX_LINE + 1];
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr mh;
-	struct iovec iov;
-	size_t len = strlen(line), have = 0, off = 0;
-	long long deadline = mono_ms() + timeout_ms;
-
-	if (len + 1 > CONTROL_MAX_LINE)
-		return -EMSGSIZE;
-	memcpy(msg, line, len);
-	msg[len++] = '\n';
-	while (off < len) {
-		ssize_t n;
-
-		memset(&mh, 0, sizeof(mh));
-		iov.iov_base = msg + off;
-		iov.iov_len = len - off;
-		mh.msg_iov = &iov;
-		mh.msg_iovlen = 1;
-		if (passfd >= 0 && off == 0) {
-			struct cmsghdr *cm;
-
-			memset(&u, 0, sizeof(u));
-			mh.msg_control = u.buf;
-			mh.msg_controllen = sizeof(u.buf);
-			cm = CMSG_FIRSTHDR(&mh);
-			cm->cmsg_level = SOL_SOCKET;
-			cm->cmsg_type = SCM_RIGHTS;
-			cm->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(cm), &passfd, sizeof(int));
-		}
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		/* A daemon that refuses a peer answers at once and closes;
-		 * its reply is still queued for us, so read it. */
-		if (n < 0 && errno == EPIPE)
-			break;
-		if (n < 0)
-			return -errno;
-		off += (size_t)n;
-	}
-	/* Read byte-wise up to the newline: what follows is not ours. */
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		long long left = deadline - mono_ms();
-		ssize_t n;
-		int rc;
-
-		if (left <= 0)
-			return -ETIMEDOUT;
-		rc = poll(&p, 1, (int)left);
-		if (rc < 0 && errno == EINTR)
-			continue;
-		if (rc < 0)
-			return -errno;
-		if (rc == 0)
-			continue;
-		n = read(fd, out + have, 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ECONNRESET;
-		if (out[have] == '\n') {
-			out[have] = '\0';
-			return 0;
-		}
-		if (++have + 1 >= outlen)
-			return -EMSGSIZE;
-	}
-}
-
-static const char ctl_usage[] =
-"usage: portcullis ctl [--control SOCK] status\n"
-"       portcullis ctl [--control SOCK] phase SESSION agent [--force]\n"
-"       portcullis ctl [--control SOCK] reload\n"
-"\n"
-"Talks to a running `portcullis serve` over its control socket\n"
-"(default " CFG_DEFAULT_CONTROL ") and prints the reply (one JSON line).\n"
-"\n"
-"  status                 sessions (id, env, phase) and the live connection count\n"
-"  phase SESSION agent    one-way switch setup -> agent: every connection the\n"
-"                         session opened in setup is cut (close error\n"
-"                         \"phase_changed\"); later requests use the agent rules.\n"
-"                         Only the control connection that opened the session\n"
-"                         may switch it (`portcullis run` does); --force is the\n"
-"                         admin override, for root or the daemon's own uid\n"
-"  reload                 re-read the daemon's config file (as SIGHUP); an\n"
-"                         invalid file is refused with FILE:LINE, old stays\n"
-"\n"
-"Exit status: 0 when the daemon answered ok, 1 otherwise, 2 on usage errors.\n";
-
-int
-ctl_main(int argc, char **argv)
-{
-	const char *path = CFG_DEFAULT_CONTROL;
-	char line[CONTROL_MAX_LINE], *out;
-	struct ctl_json *j;
-	const char *why;
-	size_t pos;
-	int i = 1, fd, rc, ok;
-	bool force = false;
-
-	/* `ctl status --help` too: --help anywhere prints the usage. */
-	for (int k = 1; k < argc; k++)
-		if (strcmp(argv[k], "--help") == 0 || strcmp(argv[k], "-h") == 0) {
-			fputs(ctl_usage, stdout);
-			return 0;
-		}
-	while (i < argc && argv[i][0] == '-') {
-		if (strcmp(argv[i], "--control") == 0 && i + 1 < argc) {
-			path = argv[i + 1];
-			i += 2;
-			continue;
-		}
-		fputs(ctl_usage, stderr);
-		return 2;
-	}
-	/* `phase SESSION agent --force`: the option may also come last. */
-	if (argc - i == 4 && strcmp(argv[i], "phase") == 0 &&
-	    strcmp(argv[argc - 1], "--force") == 0) {
-		force = true;
-		argc--;
-	}
-	if (i < argc && strcmp(argv[i], "status") == 0 && argc - i == 1) {
-		snprintf(line, sizeof(line), "{\"op\":\"status\"}");
-	} else if (i < argc && strcmp(argv[i], "reload") == 0 && argc - i == 1) {
-		snprintf(line, sizeof(line), "{\"op\":\"reload\"}");
-	} else if (i < argc && strcmp(argv[i], "phase") == 0 && argc - i == 3) {
-		pos = (size_t)snprintf(line, sizeof(line),
-		    "{\"op\":\"session.phase\",\"session\":");
-		if (ctl_json_quote(line, sizeof(line) - 64, &pos, argv[i + 1]) != 0)
-			return 2;
-		pos += (size_t)snprintf(line + pos, sizeof(line) - pos,
-		    ",\"phase\":");
-		if (ctl_json_quote(line, sizeof(line) - 2, &pos, argv[i + 2]) != 0)
-			return 2;
-		snprintf(line + pos, sizeof(line) - pos, "%s}",
-		    force ? ",\"force\":true" : "");
-	} else {
-		fputs(ctl_usage, stderr);
-		return 2;
-	}
-	fd = control_connect(path);
-	if (fd < 0) {
-		fprintf(stderr, "portcullis ctl: %s: %s\n", path, strerror(-fd));
-		return 1;
-	}
-	out = malloc(CONTROL_MAX_REPLY);
-	j = malloc(sizeof(*j));
-	if (out == NULL || j == NULL) {
-		free(out);
-		free(j);
-		close(fd);
-		return 1;
-	}
-	rc = control_request(fd, line, -1, out, CONTROL_MAX_REPLY,
-	    CONTROL_REPLY_TIMEOUT_MS);
-	close(fd);
-	if (rc < 0) {
-		fprintf(stderr, "portcullis ctl: %s: %s\n", path, strerror(-rc));
-		ok = 0;
-	} else {
-		printf("%s\n", out);
-		/* The status reply's size may exceed what the reader takes;
-		 * then fall back to the fixed prefix every reply has. */
-		if (ctl_json_parse(out, strlen(out), j, &why) == 0)
-			ok = ctl_json_bool(j, "ok") == 1;
-		else
-			ok = strncmp(out, "{\"ok\":true", 10) == 0;
-	}
-	free(out);
-	free(j);
-	return ok ? 0 : 1;
 }

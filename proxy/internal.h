@@ -1,6 +1,7 @@
 /*
- * internal: structures shared by the proxy's modules (server.c, conn.c,
- * control.c).  Nothing outside proxy/ includes this.
+ * internal: structures shared by the proxy's modules (server.c, session.c,
+ * pool.c, worker.c, serve.c, conn.c, control.c).  Nothing outside proxy/
+ * includes this.
  */
 #ifndef PORTCULLIS_INTERNAL_H
 #define PORTCULLIS_INTERNAL_H
@@ -19,6 +20,9 @@
 #include "netaddr.h"
 #include "policy.h"
 #include "server.h"
+
+/* listen(2) backlog for every listener ([proxy] listen and sessions'). */
+#define SERVER_BACKLOG 511
 
 /* A relay buffer lent by the server's pool (limits.h: big or small). */
 struct buf {
@@ -65,8 +69,6 @@ struct server {
 	struct audit audit;
 	struct listener **listeners;	/* [proxy] listen handles */
 	size_t nlisteners;
-	uv_signal_t sig_int, sig_term, sig_hup;
-	bool signals;
 	struct conn *conns;		/* every live conn (list head) */
 	unsigned nconns;
 	struct session *sessions;
@@ -76,9 +78,9 @@ struct server {
 	uint64_t id_seq;
 	unsigned session_seq;
 	bool stopping;
-	bool stop_logged;
 	void *control;			/* control.c's state, or NULL */
-	struct worker *workers;		/* extra loops ([proxy] workers > 1) */
+	struct worker *workers;		/* extra loops ([proxy] workers > 1),
+					 * worker.c */
 	unsigned nworkers;
 	bool is_worker;			/* not the main loop */
 	char *cfg_path;			/* for reload; NULL = embedded default */
@@ -103,11 +105,36 @@ void server_cfg_unref(struct cfg *c);
 /* Counts a new conn against [limits] max_connections (all workers);
  * false = over the limit, nothing counted. */
 bool server_conn_admit(struct server *s);
-void session_unref(struct session *ss);
+/* A conn counted by server_conn_admit() is gone. */
 void server_conn_gone(struct server *s);
+/* server_listen(), with SO_REUSEPORT when reuseport (every worker then
+ * listens on the same addresses).  0 or -errno (message on stderr). */
+int server_listen_on(struct server *s, bool reuseport);
+/* Writes the `stop` record (last, after every worker's records). */
+void server_log_stop(struct server *s);
 
-/* Buffer pool (server.c). */
+/* session.c */
+/* Drops one reference (a listener handle's or a conn's, or the session's
+ * own); the last frees it. */
+void session_unref(struct session *ss);
+
+/* pool.c: the relay buffers of one loop. */
 struct buf *pool_get(struct pool *p);
 void pool_put(struct pool *p, struct buf *b);
+void pool_drain(struct pool *p);
+
+/* worker.c: the extra loops of a main server. */
+/* How many loops [proxy] workers asks for (0 = one per online CPU). */
+unsigned worker_wanted(const struct cfg *c);
+/* Starts n - 1 workers next to main (whose listeners must use
+ * SO_REUSEPORT).  0 or -errno; those set up are stopped by worker_stop. */
+int worker_spawn(struct server *main, unsigned n);
+/* Hands a new config to every worker (server_set_config). */
+void worker_set_config(struct server *main, struct cfg *cfg);
+/* Tells every worker to stop (server_stop). */
+void worker_stop(struct server *main);
+/* After main's loop has ended: joins and frees the workers, then writes
+ * main's `stop` record if it had any. */
+void worker_join(struct server *main);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * server: the proxy daemon's state on one libuv loop — the config in force,
- * the resolver, the audit log, TCP listeners, sessions and conns.
+ * the resolver, the audit log, TCP listeners, sessions and conns
+ * (server.c, session.c).  `portcullis serve` is serve.h.
  */
 #ifndef PORTCULLIS_SERVER_H
 #define PORTCULLIS_SERVER_H
@@ -75,18 +76,14 @@ void server_stop(struct server *s);
 void server_free(struct server *s);	/* after uv_run() has returned */
 
 /*
- * `portcullis serve` body: loads -c FILE (or the default), installs
- * SIGINT/SIGTERM (graceful stop) and SIGHUP (reload) handlers, runs the
- * loop.  Returns the process exit status.
- */
-int serve_main(int argc, char **argv);
-
-
-
-/*
  * Re-reads the config file the server was started with and, if it is valid,
  * puts it in force (server_set_config).  Returns 0, or -EINVAL with a
  * malloc'd "FILE:LINE: message" list in *errors (the old config stays).
  */
 int server_reload(struct server *s, char **errors);
+
+/* TODO(merge): serve_main moved to serve.h; proxy/main.c still looks for it
+ * here.  Drop this once it includes serve.h. */
+#include "serve.h"
+
 #endif

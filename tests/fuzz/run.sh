@@ -22,7 +22,8 @@ root=$(cd "$here/../.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-fuzz.XXXXXX")
 status=0
 
-for pair in fuzz_host:host fuzz_tls:tls fuzz_request:request fuzz_config:config; do
+for pair in fuzz_host:host fuzz_tls:tls fuzz_request:request fuzz_config:config \
+    fuzz_control:control; do
 	name=${pair%%:*}
 	kind=${pair#*:}
 	bin=

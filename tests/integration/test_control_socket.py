@@ -113,5 +113,26 @@ def test_peer_inside_a_sandbox_refused():
     eq(rc, 0, "ctl outside the sandbox (stderr %r)" % err)
 
 
+def test_replies_escaped_like_the_audit_log():
+    """Replies go through the audit log's escaper (proxy/json.c): a peer's
+    non-ASCII and control bytes come back as \\u00XX, one per byte, so the
+    reply line is printable ASCII; a NUL byte inside a nested value is
+    refused like one anywhere else."""
+    p, ctl = daemon()
+    s, f = conn(ctl)
+    ls = listener()
+    socket.send_fds(s, [b'{"op":"session.open","env":"w\xc3\xa9b\x7f\\u0001\\""}\n'],
+                    [ls.fileno()])
+    line = f.readline()
+    eq(line, b'{"ok":false,"error":"unknown env \\"w\\u00c3\\u00a9b\\u007f\\u0001'
+             b'\\"\\""}\n', "escaped reply")
+    check(all(0x20 <= b < 0x7f for b in line[:-1]), "printable ASCII: %r" % line)
+    eq(json.loads(line)["error"], 'unknown env "w\u00c3\u00a9b\u007f\u0001""',
+       "one character per byte")
+    for bad in (b'{"op":"status","x":[\x00]}\n', b'{"op":"status","x":[1\x00]}\n'):
+        eq(ask(s, f, bad), {"ok": False, "error": "malformed JSON"}, "%r" % bad)
+    eq(ask(s, f, {"op": "status"})["ok"], True, "still serving")
+
+
 if __name__ == "__main__":
     run(globals())

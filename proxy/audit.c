@@ -1,4 +1,5 @@
 #include "audit.h"
+#include "pclib.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -67,14 +68,11 @@ struct audit_q {
 	uint64_t reserve_tried_ms;
 };
 
-/* TODO(h9): the shared clock */
+/* The shared monotonic clock, as the unsigned ms the writer counts in. */
 static uint64_t
 now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)pc_mono_ms();
 }
 
 static void

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "pclib.h"
 #include "internal.h"
 #include "json.h"
 #include "log.h"
@@ -575,55 +576,33 @@ static void
 ctl_on_conn_readable(uv_poll_t *h, int status, int events)
 {
 	struct ctl_conn *cc = h->data;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * CONTROL_MAX_FDS)];
-		struct cmsghdr align;
-	} u;
-	struct msghdr mh;
-	struct iovec iov;
-	struct cmsghdr *cm;
+	size_t nfd = 0;
 	ssize_t n;
 
 	if (status < 0) {
 		control_conn_close(cc);
 		return;
 	}
-	memset(&mh, 0, sizeof(mh));
-	iov.iov_base = cc->buf + cc->have;
-	iov.iov_len = sizeof(cc->buf) - cc->have;
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = u.buf;
-	mh.msg_controllen = sizeof(u.buf);
-	n = recvmsg(cc->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+	n = pc_recv_fds(cc->fd, cc->buf + cc->have, sizeof(cc->buf) - cc->have,
+	    MSG_DONTWAIT, cc->fds + cc->nfds, CONTROL_MAX_FDS - cc->nfds, &nfd);
+	if (n == -EAGAIN || n == -EINTR)
 		return;
-	for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
-		size_t k, nfd;
-
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (k = 0; k < nfd; k++) {
-			int fd;
-
-			memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
-			if (cc->nfds < CONTROL_MAX_FDS)
-				cc->fds[cc->nfds++] = fd;
-			else
-				close(fd);
-		}
+	if (n == -EMSGSIZE) {
+		/* More fds than a request may carry (or the kernel cut the
+		 * control data): they are closed, and the bytes that came
+		 * with them are gone, so the stream can't be trusted to be
+		 * at a line boundary any more: answer and end the conn. */
+		drop_fds(cc);
+		reply_error(cc, "too many file descriptors");
+		if (!cc->closing)
+			control_conn_close(cc);
+		return;
 	}
 	if (n <= 0) {
 		control_conn_close(cc);
 		return;
 	}
-	if (mh.msg_flags & MSG_CTRUNC) {
-		drop_fds(cc);
-		reply_error(cc, "too many file descriptors");
-		if (cc->closing)
-			return;
-	}
+	cc->nfds += nfd;
 	cc->have += (size_t)n;
 	/* Handle each complete line; a line may close the conn. */
 	while (!cc->closing) {

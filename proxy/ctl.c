@@ -17,6 +17,7 @@
 #include "cfg.h"
 #include "control.h"
 #include "ctl.h"
+#include "pclib.h"
 #include "json.h"
 
 int
@@ -41,81 +42,40 @@ ctl_connect(const char *path)
 	return fd;
 }
 
-/* TODO(h9): the shared clock */
-static long long
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int
 ctl_request(int fd, const char *line, int passfd, char *out,
     size_t outlen, int timeout_ms)
 {
 	char msg[CONTROL_MAX_LINE + 1];
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr mh;
-	struct iovec iov;
 	size_t len = strlen(line), have = 0, off = 0;
-	long long deadline = mono_ms() + timeout_ms;
+	long long deadline = pc_mono_ms() + timeout_ms;
 
 	if (len + 1 > CONTROL_MAX_LINE)
 		return -EMSGSIZE;
 	memcpy(msg, line, len);
 	msg[len++] = '\n';
 	while (off < len) {
-		ssize_t n;
+		/* The fd travels with the first byte. */
+		ssize_t n = pc_send_fd(fd, msg + off, len - off,
+		    off == 0 ? passfd : -1);
 
-		memset(&mh, 0, sizeof(mh));
-		iov.iov_base = msg + off;
-		iov.iov_len = len - off;
-		mh.msg_iov = &iov;
-		mh.msg_iovlen = 1;
-		if (passfd >= 0 && off == 0) {
-			struct cmsghdr *cm;
-
-			memset(&u, 0, sizeof(u));
-			mh.msg_control = u.buf;
-			mh.msg_controllen = sizeof(u.buf);
-			cm = CMSG_FIRSTHDR(&mh);
-			cm->cmsg_level = SOL_SOCKET;
-			cm->cmsg_type = SCM_RIGHTS;
-			cm->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(cm), &passfd, sizeof(int));
-		}
-		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
 		/* A daemon that refuses a peer answers at once and closes;
 		 * its reply is still queued for us, so read it. */
-		if (n < 0 && errno == EPIPE)
+		if (n == -EPIPE)
 			break;
 		if (n < 0)
-			return -errno;
+			return (int)n;
 		off += (size_t)n;
 	}
 	/* Read byte-wise up to the newline: what follows is not ours. */
 	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		long long left = deadline - mono_ms();
 		ssize_t n;
-		int rc;
+		int rc = pc_wait_readable(fd, deadline);
 
-		if (left <= 0)
-			return -ETIMEDOUT;
-		rc = poll(&p, 1, (int)left);
-		if (rc < 0 && errno == EINTR)
-			continue;
 		if (rc < 0)
-			return -errno;
+			return rc;
 		if (rc == 0)
-			continue;
+			return -ETIMEDOUT;
 		n = read(fd, out + have, 1);
 		if (n < 0 && errno == EINTR)
 			continue;

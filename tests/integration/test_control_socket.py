@@ -120,7 +120,7 @@ def test_replies_escaped_like_the_audit_log():
     refused like one anywhere else."""
     p, ctl = daemon()
     s, f = conn(ctl)
-    ls = listener()
+    ls, _ = tcp_listener()
     socket.send_fds(s, [b'{"op":"session.open","env":"w\xc3\xa9b\x7f\\u0001\\""}\n'],
                     [ls.fileno()])
     line = f.readline()

@@ -15,6 +15,8 @@
  *                    runs (freed in dns_on_addrinfo), or by the defer queue
  *                    (freed in dns_on_defer).  "Detached" requests (cancelled,
  *                    timed out, or the resolver is closing) never call back.
+ *                    Detached queries c-ares still runs are counted
+ *                    (ndetached); at DNS_MAX_DETACHED no new query starts.
  *
  * Timing bound.  Every request has a deadline of [dns] timeout after
  * dns_resolve(): when it passes, the callback gets -ETIMEDOUT even if c-ares
@@ -45,6 +47,7 @@
 #include <uv.h>
 
 #include "dns.h"
+#include "limits.h"
 #include "log.h"
 
 /* Used when a cfg carries timeout_ms == 0 (not loaded through cfg_load). */
@@ -100,6 +103,9 @@ struct dns {
 	bool closing;
 	/* Requests whose callback (or free) is due from the defer timer. */
 	struct dns_req *dhead, *dtail;
+	/* REQ_QUERY requests detached while c-ares still runs their query
+	 * (freed in dns_on_addrinfo); bounded by DNS_MAX_DETACHED. */
+	unsigned ndetached;
 };
 
 enum req_where {
@@ -410,6 +416,7 @@ static void dns_chan_expire(struct dns_chan *ch)
 	while ((r = ch->head) != NULL && r->deadline <= now) {
 		dns_chan_unlink(r);
 		/* c-ares still owns r and frees it when its query ends. */
+		ch->d->ndetached++;
 		r->status = -ETIMEDOUT;
 		r->naddrs = 0;
 		dns_deliver(r);
@@ -461,6 +468,8 @@ static void dns_on_addrinfo(void *arg, int status, int timeouts,
 
 	(void)timeouts;
 	if (r->detached) {
+		assert(r->d->ndetached > 0);
+		r->d->ndetached--;
 		if (res)
 			ares_freeaddrinfo(res);
 		free(r);
@@ -815,6 +824,10 @@ struct dns_req *dns_resolve(struct dns *d, const char *name, dns_cb cb,
 		dns_defer_push(d, r);
 		return r;
 	}
+	if (dns_busy(d)) {
+		free(r);
+		return NULL;
+	}
 
 	ch = d->cur;
 	r->where = REQ_QUERY;
@@ -840,8 +853,10 @@ void dns_cancel(struct dns_req *r)
 	if (!r || r->detached)
 		return;
 	r->detached = true;
-	if (r->where == REQ_QUERY)
+	if (r->where == REQ_QUERY) {
 		dns_chan_unlink(r);
+		r->d->ndetached++;
+	}
 	/* Freed by dns_on_addrinfo (REQ_QUERY) or dns_on_defer (REQ_DEFERRED). */
 }
 
@@ -857,6 +872,7 @@ void dns_close(struct dns *d)
 		while ((r = ch->head) != NULL) {
 			r->detached = true;
 			dns_chan_unlink(r);
+			d->ndetached++;
 		}
 		if (ch->state == CHAN_ACTIVE)
 			ch->state = CHAN_RETIRED;
@@ -865,4 +881,9 @@ void dns_close(struct dns *d)
 		r->detached = true;
 	d->cur = NULL;
 	dns_schedule(d);
+}
+
+bool dns_busy(const struct dns *d)
+{
+	return d->ndetached >= DNS_MAX_DETACHED;
 }

@@ -5,6 +5,7 @@
 #ifndef PORTCULLIS_DNS_H
 #define PORTCULLIS_DNS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -38,14 +39,28 @@ int dns_configure(struct dns *d, const struct cfg *c);
 
 /*
  * Starts resolving name (normalised, not an IP literal).  Returns a request
- * handle, or NULL on allocation failure (cb is then never called).  The
- * callback may run before dns_resolve() returns for static answers.
+ * handle, or NULL (cb is then never called) when out of memory, when the
+ * resolver is closing, or when name needs a query and dns_busy() says so.
+ * The callback never runs before dns_resolve() returns: static answers and
+ * failures c-ares reports at once are delivered from the loop afterwards.
  */
 struct dns_req *dns_resolve(struct dns *d, const char *name, dns_cb cb,
     void *arg);
 
-/* Cancels one request: its callback will not be called. Idempotent-safe. */
+/*
+ * Cancels one request: its callback will not be called.  Safe to repeat
+ * before the loop runs again.  A query c-ares is still running goes on
+ * detached until it ends (within N servers x timeout); so does one whose
+ * deadline passed.
+ */
 void dns_cancel(struct dns_req *r);
+
+/*
+ * True while DNS_MAX_DETACHED (limits.h) detached queries are still
+ * running: dns_resolve() then starts no new query (static answers are
+ * still served), so a flood of conns closing mid-resolution stays bounded.
+ */
+bool dns_busy(const struct dns *d);
 
 /*
  * Asynchronous teardown: cancels all requests (without callbacks), closes

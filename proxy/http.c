@@ -223,6 +223,13 @@ parse_authority(const char *a, size_t n, uint16_t default_port,
 	return 0;
 }
 
+bool
+http_has_body(const llhttp_t *p)
+{
+	return (p->flags & F_CHUNKED) ||
+	    ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+}
+
 int
 http_check_request(struct http_head *h, const llhttp_t *p,
     struct http_target *t, const char **why)
@@ -231,8 +238,7 @@ http_check_request(struct http_head *h, const llhttp_t *p,
 	size_t ulen = h->url_len;
 	bool is_connect = p->method == HTTP_CONNECT;
 	bool chunked = (p->flags & F_CHUNKED) != 0;
-	bool has_body = chunked ||
-	    ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+	bool has_body = http_has_body(p);
 	unsigned cnt;
 	int i;
 

@@ -53,6 +53,10 @@ int http_head_find(const struct http_head *h, const char *name,
 int http_head_get(const struct http_head *h, const char *name,
     const char **v, size_t *n);
 
+/* The request (p paused after its head) has a body: it is chunked, or its
+ * Content-Length is above 0. */
+bool http_has_body(const llhttp_t *p);
+
 /* A validated request target. */
 struct http_target {
 	char host[NETADDR_MAX_HOST + 3];	/* normalised */

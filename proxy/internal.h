@@ -86,8 +86,9 @@ struct server {
 	char *cfg_path;			/* for reload; NULL = embedded default */
 };
 
-/* conn.c */
-/* Once, before any loop runs (llhttp settings are shared by all workers). */
+/* conn.c (the conn code's own internals: conn_internal.h) */
+/* Once, before any loop runs (the request and response llhttp settings,
+ * front.c and exchange.c, are shared by all workers). */
 void conn_global_init(void);
 void conn_accept(struct server *s, uv_stream_t *listener,
     struct session *ss);

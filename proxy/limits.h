@@ -37,8 +37,19 @@
 /* Requests on one keep-alive client connection before it is closed. */
 #define PROXY_MAX_REQS_PER_CONN 10000
 
-/* Seconds a graceful stop waits for writes to drain before cutting. */
-#define PROXY_STOP_GRACE_MS 2000
+/* A request method with its NUL: llhttp knows none longer than 13 bytes
+ * (GET_PARAMETER); a longer one is refused with 400. */
+#define PROXY_MAX_METHOD 24
+/* Writing a refusal to a client that does not read: then the conn closes. */
+#define PROXY_REFUSE_TIMEOUT_MS 5000
+/*
+ * DNS queries c-ares still runs for nobody: their conn closed (or their
+ * deadline passed) and the query finishes in the background, within
+ * N servers x [dns] timeout.  Without a cap a flood of conns that close
+ * while resolving would grow this without bound; at the cap, new
+ * resolutions are refused (503 overloaded) until some finish.
+ */
+#define DNS_MAX_DETACHED 1024
 
 /* One audit record, as written (one line).  Every string value is cut to
  * AUDIT_MAX_VALUE before escaping (6x worst case), so a record with

@@ -1,15 +1,19 @@
 /*
- * libFuzzer harness for the request front end, as proxy/conn.c drives it:
- * bytes -> llhttp (HTTP_REQUEST, strict defaults, the same callbacks:
- * http_head_url/field/value, the method collected in on_method, a pause
- * when the head is complete) -> http_check_request() -> the normalised
- * target -> policy_decide() under a fixed config -> for an allowed plain
- * request, http_build_request() into h->len + PROXY_HEAD_SLACK bytes.
- * Pipelined input goes on after each allowed plain request (its body parsed
- * as conn.c does, then llhttp_reset), at most FUZZ_MAX_REQS requests.
+ * libFuzzer harness for the request front end, the daemon's own
+ * (proxy/front.c, linked here as the daemon links it): bytes ->
+ * front_feed_head() (llhttp with the daemon's settings and callbacks, the
+ * request-line checks, the method, the pause at a complete head, the head
+ * checks) -> the normalised target -> policy_decide() under a fixed config
+ * -> for an allowed plain request, http_build_request() into h->len +
+ * PROXY_HEAD_SLACK bytes.  Pipelined input goes on after each allowed plain
+ * request (its body through front_feed_body() as the conn does, then
+ * front_begin()), at most FUZZ_MAX_REQS requests.
  *
  * Invariants (any violation aborts, which libFuzzer reports as a crash):
- *  - a refused head has a reason; an accepted one a canonical host, port;
+ *  - a refused head has a reason and gets 400, 414 or 431; an accepted one
+ *    a canonical host and a port;
+ *  - the first head is judged the same when it arrives in two reads split
+ *    at any point as when it arrives in one;
  *  - every decision has a reason and rule text;
  *  - the rebuilt head fits its buffer, and parses again with strict llhttp
  *    as exactly one request head: same method and version, origin-form
@@ -19,6 +23,7 @@
  *    (chunked, or the same Content-Length) the proxy used for the client.
  */
 #include "cfg.h"
+#include "front.h"
 #include "http.h"
 #include "limits.h"
 #include "netaddr.h"
@@ -34,8 +39,6 @@
 
 /* Requests parsed from one input (a refused or CONNECT one ends it). */
 #define FUZZ_MAX_REQS 8
-/* conn.c's method buffer (struct conn: char method[16]). */
-#define FUZZ_METHOD_MAX 16
 
 static const char fuzz_ini[] =
     "[proxy]\n"
@@ -74,71 +77,6 @@ fuzz_fail(const char *what, int line)
 }
 #define check(cond) ((cond) ? (void)0 : fuzz_fail(#cond, __LINE__))
 
-/* --- the parser state conn.c keeps --------------------------------------- */
-
-struct req {
-	struct http_head *h;
-	char method[FUZZ_METHOD_MAX];
-	int begun;		/* on_message_begin calls */
-	int completed;		/* on_message_complete calls */
-};
-
-static int
-on_message_begin(llhttp_t *p)
-{
-	struct req *r = p->data;
-
-	http_head_reset(r->h);
-	r->begun++;
-	return 0;
-}
-
-static int
-on_method(llhttp_t *p, const char *at, size_t n)
-{
-	struct req *r = p->data;
-	size_t have = strlen(r->method);
-
-	if (have + n >= sizeof(r->method))
-		return -1;
-	memcpy(r->method + have, at, n);
-	r->method[have + n] = '\0';
-	return 0;
-}
-
-static int
-on_url(llhttp_t *p, const char *at, size_t n)
-{
-	return http_head_url(((struct req *)p->data)->h, at, n);
-}
-
-static int
-on_field(llhttp_t *p, const char *at, size_t n)
-{
-	return http_head_field(((struct req *)p->data)->h, at, n);
-}
-
-static int
-on_value(llhttp_t *p, const char *at, size_t n)
-{
-	return http_head_value(((struct req *)p->data)->h, at, n);
-}
-
-static int
-on_headers_complete(llhttp_t *p)
-{
-	(void)p;
-	return HPE_PAUSED;
-}
-
-static int
-on_message_complete(llhttp_t *p)
-{
-	((struct req *)p->data)->completed++;
-	return HPE_PAUSED;
-}
-
-static llhttp_settings_t settings;
 /* The origin's parser (check_rebuilt()). */
 static llhttp_settings_t origin_settings;
 static int ov_begin(llhttp_t *p);
@@ -146,6 +84,7 @@ static int ov_method(llhttp_t *p, const char *at, size_t n);
 static int ov_url(llhttp_t *p, const char *at, size_t n);
 static int ov_field(llhttp_t *p, const char *at, size_t n);
 static int ov_value(llhttp_t *p, const char *at, size_t n);
+static int ov_headers_complete(llhttp_t *p);
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -154,21 +93,14 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void)argc;
 	(void)argv;
-	llhttp_settings_init(&settings);
-	settings.on_message_begin = on_message_begin;
-	settings.on_method = on_method;
-	settings.on_url = on_url;
-	settings.on_header_field = on_field;
-	settings.on_header_value = on_value;
-	settings.on_headers_complete = on_headers_complete;
-	settings.on_message_complete = on_message_complete;
+	front_global_init();
 	llhttp_settings_init(&origin_settings);
 	origin_settings.on_message_begin = ov_begin;
 	origin_settings.on_method = ov_method;
 	origin_settings.on_url = ov_url;
 	origin_settings.on_header_field = ov_field;
 	origin_settings.on_header_value = ov_value;
-	origin_settings.on_headers_complete = on_headers_complete;
+	origin_settings.on_headers_complete = ov_headers_complete;
 	fuzz_cfg = cfg_load_string(fuzz_ini, strlen(fuzz_ini), "fuzz.ini",
 	    &errors);
 	if (fuzz_cfg == NULL) {
@@ -189,7 +121,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 #define FUZZ_MAX_SPANS (PROXY_MAX_HEADERS + 8)
 
 struct origin_view {
-	char method[FUZZ_METHOD_MAX];
+	char method[PROXY_MAX_METHOD];
 	const char *url;
 	size_t url_len;
 	unsigned nhdr;
@@ -254,6 +186,13 @@ ov_value(llhttp_t *p, const char *at, size_t n)
 	o->hdr[o->nhdr - 1].val = at;
 	o->hdr[o->nhdr - 1].val_len = n;
 	return 0;
+}
+
+static int
+ov_headers_complete(llhttp_t *p)
+{
+	(void)p;
+	return HPE_PAUSED;
 }
 
 static bool
@@ -326,57 +265,54 @@ check_rebuilt(const llhttp_t *p, const char *method,
 /* --- one request head ---------------------------------------------------- */
 
 /*
- * Validates, decides and (when allowed) rebuilds the head just parsed.
- * Returns true when the connection would go on to the next request.
+ * Validates, decides and (when allowed) rebuilds the head front_feed_head()
+ * just accepted.  Returns true when the connection would go on to the next
+ * request.
  */
 static bool
-head_done(llhttp_t *p, struct req *r)
+head_done(struct front *f)
 {
-	struct http_head *h = r->h;
-	struct http_target t;
-	const char *why = NULL;
+	const llhttp_t *p = &f->parser;
+	struct http_head *h = f->head;
+	const struct http_target *t = &f->target;
 	bool is_connect = p->method == HTTP_CONNECT;
 	bool allowed = false;
 	struct target pt;
 
-	check(h->overflow == HEAD_OK);
-	check(r->method[0] != '\0');
-	check(strcmp(r->method, llhttp_method_name(p->method)) == 0);
-	if (http_check_request(h, p, &t, &why) < 0) {
-		check(why != NULL && why[0] != '\0');
-		return false;		/* 400, and the connection ends */
-	}
+	check(f->head_done && h != NULL && h->overflow == HEAD_OK);
+	check(f->method[0] != '\0');
+	check(strcmp(f->method, llhttp_method_name(p->method)) == 0);
 	/* The target is canonical: normalising it again changes nothing. */
 	{
-		char again[sizeof(t.host)];
+		char again[sizeof(t->host)];
 		enum host_kind kind;
 		struct netaddr a;
-		char lit[sizeof(t.host) + 2];
-		size_t n = strlen(t.host);
+		char lit[sizeof(t->host) + 2];
+		size_t n = strlen(t->host);
 
-		check(n > 0 && t.port != 0);
-		if (t.kind == HOST_IPV6)
-			snprintf(lit, sizeof(lit), "[%s]", t.host);
+		check(n > 0 && t->port != 0);
+		if (t->kind == HOST_IPV6)
+			snprintf(lit, sizeof(lit), "[%s]", t->host);
 		else
-			snprintf(lit, sizeof(lit), "%s", t.host);
+			snprintf(lit, sizeof(lit), "%s", t->host);
 		check(host_normalise(lit, strlen(lit), again, sizeof(again),
 		    &kind, &a) == 0);
-		check(strcmp(again, t.host) == 0 && kind == t.kind);
-		check(t.authority != NULL && t.authority_len > 0);
-		check(t.authority >= h->buf &&
-		    t.authority + t.authority_len <= h->buf + h->len);
+		check(strcmp(again, t->host) == 0 && kind == t->kind);
+		check(t->authority != NULL && t->authority_len > 0);
+		check(t->authority >= h->buf &&
+		    t->authority + t->authority_len <= h->buf + h->len);
 	}
-	pt.host = t.host;
-	pt.kind = t.kind;
-	pt.addr = t.addr;
-	pt.port = t.port;
+	pt.host = t->host;
+	pt.kind = t->kind;
+	pt.addr = t->addr;
+	pt.port = t->port;
 	for (size_t i = 0; i < sizeof(fuzz_envs) / sizeof(fuzz_envs[0]); i++) {
 		for (int ph = 0; ph < PHASE_COUNT; ph++) {
 			struct decision d;
 
 			memset(&d, 0xa5, sizeof(d));
 			policy_decide(fuzz_cfg, fuzz_envs[i], (enum phase)ph,
-			    &pt, r->method, is_connect, &d);
+			    &pt, f->method, is_connect, &d);
 			check((unsigned)d.reason < REASON_COUNT);
 			check(d.rule_text != NULL && d.rule_text[0] != '\0');
 			check(reason_str(d.reason) != NULL);
@@ -394,66 +330,104 @@ head_done(llhttp_t *p, struct req *r)
 		size_t n;
 
 		check(out != NULL);
-		n = http_build_request(h, r->method, &t, p->http_major,
+		n = http_build_request(h, f->method, t, p->http_major,
 		    p->http_minor, out, cap);
 		/* PROXY_HEAD_SLACK covers every head the front end admits. */
 		check(n > 0 && n <= cap);
-		check_rebuilt(p, r->method, &t, out, n);
+		check_rebuilt(p, f->method, t, out, n);
 		free(out);
 	}
 	return true;
 }
 
+/* What became of a head, to compare one read with two. */
+struct verdict {
+	enum front_status st;
+	int status;
+	size_t used;		/* bytes of the head (FRONT_HEAD) */
+};
+
+/*
+ * Feeds a fresh front data[0, n) as a conn would get it: in one read, or
+ * (split < n) in two reads split there.  Leaves f as the last read left it.
+ */
+static struct verdict
+feed_head(struct front *f, const char *data, size_t n, size_t split)
+{
+	struct verdict v = { FRONT_MORE, 0, 0 };
+	size_t used;
+
+	front_begin(f);
+	if (split > 0 && split < n) {
+		v.st = front_feed_head(f, data, split, &used);
+		check(v.st != FRONT_MORE || used == split);
+		if (v.st != FRONT_MORE) {
+			v.status = f->status;
+			v.used = used;
+			return v;
+		}
+		data += split;
+		n -= split;
+		v.used = split;
+	}
+	v.st = front_feed_head(f, data, n, &used);
+	check(used <= n);
+	v.status = f->status;
+	v.used += used;
+	return v;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct http_head head;
-	struct req r = { .h = &head };
+	struct front f;
 	const char *pos = (const char *)data;
 	size_t left = size;
-	llhttp_t p;
 
-	/* Poisoned, so that a read of bytes no callback stored this run
-	 * behaves the same every time (and looks like garbage). */
-	memset(&head, 0xbe, sizeof(head));
-	llhttp_init(&p, HTTP_REQUEST, &settings);
-	p.data = &r;
+	front_init(&f);
+	/* The first head in two reads (split by the input's first byte),
+	 * then in one: the same verdict. */
+	if (size > 1) {
+		struct verdict two = feed_head(&f, pos, left,
+		    1 + data[0] % (size - 1));
+		struct verdict one = feed_head(&f, pos, left, 0);
+
+		check(one.st == two.st && one.status == two.status);
+		check(one.st != FRONT_HEAD || one.used == two.used);
+	}
 	for (int nreq = 0; nreq < FUZZ_MAX_REQS && left > 0; nreq++) {
-		llhttp_errno_t e;
+		struct verdict v = feed_head(&f, pos, left, 0);
 		size_t used;
 
-		/* conn_begin_head() */
-		r.method[0] = '\0';
-		r.begun = r.completed = 0;
-		http_head_reset(&head);
-		llhttp_reset(&p);
-
-		e = llhttp_execute(&p, pos, left);
-		if (e != HPE_PAUSED) {
-			/* HPE_OK: the head is incomplete; otherwise the head
-			 * was refused (400/414/431) and the connection ends. */
-			if (e != HPE_OK)
-				check(llhttp_get_error_reason(&p) != NULL);
+		if (v.st == FRONT_MORE)
+			break;		/* the head is incomplete */
+		if (v.st == FRONT_BAD) {
+			/* 400/414/431, and the connection ends. */
+			check(f.status == 400 || f.status == 414 ||
+			    f.status == 431);
+			check(f.why != NULL && f.why[0] != '\0');
 			break;
 		}
-		used = (size_t)(llhttp_get_error_pos(&p) - pos);
-		check(used <= left && r.begun == 1);
-		pos += used;
-		left -= used;
-		if (!head_done(&p, &r))
+		check(v.used <= left);
+		pos += v.used;
+		left -= v.used;
+		if (!head_done(&f))
 			break;
 
-		/* The body, up to the end of the message (conn.c CONN_HTTP). */
-		llhttp_resume(&p);
+		/* The body, up to the end of the message (relay.c, HTTP). */
+		if (!http_has_body(&f.parser))
+			continue;
+		front_resume(&f);
 		if (left == 0)
 			break;
-		e = llhttp_execute(&p, pos, left);
-		if (e != HPE_PAUSED)
-			break;		/* body incomplete, bad, or an upgrade */
-		used = (size_t)(llhttp_get_error_pos(&p) - pos);
-		check(used <= left && r.completed == 1);
+		if (front_feed_body(&f, pos, left, &used) < 0)
+			break;		/* a bad body: the conn ends */
+		check(used <= left);
+		if (!f.req_done)
+			break;		/* body incomplete */
 		pos += used;
 		left -= used;
 	}
+	front_drop_head(&f);
 	return 0;
 }

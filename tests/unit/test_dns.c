@@ -598,6 +598,53 @@ static void test_cancel(void)
 	srv_mode("normal");
 }
 
+/*
+ * DNS_MAX_DETACHED: queries cancelled while the server is silent go on
+ * detached; at the cap no new query starts (static answers still do), and
+ * once c-ares has given up on them, queries start again.
+ */
+static void test_detached_cap(void)
+{
+	uv_loop_t loop;
+	struct cfg c;
+	struct dns *d = setup(&loop, &c, T_TIMEOUT_MS);
+	struct result gone, a, s;
+	struct dns_req *r;
+	unsigned i, made = 0;
+
+	srv_mode("silent");
+	memset(&gone, 0, sizeof(gone));
+	for (i = 0; i < DNS_MAX_DETACHED - 1; i++) {
+		r = dns_resolve(d, i % 2 ? "v4.test" : "both.test", on_result,
+		    &gone);
+		if (r != NULL)
+			made++;
+		dns_cancel(r);
+	}
+	CHECK(made == DNS_MAX_DETACHED - 1);
+	/* At the limit minus one: not busy, one more query starts. */
+	CHECK(!dns_busy(d));
+	r = dns_resolve(d, "v6.test", on_result, &gone);
+	CHECK(r != NULL);
+	dns_cancel(r);
+	/* At the limit: busy; a query is refused, a static answer is not. */
+	CHECK(dns_busy(d));
+	memset(&a, 0, sizeof(a));
+	memset(&s, 0, sizeof(s));
+	CHECK(dns_resolve(d, "v4.test", on_result, &a) == NULL);
+	CHECK(dns_resolve(d, "static.test", on_result, &s) != NULL);
+	run_until(&loop, &s.calls, 1, T_MAX_WAIT_MS);
+	CHECK(s.calls == 1 && s.status == 0);
+	/* c-ares gives up on the detached queries within the timeout. */
+	run_idle(&loop, T_MAX_WAIT_MS);
+	CHECK(gone.calls == 0 && a.calls == 0);
+	CHECK(!dns_busy(d));
+	srv_mode("normal");
+	resolve1(d, &loop, "v4.test", &a);
+	CHECK(a.status == 0);
+	teardown(&loop, d);
+}
+
 struct many {
 	int calls;
 	int bad;
@@ -758,6 +805,7 @@ int main(void)
 	RUN(test_bound_two_servers);
 	RUN(test_cancel);
 	RUN(test_many);
+	RUN(test_detached_cap);
 	RUN(test_configure);
 	RUN(test_reenter);
 	srv_stop();

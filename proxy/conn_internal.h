@@ -1,0 +1,181 @@
+/*
+ * conn_internal: what the files of the conn code share, and nothing else
+ * includes.  One conn's life is spread over them by role:
+ *   conn.c      lifecycle: accept, the state machine and its transition
+ *               table, the timer, close and free, the audit records
+ *   front.c     the request front end (llhttp request callbacks, head
+ *               checks); no conn, see front.h
+ *   exchange.c  one HTTP exchange: the decision on a request head, the
+ *               request to the upstream, the response head, keep-alive
+ *               and upstream reuse
+ *   dial.c      resolving the target and dialling its addresses
+ *   peek.c      CONNECT to a TLS port: the ClientHello and the SNI rule
+ *   relay.c     relay buffers, reads, writes and backpressure, the tunnel
+ *   refuse.c    refusal responses and TLS alerts
+ */
+#ifndef PORTCULLIS_CONN_INTERNAL_H
+#define PORTCULLIS_CONN_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "front.h"
+#include "internal.h"
+
+enum conn_state {
+	CONN_HEAD,		/* reading a request head (header timeout) */
+	CONN_RESOLVING,		/* waiting for DNS (bounded by [dns] timeout) */
+	CONN_PEEK,		/* reading a tunnel's ClientHello (header timeout) */
+	CONN_DIALING,		/* connecting upstream (connect timeout) */
+	CONN_HTTP,		/* forwarding one HTTP exchange (idle timeout) */
+	CONN_TUNNEL,		/* relaying a CONNECT tunnel (idle timeout) */
+	CONN_REFUSING,		/* writing a refusal, then closing */
+	CONN_CLOSING,		/* handles closing; freed at the last close_cb */
+	CONN_NSTATES
+};
+
+struct conn;
+
+struct upstream {
+	uv_tcp_t tcp;
+	uv_connect_t creq;
+	struct conn *c;		/* NULL once detached from its conn */
+	bool connected;
+	bool reusable;		/* idle between exchanges, may carry another */
+	bool reading;
+	char host[NETADDR_MAX_HOST + 3];
+	uint16_t port;
+	struct netaddr addr;
+};
+
+/* One relay direction: bytes read from one side, written to the other. */
+struct dir {
+	struct buf *rbuf;	/* lent by the pool while it holds bytes */
+	size_t roff, rlen;	/* unprocessed bytes are rbuf[roff, rlen) */
+	uv_write_t wreq;
+	uv_shutdown_t sreq;
+	bool writing;
+	char *whead;		/* malloc'd head written before the data */
+	bool eof;		/* the source side sent EOF */
+	bool shut;		/* shutdown sent to the sink side */
+	uint64_t bytes;
+};
+
+struct conn {
+	struct conn *next, *prev;
+	struct server *s;
+	struct session *ss;
+	enum conn_state state;
+	enum phase phase_at_open;
+	char id[17];
+	char client_addr[NETADDR_STRLEN];
+	uint64_t start_ms;
+	uint64_t last_activity;
+	unsigned pending_closes;
+	const char *close_reason;	/* NULL = normal end */
+	bool client_reading;
+
+	uv_tcp_t client;
+	uv_timer_t timer;
+	struct upstream *up;
+	struct dns_req *dreq;
+
+	/* The request front end: its parser, method and the head arena
+	 * (shared with resp_parser while a response head is read). */
+	struct front fe;
+	llhttp_t resp_parser;
+
+	/* The current request. */
+	bool is_connect;
+	bool resp_done;
+	bool req_has_body;
+	bool client_keepalive;
+	bool resp_final_seen;
+	bool resp_close;		/* close the client after this response */
+	bool is_head_method;
+	bool logged;			/* request record written */
+	int refuse_status;		/* 414/431 instead of 400, or 0 */
+	int resp_status;
+	char host[NETADDR_MAX_HOST + 3];
+	enum host_kind host_kind;
+	uint16_t port;
+	char *path;			/* only with [audit] paths = yes */
+	bool path_truncated;		/* path cut at AUDIT_MAX_PATH */
+	char *up_head;			/* request head waiting for the dial */
+	size_t up_head_len;
+	/* A bodiless request sent on a reused upstream, kept until the
+	 * response starts: if that upstream turns out to have closed in the
+	 * meantime (the keep-alive race), it is sent once more on a new
+	 * connection instead of failing. */
+	char *retry_head;
+	size_t retry_len;
+	uint64_t resp_bytes;		/* from the upstream, this exchange */
+	struct netaddr lit_addr;	/* the target, when it is an address */
+	unsigned nreqs;
+	bool admitted;			/* an allow record was written */
+	struct cfg *cfg;		/* reference held for `dec` */
+	struct decision dec;
+	struct netaddr *addrs;		/* checked addresses, while dialing */
+	size_t naddrs, next_addr;
+	const char *blocked_why;
+	/* CONNECT to a TLS port: the first flight, read before dialing. */
+	char *peek;
+	size_t peek_len;
+	bool sent_200;			/* the client is in the tunnel */
+	char *sni;			/* the ClientHello's SNI, until logged */
+
+	struct dir upd;		/* client -> upstream */
+	struct dir downd;	/* upstream -> client */
+};
+
+/* conn.c: lifecycle */
+void conn_set_state(struct conn *c, enum conn_state st);
+void conn_close(struct conn *c, const char *reason);
+void conn_arm_timer(struct conn *c, uint64_t ms);
+void conn_begin_head(struct conn *c);
+void conn_upstream_drop(struct conn *c);
+uint64_t conn_now(const struct conn *c);
+const char *conn_env(const struct conn *c);
+enum phase conn_phase(const struct conn *c);
+/* The conn's request record, once per request (decision "allow"/"deny");
+ * detail (may be NULL) says more about a refusal. */
+void conn_log_request(struct conn *c, const char *decision, enum reason r,
+    int status, const char *detail);
+
+/* exchange.c: one HTTP exchange */
+void exchange_global_init(void);
+void exchange_init(struct conn *c);
+void exchange_head_done(struct conn *c);
+void exchange_start(struct conn *c);
+void exchange_done(struct conn *c);
+bool exchange_retry(struct conn *c);
+void exchange_pump_response(struct conn *c);
+void exchange_upstream_closed(struct conn *c, ssize_t nread);
+
+/* dial.c: resolve and dial */
+void dial_resolve(struct conn *c);
+void dial_start(struct conn *c);
+
+/* peek.c: a TLS tunnel's ClientHello */
+bool peek_wanted(const struct conn *c);	/* CONNECT to a [proxy] tls_port */
+void peek_start(struct conn *c);
+void peek_check(struct conn *c);
+
+/* relay.c: buffers, reads, writes, the tunnel */
+void relay_release(struct conn *c, struct dir *d);
+int relay_write(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
+    size_t headlen, size_t off, size_t n);
+void relay_update_reads(struct conn *c);
+void relay_pump_client(struct conn *c);
+void relay_pump_upstream(struct conn *c);
+void relay_tunnel_start(struct conn *c);
+
+/* refuse.c: what a refused client gets */
+void refuse_send(struct conn *c, enum reason r, const char *detail);
+void refuse_head(struct conn *c, int status, const char *why);
+void refuse_overloaded(struct server *s, uv_stream_t *listener);
+
+#endif

@@ -1,0 +1,180 @@
+/*
+ * dial: from an allowed request to a connected upstream.  The target is
+ * resolved (an address literal needs no DNS), every address is checked
+ * against the address rules under the config the request was decided by,
+ * and the ones that pass are dialled in order until one connects.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "conn_internal.h"
+#include "hostaddr.h"
+
+static void dial_on_dns(void *arg, int status, const struct netaddr *addrs,
+    size_t naddrs);
+
+void
+dial_resolve(struct conn *c)
+{
+	if (c->host_kind != HOST_NAME) {
+		c->naddrs = 0;
+		c->next_addr = 0;
+		dial_on_dns(c, 0, &c->lit_addr, 1);
+		return;
+	}
+	conn_set_state(c, CONN_RESOLVING);
+	relay_update_reads(c);
+	conn_arm_timer(c, (uint64_t)c->s->cfg->limits.connect_timeout_ms +
+	    (uint64_t)c->s->cfg->dns.timeout_ms * 3);
+	c->dreq = dns_resolve(c->s->dns, c->host, dial_on_dns, c);
+	if (c->dreq == NULL && dns_busy(c->s->dns))
+		/* Our own bound (DNS_MAX_DETACHED), not the name's fault. */
+		refuse_send(c, REASON_OVERLOADED, "too many DNS queries in "
+		    "flight");
+	else if (c->dreq == NULL)
+		refuse_send(c, REASON_DNS_FAILED, "resolver unavailable");
+}
+
+/*
+ * The resolver answered (or the target was an address): keep only the
+ * addresses the policy lets us dial, then peek or dial them in order.
+ */
+static void
+dial_on_dns(void *arg, int status, const struct netaddr *addrs,
+    size_t naddrs)
+{
+	struct conn *c = arg;
+	const char *why = NULL;
+
+	c->dreq = NULL;
+	if (c->state == CONN_CLOSING || c->state == CONN_REFUSING)
+		return;
+	if (status < 0 || naddrs == 0) {
+		refuse_send(c, REASON_DNS_FAILED, status == -ENOENT ?
+		    "no such name" : status == -ETIMEDOUT ? "resolver timeout" :
+		    "resolver error");
+		return;
+	}
+	c->naddrs = 0;
+	free(c->addrs);
+	c->addrs = malloc((naddrs < DNS_MAX_ADDRS ? naddrs : DNS_MAX_ADDRS) *
+	    sizeof(*c->addrs));
+	if (c->addrs == NULL) {
+		conn_close(c, "out_of_memory");
+		return;
+	}
+	for (size_t i = 0; i < naddrs && i < DNS_MAX_ADDRS; i++) {
+		if (policy_addr_allowed(c->cfg, &addrs[i], c->port, &why))
+			c->addrs[c->naddrs++] = addrs[i];
+		else
+			c->blocked_why = why;
+	}
+	c->next_addr = 0;
+	if (c->naddrs == 0) {
+		/* The body names why only for the host's own addresses: a
+		 * public-looking address refused needs the explanation. */
+		refuse_send(c, REASON_ADDRESS_BLOCKED,
+		    hostaddr_is_why(c->blocked_why) ? c->blocked_why : NULL);
+		return;
+	}
+	if (peek_wanted(c)) {
+		peek_start(c);
+		return;
+	}
+	dial_start(c);
+}
+
+static void dial_on_connected(uv_connect_t *req, int status);
+
+/* Dials the next checked address; refuses when none is left. */
+static void
+dial_next(struct conn *c)
+{
+	struct upstream *u;
+	struct sockaddr_storage ss;
+	int r;
+
+	while (c->next_addr < c->naddrs) {
+		const struct netaddr *a = &c->addrs[c->next_addr++];
+
+		u = calloc(1, sizeof(*u));
+		if (u == NULL) {
+			conn_close(c, "out_of_memory");
+			return;
+		}
+		u->c = c;
+		u->tcp.data = u;
+		u->addr = *a;
+		u->port = c->port;
+		snprintf(u->host, sizeof(u->host), "%s", c->host);
+		r = uv_tcp_init(c->s->loop, &u->tcp);
+		if (r < 0) {
+			free(u);
+			refuse_send(c, REASON_CONNECT_FAILED, uv_strerror(r));
+			return;
+		}
+		c->up = u;
+		uv_tcp_nodelay(&u->tcp, 1);
+		netaddr_to_sockaddr(a, c->port, &ss);
+		u->creq.data = u;
+		r = uv_tcp_connect(&u->creq, &u->tcp, (struct sockaddr *)&ss,
+		    dial_on_connected);
+		if (r == 0)
+			return;
+		conn_upstream_drop(c);
+		if (r == UV_EMFILE || r == UV_ENFILE) {
+			/* Our own limit, not the origin's fault: say so. */
+			refuse_send(c, REASON_OVERLOADED,
+			    "out of file descriptors");
+			return;
+		}
+	}
+	refuse_send(c, REASON_CONNECT_FAILED, NULL);
+}
+
+/* Connected (or a kept-alive upstream reused): the exchange or the tunnel
+ * starts under the idle timeout. */
+static void
+dial_established(struct conn *c)
+{
+	c->last_activity = conn_now(c);
+	conn_arm_timer(c, c->s->cfg->limits.idle_timeout_ms);
+	free(c->addrs);
+	c->addrs = NULL;
+	c->naddrs = c->next_addr = 0;
+	if (c->is_connect)
+		relay_tunnel_start(c);
+	else
+		exchange_start(c);
+}
+
+static void
+dial_on_connected(uv_connect_t *req, int status)
+{
+	struct upstream *u = req->data;
+	struct conn *c = u->c;
+
+	if (c == NULL || c->up != u || c->state != CONN_DIALING)
+		return;		/* dropped, or the conn is closing */
+	if (status < 0) {
+		conn_upstream_drop(c);
+		dial_next(c);
+		return;
+	}
+	u->connected = true;
+	dial_established(c);
+}
+
+void
+dial_start(struct conn *c)
+{
+	conn_set_state(c, CONN_DIALING);
+	relay_update_reads(c);
+	conn_arm_timer(c, c->s->cfg->limits.connect_timeout_ms);
+	if (c->up != NULL && c->up->connected) {
+		dial_established(c);
+		return;
+	}
+	dial_next(c);
+}

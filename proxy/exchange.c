@@ -1,0 +1,431 @@
+/*
+ * exchange: one HTTP exchange on a conn.  A request head the front end
+ * accepted is decided (policy, audit), rebuilt for the origin and sent on
+ * a new or a reused upstream; the response head is parsed into the same
+ * arena, rebuilt for the client, and its body forwarded; then the client
+ * keeps alive (the next head) or the conn ends, and the upstream is kept
+ * for reuse or closed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn_internal.h"
+#include "log.h"
+
+static llhttp_settings_t resp_settings;
+static bool settings_ready;
+
+/* --- llhttp callbacks: responses ---------------------------------------- */
+
+static int
+exchange_on_resp_begin(llhttp_t *p)
+{
+	struct conn *c = p->data;
+
+	return front_head_begin(&c->fe);
+}
+
+static int
+exchange_on_resp_status(llhttp_t *p, const char *at, size_t n)
+{
+	struct conn *c = p->data;
+
+	/* The reason phrase is kept where a request keeps its URL. */
+	return http_head_url(c->fe.head, at, n);
+}
+
+static int
+exchange_on_resp_field(llhttp_t *p, const char *at, size_t n)
+{
+	struct conn *c = p->data;
+
+	return http_head_field(c->fe.head, at, n);
+}
+
+static int
+exchange_on_resp_value(llhttp_t *p, const char *at, size_t n)
+{
+	struct conn *c = p->data;
+
+	return http_head_value(c->fe.head, at, n);
+}
+
+static int
+exchange_on_resp_head(llhttp_t *p)
+{
+	(void)p;
+	/* A response head is rebuilt before its body flows:
+	 * exchange_pump_response() takes over. */
+	return HPE_PAUSED;
+}
+
+static int
+exchange_on_resp_complete(llhttp_t *p)
+{
+	struct conn *c = p->data;
+
+	if (!c->resp_final_seen)
+		return 0;	/* a 1xx: the final response follows */
+	c->resp_done = true;
+	return HPE_PAUSED;
+}
+
+void
+exchange_global_init(void)
+{
+	if (settings_ready)
+		return;
+	llhttp_settings_init(&resp_settings);
+	resp_settings.on_message_begin = exchange_on_resp_begin;
+	resp_settings.on_status = exchange_on_resp_status;
+	resp_settings.on_header_field = exchange_on_resp_field;
+	resp_settings.on_header_value = exchange_on_resp_value;
+	resp_settings.on_headers_complete = exchange_on_resp_head;
+	resp_settings.on_message_complete = exchange_on_resp_complete;
+	settings_ready = true;
+}
+
+void
+exchange_init(struct conn *c)
+{
+	llhttp_init(&c->resp_parser, HTTP_RESPONSE, &resp_settings);
+	c->resp_parser.data = c;
+}
+
+/* --- the request ------------------------------------------------------------ */
+
+/*
+ * The reused upstream closed before answering a bodiless request: send it
+ * again on a new connection (once).  Returns false when that isn't
+ * possible (the caller then fails the request as before).
+ */
+bool
+exchange_retry(struct conn *c)
+{
+	if (c->retry_head == NULL || c->resp_bytes != 0 || c->upd.writing ||
+	    c->downd.writing || c->state != CONN_HTTP)
+		return false;
+	conn_upstream_drop(c);
+	free(c->up_head);
+	c->up_head = c->retry_head;
+	c->up_head_len = c->retry_len;
+	c->retry_head = NULL;
+	log_debug("conn %s: reused upstream closed; retrying", c->id);
+	dial_resolve(c);
+	return true;
+}
+
+/*
+ * The head is complete (parser paused at headers; the front end checked
+ * it, or refused it in c->fe.status): decide, and start resolving, reuse
+ * an upstream, or refuse.
+ */
+void
+exchange_head_done(struct conn *c)
+{
+	struct http_head *h = c->fe.head;
+	const struct http_target *t = &c->fe.target;
+	struct cfg *cfg;
+	llhttp_t *p = &c->fe.parser;
+	struct target pt;
+	bool reuse;
+
+	c->nreqs++;
+	c->is_connect = p->method == HTTP_CONNECT;
+	c->req_has_body = http_has_body(p);
+	c->client_keepalive = llhttp_should_keep_alive(p) &&
+	    c->nreqs < PROXY_MAX_REQS_PER_CONN;
+	c->is_head_method = p->method == HTTP_HEAD;
+	if (c->fe.status != 0) {
+		refuse_head(c, c->fe.status, c->fe.why);
+		return;
+	}
+	snprintf(c->host, sizeof(c->host), "%s", t->host);
+	c->host_kind = t->kind;
+	c->port = t->port;
+	if (!c->is_connect) {
+		size_t n = t->path_len < AUDIT_MAX_PATH ? t->path_len :
+		    AUDIT_MAX_PATH;
+
+		/* Paths are logged only when asked for; most conns never
+		 * keep one.  A longer one is cut, and the record says so. */
+		if (c->s->cfg->audit.paths && (c->path = malloc(n + 1)) != NULL) {
+			memcpy(c->path, t->path, n);
+			c->path[n] = '\0';
+			c->path_truncated = t->path_len > n;
+		}
+	}
+
+	/* Decide under the config in force now; keep it alive for the
+	 * audit record's rule text. */
+	cfg = c->s->cfg;
+	server_cfg_ref(cfg);
+	if (c->cfg != NULL)
+		server_cfg_unref(c->cfg);
+	c->cfg = cfg;
+	pt.host = c->host;
+	pt.kind = c->host_kind;
+	pt.addr = t->addr;
+	pt.port = c->port;
+	if (c->ss != NULL && cfg_find_env(cfg, c->ss->env) == NULL) {
+		c->dec.reason = REASON_UNKNOWN_ENV;
+		c->dec.rule = NULL;
+		c->dec.rule_text = "default";
+		c->dec.detail = NULL;
+	} else {
+		policy_decide_request(cfg, conn_env(c), conn_phase(c), &pt,
+		    c->fe.method, c->is_connect, c->req_has_body, &c->dec);
+	}
+	if (c->dec.reason != REASON_ALLOWED) {
+		refuse_send(c, c->dec.reason, c->dec.detail);
+		return;
+	}
+	/* Fail closed: what can't be audited doesn't go out.  (The refusal's
+	 * own record is the next write attempt, so the flag clears as soon
+	 * as the log takes writes again.) */
+	if (!audit_ok(&c->s->audit)) {
+		refuse_send(c, REASON_AUDIT_UNAVAILABLE, "audit log unavailable");
+		return;
+	}
+
+	if (!c->is_connect) {
+		size_t cap = h->len + PROXY_HEAD_SLACK;
+
+		free(c->up_head);
+		c->up_head = malloc(cap);
+		if (c->up_head == NULL) {
+			conn_close(c, "out_of_memory");
+			return;
+		}
+		c->up_head_len = http_build_request(h, c->fe.method, t,
+		    p->http_major, p->http_minor, c->up_head, cap);
+		if (c->up_head_len == 0) {
+			refuse_head(c, 431, "request head too large");
+			return;
+		}
+	}
+
+	c->lit_addr = t->addr;
+	/* Reuse a kept-alive upstream to the same origin, if its address
+	 * still passes the address check under the config in force now (a
+	 * reload may have blocked it).  One that doesn't is closed, and the
+	 * target is resolved and checked afresh like any new one. */
+	reuse = c->up != NULL && c->up->reusable && !c->is_connect &&
+	    strcmp(c->up->host, c->host) == 0 && c->up->port == c->port;
+	if (reuse && !policy_addr_allowed(cfg, &c->up->addr, c->port, NULL))
+		reuse = false;
+	if (reuse) {
+		c->up->reusable = false;
+		if (!c->req_has_body &&
+		    (c->retry_head = malloc(c->up_head_len)) != NULL) {
+			memcpy(c->retry_head, c->up_head, c->up_head_len);
+			c->retry_len = c->up_head_len;
+		}
+		dial_start(c);
+		return;
+	}
+	conn_upstream_drop(c);
+	dial_resolve(c);
+}
+
+/* Connected (or reused): the request head goes up, its body follows via
+ * relay_pump_client(). */
+void
+exchange_start(struct conn *c)
+{
+	conn_set_state(c, CONN_HTTP);
+	llhttp_reset(&c->resp_parser);
+	if (c->req_has_body)
+		front_resume(&c->fe);
+	else
+		c->fe.req_done = true;
+	if (relay_write(c, &c->upd, (uv_stream_t *)&c->up->tcp, c->up_head,
+	    c->up_head_len, 0, 0) < 0) {
+		c->up_head = NULL;
+		conn_close(c, "upstream_write_failed");
+		return;
+	}
+	c->up_head = NULL;
+	relay_pump_client(c);
+	relay_update_reads(c);
+}
+
+/* The response was written to the client: keep the upstream or close it;
+ * keep the client alive (and start on pipelined bytes) or end the conn. */
+void
+exchange_done(struct conn *c)
+{
+	bool keep = c->client_keepalive && !c->resp_close && c->fe.req_done;
+
+	c->resp_done = true;
+	if (c->up != NULL) {
+		c->up->reusable = c->up->connected && !c->resp_close &&
+		    llhttp_should_keep_alive(&c->resp_parser);
+		if (!c->up->reusable)
+			conn_upstream_drop(c);
+	}
+	if (!keep) {
+		if (!c->downd.writing)
+			conn_close(c, NULL);
+		return;
+	}
+	front_drop_head(&c->fe);
+	conn_begin_head(c);
+	relay_update_reads(c);
+	/* Pipelined bytes already received start the next request. */
+	if (c->upd.rlen > c->upd.roff)
+		relay_pump_client(c);
+}
+
+/* --- the response ----------------------------------------------------------- */
+
+/* A response head (1xx or final) is complete: rebuild it for the client. */
+static void
+exchange_response_head(struct conn *c)
+{
+	llhttp_t *p = &c->resp_parser;
+	struct http_head *h = c->fe.head;
+	int status = p->status_code;
+	char *out;
+	size_t cap, len;
+	bool bodiless;
+
+	if (status >= 200) {
+		c->resp_final_seen = true;
+		c->resp_status = status;
+		/* The client connection ends after this response only if
+		 * the client asked for that or the body runs to the
+		 * origin's close; an origin that merely closes its own side
+		 * after a framed response costs only the upstream. */
+		c->resp_close = !c->client_keepalive ||
+		    llhttp_message_needs_eof(p);
+		conn_log_request(c, "allow", REASON_ALLOWED, status, NULL);
+	}
+	cap = h->len + PROXY_HEAD_SLACK;
+	out = malloc(cap);
+	if (out == NULL) {
+		conn_close(c, "out_of_memory");
+		return;
+	}
+	len = http_build_response(h, status, h->buf + h->url_off, h->url_len,
+	    p->http_major, p->http_minor, status >= 200 && c->resp_close,
+	    out, cap);
+	if (len == 0) {
+		free(out);
+		conn_close(c, "response_head_too_large");
+		return;
+	}
+	bodiless = status >= 200 && (c->is_head_method || status == 204 ||
+	    status == 304 || ((p->flags & F_CONTENT_LENGTH) &&
+	    p->content_length == 0 && !(p->flags & F_CHUNKED)));
+	c->downd.bytes += len;
+	if (relay_write(c, &c->downd, (uv_stream_t *)&c->client, out, len, 0,
+	    0) < 0) {
+		conn_close(c, "client_write_failed");
+		return;
+	}
+	if (bodiless)
+		c->resp_done = true;
+	else
+		llhttp_resume(p);
+}
+
+/*
+ * Parses the upstream bytes in downd.rbuf[roff, rlen) of an exchange whose
+ * response is not done: heads are rebuilt, body bytes forwarded as they
+ * are.
+ */
+void
+exchange_pump_response(struct conn *c)
+{
+	struct dir *d = &c->downd;
+	const char *data = d->rbuf->data + d->roff;
+	size_t n = d->rlen - d->roff;
+	llhttp_errno_t e;
+
+	e = llhttp_execute(&c->resp_parser, data, n);
+	if (e == HPE_OK) {
+		if (c->resp_final_seen) {
+			/* Body bytes of the final response: forward as is. */
+			d->roff = d->rlen;
+			c->downd.bytes += n;
+			if (relay_write(c, d, (uv_stream_t *)&c->client, NULL,
+			    0, d->roff - n, n) < 0)
+				conn_close(c, "client_write_failed");
+			return;
+		}
+		/* Part of a head: the head arena kept what it needs. */
+		relay_release(c, d);
+		relay_update_reads(c);
+		return;
+	}
+	if (e == HPE_PAUSED) {
+		size_t k = (size_t)(llhttp_get_error_pos(&c->resp_parser) -
+		    data);
+
+		if (c->resp_done) {
+			/* End of the final response: forward its last body
+			 * bytes; anything after it is junk, and an upstream
+			 * that sends junk is not reused. */
+			d->roff += k;
+			if (d->roff < d->rlen) {
+				d->rlen = d->roff;
+				c->resp_close = true;
+			}
+			if (k > 0) {
+				c->downd.bytes += k;
+				if (relay_write(c, d,
+				    (uv_stream_t *)&c->client, NULL, 0,
+				    d->roff - k, k) < 0) {
+					conn_close(c, "client_write_failed");
+					return;
+				}
+			} else {
+				relay_release(c, d);
+			}
+			return;
+		}
+		/* Paused at a response head (1xx or final). */
+		d->roff += k;
+		exchange_response_head(c);
+		return;
+	}
+	if (!c->resp_final_seen && !c->logged) {
+		conn_upstream_drop(c);
+		refuse_send(c, REASON_CONNECT_FAILED, "bad response from origin");
+		return;
+	}
+	conn_close(c, "bad_response");
+}
+
+/*
+ * The upstream of an exchange sent EOF (nread UV_EOF) or failed: a body
+ * delimited by close ends here; a reused upstream that closed before
+ * answering is retried; otherwise the client gets a refusal if it has had
+ * no response yet, or the conn ends.
+ */
+void
+exchange_upstream_closed(struct conn *c, ssize_t nread)
+{
+	if (nread == UV_EOF && c->resp_final_seen && !c->resp_done) {
+		/* Body delimited by close. */
+		(void)llhttp_finish(&c->resp_parser);
+		if (c->resp_done) {
+			c->resp_close = true;
+			conn_upstream_drop(c);
+			if (!c->downd.writing)
+				exchange_done(c);
+			return;
+		}
+	}
+	if (exchange_retry(c))
+		return;
+	if (!c->resp_final_seen && !c->logged) {
+		conn_upstream_drop(c);
+		refuse_send(c, REASON_CONNECT_FAILED,
+		    "origin closed without a response");
+		return;
+	}
+	conn_close(c, nread == UV_EOF ? "upstream_closed" : "upstream_reset");
+}

@@ -1,0 +1,191 @@
+/*
+ * refuse: what a refused client gets (DESIGN.md §5) — an HTTP response
+ * with X-Portcullis-Reason and a one-line body, or, inside a TLS tunnel
+ * the client already speaks TLS in, a fatal TLS alert; then the conn
+ * closes.  Also the 503 for a connection over max_connections, which never
+ * becomes a conn.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn_internal.h"
+
+static void
+refuse_on_written(uv_write_t *req, int status)
+{
+	struct conn *c = req->data;
+
+	(void)status;
+	free(c->downd.whead);
+	c->downd.whead = NULL;
+	c->downd.writing = false;
+	if (c->state != CONN_CLOSING)
+		conn_close(c, c->close_reason);
+}
+
+/*
+ * Enters REFUSING for reason r and writes msg[0, len) (malloc'd, owned by
+ * this call) to the client; the conn closes once it is written, after
+ * PROXY_REFUSE_TIMEOUT_MS, or at once when it can't be written.
+ */
+static void
+refuse_write(struct conn *c, char *msg, size_t len, enum reason r)
+{
+	uv_buf_t b;
+
+	c->close_reason = reason_str(r);
+	conn_set_state(c, CONN_REFUSING);
+	relay_update_reads(c);
+	conn_arm_timer(c, PROXY_REFUSE_TIMEOUT_MS);
+	if (msg == NULL || c->downd.writing) {
+		/* A response is mid-way: the client can't get a clean one. */
+		free(msg);
+		conn_close(c, reason_str(r));
+		return;
+	}
+	c->downd.whead = msg;
+	c->downd.writing = true;
+	c->downd.wreq.data = c;
+	c->downd.bytes += (uint64_t)len;
+	b = uv_buf_init(msg, (unsigned)len);
+	if (uv_write(&c->downd.wreq, (uv_stream_t *)&c->client, &b, 1,
+	    refuse_on_written) < 0) {
+		c->downd.writing = false;
+		free(msg);
+		c->downd.whead = NULL;
+		conn_close(c, reason_str(r));
+	}
+}
+
+/* Writes a fatal TLS alert record and closes once it is written. */
+static void
+refuse_tls_alert(struct conn *c, unsigned char desc, enum reason r)
+{
+	char *msg = malloc(7);
+
+	conn_upstream_drop(c);
+	if (msg != NULL) {
+		memcpy(msg, "\x15\x03\x03\x00\x02\x02", 6);
+		msg[6] = (char)desc;
+	}
+	refuse_write(c, msg, 7, r);
+}
+
+static const char *
+refuse_status_text(int status)
+{
+	switch (status) {
+	case 400: return "Bad Request";
+	case 403: return "Forbidden";
+	case 414: return "URI Too Long";
+	case 431: return "Request Header Fields Too Large";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Forbidden";
+	}
+}
+
+/*
+ * Sends a refusal and closes the conn once it is written.  Writes the
+ * request record (decision "deny").  detail (may be NULL) goes into the
+ * body and the record.
+ */
+void
+refuse_send(struct conn *c, enum reason r, const char *detail)
+{
+	char body[PROXY_MAX_REFUSAL];
+	char *msg;
+	int status = c->refuse_status ? c->refuse_status : reason_status(r);
+	int blen, mlen;
+
+	if (c->state == CONN_CLOSING || c->state == CONN_REFUSING)
+		return;
+	if (c->dreq != NULL) {
+		dns_cancel(c->dreq);
+		c->dreq = NULL;
+	}
+	/* A refused request went to no upstream: an idle one kept from an
+	 * earlier request closes first, so the record names none. */
+	conn_upstream_drop(c);
+	conn_log_request(c, "deny", r, status, detail);
+	if (c->sent_200 && r != REASON_TLS_REQUIRED) {
+		/* The client already speaks TLS in the tunnel: an HTTP
+		 * response would be garbage to it.  Send a fatal TLS alert
+		 * (access_denied for policy, internal_error otherwise). */
+		refuse_tls_alert(c, status == 403 ? 49 : 80, r);
+		return;
+	}
+	if (r == REASON_BAD_REQUEST)
+		blen = snprintf(body, sizeof(body),
+		    "portcullis: bad request (bad_request): %s\n",
+		    detail ? detail : "malformed request");
+	else
+		blen = snprintf(body, sizeof(body),
+		    "portcullis: egress to %s%s%s:%u denied (%s) in env \"%s\", "
+		    "phase \"%s\"%s%s\n",
+		    c->host_kind == HOST_IPV6 ? "[" : "", c->host,
+		    c->host_kind == HOST_IPV6 ? "]" : "", c->port,
+		    reason_str(r), conn_env(c), phase_name(conn_phase(c)),
+		    detail ? ": " : "", detail ? detail : "");
+	if (blen < 0)
+		blen = 0;
+	if ((size_t)blen >= sizeof(body))
+		blen = (int)sizeof(body) - 1;
+	msg = malloc(sizeof(body) + 256);
+	if (msg == NULL) {
+		conn_close(c, reason_str(r));
+		return;
+	}
+	mlen = snprintf(msg, sizeof(body) + 256,
+	    "HTTP/1.1 %d %s\r\nX-Portcullis-Reason: %s\r\n"
+	    "Content-Type: text/plain\r\nContent-Length: %d\r\n"
+	    "Connection: close\r\n\r\n%.*s",
+	    status, refuse_status_text(status), reason_str(r), blen, blen,
+	    body);
+	refuse_write(c, msg, (size_t)mlen, r);
+}
+
+/* Refusal for a head llhttp or the head checks rejected: 400, or 414/431
+ * for a target or head over its limit. */
+void
+refuse_head(struct conn *c, int status, const char *why)
+{
+	c->refuse_status = status;
+	refuse_send(c, REASON_BAD_REQUEST, why);
+}
+
+/*
+ * A connection over [limits] max_connections (or with no memory for a
+ * conn): accepted, answered 503 with one non-blocking write, closed, and
+ * logged.  It never becomes a conn.
+ */
+void
+refuse_overloaded(struct server *s, uv_stream_t *listener)
+{
+	static const char msg[] =
+	    "HTTP/1.1 503 Service Unavailable\r\n"
+	    "X-Portcullis-Reason: overloaded\r\n"
+	    "Content-Type: text/plain\r\n"
+	    "Content-Length: 46\r\nConnection: close\r\n\r\n"
+	    "portcullis: too many connections (overloaded)\n";
+	uv_tcp_t *t = malloc(sizeof(*t));
+	uv_buf_t b = uv_buf_init((char *)msg, sizeof(msg) - 1);
+	struct jw w;
+
+	static_assert(sizeof("portcullis: too many connections (overloaded)\n")
+	    - 1 == 46, "Content-Length of the overload body");
+	if (t == NULL || uv_tcp_init(s->loop, t) < 0) {
+		free(t);
+		return;
+	}
+	if (uv_accept(listener, (uv_stream_t *)t) == 0)
+		(void)uv_try_write((uv_stream_t *)t, &b, 1);
+	uv_close((uv_handle_t *)t, (uv_close_cb)free);
+	jw_begin(&w, "request");
+	jw_str(&w, "decision", "deny");
+	jw_str(&w, "reason", "overloaded");
+	jw_int(&w, "status", 503);
+	audit_emit(&s->audit, &w);
+}

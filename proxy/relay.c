@@ -1,0 +1,553 @@
+/*
+ * relay: moving bytes.  Each direction of a conn (struct dir) holds at most
+ * one buffer, lent by the server's pool only while bytes are in it; while
+ * it holds unwritten or unprocessed bytes its source is not read
+ * (relay_update_reads()), so in-flight bytes per direction are at most one
+ * buffer.  Client bytes go to the request front end (HEAD), the exchange
+ * (HTTP: the request body) or straight up (TUNNEL); upstream bytes to the
+ * exchange (HTTP) or straight down (TUNNEL).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn_internal.h"
+
+void
+relay_release(struct conn *c, struct dir *d)
+{
+	if (d->rbuf != NULL) {
+		pool_put(&c->s->pool, d->rbuf);
+		d->rbuf = NULL;
+	}
+	d->roff = d->rlen = 0;
+}
+
+static void
+relay_on_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+	struct conn *c = h->data;
+
+	(void)suggested;
+	if (c->state == CONN_PEEK) {
+		*out = uv_buf_init(c->peek + c->peek_len,
+		    (unsigned)(PROXY_PEEK_BUF - c->peek_len));
+		return;
+	}
+	/* Reads are only started when the direction holds no buffer. */
+	if (c->upd.rbuf == NULL)
+		c->upd.rbuf = pool_get(&c->s->pool);
+	if (c->upd.rbuf == NULL || c->upd.rlen != 0) {
+		*out = uv_buf_init(NULL, 0);
+		return;
+	}
+	*out = uv_buf_init(c->upd.rbuf->data, (unsigned)c->upd.rbuf->size);
+}
+
+static void
+relay_on_alloc_upstream(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+	struct upstream *u = h->data;
+	struct conn *c = u->c;
+
+	(void)suggested;
+	if (c == NULL) {
+		*out = uv_buf_init(NULL, 0);
+		return;
+	}
+	if (c->downd.rbuf == NULL)
+		c->downd.rbuf = pool_get(&c->s->pool);
+	if (c->downd.rbuf == NULL || c->downd.rlen != 0) {
+		*out = uv_buf_init(NULL, 0);
+		return;
+	}
+	*out = uv_buf_init(c->downd.rbuf->data, (unsigned)c->downd.rbuf->size);
+}
+
+/* --- writing ------------------------------------------------------------ */
+
+static void relay_on_written(uv_write_t *req, int status);
+static void relay_down_written(struct conn *c);
+static void relay_up_written(struct conn *c);
+
+/*
+ * Writes head (malloc'd, owned by the write from now on; may be NULL) and
+ * then d->rbuf[off, off+n) to the sink of direction d.  Returns 0 or a
+ * libuv error (head is then freed).
+ */
+int
+relay_write(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
+    size_t headlen, size_t off, size_t n)
+{
+	uv_buf_t bufs[2];
+	unsigned nb = 0;
+	int r;
+
+	if (head != NULL && headlen > 0)
+		bufs[nb++] = uv_buf_init(head, (unsigned)headlen);
+	if (n > 0)
+		bufs[nb++] = uv_buf_init(d->rbuf->data + off, (unsigned)n);
+	if (nb == 0) {
+		free(head);
+		return 0;
+	}
+	if (head == NULL) {
+		/*
+		 * Relayed data: try to hand it to the kernel right away.  When
+		 * the socket takes all of it, the buffer is free again and the
+		 * source keeps being read — no read_stop/read_start (two
+		 * epoll_ctl calls) and no deferred callback per chunk.  Only
+		 * what the socket can't take waits in a queued write.
+		 */
+		r = uv_try_write(sink, bufs, 1);
+		if (r == (int)n) {
+			if (d->rbuf != NULL && d->roff >= d->rlen)
+				relay_release(c, d);
+			if (d == &c->downd)
+				relay_down_written(c);
+			else
+				relay_up_written(c);
+			return 0;
+		}
+		if (r > 0) {
+			bufs[0].base += r;
+			bufs[0].len -= (size_t)r;
+		} else if (r != UV_EAGAIN) {
+			return r;
+		}
+	}
+	d->whead = head;
+	d->writing = true;
+	d->wreq.data = c;
+	r = uv_write(&d->wreq, sink, bufs, nb, relay_on_written);
+	if (r < 0) {
+		d->writing = false;
+		free(head);
+		d->whead = NULL;
+	}
+	return r;
+}
+
+/*
+ * Tunnel half-close: once a direction's source has sent EOF and its last
+ * bytes are written, pass the EOF on (shutdown).  When both directions are
+ * done, the conn ends.  Returns true if the conn was closed.
+ */
+static bool
+relay_tunnel_finish(struct conn *c)
+{
+	struct dir *dirs[2] = { &c->upd, &c->downd };
+
+	for (int i = 0; i < 2; i++) {
+		struct dir *d = dirs[i];
+		uv_stream_t *sink = d == &c->upd ?
+		    (c->up ? (uv_stream_t *)&c->up->tcp : NULL) :
+		    (uv_stream_t *)&c->client;
+
+		if (d->eof && !d->writing && d->rbuf == NULL && !d->shut &&
+		    sink != NULL) {
+			d->shut = true;
+			d->sreq.data = c;
+			if (uv_shutdown(&d->sreq, sink, NULL) < 0) {
+				conn_close(c, NULL);
+				return true;
+			}
+		}
+	}
+	if (c->upd.shut && c->downd.shut) {
+		conn_close(c, NULL);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * A queued write finished (either direction).  Late completions of a
+ * closing conn only release what the write held.
+ */
+static void
+relay_on_written(uv_write_t *req, int status)
+{
+	struct conn *c = req->data;
+	bool down = req == &c->downd.wreq;
+	struct dir *d = down ? &c->downd : &c->upd;
+
+	d->writing = false;
+	free(d->whead);
+	d->whead = NULL;
+	if (c->state == CONN_CLOSING || (!down && c->state == CONN_REFUSING))
+		return;
+	if (status < 0) {
+		if (!down && exchange_retry(c))
+			return;
+		conn_close(c, down ? "client_write_failed" :
+		    "upstream_write_failed");
+		return;
+	}
+	if (down)
+		relay_down_written(c);
+	else
+		relay_up_written(c);
+}
+
+/*
+ * Continues after bytes for the client were written (asynchronously or at
+ * once): release the buffer, finish the exchange or the tunnel, or go on
+ * pumping what the upstream sent.
+ */
+static void
+relay_down_written(struct conn *c)
+{
+	struct dir *d = &c->downd;
+
+	c->last_activity = conn_now(c);
+	if (c->state == CONN_HTTP && c->resp_done && d->rbuf != NULL &&
+	    d->roff < d->rlen) {
+		/* Bytes after a complete (bodiless) response: junk. */
+		c->resp_close = true;
+		d->roff = d->rlen;
+	}
+	if (d->rbuf != NULL && d->roff >= d->rlen)
+		relay_release(c, d);
+	if (c->state == CONN_HTTP && c->resp_done && d->rbuf == NULL) {
+		exchange_done(c);
+		return;
+	}
+	if (c->state == CONN_TUNNEL && relay_tunnel_finish(c))
+		return;
+	relay_pump_upstream(c);
+	relay_update_reads(c);
+}
+
+/* The same for bytes written to the upstream. */
+static void
+relay_up_written(struct conn *c)
+{
+	struct dir *d = &c->upd;
+
+	c->last_activity = conn_now(c);
+	if (d->rbuf != NULL && d->roff >= d->rlen)
+		relay_release(c, d);
+	if (c->state == CONN_TUNNEL && relay_tunnel_finish(c))
+		return;
+	relay_pump_client(c);
+	relay_update_reads(c);
+}
+
+/* --- reads -------------------------------------------------------------- */
+
+static void relay_on_client_read(uv_stream_t *st, ssize_t n,
+    const uv_buf_t *b);
+static void relay_on_upstream_read(uv_stream_t *st, ssize_t n,
+    const uv_buf_t *b);
+
+/*
+ * Starts or stops reading each side according to the state and to
+ * backpressure (a direction holding bytes doesn't read its source).
+ */
+void
+relay_update_reads(struct conn *c)
+{
+	bool want_client = false, want_up = false;
+	struct upstream *u = c->up;
+
+	switch (c->state) {
+	case CONN_HEAD:
+		want_client = c->upd.rlen == 0;
+		/* An idle kept-alive upstream is read to notice its close. */
+		want_up = u != NULL && u->connected;
+		break;
+	case CONN_PEEK:
+		want_client = c->peek_len < PROXY_PEEK_BUF;
+		break;
+	case CONN_HTTP:
+		want_client = !c->fe.req_done && c->upd.rlen == 0 &&
+		    !c->upd.writing;
+		want_up = u != NULL && u->connected && !c->resp_done &&
+		    c->downd.rlen == 0 && !c->downd.writing;
+		break;
+	case CONN_TUNNEL:
+		want_client = !c->upd.eof && c->upd.rlen == 0 &&
+		    !c->upd.writing;
+		want_up = u != NULL && !c->downd.eof && c->downd.rlen == 0 &&
+		    !c->downd.writing;
+		break;
+	default:
+		break;
+	}
+	if (want_client != c->client_reading) {
+		if (want_client)
+			uv_read_start((uv_stream_t *)&c->client,
+			    relay_on_alloc_client, relay_on_client_read);
+		else
+			uv_read_stop((uv_stream_t *)&c->client);
+		c->client_reading = want_client;
+	}
+	if (u != NULL && u->connected && want_up != u->reading) {
+		if (want_up)
+			uv_read_start((uv_stream_t *)&u->tcp,
+			    relay_on_alloc_upstream, relay_on_upstream_read);
+		else
+			uv_read_stop((uv_stream_t *)&u->tcp);
+		u->reading = want_up;
+	}
+}
+
+/*
+ * Processes the client bytes in upd.rbuf[roff, rlen) according to the state.
+ */
+void
+relay_pump_client(struct conn *c)
+{
+	struct dir *d = &c->upd;
+	const char *data;
+	size_t n, used;
+
+	if (d->rbuf == NULL || d->roff >= d->rlen || d->writing)
+		return;
+	data = d->rbuf->data + d->roff;
+	n = d->rlen - d->roff;
+
+	switch (c->state) {
+	case CONN_HEAD:
+		if (front_feed_head(&c->fe, data, n, &used) == FRONT_MORE) {
+			relay_release(c, d);
+			relay_update_reads(c);
+			return;
+		}
+		if (!c->fe.head_done) {
+			refuse_head(c, c->fe.status, c->fe.why);
+			return;
+		}
+		d->roff += used;
+		if (d->roff >= d->rlen)
+			relay_release(c, d);
+		exchange_head_done(c);
+		return;
+
+	case CONN_HTTP:
+		if (c->fe.req_done) {
+			/* Pipelined: wait until the response is done. */
+			return;
+		}
+		if (front_feed_body(&c->fe, data, n, &n) < 0) {
+			conn_close(c, "bad_request_body");
+			return;
+		}
+		d->roff += n;
+		if (n > 0 && relay_write(c, d, (uv_stream_t *)&c->up->tcp,
+		    NULL, 0, d->roff - n, n) < 0) {
+			conn_close(c, "upstream_write_failed");
+			return;
+		}
+		if (n == 0 && d->roff >= d->rlen)
+			relay_release(c, d);
+		return;
+
+	case CONN_TUNNEL:
+		d->roff = d->rlen;
+		if (relay_write(c, d, (uv_stream_t *)&c->up->tcp, NULL, 0,
+		    d->roff - n, n) < 0)
+			conn_close(c, "upstream_write_failed");
+		return;
+
+	default:
+		return;
+	}
+}
+
+/*
+ * Processes the upstream bytes in downd.rbuf[roff, rlen).
+ */
+void
+relay_pump_upstream(struct conn *c)
+{
+	struct dir *d = &c->downd;
+	size_t n;
+
+	if (d->rbuf == NULL || d->roff >= d->rlen || d->writing)
+		return;
+	n = d->rlen - d->roff;
+	if (c->state == CONN_TUNNEL) {
+		d->roff = d->rlen;
+		c->downd.bytes += n;
+		if (relay_write(c, d, (uv_stream_t *)&c->client, NULL, 0,
+		    d->roff - n, n) < 0)
+			conn_close(c, "client_write_failed");
+		return;
+	}
+	if (c->state != CONN_HTTP || c->resp_done) {
+		/* Bytes from an upstream that has nothing to say now: it
+		 * can't be reused. */
+		relay_release(c, d);
+		if (c->up != NULL)
+			c->up->reusable = false;
+		if (c->state == CONN_HEAD)
+			conn_upstream_drop(c);
+		return;
+	}
+	exchange_pump_response(c);
+}
+
+/*
+ * A read that brought no bytes (nread <= 0) gives back a buffer that holds
+ * none.  Returns true when nothing else is to be done (nothing read, or
+ * no buffer), false for bytes, EOF or an error.
+ */
+static bool
+relay_read_nothing(struct conn *c, struct dir *d, ssize_t nread)
+{
+	if (nread > 0)
+		return false;
+	if (d->rlen == 0)
+		relay_release(c, d);
+	return nread == 0 || nread == UV_ENOBUFS;
+}
+
+static void
+relay_on_client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+	struct conn *c = st->data;
+	struct dir *d = &c->upd;
+
+	(void)b;
+	if (c->state == CONN_CLOSING)
+		return;
+	if (relay_read_nothing(c, d, nread))
+		return;
+	if (nread < 0) {
+		if (nread != UV_EOF) {
+			conn_close(c, "client_reset");
+			return;
+		}
+		switch (c->state) {
+		case CONN_TUNNEL:
+			d->eof = true;
+			uv_read_stop(st);
+			c->client_reading = false;
+			relay_tunnel_finish(c);
+			return;
+		case CONN_HEAD:
+			conn_close(c, c->fe.head != NULL &&
+			    c->fe.parser.method != 0 ? "client_closed_in_head" :
+			    NULL);
+			return;
+		default:
+			conn_close(c, "client_closed");
+			return;
+		}
+	}
+	if (c->state == CONN_PEEK) {
+		c->peek_len += (size_t)nread;
+		d->bytes += (uint64_t)nread;
+		peek_check(c);
+		if (c->state != CONN_CLOSING)
+			relay_update_reads(c);
+		return;
+	}
+	d->roff = 0;
+	d->rlen = (size_t)nread;
+	if (c->state == CONN_HEAD || c->state == CONN_HTTP ||
+	    c->state == CONN_TUNNEL)
+		d->bytes += (uint64_t)nread;
+	c->last_activity = conn_now(c);
+	relay_pump_client(c);
+	if (c->state != CONN_CLOSING)
+		relay_update_reads(c);
+}
+
+static void
+relay_on_upstream_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+	struct upstream *u = st->data;
+	struct conn *c = u->c;
+	struct dir *d;
+
+	(void)b;
+	if (c == NULL || c->state == CONN_CLOSING || c->up != u)
+		return;
+	d = &c->downd;
+	if (relay_read_nothing(c, d, nread))
+		return;
+	if (nread < 0) {
+		switch (c->state) {
+		case CONN_TUNNEL:
+			if (nread != UV_EOF) {
+				conn_close(c, "upstream_reset");
+				return;
+			}
+			d->eof = true;
+			uv_read_stop(st);
+			u->reading = false;
+			relay_tunnel_finish(c);
+			return;
+		case CONN_HTTP:
+			exchange_upstream_closed(c, nread);
+			return;
+		default:
+			/* An idle kept-alive upstream went away. */
+			conn_upstream_drop(c);
+			relay_update_reads(c);
+			return;
+		}
+	}
+	d->roff = 0;
+	d->rlen = (size_t)nread;
+	c->resp_bytes += (uint64_t)nread;
+	c->last_activity = conn_now(c);
+	relay_pump_upstream(c);
+	if (c->state != CONN_CLOSING)
+		relay_update_reads(c);
+}
+
+/* --- the tunnel ------------------------------------------------------------ */
+
+/*
+ * CONNECT connected: the request record, then TUNNEL.  After a peek the
+ * client has its 200 and the first flight goes upstream unchanged;
+ * otherwise the 200 goes out now and bytes the client sent after the
+ * CONNECT head go up.
+ */
+void
+relay_tunnel_start(struct conn *c)
+{
+	static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+	uv_buf_t b;
+	int r;
+
+	conn_log_request(c, "allow", REASON_ALLOWED, 200, NULL);
+	conn_set_state(c, CONN_TUNNEL);
+	if (c->sent_200) {
+		char *peek = c->peek;
+
+		c->peek = NULL;
+		if (relay_write(c, &c->upd, (uv_stream_t *)&c->up->tcp, peek,
+		    c->peek_len, 0, 0) < 0) {
+			conn_close(c, "upstream_write_failed");
+			return;
+		}
+		relay_update_reads(c);
+		return;
+	}
+	front_drop_head(&c->fe);
+	b = uv_buf_init((char *)ok, sizeof(ok) - 1);
+	c->downd.bytes += sizeof(ok) - 1;
+	/* The 200 is small: try to write it at once; if the socket can't
+	 * take it, queue it like any other write. */
+	r = uv_try_write((uv_stream_t *)&c->client, &b, 1);
+	if (r < 0)
+		r = 0;
+	if ((size_t)r < sizeof(ok) - 1) {
+		char *copy = strdup(ok + r);
+
+		/* relay_write() owns copy from the call on, also when it
+		 * fails. */
+		if (copy == NULL || relay_write(c, &c->downd,
+		    (uv_stream_t *)&c->client, copy,
+		    sizeof(ok) - 1 - (size_t)r, 0, 0) < 0) {
+			conn_close(c, "client_write_failed");
+			return;
+		}
+	}
+	relay_pump_client(c);
+	relay_update_reads(c);
+}

@@ -6,8 +6,10 @@
  * from these names and refuses a value outside [MIN, MAX].
  *
  * (Named pclimits.h, not limits.h, so that it never shadows the system
- * <limits.h>.  The proxy's fixed limits, still in proxy/limits.h, are to
- * move here too.)
+ * <limits.h>.)  It lives in conf/, the lowest layer, so that the config
+ * loader, the daemon and the launcher all read the same names.  The
+ * handoff protocol's own timeouts are in lib/pclib.h: the bridge, which
+ * links nothing of ours but lib/, must see them.
  */
 #ifndef PORTCULLIS_PCLIMITS_H
 #define PORTCULLIS_PCLIMITS_H
@@ -107,5 +109,129 @@ static_assert(AUDIT_DEF_RESERVE_MIB <= AUDIT_MAX_RESERVE_MIB,
     "audit reserve default in range");
 /* Timeouts are stored in an unsigned (struct cfg); keep them in range. */
 static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
+
+/* ==== fixed: the daemon (proxy/) ======================================= */
+
+/*
+ * Relay buffers.  A direction holds one only while bytes are in flight (an
+ * idle tunnel holds none).  Big buffers make bulk transfers cheap (fewer
+ * syscalls and wake-ups per GiB: bench rows 5 and 6); there are at most
+ * PROXY_BIG_BUFS of them per worker, and once they are all lent out a
+ * read gets a small one — so memory stays bounded by
+ * PROXY_BIG_BUFS x BIG + 2 x max_connections x SMALL however many peers
+ * hold data without reading it.
+ */
+#define PROXY_RELAY_BUF_BIG (256 * 1024)
+#define PROXY_RELAY_BUF_SMALL (16 * 1024)
+#define PROXY_BIG_BUFS 512
+/* Free buffers of each size kept for reuse; beyond this, back to malloc. */
+#define PROXY_POOL_KEEP 64
+
+/* A request line URL: longer is refused with 414. */
+#define PROXY_MAX_URL 8192
+/* A whole request or response head (names + values, as stored): longer is
+ * refused with 431 (requests) or 502 (responses). */
+#define PROXY_MAX_HDR_BYTES 32768
+/* Header lines per head: more is refused like an oversized head. */
+#define PROXY_MAX_HEADERS 100
+/* A rebuilt head adds at most this much to what was stored (request line,
+ * Host, CRLFs and ": " per header). */
+#define PROXY_HEAD_SLACK (PROXY_MAX_URL + 512 + PROXY_MAX_HEADERS * 4)
+
+/* Requests on one keep-alive client connection before it is closed. */
+#define PROXY_MAX_REQS_PER_CONN 10000
+
+/* A request method with its NUL: llhttp knows none longer than 13 bytes
+ * (GET_PARAMETER); a longer one is refused with 400. */
+#define PROXY_MAX_METHOD 24
+/* Writing a refusal to a client that does not read: then the conn closes. */
+#define PROXY_REFUSE_TIMEOUT_MS 5000
+/*
+ * DNS queries c-ares still runs for nobody: their conn closed (or their
+ * deadline passed) and the query finishes in the background, within
+ * N servers x [dns] timeout.  Without a cap a flood of conns that close
+ * while resolving would grow this without bound; at the cap, new
+ * resolutions are refused (503 overloaded) until some finish.
+ */
+#define DNS_MAX_DETACHED 1024
+
+/* One audit record, as written (one line).  Every string value is cut to
+ * AUDIT_MAX_VALUE before escaping (6x worst case), so a record with
+ * AUDIT_MAX_FIELDS fields always fits. */
+#define AUDIT_MAX_VALUE 512
+#define AUDIT_MAX_FIELDS 24
+#define AUDIT_MAX_RECORD (AUDIT_MAX_FIELDS * (AUDIT_MAX_VALUE * 6 + 40) + 64)
+/* A request path logged with [audit] paths = yes: enough to see what was
+ * fetched; longer is cut and the record says "path_truncated": true. */
+#define AUDIT_MAX_PATH AUDIT_MAX_VALUE
+/* What a bad_request record keeps of the raw target and Host as received
+ * (a refused URL may be PROXY_MAX_URL long and is the client's to choose);
+ * longer is cut, with "target_truncated"/"host_header_truncated". */
+#define AUDIT_MAX_TARGET 512
+
+/*
+ * The audit writer (audit.c): the loop only queues records; one thread per
+ * log writes them, so a stalled pipe or a slow disk never stops the loop.
+ * Queued bytes count each record plus its node.  Past AUDIT_QUEUE_BYTES
+ * new requests are refused (503 audit_unavailable: the log can't keep up,
+ * so it fails closed) and refusal records are dropped (counted); records of
+ * work already admitted (allows, closes, sessions) still go in up to
+ * AUDIT_QUEUE_BYTES + AUDIT_QUEUE_SLACK, so memory stays bounded.  A record
+ * dropped past that is counted and reported by a records_lost record.
+ */
+#define AUDIT_QUEUE_BYTES (1024 * 1024)
+#define AUDIT_QUEUE_SLACK (4 * 1024 * 1024)
+/* Refusal records queue in a budget of their own, apart from the bytes that
+ * decide admission: a flood of refused requests behind a slow log drops
+ * (and counts) refusal records, it can't make everyone's requests 503. */
+#define AUDIT_REFUSAL_BYTES (256 * 1024)
+/* Records per writev(2): one syscall for a whole burst (<= IOV_MAX). */
+#define AUDIT_BATCH_IOV 256
+/* While the log can't be written: retry on a new record, but not more
+ * often than MIN (a refusal flood is not a write flood), and at least every
+ * MAX without one (recovery needs no traffic). */
+#define AUDIT_RETRY_MIN_MS 20
+#define AUDIT_RETRY_MAX_MS 1000
+/* A clean stop waits this long for the queue to drain (then gives up and
+ * says how many records were not written). */
+#define AUDIT_DRAIN_MS 3000
+/* The first record is written before serving; a log that takes none in
+ * this long (a pipe nobody reads) stops start-up. */
+#define AUDIT_START_MS 10000
+
+/* Bytes of a tunnel's first flight kept while its ClientHello is read:
+ * the ClientHello itself (TLS_MAX_CLIENTHELLO, split over records of 5
+ * header bytes each) plus what a client may send right behind it. */
+#define PROXY_PEEK_BUF (16384 + 1024)
+/* Refusal response bodies (host, reason, env, phase). */
+#define PROXY_MAX_REFUSAL 2048
+
+/* Host addresses (hostaddr.c) outside the built-in blocked ranges that the
+ * set holds.  A host has a handful; past this the set is incomplete and
+ * every address the check would ask it about is refused (fail closed). */
+#define HOSTADDR_MAX 1024
+/* The full address dump at start (and `portcullis check`): the kernel
+ * answers in milliseconds; a start that cannot read it is refused. */
+#define HOSTADDR_DUMP_TIMEOUT_MS 2000
+/* After a failed re-read, the next try (the set is "unknown" until then). */
+#define HOSTADDR_RETRY_MS 1000
+/* One netlink read.  The kernel sends dump parts of at most ~8 KiB
+ * (NLMSG_GOODSIZE); a message cut short counts as lost events (re-read). */
+#define HOSTADDR_NL_BUF 32768
+/* Receive buffer asked for the netlink socket, so that a burst of changes
+ * overflows (ENOBUFS, then a full re-read) rarely; the kernel caps it at
+ * net.core.rmem_max. */
+#define HOSTADDR_RCVBUF (1024 * 1024)
+/* Netlink reads per loop wake-up: a burst of changes cannot starve conns. */
+#define HOSTADDR_READS_PER_WAKE 64
+
+static_assert(PROXY_MAX_URL < PROXY_MAX_HDR_BYTES, "URL is part of the head");
+static_assert(AUDIT_MAX_PATH <= AUDIT_MAX_VALUE, "a logged path is one value");
+static_assert(AUDIT_MAX_TARGET <= AUDIT_MAX_VALUE, "a logged target is one value");
+static_assert(PROXY_RELAY_BUF_SMALL >= 4096, "relay buffer too small to be useful");
+static_assert(PROXY_RELAY_BUF_BIG >= PROXY_RELAY_BUF_SMALL, "big >= small");
+static_assert(AUDIT_BATCH_IOV <= 1024, "writev takes at most IOV_MAX");
+static_assert(AUDIT_QUEUE_BYTES > 2 * AUDIT_MAX_RECORD, "the queue holds a burst of the largest records");
+static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent");
 
 #endif

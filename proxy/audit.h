@@ -1,6 +1,6 @@
 /*
  * audit: the audit log (DESIGN.md §6, §15; design.md §9).  One JSON object
- * per line.  The loops only queue records (bounded, limits.h AUDIT_QUEUE_*);
+ * per line.  The loops only queue records (bounded, pclimits.h AUDIT_QUEUE_*);
  * one writer thread per log writes them, several at a time (writev), so a
  * stalled pipe or a slow disk never blocks a loop.  One writer keeps every
  * line whole and in order; a record cut short by a full disk is cut back
@@ -14,7 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "limits.h"
+#include "pclimits.h"
 
 struct audit_q;
 

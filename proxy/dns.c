@@ -47,7 +47,7 @@
 #include <uv.h>
 
 #include "dns.h"
-#include "limits.h"
+#include "pclimits.h"
 #include "log.h"
 
 /* Used when a cfg carries timeout_ms == 0 (not loaded through cfg_load). */

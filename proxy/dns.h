@@ -56,7 +56,7 @@ struct dns_req *dns_resolve(struct dns *d, const char *name, dns_cb cb,
 void dns_cancel(struct dns_req *r);
 
 /*
- * True while DNS_MAX_DETACHED (limits.h) detached queries are still
+ * True while DNS_MAX_DETACHED (pclimits.h) detached queries are still
  * running: dns_resolve() then starts no new query (static answers are
  * still served), so a flood of conns closing mid-resolution stays bounded.
  */

@@ -15,7 +15,7 @@
 #include <llhttp.h>
 
 #include "http.h"
-#include "limits.h"
+#include "pclimits.h"
 
 /* What front_feed_head() made of the bytes it was given. */
 enum front_status {

@@ -36,7 +36,7 @@
 #include <unistd.h>
 
 #include "hostaddr.h"
-#include "limits.h"
+#include "pclimits.h"
 #include "log.h"
 
 struct ha_entry {

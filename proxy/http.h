@@ -13,7 +13,7 @@
 
 #include <llhttp.h>
 
-#include "limits.h"
+#include "pclimits.h"
 #include "netaddr.h"
 
 struct http_hdr {

@@ -16,7 +16,7 @@
 #include "cfg.h"
 #include "dns.h"
 #include "http.h"
-#include "limits.h"
+#include "pclimits.h"
 #include "netaddr.h"
 #include "policy.h"
 #include "server.h"
@@ -24,7 +24,7 @@
 /* listen(2) backlog for every listener ([proxy] listen and sessions'). */
 #define SERVER_BACKLOG 511
 
-/* A relay buffer lent by the server's pool (limits.h: big or small). */
+/* A relay buffer lent by the server's pool (pclimits.h: big or small). */
 struct buf {
 	struct buf *next;	/* free list link */
 	size_t size;		/* PROXY_RELAY_BUF_BIG or _SMALL */

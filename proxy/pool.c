@@ -1,7 +1,7 @@
 /*
  * pool: the relay buffers conns borrow (internal.h struct pool), one pool
  * per loop, so no locking.  Big buffers while fewer than PROXY_BIG_BUFS
- * are out, small ones after that (limits.h), and up to PROXY_POOL_KEEP of
+ * are out, small ones after that (pclimits.h), and up to PROXY_POOL_KEEP of
  * each kind kept for reuse instead of going back to malloc.
  */
 #include <stdbool.h>

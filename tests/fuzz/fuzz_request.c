@@ -25,7 +25,7 @@
 #include "cfg.h"
 #include "front.h"
 #include "http.h"
-#include "limits.h"
+#include "pclimits.h"
 #include "netaddr.h"
 #include "policy.h"
 

@@ -23,6 +23,7 @@
 
 #include "cfg.h"
 #include "dns.h"
+#include "pclimits.h"
 #include "check.h"
 
 /* Per-lookup timeout used by most cases: short so the suite stays fast. */

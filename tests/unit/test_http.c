@@ -8,19 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "front.h"
-
-static int passed, failed;
-
-#define CHECK(cond) do {						\
-	if (cond) {							\
-		passed++;						\
-	} else {							\
-		failed++;						\
-		fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,	\
-		    __LINE__, #cond);					\
-	}								\
-} while (0)
 
 static struct front f;
 
@@ -157,11 +146,11 @@ refused(const char *req, const char *why)
 	CHECK(st == FRONT_BAD);
 	CHECK(f.status == 400);
 	if (f.why == NULL || strcmp(f.why, why) != 0) {
-		failed++;
+		CHECK_FAIL();
 		fprintf(stderr, "refused with \"%s\", want \"%s\": %s\n",
 		    f.why ? f.why : "(null)", why, req);
 	} else {
-		passed++;
+		CHECK_PASS();
 	}
 }
 
@@ -234,6 +223,5 @@ main(void)
 	test_header_bytes();
 	test_smuggling();
 	front_drop_head(&f);
-	printf("test_http: %d passed, %d failed\n", passed, failed);
-	return failed == 0 ? 0 : 1;
+	return check_done();
 }

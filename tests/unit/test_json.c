@@ -11,28 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "json.h"
-
-/* TODO(merge): tests/unit/check.h (h7) has these; include it instead. */
-static int check_passed, check_failed;
-#define CHECK(cond, ...) do {						\
-	if (cond) {							\
-		check_passed++;						\
-	} else {							\
-		check_failed++;						\
-		fprintf(stderr, "%s:%d: CHECK failed: %s", __FILE__,	\
-		    __LINE__, #cond);					\
-		__VA_OPT__(fputs(": ", stderr);				\
-		    fprintf(stderr, __VA_ARGS__);)			\
-		fputc('\n', stderr);					\
-	}								\
-} while (0)
-static int
-check_done(void)
-{
-	printf("%d passed, %d failed\n", check_passed, check_failed);
-	return check_failed != 0;
-}
 
 /*
  * The escape of byte b as the audit log has always written it, spelled out

@@ -22,19 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int passed, failed;
-
-#define CHECK(cond, ...) do {						\
-	if (cond) {							\
-		passed++;						\
-	} else {							\
-		failed++;						\
-		fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__,	\
-		    #cond);						\
-		fprintf(stderr, __VA_ARGS__);				\
-		fputc('\n', stderr);					\
-	}								\
-} while (0)
+#include "check.h"
 
 /* Bounds the fds a test sends in one message. */
 #define T_MAX_SEND 16
@@ -448,6 +436,5 @@ main(void)
 	test_clock();
 	test_filter(false, 0x01 | 0x02 | 0x04 | 0x08);
 	test_filter(true, 0x04 | 0x08);
-	printf("test_pclib: %d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_done();
 }

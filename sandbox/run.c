@@ -449,8 +449,10 @@ out:
 	report_signal(&st);
 	if (audit_path != NULL) {
 		runlog_summary(&log, st.sid, true);
-		pc_warnx("audit log: %s (session %s)", audit_path,
-		    st.sid[0] ? st.sid : "none");
+		if (st.sid[0] != '\0')
+			pc_warnx("session %s, audit log: %s", st.sid, audit_path);
+		else
+			pc_warnx("audit log: %s", audit_path);
 	} else if (st.sid[0] != '\0') {
 		pc_warnx("no refusal summary with --connect: session %s's "
 		    "records are in the daemon's audit log", st.sid);

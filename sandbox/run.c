@@ -450,7 +450,7 @@ out:
 	if (audit_path != NULL) {
 		runlog_summary(&log, st.sid, true);
 		if (st.sid[0] != '\0')
-			pc_warnx("session %s, audit log: %s", st.sid, audit_path);
+			pc_warnx("session %s: audit log: %s", st.sid, audit_path);
 		else
 			pc_warnx("audit log: %s", audit_path);
 	} else if (st.sid[0] != '\0') {

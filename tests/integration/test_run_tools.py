@@ -232,7 +232,7 @@ def test_refusal_summary_embedded():
     ], "summary lines (stderr %r)" % r.stderr)
     # The summary comes before the log's line, which names the session.
     last = r.stderr.strip().splitlines()[-1]
-    check(last.startswith("portcullis run: session s-") and ", audit log: " in last,
+    check(last.startswith("portcullis run: session s-") and ": audit log: " in last,
           "last line names the session and the log: %r" % last)
 
 
@@ -377,8 +377,8 @@ def test_command_not_found_or_not_executable():
 
 def session_of(stderr):
     for ln in stderr.splitlines():
-        if ln.startswith("portcullis run: session ") and ", audit log: " in ln:
-            return ln.split()[3].rstrip(",")
+        if ln.startswith("portcullis run: session ") and ": audit log: " in ln:
+            return ln.split()[3].rstrip(":")
     raise TestFailure("no audit log line: %r" % stderr)
 
 
@@ -400,7 +400,7 @@ def test_audit_where_the_config_says():
              d, env=run_env(TMPDIR=tmp))
     eq(r.returncode, 0, "exit (stderr %r)" % r.stderr)
     sid = session_of(r.stderr)
-    check("portcullis run: session %s, audit log: %s\n" % (sid, log) in r.stderr, r.stderr)
+    check("portcullis run: session %s: audit log: %s\n" % (sid, log) in r.stderr, r.stderr)
     recs = [x for x in records(log, sid) if x["event"] == "request"]
     eq([(x["host"], x["decision"]) for x in recs], [(ALLOWED, "allow")], "records in PATH")
     eq(os.listdir(tmp), [], "nothing left in TMPDIR")
@@ -425,7 +425,7 @@ def test_audit_state_dir_fallback():
             sids.append(session_of(r.stderr))
             eq(rd(d, "inside.ls"), "", "state dir hidden inside")
         log = os.path.join(state, "portcullis", "run-audit.jsonl")
-        check(", audit log: %s\n" % log in r.stderr, r.stderr)
+        check(": audit log: %s\n" % log in r.stderr, r.stderr)
         eq(os.listdir(os.path.join(state, "portcullis")), ["run-audit.jsonl"], "one log")
         for sid in sids:
             eq([x["host"] for x in records(log, sid) if x["event"] == "request"], [ALLOWED],

@@ -17,7 +17,8 @@
  *   6. check the namespace again, set the proxy environment, install the
  *      seccomp filter, close every fd but 0-2, exec COMMAND.
  * Any failure: one line "portcullis-bridge: no proxy route: <why>" and exit
- * 125; COMMAND never ran.
+ * 125; COMMAND never ran.  COMMAND itself not found: 127, not executable:
+ * 126 (a shell's statuses), with "portcullis run: COMMAND: ..." on stderr.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -58,6 +60,9 @@ __asan_default_options(void)
 	return "detect_leaks=0";
 }
 #endif
+
+/* Longest GIT_SSH_COMMAND we compose (ours appended to the caller's). */
+#define BRIDGE_GIT_SSH_MAX 65536
 
 /* Longest /proc/net/{route,ipv6_route} line we accept (real ones: < 160). */
 #define BRIDGE_ROUTE_LINE_MAX 512
@@ -224,6 +229,8 @@ handoff(int sock, int lfd, char *sid, size_t sidlen)
 		refuse("%s", why);
 }
 
+static void set_git_ssh(const char *self);
+
 static void
 set_env(const char *name, const char *value)
 {
@@ -241,7 +248,7 @@ set_proxy_env(const char *sid)
 		"npm_config_proxy", "npm_config_https_proxy",
 		"PIP_PROXY", "YARN_HTTP_PROXY", "YARN_HTTPS_PROXY",
 	};
-	char self[PATH_MAX], ssh[PATH_MAX + 64];
+	char self[PATH_MAX];
 	ssize_t n;
 	size_t i;
 
@@ -260,9 +267,90 @@ set_proxy_env(const char *sid)
 	if (strpbrk(self, "\"'\\$` ") != NULL)
 		refuse("bridge path %s needs shell quoting; install it "
 		    "elsewhere", self);
-	snprintf(ssh, sizeof(ssh),
-	    "ssh -o ProxyCommand=\"%s connect %%h %%p\"", self);
+	set_git_ssh(self);
+}
+
+/* Does GIT_SSH_COMMAND's word w already pick its own proxy? */
+static bool
+ssh_word_proxies(const char *w, size_t n)
+{
+	static const char *const keys[] = { "proxycommand", "proxyjump" };
+
+	if (n >= 2 && w[0] == '-' && w[1] == 'J')
+		return true;
+	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+		size_t kl = strlen(keys[k]);
+
+		for (size_t i = 0; i + kl <= n; i++)
+			if (strncasecmp(w + i, keys[k], kl) == 0)
+				return true;
+	}
+	return false;
+}
+
+/*
+ * GIT_SSH_COMMAND (docs/sandbox.md, "ssh and git over ssh"): the caller's
+ * is kept, never substituted.
+ *   - none (and no GIT_SSH): `ssh -o ProxyCommand="BRIDGE connect %h %p"`;
+ *   - GIT_SSH only: left alone (git runs that program; the ssh it runs
+ *     reads the sandbox's ssh_config, whose ProxyCommand is ours);
+ *   - theirs runs ssh itself (first word `ssh` or `.../ssh`) and picks no
+ *     proxy of its own: ours is appended as `-o ProxyCommand=...` (git adds
+ *     its own options and the host after it, and -o before the host is
+ *     where ssh takes it); this also covers a `-F FILE` of theirs, which
+ *     makes ssh skip the sandbox's ssh_config;
+ *   - theirs names a ProxyCommand / ProxyJump / -J, or is a wrapper
+ *     (first word anything else): kept unchanged.  A wrapper that ends in
+ *     ssh gets the ProxyCommand from the sandbox's ssh_config; a proxy of
+ *     their own must reach 127.0.0.1:3128, there is no other route.
+ */
+static void
+set_git_ssh(const char *self)
+{
+	const char *theirs = getenv("GIT_SSH_COMMAND");
+	const char *p, *w, *first = NULL;
+	size_t firstlen = 0;
+	bool proxies = false;
+	char *ssh;
+	int len;
+
+	if (theirs == NULL || *theirs == '\0') {
+		if (getenv("GIT_SSH") != NULL && *getenv("GIT_SSH") != '\0')
+			return;
+		theirs = "ssh";
+	} else {
+		for (p = theirs; *p != '\0';) {
+			while (*p == ' ' || *p == '\t')
+				p++;
+			if (*p == '\0')
+				break;
+			w = p;
+			while (*p != '\0' && *p != ' ' && *p != '\t')
+				p++;
+			if (first == NULL) {
+				first = w;
+				firstlen = (size_t)(p - w);
+			}
+			proxies |= ssh_word_proxies(w, (size_t)(p - w));
+		}
+		if (first == NULL || proxies)
+			return;
+		if (!((firstlen == 3 && strncmp(first, "ssh", 3) == 0) ||
+		    (firstlen > 4 && strncmp(first + firstlen - 4, "/ssh", 4) == 0)))
+			return;
+	}
+	len = snprintf(NULL, 0, "%s -o ProxyCommand=\"%s connect %%h %%p\"",
+	    theirs, self);
+	if (len < 0 || (size_t)len > BRIDGE_GIT_SSH_MAX)
+		refuse("GIT_SSH_COMMAND is longer than %d bytes",
+		    BRIDGE_GIT_SSH_MAX);
+	ssh = malloc((size_t)len + 1);
+	if (ssh == NULL)
+		refuse("out of memory");
+	snprintf(ssh, (size_t)len + 1, "%s -o ProxyCommand=\"%s connect %%h %%p\"",
+	    theirs, self);
 	set_env("GIT_SSH_COMMAND", ssh);
+	free(ssh);
 }
 
 /* Closes every fd above 2, so COMMAND inherits only stdio. */
@@ -275,6 +363,26 @@ close_extra_fds(void)
 #endif
 	for (long fd = 3, max = sysconf(_SC_OPEN_MAX); fd < max && fd < 65536; fd++)
 		(void)close((int)fd);
+}
+
+/*
+ * COMMAND could not be executed: the route was fine, so this is not "no
+ * proxy route".  Like a shell: 127 when it is not there (ENOENT, or a
+ * missing interpreter), 126 when it is there but cannot be run (EACCES,
+ * ENOEXEC, ...).  The message is the run's, not the bridge's: it is what
+ * the user typed that failed.
+ */
+static _Noreturn void
+exec_failed(const char *cmd, int err)
+{
+	if (err == ENOENT || err == ENOTDIR) {
+		fprintf(stderr, "portcullis run: %s: not found in the sandbox\n",
+		    cmd);
+		exit(BRIDGE_EXIT_NOTFOUND);
+	}
+	fprintf(stderr, "portcullis run: %s: %s in the sandbox\n", cmd,
+	    err == EACCES ? "permission denied" : strerror(err));
+	exit(BRIDGE_EXIT_NOEXEC);
 }
 
 static int
@@ -340,5 +448,5 @@ main(int argc, char **argv)
 	if (rc < 0)
 		refuse("install seccomp filter: %s", strerror(-rc));
 	execvp(argv[i], argv + i);
-	refuse("exec %s: %s", argv[i], strerror(errno));
+	exec_failed(argv[i], errno);
 }

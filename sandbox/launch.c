@@ -106,7 +106,7 @@ launch_sandbox(struct run_state *st, const struct run_opts *o,
 {
 	uv_process_t *proc = &st->proc[st->cur];
 	uv_process_options_t po;
-	uv_stdio_container_t stdio[RUN_SECCOMP_FD + 1];
+	uv_stdio_container_t stdio[RUN_SSHCONF_FD + 1];
 	char why[512];
 	int sp[2], lfd, rc, bpf;
 
@@ -145,7 +145,21 @@ launch_sandbox(struct run_state *st, const struct run_opts *o,
 	po.env = env;
 	po.stdio = stdio;
 	po.stdio_count = RUN_SECCOMP_FD + 1;
+	/* The ssh_config bwrap copies in (--ro-bind-data reads to EOF: the
+	 * same memfd serves the setup and the agent sandbox). */
+	if (p->sshconf_fd >= 0) {
+		if (lseek(p->sshconf_fd, 0, SEEK_SET) != 0)
+			pc_die("no proxy route: ssh_config memfd: %s",
+			    strerror(errno));
+		stdio[RUN_SSHCONF_FD].flags = UV_INHERIT_FD;
+		stdio[RUN_SSHCONF_FD].data.fd = p->sshconf_fd;
+		po.stdio_count = RUN_SSHCONF_FD + 1;
+	}
 	po.exit_cb = run_on_exit;
+	/* bwrap in a process group of its own: a terminal's ^C reaches only
+	 * us, and we pass it to COMMAND (run.c, on_signal).  In ours, bwrap
+	 * would die of it and --die-with-parent would SIGKILL COMMAND. */
+	po.flags = UV_PROCESS_DETACHED;
 	proc->data = st;
 	rc = uv_spawn(&st->loop, proc, &po);
 	close(sp[1]);

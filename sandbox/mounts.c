@@ -603,6 +603,20 @@ fail:
 	return NULL;
 }
 
+int
+mounts_add_hide(struct mounts *m, const char *path)
+{
+	char real[PATH_MAX];
+
+	if (realpath(path, real) == NULL)
+		return 0;
+	for (size_t i = 0; i < m->npaths; i++)
+		if (m->paths[i].hide && m->paths[i].kind == MK_HIDE_DIR &&
+		    mounts_at_or_above(m->paths[i].path, real))
+			return 0;	/* hidden with what holds it */
+	return add_path(m, real, MK_HIDE_DIR, true);
+}
+
 /* When the bind src -> dst holds hide h from above, h shows again at dst
  * + the rest of h's path: adds a re-hide there.  0, or -1 + why. */
 static int

@@ -38,6 +38,11 @@ struct mounts;
  */
 struct mounts *mounts_new(const char *home_opt, char *why, size_t whylen);
 
+/* Hides one more directory (the run's audit state directory), unless a
+ * hidden directory holds it already.  Before mounts_set_binds.  0, or -1
+ * when the list is full. */
+int mounts_add_hide(struct mounts *m, const char *path);
+
 /*
  * Takes the run's binds (user binds, the working directory last; kept by
  * the caller until m is freed) and works out which hides they cover from

@@ -39,14 +39,17 @@ static const char usage[] =
 "                        kept); default: a fresh directory for the run,\n"
 "                        removed when it ends\n"
 "  --allow-unix-sockets  let COMMAND create AF_UNIX sockets\n"
-"  --audit-log FILE      embedded proxy's audit log (default: a temp file,\n"
-"                        named on stderr at the end)\n"
+"  --audit-log FILE      embedded proxy's audit log (default: [audit] log of\n"
+"                        -c FILE, else run-audit.jsonl in the per-user state\n"
+"                        directory; named on stderr at the end)\n"
 "  --help                this text\n"
 "\n"
 "Inside: / read-only, the working directory writable, private /tmp, new\n"
 "/dev and /proc (/proc/sys read-only), a writable HOME of the run's own;\n"
 "the caller's HOME, /root, /home and credential files are hidden (bind\n"
-"one back with --ro-bind).  Exit status: COMMAND's; 125 if the sandbox or its proxy\n"
+"one back with --ro-bind); ssh/scp/git go through the proxy.  SIGHUP, SIGINT\n"
+"and SIGTERM are passed to COMMAND.  Exit status: COMMAND's; 127/126 if it\n"
+"was not found / not executable inside; 125 if the sandbox or its proxy\n"
 "route could not be set up, or the daemon went away while COMMAND ran.\n";
 
 

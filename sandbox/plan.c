@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "run_internal.h"
+#include "sshconf.h"
 
 /* Finds name in $PATH; returns true and fills out with an absolute path. */
 static bool
@@ -152,6 +153,10 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 		pc_die("bwrap (bubblewrap) not found in PATH; install the "
 		    "bubblewrap package");
 	find_bridge(p->bridge, sizeof(p->bridge));
+	p->sshconf_fd = sshconf_make(p->bridge, mounts_home(m), why,
+	    sizeof(why));
+	if (p->sshconf_fd == -2)
+		pc_warnx("%s", why);
 	if (getcwd(p->cwd, sizeof(p->cwd)) == NULL)
 		pc_die("getcwd: %s", strerror(errno));
 	if (strcmp(p->cwd, "/") == 0)
@@ -215,6 +220,15 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	plan_add(p, "--ro-bind");
 	plan_add(p, p->bridge);
 	plan_add(p, p->bridge);
+	/* Plain ssh through the proxy (sshconf.c); read-only, 0644 so ssh
+	 * reads it as any uid. */
+	if (p->sshconf_fd >= 0) {
+		plan_add(p, "--perms");
+		plan_add(p, "0644");
+		plan_add(p, "--ro-bind-data");
+		plan_add(p, RUN_SSHCONF_FD_STR);
+		plan_add(p, SSHCONF_PATH);
+	}
 	mounts_emit_env(m, plan_add_cb, p);
 	plan_add(p, "--chdir");
 	plan_add(p, p->cwd);
@@ -234,6 +248,8 @@ plan_free(struct run_plan *p)
 {
 	for (size_t i = 0; i < p->nowned; i++)
 		free(p->owned[i]);
+	if (p->argv != NULL && p->sshconf_fd >= 0)
+		close(p->sshconf_fd);
 	free(p->argv);
 }
 

@@ -38,6 +38,7 @@
 #include "control.h"
 #include "run.h"
 #include "run_internal.h"
+#include "runlog.h"
 #include "server.h"
 
 /*
@@ -52,6 +53,10 @@ run_on_exit(uv_process_t *proc, int64_t exit_status, int term_signal)
 	struct run_state *st = proc->data;
 
 	st->proc_exited = true;
+	if (st->grace_armed) {
+		uv_timer_stop(&st->grace);
+		st->grace_armed = false;
+	}
 	if (!st->daemon_lost)
 		st->status = term_signal ? 128 + term_signal : (int)exit_status;
 	uv_close((uv_handle_t *)proc, NULL);
@@ -65,6 +70,131 @@ run_on_exit(uv_process_t *proc, int64_t exit_status, int term_signal)
 	}
 	if (st->srv != NULL)
 		server_stop(st->srv);
+}
+
+/*
+ * The host pid of the sandbox's first process (the bridge, then COMMAND):
+ * bwrap (ours) -> its pid-1 reaper in the new pid namespace -> that.  Read
+ * from /proc/PID/task/PID/children; 0 when it is not (or no longer) there.
+ */
+static pid_t
+sandbox_leader(pid_t bwrap)
+{
+	pid_t pid = bwrap;
+
+	for (int depth = 0; depth < 2; depth++) {
+		char path[64], buf[64];
+		FILE *f;
+		long v;
+
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/children",
+		    (int)pid, (int)pid);
+		f = fopen(path, "re");
+		if (f == NULL)
+			return 0;
+		if (fgets(buf, sizeof(buf), f) == NULL ||
+		    (v = strtol(buf, NULL, 10)) <= 0) {
+			fclose(f);
+			return 0;
+		}
+		fclose(f);
+		pid = (pid_t)v;
+	}
+	return pid;
+}
+
+/* "SIGTERM" for SIGTERM, into buf. */
+static const char *
+signame(int sig, char *buf, size_t len)
+{
+	const char *a = sigabbrev_np(sig);
+
+	if (a != NULL)
+		snprintf(buf, len, "SIG%s", a);
+	else
+		snprintf(buf, len, "signal %d", sig);
+	return buf;
+}
+
+/* The grace after SIGTERM/SIGHUP is over and the sandbox still runs. */
+static void
+on_grace(uv_timer_t *t)
+{
+	struct run_state *st = t->data;
+
+	if (st->proc_exited)
+		return;
+	pc_warnx("COMMAND did not end within %d s of the signal; killing its "
+	    "sandbox", RUN_SIGNAL_GRACE_MS / 1000);
+	(void)uv_process_kill(&st->proc[st->cur], SIGKILL);
+}
+
+/*
+ * SIGHUP/SIGINT/SIGTERM to us: passed to the sandbox's process group (the
+ * bridge's setsid made COMMAND its leader), as a terminal passes ^C to the
+ * foreground job.  COMMAND decides what happens; its status becomes ours.
+ * After SIGTERM/SIGHUP it has RUN_SIGNAL_GRACE_MS, then its sandbox is
+ * killed.  If there is no process to pass it to (the sandbox is just
+ * starting or ending), the sandbox is killed.
+ */
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+	struct run_state *st = h->data;
+	char name[32];
+	pid_t leader;
+
+	st->got_signal = signum;
+	if (!st->proc_started || st->proc_exited)
+		return;
+	leader = sandbox_leader(st->proc[st->cur].pid);
+	if (leader > 0 && (kill(-leader, signum) == 0 ||
+	    kill(leader, signum) == 0)) {
+		pc_warnx("got %s; passed it to COMMAND",
+		    signame(signum, name, sizeof(name)));
+	} else {
+		pc_warnx("got %s; stopping the sandbox",
+		    signame(signum, name, sizeof(name)));
+		(void)uv_process_kill(&st->proc[st->cur], SIGKILL);
+	}
+	if (signum != SIGINT && st->grace_on && !st->grace_armed) {
+		st->grace_armed = true;
+		uv_timer_start(&st->grace, on_grace, RUN_SIGNAL_GRACE_MS, 0);
+	}
+}
+
+/* Catches the signals of on_signal from now on (unref'd: they do not keep
+ * the loop alive). */
+static void
+signals_start(struct run_state *st)
+{
+	static const int sigs[RUN_NSIGNALS] = { SIGHUP, SIGINT, SIGTERM };
+
+	for (int i = 0; i < RUN_NSIGNALS; i++) {
+		if (uv_signal_init(&st->loop, &st->sigs[i]) != 0 ||
+		    uv_signal_start(&st->sigs[i], on_signal, sigs[i]) != 0)
+			pc_die("cannot catch signal %d", sigs[i]);
+		st->sigs[i].data = st;
+		uv_unref((uv_handle_t *)&st->sigs[i]);
+	}
+	st->sigs_on = true;
+	if (uv_timer_init(&st->loop, &st->grace) == 0) {
+		st->grace.data = st;
+		uv_unref((uv_handle_t *)&st->grace);
+		st->grace_on = true;
+	}
+}
+
+static void
+signals_stop(struct run_state *st)
+{
+	if (st->sigs_on)
+		for (int i = 0; i < RUN_NSIGNALS; i++)
+			uv_close((uv_handle_t *)&st->sigs[i], NULL);
+	st->sigs_on = false;
+	if (st->grace_on)
+		uv_close((uv_handle_t *)&st->grace, NULL);
+	st->grace_on = false;
 }
 
 /* Watchdog: the daemon's end of the control connection closed (or sent
@@ -171,6 +301,23 @@ run_stage(struct run_state *st, const struct run_opts *o,
 	uv_run(&st->loop, UV_RUN_DEFAULT);
 }
 
+/* How the run ended, when a signal asked it to (one line). */
+static void
+report_signal(const struct run_state *st)
+{
+	char a[32], b[32];
+
+	if (st->got_signal == 0)
+		return;
+	if (st->status > 128 && st->status - 128 < NSIG)
+		pc_warnx("COMMAND was ended by %s after we got %s (exit "
+		    "status %d)", signame(st->status - 128, a, sizeof(a)),
+		    signame(st->got_signal, b, sizeof(b)), st->status);
+	else
+		pc_warnx("COMMAND exited with status %d after we got %s",
+		    st->status, signame(st->got_signal, b, sizeof(b)));
+}
+
 int
 run_main(int argc, char **argv)
 {
@@ -178,8 +325,9 @@ run_main(int argc, char **argv)
 	struct run_plan p, psetup;
 	struct run_envs envs;
 	struct run_state st;
+	struct runlog log;
 	struct cfg *cfg = NULL;
-	char audit_tmp[PATH_MAX] = "", why[512];
+	char why[512];
 	char *setup_cmd[] = { "sh", "-c", NULL, NULL };
 	const char *env = NULL, *audit_path = NULL;
 	int rc;
@@ -189,6 +337,7 @@ run_main(int argc, char **argv)
 	memset(&p, 0, sizeof(p));
 	memset(&psetup, 0, sizeof(psetup));
 	memset(&st, 0, sizeof(st));
+	memset(&log, 0, sizeof(log));
 	st.ctl_fd = -1;
 	/* First, while we hold no other fds and run no threads: the run's
 	 * HOME (a fresh one has a keeper child that removes it if we die). */
@@ -206,6 +355,15 @@ run_main(int argc, char **argv)
 		/* --allow adds to o.phase, COMMAND's phase (agent with
 		 * --setup, which refuses --phase). */
 		cfg = load_config(&o, &env);
+		/* The audit log: --audit-log, [audit] log, or the state
+		 * directory (hidden inside: other runs' records). */
+		if (runlog_pick(&o, cfg, mounts_tmpdir(st.mounts), &log, why,
+		    sizeof(why)) != 0)
+			pc_die("%s", why);
+		if (log.hide[0] != '\0' &&
+		    mounts_add_hide(st.mounts, log.hide) != 0)
+			pc_die("too many paths to hide");
+		audit_path = log.path;
 	}
 	plan_build(&o, cfg, st.mounts, o.command, o.ncommand, &p);
 	if (o.setup != NULL) {
@@ -219,21 +377,8 @@ run_main(int argc, char **argv)
 	if (uv_loop_init(&st.loop) != 0)
 		pc_die("uv_loop_init failed");
 	signal(SIGPIPE, SIG_IGN);
+	signals_start(&st);
 	if (cfg != NULL) {
-		if (o.audit_log != NULL) {
-			audit_path = o.audit_log;
-		} else {
-			int fd;
-
-			snprintf(audit_tmp, sizeof(audit_tmp),
-			    "%s/portcullis-run-XXXXXX.jsonl",
-			    mounts_tmpdir(st.mounts));
-			fd = mkstemps(audit_tmp, 6);
-			if (fd < 0)
-				pc_die("audit log %s: %s", audit_tmp, strerror(errno));
-			close(fd);
-			audit_path = audit_tmp;
-		}
 		/* The server takes our cfg reference. */
 		rc = server_new(&st.loop, cfg, audit_path, &st.srv);
 		if (rc < 0)
@@ -255,12 +400,21 @@ run_main(int argc, char **argv)
 			st.last = true;
 			goto out;
 		}
-		if (st.status != 0) {
-			pc_warnx("the setup command failed (exit status %d); "
-			    "COMMAND not run", st.status);
+		if (st.status != 0 || st.got_signal != 0) {
+			if (st.got_signal != 0)
+				pc_warnx("the setup command ended after we got "
+				    "%s (exit status %d); COMMAND not run",
+				    signame(st.got_signal, why, sizeof(why)),
+				    st.status);
+			else
+				pc_warnx("the setup command failed (exit status "
+				    "%d); COMMAND not run", st.status);
+			if (st.status == 0)
+				st.status = 128 + st.got_signal;
 			if (st.srv != NULL)
 				server_stop(st.srv);
 			st.last = true;
+			st.got_signal = 0;	/* reported */
 			goto out;
 		}
 		if (switch_to_agent(&st, why, sizeof(why)) != 0) {
@@ -284,14 +438,25 @@ out:
 		st.ctl_polling = false;
 		uv_close((uv_handle_t *)&st.ctl_poll, NULL);
 	}
+	signals_stop(&st);
 	uv_run(&st.loop, UV_RUN_DEFAULT);
+	/* server_free flushes the audit queue: the summary reads it after. */
 	if (st.srv != NULL)
 		server_free(st.srv);
 	if (st.ctl_fd >= 0)
 		close(st.ctl_fd);
 	(void)uv_loop_close(&st.loop);
-	if (audit_path != NULL)
-		pc_warnx("audit log: %s", audit_path);
+	report_signal(&st);
+	if (audit_path != NULL) {
+		runlog_summary(&log, st.sid, true);
+		if (st.sid[0] != '\0')
+			pc_warnx("session %s: audit log: %s", st.sid, audit_path);
+		else
+			pc_warnx("audit log: %s", audit_path);
+	} else if (st.sid[0] != '\0') {
+		pc_warnx("no refusal summary with --connect: session %s's "
+		    "records are in the daemon's audit log", st.sid);
+	}
 	envs_free(&envs);
 	/* Every sandbox has exited: a fresh HOME is removed now. */
 	mounts_free(st.mounts);

@@ -71,6 +71,7 @@ struct run_plan {
 	size_t argc;
 	size_t cap;
 	char *owned[4];		/* strings argv points to that we free */
+	int sshconf_fd;		/* memfd of the sandbox's ssh_config, or -1 */
 	size_t nowned;
 	/* The binds for mounts_set_binds: --bind/--ro-bind, then the
 	 * working directory. */
@@ -84,6 +85,26 @@ struct run_plan {
 
 /* The sandboxes one run starts: COMMAND's, and first CMD's with --setup. */
 #define RUN_MAX_STAGES 2
+
+/* The signals passed to COMMAND (as a terminal would), and how long COMMAND
+ * has after SIGTERM/SIGHUP before its sandbox is killed: a run asked to end
+ * must end, also when COMMAND ignores the signal. */
+#define RUN_NSIGNALS 3
+#define RUN_SIGNAL_GRACE_MS 10000
+/* fd of the ssh_config bwrap reads for --ro-bind-data (after the filter). */
+#define RUN_SSHCONF_FD 5
+#define RUN_SSHCONF_FD_STR "5"
+/* Largest host /etc/ssh/ssh_config we copy into the sandbox's (real ones
+ * are a few KiB). */
+#define RUN_SSHCONF_MAX (256 * 1024)
+/* Refusal summary: distinct destinations tracked, and listed (the rest is
+ * "and K more"); the longest audit line read (longer ones are skipped) and
+ * the most bytes of log read (a huge shared log must not stall the end of
+ * a run). */
+#define RUN_SUMMARY_TRACK 256
+#define RUN_SUMMARY_SHOW 20
+#define RUN_SUMMARY_LINE_MAX (64 * 1024)
+#define RUN_SUMMARY_READ_MAX (64LL * 1024 * 1024)
 
 struct run_state {
 	uv_loop_t loop;
@@ -100,6 +121,11 @@ struct run_state {
 	char sid[HANDOFF_MSG_MAX];	/* the current session's id */
 	const char *audit_path;
 	struct mounts *mounts;	/* file system plan; owns a fresh HOME */
+	uv_signal_t sigs[RUN_NSIGNALS];
+	bool sigs_on;
+	int got_signal;		/* the last SIGHUP/SIGINT/SIGTERM we got */
+	uv_timer_t grace;	/* SIGKILL after RUN_SIGNAL_GRACE_MS */
+	bool grace_on, grace_armed;
 };
 
 /*

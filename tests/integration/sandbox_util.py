@@ -308,3 +308,43 @@ class ScriptedControl:
                 if not isinstance(rep, str):
                     rep = json.dumps(rep)
                 c.sendall(rep.encode() + b"\n")
+
+
+class Sshd:
+    """A loopback sshd (as root) on a free port: host and user keys made by
+    the test (user key: .user_key), login as root with that key only, sftp
+    for scp.  .dir is its temp dir, .port its port; stopped at clean-up."""
+
+    def __init__(self):
+        from harness import free_port, listening_ports
+        if os.getuid() != 0:
+            raise TestFailure("the sshd fixture runs as root")
+        self.dir = tempdir()
+        self.port = free_port()
+        for k in ("host", "user"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                            os.path.join(self.dir, k)], check=True, timeout=30)
+        self.user_key = os.path.join(self.dir, "user")
+        auth = os.path.join(self.dir, "authorized_keys")
+        with open(auth, "w") as f:
+            f.write(open(self.user_key + ".pub").read())
+        cfgp = os.path.join(self.dir, "sshd_config")
+        with open(cfgp, "w") as f:
+            f.write("ListenAddress 127.0.0.1\nPort %d\nHostKey %s\nAuthorizedKeysFile %s\n"
+                    "StrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+                    "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+                    "PidFile none\nAllowUsers root\n"
+                    "Subsystem sftp /usr/lib/openssh/sftp-server\n"
+                    % (self.port, os.path.join(self.dir, "host"), auth))
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", cfgp],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        defer(self.proc.kill)
+        wait_until(lambda: self.port in listening_ports() or self.proc.poll() is not None,
+                   what="sshd")
+        if self.proc.poll() is not None:
+            raise TestFailure("sshd exited: %s" % self.proc.stderr.read().decode())
+
+
+def start_sshd():
+    return Sshd()

@@ -53,6 +53,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TEST_TIMEOUT = 120          # seconds per test function (SIGALRM)
 START_TIMEOUT = 10          # seconds for the proxy to write `start` and listen
 STOP_TIMEOUT = 10           # seconds for the proxy to exit after SIGTERM
+# `portcullis run` without an audit log of its own appends to a per-user
+# state log ($XDG_STATE_HOME/portcullis, /var/lib/portcullis for root):
+# every test process points that at a temp dir of its own, so the suite
+# writes nothing outside its temp dirs (tests of the fallback set their own).
+_STATE_HOME = tempfile.mkdtemp(prefix="portcullis-state-")
+os.environ["XDG_STATE_HOME"] = _STATE_HOME
+import atexit  # noqa: E402
+atexit.register(shutil.rmtree, _STATE_HOME, True)
+
 CLIENT_TIMEOUT = 30         # seconds for one client invocation
 ORIGIN_IDLE = 30            # seconds an origin keeps an idle connection
 MAX_HEAD = 64 * 1024        # bound on a request head an origin reads

@@ -64,6 +64,8 @@ enum method {
 };
 /* Returns the method's index, or -1 for a method not in the list. */
 int method_parse(const char *s, size_t len);
+/* The method's name ("GET"); m must be < METHOD_COUNT. */
+const char *method_name(enum method m);
 
 struct phase_policy {
 	bool present;		/* a [env NAME PHASE] section exists */

@@ -267,8 +267,6 @@ void ceil_check_methods(struct parser *p);
 
 /* ---- cfg.c --------------------------------------------------------- */
 
-/* The method's name ("GET"); m must be < METHOD_COUNT. */
-const char *method_name(enum method m);
 struct preset *cfg_find_preset(struct cfg *c, const char *name);
 /*
  * The env called name, created (empty) when missing; *idx is its index.

@@ -46,7 +46,8 @@ static const char check_usage[] =
 "  -h, --help          this text\n"
 "\n"
 "exit status: 0 the config is valid (whatever the decisions), 1 the config\n"
-"has errors, 2 bad usage.\n";
+"has errors or does not define the env (--env, or [proxy] env when deciding\n"
+"targets), 2 bad usage.\n";
 
 /* Longest target argument we take apart. */
 #define CHECK_MAX_TARGET 2048
@@ -139,6 +140,24 @@ check_one(const struct cfg *c, const char *env, enum phase phase,
 	    reason_str(d.reason), d.rule_text != NULL ? d.rule_text : "default");
 }
 
+/* The error for an env the config does not define, naming those it
+ * does (by_default: it came from [proxy] env, not --env). */
+static void
+check_unknown_env(const struct cfg *c, const char *env, const char *path,
+    bool by_default)
+{
+	fprintf(stderr, "portcullis check: env \"%s\"%s is not defined in %s",
+	    env, by_default ? " ([proxy] env)" : "", path);
+	if (c->nenvs == 0) {
+		fprintf(stderr, " (it defines no env)\n");
+		return;
+	}
+	fprintf(stderr, "; defined: ");
+	for (size_t k = 0; k < c->nenvs; k++)
+		fprintf(stderr, "%s%s", k > 0 ? ", " : "", c->envs[k].name);
+	fputc('\n', stderr);
+}
+
 int
 check_main(int argc, char **argv)
 {
@@ -187,6 +206,16 @@ check_main(int argc, char **argv)
 		fputs(errors != NULL ? errors : "portcullis check: cannot load\n",
 		    stderr);
 		free(errors);
+		return 1;
+	}
+	/* Deciding in an env the config does not define would answer
+	 * not_allowed for everything: a typo, not a decision. */
+	if ((env != NULL || i < argc) &&
+	    cfg_find_env(c, env != NULL ? env : c->proxy.env) == NULL) {
+		check_unknown_env(c, env != NULL ? env : c->proxy.env,
+		    path != NULL ? path : "the embedded default config",
+		    env == NULL);
+		cfg_free(c);
 		return 1;
 	}
 	if (i >= argc) {

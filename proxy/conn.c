@@ -132,7 +132,7 @@ conn_free(struct conn *c)
 	if (c->cfg != NULL)
 		server_cfg_unref(c->cfg);
 	if (c->ss != NULL)
-		session_unref(c->ss);
+		session_conn_done(c->ss, c->upd.bytes, c->downd.bytes);
 #ifndef NDEBUG
 	memset(c, 0xa5, sizeof(*c));
 #endif
@@ -239,6 +239,13 @@ struct session *
 conn_session(const struct conn *c)
 {
 	return c->ss;
+}
+
+void
+conn_bytes(const struct conn *c, uint64_t *up, uint64_t *down)
+{
+	*up = c->upd.bytes;
+	*down = c->downd.bytes;
 }
 
 enum phase
@@ -353,6 +360,9 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	c->logged = true;
 	if (strcmp(decision, "allow") == 0)
 		c->admitted = true;
+	if (c->ss != NULL)
+		session_count_request(c->ss,
+		    strcmp(decision, "deny") == 0);
 	jw_begin(&w, "request");
 	jw_str(&w, "id", c->id);
 	jw_str(&w, "session", c->ss ? c->ss->id : NULL);
@@ -486,7 +496,7 @@ conn_accept(struct server *s, uv_stream_t *listener, struct session *ss)
 	s->conns = c;
 	if (ss != NULL) {
 		c->ss = ss;
-		ss->refs++;
+		session_conn_add(ss);
 	}
 	c->phase_at_open = conn_phase(c);
 	snprintf(c->id, sizeof(c->id), "%08" PRIx32 "%08" PRIx64,

@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
@@ -46,9 +47,15 @@
 #define CONTROL_MAX_FDS 4
 /* Sessions one control connection may own. */
 #define CONTROL_MAX_SESSIONS 64
-/* A refused reload's error text in the reply (the quoted reply must fit
- * one CONTROL_MAX_LINE; the same text goes to the daemon's log). */
-#define CONTROL_RELOAD_ERROR_MAX 2048
+/* session.open "command" kept for `ctl status`: longer is cut (with
+ * "...") — it is a label for the admin, not something decided on. */
+#define CONTROL_MAX_COMMAND 256
+/* One session's object in the status reply: the escaped env (from one
+ * request line) and command (up to 6 bytes per byte) plus the fixed
+ * fields, so every field always fits. */
+#define CONTROL_STATUS_ENTRY ((CONTROL_MAX_LINE + CONTROL_MAX_COMMAND) * 6 + 512)
+/* The largest pid Linux hands out (PID_MAX_LIMIT on 64-bit). */
+#define CONTROL_MAX_PID 4194304
 /* Supplementary groups of a peer we look through (NGROUPS_MAX is 65536;
  * a peer with more than this is refused unless root/our uid/its gid). */
 #define CONTROL_MAX_PEER_GROUPS 256
@@ -75,6 +82,7 @@ struct ctl_conn {
 	struct ctl_sess *sessions;
 	size_t nsessions;
 	uid_t uid;		/* the peer's, at accept (SO_PEERCRED) */
+	pid_t pid;		/* the peer's, at accept (SO_PEERCRED) */
 };
 
 struct control {
@@ -222,6 +230,50 @@ is_tcp_listener(int fd)
 	return true;
 }
 
+/*
+ * The member key as a process id: a JSON number that is an integer in
+ * 1..PC_MAX_PID.  0 when absent, of another kind, or out of range.
+ */
+static long long
+json_get_pid(const struct json_obj *j, const char *key)
+{
+	for (size_t i = 0; i < j->n; i++) {
+		const char *v = j->f[i].val;
+		char *end;
+		long long n;
+
+		if (strcmp(j->f[i].key, key) != 0)
+			continue;
+		if (j->f[i].kind != JSON_NUMBER || v == NULL || *v < '1' ||
+		    *v > '9')
+			return 0;
+		errno = 0;
+		n = strtoll(v, &end, 10);
+		if (errno != 0 || *end != '\0' || n > CONTROL_MAX_PID)
+			return 0;
+		return n;
+	}
+	return 0;
+}
+
+/* A copy of s cut to at most max bytes (then ending in "..."), or NULL
+ * when out of memory (the label is then just absent). */
+static char *
+bounded_copy(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	char *out;
+
+	if (n <= max)
+		return strdup(s);
+	out = malloc(max + 1);
+	if (out == NULL)
+		return NULL;
+	memcpy(out, s, max - 3);
+	memcpy(out + max - 3, "...", 4);
+	return out;
+}
+
 static void
 op_session_open(struct ctl_conn *cc, const struct json_obj *j)
 {
@@ -229,6 +281,8 @@ op_session_open(struct ctl_conn *cc, const struct json_obj *j)
 	const struct cfg *cfg = server_config(ctl->s);
 	const char *env = json_get_str(j, "env");
 	const char *ph = json_get_str(j, "phase");
+	const char *command = NULL;
+	long long pid = 0;
 	struct ctl_sess *cs;
 	enum phase phase = PHASE_AGENT;
 	char out[256], msg[CONTROL_MAX_LINE];
@@ -267,6 +321,17 @@ op_session_open(struct ctl_conn *cc, const struct json_obj *j)
 		reply_error(cc, "invalid phase (setup or agent)");
 		return;
 	}
+	if (json_has(j, "pid") && (pid = json_get_pid(j, "pid")) == 0) {
+		close(fd);
+		reply_error(cc, "pid must be a process id (a positive integer)");
+		return;
+	}
+	if (json_has(j, "command") && (command = json_get_str(j, "command"))
+	    == NULL) {
+		close(fd);
+		reply_error(cc, "command must be a string");
+		return;
+	}
 	if (cc->nsessions >= CONTROL_MAX_SESSIONS) {
 		close(fd);
 		reply_error(cc, "too many sessions on this control connection");
@@ -287,6 +352,10 @@ op_session_open(struct ctl_conn *cc, const struct json_obj *j)
 		return;
 	}
 	cs->ss->owner = cc;
+	cs->ss->peer_pid = cc->pid > 0 ? cc->pid : 0;
+	cs->ss->pid = pid > 0 ? pid : cs->ss->peer_pid;
+	if (command != NULL)
+		cs->ss->command = bounded_copy(command, CONTROL_MAX_COMMAND);
 	snprintf(cs->id, sizeof(cs->id), "%s", session_id(cs->ss));
 	cs->phase = phase;
 	cs->next = cc->sessions;
@@ -439,48 +508,167 @@ op_session_close(struct ctl_conn *cc, const struct json_obj *j)
 	reply(cc, "{\"ok\":true}");
 }
 
+/*
+ * One session's object for the status reply into buf (len >=
+ * CONTROL_STATUS_ENTRY): id, env, phase, the run's pid (and the opener's
+ * SO_PEERCRED pid) and command, start time (ISO 8601 UTC), open conns,
+ * requests, refusals, bytes up (from the sandbox) and down (to it).
+ * Returns its length.
+ */
+static size_t
+status_entry(char *buf, size_t len, const struct session *ss)
+{
+	struct session_stats st;
+	char when[32];
+	time_t t = (time_t)ss->started;
+	struct tm tm;
+	size_t pos = 0;
+
+	session_stats(ss, &st);
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(when, sizeof(when), "?");
+	pos += (size_t)snprintf(buf + pos, len - pos, "{\"id\":");
+	(void)json_quote(buf, len, &pos, ss->id);
+	pos += (size_t)snprintf(buf + pos, len - pos, ",\"env\":");
+	(void)json_quote(buf, len - CONTROL_MAX_COMMAND * 6 - 400, &pos,
+	    ss->env);
+	pos += (size_t)snprintf(buf + pos, len - pos, ",\"phase\":\"%s\"",
+	    phase_name(ss->phase));
+	if (ss->pid > 0)
+		pos += (size_t)snprintf(buf + pos, len - pos, ",\"pid\":%lld",
+		    ss->pid);
+	else
+		pos += (size_t)snprintf(buf + pos, len - pos, ",\"pid\":null");
+	if (ss->peer_pid > 0)
+		pos += (size_t)snprintf(buf + pos, len - pos,
+		    ",\"peer_pid\":%lld", ss->peer_pid);
+	pos += (size_t)snprintf(buf + pos, len - pos, ",\"command\":");
+	if (ss->command == NULL || json_quote(buf, len - 300, &pos,
+	    ss->command) != 0)
+		pos += (size_t)snprintf(buf + pos, len - pos, "null");
+	pos += (size_t)snprintf(buf + pos, len - pos,
+	    ",\"started\":\"%s\",\"conns\":%u,\"requests\":%llu,"
+	    "\"refusals\":%llu,\"bytes_up\":%llu,\"bytes_down\":%llu}",
+	    when, st.conns, (unsigned long long)st.requests,
+	    (unsigned long long)st.refusals, (unsigned long long)st.bytes_up,
+	    (unsigned long long)st.bytes_down);
+	return pos;
+}
+
+/*
+ * status: every session (status_entry) and the live connection count.
+ * Sessions that do not fit CONTROL_MAX_REPLY are left out and the reply
+ * says "truncated":true.
+ */
 static void
 op_status(struct ctl_conn *cc)
 {
 	struct control *ctl = cc->ctl;
-	char *out;
+	char *out, *entry;
 	size_t pos, len = CONTROL_MAX_REPLY;
 	bool first = true, truncated = false;
 
 	out = malloc(len);
-	if (out == NULL) {
+	entry = malloc(CONTROL_STATUS_ENTRY);
+	if (out == NULL || entry == NULL) {
+		free(out);
+		free(entry);
 		reply_error(cc, "out of memory");
 		return;
 	}
 	pos = (size_t)snprintf(out, len, "{\"ok\":true,\"sessions\":[");
 	for (struct ctl_conn *c = ctl->conns; c != NULL && !truncated; c = c->next)
 		for (struct ctl_sess *cs = c->sessions; cs != NULL; cs = cs->next) {
-			size_t save = pos;
-			int rc;
+			size_t n = status_entry(entry, CONTROL_STATUS_ENTRY,
+			    cs->ss);
 
-			/* Room for the tail (counts, closing brackets). */
-			rc = pos + 128 < len - 128 ? 0 : -EMSGSIZE;
-			if (rc == 0)
-				pos += (size_t)snprintf(out + pos, len - pos,
-				    "%s{\"id\":", first ? "" : ",");
-			if (rc == 0)
-				rc = json_quote(out, len - 128, &pos, cs->id);
-			if (rc == 0)
-				pos += (size_t)snprintf(out + pos, len - pos,
-				    ",\"env\":");
-			if (rc == 0)
-				rc = json_quote(out, len - 128, &pos, cs->env);
-			if (rc != 0) {
-				pos = save;
+			/* Room for the separator and the tail. */
+			if (pos + n + 1 + 128 >= len) {
 				truncated = true;
 				break;
 			}
-			pos += (size_t)snprintf(out + pos, len - pos,
-			    ",\"phase\":\"%s\"}", phase_name(cs->phase));
+			if (!first)
+				out[pos++] = ',';
+			memcpy(out + pos, entry, n);
+			pos += n;
 			first = false;
 		}
 	snprintf(out + pos, len - pos, "],\"connections\":%u%s}",
 	    server_conn_count(ctl->s), truncated ? ",\"truncated\":true" : "");
+	reply(cc, out);
+	free(entry);
+	free(out);
+}
+
+/*
+ * The reply text of a refused reload: every "FILE:LINE: message" line of
+ * errors, joined with newlines (escaped as \n in the reply), as many as
+ * fit CONTROL_MAX_REPLY; the rest is counted in a last line "(N more
+ * errors)", which also takes over the count of the loader's own such
+ * line (it keeps CFG_MAX_ERRORS).  malloc'd, or NULL.
+ */
+static char *
+reload_errors_text(const char *errors)
+{
+	/* Quoted, the text must leave room for the reply's frame. */
+	const size_t room = CONTROL_MAX_REPLY - 128;
+	size_t used = 0, pos = 0, more = 0;
+	char *out = malloc(CONTROL_MAX_REPLY);
+	const char *p = errors;
+
+	if (out == NULL)
+		return NULL;
+	while (*p != '\0') {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl != NULL ? (size_t)(nl - p) : strlen(p);
+		unsigned long k;
+		char *end;
+
+		if (n > 0 && p[0] == '(' && (k = strtoul(p + 1, &end, 10)) > 0 &&
+		    strncmp(end, " more errors)", 13) == 0 &&
+		    (size_t)(end + 13 - p) == n) {
+			more += k;	/* the loader's own count */
+		} else if (n > 0 && more == 0 &&
+		    used + json_escaped_len(p, n) + 2 + 64 < room) {
+			if (pos > 0)
+				out[pos++] = '\n';
+			memcpy(out + pos, p, n);
+			pos += n;
+			used += json_escaped_len(p, n) + 2;
+		} else if (n > 0) {
+			more++;
+		}
+		p += n;
+		if (*p == '\n')
+			p++;
+	}
+	if (more > 0)
+		pos += (size_t)snprintf(out + pos, CONTROL_MAX_REPLY - pos,
+		    "%s(%zu more errors)", pos > 0 ? "\n" : "", more);
+	out[pos] = '\0';
+	return out;
+}
+
+/* An error reply of up to CONTROL_MAX_REPLY (reply_error is for short
+ * ones). */
+static void
+reply_error_long(struct ctl_conn *cc, const char *msg)
+{
+	char *out = malloc(CONTROL_MAX_REPLY);
+	size_t pos;
+
+	if (out == NULL) {
+		reply_error(cc, "out of memory");
+		return;
+	}
+	pos = (size_t)snprintf(out, CONTROL_MAX_REPLY, "{\"ok\":false,\"error\":");
+	if (json_quote(out, CONTROL_MAX_REPLY - 2, &pos, msg) != 0) {
+		free(out);
+		reply_error(cc, "error too long");
+		return;
+	}
+	snprintf(out + pos, CONTROL_MAX_REPLY - pos, "}");
 	reply(cc, out);
 	free(out);
 }
@@ -488,39 +676,22 @@ op_status(struct ctl_conn *cc)
 /*
  * reload: the same path as SIGHUP (server_reload(): the file is read and
  * validated completely, then put in force at once, or refused with the old
- * config kept).  Replies with the sha256 now in force, or the errors, each
- * "FILE:LINE: message", joined with "; " to keep the reply one line.
+ * config kept).  Replies with the sha256 now in force, or every error
+ * (reload_errors_text); the daemon's stderr gets them all as well.
  */
 static void
 op_reload(struct ctl_conn *cc)
 {
 	struct server *s = cc->ctl->s;
-	char *errors = NULL, out[128];
+	char *errors = NULL, *text, out[128];
 
 	if (server_reload(s, &errors) < 0) {
-		char msg[CONTROL_RELOAD_ERROR_MAX];
-		size_t pos = 0;
-
-		/* One reply line: error lines joined with "; ", cut (with
-		 * "...") so that the reply stays under CONTROL_MAX_LINE. */
-		for (const char *p = errors ? errors : ""; *p != '\0'; p++) {
-			const char *add = *p == '\n' ? "; " : NULL;
-			size_t k = add ? 2 : 1;
-
-			if (*p == '\n' && p[1] == '\0')
-				break;
-			if (pos + k + 4 >= sizeof(msg)) {
-				memcpy(msg + pos, "...", 3);
-				pos += 3;
-				break;
-			}
-			memcpy(msg + pos, add ? add : p, k);
-			pos += k;
-		}
-		msg[pos] = '\0';
-		reply_error(cc, pos > 0 ? msg : "reload failed");
-		log_warnx("reload via control socket refused, old config stays: "
-		    "%s", pos > 0 ? msg : "?");
+		text = reload_errors_text(errors != NULL ? errors : "");
+		reply_error_long(cc, text != NULL && text[0] != '\0' ? text :
+		    "reload failed");
+		server_log_reload_refused("via control socket ",
+		    errors != NULL ? errors : "");
+		free(text);
 		free(errors);
 		return;
 	}
@@ -745,6 +916,7 @@ ctl_on_listener_readable(uv_poll_t *h, int status, int events)
 	cc->ctl = ctl;
 	cc->fd = fd;
 	cc->uid = cr.uid;
+	cc->pid = cr.pid;
 	cc->poll.data = cc;
 	cc->next = ctl->conns;
 	ctl->conns = cc;

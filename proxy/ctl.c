@@ -95,20 +95,29 @@ ctl_request(int fd, const char *line, int passfd, char *out,
 static const char ctl_usage[] =
 "usage: portcullis ctl [--control SOCK] status\n"
 "       portcullis ctl [--control SOCK] phase SESSION agent [--force]\n"
+"       portcullis ctl [--control SOCK] close SESSION [--force]\n"
 "       portcullis ctl [--control SOCK] reload\n"
 "\n"
 "Talks to a running `portcullis serve` over its control socket\n"
 "(default " CFG_DEFAULT_CONTROL ") and prints the reply (one JSON line).\n"
 "\n"
-"  status                 sessions (id, env, phase) and the live connection count\n"
+"  status                 per session: id, env, phase, pid (and peer_pid, the\n"
+"                         opener's) and command of the run, started (UTC),\n"
+"                         conns open, requests, refusals, bytes_up (from the\n"
+"                         sandbox) and bytes_down; and the live connection count\n"
 "  phase SESSION agent    one-way switch setup -> agent: every connection the\n"
 "                         session opened in setup is cut (close error\n"
 "                         \"phase_changed\"); later requests use the agent rules.\n"
 "                         Only the control connection that opened the session\n"
 "                         may switch it (`portcullis run` does); --force is the\n"
 "                         admin override, for root or the daemon's own uid\n"
+"  close SESSION          end the session: its listener closes and every\n"
+"                         connection it has is cut (close error\n"
+"                         \"session_closed\"); same owner rule and --force\n"
+"                         as phase\n"
 "  reload                 re-read the daemon's config file (as SIGHUP); an\n"
-"                         invalid file is refused with FILE:LINE, old stays\n"
+"                         invalid file is refused with every FILE:LINE error\n"
+"                         (newline-separated in \"error\"), old stays\n"
 "\n"
 "Exit status: 0 when the daemon answered ok, 1 otherwise, 2 on usage errors.\n";
 
@@ -138,8 +147,10 @@ ctl_main(int argc, char **argv)
 		fputs(ctl_usage, stderr);
 		return 2;
 	}
-	/* `phase SESSION agent --force`: the option may also come last. */
-	if (argc - i == 4 && strcmp(argv[i], "phase") == 0 &&
+	/* `phase SESSION agent --force`, `close SESSION --force`: the option
+	 * may also come last. */
+	if (((argc - i == 4 && strcmp(argv[i], "phase") == 0) ||
+	    (argc - i == 3 && strcmp(argv[i], "close") == 0)) &&
 	    strcmp(argv[argc - 1], "--force") == 0) {
 		force = true;
 		argc--;
@@ -156,6 +167,13 @@ ctl_main(int argc, char **argv)
 		pos += (size_t)snprintf(line + pos, sizeof(line) - pos,
 		    ",\"phase\":");
 		if (json_quote(line, sizeof(line) - 2, &pos, argv[i + 2]) != 0)
+			return 2;
+		snprintf(line + pos, sizeof(line) - pos, "%s}",
+		    force ? ",\"force\":true" : "");
+	} else if (i < argc && strcmp(argv[i], "close") == 0 && argc - i == 2) {
+		pos = (size_t)snprintf(line, sizeof(line),
+		    "{\"op\":\"session.close\",\"session\":");
+		if (json_quote(line, sizeof(line) - 64, &pos, argv[i + 1]) != 0)
 			return 2;
 		snprintf(line + pos, sizeof(line) - pos, "%s}",
 		    force ? ",\"force\":true" : "");

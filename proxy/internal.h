@@ -48,6 +48,27 @@ struct session {
 	bool closed;		/* server_session_close() ran */
 	unsigned refs;		/* each listener handle + each conn */
 	void *owner;		/* control connection that opened it, or NULL */
+	/* For `ctl status` (DESIGN.md §14).  A session, its listener and
+	 * every conn accepted there live on the main loop (control.c and
+	 * session_listen() use s->loop, which is the main server's), so
+	 * these need no locking. */
+	long long pid;		/* the run's pid (session.open "pid", else
+				 * the opener's SO_PEERCRED pid), 0 unknown */
+	long long peer_pid;	/* the opener's SO_PEERCRED pid, 0 unknown */
+	char *command;		/* session.open "command", or NULL */
+	long long started;	/* wall clock at open, seconds */
+	unsigned nconns;	/* conns open now */
+	/* Totals, saturating at UINT64_MAX: requests decided (allow and
+	 * deny records), refusals (deny records), bytes from the sandbox
+	 * (up) and to it (down) of conns that have ended (live conns' bytes
+	 * are added by session_stats()). */
+	uint64_t requests, refusals, bytes_up, bytes_down;
+};
+
+/* session_stats(): one session's counters as `ctl status` shows them. */
+struct session_stats {
+	unsigned conns;
+	uint64_t requests, refusals, bytes_up, bytes_down;
 };
 
 struct listener {
@@ -98,6 +119,8 @@ void conn_cut(struct conn *c, const char *reason);
 struct conn *conn_next(struct conn *c);
 struct session *conn_session(const struct conn *c);
 enum phase conn_phase_at_open(const struct conn *c);
+/* Bytes so far from the client (*up) and to it (*down). */
+void conn_bytes(const struct conn *c, uint64_t *up, uint64_t *down);
 
 /* server.c */
 /* Config references are taken and dropped on every worker's thread. */
@@ -111,6 +134,10 @@ void server_conn_gone(struct server *s);
 /* server_listen(), with SO_REUSEPORT when reuseport (every worker then
  * listens on the same addresses).  0 or -errno (message on stderr). */
 int server_listen_on(struct server *s, bool reuseport);
+/* A reload was refused: the header line and every error of errors (the
+ * loader's "FILE:LINE: message" lines) on stderr.  how: "" or e.g. "via
+ * control socket ". */
+void server_log_reload_refused(const char *how, const char *errors);
 /* Writes the `stop` record (last, after every worker's records). */
 void server_log_stop(struct server *s);
 
@@ -118,6 +145,14 @@ void server_log_stop(struct server *s);
 /* Drops one reference (a listener handle's or a conn's, or the session's
  * own); the last frees it. */
 void session_unref(struct session *ss);
+/* A conn was accepted for ss (takes a reference). */
+void session_conn_add(struct session *ss);
+/* A conn of ss ended having moved up/down bytes (drops its reference). */
+void session_conn_done(struct session *ss, uint64_t up, uint64_t down);
+/* A request record was written for a conn of ss (refused: "deny"). */
+void session_count_request(struct session *ss, bool refused);
+/* The counters of ss, live conns included. */
+void session_stats(const struct session *ss, struct session_stats *st);
 
 /* pool.c: the relay buffers of one loop. */
 struct buf *pool_get(struct pool *p);

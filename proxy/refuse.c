@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "conn_internal.h"
+#include "hostaddr.h"
 
 static void
 refuse_on_written(uv_write_t *req, int status)
@@ -88,6 +89,113 @@ refuse_status_text(int status)
 }
 
 /*
+ * The hint line of a refusal body (docs/design.md §9, DESIGN.md §10): what
+ * would change the decision, for the reasons a config change can fix.
+ * Writes "portcullis: hint: ...\n" into buf and returns its length, or
+ * returns 0 (no hint: the reason names no fix in the config, e.g. a
+ * timeout).
+ */
+static int
+refuse_hint(const struct conn *c, enum reason r, char *buf, size_t len)
+{
+	const struct env *e;
+	const struct phase_policy *pp = NULL;
+	const char *why = c->blocked_why;
+	const char *rule = c->dec.rule_text;
+	char host[NETADDR_MAX_HOST + 16];
+	int n = 0;
+
+	if (c->host[0] == '\0')
+		return 0;
+	if (c->port == 80 || c->port == 443)
+		snprintf(host, sizeof(host), "%s%s%s",
+		    c->host_kind == HOST_IPV6 ? "[" : "", c->host,
+		    c->host_kind == HOST_IPV6 ? "]" : "");
+	else
+		snprintf(host, sizeof(host), "%s%s%s:%u",
+		    c->host_kind == HOST_IPV6 ? "[" : "", c->host,
+		    c->host_kind == HOST_IPV6 ? "]" : "", c->port);
+	switch (r) {
+	case REASON_ADDRESS_BLOCKED:
+		if (why == NULL)
+			return 0;
+		if (strcmp(why, "proxy listen address") == 0)
+			n = snprintf(buf, len, "portcullis: hint: that is the "
+			    "proxy's own listen address; it never connects to "
+			    "itself\n");
+		else if (strcmp(why, "[addresses] deny") == 0)
+			n = snprintf(buf, len, "portcullis: hint: the address is "
+			    "in [addresses] deny\n");
+		else if (hostaddr_is_why(why))
+			n = snprintf(buf, len, "portcullis: hint: an address of "
+			    "this host (%s); to allow it, add it to [addresses] "
+			    "allow\n", why);
+		else
+			n = snprintf(buf, len, "portcullis: hint: %s is a blocked "
+			    "range; to allow it, add it to [addresses] allow\n",
+			    why);
+		break;
+	case REASON_DENIED:
+		if (rule == NULL || strcmp(rule, "default") == 0)
+			return 0;
+		n = snprintf(buf, len, "portcullis: hint: denied by %s (a deny "
+		    "rule wins over every allow rule)\n", rule);
+		break;
+	case REASON_NOT_ALLOWED:
+		n = snprintf(buf, len, "portcullis: hint: add an allow rule for "
+		    "%s to [env %s %s] (portcullis run: --allow %s)\n", host,
+		    conn_env(c), phase_name(conn_phase(c)), host);
+		break;
+	case REASON_PORT_NOT_ALLOWED:
+		if (rule == NULL || strcmp(rule, "default") == 0)
+			return 0;
+		n = snprintf(buf, len, "portcullis: hint: %s names this host on "
+		    "other ports; allow port %u for it\n", rule, c->port);
+		break;
+	case REASON_METHOD_NOT_ALLOWED:
+	case REASON_INTERCEPTION_REQUIRED:
+		if (c->cfg != NULL && (e = cfg_find_env(c->cfg, conn_env(c))) !=
+		    NULL)
+			pp = &e->phase[conn_phase(c)];
+		if (pp == NULL || !pp->methods_restricted)
+			return 0;
+		if (r == REASON_METHOD_NOT_ALLOWED && c->dec.detail != NULL)
+			n = snprintf(buf, len, "portcullis: hint: under a methods "
+			    "restriction, GET, HEAD and OPTIONS carry no body; "
+			    "allowed methods (%s):", rule != NULL ? rule :
+			    "default");
+		else
+			n = snprintf(buf, len, "portcullis: hint: allowed methods "
+			    "(%s):", rule != NULL ? rule : "default");
+		for (int m = 0; m < METHOD_COUNT && n > 0 && (size_t)n < len;
+		    m++)
+			if (pp->methods_mask & (1u << m))
+				n += snprintf(buf + n, len - (size_t)n, " %s",
+				    method_name((enum method)m));
+		if (n > 0 && (size_t)n < len && r == REASON_INTERCEPTION_REQUIRED)
+			n += snprintf(buf + n, len - (size_t)n, "; a tunnel "
+			    "hides its methods: add CONNECT to allow tunnels");
+		if (n > 0 && (size_t)n < len)
+			n += snprintf(buf + n, len - (size_t)n, "\n");
+		break;
+	case REASON_UNKNOWN_ENV:
+		n = snprintf(buf, len, "portcullis: hint: the config in force "
+		    "defines no env \"%s\"\n", conn_env(c));
+		break;
+	default:
+		return 0;
+	}
+	if (n <= 0)
+		return 0;
+	if ((size_t)n >= len) {
+		/* Cut: keep the line a line. */
+		n = (int)len - 1;
+		buf[n - 1] = '\n';
+	}
+	return n;
+}
+
+/*
  * Sends a refusal and closes the conn once it is written.  Writes the
  * request record (decision "deny").  detail (may be NULL) goes into the
  * body and the record.
@@ -133,6 +241,9 @@ refuse_send(struct conn *c, enum reason r, const char *detail)
 		blen = 0;
 	if ((size_t)blen >= sizeof(body))
 		blen = (int)sizeof(body) - 1;
+	/* The hint goes on a line of its own after the §5 sentence, so
+	 * that line stays as it was (clients and tests match it). */
+	blen += refuse_hint(c, r, body + blen, sizeof(body) - (size_t)blen);
 	msg = malloc(sizeof(body) + 256);
 	if (msg == NULL) {
 		conn_close(c, reason_str(r));

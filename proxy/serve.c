@@ -3,6 +3,7 @@
  * with its listeners, workers and control socket, and the signals:
  * SIGINT/SIGTERM stop gracefully, SIGHUP reloads.
  */
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -61,13 +62,69 @@ serve_on_hup(uv_signal_t *h, int signum)
 
 	(void)signum;
 	if (server_reload(s, &errors) < 0) {
-		fprintf(stderr, "portcullis: reload refused, old config stays:\n%s",
-		    errors ? errors : "");
+		server_log_reload_refused("", errors != NULL ? errors : "");
 		free(errors);
 		return;
 	}
 	log_msg(LOG_WARN, "reloaded %s (sha256 %s)", s->cfg->path,
 	    s->cfg->sha256);
+}
+
+/* Room for the ready line's listener list; more listeners than fit are
+ * counted ("and N more"), never cut mid-address. */
+#define SERVE_READY_MAX 1024
+
+/*
+ * The one line `serve` prints on stderr once it is ready (DESIGN.md §14):
+ * every address the main loop listens on (as bound), the control socket
+ * (or "no control socket") and where audit records go (a path, or
+ * "stdout").  Printed after the listeners, workers and control socket are
+ * up, so a supervisor or a test that sees it can connect at once.
+ */
+static void
+serve_ready_line(const struct server *s)
+{
+	const struct cfg *cfg = s->cfg;
+	char line[SERVE_READY_MAX];
+	size_t pos = 0, left = 0;
+
+	for (size_t i = 0; i < s->nlisteners; i++) {
+		struct sockaddr_storage ss;
+		int len = sizeof(ss);
+		char host[64], one[96];
+		unsigned port;
+
+		if (uv_tcp_getsockname(&s->listeners[i]->tcp,
+		    (struct sockaddr *)&ss, &len) != 0)
+			continue;
+		if (ss.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (void *)&ss;
+
+			uv_ip6_name(a, host, sizeof(host));
+			port = ntohs(a->sin6_port);
+			snprintf(one, sizeof(one), "[%s]:%u", host, port);
+		} else {
+			const struct sockaddr_in *a = (void *)&ss;
+
+			uv_ip4_name(a, host, sizeof(host));
+			port = ntohs(a->sin_port);
+			snprintf(one, sizeof(one), "%s:%u", host, port);
+		}
+		if (left > 0 || pos + strlen(one) + 2 >= sizeof(line) / 2) {
+			left++;
+			continue;
+		}
+		pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "%s%s",
+		    pos > 0 ? ", " : "", one);
+	}
+	if (left > 0)
+		pos += (size_t)snprintf(line + pos, sizeof(line) - pos,
+		    " and %zu more", left);
+	fprintf(stderr, "portcullis: listening on %s, %s%.300s, audit %.300s\n",
+	    pos > 0 ? line : "(nothing)",
+	    cfg->proxy.control != NULL ? "control " : "no control socket",
+	    cfg->proxy.control != NULL ? cfg->proxy.control : "",
+	    strcmp(cfg->audit.log, "-") == 0 ? "stdout" : cfg->audit.log);
 }
 
 static const char serve_usage[] =
@@ -79,6 +136,10 @@ static const char serve_usage[] =
 "  -c, --config FILE   config file (INI, see DESIGN.md section 4)\n"
 "  -v, --verbose       debug diagnostics on stderr\n"
 "  -h, --help          this text\n"
+"\n"
+"When ready it prints one line on stderr:\n"
+"  portcullis: listening on ADDR:PORT[, ...], control PATH|no control socket,\n"
+"  audit PATH|stdout\n"
 "\n"
 "Signals: SIGINT/SIGTERM stop gracefully (audit `stop` record, exit 0);\n"
 "SIGHUP reloads the config file (an invalid file is refused, old stays).\n";
@@ -169,6 +230,7 @@ serve_main(int argc, char **argv)
 		uv_loop_close(&loop);
 		return 1;
 	}
+	serve_ready_line(s);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	worker_join(s);
 	server_free(s);

@@ -82,6 +82,15 @@ server_reload(struct server *s, char **errors)
 	return 0;
 }
 
+void
+server_log_reload_refused(const char *how, const char *errors)
+{
+	size_t n = strlen(errors);
+
+	fprintf(stderr, "portcullis: reload %srefused, old config stays:\n%s%s",
+	    how, errors, n > 0 && errors[n - 1] != '\n' ? "\n" : "");
+}
+
 /* --- listeners ----------------------------------------------------------- */
 
 static void

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -21,7 +22,58 @@ session_unref(struct session *ss)
 	if (--ss->refs > 0)
 		return;
 	free(ss->env);
+	free(ss->command);
 	free(ss);
+}
+
+/* a + b, held at UINT64_MAX instead of wrapping. */
+static uint64_t
+sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+void
+session_conn_add(struct session *ss)
+{
+	ss->refs++;
+	ss->nconns++;
+}
+
+void
+session_conn_done(struct session *ss, uint64_t up, uint64_t down)
+{
+	ss->nconns--;
+	ss->bytes_up = sat_add(ss->bytes_up, up);
+	ss->bytes_down = sat_add(ss->bytes_down, down);
+	session_unref(ss);
+}
+
+void
+session_count_request(struct session *ss, bool refused)
+{
+	ss->requests = sat_add(ss->requests, 1);
+	if (refused)
+		ss->refusals = sat_add(ss->refusals, 1);
+}
+
+void
+session_stats(const struct session *ss, struct session_stats *st)
+{
+	st->conns = ss->nconns;
+	st->requests = ss->requests;
+	st->refusals = ss->refusals;
+	st->bytes_up = ss->bytes_up;
+	st->bytes_down = ss->bytes_down;
+	for (struct conn *c = ss->s->conns; c != NULL; c = conn_next(c)) {
+		uint64_t up, down;
+
+		if (conn_session(c) != ss)
+			continue;
+		conn_bytes(c, &up, &down);
+		st->bytes_up = sat_add(st->bytes_up, up);
+		st->bytes_down = sat_add(st->bytes_down, down);
+	}
 }
 
 static void
@@ -141,6 +193,7 @@ server_session_open(struct server *s, int fd, const char *env,
 	}
 	ss->s = s;
 	ss->phase = phase;
+	ss->started = (long long)time(NULL);
 	snprintf(ss->id, sizeof(ss->id), "s-%04" PRIx32 "%04x",
 	    s->id_prefix & 0xffff, ++s->session_seq & 0xffff);
 	/* The session lives as long as anything refers to it: this

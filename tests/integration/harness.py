@@ -959,6 +959,12 @@ def ctl(sock, *args, prefix=()):
     return r.returncode, reply, r.stderr
 
 
+def status_core(sessions):
+    """The id/env/phase of each session in a `status` reply (test_ops.py
+    checks the other fields: pid, command, started, counters)."""
+    return [{k: s.get(k) for k in ("id", "env", "phase")} for s in sessions or []]
+
+
 def control_open_session(path, env, phase):
     """Opens a session over a new control connection on a new listener,
     which then only the daemon holds.  Returns (socket, reader, session

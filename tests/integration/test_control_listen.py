@@ -20,6 +20,9 @@ from harness import (Origin, check, check_request_record, control_connect,  # no
 from harness import control_ask as ask  # noqa: E402
 from test_phase_switch import AGENT_HOST, daemon  # noqa: E402
 
+from harness import status_core as core  # noqa: E402
+
+
 
 def agent_tunnel(port, origin_port):
     """A CONNECT tunnel to AGENT_HOST through the listener on port."""
@@ -67,7 +70,7 @@ def test_listen_moves_the_session_and_keeps_its_conns():
     eq([r["phase"] for r in reqs], ["setup", "agent", "agent"], "phases of the requests")
     for r in reqs:
         check_request_record(r, session=sid, env="web", proto="connect")
-    eq(ctl(sock, "status")[1]["sessions"], [{"id": sid, "env": "web", "phase": "agent"}],
+    eq(core(ctl(sock, "status")[1]["sessions"]), [{"id": sid, "env": "web", "phase": "agent"}],
        "still one session")
     recs = [(r["session"], r["phase"], r["state"]) for r in p.audit_records("session")]
     eq(recs, [(sid, "setup", "opened"), (sid, "agent", "listener_replaced")],
@@ -136,7 +139,7 @@ def test_listen_refusals_keep_serving():
     t = agent_tunnel(port1, o.port)
     eq(tunnel_get(t, "/still"), "200", "session still serves")
     eq([r["state"] for r in p.audit_records("session")], ["opened"], "session records")
-    eq(ctl(sock, "status")[1]["sessions"], [{"id": sid, "env": "web", "phase": "agent"}],
+    eq(core(ctl(sock, "status")[1]["sessions"]), [{"id": sid, "env": "web", "phase": "agent"}],
        "status")
     # Once its owner is gone the session is unknown to everyone.
     f.close()

@@ -20,6 +20,9 @@ from harness import control_ask as ask, control_connect as conn  # noqa: E402
 from test_control_listen import agent_tunnel as open_tunnel, tunnel_get  # noqa: E402
 from test_phase_switch import ctl, daemon as phase_daemon  # noqa: E402
 
+from harness import status_core as core  # noqa: E402
+
+
 NOT_OWNER = "session belongs to another control connection"
 
 
@@ -57,7 +60,7 @@ def cut(t):
 def status(path):
     rc, reply, err = ctl(path, "status")
     eq(rc, 0, "ctl status (%r)" % err)
-    return reply["sessions"]
+    return core(reply["sessions"])
 
 
 def test_non_owner_refused_nothing_changes_owner_works():

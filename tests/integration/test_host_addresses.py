@@ -167,10 +167,15 @@ def expect_blocked(p, kind, host, port=80, why="host address"):
     h.check(len(rs) == 1, "%s: want one refusal, got %r" % (what, rs))
     r = rs[0]
     h.eq((r.status, r.header("X-Portcullis-Reason")), (403, "address_blocked"), what)
-    # The body names why for the host's own addresses only.
+    # The body's first line names why for the host's own addresses only;
+    # the hint line after it (design.md §9) says how to allow it.
     tail = ": " + why if why.startswith("host address") else 'phase "agent"'
-    h.check(r.body.rstrip(b"\n").endswith(tail.encode()),
-            "%s: body does not end in %r: %r" % (what, tail, r.body))
+    first, _, hint = r.body.decode().partition("\n")
+    h.check(first.endswith(tail),
+            "%s: body's first line does not end in %r: %r" % (what, tail, r.body))
+    if why.startswith("host address"):
+        h.eq(hint, "portcullis: hint: an address of this host (%s); to allow it, add it "
+             "to [addresses] allow\n" % why, "%s: hint line" % what)
     h.check_request_record(rec, decision="deny", reason="address_blocked", addr=None,
                            status=403)
     h.eq(rec.get("blocked"), why, "%s: audit `blocked`" % what)

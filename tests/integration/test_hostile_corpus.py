@@ -42,7 +42,7 @@ deny = bad.ok.example.test
 
 REFUSAL_BODY = re.compile(
     r'portcullis: egress to (\S+):(\d+) denied \(([a-z_]+)\) in env "default", '
-    r'phase "agent"(: [^\n]+)?\n')
+    r'phase "agent"(: [^\n]+)?\n(portcullis: hint: [^\n]+\n)?')
 BAD_BODY = re.compile(r"portcullis: bad request \(bad_request\): [^\n]+\n")
 
 

@@ -25,6 +25,11 @@ def connect_req(host, port):
                                                                host.encode(), port)
 
 
+# Reasons whose refusal body has a hint line (refuse.c refuse_hint()).
+HINTED = ("address_blocked", "denied", "not_allowed", "port_not_allowed",
+          "method_not_allowed", "interception_required", "unknown_env")
+
+
 def refused(p, req, status, reason, host, port, proto, method, rule,
             env="default", phase="agent", addr=None, origins=(), detail=None):
     """Sends req on a fresh connection (no Connection: close), asserts the
@@ -46,10 +51,24 @@ def refused(p, req, status, reason, host, port, proto, method, rule,
         c(h.match, r"portcullis: bad request \(bad_request\): [^\n]+\n", r.body.decode(),
           "body")
     else:
-        # docs/design.md §9: the sentence may end with ": DETAIL".
-        c(h.eq, r.body.decode(), 'portcullis: egress to %s:%d denied (%s) in env "%s", '
+        # docs/design.md §9: the sentence may end with ": DETAIL"; a
+        # second line carries the hint for the reasons a config change
+        # fixes (exact texts: test_ops.py).
+        first, _, rest = r.body.decode().partition("\n")
+        c(h.eq, first + "\n", 'portcullis: egress to %s:%d denied (%s) in env "%s", '
           'phase "%s"%s\n' % (host, port, reason, env, phase,
                                 ": " + detail if detail else ""), "body")
+        hp = host if port in (80, 443) else "%s:%d" % (host, port)
+        if reason == "not_allowed":
+            c(h.eq, rest, "portcullis: hint: add an allow rule for %s to [env %s %s] "
+              "(portcullis run: --allow %s)\n" % (hp, env, phase, hp), "hint line")
+        elif reason == "denied" and rule not in (None, "default"):
+            c(h.eq, rest, "portcullis: hint: denied by %s (a deny rule wins over every "
+              "allow rule)\n" % rule, "hint line")
+        elif reason in HINTED:
+            c(h.match, r"portcullis: hint: [^\n]+\n", rest, "hint line")
+        else:
+            c(h.eq, rest, "", "no hint line for %s" % reason)
     c(h.check, closed, "proxy did not close the connection after the refusal")
 
     recs = p.wait_records("request", n_before + 1)
@@ -131,7 +150,10 @@ def test_not_allowed():
     h.eq(resp.status, 403, "curl status")
     h.eq(resp.header("X-Portcullis-Reason"), "not_allowed", "curl reason header")
     h.eq(resp.body.decode(), 'portcullis: egress to elsewhere.other.test:%d denied '
-         '(not_allowed) in env "default", phase "agent"\n' % o.port, "curl body")
+         '(not_allowed) in env "default", phase "agent"\n'
+         'portcullis: hint: add an allow rule for elsewhere.other.test:%d to '
+         '[env default agent] (portcullis run: --allow elsewhere.other.test:%d)\n'
+         % (o.port, o.port, o.port), "curl body")
     # CONNECT refusal as curl reports it
     r = h.curl(p, "-w", "%{http_connect}", "https://elsewhere.other.test/")
     h.eq(r.stdout, b"403", "curl http_connect")

@@ -16,6 +16,9 @@ from harness import (Origin, check, check_request_record, ctl, eq, run,  # noqa:
 from sandbox_util import SandboxAgent  # noqa: E402
 from test_phase_switch import AGENT_HOST, SETUP_HOST, daemon  # noqa: E402
 
+from harness import status_core as core  # noqa: E402
+
+
 NEW_HOST = "new.example.test"
 
 
@@ -108,7 +111,7 @@ def test_invalid_change_refused_with_file_line_old_rules_stay():
     eq(code(a, NEW_HOST, o.port), ("403", "not_allowed"), "new rule not in force")
     tunnel_flows(a, "t", o.port, "after the refused reloads")
     rc, reply, _ = ctl(sock, "status")
-    eq(reply["sessions"], [{"id": a.sid, "env": "web", "phase": "agent"}], "session kept")
+    eq(core(reply["sessions"]), [{"id": a.sid, "env": "web", "phase": "agent"}], "session kept")
     eq(a.finish(), 0, "COMMAND exit")
     check(p.proc.poll() is None, "daemon alive")
     p.stop()

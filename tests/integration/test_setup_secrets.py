@@ -23,6 +23,9 @@ from harness import (Origin, check, check_request_record, ctl, eq, run,  # noqa:
 from sandbox_util import SandboxAgent, prun, run_env  # noqa: E402
 from test_phase_switch import AGENT_HOST, SETUP_HOST, daemon  # noqa: E402
 
+from harness import status_core as core  # noqa: E402
+
+
 
 def secret_value():
     return "pcs-%016x-secret" % random.getrandbits(64)
@@ -168,7 +171,7 @@ def test_connect_setup_then_agent_without_secrets():
                       "--setup", setup_cmd(o, marker), "--secret", "PCS_TOKEN"],
                      env=run_env(PCS_TOKEN=secret, TMPDIR=tmp))
     check_agent_phase(a, o, secret, marker, tmp)
-    eq(ctl(sock, "status")[1]["sessions"], [{"id": a.sid, "env": "web", "phase": "agent"}],
+    eq(core(ctl(sock, "status")[1]["sessions"]), [{"id": a.sid, "env": "web", "phase": "agent"}],
        "daemon sessions while COMMAND runs")
     eq(a.finish(), 0, "COMMAND's exit status (stderr %s)" % a.stderr())
     wait_until(lambda: any(r.get("session") == a.sid and r.get("state") == "closed"

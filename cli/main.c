@@ -7,9 +7,9 @@
 
 #include "cfg.h"
 #include "check.h"
-#include "control.h"
+#include "ctl.h"
 #include "run.h"
-#include "server.h"
+#include "serve.h"
 #include "version.h"
 
 static const char usage[] =

@@ -33,18 +33,4 @@ int control_start(struct server *s, const char *path);
  * (asynchronous handle closes).  Idempotent. */
 void control_stop(struct server *s);
 
-/*
- * TODO(merge): the names sandbox/run.c and proxy/main.c still use, until
- * they include ctl.h / json.h and call the module-prefixed names; then
- * drop this block.
- */
-#include "ctl.h"
-#define ctl_json json_obj
-#define ctl_json_parse json_parse
-#define ctl_json_str json_get_str
-#define ctl_json_bool json_get_bool
-#define ctl_json_quote json_quote
-#define control_connect ctl_connect
-#define control_request ctl_request
-
 #endif

@@ -82,8 +82,5 @@ void server_free(struct server *s);	/* after uv_run() has returned */
  */
 int server_reload(struct server *s, char **errors);
 
-/* TODO(merge): serve_main moved to serve.h; proxy/main.c still looks for it
- * here.  Drop this once it includes serve.h. */
-#include "serve.h"
 
 #endif

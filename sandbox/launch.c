@@ -61,8 +61,8 @@ open_session(struct run_state *st, const struct run_opts *o, int lfd,
 		snprintf(st->sid, sizeof(st->sid), "%s", session_id(st->ss));
 		return 0;
 	}
-	rc = remote_open(st->ctl_fd, o->connect, lfd, o->env, phase, st->sid,
-	    sizeof(st->sid), why, whylen);
+	rc = remote_open(st->ctl_fd, o->connect, lfd, o->env, phase, o->command,
+	    o->ncommand, st->sid, sizeof(st->sid), why, whylen);
 	/* The daemon has its own copy now (or none): ours must not keep the
 	 * listener alive past the daemon. */
 	close(lfd);

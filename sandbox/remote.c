@@ -3,15 +3,18 @@
  * protocol (DESIGN.md §8): session.open with the bridge's listener,
  * session.phase to agent after --setup, session.listen with the agent
  * sandbox's listener.  Each request is one line and gets one reply line
- * within CONTROL_REPLY_TIMEOUT_MS (control_request); anything but
+ * within CONTROL_REPLY_TIMEOUT_MS (ctl_request); anything but
  * {"ok":true,...} is a refusal with the daemon's reason.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "control.h"
+#include "ctl.h"
+#include "json.h"
 #include "run_internal.h"
 
 /*
@@ -21,16 +24,16 @@
  * the socket in a transport error; what, when not NULL, names the thing
  * the daemon refused.
  */
-static struct ctl_json *
+static struct json_obj *
 remote_call(int ctl_fd, const char *sockpath, const char *line, int passfd,
     const char *what, char *why, size_t whylen)
 {
 	char reply[CONTROL_MAX_LINE];
-	struct ctl_json *j;
+	struct json_obj *j;
 	const char *jwhy, *err;
 	int rc;
 
-	rc = control_request(ctl_fd, line, passfd, reply, sizeof(reply),
+	rc = ctl_request(ctl_fd, line, passfd, reply, sizeof(reply),
 	    CONTROL_REPLY_TIMEOUT_MS);
 	if (rc < 0) {
 		snprintf(why, whylen, "control socket%s%s: %s",
@@ -45,13 +48,13 @@ remote_call(int ctl_fd, const char *sockpath, const char *line, int passfd,
 		snprintf(why, whylen, "out of memory");
 		return NULL;
 	}
-	if (ctl_json_parse(reply, strlen(reply), j, &jwhy) != 0) {
+	if (json_parse(reply, strlen(reply), j, &jwhy) != 0) {
 		snprintf(why, whylen, "daemon reply: %s", jwhy);
 		free(j);
 		return NULL;
 	}
-	if (ctl_json_bool(j, "ok") != 1) {
-		err = ctl_json_str(j, "error");
+	if (json_get_bool(j, "ok") != 1) {
+		err = json_get_str(j, "error");
 		snprintf(why, whylen, "the daemon refused%s%s: %s",
 		    what ? " " : "", what ? what : "",
 		    err ? err : "no reason given");
@@ -69,7 +72,7 @@ session_line(char *line, size_t len, const char *op, const char *sid,
 	size_t pos;
 
 	pos = (size_t)snprintf(line, len, "{\"op\":\"%s\",\"session\":", op);
-	if (ctl_json_quote(line, len - 64, &pos, sid) != 0) {
+	if (json_quote(line, len - 64, &pos, sid) != 0) {
 		snprintf(why, whylen, "session id too long");
 		return -1;
 	}
@@ -77,30 +80,52 @@ session_line(char *line, size_t len, const char *op, const char *sid,
 	return 0;
 }
 
+/* The COMMAND sent with session.open, at most (the daemon keeps 256; the
+ * rest of the request must fit CONTROL_MAX_LINE). */
+#define REMOTE_MAX_COMMAND 1024
+
 int
 remote_open(int ctl_fd, const char *sockpath, int lfd, const char *env,
-    enum phase phase, char *sid, size_t sidlen, char *why, size_t whylen)
+    enum phase phase, char *const *command, int ncommand, char *sid,
+    size_t sidlen, char *why, size_t whylen)
 {
-	char line[CONTROL_MAX_LINE];
-	struct ctl_json *j;
+	char line[CONTROL_MAX_LINE], cmd[REMOTE_MAX_COMMAND + 1];
+	struct json_obj *j;
 	const char *v;
-	size_t pos;
+	size_t pos, clen = 0;
 	int rc = 0;
 
 	pos = (size_t)snprintf(line, sizeof(line), "{\"op\":\"session.open\"");
 	if (env != NULL) {
 		pos += (size_t)snprintf(line + pos, sizeof(line) - pos, ",\"env\":");
-		if (ctl_json_quote(line, sizeof(line) - 64, &pos, env) != 0) {
+		if (json_quote(line, sizeof(line) - 64, &pos, env) != 0) {
 			snprintf(why, whylen, "env name too long");
 			return -1;
 		}
+	}
+	/* Who we are, for `ctl status` (the daemon also sees our pid). */
+	cmd[0] = '\0';
+	for (int i = 0; i < ncommand && clen < REMOTE_MAX_COMMAND; i++) {
+		int n = snprintf(cmd + clen, sizeof(cmd) - clen, "%s%s",
+		    i > 0 ? " " : "", command[i]);
+
+		if (n < 0)
+			break;
+		clen += (size_t)n < sizeof(cmd) - clen ? (size_t)n :
+		    sizeof(cmd) - clen - 1;
+	}
+	pos += (size_t)snprintf(line + pos, sizeof(line) - pos,
+	    ",\"pid\":%ld,\"command\":", (long)getpid());
+	if (json_quote(line, sizeof(line) - 64, &pos, cmd) != 0) {
+		snprintf(why, whylen, "command too long for session.open");
+		return -1;
 	}
 	snprintf(line + pos, sizeof(line) - pos, ",\"phase\":\"%s\"}",
 	    phase_name(phase));
 	j = remote_call(ctl_fd, sockpath, line, lfd, "the session", why, whylen);
 	if (j == NULL)
 		return -1;
-	v = ctl_json_str(j, "session");
+	v = json_get_str(j, "session");
 	if (v == NULL || strlen(v) == 0 || strlen(v) >= sidlen) {
 		snprintf(why, whylen, "daemon reply without a session id");
 		rc = -1;
@@ -115,7 +140,7 @@ int
 remote_to_agent(int ctl_fd, const char *sid, char *why, size_t whylen)
 {
 	char line[CONTROL_MAX_LINE];
-	struct ctl_json *j;
+	struct json_obj *j;
 
 	if (session_line(line, sizeof(line), "session.phase", sid,
 	    ",\"phase\":\"agent\"", why, whylen) != 0)
@@ -131,7 +156,7 @@ int
 remote_listen(int ctl_fd, const char *sid, int lfd, char *why, size_t whylen)
 {
 	char line[CONTROL_MAX_LINE];
-	struct ctl_json *j;
+	struct json_obj *j;
 
 	if (session_line(line, sizeof(line), "session.listen", sid, "", why,
 	    whylen) != 0)

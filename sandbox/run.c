@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #include "auditwarn.h"
-#include "control.h"
+#include "ctl.h"
 #include "run.h"
 #include "run_internal.h"
 #include "runlog.h"
@@ -347,7 +347,7 @@ run_main(int argc, char **argv)
 
 	/* Proxy side first: a missing daemon means we never start bwrap. */
 	if (o.connect != NULL) {
-		st.ctl_fd = control_connect(o.connect);
+		st.ctl_fd = ctl_connect(o.connect);
 		if (st.ctl_fd < 0)
 			pc_die("no proxy route: control socket %s: %s", o.connect,
 			    strerror(-st.ctl_fd));

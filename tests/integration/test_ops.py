@@ -172,6 +172,30 @@ def test_status_pid_command_start_and_counters():
     p.stop()
 
 
+def test_status_names_the_run_and_its_command():
+    """`portcullis run --connect` tells the daemon its pid and COMMAND:
+    `ctl status` shows them for the run's session."""
+    from sandbox_util import run_env
+    o = Origin()
+    p, path = daemon(o.port)
+    w = tempdir()
+    marker = os.path.join(w, "started")
+    proc = subprocess.Popen([portcullis_bin(), "run", "--connect", path, "-e", "web",
+                             "--phase", "agent", "--", "sh", "-c",
+                             "touch started; sleep 30"],
+                            cwd=w, env=run_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    defer(lambda: proc.poll() is None and proc.kill())
+    wait_until(lambda: os.path.exists(marker), 20, "COMMAND running")
+    ss = list(sessions(path).values())
+    eq(len(ss), 1, "one session (%r)" % ss)
+    eq((ss[0]["pid"], ss[0]["command"]), (proc.pid, "sh -c touch started; sleep 30"),
+       "pid and command of the run")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
+    p.stop()
+
+
 def test_open_refuses_bad_pid_and_command_cuts_long_command():
     o = Origin()
     p, sock = daemon(o.port)

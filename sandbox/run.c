@@ -385,7 +385,11 @@ run_main(int argc, char **argv)
 			pc_die("cannot start the embedded proxy: %s", strerror(-rc));
 	}
 	st.audit_path = audit_path;
-	(void)auditwarn(audit_path, p.argv);
+	/* Only a log someone named (--audit-log, [audit] log) may be shared
+	 * with other tenants; the per-user fallback is this user's alone (and
+	 * hidden inside), so filling its file system stops only this user. */
+	if (cfg != NULL && log.hide[0] == '\0')
+		(void)auditwarn(audit_path, p.argv);
 
 	if (o.setup != NULL) {
 		st.cur = 0;

@@ -7,9 +7,12 @@
  *
  * (Named pclimits.h, not limits.h, so that it never shadows the system
  * <limits.h>.)  It lives in conf/, the lowest layer, so that the config
- * loader, the daemon and the launcher all read the same names.  The
- * handoff protocol's own timeouts are in lib/pclib.h: the bridge, which
- * links nothing of ours but lib/, must see them.
+ * loader, the daemon and the launcher all read the same names.  Three
+ * kinds of bound live elsewhere, on purpose: the handoff protocol's (in
+ * lib/pclib.h) and the bridge's own (in bridge/), because the bridge links
+ * nothing of ours but lib/ and includes nothing above it; and facts of a
+ * wire format rather than choices of ours (a TLS record's 2^14 bytes, a
+ * DNS name's 253), next to the parser that knows the format.
  */
 #ifndef PORTCULLIS_PCLIMITS_H
 #define PORTCULLIS_PCLIMITS_H
@@ -233,5 +236,121 @@ static_assert(PROXY_RELAY_BUF_BIG >= PROXY_RELAY_BUF_SMALL, "big >= small");
 static_assert(AUDIT_BATCH_IOV <= 1024, "writev takes at most IOV_MAX");
 static_assert(AUDIT_QUEUE_BYTES > 2 * AUDIT_MAX_RECORD, "the queue holds a burst of the largest records");
 static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent");
+
+/* ==== fixed: the daemon's control socket, JSON, DNS, check, serve, TLS peek ==== */
+
+/* proxy/json.h */
+/* Input the reader takes at most: one control line (control.h
+ * CONTROL_MAX_LINE); longer is refused before a byte is looked at. */
+#define JSON_MAX_INPUT 4096
+
+/* Members of the object: the largest request has five. */
+#define JSON_MAX_FIELDS 16
+
+/* Nesting of skipped values: bounds the reader's recursion. */
+#define JSON_MAX_DEPTH 8
+
+/* A number's text (longer is refused, not cut). */
+#define JSON_MAX_NUMBER 64
+
+/* proxy/control.h */
+/* One request or reply line, newline included; longer is refused. */
+#define CONTROL_MAX_LINE 4096
+
+/* A reply (status lists every session); the client reads this much. */
+#define CONTROL_MAX_REPLY 65536
+
+/* How long a client waits for a reply. */
+#define CONTROL_REPLY_TIMEOUT_MS 5000
+
+/* proxy/control.c */
+/* Control connections at once: a local admin interface needs few. */
+#define CONTROL_MAX_CONNS 256
+
+/* fds held per connection while waiting for their session.open/.listen
+ * line. */
+#define CONTROL_MAX_FDS 4
+
+/* Sessions one control connection may own. */
+#define CONTROL_MAX_SESSIONS 64
+
+/* session.open "command" kept for `ctl status`: longer is cut (with
+ * "...") — it is a label for the admin, not something decided on. */
+#define CONTROL_MAX_COMMAND 256
+
+/* The largest pid Linux hands out (PID_MAX_LIMIT on 64-bit). */
+#define CONTROL_MAX_PID 4194304
+
+/* Supplementary groups of a peer we look through (NGROUPS_MAX is 65536;
+ * a peer with more than this is refused unless root/our uid/its gid). */
+#define CONTROL_MAX_PEER_GROUPS 256
+
+/* proxy/dns.h */
+/* At most this many addresses (A + AAAA together) are kept per answer. */
+#define DNS_MAX_ADDRS 16
+
+/* proxy/check.c */
+/* Longest target argument we take apart. */
+#define CHECK_MAX_TARGET 2048
+
+/* proxy/serve.c */
+/* Room for the ready line's listener list; more listeners than fit are
+ * counted ("and N more"), never cut mid-address. */
+#define SERVE_READY_MAX 1024
+
+/* proxy/tls.h */
+/* A ClientHello larger than this (all its records together) is refused. */
+#define TLS_MAX_CLIENTHELLO 16384
+
+/* ==== fixed: the launcher (sandbox/) ==== */
+
+/* sandbox/mounts.c */
+/* Removing a fresh HOME: directory depth we descend (npm trees are far
+ * shallower; deeper is left and reported), and how often we retry while
+ * a killed sandbox may still be writing (MOUNTS_RM_TRIES x 50 ms). */
+#define MOUNTS_RM_MAX_DEPTH 256
+
+/* sandbox/mounts.h */
+/* Hidden paths and kernel masks we track (the list is fixed; the ssh host
+ * key glob is what makes it variable). */
+#define MOUNTS_MAX_PATHS 96
+
+/* sandbox/runlog.c */
+/* Longest value of a record field the summary keeps (longer is cut). */
+#define RUNLOG_FIELD_MAX 512
+
+/* sandbox/auditwarn.c */
+/* Writable binds named in one warning; more are counted ("and N more"). */
+#define AUDITWARN_MAX_NAMED 4
+
+/* sandbox/run_internal.h */
+/* Options given more than this many times are refused (argv is bounded
+ * anyway; this keeps the plan's arrays fixed-size). */
+#define RUN_MAX_REPEAT 64
+
+/* The sandboxes one run starts: COMMAND's, and first CMD's with --setup. */
+#define RUN_MAX_STAGES 2
+
+/* How long COMMAND has after SIGTERM/SIGHUP before its sandbox is killed:
+ * a run asked to end must end, also when COMMAND ignores the signal. */
+#define RUN_SIGNAL_GRACE_MS 10000
+
+/* Largest host /etc/ssh/ssh_config we copy into the sandbox's (real ones
+ * are a few KiB). */
+#define RUN_SSHCONF_MAX (256 * 1024)
+
+/* Refusal summary: distinct destinations tracked, and listed (the rest is
+ * "and K more"); the longest audit line read (longer ones are skipped) and
+ * the most bytes of log read (a huge shared log must not stall the end of
+ * a run). */
+#define RUN_SUMMARY_TRACK 256
+#define RUN_SUMMARY_SHOW 20
+#define RUN_SUMMARY_LINE_MAX (64 * 1024)
+#define RUN_SUMMARY_READ_MAX (64LL * 1024 * 1024)
+
+/* sandbox/remote.c */
+/* The COMMAND sent with session.open, at most (the daemon keeps 256; the
+ * rest of the request must fit CONTROL_MAX_LINE). */
+#define REMOTE_MAX_COMMAND 1024
 
 #endif

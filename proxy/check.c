@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pclimits.h"
 #include "cfg.h"
 #include "check.h"
 #include "hostaddr.h"
@@ -48,9 +49,6 @@ static const char check_usage[] =
 "exit status: 0 the config is valid (whatever the decisions), 1 the config\n"
 "has errors or does not define the env (--env, or [proxy] env when deciding\n"
 "targets), 2 bad usage.\n";
-
-/* Longest target argument we take apart. */
-#define CHECK_MAX_TARGET 2048
 
 /*
  * Splits arg into host and port, with default port and method by form.

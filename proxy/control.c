@@ -34,31 +34,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pclimits.h"
 #include "control.h"
 #include "pclib.h"
 #include "internal.h"
 #include "json.h"
 #include "log.h"
 
-/* Control connections at once: a local admin interface needs few. */
-#define CONTROL_MAX_CONNS 256
-/* fds held per connection while waiting for their session.open/.listen
- * line. */
-#define CONTROL_MAX_FDS 4
-/* Sessions one control connection may own. */
-#define CONTROL_MAX_SESSIONS 64
-/* session.open "command" kept for `ctl status`: longer is cut (with
- * "...") — it is a label for the admin, not something decided on. */
-#define CONTROL_MAX_COMMAND 256
 /* One session's object in the status reply: the escaped env (from one
  * request line) and command (up to 6 bytes per byte) plus the fixed
  * fields, so every field always fits. */
 #define CONTROL_STATUS_ENTRY ((CONTROL_MAX_LINE + CONTROL_MAX_COMMAND) * 6 + 512)
-/* The largest pid Linux hands out (PID_MAX_LIMIT on 64-bit). */
-#define CONTROL_MAX_PID 4194304
-/* Supplementary groups of a peer we look through (NGROUPS_MAX is 65536;
- * a peer with more than this is refused unless root/our uid/its gid). */
-#define CONTROL_MAX_PEER_GROUPS 256
 
 struct ctl_sess {
 	struct ctl_sess *next;

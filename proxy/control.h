@@ -8,16 +8,10 @@
 
 #include <stddef.h>
 
+#include "pclimits.h"
 #include "json.h"
 
 struct server;
-
-/* One request or reply line, newline included; longer is refused. */
-#define CONTROL_MAX_LINE 4096
-/* A reply (status lists every session); the client reads this much. */
-#define CONTROL_MAX_REPLY 65536
-/* How long a client waits for a reply. */
-#define CONTROL_REPLY_TIMEOUT_MS 5000
 
 _Static_assert(CONTROL_MAX_LINE <= JSON_MAX_INPUT,
     "the JSON reader takes a whole control line");

@@ -50,8 +50,6 @@
 #include "pclimits.h"
 #include "log.h"
 
-/* Used when a cfg carries timeout_ms == 0 (not loaded through cfg_load). */
-#define DNS_DEF_TIMEOUT_MS 2000
 /* c-ares rounds over the server list (see the bound above). */
 #define DNS_TRIES 2
 /* Per-try timeout = timeout / DNS_TRY_DIVISOR: tries of T/3 and 2T/3. */
@@ -537,7 +535,7 @@ static int dns_chan_new(struct dns *d, const struct cfg *c,
 	struct ares_addr_port_node *nodes = NULL;
 	struct dns_chan *ch;
 	char lookups[] = "b";
-	unsigned timeout = c->dns.timeout_ms ? c->dns.timeout_ms : DNS_DEF_TIMEOUT_MS;
+	unsigned timeout = c->dns.timeout_ms ? c->dns.timeout_ms : PROXY_DEF_DNS_TIMEOUT_MS;
 	size_t i;
 	int st, err;
 

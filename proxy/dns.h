@@ -9,11 +9,9 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "pclimits.h"
 #include "cfg.h"
 #include "netaddr.h"
-
-/* At most this many addresses (A + AAAA together) are kept per answer. */
-#define DNS_MAX_ADDRS 16
 
 struct dns;
 struct dns_req;

@@ -11,15 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Input the reader takes at most: one control line (control.h
- * CONTROL_MAX_LINE); longer is refused before a byte is looked at. */
-#define JSON_MAX_INPUT 4096
-/* Members of the object: the largest request has five. */
-#define JSON_MAX_FIELDS 16
-/* Nesting of skipped values: bounds the reader's recursion. */
-#define JSON_MAX_DEPTH 8
-/* A number's text (longer is refused, not cut). */
-#define JSON_MAX_NUMBER 64
+#include "pclimits.h"
 
 /*
  * Escapes src (n bytes, NULs included) as JSON string content, without

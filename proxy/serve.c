@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pclimits.h"
 #include "control.h"
 #include "internal.h"
 #include "log.h"
@@ -69,10 +70,6 @@ serve_on_hup(uv_signal_t *h, int signum)
 	log_msg(LOG_WARN, "reloaded %s (sha256 %s)", s->cfg->path,
 	    s->cfg->sha256);
 }
-
-/* Room for the ready line's listener list; more listeners than fit are
- * counted ("and N more"), never cut mid-address. */
-#define SERVE_READY_MAX 1024
 
 /*
  * The one line `serve` prints on stderr once it is ready (DESIGN.md §14):

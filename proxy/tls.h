@@ -7,8 +7,7 @@
 
 #include <stddef.h>
 
-/* A ClientHello larger than this (all its records together) is refused. */
-#define TLS_MAX_CLIENTHELLO 16384
+#include "pclimits.h"
 
 enum tls_peek {
 	TLS_PEEK_NEED_MORE,	/* a ClientHello so far; feed more bytes */

@@ -1,11 +1,9 @@
+#include "pclimits.h"
 #include "auditwarn.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-
-/* Writable binds named in one warning; more are counted ("and N more"). */
-#define AUDITWARN_MAX_NAMED 4
 
 int
 auditwarn(const char *log, char *const *argv)

@@ -37,15 +37,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pclimits.h"
 #include "mounts.h"
 #include "pclib.h"
 
 extern char **environ;
 
-/* Removing a fresh HOME: directory depth we descend (npm trees are far
- * shallower; deeper is left and reported), and how often we retry while
- * a killed sandbox may still be writing (MOUNTS_RM_TRIES x 50 ms). */
-#define MOUNTS_RM_MAX_DEPTH 256
 #define MOUNTS_RM_TRIES 20
 #define MOUNTS_RM_RETRY_NS 50000000L
 

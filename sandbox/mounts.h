@@ -12,9 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Hidden paths and kernel masks we track (the list is fixed; the ssh host
- * key glob is what makes it variable). */
-#define MOUNTS_MAX_PATHS 96
+#include "pclimits.h"
 
 /* Appends one bwrap argument; the string must outlive the argv. */
 typedef void (*mounts_add_fn)(void *ctx, const char *arg);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pclimits.h"
 #include "control.h"
 #include "ctl.h"
 #include "json.h"
@@ -79,10 +80,6 @@ session_line(char *line, size_t len, const char *op, const char *sid,
 	snprintf(line + pos, len - pos, "%s}", tail);
 	return 0;
 }
-
-/* The COMMAND sent with session.open, at most (the daemon keeps 256; the
- * rest of the request must fit CONTROL_MAX_LINE). */
-#define REMOTE_MAX_COMMAND 1024
 
 int
 remote_open(int ctl_fd, const char *sockpath, int lfd, const char *env,

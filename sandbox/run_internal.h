@@ -24,6 +24,7 @@
 
 #include <uv.h>
 
+#include "pclimits.h"
 #include "cfg.h"
 #include "mounts.h"
 #include "pclib.h"
@@ -31,9 +32,6 @@
 struct server;
 struct session;
 
-/* Options given more than this many times are refused (argv is bounded
- * anyway; this keeps the plan's arrays fixed-size). */
-#define RUN_MAX_REPEAT 64
 /* bwrap argv: fixed part + 3 per bind + hides + COMMAND. */
 #define RUN_FIXED_ARGS 64
 
@@ -83,28 +81,12 @@ struct run_plan {
 #define RUN_SECCOMP_FD 4
 #define RUN_SECCOMP_FD_STR "4"
 
-/* The sandboxes one run starts: COMMAND's, and first CMD's with --setup. */
-#define RUN_MAX_STAGES 2
-
-/* The signals passed to COMMAND (as a terminal would), and how long COMMAND
- * has after SIGTERM/SIGHUP before its sandbox is killed: a run asked to end
- * must end, also when COMMAND ignores the signal. */
+/* The signals passed to COMMAND, as a terminal would (how long COMMAND has
+ * after SIGTERM/SIGHUP: RUN_SIGNAL_GRACE_MS, pclimits.h). */
 #define RUN_NSIGNALS 3
-#define RUN_SIGNAL_GRACE_MS 10000
 /* fd of the ssh_config bwrap reads for --ro-bind-data (after the filter). */
 #define RUN_SSHCONF_FD 5
 #define RUN_SSHCONF_FD_STR "5"
-/* Largest host /etc/ssh/ssh_config we copy into the sandbox's (real ones
- * are a few KiB). */
-#define RUN_SSHCONF_MAX (256 * 1024)
-/* Refusal summary: distinct destinations tracked, and listed (the rest is
- * "and K more"); the longest audit line read (longer ones are skipped) and
- * the most bytes of log read (a huge shared log must not stall the end of
- * a run). */
-#define RUN_SUMMARY_TRACK 256
-#define RUN_SUMMARY_SHOW 20
-#define RUN_SUMMARY_LINE_MAX (64 * 1024)
-#define RUN_SUMMARY_READ_MAX (64LL * 1024 * 1024)
 
 struct run_state {
 	uv_loop_t loop;

@@ -26,12 +26,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "pclimits.h"
 #include "run_internal.h"
 #include "runlog.h"
 
 #define RUNLOG_NAME "run-audit.jsonl"
-/* Longest value of a record field the summary keeps (longer is cut). */
-#define RUNLOG_FIELD_MAX 512
 
 /* mkdir -p path, each new directory mode 0700.  0, or -1 (errno). */
 static int

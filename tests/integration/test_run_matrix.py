@@ -119,6 +119,15 @@ def npm_project(d, reg, locked=True):
 
 
 REQUIRE_PAD = "node -e \"console.log(require('pc-pad')('x', 4))\""
+# An agent that uses what setup installed, then tries to install more.
+AGENT_JS = r"""
+const fs = require('fs');
+console.log(require('pc-pad')('x', 4));
+const r = require('child_process').spawnSync('npm', ['install', 'pc-other'],
+                                             {encoding: 'utf8', timeout: 30000});
+fs.writeFileSync('install.rc', String(r.status));
+fs.writeFileSync('install.err', r.stderr);
+"""
 
 
 def test_npm_ci_in_setup_then_agent():
@@ -133,10 +142,12 @@ def test_npm_ci_in_setup_then_agent():
         d = project_dir(prefix)
         cfg, _ = policy(d, "allow = %s:%d" % (NPM, reg.port), "allow = nothing.invalid")
         npm_project(d, reg)
-        own(d, prefix)
         before = len(reg.got(reg.pkgs["pc-pad"]["path"]))
-        r = prun(["-c", cfg, "--setup", "npm ci", "--", "sh", "-c",
-                  REQUIRE_PAD + "; npm install pc-other 2> install.err; echo $? > install.rc"],
+        with open(os.path.join(d, "agent.js"), "w") as f:
+            f.write(AGENT_JS)
+        own(d, prefix)
+        # The command of README.md and docs/sandbox.md, as a user types it.
+        r = prun(["-c", cfg, "--setup", "npm ci", "--", "node", "agent.js"],
                  d, env=menv(), prefix=prefix)
         no_sanitizer(r.stderr)
         eq(r.returncode, 0, "exit %r (stderr %r)" % (prefix, r.stderr))
@@ -195,6 +206,15 @@ def pip_env(d, idx, tls):
 
 PIP_USER = "pip install --user --break-system-packages"
 IMPORT_DEMO = "python3 -c 'import pcdemo; print(pcdemo.hello())'"
+# An agent that uses what setup installed, then tries to install more.
+AGENT_PY = """import subprocess, sys, pcdemo
+print(pcdemo.hello())
+open("where", "w").write(pcdemo.__file__ + "\\n" + sys.executable + "\\n")
+r = subprocess.run("pip install --user --break-system-packages pcother", shell=True,
+                   capture_output=True, text=True, timeout=60)
+open("other.rc", "w").write(str(r.returncode))
+open("other.err", "w").write(r.stderr)
+"""
 
 
 def test_pip_user_in_setup_then_agent():
@@ -209,15 +229,19 @@ def test_pip_user_in_setup_then_agent():
         d = project_dir(prefix)
         cfg, _ = policy(d, "allow = %s:%d" % (PYPI, idx.port), "allow = nothing.invalid")
         env = pip_env(d, idx, tls)
+        with open(os.path.join(d, "requirements.txt"), "w") as f:
+            f.write("pcdemo\n")
+        with open(os.path.join(d, "agent.py"), "w") as f:
+            f.write(AGENT_PY)
         own(d, prefix)
-        r = prun(["-c", cfg, "--setup", PIP_USER + " pcdemo", "--", "sh", "-c",
-                  "PATH=/usr/bin:/bin; " + IMPORT_DEMO + "; python3 -c 'import pcdemo; "
-                  "print(pcdemo.__file__)' > where; " + PIP_USER + " pcother 2> other.err; "
-                  "echo $? > other.rc"], d, env=env, prefix=prefix)
+        # The command of README.md and docs/sandbox.md, as a user types it.
+        r = prun(["-c", cfg, "--setup", PIP_USER + " -r requirements.txt",
+                  "--", "python3", "agent.py"], d, env=env, prefix=prefix)
         no_sanitizer(r.stderr)
         eq(r.returncode, 0, "exit %r (stderr %r)" % (prefix, r.stderr))
         check("hello from pcdemo\n" in r.stdout, "imported: %r" % r.stdout)
-        where = rd(d, "where").strip()
+        where, exe = rd(d, "where").split()
+        eq(exe, "/usr/bin/python3", "Debian's python (the pyenv one is hidden)")
         check(where.startswith("/tmp/portcullis-home-") and
               "/.local/lib/python3" in where, "installed in the run's HOME: %r" % where)
         check(not os.path.exists(os.path.dirname(where)), "that HOME is gone after the run")
@@ -229,14 +253,21 @@ def test_pip_user_in_setup_then_agent():
 
 def test_pip_venv_in_setup_then_agent():
     """The venv way, which Debian's pip asks for: `python3 -m venv .venv
-    && .venv/bin/pip install pcdemo` (no --user) in setup, in the working
-    directory; `.venv/bin/python` imports it in agent."""
+    && .venv/bin/pip install -r requirements.txt` (no --user) in setup, in
+    the working directory; `.venv/bin/python agent.py` imports it in
+    agent."""
     tls = make_tls((PYPI,))
     idx = SimpleIndex({"pcdemo": DEMO_PY}, tls=tls)
     d = tempdir()
     cfg, _ = policy(d, "allow = %s:%d" % (PYPI, idx.port), "allow = nothing.invalid")
-    r = prun(["-c", cfg, "--setup", "python3 -m venv .venv && .venv/bin/pip install pcdemo",
-              "--", ".venv/bin/python", "-c", "import pcdemo; print(pcdemo.hello())"],
+    with open(os.path.join(d, "requirements.txt"), "w") as f:
+        f.write("pcdemo\n")
+    with open(os.path.join(d, "agent.py"), "w") as f:
+        f.write("import pcdemo\nprint(pcdemo.hello())\n")
+    # The commands of README.md and docs/sandbox.md, as a user types them.
+    r = prun(["-c", cfg, "--setup",
+              "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt",
+              "--", ".venv/bin/python", "agent.py"],
              d, env=pip_env(d, idx, tls), timeout=90)
     no_sanitizer(r.stderr)
     eq(r.returncode, 0, "exit (stderr %r)" % r.stderr)

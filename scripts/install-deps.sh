@@ -10,6 +10,11 @@
 # request-smuggling inputs.  We take libllhttp-dev 9.2.1 from trixie with an
 # apt pin that admits nothing else from that suite (libllhttp9.2 depends only
 # on libc6).
+#
+# python3-pip, python3-venv, python3-requests, nodejs: the real clients of
+# tests/integration/test_run_matrix.py (pip --user and in a venv, requests;
+# node and npm -- Debian's nodejs ships without npm, which is the package
+# "npm"; a nodejs from NodeSource brings its own and conflicts with it).
 set -eu
 
 PKGS="build-essential cmake pkg-config git
@@ -18,6 +23,7 @@ libpsl-dev libidn2-dev libseccomp-dev bubblewrap
 curl wget python3 openssl iproute2 procps
 clang libclang-rt-14-dev valgrind
 openssh-client openssh-server
+python3-pip python3-venv python3-requests nodejs
 dpkg-dev debhelper"
 
 # Checkers of the Debian package: installed only when that upgrades nothing

@@ -39,6 +39,9 @@ for p in $PKGS; do
 		missing="$missing $p"
 	fi
 done
+# npm: Debian's package, unless an npm is already there (NodeSource's
+# nodejs carries its own and conflicts with Debian's npm).
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 llhttp_ok=0
 if dpkg-query -W -f='${Version}' libllhttp-dev 2>/dev/null | grep -q '^9\.[2-9]'; then
 	llhttp_ok=1

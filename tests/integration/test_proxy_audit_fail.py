@@ -35,10 +35,15 @@ def test_full_audit_log_refuses_new_requests():
     h.check(proc.poll() is None, "portcullis died (%s)" % proc.returncode)
     h.check(os.path.getsize(audit) <= FSIZE, "audit log grew past the limit")
     # Every record that made it is whole, the last one too: a record that
-    # didn't fit was cut back out, not left half-written.
-    with open(audit, "rb") as f:
-        data = f.read()
-    h.check(data.endswith(b"\n"), "the log ends inside a record: %r" % data[-80:])
+    # didn't fit is cut back out, not left half-written.  The writer thread
+    # cuts it right after the write that failed (and each retry does the
+    # same), so a reader may catch the moment between the two: wait,
+    # bounded, for a snapshot that ends at a record's end.
+    def whole():
+        with open(audit, "rb") as f:
+            data = f.read()
+        return data if data.endswith(b"\n") else None
+    data = h.wait_until(whole, 10, "the log to end at a record's end")
     for ln in data.split(b"\n")[:-1]:
         h.check(ln.startswith(b"{") and ln.endswith(b"}"), "torn line %r" % ln)
     proc.terminate()

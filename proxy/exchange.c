@@ -144,6 +144,9 @@ exchange_head_done(struct conn *c)
 	snprintf(c->host, sizeof(c->host), "%s", t->host);
 	c->host_kind = t->kind;
 	c->port = t->port;
+	memcpy(c->last_host, c->host, sizeof(c->last_host));
+	c->last_port = c->port;
+	c->ex_start_ms = conn_now(c);
 	if (!c->is_connect) {
 		size_t n = t->path_len < AUDIT_MAX_PATH ? t->path_len :
 		    AUDIT_MAX_PATH;
@@ -173,6 +176,7 @@ exchange_head_done(struct conn *c)
 		c->dec.rule = NULL;
 		c->dec.rule_text = "default";
 		c->dec.detail = NULL;
+		c->dec.would_deny = REASON_ALLOWED;
 	} else {
 		policy_decide_request(cfg, conn_env(c), conn_phase(c), &pt,
 		    c->fe.method, c->is_connect, c->req_has_body, &c->dec);
@@ -247,6 +251,8 @@ exchange_start(struct conn *c)
 		return;
 	}
 	c->up_head = NULL;
+	/* The head as rebuilt is egress (again, on a keep-alive retry). */
+	conn_count_up(c, c->up_head_len);
 	relay_pump_client(c);
 	relay_update_reads(c);
 }
@@ -259,6 +265,8 @@ exchange_done(struct conn *c)
 	bool keep = c->client_keepalive && !c->resp_close && c->fe.req_done;
 
 	c->resp_done = true;
+	/* The response is relayed: the exchange ended normally. */
+	conn_log_exchange(c, NULL);
 	if (c->up != NULL) {
 		c->up->reusable = c->up->connected && !c->resp_close &&
 		    llhttp_should_keep_alive(&c->resp_parser);
@@ -350,12 +358,15 @@ exchange_pump_response(struct conn *c)
 			/* Body bytes of the final response: forward as is. */
 			d->roff = d->rlen;
 			c->downd.bytes += n;
+			c->ex_down += n;
 			if (relay_write(c, d, (uv_stream_t *)&c->client, NULL,
 			    0, d->roff - n, n) < 0)
 				conn_close(c, "client_write_failed");
 			return;
 		}
-		/* Part of a head: the head arena kept what it needs. */
+		/* Part of a head: the head arena kept what it needs (its
+		 * bytes as received count as the response's). */
+		c->ex_down += n;
 		relay_release(c, d);
 		relay_update_reads(c);
 		return;
@@ -375,6 +386,7 @@ exchange_pump_response(struct conn *c)
 			}
 			if (k > 0) {
 				c->downd.bytes += k;
+				c->ex_down += k;
 				if (relay_write(c, d,
 				    (uv_stream_t *)&c->client, NULL, 0,
 				    d->roff - k, k) < 0) {
@@ -388,6 +400,7 @@ exchange_pump_response(struct conn *c)
 		}
 		/* Paused at a response head (1xx or final). */
 		d->roff += k;
+		c->ex_down += k;
 		exchange_response_head(c);
 		return;
 	}

@@ -246,6 +246,85 @@ def test_tunnel_exact_bytes():
     p.stop()
 
 
+def test_tls_tunnel_exact_bytes():
+    """A CONNECT to a [proxy] tls_port (the ClientHello is read before the
+    dial): the client speaks TLS through memory BIOs and counts every raw
+    byte it sent after the 200 and got; the tunnel's exchange record says
+    exactly those (the first flight included)."""
+    import ssl
+    name = "secure.example.test"
+    tls = h.make_tls((name,))
+    o = h.Origin("origin-secure", host="127.0.0.3", tls=tls)
+    p = h.start_proxy(h.std_config(
+        "[dns]\nstatic = %s=127.0.0.3\n\n[env default agent]\nallow = %s:%d\n"
+        % (name, name, o.port), proxy_extra="tls_ports = %d\n" % o.port))
+    t, head = h.open_tunnel(p.port, "%s:%d" % (name, o.port))
+    h.check(head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n"),
+            "tunnel %r" % head)
+    ctx = ssl.create_default_context(cafile=tls["ca"])
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=name)
+    sent = got = 0
+
+    def flush():
+        nonlocal sent
+        data = out.read()
+        if data:
+            t.sendall(data)
+            sent += len(data)
+
+    def feed():
+        nonlocal got
+        d = t.recv(65536)
+        if d:
+            got += len(d)
+            inc.write(d)
+        else:
+            inc.write_eof()
+        return d
+
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            flush()
+            h.check(feed(), "tunnel closed during the handshake")
+    flush()
+    obj.write(b"GET /tls HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
+    flush()
+    body = b""
+    while True:
+        try:
+            d = obj.read(65536)
+            if not d:
+                break
+            body += d
+        except ssl.SSLWantReadError:
+            flush()
+            if not feed():
+                break
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            break
+    flush()
+    # Everything the origin sends (close_notify, then its close) is read.
+    t.settimeout(5)
+    while feed():
+        pass
+    t.close()
+    h.check(b'"target": "/tls"' in body or b'"target":"/tls"' in body,
+            "response through the TLS tunnel %r" % body[-200:])
+    req = p.requests()[0]
+    cl = p.wait_close(req["id"])
+    ex = exchanges(p, req["id"])
+    h.eq(len(ex), 1, "one exchange for the TLS tunnel")
+    check_exchange(ex[0], proto="connect", host=name, port=o.port, status=200,
+                   bytes_up=sent, bytes_down=got, error=None)
+    h.eq((cl["bytes_up"], cl["bytes_down"]), (sent, got), "TLS tunnel close bytes")
+    h.eq(req.get("sni"), name, "the request record has the SNI (it was peeked)")
+    p.stop()
+
+
 def test_cut_exchange_and_idle_end():
     """A conn idle between requests when the daemon stops ends normally
     ("error": null); an upload cut by the client mid-body has an exchange

@@ -359,5 +359,42 @@ def test_cut_exchange_and_idle_end():
          (None, "one.test", len(one.resp)), "idle conn cut at stop: normal end")
 
 
+def test_session_close_idle_conn_ends_normally():
+    """A session's kept-alive conn idle between requests when the session
+    closes ends with "error": null (nothing was cut short); its tunnel
+    open at that moment says session_closed."""
+    import os
+    one = FixedOrigin("127.0.0.2", 500)
+    tun = TunnelPeer("127.0.0.5", 10 ** 9, 0)      # never answers, never closes
+    p = h.start_proxy(h.std_config(
+        "[dns]\nstatic = one.test=127.0.0.2, tunnel.test=127.0.0.5\n\n"
+        "[env web agent]\nallow = one.test:%d, tunnel.test:%d\n" % (one.port, tun.port),
+        proxy_extra="control = @DIR@/ctl/control.sock\n"))
+    sock = h.wait_control(os.path.join(p.dir, "ctl", "control.sock"))
+    cs, f, sid, port = h.control_open_session(sock, "web", "agent")
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    h.defer(s.close)
+    s.sendall(b"GET http://one.test:%d/ HTTP/1.1\r\nHost: one.test:%d\r\n\r\n"
+              % (one.port, one.port))
+    read_response(s, 500)
+    t, head = h.open_tunnel(port, "tunnel.test:%d" % tun.port)
+    h.check(head.startswith(b"HTTP/1.1 200"), "tunnel %r" % head)
+    t.sendall(b"abc")
+    h.wait_until(lambda: len(tun.got) == 3, 5, "tunnel bytes at the peer")
+    f.close()
+    cs.close()              # the session ends with its control connection
+    closes = p.wait_records("close", 2)
+    by_host = {c["host"]: c for c in closes}
+    h.eq((by_host["one.test"]["error"], by_host["one.test"]["session"],
+          by_host["one.test"]["bytes_down"]), (None, sid, len(one.resp)),
+         "idle keep-alive conn at session close")
+    h.eq((by_host["tunnel.test"]["error"], by_host["tunnel.test"]["bytes_up"]),
+         ("session_closed", 3), "open tunnel at session close")
+    ex = [x for x in exchanges(p) if x["host"] == "tunnel.test"]
+    h.eq([(x["error"], x["bytes_up"], x["bytes_down"]) for x in ex],
+         [("session_closed", 3, 0)], "the cut tunnel's exchange")
+    p.stop()
+
+
 if __name__ == "__main__":
     h.run(globals())

@@ -127,6 +127,7 @@ def setup(extra_env="", proxy_extra="", limits="", dns_servers=None):
         "allow = %s:*, %s:*, %s:*\n"
         "allow = %s:%d, %s:%d\n"
         "allow = 127.0.0.3:%d, [::1]:*, 10.1.2.3:*, 127.0.0.1:*\n"
+        "allow = [::ffff:10.1.2.3]:*\n"
         "deny = %s\n"
         "%s"
         % (OK, SEC, DENIED, NOPE, BLK, DEAD, HOLE, dns, limits,
@@ -525,11 +526,12 @@ def test_ipv6_target():
     h.check(h.read_to_close(s).startswith(b"HTTP/1.1 200"), "response")
     rec = p.wait_records("request", 1)[0]
     socks_record(rec, host="::1", port=o6.port, decision="allow", addr=o6.addr)
-    # A v4-mapped IPv6 target carrying a blocked address is blocked.
+    # A v4-mapped IPv6 target carrying a blocked address, allowed by an
+    # IP rule, is blocked by the address check.
     s, got = exchange(p, request("::ffff:10.1.2.3", 80))
     h.eq(got, b"\x05\x02\x00\x01" + bytes(6), "v4-mapped blocked address")
     rec = p.wait_records("request", 2)[1]
-    socks_record(rec, decision="deny", reason=("address_blocked", "not_allowed"))
+    socks_record(rec, decision="deny", reason="address_blocked", host="::ffff:10.1.2.3")
     p.stop()
 
 

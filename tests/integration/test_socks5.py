@@ -550,6 +550,35 @@ def test_http_still_served_on_the_same_listener():
     p.stop()
 
 
+def test_audit_unavailable_is_general_failure():
+    """The audit log fails closed for SOCKS5 too: once records can't be
+    written (RLIMIT_FSIZE), every new request gets 0x01 (audit_unavailable)
+    and reaches no origin."""
+    import resource
+    o = h.Origin("plain", host="127.0.0.3")
+    p = h.start_proxy(h.std_config("[dns]\nstatic = %s=127.0.0.3\n\n"
+                                   "[env default agent]\nallow = %s:%d\n"
+                                   % (OK, OK, o.port)),
+                      rlimits={resource.RLIMIT_FSIZE: 2500})
+    got = []
+    for _ in range(40):
+        s, rep = exchange(p, request(OK, o.port))
+        if rep[:2] == b"\x05\x00":
+            s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            h.read_to_close(s)
+        got.append(rep[1])
+        s.close()
+    h.check(0 in got and 1 in got, "replies %r" % got)
+    first = got.index(1)
+    h.eq(got[first:], [1] * (len(got) - first), "every reply after the first 0x01")
+    h.eq(set(got), {0, 1}, "replies")
+    h.eq(len(o.requests()), got.count(0), "origin requests: the admitted ones only")
+    h.check(p.proc.poll() is None, "portcullis died (%s)" % p.proc.returncode)
+    # No stop record can be written: stop it as test_proxy_audit_fail does.
+    p.proc.terminate()
+    h.eq(p.proc.wait(10), 0, "exit status after SIGTERM")
+
+
 # ------------------------------------------------------------ in a sandbox
 
 def sandbox_socks(prefix=()):

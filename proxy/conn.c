@@ -129,6 +129,7 @@ conn_free(struct conn *c)
 	free(c->path);
 	free(c->sni);
 	free(c->addrs);
+	free(c->sx);
 	if (c->cfg != NULL)
 		server_cfg_unref(c->cfg);
 	if (c->ss != NULL)
@@ -369,7 +370,8 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	jw_str(&w, "env", conn_env(c));
 	jw_str(&w, "phase", phase_name(conn_phase(c)));
 	jw_str(&w, "client", c->client_addr);
-	jw_str(&w, "proto", c->is_connect ? "connect" : "http");
+	jw_str(&w, "proto", c->is_socks ? "socks5" : c->is_connect ?
+	    "connect" : "http");
 	jw_str(&w, "method", c->fe.method[0] ? c->fe.method : NULL);
 	jw_str(&w, "host", c->host[0] ? c->host : NULL);
 	if (c->port != 0)
@@ -395,6 +397,8 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	if (r == REASON_ADDRESS_BLOCKED && c->blocked_why != NULL)
 		jw_str(&w, "blocked", c->blocked_why);
 	jw_int(&w, "status", status);
+	if (c->is_socks && c->socks_rep >= 0)
+		jw_int(&w, "socks_reply", c->socks_rep);
 	if (detail != NULL)
 		jw_str(&w, "detail", detail);
 	if (r == REASON_BAD_REQUEST)

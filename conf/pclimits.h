@@ -206,6 +206,11 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
  * the ClientHello itself (TLS_MAX_CLIENTHELLO, split over records of 5
  * header bytes each) plus what a client may send right behind it. */
 #define PROXY_PEEK_BUF (16384 + 1024)
+/* SOCKS5 (proxy/socks.c): a greeting (VER NMETHODS METHODS) and a request
+ * (VER CMD RSV ATYP ADDR PORT) at the largest the wire format allows, a
+ * domain of 255 bytes; the header timeout bounds how long they take. */
+#define SOCKS_MAX_GREETING (2 + 255)
+#define SOCKS_MAX_REQUEST (4 + 1 + 255 + 2)
 /* Refusal response bodies (host, reason, env, phase). */
 #define PROXY_MAX_REFUSAL 2048
 

@@ -129,6 +129,7 @@ conn_free(struct conn *c)
 	free(c->path);
 	free(c->sni);
 	free(c->addrs);
+	free(c->sx);
 	if (c->cfg != NULL)
 		server_cfg_unref(c->cfg);
 	if (c->ss != NULL)
@@ -388,7 +389,8 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	jw_str(&w, "env", conn_env(c));
 	jw_str(&w, "phase", phase_name(conn_phase(c)));
 	jw_str(&w, "client", c->client_addr);
-	jw_str(&w, "proto", c->is_connect ? "connect" : "http");
+	jw_str(&w, "proto", c->is_socks ? "socks5" : c->is_connect ?
+	    "connect" : "http");
 	jw_str(&w, "method", c->fe.method[0] ? c->fe.method : NULL);
 	jw_str(&w, "host", c->host[0] ? c->host : NULL);
 	if (c->port != 0)
@@ -421,6 +423,8 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	if (r == REASON_ADDRESS_BLOCKED && c->blocked_why != NULL)
 		jw_str(&w, "blocked", c->blocked_why);
 	jw_int(&w, "status", status);
+	if (c->is_socks && c->socks_rep >= 0)
+		jw_int(&w, "socks_reply", c->socks_rep);
 	if (detail == NULL && r == REASON_ALLOWED &&
 	    c->dec.would_deny != REASON_ALLOWED)
 		detail = c->dec.detail;
@@ -471,7 +475,8 @@ conn_log_exchange(struct conn *c, const char *error)
 	jw_str(&w, "session", c->ss ? c->ss->id : NULL);
 	jw_str(&w, "env", conn_env(c));
 	jw_str(&w, "phase", phase_name(conn_phase(c)));
-	jw_str(&w, "proto", c->is_connect ? "connect" : "http");
+	jw_str(&w, "proto", c->is_socks ? "socks5" : c->is_connect ?
+	    "connect" : "http");
 	jw_str(&w, "method", c->fe.method[0] ? c->fe.method : NULL);
 	jw_str(&w, "host", c->host[0] ? c->host : NULL);
 	if (c->port != 0)

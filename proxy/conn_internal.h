@@ -12,6 +12,8 @@
  *   peek.c      CONNECT to a TLS port: the ClientHello and the SNI rule
  *   relay.c     relay buffers, reads, writes and backpressure, the tunnel
  *   refuse.c    refusal responses and TLS alerts
+ *   socksconn.c SOCKS5 on a conn: the greeting, the request and the
+ *               replies, around the parser of socks.c
  */
 #ifndef PORTCULLIS_CONN_INTERNAL_H
 #define PORTCULLIS_CONN_INTERNAL_H
@@ -24,6 +26,7 @@
 
 #include "front.h"
 #include "internal.h"
+#include "socks.h"
 
 enum conn_state {
 	CONN_HEAD,		/* reading a request head (header timeout) */
@@ -127,6 +130,14 @@ struct conn {
 	bool sent_200;			/* the client is in the tunnel */
 	char *sni;			/* the ClientHello's SNI, until logged */
 
+	/* SOCKS5 (socksconn.c): the first byte was 0x05.  The parser lives
+	 * until the request is decided; socks_rep is the reply code the
+	 * client got or gets (-1 until one is known), for the audit. */
+	bool proto_seen;		/* the conn's first byte was read */
+	bool is_socks;
+	struct socks *sx;
+	int socks_rep;
+
 	/*
 	 * Egress accounting (docs/design.md §9 "Accounting and report
 	 * mode"): the bytes of the current exchange (an HTTP request and its
@@ -191,6 +202,18 @@ void relay_update_reads(struct conn *c);
 void relay_pump_client(struct conn *c);
 void relay_pump_upstream(struct conn *c);
 void relay_tunnel_start(struct conn *c);
+
+/* exchange.c: the decision, for HTTP heads and SOCKS5 requests alike */
+bool exchange_decide(struct conn *c, const struct netaddr *addr);
+
+/* socksconn.c: SOCKS5 on a conn */
+bool socksconn_detect(struct conn *c, const char *data, size_t n);
+void socksconn_pump(struct conn *c);
+size_t socksconn_refusal(struct conn *c, enum reason r, char *out);
+/* What tells the client its tunnel is up: the CONNECT's 200, or a SOCKS5
+ * success reply.  Writes at most CONN_TUNNEL_OK_MAX bytes to out. */
+#define CONN_TUNNEL_OK_MAX 64
+size_t conn_tunnel_ok(struct conn *c, char *out);
 
 /* refuse.c: what a refused client gets */
 void refuse_send(struct conn *c, enum reason r, const char *detail);

@@ -117,6 +117,60 @@ exchange_retry(struct conn *c)
 }
 
 /*
+ * Decides the target in c->host/host_kind/port (addr: the address of a
+ * literal) with c->fe.method, c->is_connect and c->req_has_body, under the
+ * config in force now, which c->cfg then holds (the audit record's rule
+ * text points into it).  Returns true when the request may go out; false
+ * when it was refused (refuse_send() called).  HTTP heads and SOCKS5
+ * requests (socksconn.c) are decided here alike.
+ */
+bool
+exchange_decide(struct conn *c, const struct netaddr *addr)
+{
+	struct cfg *cfg;
+	struct target pt;
+
+	/* Decide under the config in force now; keep it alive for the
+	 * audit record's rule text. */
+	cfg = c->s->cfg;
+	server_cfg_ref(cfg);
+	if (c->cfg != NULL)
+		server_cfg_unref(c->cfg);
+	c->cfg = cfg;
+	/* The conn's last target (its close record) and the exchange's
+	 * start, refused or not. */
+	memcpy(c->last_host, c->host, sizeof(c->last_host));
+	c->last_port = c->port;
+	c->ex_start_ms = conn_now(c);
+	pt.host = c->host;
+	pt.kind = c->host_kind;
+	pt.addr = *addr;
+	pt.port = c->port;
+	if (c->ss != NULL && cfg_find_env(cfg, c->ss->env) == NULL) {
+		c->dec.reason = REASON_UNKNOWN_ENV;
+		c->dec.rule = NULL;
+		c->dec.rule_text = "default";
+		c->dec.detail = NULL;
+		c->dec.would_deny = REASON_ALLOWED;
+	} else {
+		policy_decide_request(cfg, conn_env(c), conn_phase(c), &pt,
+		    c->fe.method, c->is_connect, c->req_has_body, &c->dec);
+	}
+	if (c->dec.reason != REASON_ALLOWED) {
+		refuse_send(c, c->dec.reason, c->dec.detail);
+		return false;
+	}
+	/* Fail closed: what can't be audited doesn't go out.  (The refusal's
+	 * own record is the next write attempt, so the flag clears as soon
+	 * as the log takes writes again.) */
+	if (!audit_ok(&c->s->audit)) {
+		refuse_send(c, REASON_AUDIT_UNAVAILABLE, "audit log unavailable");
+		return false;
+	}
+	return true;
+}
+
+/*
  * The head is complete (parser paused at headers; the front end checked
  * it, or refused it in c->fe.status): decide, and start resolving, reuse
  * an upstream, or refuse.
@@ -128,7 +182,6 @@ exchange_head_done(struct conn *c)
 	const struct http_target *t = &c->fe.target;
 	struct cfg *cfg;
 	llhttp_t *p = &c->fe.parser;
-	struct target pt;
 	bool reuse;
 
 	c->nreqs++;
@@ -144,9 +197,6 @@ exchange_head_done(struct conn *c)
 	snprintf(c->host, sizeof(c->host), "%s", t->host);
 	c->host_kind = t->kind;
 	c->port = t->port;
-	memcpy(c->last_host, c->host, sizeof(c->last_host));
-	c->last_port = c->port;
-	c->ex_start_ms = conn_now(c);
 	if (!c->is_connect) {
 		size_t n = t->path_len < AUDIT_MAX_PATH ? t->path_len :
 		    AUDIT_MAX_PATH;
@@ -160,38 +210,9 @@ exchange_head_done(struct conn *c)
 		}
 	}
 
-	/* Decide under the config in force now; keep it alive for the
-	 * audit record's rule text. */
-	cfg = c->s->cfg;
-	server_cfg_ref(cfg);
-	if (c->cfg != NULL)
-		server_cfg_unref(c->cfg);
-	c->cfg = cfg;
-	pt.host = c->host;
-	pt.kind = c->host_kind;
-	pt.addr = t->addr;
-	pt.port = c->port;
-	if (c->ss != NULL && cfg_find_env(cfg, c->ss->env) == NULL) {
-		c->dec.reason = REASON_UNKNOWN_ENV;
-		c->dec.rule = NULL;
-		c->dec.rule_text = "default";
-		c->dec.detail = NULL;
-		c->dec.would_deny = REASON_ALLOWED;
-	} else {
-		policy_decide_request(cfg, conn_env(c), conn_phase(c), &pt,
-		    c->fe.method, c->is_connect, c->req_has_body, &c->dec);
-	}
-	if (c->dec.reason != REASON_ALLOWED) {
-		refuse_send(c, c->dec.reason, c->dec.detail);
+	if (!exchange_decide(c, &t->addr))
 		return;
-	}
-	/* Fail closed: what can't be audited doesn't go out.  (The refusal's
-	 * own record is the next write attempt, so the flag clears as soon
-	 * as the log takes writes again.) */
-	if (!audit_ok(&c->s->audit)) {
-		refuse_send(c, REASON_AUDIT_UNAVAILABLE, "audit log unavailable");
-		return;
-	}
+	cfg = c->cfg;
 
 	if (!c->is_connect) {
 		size_t cap = h->len + PROXY_HEAD_SLACK;

@@ -27,18 +27,22 @@ peek_wanted(const struct conn *c)
 }
 
 /*
- * Answers 200 and starts reading the first flight.  Bytes the client sent
- * right behind the CONNECT head are the start of it.
+ * Answers 200 (a SOCKS5 client: its success reply) and starts reading the
+ * first flight.  Bytes the client sent right behind the CONNECT head (the
+ * SOCKS5 request) are the start of it.
  */
 void
 peek_start(struct conn *c)
 {
-	static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+	char ok[CONN_TUNNEL_OK_MAX];
+	size_t oklen = conn_tunnel_ok(c, ok);
 	char *copy;
 	size_t have = c->upd.rbuf ? c->upd.rlen - c->upd.roff : 0;
 
 	c->peek = malloc(PROXY_PEEK_BUF);
-	copy = strdup(ok);
+	copy = malloc(oklen);
+	if (copy != NULL)
+		memcpy(copy, ok, oklen);
 	if (c->peek == NULL || copy == NULL) {
 		free(copy);
 		conn_close(c, "out_of_memory");
@@ -53,9 +57,9 @@ peek_start(struct conn *c)
 	front_drop_head(&c->fe);
 	conn_set_state(c, CONN_PEEK);
 	conn_arm_timer(c, c->s->cfg->limits.header_timeout_ms);
-	c->downd.bytes += sizeof(ok) - 1;
+	c->downd.bytes += oklen;
 	if (relay_write(c, &c->downd, (uv_stream_t *)&c->client, copy,
-	    sizeof(ok) - 1, 0, 0) < 0) {
+	    oklen, 0, 0) < 0) {
 		conn_close(c, "client_write_failed");
 		return;
 	}

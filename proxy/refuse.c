@@ -217,6 +217,15 @@ refuse_send(struct conn *c, enum reason r, const char *detail)
 	/* A refused request went to no upstream: an idle one kept from an
 	 * earlier request closes first, so the record names none. */
 	conn_upstream_drop(c);
+	if (c->is_socks && !c->sent_200) {
+		/* A SOCKS5 client gets a SOCKS5 reply (its code goes into the
+		 * record too). */
+		msg = malloc(SOCKS_MAX_REPLY);
+		mlen = msg != NULL ? (int)socksconn_refusal(c, r, msg) : 0;
+		conn_log_request(c, "deny", r, status, detail);
+		refuse_write(c, msg, (size_t)mlen, r);
+		return;
+	}
 	conn_log_request(c, "deny", r, status, detail);
 	/* A request that went up and got no (usable) response: its exchange
 	 * ends here, its bytes were egress. */

@@ -309,6 +309,10 @@ relay_pump_client(struct conn *c)
 
 	switch (c->state) {
 	case CONN_HEAD:
+		if (socksconn_detect(c, data, n)) {
+			socksconn_pump(c);
+			return;
+		}
 		if (front_feed_head(&c->fe, data, n, &used) == FRONT_MORE) {
 			relay_release(c, d);
 			relay_update_reads(c);
@@ -430,8 +434,8 @@ relay_on_client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 			relay_tunnel_finish(c);
 			return;
 		case CONN_HEAD:
-			conn_close(c, c->fe.head != NULL &&
-			    c->fe.parser.method != 0 ? "client_closed_in_head" :
+			conn_close(c, c->is_socks || (c->fe.head != NULL &&
+			    c->fe.parser.method != 0) ? "client_closed_in_head" :
 			    NULL);
 			return;
 		default:
@@ -505,18 +509,21 @@ relay_on_upstream_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 /* --- the tunnel ------------------------------------------------------------ */
 
 /*
- * CONNECT connected: the request record, then TUNNEL.  After a peek the
- * client has its 200 and the first flight goes upstream unchanged;
- * otherwise the 200 goes out now and bytes the client sent after the
- * CONNECT head go up.
+ * CONNECT (or SOCKS5 CONNECT) connected: the request record, then TUNNEL.
+ * After a peek the client has its 200 (its SOCKS5 reply) and the first
+ * flight goes upstream unchanged; otherwise the 200 goes out now and bytes
+ * the client sent after the CONNECT head (the SOCKS5 request) go up.
  */
 void
 relay_tunnel_start(struct conn *c)
 {
-	static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+	char ok[CONN_TUNNEL_OK_MAX];
+	size_t oklen;
 	uv_buf_t b;
 	int r;
 
+	if (c->is_socks)
+		c->socks_rep = SOCKS_REP_OK;
 	conn_log_request(c, "allow", REASON_ALLOWED, 200, NULL);
 	conn_set_state(c, CONN_TUNNEL);
 	/* The tunnel is one exchange, from here to the conn's end: what
@@ -536,21 +543,24 @@ relay_tunnel_start(struct conn *c)
 		return;
 	}
 	front_drop_head(&c->fe);
-	b = uv_buf_init((char *)ok, sizeof(ok) - 1);
-	c->downd.bytes += sizeof(ok) - 1;
+	oklen = conn_tunnel_ok(c, ok);
+	b = uv_buf_init(ok, (unsigned)oklen);
+	c->downd.bytes += oklen;
 	/* The 200 is small: try to write it at once; if the socket can't
 	 * take it, queue it like any other write. */
 	r = uv_try_write((uv_stream_t *)&c->client, &b, 1);
 	if (r < 0)
 		r = 0;
-	if ((size_t)r < sizeof(ok) - 1) {
-		char *copy = strdup(ok + r);
+	if ((size_t)r < oklen) {
+		char *copy = malloc(oklen - (size_t)r);
 
+		if (copy != NULL)
+			memcpy(copy, ok + r, oklen - (size_t)r);
 		/* relay_write() owns copy from the call on, also when it
 		 * fails. */
 		if (copy == NULL || relay_write(c, &c->downd,
 		    (uv_stream_t *)&c->client, copy,
-		    sizeof(ok) - 1 - (size_t)r, 0, 0) < 0) {
+		    oklen - (size_t)r, 0, 0) < 0) {
 			conn_close(c, "client_write_failed");
 			return;
 		}

@@ -15,6 +15,7 @@
 # tests/integration/test_run_matrix.py (pip --user and in a venv, requests;
 # node and npm -- Debian's nodejs ships without npm, which is the package
 # "npm"; a nodejs from NodeSource brings its own and conflicts with it).
+# python3-socks: a SOCKS5 client library for tests/integration/test_socks5.py.
 set -eu
 
 PKGS="build-essential cmake pkg-config git
@@ -24,6 +25,7 @@ curl wget python3 openssl iproute2 procps
 clang libclang-rt-14-dev valgrind
 openssh-client openssh-server
 python3-pip python3-venv python3-requests nodejs
+python3-socks
 dpkg-dev debhelper"
 
 # Checkers of the Debian package: installed only when that upgrades nothing

@@ -396,5 +396,41 @@ def test_session_close_idle_conn_ends_normally():
     p.stop()
 
 
+def test_socks5_tunnel_exact_bytes():
+    """A SOCKS5 CONNECT: after the success reply, 700 bytes up and 1500
+    down; the exchange record says proto socks5 and exactly those bytes
+    (the greeting, the request and the replies are not egress)."""
+    import struct
+    peer = TunnelPeer("127.0.0.5", 700, 1500)
+    origins, p = setup(extra_allow="tunnel.test:%d" % peer.port)
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    h.defer(s.close)
+    s.sendall(b"\x05\x01\x00")
+    h.eq(s.recv(2), b"\x05\x00", "method selection")
+    s.sendall(b"\x05\x01\x00\x03\x0btunnel.test" + struct.pack(">H", peer.port))
+    rep = b""
+    while len(rep) < 10:
+        rep += s.recv(10 - len(rep))
+    h.eq(rep[:2], b"\x05\x00", "SOCKS5 success reply")
+    s.sendall(b"U" * 700)
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    s.close()
+    h.eq(len(got), 1500, "bytes through the SOCKS5 tunnel")
+    req = p.requests()[0]
+    cl = p.wait_close(req["id"])
+    ex = exchanges(p, req["id"])
+    h.eq(len(ex), 1, "one exchange for the SOCKS5 tunnel")
+    check_exchange(ex[0], n=1, proto="socks5", method="CONNECT", host="tunnel.test",
+                   port=peer.port, status=200, bytes_up=700, bytes_down=1500, error=None)
+    h.eq((cl["host"], cl["bytes_up"], cl["bytes_down"], cl["error"]),
+         ("tunnel.test", 700, 1500, None), "SOCKS5 close record")
+    p.stop()
+
+
 if __name__ == "__main__":
     h.run(globals())

@@ -74,6 +74,9 @@ struct phase_policy {
 	bool methods_restricted;	/* a methods key was given */
 	unsigned methods_mask;
 	char *methods_origin;	/* FILE:LINE of the methods key */
+	bool mode_set;		/* a mode key was given (duplicates refused) */
+	bool report;		/* mode = report: would-be policy refusals are
+				 * allowed and logged (docs/design.md §9) */
 };
 
 struct env {

@@ -71,6 +71,7 @@ enum vtype {
 	T_INCLUDE,	/* list of file patterns */
 	T_PATTERNS,	/* list of patterns (env allow/deny, preset allow) */
 	T_METHODS,	/* scalar list of methods */
+	T_MODE,		/* [env] scalar: enforce or report */
 	T_CEIL_PATTERNS, /* [require] list of patterns; min = CEIL_DENY or CEIL_WITHIN + phase */
 	T_CEIL_METHODS,	/* [require] scalar list of methods; min = phase */
 };
@@ -115,6 +116,7 @@ static const struct key_row key_table[] = {
 	{ S_ENV, "allow", T_PATTERNS, 0, 0, 0, 0, 0 },
 	{ S_ENV, "deny", T_PATTERNS, 1, 0, 0, 0, 0 },
 	{ S_ENV, "methods", T_METHODS, 0, 0, 0, 0, 0 },
+	{ S_ENV, "mode", T_MODE, 0, 0, 0, 0, 0 },
 	{ S_REQUIRE, "deny", T_CEIL_PATTERNS, CEIL_DENY, 0, 0, 0, 0 },
 	{ S_REQUIRE, "setup.allow_within", T_CEIL_PATTERNS, CEIL_WITHIN + PHASE_SETUP, 0, 0, 0, 0 },
 	{ S_REQUIRE, "agent.allow_within", T_CEIL_PATTERNS, CEIL_WITHIN + PHASE_AGENT, 0, 0, 0, 0 },
@@ -449,6 +451,19 @@ set_value(struct parser *p, const struct key_row *row, const char *v)
 		for_each_token(p, v, tok_method, (void *)row);
 		return;
 	}
+	case T_MODE: {
+		struct phase_policy *pp =
+		    &c->envs[p->cur].phase[p->cur_phase];
+
+		pp->mode_set = true;
+		if (strcmp(v, "report") == 0)
+			pp->report = true;
+		else if (strcmp(v, "enforce") == 0)
+			pp->report = false;
+		else
+			kerr(p, row, "bad mode '%s' (enforce or report)", v);
+		return;
+	}
 	case T_CEIL_PATTERNS: {
 		struct ceilings *ce = &c->ceil;
 
@@ -578,11 +593,12 @@ keys_handler(void *user, const char *section, const char *name,
 		bool dup = false;
 		struct loc first = p->seen[i];
 
-		if (row->type == T_METHODS) {
+		if (row->type == T_METHODS || row->type == T_MODE) {
 			struct phase_policy *pp =
 			    &p->cfg->envs[p->cur].phase[p->cur_phase];
 
-			dup = pp->methods_restricted;
+			dup = row->type == T_METHODS ? pp->methods_restricted :
+			    pp->mode_set;
 			first.line = 0;
 		} else {
 			dup = p->seen[i].line != 0;
@@ -596,7 +612,7 @@ keys_handler(void *user, const char *section, const char *name,
 			else
 				parser_err(p, &p->loc, "%s %s: duplicate key",
 				    p->sect_text, name);
-			if (row->type == T_METHODS)
+			if (row->type == T_METHODS || row->type == T_MODE)
 				return 1;
 			p->seen[i] = first;
 			return 1;

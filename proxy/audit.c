@@ -45,7 +45,8 @@ struct audit_q {
 	bool kick;			/* under lock: a record since the last try */
 	bool stop;			/* under lock */
 	uint64_t stop_deadline;		/* under lock, with stop */
-	bool full;			/* under lock: over AUDIT_QUEUE_BYTES */
+	bool full;			/* under lock (read atomically by audit_ok):
+					 * over AUDIT_QUEUE_BYTES, until below half */
 	size_t qbytes;			/* atomic: for audit_ok */
 	bool failing;			/* atomic: the last write failed */
 	bool running;			/* the writer thread runs */
@@ -197,7 +198,11 @@ audit_ok(const struct audit *a)
 
 	if (q == NULL)
 		return false;
+	/* Hysteresis: once full, admission resumes only when the writer has
+	 * caught up to half the limit, so it doesn't flap at the limit (each
+	 * allowed exchange queues a request and an exchange record). */
 	return !__atomic_load_n(&q->failing, __ATOMIC_ACQUIRE) &&
+	    !__atomic_load_n(&q->full, __ATOMIC_RELAXED) &&
 	    __atomic_load_n(&q->qbytes, __ATOMIC_RELAXED) < AUDIT_QUEUE_BYTES;
 }
 
@@ -441,7 +446,7 @@ q_pop_locked(struct audit_q *q, size_t bytes)
 	q->head_off = bytes;
 	__atomic_store_n(&q->qbytes, q->bytes, __ATOMIC_RELAXED);
 	if (q->full && q->bytes < AUDIT_QUEUE_BYTES / 2) {
-		q->full = false;
+		__atomic_store_n(&q->full, false, __ATOMIC_RELAXED);
 		return true;
 	}
 	return false;
@@ -786,7 +791,8 @@ audit_emit(struct audit *a, struct jw *w)
 	}
 	q_link_locked(q, r);
 	if (!q->full && q->bytes >= AUDIT_QUEUE_BYTES) {
-		q->full = now_full = true;
+		__atomic_store_n(&q->full, true, __ATOMIC_RELAXED);
+		now_full = true;
 		queued = q->bytes;
 	}
 	q->kick = true;

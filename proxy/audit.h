@@ -38,7 +38,7 @@ void audit_close(struct audit *a);
 /* a writes to from's log too (workers); a never closes it. */
 void audit_share(struct audit *a, const struct audit *from);
 /* Whether a new request may go out: the log takes writes and the queue is
- * below AUDIT_QUEUE_BYTES.  While false, the proxy lets nothing new
+ * below AUDIT_QUEUE_BYTES (after it was full: below half of it).  While false, the proxy lets nothing new
  * through (an unaudited allow is an allow no admin can see). */
 bool audit_ok(const struct audit *a);
 

@@ -28,8 +28,12 @@ static const char check_usage[] =
 "With targets, prints one line per target:\n"
 "  TARGET: allow allowed (RULE)\n"
 "  TARGET: deny REASON (RULE)\n"
+"  TARGET: allow report_only (RULE); would deny REASON\n"
 "RULE is where the deciding rule was written (FILE:LINE [section] key\n"
-"pattern), the methods line, or \"default\" when no rule matched.\n"
+"pattern), the methods line, or \"default\" when no rule matched.  In an\n"
+"env phase with mode = report a would-be policy refusal is allowed; RULE\n"
+"is then the rule that would have denied.  \"configuration OK\" is followed\n"
+"by one \"report-only mode: [env NAME PHASE]\" line per such phase.\n"
 "\n"
 "TARGET forms:\n"
 "  http://HOST[:PORT]/...   a plain HTTP GET (port 80 unless given)\n"
@@ -133,9 +137,28 @@ check_one(const struct cfg *c, const char *env, enum phase phase,
 		    reason_str(REASON_ADDRESS_BLOCKED), why != NULL ? why : "?");
 		return;
 	}
+	if (d.would_deny != REASON_ALLOWED) {
+		printf("%s: allow report_only (%s); would deny %s\n", arg,
+		    d.rule_text != NULL ? d.rule_text : "default",
+		    reason_str(d.would_deny));
+		return;
+	}
 	printf("%s: %s %s (%s)\n", arg,
 	    d.reason == REASON_ALLOWED ? "allow" : "deny",
 	    reason_str(d.reason), d.rule_text != NULL ? d.rule_text : "default");
+}
+
+/* The env phases in report-only mode, one line each (after "configuration
+ * OK"): what this config lets through that it would otherwise refuse. */
+static void
+check_report_modes(const struct cfg *c)
+{
+	for (size_t k = 0; k < c->nenvs; k++)
+		for (int ph = 0; ph < PHASE_COUNT; ph++)
+			if (c->envs[k].phase[ph].present &&
+			    c->envs[k].phase[ph].report)
+				printf("report-only mode: [env %s %s]\n",
+				    c->envs[k].name, phase_name((enum phase)ph));
 }
 
 /* The error for an env the config does not define, naming those it
@@ -220,6 +243,7 @@ check_main(int argc, char **argv)
 		printf("configuration OK\n");
 		if (c->ceil.present)
 			printf("admin ceilings: %s\n", c->ceil.path);
+		check_report_modes(c);
 		cfg_free(c);
 		return 0;
 	}

@@ -190,8 +190,15 @@ conn_log_close(struct conn *c)
 	jw_begin(&w, "close");
 	jw_str(&w, "id", c->id);
 	jw_str(&w, "session", c->ss ? c->ss->id : NULL);
-	jw_int(&w, "bytes_up", (long long)c->upd.bytes);
-	jw_int(&w, "bytes_down", (long long)c->downd.bytes);
+	/* The last target asked for (refused ones too), null if none. */
+	jw_str(&w, "host", c->last_host[0] ? c->last_host : NULL);
+	if (c->last_port != 0)
+		jw_int(&w, "port", c->last_port);
+	else
+		jw_null(&w, "port");
+	/* Egress only: the sum of this conn's exchange records. */
+	jw_int(&w, "bytes_up", (long long)c->sum_up);
+	jw_int(&w, "bytes_down", (long long)c->sum_down);
 	jw_int(&w, "duration_ms", (long long)(conn_now(c) - c->start_ms));
 	jw_str(&w, "error", c->close_reason);
 	/* A conn that was only refused: its close is refused work too (its
@@ -213,6 +220,9 @@ conn_close(struct conn *c, const char *reason)
 		return;
 	c->close_reason = reason;
 	conn_set_state(c, CONN_CLOSING);
+	/* An exchange still open ends with the conn (a tunnel's normal end
+	 * too: reason NULL). */
+	conn_log_exchange(c, reason);
 	conn_log_close(c);
 	if (c->dreq != NULL) {
 		dns_cancel(c->dreq);
@@ -224,9 +234,18 @@ conn_close(struct conn *c, const char *reason)
 	uv_close((uv_handle_t *)&c->timer, conn_on_handle_closed);
 }
 
+/*
+ * A cut at a request boundary (nothing of a request read, no exchange or
+ * tunnel open) is a normal end when the session closed or the daemon
+ * stops: nothing was cut short.  A phase change keeps its reason: the conn
+ * ended because its phase's policy no longer applies.
+ */
 void
 conn_cut(struct conn *c, const char *reason)
 {
+	if (c->state == CONN_HEAD && c->fe.head == NULL && !c->ex_open &&
+	    reason != NULL && strcmp(reason, "phase_changed") != 0)
+		reason = NULL;
 	conn_close(c, reason);
 }
 
@@ -383,7 +402,14 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	if (c->path != NULL && c->path_truncated)
 		jw_bool(&w, "path_truncated", true);
 	jw_str(&w, "decision", decision);
-	jw_str(&w, "reason", reason_str(r));
+	if (r == REASON_ALLOWED && c->dec.would_deny != REASON_ALLOWED) {
+		/* Report-only mode: allowed, and what enforce would have
+		 * refused ("rule" is the rule that would have denied). */
+		jw_str(&w, "reason", "report_only");
+		jw_str(&w, "would_deny", reason_str(c->dec.would_deny));
+	} else {
+		jw_str(&w, "reason", reason_str(r));
+	}
 	jw_str(&w, "rule", c->dec.rule_text);
 	if (c->up != NULL && c->up->connected) {
 		netaddr_format_port(&c->up->addr, c->up->port, addr,
@@ -399,6 +425,9 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	jw_int(&w, "status", status);
 	if (c->is_socks && c->socks_rep >= 0)
 		jw_int(&w, "socks_reply", c->socks_rep);
+	if (detail == NULL && r == REASON_ALLOWED &&
+	    c->dec.would_deny != REASON_ALLOWED)
+		detail = c->dec.detail;
 	if (detail != NULL)
 		jw_str(&w, "detail", detail);
 	if (r == REASON_BAD_REQUEST)
@@ -409,6 +438,65 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	c->sni = NULL;
 	free(c->path);
 	c->path = NULL;
+}
+
+/* a + b, saturating where a record's integer ends (INT64_MAX). */
+static uint64_t
+sat_add(uint64_t a, uint64_t b)
+{
+	return a > (uint64_t)INT64_MAX - b || b > (uint64_t)INT64_MAX ?
+	    (uint64_t)INT64_MAX : a + b;
+}
+
+void
+conn_count_up(struct conn *c, uint64_t n)
+{
+	c->ex_open = true;
+	c->ex_up += n;
+}
+
+/*
+ * The exchange record: one per request that reached an upstream (its head
+ * was written) and per tunnel, when it ends — response relayed, refused
+ * after it went up (no response, bad response), or cut with the conn.
+ * Bytes are those on the upstream wire for it (design.md §9).
+ */
+void
+conn_log_exchange(struct conn *c, const char *error)
+{
+	struct jw w;
+
+	if (!c->ex_open)
+		return;
+	c->ex_open = false;
+	jw_begin(&w, "exchange");
+	jw_str(&w, "id", c->id);
+	jw_int(&w, "n", c->nreqs);
+	jw_str(&w, "session", c->ss ? c->ss->id : NULL);
+	jw_str(&w, "env", conn_env(c));
+	jw_str(&w, "phase", phase_name(conn_phase(c)));
+	jw_str(&w, "proto", c->is_socks ? "socks5" : c->is_connect ?
+	    "connect" : "http");
+	jw_str(&w, "method", c->fe.method[0] ? c->fe.method : NULL);
+	jw_str(&w, "host", c->host[0] ? c->host : NULL);
+	if (c->port != 0)
+		jw_int(&w, "port", c->port);
+	else
+		jw_null(&w, "port");
+	if (c->is_connect)
+		jw_int(&w, "status", 200);
+	else if (c->resp_final_seen)
+		jw_int(&w, "status", c->resp_status);
+	else
+		jw_null(&w, "status");
+	jw_int(&w, "bytes_up", (long long)c->ex_up);
+	jw_int(&w, "bytes_down", (long long)c->ex_down);
+	jw_int(&w, "duration_ms", (long long)(conn_now(c) - c->ex_start_ms));
+	jw_str(&w, "error", error);
+	audit_emit(&c->s->audit, &w);
+	c->sum_up = sat_add(c->sum_up, c->ex_up);
+	c->sum_down = sat_add(c->sum_down, c->ex_down);
+	c->ex_up = c->ex_down = 0;
 }
 
 /* --- the next request ------------------------------------------------------ */

@@ -138,6 +138,20 @@ struct conn {
 	struct socks *sx;
 	int socks_rep;
 
+	/*
+	 * Egress accounting (docs/design.md §9 "Accounting and report
+	 * mode"): the bytes of the current exchange (an HTTP request and its
+	 * response, or a tunnel) on the upstream wire, from the first byte
+	 * written to an upstream until its exchange record; sums of this
+	 * conn's exchange records; the last target asked for.
+	 */
+	bool ex_open;			/* bytes went up, no exchange record yet */
+	uint64_t ex_start_ms;		/* the request head was complete */
+	uint64_t ex_up, ex_down;
+	uint64_t sum_up, sum_down;
+	char last_host[NETADDR_MAX_HOST + 3];
+	uint16_t last_port;
+
 	struct dir upd;		/* client -> upstream */
 	struct dir downd;	/* upstream -> client */
 };
@@ -155,6 +169,11 @@ enum phase conn_phase(const struct conn *c);
  * detail (may be NULL) says more about a refusal. */
 void conn_log_request(struct conn *c, const char *decision, enum reason r,
     int status, const char *detail);
+/* Bytes of the current exchange written to the upstream: opens it. */
+void conn_count_up(struct conn *c, uint64_t n);
+/* The exchange record of the current exchange, if one is open (error NULL
+ * = a normal end); adds its bytes to the conn's sums. */
+void conn_log_exchange(struct conn *c, const char *error);
 
 /* exchange.c: one HTTP exchange */
 void exchange_global_init(void);

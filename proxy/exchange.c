@@ -137,6 +137,11 @@ exchange_decide(struct conn *c, const struct netaddr *addr)
 	if (c->cfg != NULL)
 		server_cfg_unref(c->cfg);
 	c->cfg = cfg;
+	/* The conn's last target (its close record) and the exchange's
+	 * start, refused or not. */
+	memcpy(c->last_host, c->host, sizeof(c->last_host));
+	c->last_port = c->port;
+	c->ex_start_ms = conn_now(c);
 	pt.host = c->host;
 	pt.kind = c->host_kind;
 	pt.addr = *addr;
@@ -146,6 +151,7 @@ exchange_decide(struct conn *c, const struct netaddr *addr)
 		c->dec.rule = NULL;
 		c->dec.rule_text = "default";
 		c->dec.detail = NULL;
+		c->dec.would_deny = REASON_ALLOWED;
 	} else {
 		policy_decide_request(cfg, conn_env(c), conn_phase(c), &pt,
 		    c->fe.method, c->is_connect, c->req_has_body, &c->dec);
@@ -266,6 +272,8 @@ exchange_start(struct conn *c)
 		return;
 	}
 	c->up_head = NULL;
+	/* The head as rebuilt is egress (again, on a keep-alive retry). */
+	conn_count_up(c, c->up_head_len);
 	relay_pump_client(c);
 	relay_update_reads(c);
 }
@@ -278,6 +286,8 @@ exchange_done(struct conn *c)
 	bool keep = c->client_keepalive && !c->resp_close && c->fe.req_done;
 
 	c->resp_done = true;
+	/* The response is relayed: the exchange ended normally. */
+	conn_log_exchange(c, NULL);
 	if (c->up != NULL) {
 		c->up->reusable = c->up->connected && !c->resp_close &&
 		    llhttp_should_keep_alive(&c->resp_parser);
@@ -369,12 +379,15 @@ exchange_pump_response(struct conn *c)
 			/* Body bytes of the final response: forward as is. */
 			d->roff = d->rlen;
 			c->downd.bytes += n;
+			c->ex_down += n;
 			if (relay_write(c, d, (uv_stream_t *)&c->client, NULL,
 			    0, d->roff - n, n) < 0)
 				conn_close(c, "client_write_failed");
 			return;
 		}
-		/* Part of a head: the head arena kept what it needs. */
+		/* Part of a head: the head arena kept what it needs (its
+		 * bytes as received count as the response's). */
+		c->ex_down += n;
 		relay_release(c, d);
 		relay_update_reads(c);
 		return;
@@ -394,6 +407,7 @@ exchange_pump_response(struct conn *c)
 			}
 			if (k > 0) {
 				c->downd.bytes += k;
+				c->ex_down += k;
 				if (relay_write(c, d,
 				    (uv_stream_t *)&c->client, NULL, 0,
 				    d->roff - k, k) < 0) {
@@ -407,6 +421,7 @@ exchange_pump_response(struct conn *c)
 		}
 		/* Paused at a response head (1xx or final). */
 		d->roff += k;
+		c->ex_down += k;
 		exchange_response_head(c);
 		return;
 	}

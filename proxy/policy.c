@@ -144,6 +144,7 @@ decide(struct decision *d, enum reason r, const struct rule *rule,
 	d->rule = rule;
 	d->rule_text = text;
 	d->detail = NULL;
+	d->would_deny = REASON_ALLOWED;
 }
 
 /* The first deny rule of l that matches t (any port unless it names one). */
@@ -169,34 +170,20 @@ policy_decide(const struct cfg *c, const char *envname, enum phase phase,
 	    d);
 }
 
-void
-policy_decide_request(const struct cfg *c, const char *envname,
-    enum phase phase, const struct target *t, const char *method,
-    bool is_connect, bool has_body, struct decision *d)
+static bool
+is_safe_method(int m)
 {
-	const struct env *e;
-	const struct phase_policy *pp;
+	return m == METHOD_GET || m == METHOD_HEAD || m == METHOD_OPTIONS;
+}
+
+/* The env phase's own steps: deny rules, allow rules, methods. */
+static void
+decide_phase(const struct phase_policy *pp, const struct target *t,
+    const char *method, bool is_connect, bool has_body, struct decision *d)
+{
 	const struct rule *port_miss = NULL;
 	const struct rule *allow = NULL;
 	const struct rule *deny;
-
-	decide(d, REASON_NOT_ALLOWED, NULL, "default");
-	if (t == NULL || t->host == NULL || t->host[0] == '\0' ||
-	    t->port == 0 || method == NULL) {
-		decide(d, REASON_BAD_REQUEST, NULL, "default");
-		return;
-	}
-	deny = deny_match(&c->ceil.deny, t);
-	if (deny != NULL) {
-		decide(d, REASON_DENIED, deny, deny->origin);
-		return;
-	}
-	e = cfg_find_env(c, envname);
-	if (e == NULL || (unsigned)phase >= PHASE_COUNT)
-		return;
-	pp = &e->phase[phase];
-	if (!pp->present)
-		return;
 
 	deny = deny_match(&pp->deny, t);
 	if (deny != NULL) {
@@ -246,8 +233,7 @@ policy_decide_request(const struct cfg *c, const char *envname,
 			 * origin may well read it), and a body on GET/HEAD is
 			 * where parsers disagree on framing.
 			 */
-			if (has_body && (m == METHOD_GET || m == METHOD_HEAD ||
-			    m == METHOD_OPTIONS)) {
+			if (has_body && is_safe_method(m)) {
 				decide(d, REASON_METHOD_NOT_ALLOWED, NULL, mo);
 				d->detail = "body on safe method";
 				return;
@@ -255,6 +241,84 @@ policy_decide_request(const struct cfg *c, const char *envname,
 		}
 	}
 	decide(d, REASON_ALLOWED, allow, allow->origin);
+}
+
+/*
+ * May report mode let the refusal in *d through?  Only the env phase's own
+ * policy refusals, and only for a request the admin ceilings of the phase
+ * would admit: a target inside <phase>.allow_within (when set), a method
+ * inside <phase>.methods_within (when set; a tunnel only when it names
+ * CONNECT, and no body on a safe method, as a methods key would judge).
+ */
+static bool
+report_relaxes(const struct cfg *c, enum phase phase, const struct target *t,
+    const char *method, bool is_connect, bool has_body,
+    const struct decision *d)
+{
+	const struct ceilings *ce = &c->ceil;
+	bool inside = false;
+	int m;
+
+	switch (d->reason) {
+	case REASON_NOT_ALLOWED:
+	case REASON_PORT_NOT_ALLOWED:
+	case REASON_METHOD_NOT_ALLOWED:
+	case REASON_DENIED:	/* the env's own: [require] deny came first */
+		break;
+	default:
+		return false;
+	}
+	if (ce->within_set[phase]) {
+		for (size_t i = 0; i < ce->within[phase].n && !inside; i++)
+			inside = policy_rule_matches(&ce->within[phase].v[i], t);
+		if (!inside)
+			return false;
+	}
+	if (ce->methods_set[phase]) {
+		m = is_connect ? METHOD_CONNECT :
+		    method_parse(method, strlen(method));
+		if (m < 0 || !(ce->methods_mask[phase] & (1u << m)))
+			return false;
+		if (!is_connect && has_body && is_safe_method(m))
+			return false;
+	}
+	return true;
+}
+
+void
+policy_decide_request(const struct cfg *c, const char *envname,
+    enum phase phase, const struct target *t, const char *method,
+    bool is_connect, bool has_body, struct decision *d)
+{
+	const struct env *e;
+	const struct phase_policy *pp;
+	const struct rule *deny;
+	enum reason r;
+
+	decide(d, REASON_NOT_ALLOWED, NULL, "default");
+	if (t == NULL || t->host == NULL || t->host[0] == '\0' ||
+	    t->port == 0 || method == NULL) {
+		decide(d, REASON_BAD_REQUEST, NULL, "default");
+		return;
+	}
+	deny = deny_match(&c->ceil.deny, t);
+	if (deny != NULL) {
+		decide(d, REASON_DENIED, deny, deny->origin);
+		return;
+	}
+	e = cfg_find_env(c, envname);
+	if (e == NULL || (unsigned)phase >= PHASE_COUNT)
+		return;
+	pp = &e->phase[phase];
+	if (!pp->present)
+		return;
+	decide_phase(pp, t, method, is_connect, has_body, d);
+	if (pp->report && d->reason != REASON_ALLOWED &&
+	    report_relaxes(c, phase, t, method, is_connect, has_body, d)) {
+		r = d->reason;
+		d->reason = REASON_ALLOWED;
+		d->would_deny = r;
+	}
 }
 
 static bool

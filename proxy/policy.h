@@ -54,6 +54,13 @@ struct decision {
 	/* Why, beyond the reason (static text for the refusal body and the
 	 * audit "detail"), or NULL. */
 	const char *detail;
+	/*
+	 * Report-only mode (mode = report in the env phase): the refusal the
+	 * policy would have made (reason is then REASON_ALLOWED, rule and
+	 * rule_text name the rule that would have denied).  REASON_ALLOWED =
+	 * none: the decision is what it says.
+	 */
+	enum reason would_deny;
 };
 
 /*
@@ -65,6 +72,14 @@ struct decision {
 void policy_decide(const struct cfg *c, const char *env, enum phase phase,
     const struct target *t, const char *method, bool is_connect,
     struct decision *d);
+
+/*
+ * Report-only mode relaxes only these (docs/design.md §9): not_allowed,
+ * port_not_allowed, method_not_allowed and denied by the env's own deny
+ * rules.  Never [require] deny, a target or method outside the admin
+ * ceilings, interception_required, nor anything outside the policy step.
+ * Under report mode the decision is written "allowed" with would_deny set.
+ */
 
 /*
  * policy_decide() for a request that may carry a body (has_body: a

@@ -227,6 +227,9 @@ refuse_send(struct conn *c, enum reason r, const char *detail)
 		return;
 	}
 	conn_log_request(c, "deny", r, status, detail);
+	/* A request that went up and got no (usable) response: its exchange
+	 * ends here, its bytes were egress. */
+	conn_log_exchange(c, reason_str(r));
 	if (c->sent_200 && r != REASON_TLS_REQUIRED) {
 		/* The client already speaks TLS in the tunnel: an HTTP
 		 * response would be garbage to it.  Send a fatal TLS alert

@@ -343,12 +343,14 @@ relay_pump_client(struct conn *c)
 			conn_close(c, "upstream_write_failed");
 			return;
 		}
+		conn_count_up(c, n);
 		if (n == 0 && d->roff >= d->rlen)
 			relay_release(c, d);
 		return;
 
 	case CONN_TUNNEL:
 		d->roff = d->rlen;
+		c->ex_up += n;
 		if (relay_write(c, d, (uv_stream_t *)&c->up->tcp, NULL, 0,
 		    d->roff - n, n) < 0)
 			conn_close(c, "upstream_write_failed");
@@ -374,6 +376,7 @@ relay_pump_upstream(struct conn *c)
 	if (c->state == CONN_TUNNEL) {
 		d->roff = d->rlen;
 		c->downd.bytes += n;
+		c->ex_down += n;
 		if (relay_write(c, d, (uv_stream_t *)&c->client, NULL, 0,
 		    d->roff - n, n) < 0)
 			conn_close(c, "client_write_failed");
@@ -523,6 +526,9 @@ relay_tunnel_start(struct conn *c)
 		c->socks_rep = SOCKS_REP_OK;
 	conn_log_request(c, "allow", REASON_ALLOWED, 200, NULL);
 	conn_set_state(c, CONN_TUNNEL);
+	/* The tunnel is one exchange, from here to the conn's end: what
+	 * crosses it each way after the 200 (the first flight included). */
+	conn_count_up(c, 0);
 	if (c->sent_200) {
 		char *peek = c->peek;
 
@@ -532,6 +538,7 @@ relay_tunnel_start(struct conn *c)
 			conn_close(c, "upstream_write_failed");
 			return;
 		}
+		c->ex_up += c->peek_len;
 		relay_update_reads(c);
 		return;
 	}

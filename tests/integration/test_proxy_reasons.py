@@ -82,7 +82,12 @@ def refused(p, req, status, reason, host, port, proto, method, rule,
         want["rule"] = rule
     c(h.check_request_record, rec, **want)
     cl = p.wait_close(rec["id"])
-    c(h.check_close_record, cl, rec["id"], up_min=len(req), down_min=len(data))
+    # A refusal is not egress (docs/design.md §9 "Accounting and report
+    # mode"): the refused conn counts no bytes, and has no exchange record.
+    c(h.check_close_record, cl, rec["id"], up_min=0, down_min=0)
+    c(h.eq, (cl["bytes_up"], cl["bytes_down"]), (0, 0), "refused conn's egress bytes")
+    c(h.eq, [x for x in p.audit_records("exchange") if x["id"] == rec["id"]], [],
+      "exchange records of a refused conn")
     for o in origins:
         c(h.eq, o.connections, [], "connections at origin %s for a refused request" % o.name)
     c.done()

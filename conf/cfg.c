@@ -236,6 +236,7 @@ cfg_free(struct cfg *c)
 		return;
 	free(c->path);
 	free(c->proxy.listen);
+	free(c->metrics.listen);
 	free(c->proxy.control);
 	free(c->proxy.env);
 	free(c->proxy.tls_ports);

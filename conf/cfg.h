@@ -200,6 +200,11 @@ struct cfg {
 	} audit;
 
 	struct {
+		struct hostport *listen;	/* /metrics; empty = none */
+		size_t nlisten;
+	} metrics;
+
+	struct {
 		unsigned max_connections;	/* default 10000 */
 		unsigned header_timeout_ms;	/* default 10s */
 		unsigned connect_timeout_ms;	/* default 10s */

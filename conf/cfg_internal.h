@@ -46,6 +46,7 @@ enum sect {
 	S_NONE,		/* before the first section header */
 	S_SKIP,		/* inside a bad section: its keys are ignored */
 	S_PROXY, S_DNS, S_ADDRESSES, S_AUDIT, S_LIMITS, S_PRESET, S_ENV,
+	S_METRICS,
 	S_REQUIRE,	/* only in the file named by [proxy] require */
 };
 

@@ -108,6 +108,7 @@ static const struct key_row key_table[] = {
 	{ S_AUDIT, "log", T_STRING, 0, 0, 0, OFF(audit.log), 0 },
 	{ S_AUDIT, "paths", T_BOOL, 0, 0, 0, OFF(audit.paths), 0 },
 	{ S_AUDIT, "reserve_mib", T_UINT, AUDIT_MIN_RESERVE_MIB, AUDIT_MAX_RESERVE_MIB, AUDIT_DEF_RESERVE_MIB, OFF(audit.reserve_mib), 0 },
+	{ S_METRICS, "listen", T_HOSTPORTS, 0, 0, 0, OFF(metrics.listen), OFF(metrics.nlisten) },
 	{ S_LIMITS, "max_connections", T_UINT, PROXY_MIN_CONNS, PROXY_MAX_CONNS, PROXY_DEF_CONNS, OFF(limits.max_connections), 0 },
 	{ S_LIMITS, "header_timeout", T_DURATION, PROXY_MIN_HEADER_TIMEOUT_MS, PROXY_MAX_HEADER_TIMEOUT_MS, PROXY_DEF_HEADER_TIMEOUT_MS, OFF(limits.header_timeout_ms), 0 },
 	{ S_LIMITS, "connect_timeout", T_DURATION, PROXY_MIN_CONNECT_TIMEOUT_MS, PROXY_MAX_CONNECT_TIMEOUT_MS, PROXY_DEF_CONNECT_TIMEOUT_MS, OFF(limits.connect_timeout_ms), 0 },
@@ -415,6 +416,10 @@ set_value(struct parser *p, const struct key_row *row, const char *v)
 		if (row->off == OFF(proxy.listen))
 			p->listen_set = true;
 		for_each_token(p, v, tok_hostport, (void *)row);
+		if (row->off == OFF(metrics.listen) &&
+		    c->metrics.nlisten > METRICS_MAX_LISTEN)
+			kerr(p, row, "more than %d addresses",
+			    METRICS_MAX_LISTEN);
 		return;
 	case T_PORTS:
 		if (!p->tls_ports_set) {

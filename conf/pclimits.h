@@ -358,4 +358,21 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
  * rest of the request must fit CONTROL_MAX_LINE). */
 #define REMOTE_MAX_COMMAND 1024
 
+/* proxy/metrics.c ([metrics] listen, design.md §9 "Metrics") */
+/* Env names with series of their own; env names beyond these (config
+ * after config) are counted under env="_other". */
+#define METRICS_MAX_ENVS 64
+/* Scrape connections open at once; more are closed at accept. */
+#define METRICS_MAX_CONNS 16
+/* A scrape's request head, at most; longer → 431 and close. */
+#define METRICS_MAX_HEAD 4096
+/* Time to send the whole request head; then the conn is closed. */
+#define METRICS_HEAD_TIMEOUT_MS 5000
+/* Time to take the whole response; then the conn is cut. */
+#define METRICS_WRITE_TIMEOUT_MS 10000
+/* The largest /metrics body (every series is bounded; this is the cap). */
+#define METRICS_MAX_BODY (4 * 1024 * 1024)
+/* [metrics] listen addresses, at most. */
+#define METRICS_MAX_LISTEN 8
+
 #endif

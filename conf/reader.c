@@ -35,7 +35,7 @@ static const struct {
 } sect_kinds[] = {
 	{ "proxy", S_PROXY }, { "dns", S_DNS }, { "addresses", S_ADDRESSES },
 	{ "audit", S_AUDIT }, { "limits", S_LIMITS }, { "preset", S_PRESET },
-	{ "env", S_ENV }, { "require", S_REQUIRE },
+	{ "env", S_ENV }, { "require", S_REQUIRE }, { "metrics", S_METRICS },
 };
 #define SECT_KINDS (sizeof(sect_kinds) / sizeof(sect_kinds[0]))
 

@@ -49,6 +49,8 @@ struct audit_q {
 					 * over AUDIT_QUEUE_BYTES, until below half */
 	size_t qbytes;			/* atomic: for audit_ok */
 	bool failing;			/* atomic: the last write failed */
+	uint64_t write_errors;		/* atomic: failed writes (metrics) */
+	uint64_t dropped;		/* atomic: records dropped (metrics) */
 	bool running;			/* the writer thread runs */
 	pthread_t thread;
 
@@ -206,6 +208,19 @@ audit_ok(const struct audit *a)
 	    __atomic_load_n(&q->qbytes, __ATOMIC_RELAXED) < AUDIT_QUEUE_BYTES;
 }
 
+void
+audit_counters(const struct audit *a, uint64_t *write_errors,
+    uint64_t *dropped)
+{
+	const struct audit_q *q = a->q;
+
+	*write_errors = *dropped = 0;
+	if (q == NULL)
+		return;
+	*write_errors = __atomic_load_n(&q->write_errors, __ATOMIC_RELAXED);
+	*dropped = __atomic_load_n(&q->dropped, __ATOMIC_RELAXED);
+}
+
 /* --- writing ----------------------------------------------------------- */
 
 /*
@@ -319,10 +334,12 @@ q_push_locked(struct audit_q *q, struct jw *w)
 {
 	struct rec *r = rec_new(w);
 
-	if (r == NULL)
+	if (r == NULL) {
 		q->lost++;
-	else
+		__atomic_add_fetch(&q->dropped, 1, __ATOMIC_RELAXED);
+	} else {
 		q_link_locked(q, r);
+	}
 }
 
 static void
@@ -490,6 +507,8 @@ q_set_failing(struct audit_q *q, int err)
 {
 	bool was = __atomic_load_n(&q->failing, __ATOMIC_RELAXED);
 
+	if (err < 0)
+		__atomic_add_fetch(&q->write_errors, 1, __ATOMIC_RELAXED);
 	if (err < 0 && !was)
 		log_warnx("audit log %s: %s: refusing new requests until it "
 		    "can be written", q->path, strerror(-err));
@@ -785,6 +804,7 @@ audit_emit(struct audit *a, struct jw *w)
 		    AUDIT_QUEUE_BYTES + AUDIT_QUEUE_SLACK;
 	if (r == NULL || over) {
 		q->lost++;
+		__atomic_add_fetch(&q->dropped, 1, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&q->lock);
 		free(r);
 		return -ENOBUFS;

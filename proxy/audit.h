@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "pclimits.h"
 
@@ -41,6 +42,10 @@ void audit_share(struct audit *a, const struct audit *from);
  * below AUDIT_QUEUE_BYTES (after it was full: below half of it).  While false, the proxy lets nothing new
  * through (an unaudited allow is an allow no admin can see). */
 bool audit_ok(const struct audit *a);
+/* Writes that failed, and records dropped from a full queue, since open
+ * (metrics). */
+void audit_counters(const struct audit *a, uint64_t *write_errors,
+    uint64_t *dropped);
 
 /* A record under construction. */
 struct jw {

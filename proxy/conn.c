@@ -87,7 +87,16 @@ conn_set_state(struct conn *c, enum conn_state st)
 	    state_names[st]);
 	assert(conn_edges[c->state] & TO(st));
 	(void)conn_edges;	/* with NDEBUG, the table is documentation */
+	if ((st == CONN_TUNNEL) != (c->state == CONN_TUNNEL))
+		metrics_tunnel(&c->s->metrics, st == CONN_TUNNEL ? 1 : -1);
 	c->state = st;
+}
+
+/* The proto label of c's records. */
+static enum mproto
+conn_mproto(const struct conn *c)
+{
+	return c->is_socks ? MP_SOCKS5 : c->is_connect ? MP_CONNECT : MP_HTTP;
 }
 
 const char *
@@ -383,6 +392,9 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	if (c->ss != NULL)
 		session_count_request(c->ss,
 		    strcmp(decision, "deny") == 0);
+	metrics_request(&c->s->metrics, conn_env(c), conn_phase(c),
+	    conn_mproto(c), r, r == REASON_ALLOWED &&
+	    c->dec.would_deny != REASON_ALLOWED);
 	jw_begin(&w, "request");
 	jw_str(&w, "id", c->id);
 	jw_str(&w, "session", c->ss ? c->ss->id : NULL);
@@ -494,6 +506,7 @@ conn_log_exchange(struct conn *c, const char *error)
 	jw_int(&w, "duration_ms", (long long)(conn_now(c) - c->ex_start_ms));
 	jw_str(&w, "error", error);
 	audit_emit(&c->s->audit, &w);
+	metrics_bytes(&c->s->metrics, c->ex_up, c->ex_down);
 	c->sum_up = sat_add(c->sum_up, c->ex_up);
 	c->sum_down = sat_add(c->sum_down, c->ex_down);
 	c->ex_up = c->ex_down = 0;

@@ -76,6 +76,7 @@ struct conn {
 	char id[17];
 	char client_addr[NETADDR_STRLEN];
 	uint64_t start_ms;
+	uint64_t dns_t0_ns;		/* a lookup's start (uv_hrtime), or 0 */
 	uint64_t last_activity;
 	unsigned pending_closes;
 	const char *close_reason;	/* NULL = normal end */

@@ -27,6 +27,7 @@ dial_resolve(struct conn *c)
 	relay_update_reads(c);
 	conn_arm_timer(c, (uint64_t)c->s->cfg->limits.connect_timeout_ms +
 	    (uint64_t)c->s->cfg->dns.timeout_ms * 3);
+	c->dns_t0_ns = uv_hrtime();
 	c->dreq = dns_resolve(c->s->dns, c->host, dial_on_dns, c);
 	if (c->dreq == NULL && dns_busy(c->s->dns))
 		/* Our own bound (DNS_MAX_DETACHED), not the name's fault. */
@@ -46,6 +47,11 @@ dial_on_dns(void *arg, int status, const struct netaddr *addrs,
 {
 	struct conn *c = arg;
 	const char *why = NULL;
+
+	if (c->dns_t0_ns != 0) {
+		metrics_dns(&c->s->metrics, (uv_hrtime() - c->dns_t0_ns) / 1000);
+		c->dns_t0_ns = 0;
+	}
 
 	c->dreq = NULL;
 	if (c->state == CONN_CLOSING || c->state == CONN_REFUSING)

@@ -16,6 +16,7 @@
 #include "cfg.h"
 #include "dns.h"
 #include "http.h"
+#include "metrics.h"
 #include "pclimits.h"
 #include "netaddr.h"
 #include "policy.h"
@@ -105,6 +106,8 @@ struct server {
 	unsigned nworkers;
 	bool is_worker;			/* not the main loop */
 	char *cfg_path;			/* for reload; NULL = embedded default */
+	struct metrics metrics;		/* this loop's counters (metrics.h) */
+	void *metrics_state;		/* metrics.c's listener, main loop */
 };
 
 /* conn.c (the conn code's own internals: conn_internal.h) */
@@ -131,6 +134,8 @@ void server_cfg_unref(struct cfg *c);
 bool server_conn_admit(struct server *s);
 /* A conn counted by server_conn_admit() is gone. */
 void server_conn_gone(struct server *s);
+/* Conns open on every loop (those counted by server_conn_admit). */
+unsigned server_conns_total(void);
 /* server_listen(), with SO_REUSEPORT when reuseport (every worker then
  * listens on the same addresses).  0 or -errno (message on stderr). */
 int server_listen_on(struct server *s, bool reuseport);
@@ -172,5 +177,7 @@ void worker_stop(struct server *main);
 /* After main's loop has ended: joins and frees the workers, then writes
  * main's `stop` record if it had any. */
 void worker_join(struct server *main);
+/* The server of main's worker i (i < main->nworkers), for metrics. */
+struct server *worker_server(struct server *main, unsigned i);
 
 #endif

@@ -306,6 +306,8 @@ refuse_overloaded(struct server *s, uv_stream_t *listener)
 	if (uv_accept(listener, (uv_stream_t *)t) == 0)
 		(void)uv_try_write((uv_stream_t *)t, &b, 1);
 	uv_close((uv_handle_t *)t, (uv_close_cb)free);
+	metrics_request(&s->metrics, NULL, s->cfg->proxy.phase, MP_HTTP,
+	    REASON_OVERLOADED, false);
 	jw_begin(&w, "request");
 	jw_str(&w, "decision", "deny");
 	jw_str(&w, "reason", "overloaded");

@@ -117,11 +117,19 @@ serve_ready_line(const struct server *s)
 	if (left > 0)
 		pos += (size_t)snprintf(line + pos, sizeof(line) - pos,
 		    " and %zu more", left);
-	fprintf(stderr, "portcullis: listening on %s, %s%.300s, audit %.300s\n",
+	fprintf(stderr, "portcullis: listening on %s, %s%.300s, audit %.300s",
 	    pos > 0 ? line : "(nothing)",
 	    cfg->proxy.control != NULL ? "control " : "no control socket",
 	    cfg->proxy.control != NULL ? cfg->proxy.control : "",
 	    strcmp(cfg->audit.log, "-") == 0 ? "stdout" : cfg->audit.log);
+	for (size_t i = 0; i < cfg->metrics.nlisten; i++) {
+		char one[NETADDR_STRLEN];
+
+		netaddr_format_port(&cfg->metrics.listen[i].addr,
+		    cfg->metrics.listen[i].port, one, sizeof(one));
+		fprintf(stderr, "%s%s", i == 0 ? ", metrics " : ", ", one);
+	}
+	fputc('\n', stderr);
 }
 
 static const char serve_usage[] =
@@ -136,7 +144,7 @@ static const char serve_usage[] =
 "\n"
 "When ready it prints one line on stderr:\n"
 "  portcullis: listening on ADDR:PORT[, ...], control PATH|no control socket,\n"
-"  audit PATH|stdout\n"
+"  audit PATH|stdout[, metrics ADDR:PORT[, ...]]\n"
 "\n"
 "Signals: SIGINT/SIGTERM stop gracefully (audit `stop` record, exit 0);\n"
 "SIGHUP reloads the config file (an invalid file is refused, old stays).\n";
@@ -210,6 +218,8 @@ serve_main(int argc, char **argv)
 			fprintf(stderr, "portcullis: control socket %s: %s\n",
 			    cfg->proxy.control, strerror(-r));
 	}
+	if (r == 0)
+		r = metrics_start(s);
 	sig.s = s;
 	uv_signal_init(&loop, &sig.sig_int);
 	uv_signal_init(&loop, &sig.sig_term);

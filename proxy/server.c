@@ -76,6 +76,7 @@ server_reload(struct server *s, char **errors)
 
 	*errors = NULL;
 	c = cfg_load(s->cfg_path, errors);
+	metrics_reload(&s->metrics, c != NULL);
 	if (c == NULL)
 		return -EINVAL;
 	server_set_config(s, c);
@@ -274,6 +275,7 @@ server_stop(struct server *s)
 	s->listeners = NULL;
 	s->nlisteners = 0;
 	control_stop(s);
+	metrics_stop(s);
 	while (s->sessions != NULL)
 		server_session_close(s->sessions);
 	/* conn_cut() leaves a conn linked until its handles have closed. */
@@ -333,6 +335,12 @@ server_conn_admit(struct server *s)
 	}
 	s->nconns++;
 	return true;
+}
+
+unsigned
+server_conns_total(void)
+{
+	return __atomic_load_n(&conns_total, __ATOMIC_RELAXED);
 }
 
 unsigned

@@ -138,6 +138,12 @@ worker_join(struct server *main)
 	main->nworkers = 0;
 }
 
+struct server *
+worker_server(struct server *main, unsigned i)
+{
+	return main->workers[i].s;
+}
+
 unsigned
 worker_wanted(const struct cfg *c)
 {

@@ -16,6 +16,8 @@
 # node and npm -- Debian's nodejs ships without npm, which is the package
 # "npm"; a nodejs from NodeSource brings its own and conflicts with it).
 # python3-socks: a SOCKS5 client library for tests/integration/test_socks5.py.
+# prometheus: for its promtool, which tests/integration/test_metrics.py runs
+# on /metrics (`promtool check metrics`); the daemon itself is not used.
 set -eu
 
 PKGS="build-essential cmake pkg-config git
@@ -25,7 +27,7 @@ curl wget python3 openssl iproute2 procps
 clang libclang-rt-14-dev valgrind
 openssh-client openssh-server
 python3-pip python3-venv python3-requests nodejs
-python3-socks
+python3-socks prometheus
 dpkg-dev debhelper"
 
 # Checkers of the Debian package: installed only when that upgrades nothing

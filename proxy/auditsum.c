@@ -1,0 +1,1684 @@
+/*
+ * auditsum: `portcullis audit summary` and `portcullis audit suggest`.
+ *
+ * Both stream audit logs line by line through zlib's gzread (which reads
+ * plain files as they are, so rotated `.gz` files and live logs are one
+ * path), scan each line with a small flat scanner (one pass, no DOM: the
+ * members we read are kept as spans into the line, strings unescaped only
+ * when they hold a backslash; nested values are checked and skipped) and
+ * fold it into a bounded table: AUDITSUM_MAX_GROUPS groups for summary,
+ * AUDITSUM_MAX_TARGETS refused targets for suggest.  A malformed line is
+ * named on stderr as FILE:LINE and skipped, never fatal.
+ *
+ * summary counts `request` records (allowed, refused by reason, would_deny
+ * by reason in report mode) and takes bytes only from `exchange` records:
+ * `close` records sum those, so counting them too would count twice.
+ *
+ * suggest turns refused (not_allowed, port_not_allowed) and would-be
+ * refused requests into an [env E P] section, grouped by registrable
+ * domain (conf's public suffix list); a domain with AUDITSUM_WIDEN_HOSTS
+ * hosts or more becomes one wildcard, said in a comment.  Refusals by an
+ * explicit deny rule, by an address rule and every non-policy refusal are
+ * never suggested, only listed in comments.  Everything copied from the log
+ * into the output is validated first (names, ports, env names), comments
+ * included, and the section is loaded with the real config loader before
+ * it is printed: a log cannot inject config.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include "auditsum.h"
+#include "cfg.h"
+#include "json.h"
+#include "pclimits.h"
+#include "policy.h"
+
+/* ---- the record scanner -------------------------------------------- */
+
+enum field {
+	F_TS, F_EVENT, F_SESSION, F_ENV, F_PHASE, F_HOST, F_PORT, F_DECISION,
+	F_REASON, F_WOULD, F_UP, F_DOWN, F_COUNT,
+};
+static const char *const field_names[F_COUNT] = {
+	[F_TS] = "ts", [F_EVENT] = "event", [F_SESSION] = "session",
+	[F_ENV] = "env", [F_PHASE] = "phase", [F_HOST] = "host",
+	[F_PORT] = "port", [F_DECISION] = "decision", [F_REASON] = "reason",
+	[F_WOULD] = "would_deny", [F_UP] = "bytes_up", [F_DOWN] = "bytes_down",
+};
+
+enum vkind { V_ABSENT, V_STRING, V_NUMBER, V_LITERAL, V_NESTED };
+
+struct span {
+	const char *p;		/* string content (unescaped), or the token */
+	size_t n;
+	enum vkind kind;
+};
+
+struct rec {
+	struct span f[F_COUNT];
+	char scratch[AUDITSUM_MAX_LINE];	/* unescaped strings */
+	size_t used;
+};
+
+/* Nesting deeper than this in a skipped value is refused. */
+#define SCAN_MAX_DEPTH 32
+
+static const char *
+skip_ws(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+		p++;
+	return p;
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static int
+hex4(const char *p, const char *end, unsigned *out)
+{
+	unsigned v = 0;
+
+	if (end - p < 4)
+		return -1;
+	for (int i = 0; i < 4; i++) {
+		int h = hexval(p[i]);
+
+		if (h < 0)
+			return -1;
+		v = v << 4 | (unsigned)h;
+	}
+	*out = v;
+	return 0;
+}
+
+/*
+ * Scans a string starting after its opening quote.  Sets *after past the
+ * closing quote and *esc when it holds a backslash.  Escapes are checked
+ * (\uXXXX, lone surrogates refused), raw control bytes refused.
+ */
+static int
+scan_string(const char *p, const char *end, const char **after, bool *esc,
+    const char **why)
+{
+	*esc = false;
+	while (p < end) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '"') {
+			*after = p + 1;
+			return 0;
+		}
+		if (c < 0x20) {
+			*why = "raw control byte in a string";
+			return -EINVAL;
+		}
+		if (c != '\\') {
+			p++;
+			continue;
+		}
+		*esc = true;
+		if (++p >= end)
+			break;
+		switch (*p) {
+		case '"': case '\\': case '/': case 'b': case 'f': case 'n':
+		case 'r': case 't':
+			p++;
+			continue;
+		case 'u': {
+			unsigned u, lo;
+
+			if (hex4(p + 1, end, &u) < 0) {
+				*why = "bad \\u escape";
+				return -EINVAL;
+			}
+			p += 5;
+			if (u >= 0xdc00 && u <= 0xdfff) {
+				*why = "lone low surrogate";
+				return -EINVAL;
+			}
+			if (u >= 0xd800 && u <= 0xdbff) {
+				if (end - p < 6 || p[0] != '\\' || p[1] != 'u' ||
+				    hex4(p + 2, end, &lo) < 0 || lo < 0xdc00 ||
+				    lo > 0xdfff) {
+					*why = "lone high surrogate";
+					return -EINVAL;
+				}
+				p += 6;
+			}
+			continue;
+		}
+		default:
+			*why = "bad escape";
+			return -EINVAL;
+		}
+	}
+	*why = "unterminated string";
+	return -EINVAL;
+}
+
+static void
+put_utf8(char *d, size_t *o, unsigned u)
+{
+	if (u < 0x80) {
+		d[(*o)++] = (char)u;
+	} else if (u < 0x800) {
+		d[(*o)++] = (char)(0xc0 | u >> 6);
+		d[(*o)++] = (char)(0x80 | (u & 0x3f));
+	} else if (u < 0x10000) {
+		d[(*o)++] = (char)(0xe0 | u >> 12);
+		d[(*o)++] = (char)(0x80 | (u >> 6 & 0x3f));
+		d[(*o)++] = (char)(0x80 | (u & 0x3f));
+	} else {
+		d[(*o)++] = (char)(0xf0 | u >> 18);
+		d[(*o)++] = (char)(0x80 | (u >> 12 & 0x3f));
+		d[(*o)++] = (char)(0x80 | (u >> 6 & 0x3f));
+		d[(*o)++] = (char)(0x80 | (u & 0x3f));
+	}
+}
+
+/* Unescapes an already checked string body (p..end) into d; returns its
+ * length.  Never longer than the source. */
+static size_t
+unescape(const char *p, const char *end, char *d)
+{
+	size_t o = 0;
+
+	while (p < end) {
+		unsigned u, lo;
+
+		if (*p != '\\') {
+			d[o++] = *p++;
+			continue;
+		}
+		p++;
+		switch (*p++) {
+		case 'b': d[o++] = '\b'; break;
+		case 'f': d[o++] = '\f'; break;
+		case 'n': d[o++] = '\n'; break;
+		case 'r': d[o++] = '\r'; break;
+		case 't': d[o++] = '\t'; break;
+		case 'u':
+			(void)hex4(p, end, &u);
+			p += 4;
+			if (u >= 0xd800 && u <= 0xdbff) {
+				(void)hex4(p + 2, end, &lo);
+				p += 6;
+				u = 0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00);
+			}
+			put_utf8(d, &o, u);
+			break;
+		default: d[o++] = p[-1]; break;
+		}
+	}
+	return o;
+}
+
+static int
+scan_number(const char *p, const char *end, const char **after)
+{
+	const char *s = p;
+
+	if (p < end && *p == '-')
+		p++;
+	if (p >= end || *p < '0' || *p > '9')
+		return -EINVAL;
+	if (*p == '0')
+		p++;
+	else
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	if (p < end && *p == '.') {
+		p++;
+		if (p >= end || *p < '0' || *p > '9')
+			return -EINVAL;
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < end && (*p == '+' || *p == '-'))
+			p++;
+		if (p >= end || *p < '0' || *p > '9')
+			return -EINVAL;
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	}
+	*after = p;
+	return p > s ? 0 : -EINVAL;
+}
+
+static int scan_value(const char *p, const char *end, int depth,
+    const char **after, enum vkind *kind, const char **why);
+
+/* Skips a nested object or array (p at its '{' or '['). */
+static int
+scan_nested(const char *p, const char *end, int depth, const char **after,
+    const char **why)
+{
+	char close = *p == '{' ? '}' : ']';
+	bool obj = *p == '{';
+	enum vkind k;
+	bool esc;
+
+	if (depth >= SCAN_MAX_DEPTH) {
+		*why = "nested too deep";
+		return -EINVAL;
+	}
+	p = skip_ws(p + 1, end);
+	if (p < end && *p == close) {
+		*after = p + 1;
+		return 0;
+	}
+	for (;;) {
+		if (obj) {
+			if (p >= end || *p != '"' ||
+			    scan_string(p + 1, end, &p, &esc, why) < 0) {
+				if (*why == NULL)
+					*why = "expected a member name";
+				return -EINVAL;
+			}
+			p = skip_ws(p, end);
+			if (p >= end || *p != ':') {
+				*why = "expected ':'";
+				return -EINVAL;
+			}
+			p = skip_ws(p + 1, end);
+		}
+		if (scan_value(p, end, depth + 1, &p, &k, why) < 0)
+			return -EINVAL;
+		p = skip_ws(p, end);
+		if (p < end && *p == ',') {
+			p = skip_ws(p + 1, end);
+			continue;
+		}
+		if (p < end && *p == close) {
+			*after = p + 1;
+			return 0;
+		}
+		*why = "expected ',' or a closing bracket";
+		return -EINVAL;
+	}
+}
+
+static int
+scan_value(const char *p, const char *end, int depth, const char **after,
+    enum vkind *kind, const char **why)
+{
+	bool esc;
+
+	if (p >= end) {
+		*why = "expected a value";
+		return -EINVAL;
+	}
+	switch (*p) {
+	case '"':
+		*kind = V_STRING;
+		return scan_string(p + 1, end, after, &esc, why);
+	case '{': case '[':
+		*kind = V_NESTED;
+		return scan_nested(p, end, depth, after, why);
+	case 't':
+		if (end - p >= 4 && memcmp(p, "true", 4) == 0)
+			goto lit4;
+		break;
+	case 'n':
+		if (end - p >= 4 && memcmp(p, "null", 4) == 0)
+			goto lit4;
+		break;
+	case 'f':
+		if (end - p >= 5 && memcmp(p, "false", 5) == 0) {
+			*kind = V_LITERAL;
+			*after = p + 5;
+			return 0;
+		}
+		break;
+	default:
+		*kind = V_NUMBER;
+		if (scan_number(p, end, after) == 0)
+			return 0;
+		break;
+	}
+	*why = "bad value";
+	return -EINVAL;
+lit4:
+	*kind = V_LITERAL;
+	*after = p + 4;
+	return 0;
+}
+
+static int
+field_of(const char *k, size_t n)
+{
+	/* Twelve names: a length switch first keeps this off the profile. */
+	for (int i = 0; i < F_COUNT; i++)
+		if (field_names[i][0] == k[0] && strlen(field_names[i]) == n &&
+		    memcmp(field_names[i], k, n) == 0)
+			return i;
+	return -1;
+}
+
+static int
+scan_record(const char *line, size_t len, struct rec *r, const char **why)
+{
+	const char *p = line, *end = line + len;
+
+	memset(r->f, 0, sizeof(r->f));
+	r->used = 0;
+	*why = NULL;
+	p = skip_ws(p, end);
+	if (p >= end || *p != '{') {
+		*why = "not a JSON object";
+		return -EINVAL;
+	}
+	p = skip_ws(p + 1, end);
+	if (p < end && *p == '}') {
+		p++;
+		goto done;
+	}
+	for (;;) {
+		const char *ks, *ke, *vs, *ve;
+		char kbuf[32];
+		size_t kn;
+		bool esc;
+		enum vkind kind;
+		int f;
+
+		if (p >= end || *p != '"') {
+			*why = "expected a member name";
+			return -EINVAL;
+		}
+		ks = p + 1;
+		if (scan_string(ks, end, &p, &esc, why) < 0)
+			return -EINVAL;
+		ke = p - 1;
+		if (esc) {
+			/* An escaped name is unescaped before it is matched. */
+			if ((size_t)(ke - ks) < sizeof(kbuf)) {
+				kn = unescape(ks, ke, kbuf);
+				f = field_of(kbuf, kn);
+			} else {
+				f = -1;
+			}
+		} else {
+			f = ke > ks ? field_of(ks, (size_t)(ke - ks)) : -1;
+		}
+		p = skip_ws(p, end);
+		if (p >= end || *p != ':') {
+			*why = "expected ':'";
+			return -EINVAL;
+		}
+		vs = skip_ws(p + 1, end);
+		if (scan_value(vs, end, 0, &ve, &kind, why) < 0)
+			return -EINVAL;
+		if (f >= 0) {
+			struct span *s = &r->f[f];
+
+			if (s->kind != V_ABSENT) {
+				*why = "duplicate member";
+				return -EINVAL;
+			}
+			s->kind = kind;
+			if (kind == V_STRING) {
+				const char *b = vs + 1, *e = ve - 1;
+
+				if (memchr(b, '\\', (size_t)(e - b)) == NULL) {
+					s->p = b;
+					s->n = (size_t)(e - b);
+				} else {
+					s->p = r->scratch + r->used;
+					s->n = unescape(b, e, r->scratch + r->used);
+					r->used += s->n;
+				}
+			} else {
+				s->p = vs;
+				s->n = (size_t)(ve - vs);
+			}
+		}
+		p = skip_ws(ve, end);
+		if (p < end && *p == ',') {
+			p = skip_ws(p + 1, end);
+			continue;
+		}
+		if (p < end && *p == '}') {
+			p++;
+			break;
+		}
+		*why = "expected ',' or '}'";
+		return -EINVAL;
+	}
+done:
+	p = skip_ws(p, end);
+	if (p != end) {
+		*why = "text after the object";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int
+auditsum_scan_line(const char *line, size_t len, const char **why)
+{
+	static struct rec r;
+
+	if (len >= AUDITSUM_MAX_LINE) {
+		*why = "line too long";
+		return -EINVAL;
+	}
+	return scan_record(line, len, &r, why);
+}
+
+static bool
+span_is(const struct span *s, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return s->kind == V_STRING && s->n == n && memcmp(s->p, lit, n) == 0;
+}
+
+/* A non-negative integer member: 0 and its value, else -1. */
+static int
+span_u64(const struct span *s, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (s->kind != V_NUMBER || s->n == 0 || s->n > 19)
+		return -1;
+	for (size_t i = 0; i < s->n; i++) {
+		if (s->p[i] < '0' || s->p[i] > '9')
+			return -1;
+		v = v * 10 + (uint64_t)(s->p[i] - '0');
+	}
+	*out = v;
+	return 0;
+}
+
+/* The reason's index in policy's list, REASON_COUNT for any other. */
+static int
+reason_index(const struct span *s)
+{
+	if (s->kind != V_STRING)
+		return REASON_COUNT;
+	for (int i = 0; i < REASON_COUNT; i++) {
+		const char *n = reason_str((enum reason)i);
+
+		if (strlen(n) == s->n && memcmp(n, s->p, s->n) == 0)
+			return i;
+	}
+	return REASON_COUNT;
+}
+
+static const char *
+reason_name(int i)
+{
+	return i < REASON_COUNT ? reason_str((enum reason)i) : "other";
+}
+
+/* ---- reading files ------------------------------------------------- */
+
+struct reader {
+	const char *name;
+	gzFile gz;
+	char *buf;		/* AUDITSUM_READ_BUF */
+	size_t have, pos;
+	bool eof, skipping;	/* skipping: inside a line that is too long */
+	unsigned long line;
+	unsigned long *complaints;
+	unsigned long *malformed;
+};
+
+static void
+complain(struct reader *rd, unsigned long line, const char *why)
+{
+	(*rd->malformed)++;
+	if (*rd->complaints < AUDITSUM_MAX_COMPLAINTS)
+		fprintf(stderr, "%s:%lu: skipped: %s\n", rd->name, line, why);
+	else if (*rd->complaints == AUDITSUM_MAX_COMPLAINTS)
+		fprintf(stderr, "portcullis audit: more malformed lines; only "
+		    "counting them from here\n");
+	(*rd->complaints)++;
+}
+
+/*
+ * The next line (without its '\n') in *line and *len: 1, or 0 at the end, or
+ * -EIO.  Lines longer than AUDITSUM_MAX_LINE are complained about and
+ * skipped; a last line without '\n' is still a line (a log cut mid-write
+ * shows up as malformed, not lost).
+ */
+static int
+reader_next(struct reader *rd, const char **line, size_t *len)
+{
+	for (;;) {
+		char *s = rd->buf + rd->pos;
+		char *nl = memchr(s, '\n', rd->have - rd->pos);
+		int n;
+
+		if (nl != NULL) {
+			rd->pos = (size_t)(nl - rd->buf) + 1;
+			rd->line++;
+			if (rd->skipping) {
+				rd->skipping = false;
+				continue;
+			}
+			if ((size_t)(nl - s) >= AUDITSUM_MAX_LINE) {
+				complain(rd, rd->line, "line too long");
+				continue;
+			}
+			*line = s;
+			*len = (size_t)(nl - s);
+			return 1;
+		}
+		if (rd->eof) {
+			if (rd->pos == rd->have)
+				return 0;
+			rd->line++;
+			*line = s;
+			*len = rd->have - rd->pos;
+			rd->pos = rd->have;
+			if (rd->skipping)
+				return 0;
+			if (*len >= AUDITSUM_MAX_LINE) {
+				complain(rd, rd->line, "line too long");
+				return 0;
+			}
+			return 1;
+		}
+		/* Keep the partial line, refill behind it. */
+		if (rd->have - rd->pos >= AUDITSUM_MAX_LINE) {
+			if (!rd->skipping)
+				complain(rd, rd->line + 1, "line too long");
+			rd->skipping = true;
+			rd->have = rd->pos = 0;
+		} else {
+			memmove(rd->buf, s, rd->have - rd->pos);
+			rd->have -= rd->pos;
+			rd->pos = 0;
+		}
+		n = gzread(rd->gz, rd->buf + rd->have,
+		    (unsigned)(AUDITSUM_READ_BUF - rd->have));
+		if (n < 0) {
+			int e;
+			const char *m = gzerror(rd->gz, &e);
+
+			fprintf(stderr, "%s: %s\n", rd->name, m);
+			return -EIO;
+		}
+		if (n == 0)
+			rd->eof = true;
+		rd->have += (size_t)n;
+	}
+}
+
+/* ---- options shared by both ---------------------------------------- */
+
+struct opts {
+	const char *by;
+	const char *since, *until;
+	const char *env, *phase;
+	bool json;
+	int nfiles;
+	char **files;
+};
+
+static bool
+ts_arg_ok(const char *s)
+{
+	/* A prefix of 2026-12-02T07:13:51.123Z: compared as text. */
+	if (*s == '\0' || strlen(s) > 32)
+		return false;
+	for (; *s != '\0'; s++)
+		if (strchr("0123456789-:T.Z", *s) == NULL)
+			return false;
+	return true;
+}
+
+/* Whether the record's ts is inside [since, until). */
+static bool
+in_window(const struct opts *o, const struct rec *r)
+{
+	const struct span *ts = &r->f[F_TS];
+
+	if (o->since == NULL && o->until == NULL)
+		return true;
+	if (ts->kind != V_STRING)
+		return false;
+	if (o->since != NULL) {
+		size_t n = strlen(o->since);
+		int c = memcmp(ts->p, o->since, ts->n < n ? ts->n : n);
+
+		if (c < 0 || (c == 0 && ts->n < n))
+			return false;
+	}
+	if (o->until != NULL) {
+		size_t n = strlen(o->until);
+		int c = memcmp(ts->p, o->until, ts->n < n ? ts->n : n);
+
+		if (c > 0 || (c == 0 && ts->n >= n))
+			return false;
+	}
+	return true;
+}
+
+typedef void (*record_fn)(void *ctx, const struct rec *r);
+
+/* Streams every file through fn.  Returns 0, or 1 if a file failed. */
+static int
+read_files(const struct opts *o, record_fn fn, void *ctx,
+    unsigned long *records, unsigned long *malformed)
+{
+	static struct rec rec;
+	unsigned long complaints = 0;
+	int status = 0;
+	char *buf = malloc(AUDITSUM_READ_BUF);
+
+	if (buf == NULL) {
+		fprintf(stderr, "portcullis audit: out of memory\n");
+		return 1;
+	}
+	for (int i = 0; i < o->nfiles; i++) {
+		struct reader rd = {
+			.name = o->files[i], .buf = buf,
+			.complaints = &complaints, .malformed = malformed,
+		};
+		const char *line, *why;
+		size_t len;
+		int rc;
+
+		if (strcmp(o->files[i], "-") == 0) {
+			rd.name = "(stdin)";
+			rd.gz = gzdopen(0, "rb");
+		} else {
+			rd.gz = gzopen(o->files[i], "rb");
+		}
+		if (rd.gz == NULL) {
+			fprintf(stderr, "%s: %s\n", rd.name, strerror(errno));
+			status = 1;
+			continue;
+		}
+		gzbuffer(rd.gz, AUDITSUM_READ_BUF);
+		while ((rc = reader_next(&rd, &line, &len)) > 0) {
+			if (len == 0 || (len == 1 && line[0] == '\r'))
+				continue;	/* blank lines are not records */
+			if (scan_record(line, len, &rec, &why) < 0) {
+				complain(&rd, rd.line, why);
+				continue;
+			}
+			if (rec.f[F_EVENT].kind != V_STRING) {
+				complain(&rd, rd.line, "no event");
+				continue;
+			}
+			(*records)++;
+			if (in_window(o, &rec))
+				fn(ctx, &rec);
+		}
+		if (rc < 0)
+			status = 1;
+		gzclose(rd.gz);
+	}
+	free(buf);
+	return status;
+}
+
+/* Parses the options; returns -1 on a usage error (said), 1 for --help. */
+static int
+parse_opts(int argc, char **argv, struct opts *o, bool suggest,
+    const char *usage)
+{
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			fputs(usage, stdout);
+			return 1;
+		}
+		if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		}
+		if (a[0] != '-' || strcmp(a, "-") == 0)
+			break;
+		if (!suggest && strcmp(a, "--json") == 0) {
+			o->json = true;
+			continue;
+		}
+		if (i + 1 >= argc) {
+			fprintf(stderr, "portcullis audit: %s needs a value\n\n%s", a, usage);
+			return -1;
+		}
+		if (!suggest && strcmp(a, "--by") == 0) {
+			o->by = argv[++i];
+		} else if (!suggest && strcmp(a, "--since") == 0) {
+			o->since = argv[++i];
+		} else if (!suggest && strcmp(a, "--until") == 0) {
+			o->until = argv[++i];
+		} else if (suggest && strcmp(a, "--env") == 0) {
+			o->env = argv[++i];
+		} else if (suggest && strcmp(a, "--phase") == 0) {
+			o->phase = argv[++i];
+		} else {
+			fprintf(stderr, "portcullis audit: unknown option '%s'\n\n%s", a, usage);
+			return -1;
+		}
+	}
+	o->files = argv + i;
+	o->nfiles = argc - i;
+	if (o->nfiles == 0) {
+		fprintf(stderr, "portcullis audit: no FILE (use - for stdin)\n\n%s", usage);
+		return -1;
+	}
+	if ((o->since != NULL && !ts_arg_ok(o->since)) ||
+	    (o->until != NULL && !ts_arg_ok(o->until))) {
+		fprintf(stderr, "portcullis audit: --since/--until take a UTC "
+		    "timestamp or a prefix of one, e.g. 2026-12-02T07:00\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- a string-keyed hash table ------------------------------------- */
+
+struct table {
+	void **slot;		/* entries; each starts with its char *key */
+	size_t cap, n;
+};
+
+static uint64_t
+hash_bytes(const char *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/* The slot for key: its entry, or the empty slot where it goes. */
+static void **
+table_slot(struct table *t, const char *k, size_t n)
+{
+	size_t i = (size_t)hash_bytes(k, n) & (t->cap - 1);
+
+	for (;;) {
+		const char *const *e = t->slot[i];
+
+		if (e == NULL || (strlen(*e) == n && memcmp(*e, k, n) == 0))
+			return &t->slot[i];
+		i = (i + 1) & (t->cap - 1);
+	}
+}
+
+static int
+table_grow(struct table *t)
+{
+	struct table nt = { .cap = t->cap == 0 ? 1024 : t->cap * 2 };
+
+	nt.slot = calloc(nt.cap, sizeof(*nt.slot));
+	if (nt.slot == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->cap; i++) {
+		const char *const *e = t->slot[i];
+
+		if (e != NULL)
+			*table_slot(&nt, *e, strlen(*e)) = t->slot[i];
+	}
+	free(t->slot);
+	nt.n = t->n;
+	*t = nt;
+	return 0;
+}
+
+static int
+entry_cmp(const void *a, const void *b)
+{
+	const char *const *x = *(void *const *)a, *const *y = *(void *const *)b;
+
+	return strcmp(*x, *y);
+}
+
+/* The entries sorted by key, in a new array of t->n (NULL if none fit). */
+static void **
+table_sorted(const struct table *t)
+{
+	void **v = malloc((t->n + 1) * sizeof(*v));
+	size_t k = 0;
+
+	if (v == NULL)
+		return NULL;
+	for (size_t i = 0; i < t->cap; i++)
+		if (t->slot[i] != NULL)
+			v[k++] = t->slot[i];
+	qsort(v, k, sizeof(*v), entry_cmp);
+	return v;
+}
+
+/* ---- summary ------------------------------------------------------- */
+
+struct group {
+	char *key;		/* first: table entries start with their key */
+	uint64_t requests, allowed, refused, would, exchanges, up, down;
+	uint64_t refused_by[REASON_COUNT + 1];
+	uint64_t would_by[REASON_COUNT + 1];
+};
+
+enum by { BY_HOST, BY_SESSION, BY_ENV, BY_REASON };
+
+struct summary {
+	enum by by;
+	struct table t;
+	struct group other, total;
+	bool overflow, oom;
+};
+
+static const char other_key[] = "(other)";
+
+static struct group *
+summary_group(struct summary *s, const char *k, size_t n)
+{
+	void **slot;
+	struct group *g;
+
+	if (s->t.cap == 0 || (s->t.n + 1) * 2 > s->t.cap) {
+		if (s->t.n >= AUDITSUM_MAX_GROUPS || table_grow(&s->t) < 0)
+			goto other;
+	}
+	slot = table_slot(&s->t, k, n);
+	if (*slot != NULL)
+		return *slot;
+	if (s->t.n >= AUDITSUM_MAX_GROUPS)
+		goto other;
+	g = calloc(1, sizeof(*g));
+	if (g == NULL || (g->key = malloc(n + 1)) == NULL) {
+		free(g);
+		s->oom = true;
+		goto other;
+	}
+	memcpy(g->key, k, n);
+	g->key[n] = '\0';
+	*slot = g;
+	s->t.n++;
+	return g;
+other:
+	if (!s->overflow)
+		fprintf(stderr, "portcullis audit: more than %d groups; the rest "
+		    "are counted as %s\n", AUDITSUM_MAX_GROUPS, other_key);
+	s->overflow = true;
+	return &s->other;
+}
+
+static void
+summary_record(void *ctx, const struct rec *r)
+{
+	struct summary *s = ctx;
+	bool req = span_is(&r->f[F_EVENT], "request");
+	bool ex = !req && span_is(&r->f[F_EVENT], "exchange");
+	char kbuf[AUDITSUM_MAX_KEY];
+	const char *k = "-";
+	size_t kn = 1;
+	struct group *g[2];
+	uint64_t up = 0, down = 0;
+	int ri = REASON_COUNT;
+
+	if (!req && !ex)
+		return;
+	if (ex && s->by == BY_REASON)
+		return;		/* exchanges carry no reason: see the docs */
+	switch (s->by) {
+	case BY_HOST:
+	case BY_SESSION: {
+		const struct span *f = &r->f[s->by == BY_HOST ? F_HOST : F_SESSION];
+
+		if (f->kind == V_STRING && f->n > 0 && f->n < sizeof(kbuf)) {
+			k = f->p;
+			kn = f->n;
+		}
+		break;
+	}
+	case BY_ENV: {
+		const struct span *e = &r->f[F_ENV], *p = &r->f[F_PHASE];
+
+		if (e->kind == V_STRING && p->kind == V_STRING &&
+		    e->n + p->n + 2 <= sizeof(kbuf)) {
+			memcpy(kbuf, e->p, e->n);
+			kbuf[e->n] = '/';
+			memcpy(kbuf + e->n + 1, p->p, p->n);
+			k = kbuf;
+			kn = e->n + 1 + p->n;
+		}
+		break;
+	}
+	case BY_REASON:
+		if (r->f[F_REASON].kind == V_STRING && r->f[F_REASON].n > 0 &&
+		    r->f[F_REASON].n < sizeof(kbuf)) {
+			k = r->f[F_REASON].p;
+			kn = r->f[F_REASON].n;
+		}
+		break;
+	}
+	g[0] = summary_group(s, k, kn);
+	g[1] = &s->total;
+	if (ex) {
+		if (span_u64(&r->f[F_UP], &up) < 0)
+			up = 0;
+		if (span_u64(&r->f[F_DOWN], &down) < 0)
+			down = 0;
+	} else {
+		ri = reason_index(&r->f[F_REASON]);
+	}
+	for (int i = 0; i < 2; i++) {
+		if (ex) {
+			g[i]->exchanges++;
+			g[i]->up += up;
+			g[i]->down += down;
+			continue;
+		}
+		g[i]->requests++;
+		if (span_is(&r->f[F_DECISION], "allow")) {
+			g[i]->allowed++;
+		} else {
+			g[i]->refused++;
+			g[i]->refused_by[ri]++;
+		}
+		if (r->f[F_WOULD].kind == V_STRING) {
+			g[i]->would++;
+			g[i]->would_by[reason_index(&r->f[F_WOULD])]++;
+		}
+	}
+}
+
+static void
+print_json_str(const char *s)
+{
+	char buf[AUDITSUM_MAX_KEY * 6 + 1];
+
+	json_escape(buf, sizeof(buf), s, strlen(s));
+	printf("\"%s\"", buf);
+}
+
+static void
+print_reason_map(const uint64_t *v)
+{
+	bool first = true;
+
+	putchar('{');
+	for (int i = 0; i <= REASON_COUNT; i++) {
+		if (v[i] == 0)
+			continue;
+		printf("%s\"%s\":%" PRIu64, first ? "" : ",", reason_name(i), v[i]);
+		first = false;
+	}
+	putchar('}');
+}
+
+static void
+print_group_json(const struct summary *s, const struct group *g)
+{
+	printf("\"requests\":%" PRIu64 ",\"allowed\":%" PRIu64 ",\"refused\":%"
+	    PRIu64 ",\"refused_by\":", g->requests, g->allowed, g->refused);
+	print_reason_map(g->refused_by);
+	printf(",\"would_deny\":%" PRIu64 ",\"would_deny_by\":", g->would);
+	print_reason_map(g->would_by);
+	if (s->by == BY_REASON)
+		printf(",\"exchanges\":null,\"bytes_up\":null,\"bytes_down\":null}");
+	else
+		printf(",\"exchanges\":%" PRIu64 ",\"bytes_up\":%" PRIu64
+		    ",\"bytes_down\":%" PRIu64 "}", g->exchanges, g->up, g->down);
+}
+
+static void
+print_reason_list(const char *prefix, const uint64_t *v, bool *first)
+{
+	for (int i = 0; i <= REASON_COUNT; i++) {
+		if (v[i] == 0)
+			continue;
+		printf("%s%s%s=%" PRIu64, *first ? "" : " ", prefix,
+		    reason_name(i), v[i]);
+		*first = false;
+	}
+}
+
+/* Keys are shown as they are, except bytes a terminal would act on. */
+static void
+print_key(const char *k, int width)
+{
+	int n = 0;
+
+	for (const char *p = k; *p != '\0'; p++, n++)
+		putchar((unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p);
+	printf("%*s", width > n ? width - n : 0, "");
+}
+
+static void
+print_group_row(const struct summary *s, const char *key, const struct group *g,
+    int width)
+{
+	bool first = true;
+
+	print_key(key, width);
+	printf(" %9" PRIu64 " %8" PRIu64 " %8" PRIu64 " %10" PRIu64, g->requests,
+	    g->allowed, g->refused, g->would);
+	if (s->by == BY_REASON)
+		printf(" %14s %14s", "-", "-");
+	else
+		printf(" %14" PRIu64 " %14" PRIu64, g->up, g->down);
+	putchar(' ');
+	print_reason_list("", g->refused_by, &first);
+	print_reason_list("would_deny:", g->would_by, &first);
+	if (first)
+		putchar('-');
+	putchar('\n');
+}
+
+static const char summary_usage[] =
+"usage: portcullis audit summary [--by host|session|env|reason]\n"
+"           [--since TS] [--until TS] [--json] FILE...\n"
+"\n"
+"Per group (default: host): requests, allowed, refused by reason, would_deny\n"
+"by reason (report mode), exchanges and egress bytes up/down (from exchange\n"
+"records).  --by env groups by env/phase; --by reason has no bytes (exchange\n"
+"records carry none).  --since is inclusive, --until exclusive; both take a\n"
+"UTC timestamp or a prefix of one (2026-12-02, 2026-12-02T07:30).  FILEs may\n"
+"be gzip'd; - is stdin.  Malformed lines are named on stderr and skipped.\n";
+
+int
+auditsum_summary_main(int argc, char **argv)
+{
+	static const char *const bys[] = { "host", "session", "env", "reason" };
+	struct opts o = { .by = "host" };
+	struct summary *s;
+	unsigned long records = 0, malformed = 0;
+	void **v;
+	int rc, width = 4, status;
+	bool found = false;
+
+	rc = parse_opts(argc, argv, &o, false, summary_usage);
+	if (rc != 0)
+		return rc > 0 ? 0 : 2;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return 1;
+	for (int i = 0; i < 4; i++) {
+		if (strcmp(o.by, bys[i]) == 0) {
+			s->by = (enum by)i;
+			found = true;
+		}
+	}
+	if (!found) {
+		fprintf(stderr, "portcullis audit: --by takes host, session, env or "
+		    "reason, not '%s'\n", o.by);
+		free(s);
+		return 2;
+	}
+	s->other.key = (char *)other_key;
+	status = read_files(&o, summary_record, s, &records, &malformed);
+	v = table_sorted(&s->t);
+	if (v == NULL) {
+		fprintf(stderr, "portcullis audit: out of memory\n");
+		status = 1;
+		goto out;
+	}
+	if (o.json) {
+		printf("{\"by\":\"%s\",\"files\":%d,\"records\":%lu,\"malformed\":%lu,"
+		    "\"groups_truncated\":%s,\"groups\":[", o.by, o.nfiles, records,
+		    malformed, s->overflow ? "true" : "false");
+		for (size_t i = 0; i < s->t.n; i++) {
+			struct group *g = v[i];
+
+			printf("%s{\"key\":", i == 0 ? "" : ",");
+			print_json_str(g->key);
+			putchar(',');
+			print_group_json(s, g);
+		}
+		if (s->overflow) {
+			printf("%s{\"key\":\"%s\",", s->t.n == 0 ? "" : ",", other_key);
+			print_group_json(s, &s->other);
+		}
+		printf("],\"total\":{");
+		print_group_json(s, &s->total);
+		printf("}\n");
+	} else {
+		for (size_t i = 0; i < s->t.n; i++) {
+			int n = (int)strlen(((struct group *)v[i])->key);
+
+			if (n > width)
+				width = n;
+		}
+		if (width < 7)
+			width = 7;
+		printf("%-*s %9s %8s %8s %10s %14s %14s %s\n", width, o.by,
+		    "requests", "allowed", "refused", "would_deny", "bytes_up",
+		    "bytes_down", "reasons");
+		for (size_t i = 0; i < s->t.n; i++)
+			print_group_row(s, ((struct group *)v[i])->key, v[i], width);
+		if (s->overflow)
+			print_group_row(s, other_key, &s->other, width);
+		print_group_row(s, "(total)", &s->total, width);
+		if (malformed > 0)
+			printf("%lu malformed line%s skipped (named on stderr)\n",
+			    malformed, malformed == 1 ? "" : "s");
+	}
+	fflush(stdout);
+	if (ferror(stdout))
+		status = 1;
+out:
+	for (size_t i = 0; i < s->t.cap; i++) {
+		struct group *g = s->t.slot[i];
+
+		if (g != NULL) {
+			free(g->key);
+			free(g);
+		}
+	}
+	free(v);
+	free(s->t.slot);
+	free(s);
+	return status;
+}
+
+/* ---- suggest ------------------------------------------------------- */
+
+/* What suggest does with a refusal reason. */
+enum verdict { V_SUGGEST, V_DENIED, V_ADDRESS, V_NOTE };
+
+static enum verdict
+verdict_of(int ri)
+{
+	switch (ri) {
+	case REASON_NOT_ALLOWED:
+	case REASON_PORT_NOT_ALLOWED:
+		return V_SUGGEST;
+	case REASON_DENIED:
+		return V_DENIED;
+	case REASON_ADDRESS_BLOCKED:
+		return V_ADDRESS;
+	default:
+		return V_NOTE;
+	}
+}
+
+/* One refused destination: key "env\tphase\thost\tport\treason\tw". */
+struct refused {
+	char *key;
+	char env[CFG_MAX_NAME + 1];
+	char phase[8];
+	char host[AUDITSUM_MAX_KEY];
+	uint16_t port;
+	int reason;		/* reason_index */
+	bool would;		/* report mode: would_deny */
+	bool is_addr, is_v6;
+	uint64_t n;
+};
+
+struct suggest {
+	const struct opts *o;
+	struct table t;
+	uint64_t dropped, bad;
+	bool oom;
+};
+
+static bool
+name_ok(const char *s, size_t n, size_t max)
+{
+	if (n == 0 || n > max)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+			return false;
+	}
+	return true;
+}
+
+/* The log's host is what the proxy normalised; anything else is refused
+ * here rather than trusted into a config. */
+static bool
+host_ok(const char *h, bool *is_addr, bool *is_v6)
+{
+	char norm[AUDITSUM_MAX_KEY];
+	enum host_kind kind;
+	struct netaddr a;
+
+	if (host_normalise(h, strlen(h), norm, sizeof(norm), &kind, &a) < 0 ||
+	    strcmp(norm, h) != 0)
+		return false;
+	*is_addr = kind != HOST_NAME;
+	*is_v6 = kind == HOST_IPV6;
+	if (kind == HOST_NAME) {
+		for (const char *p = h; *p != '\0'; p++)
+			if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+			    *p == '-' || *p == '.' || *p == '_'))
+				return false;
+	}
+	return true;
+}
+
+static void
+suggest_record(void *ctx, const struct rec *r)
+{
+	struct suggest *s = ctx;
+	const struct span *env = &r->f[F_ENV], *ph = &r->f[F_PHASE];
+	const struct span *host = &r->f[F_HOST];
+	struct refused tg = { 0 };
+	char key[CFG_MAX_NAME + AUDITSUM_MAX_KEY + 64];
+	uint64_t port;
+	void **slot;
+	int kn;
+
+	if (!span_is(&r->f[F_EVENT], "request"))
+		return;
+	if (span_is(&r->f[F_DECISION], "allow")) {
+		if (r->f[F_WOULD].kind != V_STRING)
+			return;
+		tg.would = true;
+		tg.reason = reason_index(&r->f[F_WOULD]);
+	} else {
+		tg.reason = reason_index(&r->f[F_REASON]);
+	}
+	if (!name_ok(env->p, env->kind == V_STRING ? env->n : 0, CFG_MAX_NAME) ||
+	    !(span_is(ph, "setup") || span_is(ph, "agent"))) {
+		s->bad++;
+		return;
+	}
+	memcpy(tg.env, env->p, env->n);
+	memcpy(tg.phase, ph->p, ph->n);
+	if (s->o->env != NULL && strcmp(s->o->env, tg.env) != 0)
+		return;
+	if (s->o->phase != NULL && strcmp(s->o->phase, tg.phase) != 0)
+		return;
+	if (host->kind != V_STRING || host->n == 0 || host->n >= sizeof(tg.host) ||
+	    span_u64(&r->f[F_PORT], &port) < 0 || port == 0 || port > 65535) {
+		/* bad_request and the like: no target to speak of. */
+		return;
+	}
+	memcpy(tg.host, host->p, host->n);
+	if (!host_ok(tg.host, &tg.is_addr, &tg.is_v6)) {
+		s->bad++;
+		return;
+	}
+	tg.port = (uint16_t)port;
+	kn = snprintf(key, sizeof(key), "%s\t%s\t%s\t%u\t%d\t%d", tg.env, tg.phase,
+	    tg.host, tg.port, tg.reason, tg.would);
+	if (s->t.cap == 0 || (s->t.n + 1) * 2 > s->t.cap) {
+		if (s->t.n >= AUDITSUM_MAX_TARGETS || table_grow(&s->t) < 0)
+			goto drop;
+	}
+	slot = table_slot(&s->t, key, (size_t)kn);
+	if (*slot == NULL) {
+		struct refused *n;
+
+		if (s->t.n >= AUDITSUM_MAX_TARGETS)
+			goto drop;
+		n = malloc(sizeof(*n));
+		if (n == NULL || (tg.key = strdup(key)) == NULL) {
+			free(n);
+			s->oom = true;
+			goto drop;
+		}
+		*n = tg;
+		*slot = n;
+		s->t.n++;
+	}
+	((struct refused *)*slot)->n++;
+	return;
+drop:
+	s->dropped++;
+}
+
+/* A growing text buffer for one section (checked, then printed). */
+struct text {
+	char *p;
+	size_t n, cap;
+	bool oom;
+};
+
+static void __attribute__((format(printf, 2, 3)))
+text_add(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(t->p == NULL ? NULL : t->p + t->n,
+		    t->p == NULL ? 0 : t->cap - t->n, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			t->oom = true;
+			return;
+		}
+		if (t->p != NULL && t->n + (size_t)n < t->cap) {
+			t->n += (size_t)n;
+			return;
+		}
+		{
+			size_t cap = (t->cap + (size_t)n + 1) * 2;
+			char *q = realloc(t->p, cap);
+
+			if (q == NULL) {
+				t->oom = true;
+				return;
+			}
+			t->p = q;
+			t->cap = cap;
+		}
+	}
+}
+
+static int
+port_cmp(const void *a, const void *b)
+{
+	return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
+}
+
+/* Adds port to a sorted set of n; returns the new n. */
+static size_t
+ports_add(uint16_t *set, size_t n, uint16_t port)
+{
+	for (size_t i = 0; i < n; i++)
+		if (set[i] == port)
+			return n;
+	set[n++] = port;
+	qsort(set, n, sizeof(*set), port_cmp);
+	return n;
+}
+
+/* allow lines for pattern pat over the ports: none when exactly 80 and 443
+ * (the pattern default), else one per port. */
+static void
+emit_allow(struct text *t, const char *pat, bool v6, const uint16_t *ports,
+    size_t n)
+{
+	if (n == 2 && ports[0] == 80 && ports[1] == 443 && !v6) {
+		text_add(t, "allow = %s\n", pat);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (v6)
+			text_add(t, "allow = [%s]:%u\n", pat, ports[i]);
+		else
+			text_add(t, "allow = %s:%u\n", pat, ports[i]);
+	}
+}
+
+/* One env/phase's section from its targets v[a, b), sorted by key: the
+ * suggestable ones grouped by registrable domain, then the rest as notes. */
+static void
+emit_section(struct text *t, struct refused **v, size_t a, size_t b)
+{
+	/* Work arrays, sized by the section's targets. */
+	size_t cnt = b - a, nd = 0;
+	char **dk = calloc(cnt, sizeof(*dk));	/* "rd\thost\tport" per target */
+	struct refused **dt = calloc(cnt, sizeof(*dt));
+	uint16_t *ports = calloc(cnt, sizeof(*ports));
+	bool any_note = false;
+
+	if (dk == NULL || dt == NULL || ports == NULL) {
+		t->oom = true;
+		goto out;
+	}
+	text_add(t, "[env %s %s]\n", v[a]->env, v[a]->phase);
+	/* Order the suggestable targets by (domain, host, port). */
+	for (size_t i = a; i < b; i++) {
+		char rd[AUDITSUM_MAX_KEY], buf[AUDITSUM_MAX_KEY * 2 + 16];
+
+		if (verdict_of(v[i]->reason) != V_SUGGEST)
+			continue;
+		if (v[i]->is_addr || cfg_registrable_domain(v[i]->host, rd,
+		    sizeof(rd)) < 0)
+			snprintf(rd, sizeof(rd), "%s", v[i]->host);
+		snprintf(buf, sizeof(buf), "%s\t%s\t%05u", rd, v[i]->host, v[i]->port);
+		dk[nd] = strdup(buf);
+		if (dk[nd] == NULL) {
+			t->oom = true;
+			goto out;
+		}
+		dt[nd] = v[i];
+		nd++;
+	}
+	/* Simple insertion sort of (dk, dt) pairs: a section's targets are
+	 * bounded by AUDITSUM_MAX_TARGETS and usually a handful. */
+	for (size_t i = 1; i < nd; i++) {
+		char *k = dk[i];
+		struct refused *x = dt[i];
+		size_t j = i;
+
+		while (j > 0 && strcmp(dk[j - 1], k) > 0) {
+			dk[j] = dk[j - 1];
+			dt[j] = dt[j - 1];
+			j--;
+		}
+		dk[j] = k;
+		dt[j] = x;
+	}
+	for (size_t i = 0; i < nd;) {
+		size_t j = i, np = 0, nh = 0;
+		size_t rdlen = (size_t)(strchr(dk[i], '\t') - dk[i]);
+		char rd[AUDITSUM_MAX_KEY];
+		bool is_rd, apex = false;
+		uint64_t reqs = 0;
+
+		memcpy(rd, dk[i], rdlen);
+		rd[rdlen] = '\0';
+		while (j < nd && strncmp(dk[j], dk[i], rdlen + 1) == 0)
+			j++;
+		/* dt[i..j) share domain rd. */
+		for (size_t k = i; k < j; k++) {
+			reqs += dt[k]->n;
+			if (k == i || strcmp(dt[k]->host, dt[k - 1]->host) != 0)
+				nh++;
+			if (strcmp(dt[k]->host, rd) == 0)
+				apex = true;
+		}
+		/* Addresses are never widened; a name without a registrable
+		 * domain is its own group of one. */
+		is_rd = !dt[i]->is_addr;
+		text_add(t, "; %s: %zu host%s, %" PRIu64 " refused request%s\n", rd,
+		    nh, nh == 1 ? "" : "s", reqs, reqs == 1 ? "" : "s");
+		if (is_rd && nh >= AUDITSUM_WIDEN_HOSTS) {
+			char pat[AUDITSUM_MAX_KEY + 4];
+
+			snprintf(pat, sizeof(pat), "%s%s", apex ? "**." : "*.", rd);
+			text_add(t, "; WIDENED: %s allows every %ssubdomain of %s, "
+			    "not only the %zu observed:", pat, apex ? "name under and "
+			    "including " : "", rd, nh);
+			for (size_t k = i; k < j; k++)
+				if (k == i || strcmp(dt[k]->host, dt[k - 1]->host) != 0)
+					text_add(t, " %s", dt[k]->host);
+			text_add(t, "\n");
+			for (size_t k = i; k < j; k++)
+				np = ports_add(ports, np, dt[k]->port);
+			emit_allow(t, pat, false, ports, np);
+		} else {
+			for (size_t k = i; k < j;) {
+				size_t m = k;
+
+				np = 0;
+				while (m < j && strcmp(dt[m]->host, dt[k]->host) == 0)
+					np = ports_add(ports, np, dt[m++]->port);
+				emit_allow(t, dt[k]->host, dt[k]->is_v6, ports, np);
+				k = m;
+			}
+		}
+		i = j;
+	}
+	/* What is not suggested, and why. */
+	for (size_t i = a; i < b; i++) {
+		enum verdict vd = verdict_of(v[i]->reason);
+		const char *why;
+
+		if (vd == V_SUGGEST)
+			continue;
+		if (!any_note)
+			text_add(t, "; not suggested:\n");
+		any_note = true;
+		switch (vd) {
+		case V_DENIED:
+			why = "refused by an explicit deny rule; remove that rule "
+			    "first if this should be allowed";
+			break;
+		case V_ADDRESS:
+			why = "an address rule, never relaxed by an allow: see "
+			    "[addresses] allow";
+			break;
+		default:
+			why = "not a question of allow rules";
+			break;
+		}
+		text_add(t, ";   %s%s%s:%u %s%s (%" PRIu64 " request%s): %s\n",
+		    v[i]->is_v6 ? "[" : "", v[i]->host, v[i]->is_v6 ? "]" : "",
+		    v[i]->port, v[i]->would ? "would_deny " : "",
+		    reason_name(v[i]->reason), v[i]->n, v[i]->n == 1 ? "" : "s", why);
+	}
+out:
+	for (size_t i = 0; i < nd; i++)
+		free(dk[i]);
+	free(dk);
+	free(dt);
+	free(ports);
+}
+
+static int
+target_cmp(const void *a, const void *b)
+{
+	const struct refused *x = *(void *const *)a, *y = *(void *const *)b;
+	int c = strcmp(x->env, y->env);
+
+	if (c == 0)
+		c = strcmp(x->phase, y->phase);
+	if (c == 0)
+		c = strcmp(x->host, y->host);
+	if (c == 0)
+		c = (int)x->port - (int)y->port;
+	if (c == 0)
+		c = x->reason - y->reason;
+	if (c == 0)
+		c = (int)x->would - (int)y->would;
+	return c;
+}
+
+static const char suggest_usage[] =
+"usage: portcullis audit suggest [--env E] [--phase P] FILE...\n"
+"\n"
+"Prints one [env E P] section per env and phase in the logs (or only those\n"
+"given) with allow rules for what was refused (not_allowed,\n"
+"port_not_allowed) or would have been (report mode's would_deny), grouped\n"
+"by registrable domain; a domain with 3 or more hosts becomes a wildcard,\n"
+"flagged WIDENED in a comment.  Refusals by a deny rule, by an address\n"
+"rule and every other reason are listed in comments, never allowed.  The\n"
+"rules add to what the env already allows: merge them into that section.\n"
+"FILEs may be gzip'd; - is stdin.\n";
+
+int
+auditsum_suggest_main(int argc, char **argv)
+{
+	struct opts o = { 0 };
+	struct suggest s = { .o = &o };
+	unsigned long records = 0, malformed = 0;
+	struct refused **v = NULL;
+	int rc, status;
+	struct text out = { 0 };
+
+	rc = parse_opts(argc, argv, &o, true, suggest_usage);
+	if (rc != 0)
+		return rc > 0 ? 0 : 2;
+	if (o.env != NULL && !name_ok(o.env, strlen(o.env), CFG_MAX_NAME)) {
+		fprintf(stderr, "portcullis audit: bad env name '%s'\n", o.env);
+		return 2;
+	}
+	if (o.phase != NULL && strcmp(o.phase, "setup") != 0 &&
+	    strcmp(o.phase, "agent") != 0) {
+		fprintf(stderr, "portcullis audit: --phase is setup or agent\n");
+		return 2;
+	}
+	status = read_files(&o, suggest_record, &s, &records, &malformed);
+	v = (struct refused **)table_sorted(&s.t);
+	if (v == NULL) {
+		status = 1;
+		goto done;
+	}
+	qsort(v, s.t.n, sizeof(*v), target_cmp);
+	text_add(&out, "; portcullis audit suggest: %lu record%s read",
+	    records, records == 1 ? "" : "s");
+	if (malformed > 0)
+		text_add(&out, ", %lu malformed skipped", malformed);
+	text_add(&out, "\n");
+	if (s.bad > 0)
+		text_add(&out, "; %" PRIu64 " refusal%s with a host or env that is "
+		    "not a valid config name: not suggested\n", s.bad,
+		    s.bad == 1 ? "" : "s");
+	if (s.dropped > 0)
+		text_add(&out, "; INCOMPLETE: more than %d distinct refused "
+		    "destinations; %" PRIu64 " refusals left out\n",
+		    AUDITSUM_MAX_TARGETS, s.dropped);
+	if (s.t.n == 0)
+		text_add(&out, "; nothing was refused%s\n",
+		    o.env != NULL || o.phase != NULL ? " in that env/phase" : "");
+	for (size_t i = 0; i < s.t.n;) {
+		size_t j = i;
+
+		while (j < s.t.n && strcmp(v[j]->env, v[i]->env) == 0 &&
+		    strcmp(v[j]->phase, v[i]->phase) == 0)
+			j++;
+		text_add(&out, "\n");
+		emit_section(&out, v, i, j);
+		i = j;
+	}
+	if (out.oom) {
+		fprintf(stderr, "portcullis audit: out of memory\n");
+		status = 1;
+		goto done;
+	}
+	{
+		/* Fail closed: what we print must load with the real loader. */
+		char *errors = NULL;
+		struct cfg *c = cfg_load_string(out.p, out.n, "(suggested)", &errors);
+
+		if (c == NULL) {
+			fprintf(stderr, "portcullis audit: the suggested section does "
+			    "not load; not printing it:\n%s", errors != NULL ? errors : "");
+			free(errors);
+			status = 1;
+			goto done;
+		}
+		cfg_free(c);
+	}
+	fwrite(out.p, 1, out.n, stdout);
+	fflush(stdout);
+	if (ferror(stdout))
+		status = 1;
+done:
+	for (size_t i = 0; i < s.t.cap; i++) {
+		struct refused *tg = s.t.slot[i];
+
+		if (tg != NULL) {
+			free(tg->key);
+			free(tg);
+		}
+	}
+	free(s.t.slot);
+	free(v);
+	free(out.p);
+	return status;
+}

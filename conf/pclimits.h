@@ -367,6 +367,9 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
 #define AUDITSUM_WIDEN_HOSTS 3
 #define AUDITSUM_MAX_COMPLAINTS 100
 #define AUDITSUM_READ_BUF (256 * 1024)
+/* The longest line suggest prints: inih's INI_MAX_LINE (200) less the
+ * newline and NUL; the loader refuses longer ones. */
+#define AUDITSUM_OUT_LINE 198
 static_assert(AUDITSUM_MAX_LINE <= AUDITSUM_READ_BUF, "a whole line fits the read buffer");
 static_assert(AUDITSUM_MAX_KEY >= AUDIT_MAX_TARGET, "a host fits a group key");
 

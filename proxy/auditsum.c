@@ -1386,6 +1386,35 @@ text_add(struct text *t, const char *fmt, ...)
 	}
 }
 
+/*
+ * One output line: a comment longer than a config line may be is cut with
+ * "..."; an allow line that long cannot be expressed and becomes a comment
+ * saying so (the loader refuses longer lines, and the output is loaded).
+ */
+static void __attribute__((format(printf, 2, 3)))
+text_line(struct text *t, const char *fmt, ...)
+{
+	char buf[AUDITSUM_MAX_KEY * 2 + 256];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(buf))
+		n = (int)sizeof(buf) - 1;
+	if (n > AUDITSUM_OUT_LINE) {
+		if (buf[0] != ';') {
+			text_line(t, "; not suggested, longer than a config line: %s", buf);
+			return;
+		}
+		memcpy(buf + AUDITSUM_OUT_LINE - 3, "...", 4);
+	}
+	text_add(t, "%s\n", buf);
+}
+
 static int
 port_cmp(const void *a, const void *b)
 {
@@ -1411,14 +1440,14 @@ emit_allow(struct text *t, const char *pat, bool v6, const uint16_t *ports,
     size_t n)
 {
 	if (n == 2 && ports[0] == 80 && ports[1] == 443 && !v6) {
-		text_add(t, "allow = %s\n", pat);
+		text_line(t, "allow = %s", pat);
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (v6)
-			text_add(t, "allow = [%s]:%u\n", pat, ports[i]);
+			text_line(t, "allow = [%s]:%u", pat, ports[i]);
 		else
-			text_add(t, "allow = %s:%u\n", pat, ports[i]);
+			text_line(t, "allow = %s:%u", pat, ports[i]);
 	}
 }
 
@@ -1432,13 +1461,12 @@ emit_section(struct text *t, struct refused **v, size_t a, size_t b)
 	char **dk = calloc(cnt, sizeof(*dk));	/* "rd\thost\tport" per target */
 	struct refused **dt = calloc(cnt, sizeof(*dt));
 	uint16_t *ports = calloc(cnt, sizeof(*ports));
-	bool any_note = false;
 
 	if (dk == NULL || dt == NULL || ports == NULL) {
 		t->oom = true;
 		goto out;
 	}
-	text_add(t, "[env %s %s]\n", v[a]->env, v[a]->phase);
+	text_line(t, "[env %s %s]", v[a]->env, v[a]->phase);
 	/* Order the suggestable targets by (domain, host, port). */
 	for (size_t i = a; i < b; i++) {
 		char rd[AUDITSUM_MAX_KEY], buf[AUDITSUM_MAX_KEY * 2 + 16];
@@ -1494,19 +1522,30 @@ emit_section(struct text *t, struct refused **v, size_t a, size_t b)
 		/* Addresses are never widened; a name without a registrable
 		 * domain is its own group of one. */
 		is_rd = !dt[i]->is_addr;
-		text_add(t, "; %s: %zu host%s, %" PRIu64 " refused request%s\n", rd,
+		text_line(t, "; %s: %zu host%s, %" PRIu64 " refused request%s", rd,
 		    nh, nh == 1 ? "" : "s", reqs, reqs == 1 ? "" : "s");
 		if (is_rd && nh >= AUDITSUM_WIDEN_HOSTS) {
 			char pat[AUDITSUM_MAX_KEY + 4];
+			char line[AUDITSUM_OUT_LINE + AUDITSUM_MAX_KEY + 4];
 
 			snprintf(pat, sizeof(pat), "%s%s", apex ? "**." : "*.", rd);
-			text_add(t, "; WIDENED: %s allows every %ssubdomain of %s, "
+			text_line(t, "; WIDENED: %s allows every %ssubdomain of %s, "
 			    "not only the %zu observed:", pat, apex ? "name under and "
 			    "including " : "", rd, nh);
-			for (size_t k = i; k < j; k++)
-				if (k == i || strcmp(dt[k]->host, dt[k - 1]->host) != 0)
-					text_add(t, " %s", dt[k]->host);
-			text_add(t, "\n");
+			line[0] = '\0';
+			for (size_t k = i; k < j; k++) {
+				if (k > i && strcmp(dt[k]->host, dt[k - 1]->host) == 0)
+					continue;
+				if (line[0] != '\0' && strlen(line) + 1 +
+				    strlen(dt[k]->host) > AUDITSUM_OUT_LINE - 4) {
+					text_line(t, ";  %s", line);
+					line[0] = '\0';
+				}
+				snprintf(line + strlen(line), sizeof(line) - strlen(line),
+				    " %s", dt[k]->host);
+			}
+			if (line[0] != '\0')
+				text_line(t, ";  %s", line);
 			for (size_t k = i; k < j; k++)
 				np = ports_add(ports, np, dt[k]->port);
 			emit_allow(t, pat, false, ports, np);
@@ -1523,33 +1562,27 @@ emit_section(struct text *t, struct refused **v, size_t a, size_t b)
 		}
 		i = j;
 	}
-	/* What is not suggested, and why. */
-	for (size_t i = a; i < b; i++) {
-		enum verdict vd = verdict_of(v[i]->reason);
-		const char *why;
+	/* What is not suggested, and why, by kind. */
+	for (int kind = V_DENIED; kind <= V_NOTE; kind++) {
+		bool head = false;
 
-		if (vd == V_SUGGEST)
-			continue;
-		if (!any_note)
-			text_add(t, "; not suggested:\n");
-		any_note = true;
-		switch (vd) {
-		case V_DENIED:
-			why = "refused by an explicit deny rule; remove that rule "
-			    "first if this should be allowed";
-			break;
-		case V_ADDRESS:
-			why = "an address rule, never relaxed by an allow: see "
-			    "[addresses] allow";
-			break;
-		default:
-			why = "not a question of allow rules";
-			break;
+		for (size_t i = a; i < b; i++) {
+			if ((int)verdict_of(v[i]->reason) != kind)
+				continue;
+			if (!head) {
+				text_line(t, "; not suggested: %s",
+				    kind == V_DENIED ? "refused by an explicit deny "
+				    "rule (remove that rule first if it should be allowed)" :
+				    kind == V_ADDRESS ? "address rules, never relaxed "
+				    "by an allow (see [addresses] allow)" :
+				    "refusals that allow rules do not decide");
+				head = true;
+			}
+			text_line(t, ";   %s%s%s:%u %s%s (%" PRIu64 " request%s)",
+			    v[i]->is_v6 ? "[" : "", v[i]->host, v[i]->is_v6 ? "]" : "",
+			    v[i]->port, v[i]->would ? "would_deny " : "",
+			    reason_name(v[i]->reason), v[i]->n, v[i]->n == 1 ? "" : "s");
 		}
-		text_add(t, ";   %s%s%s:%u %s%s (%" PRIu64 " request%s): %s\n",
-		    v[i]->is_v6 ? "[" : "", v[i]->host, v[i]->is_v6 ? "]" : "",
-		    v[i]->port, v[i]->would ? "would_deny " : "",
-		    reason_name(v[i]->reason), v[i]->n, v[i]->n == 1 ? "" : "s", why);
 	}
 out:
 	for (size_t i = 0; i < nd; i++)
@@ -1619,21 +1652,18 @@ auditsum_suggest_main(int argc, char **argv)
 		goto done;
 	}
 	qsort(v, s.t.n, sizeof(*v), target_cmp);
-	text_add(&out, "; portcullis audit suggest: %lu record%s read",
-	    records, records == 1 ? "" : "s");
-	if (malformed > 0)
-		text_add(&out, ", %lu malformed skipped", malformed);
-	text_add(&out, "\n");
+	text_line(&out, "; portcullis audit suggest: %lu record%s read, %lu "
+	    "malformed skipped", records, records == 1 ? "" : "s", malformed);
 	if (s.bad > 0)
-		text_add(&out, "; %" PRIu64 " refusal%s with a host or env that is "
-		    "not a valid config name: not suggested\n", s.bad,
+		text_line(&out, "; %" PRIu64 " refusal%s with a host or env that is "
+		    "not a valid config name: not suggested", s.bad,
 		    s.bad == 1 ? "" : "s");
 	if (s.dropped > 0)
-		text_add(&out, "; INCOMPLETE: more than %d distinct refused "
-		    "destinations; %" PRIu64 " refusals left out\n",
+		text_line(&out, "; INCOMPLETE: more than %d distinct refused "
+		    "destinations; %" PRIu64 " refusals left out",
 		    AUDITSUM_MAX_TARGETS, s.dropped);
 	if (s.t.n == 0)
-		text_add(&out, "; nothing was refused%s\n",
+		text_line(&out, "; nothing was refused%s",
 		    o.env != NULL || o.phase != NULL ? " in that env/phase" : "");
 	for (size_t i = 0; i < s.t.n;) {
 		size_t j = i;

@@ -150,6 +150,11 @@ scan_string(const char *p, const char *end, const char **after, bool *esc,
 				return -EINVAL;
 			}
 			p += 5;
+			if (u == 0) {
+				/* A NUL would cut the C string it lands in. */
+				*why = "\\u0000 in a string";
+				return -EINVAL;
+			}
 			if (u >= 0xdc00 && u <= 0xdfff) {
 				*why = "lone low surrogate";
 				return -EINVAL;
@@ -620,8 +625,17 @@ reader_next(struct reader *rd, const char **line, size_t *len)
 			fprintf(stderr, "%s: %s\n", rd->name, m);
 			return -EIO;
 		}
-		if (n == 0)
+		if (n == 0) {
+			int e;
+			const char *m = gzerror(rd->gz, &e);
+
+			/* A gzip stream cut short reads as data, then this. */
+			if (e != Z_OK) {
+				fprintf(stderr, "%s: %s\n", rd->name, m);
+				return -EIO;
+			}
 			rd->eof = true;
+		}
 		rd->have += (size_t)n;
 	}
 }
@@ -1260,7 +1274,13 @@ host_ok(const char *h, bool *is_addr, bool *is_v6)
 	enum host_kind kind;
 	struct netaddr a;
 
-	if (host_normalise(h, strlen(h), norm, sizeof(norm), &kind, &a) < 0 ||
+	char in[AUDITSUM_MAX_KEY + 2];
+	int n;
+
+	/* IPv6 is logged without brackets; host_normalise wants them. */
+	n = snprintf(in, sizeof(in), strchr(h, ':') != NULL ? "[%s]" : "%s", h);
+	if (n < 0 || (size_t)n >= sizeof(in) ||
+	    host_normalise(in, (size_t)n, norm, sizeof(norm), &kind, &a) < 0 ||
 	    strcmp(norm, h) != 0)
 		return false;
 	*is_addr = kind != HOST_NAME;

@@ -367,6 +367,8 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
 #define AUDITSUM_WIDEN_HOSTS 3
 #define AUDITSUM_MAX_COMPLAINTS 100
 #define AUDITSUM_READ_BUF (256 * 1024)
+/* proxy/auditscan.c: nesting deeper than this in a skipped value is refused. */
+#define AUDITSCAN_MAX_DEPTH 32
 /* The longest line suggest prints: inih's INI_MAX_LINE (200) less the
  * newline and NUL; the loader refuses longer ones. */
 #define AUDITSUM_OUT_LINE 198

@@ -35,476 +35,28 @@
 
 #include <zlib.h>
 
+#include "auditscan.h"
 #include "auditsum.h"
 #include "cfg.h"
 #include "json.h"
 #include "pclimits.h"
 #include "policy.h"
 
-/* ---- the record scanner -------------------------------------------- */
-
-enum field {
-	F_TS, F_EVENT, F_SESSION, F_ENV, F_PHASE, F_HOST, F_PORT, F_DECISION,
-	F_REASON, F_WOULD, F_UP, F_DOWN, F_COUNT,
-};
-static const char *const field_names[F_COUNT] = {
-	[F_TS] = "ts", [F_EVENT] = "event", [F_SESSION] = "session",
-	[F_ENV] = "env", [F_PHASE] = "phase", [F_HOST] = "host",
-	[F_PORT] = "port", [F_DECISION] = "decision", [F_REASON] = "reason",
-	[F_WOULD] = "would_deny", [F_UP] = "bytes_up", [F_DOWN] = "bytes_down",
-};
-
-enum vkind { V_ABSENT, V_STRING, V_NUMBER, V_LITERAL, V_NESTED };
-
-struct span {
-	const char *p;		/* string content (unescaped), or the token */
-	size_t n;
-	enum vkind kind;
-};
-
-struct rec {
-	struct span f[F_COUNT];
-	char scratch[AUDITSUM_MAX_LINE];	/* unescaped strings */
-	size_t used;
-};
-
-/* Nesting deeper than this in a skipped value is refused. */
-#define SCAN_MAX_DEPTH 32
-
-static const char *
-skip_ws(const char *p, const char *end)
-{
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
-		p++;
-	return p;
-}
-
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-static int
-hex4(const char *p, const char *end, unsigned *out)
-{
-	unsigned v = 0;
-
-	if (end - p < 4)
-		return -1;
-	for (int i = 0; i < 4; i++) {
-		int h = hexval(p[i]);
-
-		if (h < 0)
-			return -1;
-		v = v << 4 | (unsigned)h;
-	}
-	*out = v;
-	return 0;
-}
-
-/*
- * Scans a string starting after its opening quote.  Sets *after past the
- * closing quote and *esc when it holds a backslash.  Escapes are checked
- * (\uXXXX, lone surrogates refused), raw control bytes refused.
- */
-static int
-scan_string(const char *p, const char *end, const char **after, bool *esc,
-    const char **why)
-{
-	*esc = false;
-	while (p < end) {
-		unsigned char c = (unsigned char)*p;
-
-		if (c == '"') {
-			*after = p + 1;
-			return 0;
-		}
-		if (c < 0x20) {
-			*why = "raw control byte in a string";
-			return -EINVAL;
-		}
-		if (c != '\\') {
-			p++;
-			continue;
-		}
-		*esc = true;
-		if (++p >= end)
-			break;
-		switch (*p) {
-		case '"': case '\\': case '/': case 'b': case 'f': case 'n':
-		case 'r': case 't':
-			p++;
-			continue;
-		case 'u': {
-			unsigned u, lo;
-
-			if (hex4(p + 1, end, &u) < 0) {
-				*why = "bad \\u escape";
-				return -EINVAL;
-			}
-			p += 5;
-			if (u == 0) {
-				/* A NUL would cut the C string it lands in. */
-				*why = "\\u0000 in a string";
-				return -EINVAL;
-			}
-			if (u >= 0xdc00 && u <= 0xdfff) {
-				*why = "lone low surrogate";
-				return -EINVAL;
-			}
-			if (u >= 0xd800 && u <= 0xdbff) {
-				if (end - p < 6 || p[0] != '\\' || p[1] != 'u' ||
-				    hex4(p + 2, end, &lo) < 0 || lo < 0xdc00 ||
-				    lo > 0xdfff) {
-					*why = "lone high surrogate";
-					return -EINVAL;
-				}
-				p += 6;
-			}
-			continue;
-		}
-		default:
-			*why = "bad escape";
-			return -EINVAL;
-		}
-	}
-	*why = "unterminated string";
-	return -EINVAL;
-}
-
-static void
-put_utf8(char *d, size_t *o, unsigned u)
-{
-	if (u < 0x80) {
-		d[(*o)++] = (char)u;
-	} else if (u < 0x800) {
-		d[(*o)++] = (char)(0xc0 | u >> 6);
-		d[(*o)++] = (char)(0x80 | (u & 0x3f));
-	} else if (u < 0x10000) {
-		d[(*o)++] = (char)(0xe0 | u >> 12);
-		d[(*o)++] = (char)(0x80 | (u >> 6 & 0x3f));
-		d[(*o)++] = (char)(0x80 | (u & 0x3f));
-	} else {
-		d[(*o)++] = (char)(0xf0 | u >> 18);
-		d[(*o)++] = (char)(0x80 | (u >> 12 & 0x3f));
-		d[(*o)++] = (char)(0x80 | (u >> 6 & 0x3f));
-		d[(*o)++] = (char)(0x80 | (u & 0x3f));
-	}
-}
-
-/* Unescapes an already checked string body (p..end) into d; returns its
- * length.  Never longer than the source. */
-static size_t
-unescape(const char *p, const char *end, char *d)
-{
-	size_t o = 0;
-
-	while (p < end) {
-		unsigned u, lo;
-
-		if (*p != '\\') {
-			d[o++] = *p++;
-			continue;
-		}
-		p++;
-		switch (*p++) {
-		case 'b': d[o++] = '\b'; break;
-		case 'f': d[o++] = '\f'; break;
-		case 'n': d[o++] = '\n'; break;
-		case 'r': d[o++] = '\r'; break;
-		case 't': d[o++] = '\t'; break;
-		case 'u':
-			(void)hex4(p, end, &u);
-			p += 4;
-			if (u >= 0xd800 && u <= 0xdbff) {
-				(void)hex4(p + 2, end, &lo);
-				p += 6;
-				u = 0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00);
-			}
-			put_utf8(d, &o, u);
-			break;
-		default: d[o++] = p[-1]; break;
-		}
-	}
-	return o;
-}
-
-static int
-scan_number(const char *p, const char *end, const char **after)
-{
-	const char *s = p;
-
-	if (p < end && *p == '-')
-		p++;
-	if (p >= end || *p < '0' || *p > '9')
-		return -EINVAL;
-	if (*p == '0')
-		p++;
-	else
-		while (p < end && *p >= '0' && *p <= '9')
-			p++;
-	if (p < end && *p == '.') {
-		p++;
-		if (p >= end || *p < '0' || *p > '9')
-			return -EINVAL;
-		while (p < end && *p >= '0' && *p <= '9')
-			p++;
-	}
-	if (p < end && (*p == 'e' || *p == 'E')) {
-		p++;
-		if (p < end && (*p == '+' || *p == '-'))
-			p++;
-		if (p >= end || *p < '0' || *p > '9')
-			return -EINVAL;
-		while (p < end && *p >= '0' && *p <= '9')
-			p++;
-	}
-	*after = p;
-	return p > s ? 0 : -EINVAL;
-}
-
-static int scan_value(const char *p, const char *end, int depth,
-    const char **after, enum vkind *kind, const char **why);
-
-/* Skips a nested object or array (p at its '{' or '['). */
-static int
-scan_nested(const char *p, const char *end, int depth, const char **after,
-    const char **why)
-{
-	char close = *p == '{' ? '}' : ']';
-	bool obj = *p == '{';
-	enum vkind k;
-	bool esc;
-
-	if (depth >= SCAN_MAX_DEPTH) {
-		*why = "nested too deep";
-		return -EINVAL;
-	}
-	p = skip_ws(p + 1, end);
-	if (p < end && *p == close) {
-		*after = p + 1;
-		return 0;
-	}
-	for (;;) {
-		if (obj) {
-			if (p >= end || *p != '"' ||
-			    scan_string(p + 1, end, &p, &esc, why) < 0) {
-				if (*why == NULL)
-					*why = "expected a member name";
-				return -EINVAL;
-			}
-			p = skip_ws(p, end);
-			if (p >= end || *p != ':') {
-				*why = "expected ':'";
-				return -EINVAL;
-			}
-			p = skip_ws(p + 1, end);
-		}
-		if (scan_value(p, end, depth + 1, &p, &k, why) < 0)
-			return -EINVAL;
-		p = skip_ws(p, end);
-		if (p < end && *p == ',') {
-			p = skip_ws(p + 1, end);
-			continue;
-		}
-		if (p < end && *p == close) {
-			*after = p + 1;
-			return 0;
-		}
-		*why = "expected ',' or a closing bracket";
-		return -EINVAL;
-	}
-}
-
-static int
-scan_value(const char *p, const char *end, int depth, const char **after,
-    enum vkind *kind, const char **why)
-{
-	bool esc;
-
-	if (p >= end) {
-		*why = "expected a value";
-		return -EINVAL;
-	}
-	switch (*p) {
-	case '"':
-		*kind = V_STRING;
-		return scan_string(p + 1, end, after, &esc, why);
-	case '{': case '[':
-		*kind = V_NESTED;
-		return scan_nested(p, end, depth, after, why);
-	case 't':
-		if (end - p >= 4 && memcmp(p, "true", 4) == 0)
-			goto lit4;
-		break;
-	case 'n':
-		if (end - p >= 4 && memcmp(p, "null", 4) == 0)
-			goto lit4;
-		break;
-	case 'f':
-		if (end - p >= 5 && memcmp(p, "false", 5) == 0) {
-			*kind = V_LITERAL;
-			*after = p + 5;
-			return 0;
-		}
-		break;
-	default:
-		*kind = V_NUMBER;
-		if (scan_number(p, end, after) == 0)
-			return 0;
-		break;
-	}
-	*why = "bad value";
-	return -EINVAL;
-lit4:
-	*kind = V_LITERAL;
-	*after = p + 4;
-	return 0;
-}
-
-static int
-field_of(const char *k, size_t n)
-{
-	/* Twelve names: a length switch first keeps this off the profile. */
-	for (int i = 0; i < F_COUNT; i++)
-		if (field_names[i][0] == k[0] && strlen(field_names[i]) == n &&
-		    memcmp(field_names[i], k, n) == 0)
-			return i;
-	return -1;
-}
-
-static int
-scan_record(const char *line, size_t len, struct rec *r, const char **why)
-{
-	const char *p = line, *end = line + len;
-
-	memset(r->f, 0, sizeof(r->f));
-	r->used = 0;
-	*why = NULL;
-	p = skip_ws(p, end);
-	if (p >= end || *p != '{') {
-		*why = "not a JSON object";
-		return -EINVAL;
-	}
-	p = skip_ws(p + 1, end);
-	if (p < end && *p == '}') {
-		p++;
-		goto done;
-	}
-	for (;;) {
-		const char *ks, *ke, *vs, *ve;
-		char kbuf[32];
-		size_t kn;
-		bool esc;
-		enum vkind kind;
-		int f;
-
-		if (p >= end || *p != '"') {
-			*why = "expected a member name";
-			return -EINVAL;
-		}
-		ks = p + 1;
-		if (scan_string(ks, end, &p, &esc, why) < 0)
-			return -EINVAL;
-		ke = p - 1;
-		if (esc) {
-			/* An escaped name is unescaped before it is matched. */
-			if ((size_t)(ke - ks) < sizeof(kbuf)) {
-				kn = unescape(ks, ke, kbuf);
-				f = field_of(kbuf, kn);
-			} else {
-				f = -1;
-			}
-		} else {
-			f = ke > ks ? field_of(ks, (size_t)(ke - ks)) : -1;
-		}
-		p = skip_ws(p, end);
-		if (p >= end || *p != ':') {
-			*why = "expected ':'";
-			return -EINVAL;
-		}
-		vs = skip_ws(p + 1, end);
-		if (scan_value(vs, end, 0, &ve, &kind, why) < 0)
-			return -EINVAL;
-		if (f >= 0) {
-			struct span *s = &r->f[f];
-
-			if (s->kind != V_ABSENT) {
-				*why = "duplicate member";
-				return -EINVAL;
-			}
-			s->kind = kind;
-			if (kind == V_STRING) {
-				const char *b = vs + 1, *e = ve - 1;
-
-				if (memchr(b, '\\', (size_t)(e - b)) == NULL) {
-					s->p = b;
-					s->n = (size_t)(e - b);
-				} else {
-					s->p = r->scratch + r->used;
-					s->n = unescape(b, e, r->scratch + r->used);
-					r->used += s->n;
-				}
-			} else {
-				s->p = vs;
-				s->n = (size_t)(ve - vs);
-			}
-		}
-		p = skip_ws(ve, end);
-		if (p < end && *p == ',') {
-			p = skip_ws(p + 1, end);
-			continue;
-		}
-		if (p < end && *p == '}') {
-			p++;
-			break;
-		}
-		*why = "expected ',' or '}'";
-		return -EINVAL;
-	}
-done:
-	p = skip_ws(p, end);
-	if (p != end) {
-		*why = "text after the object";
-		return -EINVAL;
-	}
-	return 0;
-}
-
-int
-auditsum_scan_line(const char *line, size_t len, const char **why)
-{
-	static struct rec r;
-
-	if (len >= AUDITSUM_MAX_LINE) {
-		*why = "line too long";
-		return -EINVAL;
-	}
-	return scan_record(line, len, &r, why);
-}
-
 static bool
-span_is(const struct span *s, const char *lit)
+span_is(const struct auditspan *s, const char *lit)
 {
 	size_t n = strlen(lit);
 
-	return s->kind == V_STRING && s->n == n && memcmp(s->p, lit, n) == 0;
+	return s->kind == AV_STRING && s->n == n && memcmp(s->p, lit, n) == 0;
 }
 
 /* A non-negative integer member: 0 and its value, else -1. */
 static int
-span_u64(const struct span *s, uint64_t *out)
+span_u64(const struct auditspan *s, uint64_t *out)
 {
 	uint64_t v = 0;
 
-	if (s->kind != V_NUMBER || s->n == 0 || s->n > 19)
+	if (s->kind != AV_NUMBER || s->n == 0 || s->n > 19)
 		return -1;
 	for (size_t i = 0; i < s->n; i++) {
 		if (s->p[i] < '0' || s->p[i] > '9')
@@ -517,9 +69,9 @@ span_u64(const struct span *s, uint64_t *out)
 
 /* The reason's index in policy's list, REASON_COUNT for any other. */
 static int
-reason_index(const struct span *s)
+reason_index(const struct auditspan *s)
 {
-	if (s->kind != V_STRING)
+	if (s->kind != AV_STRING)
 		return REASON_COUNT;
 	for (int i = 0; i < REASON_COUNT; i++) {
 		const char *n = reason_str((enum reason)i);
@@ -665,13 +217,13 @@ ts_arg_ok(const char *s)
 
 /* Whether the record's ts is inside [since, until). */
 static bool
-in_window(const struct opts *o, const struct rec *r)
+in_window(const struct opts *o, const struct auditrec *r)
 {
-	const struct span *ts = &r->f[F_TS];
+	const struct auditspan *ts = &r->f[AF_TS];
 
 	if (o->since == NULL && o->until == NULL)
 		return true;
-	if (ts->kind != V_STRING)
+	if (ts->kind != AV_STRING)
 		return false;
 	if (o->since != NULL) {
 		size_t n = strlen(o->since);
@@ -690,14 +242,14 @@ in_window(const struct opts *o, const struct rec *r)
 	return true;
 }
 
-typedef void (*record_fn)(void *ctx, const struct rec *r);
+typedef void (*record_fn)(void *ctx, const struct auditrec *r);
 
 /* Streams every file through fn.  Returns 0, or 1 if a file failed. */
 static int
 read_files(const struct opts *o, record_fn fn, void *ctx,
     unsigned long *records, unsigned long *malformed)
 {
-	static struct rec rec;
+	static struct auditrec rec;
 	unsigned long complaints = 0;
 	int status = 0;
 	char *buf = malloc(AUDITSUM_READ_BUF);
@@ -730,11 +282,11 @@ read_files(const struct opts *o, record_fn fn, void *ctx,
 		while ((rc = reader_next(&rd, &line, &len)) > 0) {
 			if (len == 0 || (len == 1 && line[0] == '\r'))
 				continue;	/* blank lines are not records */
-			if (scan_record(line, len, &rec, &why) < 0) {
+			if (auditscan_record(line, len, &rec, &why) < 0) {
 				complain(&rd, rd.line, why);
 				continue;
 			}
-			if (rec.f[F_EVENT].kind != V_STRING) {
+			if (rec.f[AF_EVENT].kind != AV_STRING) {
 				complain(&rd, rd.line, "no event");
 				continue;
 			}
@@ -941,11 +493,11 @@ other:
 }
 
 static void
-summary_record(void *ctx, const struct rec *r)
+summary_record(void *ctx, const struct auditrec *r)
 {
 	struct summary *s = ctx;
-	bool req = span_is(&r->f[F_EVENT], "request");
-	bool ex = !req && span_is(&r->f[F_EVENT], "exchange");
+	bool req = span_is(&r->f[AF_EVENT], "request");
+	bool ex = !req && span_is(&r->f[AF_EVENT], "exchange");
 	char kbuf[AUDITSUM_MAX_KEY];
 	const char *k = "-";
 	size_t kn = 1;
@@ -960,18 +512,18 @@ summary_record(void *ctx, const struct rec *r)
 	switch (s->by) {
 	case BY_HOST:
 	case BY_SESSION: {
-		const struct span *f = &r->f[s->by == BY_HOST ? F_HOST : F_SESSION];
+		const struct auditspan *f = &r->f[s->by == BY_HOST ? AF_HOST : AF_SESSION];
 
-		if (f->kind == V_STRING && f->n > 0 && f->n < sizeof(kbuf)) {
+		if (f->kind == AV_STRING && f->n > 0 && f->n < sizeof(kbuf)) {
 			k = f->p;
 			kn = f->n;
 		}
 		break;
 	}
 	case BY_ENV: {
-		const struct span *e = &r->f[F_ENV], *p = &r->f[F_PHASE];
+		const struct auditspan *e = &r->f[AF_ENV], *p = &r->f[AF_PHASE];
 
-		if (e->kind == V_STRING && p->kind == V_STRING &&
+		if (e->kind == AV_STRING && p->kind == AV_STRING &&
 		    e->n + p->n + 2 <= sizeof(kbuf)) {
 			memcpy(kbuf, e->p, e->n);
 			kbuf[e->n] = '/';
@@ -982,22 +534,22 @@ summary_record(void *ctx, const struct rec *r)
 		break;
 	}
 	case BY_REASON:
-		if (r->f[F_REASON].kind == V_STRING && r->f[F_REASON].n > 0 &&
-		    r->f[F_REASON].n < sizeof(kbuf)) {
-			k = r->f[F_REASON].p;
-			kn = r->f[F_REASON].n;
+		if (r->f[AF_REASON].kind == AV_STRING && r->f[AF_REASON].n > 0 &&
+		    r->f[AF_REASON].n < sizeof(kbuf)) {
+			k = r->f[AF_REASON].p;
+			kn = r->f[AF_REASON].n;
 		}
 		break;
 	}
 	g[0] = summary_group(s, k, kn);
 	g[1] = &s->total;
 	if (ex) {
-		if (span_u64(&r->f[F_UP], &up) < 0)
+		if (span_u64(&r->f[AF_UP], &up) < 0)
 			up = 0;
-		if (span_u64(&r->f[F_DOWN], &down) < 0)
+		if (span_u64(&r->f[AF_DOWN], &down) < 0)
 			down = 0;
 	} else {
-		ri = reason_index(&r->f[F_REASON]);
+		ri = reason_index(&r->f[AF_REASON]);
 	}
 	for (int i = 0; i < 2; i++) {
 		if (ex) {
@@ -1007,15 +559,15 @@ summary_record(void *ctx, const struct rec *r)
 			continue;
 		}
 		g[i]->requests++;
-		if (span_is(&r->f[F_DECISION], "allow")) {
+		if (span_is(&r->f[AF_DECISION], "allow")) {
 			g[i]->allowed++;
 		} else {
 			g[i]->refused++;
 			g[i]->refused_by[ri]++;
 		}
-		if (r->f[F_WOULD].kind == V_STRING) {
+		if (r->f[AF_WOULD].kind == AV_STRING) {
 			g[i]->would++;
-			g[i]->would_by[reason_index(&r->f[F_WOULD])]++;
+			g[i]->would_by[reason_index(&r->f[AF_WOULD])]++;
 		}
 	}
 }
@@ -1295,28 +847,28 @@ host_ok(const char *h, bool *is_addr, bool *is_v6)
 }
 
 static void
-suggest_record(void *ctx, const struct rec *r)
+suggest_record(void *ctx, const struct auditrec *r)
 {
 	struct suggest *s = ctx;
-	const struct span *env = &r->f[F_ENV], *ph = &r->f[F_PHASE];
-	const struct span *host = &r->f[F_HOST];
+	const struct auditspan *env = &r->f[AF_ENV], *ph = &r->f[AF_PHASE];
+	const struct auditspan *host = &r->f[AF_HOST];
 	struct refused tg = { 0 };
 	char key[CFG_MAX_NAME + AUDITSUM_MAX_KEY + 64];
 	uint64_t port;
 	void **slot;
 	int kn;
 
-	if (!span_is(&r->f[F_EVENT], "request"))
+	if (!span_is(&r->f[AF_EVENT], "request"))
 		return;
-	if (span_is(&r->f[F_DECISION], "allow")) {
-		if (r->f[F_WOULD].kind != V_STRING)
+	if (span_is(&r->f[AF_DECISION], "allow")) {
+		if (r->f[AF_WOULD].kind != AV_STRING)
 			return;
 		tg.would = true;
-		tg.reason = reason_index(&r->f[F_WOULD]);
+		tg.reason = reason_index(&r->f[AF_WOULD]);
 	} else {
-		tg.reason = reason_index(&r->f[F_REASON]);
+		tg.reason = reason_index(&r->f[AF_REASON]);
 	}
-	if (!name_ok(env->p, env->kind == V_STRING ? env->n : 0, CFG_MAX_NAME) ||
+	if (!name_ok(env->p, env->kind == AV_STRING ? env->n : 0, CFG_MAX_NAME) ||
 	    !(span_is(ph, "setup") || span_is(ph, "agent"))) {
 		s->bad++;
 		return;
@@ -1327,8 +879,8 @@ suggest_record(void *ctx, const struct rec *r)
 		return;
 	if (s->o->phase != NULL && strcmp(s->o->phase, tg.phase) != 0)
 		return;
-	if (host->kind != V_STRING || host->n == 0 || host->n >= sizeof(tg.host) ||
-	    span_u64(&r->f[F_PORT], &port) < 0 || port == 0 || port > 65535) {
+	if (host->kind != AV_STRING || host->n == 0 || host->n >= sizeof(tg.host) ||
+	    span_u64(&r->f[AF_PORT], &port) < 0 || port == 0 || port > 65535) {
 		/* bad_request and the like: no target to speak of. */
 		return;
 	}

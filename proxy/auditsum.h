@@ -12,11 +12,4 @@
 int auditsum_summary_main(int argc, char **argv);
 int auditsum_suggest_main(int argc, char **argv);
 
-/*
- * The flat record scanner, exposed for the fuzz harness: scans one line
- * (len bytes) as one JSON object and returns 0 or -EINVAL with a static
- * message in *why.  Only the members the tools read are kept.
- */
-int auditsum_scan_line(const char *line, size_t len, const char **why);
-
 #endif

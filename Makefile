@@ -52,6 +52,7 @@ VALGRIND_TESTS ?= test_proxy_http test_proxy_connect test_proxy_reasons \
 	test_control_listen test_request_hardening test_audit_queue test_audit_reserve \
 	test_control_owner test_host_addresses test_ops
 VALGRIND_TESTS += test_audit_accounting test_report_mode
+VALGRIND_TESTS += test_audit_summary
 test-valgrind: deps
 	@$(MAKE) --no-print-directory build
 	cd tests/integration && for t in $(VALGRIND_TESTS); do \

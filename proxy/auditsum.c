@@ -464,10 +464,14 @@ summary_group(struct summary *s, const char *k, size_t n)
 	void **slot;
 	struct group *g;
 
-	if (s->t.cap == 0 || (s->t.n + 1) * 2 > s->t.cap) {
-		if (s->t.n >= AUDITSUM_MAX_GROUPS || table_grow(&s->t) < 0)
-			goto other;
+	/* Grow while new keys may come; a full table still finds its keys. */
+	if ((s->t.cap == 0 || (s->t.n + 1) * 2 > s->t.cap) &&
+	    s->t.n < AUDITSUM_MAX_GROUPS && table_grow(&s->t) < 0) {
+		s->oom = true;
+		goto other;
 	}
+	if (s->t.cap == 0)
+		goto other;
 	slot = table_slot(&s->t, k, n);
 	if (*slot != NULL)
 		return *slot;
@@ -697,6 +701,11 @@ auditsum_summary_main(int argc, char **argv)
 	}
 	s->other.key = (char *)other_key;
 	status = read_files(&o, summary_record, s, &records, &malformed);
+	if (s->oom) {
+		fprintf(stderr, "portcullis audit: out of memory: some groups "
+		    "were counted as %s\n", other_key);
+		status = 1;
+	}
 	v = table_sorted(&s->t);
 	if (v == NULL) {
 		fprintf(stderr, "portcullis audit: out of memory\n");
@@ -892,10 +901,13 @@ suggest_record(void *ctx, const struct auditrec *r)
 	tg.port = (uint16_t)port;
 	kn = snprintf(key, sizeof(key), "%s\t%s\t%s\t%u\t%d\t%d", tg.env, tg.phase,
 	    tg.host, tg.port, tg.reason, tg.would);
-	if (s->t.cap == 0 || (s->t.n + 1) * 2 > s->t.cap) {
-		if (s->t.n >= AUDITSUM_MAX_TARGETS || table_grow(&s->t) < 0)
-			goto drop;
+	if ((s->t.cap == 0 || (s->t.n + 1) * 2 > s->t.cap) &&
+	    s->t.n < AUDITSUM_MAX_TARGETS && table_grow(&s->t) < 0) {
+		s->oom = true;
+		goto drop;
 	}
+	if (s->t.cap == 0)
+		goto drop;
 	slot = table_slot(&s->t, key, (size_t)kn);
 	if (*slot == NULL) {
 		struct refused *n;
@@ -1218,6 +1230,12 @@ auditsum_suggest_main(int argc, char **argv)
 		return 2;
 	}
 	status = read_files(&o, suggest_record, &s, &records, &malformed);
+	if (s.oom) {
+		/* A suggestion made from part of the refusals is not printed. */
+		fprintf(stderr, "portcullis audit: out of memory\n");
+		status = 1;
+		goto done;
+	}
 	v = (struct refused **)table_sorted(&s.t);
 	if (v == NULL) {
 		status = 1;

@@ -393,6 +393,34 @@ def test_suggest_cannot_inject_config():
                 "only comments and the one header: %r" % line)
 
 
+def test_bounded_groups_and_targets():
+    """Past AUDITSUM_MAX_GROUPS (100000) distinct hosts the rest count as
+    "(other)" (said on stderr and in the JSON), while a host already in the
+    table still finds its own group; past AUDITSUM_MAX_TARGETS (10000)
+    refused destinations suggest says INCOMPLETE and what it prints still
+    loads."""
+    d = h.tempdir()
+    n = 100005
+    lines = [req(0, 0, "h%d.x%d.test" % (i, i), 443, "deny", "not_allowed") for i in range(n)]
+    lines.append(req(0, 1, "h1.x1.test", 443))
+    f = write(d, "many.jsonl", lines)
+    r = audit("summary", "--json", f)
+    j = json.loads(r.stdout)
+    h.check("more than 100000 groups" in r.stderr, "said on stderr: %r" % r.stderr)
+    h.eq((len(j["groups"]), j["groups_truncated"], j["total"]["requests"]),
+         (100001, True, n + 1), "bounded groups")
+    h.eq((j["groups"][-1]["key"], j["groups"][-1]["requests"]), ("(other)", 5), "the rest")
+    one = [g for g in j["groups"] if g["key"] == "h1.x1.test"][0]
+    h.eq((one["requests"], one["allowed"]), (2, 1), "a known key after the table filled")
+    r = audit("suggest", f)
+    h.check("; INCOMPLETE: more than 10000 distinct refused destinations; 90005 refusals "
+            "left out\n" in r.stdout, r.stdout[:300])
+    h.eq(r.stdout.count("\nallow = "), 10000, "10000 rules")
+    sec = write(d, "s.ini", [r.stdout])
+    c = h.run_portcullis(["check", "-c", sec])
+    h.eq(c.returncode, 0, "check accepts it (%r)" % c.stderr[:300])
+
+
 # ---------------------------------------------------------------- end to end
 
 HOSTS = {"one.test": "127.0.0.2", "two.test": "127.0.0.3", "three.test": "127.0.0.4"}

@@ -1035,6 +1035,17 @@ emit_allow(struct text *t, const char *pat, bool v6, const uint16_t *ports,
 	}
 }
 
+struct keyed {
+	char *k;
+	struct refused *t;
+};
+
+static int
+keyed_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct keyed *)a)->k, ((const struct keyed *)b)->k);
+}
+
 /* One env/phase's section from its targets v[a, b), sorted by key: the
  * suggestable ones grouped by registrable domain, then the rest as notes. */
 static void
@@ -1069,20 +1080,24 @@ emit_section(struct text *t, struct refused **v, size_t a, size_t b)
 		dt[nd] = v[i];
 		nd++;
 	}
-	/* Simple insertion sort of (dk, dt) pairs: a section's targets are
-	 * bounded by AUDITSUM_MAX_TARGETS and usually a handful. */
-	for (size_t i = 1; i < nd; i++) {
-		char *k = dk[i];
-		struct refused *x = dt[i];
-		size_t j = i;
+	/* Sort (dk, dt) pairs by key: up to AUDITSUM_MAX_TARGETS of them. */
+	{
+		struct keyed *kv = malloc((nd + 1) * sizeof(*kv));
 
-		while (j > 0 && strcmp(dk[j - 1], k) > 0) {
-			dk[j] = dk[j - 1];
-			dt[j] = dt[j - 1];
-			j--;
+		if (kv == NULL) {
+			t->oom = true;
+			goto out;
 		}
-		dk[j] = k;
-		dt[j] = x;
+		for (size_t i = 0; i < nd; i++) {
+			kv[i].k = dk[i];
+			kv[i].t = dt[i];
+		}
+		qsort(kv, nd, sizeof(*kv), keyed_cmp);
+		for (size_t i = 0; i < nd; i++) {
+			dk[i] = kv[i].k;
+			dt[i] = kv[i].t;
+		}
+		free(kv);
 	}
 	for (size_t i = 0; i < nd;) {
 		size_t j = i, np = 0, nh = 0;

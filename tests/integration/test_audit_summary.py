@@ -100,6 +100,20 @@ def group(g, requests, allowed, refused, refused_by, would, would_by, exchanges,
             "exchanges": exchanges, "bytes_up": up, "bytes_down": down}
 
 
+def test_audit_command_usage():
+    r = audit("--help")
+    h.check("portcullis audit summary" in r.stdout and "portcullis audit suggest" in r.stdout,
+            "audit --help lists the subcommands: %r" % r.stdout)
+    for sub in ("summary", "suggest"):
+        h.check(audit(sub, "--help").stdout.startswith("usage: portcullis audit " + sub),
+                "%s --help" % sub)
+        h.check("no FILE" in audit(sub, code=2).stderr, "%s without FILE" % sub)
+        audit(sub, "--bogus", "x", code=2)
+    audit(code=2)
+    h.check("unknown subcommand 'bogus'" in audit("bogus", code=2).stderr, "unknown subcommand")
+    h.check("audit summary|suggest" in h.run_portcullis(["--help"]).stdout, "portcullis --help")
+
+
 def test_summary_by_host_exact():
     d = h.tempdir()
     f = write(d, "audit.jsonl", LOG)

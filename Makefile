@@ -53,6 +53,7 @@ VALGRIND_TESTS ?= test_proxy_http test_proxy_connect test_proxy_reasons \
 	test_control_owner test_host_addresses test_ops test_socks5
 VALGRIND_TESTS += test_audit_accounting test_report_mode
 VALGRIND_TESTS += test_metrics
+VALGRIND_TESTS += test_audit_summary
 test-valgrind: deps
 	@$(MAKE) --no-print-directory build
 	cd tests/integration && for t in $(VALGRIND_TESTS); do \

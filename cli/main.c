@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auditcmd.h"
 #include "cfg.h"
 #include "check.h"
 #include "ctl.h"
@@ -25,6 +26,8 @@ static const char usage[] =
 "                                  validate a config; with targets, print each decision\n"
 "  ctl [--control SOCK] status | phase SESSION agent | reload\n"
 "                                  talk to a running daemon's control socket\n"
+"  audit summary|suggest ARGS FILE...\n"
+"                                  summarise audit logs; suggest allow rules from refusals\n"
 "  --print-default-config          print the embedded default config\n"
 "  --version                       print the version (and git revision)\n"
 "  --help                          this text\n"
@@ -65,6 +68,8 @@ main(int argc, char **argv)
 		return run_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "check") == 0)
 		return check_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "audit") == 0)
+		return audit_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "ctl") == 0)
 		return ctl_main(argc - 1, argv + 1);
 	fprintf(stderr, "portcullis: unknown command '%s'\n\n%s", cmd, usage);

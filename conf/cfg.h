@@ -240,6 +240,14 @@ struct cfg *cfg_load_string(const char *text, size_t len, const char *name,
 
 void cfg_free(struct cfg *c);
 
+/*
+ * The registrable domain of a normalised host name (the public suffix list,
+ * ICANN and private sections, the one conf/ loads for patterns) into out:
+ * "b.example.co.uk" -> "example.co.uk".  -ENOENT when host is itself a
+ * public suffix or has none (an address, "localhost"), -ENAMETOOLONG.
+ */
+int cfg_registrable_domain(const char *host, char *out, size_t outsz);
+
 /* The embedded default config text (also what --print-default-config prints). */
 const char *cfg_default_text(void);
 

@@ -298,3 +298,24 @@ pattern_builtin_append(struct rule_list *l, const char *origin)
 	return 0;
 }
 
+
+int
+cfg_registrable_domain(const char *host, char *out, size_t outsz)
+{
+	const psl_ctx_t *psl = pattern_psl();
+	const char *rd;
+	size_t n;
+
+	if (psl == NULL || host == NULL)
+		return -ENOENT;
+	/* ICANN and private suffixes: foo.github.io and bar.github.io are two
+	 * operators, never one domain. */
+	rd = psl_registrable_domain(psl, host);
+	if (rd == NULL)
+		return -ENOENT;
+	n = strlen(rd);
+	if (n + 1 > outsz)
+		return -ENAMETOOLONG;
+	memcpy(out, rd, n + 1);
+	return 0;
+}

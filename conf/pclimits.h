@@ -374,5 +374,26 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
 #define METRICS_MAX_BODY (4 * 1024 * 1024)
 /* [metrics] listen addresses, at most. */
 #define METRICS_MAX_LISTEN 8
+/* proxy/auditsum.c: `portcullis audit summary|suggest`.  Longest audit line
+ * read (longer ones are skipped with FILE:LINE; a record is at most
+ * AUDIT_MAX_RECORD), distinct groups counted (the rest go to one "(other)"
+ * group, said on stderr), distinct refused targets tracked by suggest, the
+ * number of distinct hosts under one registrable domain from which suggest
+ * widens to a wildcard, malformed lines named on stderr before it only
+ * counts them, and the read buffer. */
+#define AUDITSUM_MAX_LINE (AUDIT_MAX_RECORD + 1024)
+#define AUDITSUM_MAX_GROUPS 100000
+#define AUDITSUM_MAX_KEY 512
+#define AUDITSUM_MAX_TARGETS 10000
+#define AUDITSUM_WIDEN_HOSTS 3
+#define AUDITSUM_MAX_COMPLAINTS 100
+#define AUDITSUM_READ_BUF (256 * 1024)
+/* proxy/auditscan.c: nesting deeper than this in a skipped value is refused. */
+#define AUDITSCAN_MAX_DEPTH 32
+/* The longest line suggest prints: inih's INI_MAX_LINE (200) less the
+ * newline and NUL; the loader refuses longer ones. */
+#define AUDITSUM_OUT_LINE 198
+static_assert(AUDITSUM_MAX_LINE <= AUDITSUM_READ_BUF, "a whole line fits the read buffer");
+static_assert(AUDITSUM_MAX_KEY >= AUDIT_MAX_TARGET, "a host fits a group key");
 
 #endif

@@ -22,7 +22,7 @@ set -eu
 
 PKGS="build-essential cmake pkg-config git
 libuv1-dev libc-ares-dev libinih-dev libssl-dev libllhttp-dev
-libpsl-dev libidn2-dev libseccomp-dev bubblewrap
+libpsl-dev libidn2-dev libseccomp-dev zlib1g-dev bubblewrap
 curl wget python3 openssl iproute2 procps
 clang libclang-rt-14-dev valgrind
 openssh-client openssh-server

@@ -52,7 +52,7 @@ VALGRIND_TESTS ?= test_proxy_http test_proxy_connect test_proxy_reasons \
 	test_control_listen test_request_hardening test_audit_queue test_audit_reserve \
 	test_control_owner test_host_addresses test_ops test_socks5
 VALGRIND_TESTS += test_audit_accounting test_report_mode
-VALGRIND_TESTS += test_metrics
+VALGRIND_TESTS += test_metrics test_audit_chain
 VALGRIND_TESTS += test_audit_summary
 test-valgrind: deps
 	@$(MAKE) --no-print-directory build

@@ -237,6 +237,7 @@ cfg_free(struct cfg *c)
 	free(c->path);
 	free(c->proxy.listen);
 	free(c->metrics.listen);
+	free(c->audit.key);
 	free(c->proxy.control);
 	free(c->proxy.env);
 	free(c->proxy.tls_ports);

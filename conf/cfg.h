@@ -195,6 +195,8 @@ struct cfg {
 
 	struct {
 		char *log;		/* path, "-" = stdout; default "-" */
+		char *key;		/* chain key file; NULL = <log>.key for a
+					 * file log, no chain for stdout */
 		bool paths;		/* log paths and queries */
 		unsigned reserve_mib;	/* preallocated past EOF; 0 = none */
 	} audit;

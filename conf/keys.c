@@ -106,6 +106,7 @@ static const struct key_row key_table[] = {
 	{ S_ADDRESSES, "allow", T_CIDRS, 0, 0, 0, OFF(addresses.allow), OFF(addresses.nallow) },
 	{ S_ADDRESSES, "deny", T_CIDRS, 0, 0, 0, OFF(addresses.deny), OFF(addresses.ndeny) },
 	{ S_AUDIT, "log", T_STRING, 0, 0, 0, OFF(audit.log), 0 },
+	{ S_AUDIT, "key", T_STRING, 0, 0, 0, OFF(audit.key), 0 },
 	{ S_AUDIT, "paths", T_BOOL, 0, 0, 0, OFF(audit.paths), 0 },
 	{ S_AUDIT, "reserve_mib", T_UINT, AUDIT_MIN_RESERVE_MIB, AUDIT_MAX_RESERVE_MIB, AUDIT_DEF_RESERVE_MIB, OFF(audit.reserve_mib), 0 },
 	{ S_METRICS, "listen", T_HOSTPORTS, 0, 0, 0, OFF(metrics.listen), OFF(metrics.nlisten) },

@@ -190,6 +190,12 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
 #define AUDIT_REFUSAL_BYTES (256 * 1024)
 /* Records per writev(2): one syscall for a whole burst (<= IOV_MAX). */
 #define AUDIT_BATCH_IOV 256
+/* The chain's tail on a record: ,"seq":<20 digits>,"mac":"<64 hex>"} and
+ * the newline (proxy/auditchain.h), with room to spare. */
+#define AUDIT_CHAIN_TAIL 112
+/* The longest line `audit verify` and the writer's tail read take (a
+ * record is at most AUDIT_MAX_RECORD + AUDIT_CHAIN_TAIL). */
+#define AUDIT_LINE_MAX (AUDIT_MAX_RECORD + AUDIT_CHAIN_TAIL + 64)
 /* While the log can't be written: retry on a new record, but not more
  * often than MIN (a refusal flood is not a write flood), and at least every
  * MAX without one (recovery needs no traffic). */

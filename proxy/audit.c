@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -17,13 +18,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auditchain.h"
 #include "json.h"
 #include "log.h"
 
-/* A queued record. */
+/* A queued record.  data has room for the chain's tail
+ * (AUDIT_CHAIN_TAIL): the writer appends `,"seq":N,"mac":"..."}` when it
+ * writes the record (auditchain.h). */
 struct rec {
 	struct rec *next;
-	size_t len;
+	size_t len;		/* bytes to write (with the chain tail) */
+	size_t base;		/* the record as made, ending "}\n" */
+	size_t acct;		/* what the queue counts for it */
 	bool refusal;		/* counted in rbytes, not bytes */
 	char data[];
 };
@@ -69,6 +75,18 @@ struct audit_q {
 	bool in_reserve;		/* could not re-extend: using it up */
 	bool reserve_off;		/* the file system can't: stop trying */
 	uint64_t reserve_tried_ms;
+
+	/* The chain (auditchain.h; writer only, or before audit_start). */
+	bool chain;			/* [audit] key given: seq + mac */
+	struct auditkey key;
+	unsigned long long seq;		/* of the last record out */
+	char prev[AUDIT_MAC_HEX + 1];	/* its mac */
+	long long expect_size;		/* file size after our last write; -1:
+					 * unknown (read the tail first) */
+	bool need_link;			/* a `chain` record goes out first */
+	bool link_null;			/* ... with prev_mac null */
+	const char *link_why;		/* ... and this "reason" */
+	bool reopen;			/* under lock: SIGUSR1 */
 };
 
 /* The shared monotonic clock, as the unsigned ms the writer counts in. */
@@ -141,7 +159,8 @@ q_setup_fd(struct audit_q *q, int fd, bool ours)
 }
 
 int
-audit_open(struct audit *a, const char *path, unsigned long long reserve)
+audit_open(struct audit *a, const char *path, unsigned long long reserve,
+    const char *key)
 {
 	struct audit_q *q;
 	pthread_condattr_t ca;
@@ -174,6 +193,22 @@ audit_open(struct audit *a, const char *path, unsigned long long reserve)
 	}
 	if (r == 0 && q->wake < 0)
 		r = -errno;
+	if (r == 0 && key != NULL) {
+		char err[512];
+
+		r = auditkey_load(key, true, &q->key, err, sizeof(err));
+		if (r < 0) {
+			fprintf(stderr, "portcullis: %s\n", err);
+		} else {
+			q->chain = true;
+			q->expect_size = -1;	/* read the tail first */
+			memcpy(q->prev, auditchain_zero, sizeof(q->prev));
+			if (!q->reg) {
+				q->need_link = q->link_null = true;
+				q->link_why = "new";
+			}
+		}
+	}
 	if (r < 0) {
 		q_free(q);
 		free(a->path);
@@ -300,10 +335,11 @@ q_link_locked(struct audit_q *q, struct rec *r)
 	else
 		q->head = r;
 	q->tail = r;
+	r->acct = sizeof(*r) + r->base;
 	if (r->refusal)
-		q->rbytes += sizeof(*r) + r->len;
+		q->rbytes += r->acct;
 	else
-		q->bytes += sizeof(*r) + r->len;
+		q->bytes += r->acct;
 	__atomic_store_n(&q->qbytes, q->bytes, __ATOMIC_RELAXED);
 }
 
@@ -319,9 +355,9 @@ rec_new(struct jw *w)
 		w->len = sizeof(w->buf) - 2;
 	w->buf[w->len++] = '}';
 	w->buf[w->len++] = '\n';
-	r = malloc(sizeof(*r) + w->len);
+	r = malloc(sizeof(*r) + w->len + AUDIT_CHAIN_TAIL);
 	if (r != NULL) {
-		r->len = w->len;
+		r->len = r->base = w->len;
 		r->refusal = false;
 		memcpy(r->data, w->buf, w->len);
 	}
@@ -455,9 +491,9 @@ q_pop_locked(struct audit_q *q, size_t bytes)
 		if (q->head == NULL)
 			q->tail = NULL;
 		if (r->refusal)
-			q->rbytes -= sizeof(*r) + r->len;
+			q->rbytes -= r->acct;
 		else
-			q->bytes -= sizeof(*r) + r->len;
+			q->bytes -= r->acct;
 		free(r);
 	}
 	q->head_off = bytes;
@@ -469,37 +505,272 @@ q_pop_locked(struct audit_q *q, size_t bytes)
 	return false;
 }
 
-/* One batch from the head: 0 or -errno (the log is failing). */
+/* --- the chain (auditchain.h) ---------------------------------------------- */
+
+/*
+ * Where the chain of a regular file stands: its last line's seq and mac
+ * (another process may have appended since our last write: several
+ * `portcullis run` share one per-user log).  A file that is empty, or
+ * whose last line is not a chained record, gets a `chain` record first.
+ */
+static void
+q_chain_from_tail(struct audit_q *q)
+{
+	char *buf;
+	struct stat st;
+	off_t off;
+	ssize_t n;
+	size_t len, body;
+	const char *mac;
+	unsigned long long seq;
+
+	q->need_link = false;
+	if (fstat(q->fd, &st) < 0 || st.st_size == 0) {
+		q->seq = 0;
+		memcpy(q->prev, auditchain_zero, sizeof(q->prev));
+		q->need_link = q->link_null = true;
+		q->link_why = "new";
+		q->expect_size = fstat(q->fd, &st) == 0 ? st.st_size : -1;
+		return;
+	}
+	q->expect_size = st.st_size;
+	buf = malloc(AUDIT_LINE_MAX + 1);
+	off = st.st_size > AUDIT_LINE_MAX ? st.st_size - AUDIT_LINE_MAX : 0;
+	{
+		/* Our fd is write-only: read the same file through /proc. */
+		char p[64];
+		int rfd;
+
+		snprintf(p, sizeof(p), "/proc/self/fd/%d", q->fd);
+		rfd = open(p, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		n = buf && rfd >= 0 ? pread(rfd, buf, (size_t)(st.st_size - off),
+		    off) : -1;
+		if (rfd >= 0)
+			close(rfd);
+	}
+	if (n > 0 && buf[n - 1] == '\n') {
+		len = (size_t)n - 1;
+		size_t start = len;
+
+		while (start > 0 && buf[start - 1] != '\n')
+			start--;
+		if ((start > 0 || off == 0) &&
+		    auditchain_split(buf + start, len - start, &body, &seq,
+		    &mac) == 0) {
+			q->seq = seq;
+			memcpy(q->prev, mac, AUDIT_MAC_HEX);
+			q->prev[AUDIT_MAC_HEX] = '\0';
+			free(buf);
+			return;
+		}
+	}
+	free(buf);
+	/* Not ours, or not chained (an older log): a new chain starts. */
+	q->seq = 0;
+	memcpy(q->prev, auditchain_zero, sizeof(q->prev));
+	q->need_link = q->link_null = true;
+	q->link_why = "unchained_tail";
+}
+
+/* The `chain` record that starts a file, at the head of the queue (the
+ * writer's own: it is not counted against admission). */
+static void
+q_link_record_locked(struct audit_q *q)
+{
+	struct jw w;
+	struct rec *r;
+
+	q->need_link = false;
+	jw_begin(&w, "chain");
+	if (q->link_null)
+		jw_null(&w, "prev_mac");
+	else
+		jw_str(&w, "prev_mac", q->prev);
+	jw_str(&w, "log", q->path);
+	jw_str(&w, "reason", q->link_why);
+	r = rec_new(&w);
+	if (r == NULL) {
+		q->lost++;
+		return;
+	}
+	r->acct = 0;
+	r->refusal = false;
+	r->next = q->head;
+	q->head = r;
+	if (q->tail == NULL)
+		q->tail = r;
+}
+
+/* Appends the chain tail to r after the state (seq, prev); sets the new
+ * state in seq/mac.  r->len grows by the tail. */
+static void
+rec_chain(const struct audit_q *q, struct rec *r, unsigned long long *seq,
+    char prev[AUDIT_MAC_HEX + 1])
+{
+	size_t pos = r->base - 2;	/* at the closing "}\n" */
+	char mac[AUDIT_MAC_HEX + 1];
+	int n;
+
+	(*seq)++;
+	n = snprintf(r->data + pos, AUDIT_CHAIN_TAIL, ",\"seq\":%llu", *seq);
+	pos += (size_t)n;
+	if (auditchain_mac(&q->key, prev, r->data, pos, mac) < 0)
+		memset(mac, '0', AUDIT_MAC_HEX);	/* fails verify: said */
+	mac[AUDIT_MAC_HEX] = '\0';
+	n = snprintf(r->data + pos, AUDIT_CHAIN_TAIL, ",\"mac\":\"%s\"}\n", mac);
+	r->len = pos + (size_t)n;
+	memcpy(prev, mac, sizeof(mac));
+}
+
+/*
+ * One batch from the head: 0 or -errno (the log is failing).  With a
+ * chain, a regular file is locked (flock) for the batch, so that several
+ * processes appending to one file keep one chain; each record is chained
+ * when it goes out, from the state after the last record that did.
+ */
 static int
-q_write_batch(struct audit_q *q)
+q_write_batch(struct audit_q *q, uint64_t deadline)
 {
 	struct iovec iov[AUDIT_BATCH_IOV];
 	size_t lens[AUDIT_BATCH_IOV];
+	unsigned long long seqs[AUDIT_BATCH_IOV];
+	char macs[AUDIT_BATCH_IOV][AUDIT_MAC_HEX + 1];
 	size_t done, whole;
 	struct rec *r;
 	int n = 0, err;
-	bool caught_up;
+	bool caught_up, locked = false;
 
+	if (q->chain && q->reg && flock(q->fd, LOCK_EX) == 0)
+		locked = true;
+	if (q->chain && q->reg && q->head_off == 0) {
+		struct stat st;
+
+		if (q->expect_size < 0 || fstat(q->fd, &st) < 0 ||
+		    st.st_size != q->expect_size)
+			q_chain_from_tail(q);
+	}
 	pthread_mutex_lock(&q->lock);
-	for (r = q->head; r != NULL && n < AUDIT_BATCH_IOV; r = r->next, n++) {
-		lens[n] = r->len;
-		iov[n].iov_base = r->data;
-		iov[n].iov_len = r->len;
+	if (q->chain && q->need_link && q->head_off == 0)
+		q_link_record_locked(q);
+	{
+		unsigned long long seq = q->seq;
+		char prev[AUDIT_MAC_HEX + 1];
+
+		memcpy(prev, q->prev, sizeof(prev));
+		for (r = q->head; r != NULL && n < AUDIT_BATCH_IOV;
+		    r = r->next, n++) {
+			/* A head partly out (a pipe) is chained already. */
+			if (q->chain && !(n == 0 && q->head_off > 0))
+				rec_chain(q, r, &seq, prev);
+			seqs[n] = seq;
+			memcpy(macs[n], prev, sizeof(prev));
+			lens[n] = r->len;
+			iov[n].iov_base = r->data;
+			iov[n].iov_len = r->len;
+		}
 	}
 	pthread_mutex_unlock(&q->lock);
-	if (n == 0)
+	if (n == 0) {
+		if (locked)
+			flock(q->fd, LOCK_UN);
 		return 0;
+	}
 	iov[0].iov_base = (char *)iov[0].iov_base + q->head_off;
 	iov[0].iov_len -= q->head_off;
 	lens[0] -= q->head_off;
-	err = q_writev(q, iov, n, 0, &done);
+	err = q_writev(q, iov, n, deadline, &done);
 	whole = err < 0 ? q_cut_partial(q, done, lens, n) : done;
+	if (q->chain) {
+		/* The state after the last record of which a byte went out (a
+		 * pipe's partial record is finished on the retry as it is). */
+		size_t cum = 0;
+		int last = -1;
+
+		for (int i = 0; i < n && cum < whole; i++) {
+			cum += lens[i];
+			last = i;
+		}
+		if (last >= 0) {
+			q->seq = seqs[last];
+			memcpy(q->prev, macs[last], sizeof(q->prev));
+		}
+		if (q->reg) {
+			struct stat st;
+
+			q->expect_size = fstat(q->fd, &st) == 0 ? st.st_size : -1;
+		}
+	}
+	if (locked)
+		flock(q->fd, LOCK_UN);
 	pthread_mutex_lock(&q->lock);
 	caught_up = q_pop_locked(q, whole);
 	pthread_mutex_unlock(&q->lock);
 	if (caught_up)
 		log_warnx("audit log %s: writer caught up", q->path);
 	return err;
+}
+
+/*
+ * SIGUSR1 (logrotate): the writer opens path again between batches.  The
+ * old file is synced and closed (its unused reserve given back); a new,
+ * empty file starts with a `chain` record whose prev_mac is the old file's
+ * last mac.  If the path cannot be opened, the old file stays (records are
+ * not lost; the warning says so).
+ */
+static void
+q_give_back_reserve(struct audit_q *q)
+{
+	struct stat st;
+
+	if (q->reg && q->alloc_end > 0 && fstat(q->fd, &st) == 0 &&
+	    q->alloc_end > (unsigned long long)st.st_size)
+		(void)fallocate(q->fd, FALLOC_FL_PUNCH_HOLE |
+		    FALLOC_FL_KEEP_SIZE, st.st_size,
+		    (off_t)(q->alloc_end - (unsigned long long)st.st_size));
+}
+
+static void
+q_reopen(struct audit_q *q)
+{
+	struct stat st;
+	int fd, old = q->fd;
+	bool old_close = q->close_fd, old_reg = q->reg;
+
+	if (strcmp(q->path, "-") == 0)
+		return;
+	fd = open(q->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		log_warnx("audit log %s: reopen: %s (still writing the old file)",
+		    q->path, strerror(errno));
+		return;
+	}
+	q_give_back_reserve(q);
+	if (old_reg)
+		fsync(old);
+	q->reg = q->sock = q->nonblock = false;
+	if (q_setup_fd(q, fd, true) < 0) {
+		close(fd);
+		q->fd = old;
+		q->close_fd = old_close;
+		q->reg = old_reg;
+		return;
+	}
+	if (old_close)
+		close(old);
+	q->alloc_end = q->size_seen = 0;
+	q->in_reserve = q->reserve_off = false;
+	if (q->chain) {
+		if (fstat(q->fd, &st) == 0 && st.st_size == 0) {
+			q->need_link = true;
+			q->link_null = false;
+			q->link_why = "reopen";
+			q->expect_size = 0;
+		} else {
+			q->expect_size = -1;	/* continue from its tail */
+		}
+	}
+	q_reserve(q);
+	log_msg(LOG_INFO, "audit log %s: reopened", q->path);
 }
 
 static void
@@ -540,6 +811,13 @@ q_writer(void *arg)
 
 		if (q->stop && (q->head == NULL || now >= q->stop_deadline))
 			break;
+		if (q->reopen) {
+			q->reopen = false;
+			pthread_mutex_unlock(&q->lock);
+			q_reopen(q);
+			pthread_mutex_lock(&q->lock);
+			continue;
+		}
 		if (q->head == NULL && q->in_reserve && !q->stop) {
 			/* Living on the reserve: try to re-extend it also
 			 * while nothing is written. */
@@ -569,7 +847,7 @@ q_writer(void *arg)
 		}
 		q->kick = false;
 		pthread_mutex_unlock(&q->lock);
-		err = q_write_batch(q);
+		err = q_write_batch(q, 0);
 		last_try = now_ms();
 		q_set_failing(q, err);
 		if (err == 0) {
@@ -615,6 +893,19 @@ audit_start(struct audit *a)
 }
 
 void
+audit_reopen(struct audit *a)
+{
+	struct audit_q *q = a->q;
+
+	if (q == NULL)
+		return;
+	pthread_mutex_lock(&q->lock);
+	q->reopen = true;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void
 audit_close(struct audit *a)
 {
 	struct audit_q *q = a->q;
@@ -644,15 +935,9 @@ audit_close(struct audit *a)
 		    q->path, n);
 	}
 	if (q->reg) {
-		struct stat st;
-
 		/* Give the unused reserve back: a log left behind holds
 		 * only what it says. */
-		if (q->alloc_end > 0 && fstat(q->fd, &st) == 0 &&
-		    q->alloc_end > (unsigned long long)st.st_size)
-			(void)fallocate(q->fd, FALLOC_FL_PUNCH_HOLE |
-			    FALLOC_FL_KEEP_SIZE, st.st_size,
-			    (off_t)(q->alloc_end - (unsigned long long)st.st_size));
+		q_give_back_reserve(q);
 		fsync(q->fd);
 	}
 	q_free(q);
@@ -724,6 +1009,39 @@ jw_strn(struct jw *w, const char *key, const char *value, size_t n)
 }
 
 void
+jw_lines(struct jw *w, const char *key, const char *text)
+{
+	char esc[AUDIT_MAX_VALUE * 6 + 1];
+	bool first = true;
+
+	if (w->fields >= AUDIT_MAX_FIELDS)
+		return;
+	jw_key(w, key);
+	jw_raw(w, "[", 1);
+	while (*text != '\0') {
+		const char *e = strchr(text, '\n');
+		size_t n = e ? (size_t)(e - text) : strlen(text);
+
+		/* Each element counts as a field: the record stays within
+		 * AUDIT_MAX_RECORD. */
+		if (n > 0 && w->fields < AUDIT_MAX_FIELDS) {
+			size_t el = json_escape(esc, sizeof(esc), text,
+			    n > AUDIT_MAX_VALUE ? AUDIT_MAX_VALUE : n);
+
+			if (!first)
+				jw_raw(w, ",", 1);
+			jw_raw(w, "\"", 1);
+			jw_raw(w, esc, el);
+			jw_raw(w, "\"", 1);
+			w->fields++;
+			first = false;
+		}
+		text += n + (e != NULL);
+	}
+	jw_raw(w, "]", 1);
+}
+
+void
 jw_str(struct jw *w, const char *key, const char *value)
 {
 	jw_strn(w, key, value, value ? strlen(value) : 0);
@@ -770,20 +1088,26 @@ audit_emit(struct audit *a, struct jw *w)
 		return -EBADF;
 	r = rec_new(w);
 	if (!q->running) {
-		/* Start-up, one thread: write it now, and say if it fails. */
-		struct iovec iov;
-		size_t done;
+		/* Start-up, one thread: write it now (through the queue, so
+		 * that it is chained), and say if it fails; what did not go
+		 * out is dropped. */
 		int err = -ENOMEM;
 
 		if (r != NULL) {
-			iov.iov_base = r->data;
-			iov.iov_len = r->len;
-			err = q_writev(q, &iov, 1, now_ms() + AUDIT_START_MS,
-			    &done);
-			if (err < 0)
-				q_cut_partial(q, done, &r->len, 1);
+			r->refusal = false;
+			q_link_locked(q, r);
+			err = q_write_batch(q, now_ms() + AUDIT_START_MS);
+			while (q->head != NULL) {
+				struct rec *x = q->head;
+
+				q->head = x->next;
+				free(x);
+			}
+			q->tail = NULL;
+			q->bytes = q->rbytes = 0;
+			q->head_off = 0;
+			__atomic_store_n(&q->qbytes, 0, __ATOMIC_RELAXED);
 		}
-		free(r);
 		q_set_failing(q, err);
 		return err;
 	}

@@ -26,9 +26,17 @@ struct audit {
 };
 
 /* Opens path for appending ("-" = stdout), keeping reserve bytes
- * preallocated past its end if it is a regular file (0 = none).  Records
+ * preallocated past its end if it is a regular file (0 = none).  With
+ * key (a key file, made if missing: auditchain.h), every record is
+ * chained (seq, mac); a key that can't be used fails the open (message on
+ * stderr).  Records
  * are written synchronously until audit_start().  0 or -errno. */
-int audit_open(struct audit *a, const char *path, unsigned long long reserve);
+int audit_open(struct audit *a, const char *path, unsigned long long reserve,
+    const char *key);
+/* The log is reopened by its writer between batches (SIGUSR1, for
+ * logrotate): a new empty file starts with a `chain` record linking it to
+ * the old one.  A sharer's call reopens the shared log. */
+void audit_reopen(struct audit *a);
 /* Starts the writer thread: from now on audit_emit only queues.  0 or
  * -errno. */
 int audit_start(struct audit *a);
@@ -68,6 +76,9 @@ void jw_strn(struct jw *w, const char *key, const char *value, size_t n);
 void jw_int(struct jw *w, const char *key, long long v);
 void jw_bool(struct jw *w, const char *key, bool v);
 void jw_null(struct jw *w, const char *key);
+/* Adds "key":["line",...]: the lines of text (empty lines skipped), at
+ * most AUDIT_MAX_FIELDS of them, each cut like a jw_str value. */
+void jw_lines(struct jw *w, const char *key, const char *text);
 /* Closes the object and queues the line (before audit_start: writes it).
  * 0, or -ENOBUFS when the queue had no room (the record is counted in the
  * next records_lost record), or -errno of a synchronous write.  When a

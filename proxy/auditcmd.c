@@ -7,6 +7,7 @@
 
 #include "auditcmd.h"
 #include "auditsum.h"
+#include "auditverify.h"
 
 struct audit_cmd {
 	const char *name;
@@ -19,6 +20,7 @@ static const struct audit_cmd audit_cmds[] = {
 	    "[--until TS] [--json] FILE...", auditsum_summary_main },
 	{ "suggest", "suggest [--env E] [--phase P] FILE...",
 	    auditsum_suggest_main },
+	{ "verify", "verify [--key FILE] FILE...", auditverify_main },
 };
 
 static void

@@ -21,7 +21,7 @@
  * refers to). */
 struct serve_signals {
 	struct server *s;
-	uv_signal_t sig_int, sig_term, sig_hup;
+	uv_signal_t sig_int, sig_term, sig_hup, sig_usr1;
 	bool open;
 };
 
@@ -35,6 +35,7 @@ serve_close_signals(struct serve_signals *g)
 	uv_close((uv_handle_t *)&g->sig_int, NULL);
 	uv_close((uv_handle_t *)&g->sig_term, NULL);
 	uv_close((uv_handle_t *)&g->sig_hup, NULL);
+	uv_close((uv_handle_t *)&g->sig_usr1, NULL);
 }
 
 /* Stops the server and with it the loop (graceful: server_stop). */
@@ -69,6 +70,16 @@ serve_on_hup(uv_signal_t *h, int signum)
 	}
 	log_msg(LOG_WARN, "reloaded %s (sha256 %s)", s->cfg->path,
 	    s->cfg->sha256);
+}
+
+/* SIGUSR1: the audit writer reopens the log between two batches. */
+static void
+serve_on_usr1(uv_signal_t *h, int signum)
+{
+	struct serve_signals *g = h->data;
+
+	(void)signum;
+	audit_reopen(&g->s->audit);
 }
 
 /*
@@ -147,7 +158,8 @@ static const char serve_usage[] =
 "  audit PATH|stdout[, metrics ADDR:PORT[, ...]]\n"
 "\n"
 "Signals: SIGINT/SIGTERM stop gracefully (audit `stop` record, exit 0);\n"
-"SIGHUP reloads the config file (an invalid file is refused, old stays).\n";
+"SIGHUP reloads the config file (an invalid file is refused, old stays);\n"
+"SIGUSR1 reopens the audit log (logrotate: rename, then SIGUSR1).\n";
 
 int
 serve_main(int argc, char **argv)
@@ -224,11 +236,14 @@ serve_main(int argc, char **argv)
 	uv_signal_init(&loop, &sig.sig_int);
 	uv_signal_init(&loop, &sig.sig_term);
 	uv_signal_init(&loop, &sig.sig_hup);
+	uv_signal_init(&loop, &sig.sig_usr1);
 	sig.sig_int.data = sig.sig_term.data = sig.sig_hup.data = &sig;
+	sig.sig_usr1.data = &sig;
 	sig.open = true;
 	uv_signal_start(&sig.sig_int, serve_on_stop_signal, SIGINT);
 	uv_signal_start(&sig.sig_term, serve_on_stop_signal, SIGTERM);
 	uv_signal_start(&sig.sig_hup, serve_on_hup, SIGHUP);
+	uv_signal_start(&sig.sig_usr1, serve_on_usr1, SIGUSR1);
 	if (r < 0) {
 		serve_stop(&sig);
 		uv_run(&loop, UV_RUN_DEFAULT);

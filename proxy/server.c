@@ -13,6 +13,9 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
+#include "auditchain.h"
 #include "control.h"
 #include "hostaddr.h"
 #include "internal.h"
@@ -69,6 +72,23 @@ server_config(const struct server *s)
 	return s->cfg;
 }
 
+/* The `reload` record: ok + the new config's sha256, or the errors (one
+ * string per "FILE:LINE: message" line). */
+static void
+server_log_reload(struct server *s, const struct cfg *c, const char *errors)
+{
+	struct jw w;
+
+	jw_begin(&w, "reload");
+	jw_bool(&w, "ok", c != NULL);
+	jw_str(&w, "path", s->cfg_path ? s->cfg_path : "<default>");
+	if (c != NULL)
+		jw_str(&w, "config", c->sha256);
+	else
+		jw_lines(&w, "errors", errors ? errors : "");
+	audit_emit(&s->audit, &w);
+}
+
 int
 server_reload(struct server *s, char **errors)
 {
@@ -77,6 +97,7 @@ server_reload(struct server *s, char **errors)
 	*errors = NULL;
 	c = cfg_load(s->cfg_path, errors);
 	metrics_reload(&s->metrics, c != NULL);
+	server_log_reload(s, c, *errors);
 	if (c == NULL)
 		return -EINVAL;
 	server_set_config(s, c);
@@ -90,6 +111,37 @@ server_log_reload_refused(const char *how, const char *errors)
 
 	fprintf(stderr, "portcullis: reload %srefused, old config stays:\n%s%s",
 	    how, errors, n > 0 && errors[n - 1] != '\n' ? "\n" : "");
+}
+
+/* --- the audit log's key ---------------------------------------------------- */
+
+/* The chain key: [audit] key, else next to a file log (design.md §9
+ * "Audit chain and rotation"). */
+char *
+server_audit_key(const struct cfg *cfg, const char *audit_path)
+{
+	char *key = NULL;
+
+	if (cfg->audit.key != NULL)
+		return strdup(cfg->audit.key);
+	if (audit_path == NULL || strcmp(audit_path, "-") == 0)
+		return NULL;
+	if (asprintf(&key, "%s.key", audit_path) < 0)
+		return NULL;
+	return key;
+}
+
+int
+server_audit_key_make(const char *key)
+{
+	struct auditkey k;
+	char err[512];
+	int r = auditkey_load(key, true, &k, err, sizeof(err));
+
+	if (r < 0)
+		fprintf(stderr, "portcullis: %s\n", err);
+	OPENSSL_cleanse(&k, sizeof(k));
+	return r;
 }
 
 /* --- listeners ----------------------------------------------------------- */
@@ -214,8 +266,13 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 	if (getrandom(&s->id_prefix, sizeof(s->id_prefix), 0) !=
 	    sizeof(s->id_prefix))
 		s->id_prefix = (uint32_t)getpid();
-	r = audit_open(&s->audit, path,
-	    (unsigned long long)cfg->audit.reserve_mib << 20);
+	{
+		char *key = server_audit_key(cfg, path);
+
+		r = audit_open(&s->audit, path,
+		    (unsigned long long)cfg->audit.reserve_mib << 20, key);
+		free(key);
+	}
 	if (r < 0) {
 		fprintf(stderr, "portcullis: audit log %s: %s\n", path,
 		    strerror(-r));

@@ -20,6 +20,15 @@ struct session;
  * when non-NULL (overrides [audit] log), and writes `start` and `config`
  * records.  Does not listen yet.  Returns 0 or -errno (message on stderr).
  */
+/* The audit chain key of a log at audit_path under cfg: [audit] key, else
+ * AUDIT_PATH.key for a file log, else NULL (stdout: no chain).  Malloc'd;
+ * NULL also without memory. */
+char *server_audit_key(const struct cfg *cfg, const char *audit_path);
+/* Makes that key now if it is missing (0600), so that `portcullis run`
+ * can hide it inside the sandbox before the proxy starts.  0 or -errno
+ * (message on stderr). */
+int server_audit_key_make(const char *key);
+
 int server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
     struct server **out);
 

@@ -364,6 +364,16 @@ run_main(int argc, char **argv)
 		    mounts_add_hide(st.mounts, log.hide) != 0)
 			pc_die("too many paths to hide");
 		audit_path = log.path;
+		/* The chain key is never visible inside (who reads it can
+		 * forge records): made now, hidden like a credential. */
+		{
+			char *key = server_audit_key(cfg, audit_path);
+
+			if (key != NULL && (server_audit_key_make(key) < 0 ||
+			    mounts_add_hide(st.mounts, key) != 0))
+				pc_die("cannot set up the audit key %s", key);
+			free(key);
+		}
 	}
 	plan_build(&o, cfg, st.mounts, o.command, o.ncommand, &p);
 	if (o.setup != NULL) {

@@ -18,6 +18,7 @@
 # python3-socks: a SOCKS5 client library for tests/integration/test_socks5.py.
 # prometheus: for its promtool, which tests/integration/test_metrics.py runs
 # on /metrics (`promtool check metrics`); the daemon itself is not used.
+# logrotate: the real rotation of tests/integration/test_audit_chain.py.
 set -eu
 
 PKGS="build-essential cmake pkg-config git
@@ -27,7 +28,7 @@ curl wget python3 openssl iproute2 procps
 clang libclang-rt-14-dev valgrind
 openssh-client openssh-server
 python3-pip python3-venv python3-requests nodejs
-python3-socks prometheus
+python3-socks prometheus logrotate
 dpkg-dev debhelper"
 
 # Checkers of the Debian package: installed only when that upgrades nothing

@@ -170,6 +170,7 @@ def test_packaged_config_is_the_default_for_a_system_daemon():
     want = ini_items(r.stdout)
     want["proxy"]["control"] = "/run/portcullis/control.sock"
     want["audit"]["log"] = "/var/log/portcullis/audit.jsonl"
+    want["audit"]["key"] = "/var/lib/portcullis/audit.key"
     eq(packaged, want, "packaged config vs the embedded default")
     r = run_portcullis(["check", "-c", packaged_path])
     eq(r.returncode, 0, "check on the packaged config (%r %r)" % (r.stdout, r.stderr))

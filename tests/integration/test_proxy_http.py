@@ -213,7 +213,11 @@ def test_paths_logged_when_enabled():
 def test_start_config_stop_records_sigterm():
     o, p = setup()
     recs = p.audit_records()
-    h.eq(recs[0].get("event"), "start", "first record")
+    # A new log starts with its chain record (design.md §9 "Audit chain
+    # and rotation"), then `start`.
+    h.eq((recs[0].get("event"), recs[0].get("prev_mac")), ("chain", None), "first record")
+    recs = recs[1:]
+    h.eq(recs[0].get("event"), "start", "second record")
     h.match(h.TS_RE, recs[0].get("ts"), "start ts")
     h.eq(recs[0].get("pid"), p.proc.pid, "start pid")
     h.check(isinstance(recs[0].get("version"), str) and recs[0]["version"],

@@ -426,7 +426,8 @@ def test_audit_state_dir_fallback():
             eq(rd(d, "inside.ls"), "", "state dir hidden inside")
         log = os.path.join(state, "portcullis", "run-audit.jsonl")
         check(": audit log: %s\n" % log in r.stderr, r.stderr)
-        eq(os.listdir(os.path.join(state, "portcullis")), ["run-audit.jsonl"], "one log")
+        eq(sorted(os.listdir(os.path.join(state, "portcullis"))),
+           ["run-audit.jsonl", "run-audit.jsonl.key"], "one log and its chain key")
         for sid in sids:
             eq([x["host"] for x in records(log, sid) if x["event"] == "request"], [ALLOWED],
                "records of %s" % sid)
@@ -449,7 +450,8 @@ def test_audit_no_state_dir_as_nobody():
     eq(sorted(os.listdir(tmp)), ["portcullis-65534"], "one directory in TMPDIR")
     sub = os.path.join(tmp, "portcullis-65534")
     eq(oct(os.stat(sub).st_mode & 0o777), "0o700", "its mode")
-    eq(os.listdir(sub), ["run-audit.jsonl"], "one log for both runs")
+    eq(sorted(os.listdir(sub)), ["run-audit.jsonl", "run-audit.jsonl.key"],
+       "one log for both runs, and its chain key")
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def test_refusal_is_not_egress():
     s.sendall(b"GET http://nope.test/ HTTP/1.1\r\nHost: nope.test\r\n\r\n")
     refusal = h.read_to_close(s)
     h.check(refusal.startswith(b"HTTP/1.1 403"), "refused: %r" % refusal[:80])
-    req = p.requests()[0]
+    req = p.wait_records("request", 1)[0]
     cl = p.wait_close(req["id"])
     ex = exchanges(p, req["id"])
     h.eq(len(ex), 1, "one exchange (the refusal is none) %r" % ex)
@@ -235,7 +235,7 @@ def test_tunnel_exact_bytes():
     t.close()
     h.eq(len(got), 1500, "bytes through the tunnel")
     h.eq(peer.got, b"U" * 700, "bytes the origin got")
-    req = p.requests()[0]
+    req = p.wait_records("request", 1)[0]
     cl = p.wait_close(req["id"])
     ex = exchanges(p, req["id"])
     h.eq(len(ex), 1, "one exchange for the tunnel")
@@ -314,7 +314,7 @@ def test_tls_tunnel_exact_bytes():
     t.close()
     h.check(b'"target": "/tls"' in body or b'"target":"/tls"' in body,
             "response through the TLS tunnel %r" % body[-200:])
-    req = p.requests()[0]
+    req = p.wait_records("request", 1)[0]
     cl = p.wait_close(req["id"])
     ex = exchanges(p, req["id"])
     h.eq(len(ex), 1, "one exchange for the TLS tunnel")
@@ -421,7 +421,7 @@ def test_socks5_tunnel_exact_bytes():
         got += d
     s.close()
     h.eq(len(got), 1500, "bytes through the SOCKS5 tunnel")
-    req = p.requests()[0]
+    req = p.wait_records("request", 1)[0]
     cl = p.wait_close(req["id"])
     ex = exchanges(p, req["id"])
     h.eq(len(ex), 1, "one exchange for the SOCKS5 tunnel")

@@ -190,6 +190,10 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
 #define AUDIT_REFUSAL_BYTES (256 * 1024)
 /* Records per writev(2): one syscall for a whole burst (<= IOV_MAX). */
 #define AUDIT_BATCH_IOV 256
+/* The audit log's lock (several processes on one file) is polled this
+ * often; a writer that can't get it for AUDIT_RETRY_MAX_MS counts as a
+ * failed write (fail closed) and tries again. */
+#define AUDIT_LOCK_POLL_MS 5
 /* The chain's tail on a record: ,"seq":<20 digits>,"mac":"<64 hex>"} and
  * the newline (proxy/auditchain.h), with room to spare. */
 #define AUDIT_CHAIN_TAIL 112

@@ -31,6 +31,8 @@ struct rec {
 	size_t base;		/* the record as made, ending "}\n" */
 	size_t acct;		/* what the queue counts for it */
 	bool refusal;		/* counted in rbytes, not bytes */
+	bool raw;		/* not a record: the '\n' that ends a cut
+				 * line; not chained */
 	char data[];
 };
 
@@ -86,6 +88,8 @@ struct audit_q {
 	bool need_link;			/* a `chain` record goes out first */
 	bool link_null;			/* ... with prev_mac null */
 	const char *link_why;		/* ... and this "reason" */
+	bool link_nl;			/* ... after a '\n': the file ends in a
+					 * line cut short (a writer died in it) */
 	bool reopen;			/* under lock: SIGUSR1 */
 };
 
@@ -359,6 +363,7 @@ rec_new(struct jw *w)
 	if (r != NULL) {
 		r->len = r->base = w->len;
 		r->refusal = false;
+		r->raw = false;
 		memcpy(r->data, w->buf, w->len);
 	}
 	return r;
@@ -548,6 +553,9 @@ q_chain_from_tail(struct audit_q *q)
 		if (rfd >= 0)
 			close(rfd);
 	}
+	/* A last line cut short (a writer died mid-record): it stays as it
+	 * is (verify says so), but ours must not be glued to it. */
+	q->link_nl = n > 0 && buf[n - 1] != '\n';
 	if (n > 0 && buf[n - 1] == '\n') {
 		len = (size_t)n - 1;
 		size_t start = len;
@@ -599,6 +607,20 @@ q_link_record_locked(struct audit_q *q)
 	q->head = r;
 	if (q->tail == NULL)
 		q->tail = r;
+	if (q->link_nl) {
+		struct rec *nl = malloc(sizeof(*nl) + 1);
+
+		q->link_nl = false;
+		if (nl == NULL)
+			return;	/* glued: verify says so */
+		nl->len = nl->base = 1;
+		nl->acct = 0;
+		nl->refusal = false;
+		nl->raw = true;
+		nl->data[0] = '\n';
+		nl->next = q->head;
+		q->head = nl;
+	}
 }
 
 /* Appends the chain tail to r after the state (seq, prev); sets the new
@@ -623,6 +645,35 @@ rec_chain(const struct audit_q *q, struct rec *r, unsigned long long *seq,
 }
 
 /*
+ * Takes the file's lock for one batch, polling (LOCK_NB every
+ * AUDIT_LOCK_POLL_MS): anyone who can open the log can hold its lock, and
+ * the writer must still stop in time.  Gives up at the deadline (0: at
+ * AUDIT_RETRY_MAX_MS, or the stop deadline) with -EWOULDBLOCK: the log is
+ * then failing (new requests refused) until a retry gets the lock.
+ */
+static int
+q_lock(struct audit_q *q, uint64_t deadline)
+{
+	uint64_t until = deadline ? deadline : now_ms() + AUDIT_RETRY_MAX_MS;
+
+	for (;;) {
+		struct timespec ts = { 0, AUDIT_LOCK_POLL_MS * 1000000L };
+
+		if (flock(q->fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			return -errno;
+		pthread_mutex_lock(&q->lock);
+		if (q->stop && q->stop_deadline < until)
+			until = q->stop_deadline;
+		pthread_mutex_unlock(&q->lock);
+		if (now_ms() >= until)
+			return -EWOULDBLOCK;
+		nanosleep(&ts, NULL);
+	}
+}
+
+/*
  * One batch from the head: 0 or -errno (the log is failing).  With a
  * chain, a regular file is locked (flock) for the batch, so that several
  * processes appending to one file keep one chain; each record is chained
@@ -640,8 +691,12 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 	int n = 0, err;
 	bool caught_up, locked = false;
 
-	if (q->chain && q->reg && flock(q->fd, LOCK_EX) == 0)
+	if (q->chain && q->reg) {
+		err = q_lock(q, deadline);
+		if (err < 0)
+			return err;
 		locked = true;
+	}
 	if (q->chain && q->reg && q->head_off == 0) {
 		struct stat st;
 
@@ -660,7 +715,8 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 		for (r = q->head; r != NULL && n < AUDIT_BATCH_IOV;
 		    r = r->next, n++) {
 			/* A head partly out (a pipe) is chained already. */
-			if (q->chain && !(n == 0 && q->head_off > 0))
+			if (q->chain && !r->raw &&
+			    !(n == 0 && q->head_off > 0))
 				rec_chain(q, r, &seq, prev);
 			seqs[n] = seq;
 			memcpy(macs[n], prev, sizeof(prev));

@@ -199,6 +199,42 @@ def test_restart_continues_the_chain():
     h.eq(rc, 0, "restarted log verifies (%s)" % err)
 
 
+def test_restart_after_a_cut_line_starts_on_a_line_of_its_own():
+    """A writer that died mid-record leaves a last line without its '\\n':
+    the next start's chain record goes on a line of its own (not glued to
+    the cut one), so the new chain verifies from its start and the cut line
+    is named as it is."""
+    p = workload(1, 0)
+    n1 = len(lines_of(p.audit_path))
+    with open(p.audit_path, "ab") as f:
+        f.write(b'{"ts":"2026-12-02T07:00:00.000Z","event":"request","host":"cut')
+    errpath = os.path.join(p.dir, "restart.stderr")
+    with open(errpath, "wb") as err:
+        r = subprocess.Popen([h.portcullis_bin(), "serve", "-c", p.config_path],
+                             stderr=err, stdout=subprocess.DEVNULL)
+
+    def ready():
+        with open(errpath, "rb") as f:
+            return b"listening on" in f.read()
+    # The ready line comes once its signal handlers are in place.
+    h.wait_until(ready, timeout=20, what="the restarted daemon's ready line")
+    r.send_signal(signal.SIGTERM)
+    h.eq(r.wait(timeout=30), 0, "restarted serve exits 0")
+    lines = lines_of(p.audit_path)
+    h.check(lines[n1].endswith(b'"host":"cut'), "the cut line stays as it was: %r" % lines[n1])
+    recs = [json.loads(ln) for ln in lines[n1 + 1:]]
+    h.eq((recs[0]["event"], recs[0]["prev_mac"], recs[0]["reason"]),
+         ("chain", None, "unchained_tail"), "a new chain on a line of its own")
+    h.eq(recs[-1]["event"], "stop", "the restart's records follow")
+    rc, out, err = verify(p.audit_path)
+    h.eq(rc, 1, "the cut line fails verify")
+    h.check("%s:%d:" % (p.audit_path, n1 + 1) in out + err, "names the cut line: %r" % (out + err))
+    new = os.path.join(p.dir, "new-chain.jsonl")
+    write_lines(new, lines[n1 + 1:])
+    rc, out, err = verify(new, key=p.audit_path + ".key")
+    h.eq(rc, 0, "the new chain alone verifies (%s%s)" % (out, err))
+
+
 def test_logrotate_no_record_lost_or_duplicated():
     lr = shutil.which("logrotate") or "/usr/sbin/logrotate"
     h.check(os.path.exists(lr), "logrotate is not installed (Debian package logrotate)")
@@ -308,6 +344,48 @@ def test_two_writers_one_file_one_chain():
     recs = [json.loads(ln) for ln in lines_of(log)]
     h.eq(sum(1 for r in recs if r["event"] == "request"), 120, "every request recorded")
     h.eq(sum(1 for r in recs if r["event"] == "chain"), 1, "one chain record")
+
+
+def test_log_locked_by_someone_else():
+    """Anyone who can open the log can flock it: the writer polls the lock,
+    so a held lock makes the log fail closed (503 audit_unavailable), never
+    a hang; once it is free every record goes out, in one chain; a daemon
+    stopped while the lock is held still ends in bounded time."""
+    import fcntl
+    origin = h.Origin("o", host="127.0.0.2")
+    p = h.start_proxy(h.std_config("[env default agent]\nallow = 127.0.0.2:%d\n"
+                                   % origin.port))
+    url = "http://127.0.0.2:%d/" % origin.port
+    fd = os.open(p.audit_path, os.O_RDONLY)
+    h.defer(lambda: os.close(fd))
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    codes = []
+
+    def code():
+        r = h.curl(p, "-o", "/dev/null", "-w", "%{http_code}", url)
+        codes.append(r.stdout.decode())
+        return codes[-1]
+    h.wait_until(lambda: code() == "503", timeout=10, interval=0.1,
+                 what="503 while the log is locked")
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    h.wait_until(lambda: code() == "200", timeout=10, interval=0.1,
+                 what="200 once the lock is free")
+    p.stop()
+    rc, out, err = verify(p.audit_path)
+    h.eq(rc, 0, "one chain after the lock (%s)" % err)
+    h.eq(len(p.requests()), len(codes), "every request recorded")
+    # Stopped while locked: ends within the drain bound (AUDIT_DRAIN_MS).
+    p2 = h.start_proxy(h.std_config(""))
+    fd2 = os.open(p2.audit_path, os.O_RDONLY)
+    h.defer(lambda: os.close(fd2))
+    fcntl.flock(fd2, fcntl.LOCK_EX)
+    h.curl(p2, "http://x.test/")
+    t0 = time.monotonic()
+    p2.proc.send_signal(signal.SIGTERM)
+    p2.proc.wait(timeout=30)
+    p2.stopped = True
+    h.check(time.monotonic() - t0 < 15, "stop with the log locked took %.1fs"
+            % (time.monotonic() - t0))
 
 
 def test_run_logs_share_one_chain():

@@ -9,11 +9,14 @@
  *   2. check the namespace: `lo` is the only interface and no route leaves
  *      through anything else (a sandbox that could bypass the proxy must
  *      not start);
- *   3. bind and listen on 127.0.0.1:3128 (taken: refuse, see lib/pclib.h);
- *   4. send the listening fd over the handoff socket (SCM_RIGHTS) and wait,
+ *   3. bind and listen on 127.0.0.1:3128, and bind UDP and listen on TCP
+ *      127.0.0.1:53 for the sandbox's resolver (DESIGN.md §12; any of them
+ *      taken: refuse, see lib/pclib.h);
+ *   4. send the three fds over the handoff socket (SCM_RIGHTS) and wait,
  *      bounded, for the proxy's ack carrying the session id;
- *   5. close our copy of the listener: from now on the proxy holds the only
- *      one, so if the proxy dies connections are refused, never queued;
+ *   5. close our copies: from now on the proxy holds the only ones, so if
+ *      the proxy dies connections are refused and queries go unanswered,
+ *      never queued;
  *   6. check the namespace again, set the proxy environment, install the
  *      seccomp filter, close every fd but 0-2, exec COMMAND.
  * Any failure: one line "portcullis-bridge: no proxy route: <why>" and exit
@@ -26,6 +29,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,30 +185,34 @@ check_namespace(void)
 	}
 }
 
-/* Returns a listening socket on 127.0.0.1:3128, or refuses. */
+/* Returns a socket of type (SOCK_STREAM: listening) bound to
+ * 127.0.0.1:port, or refuses. */
 static int
-listen_loopback(void)
+bind_loopback(int type, int port)
 {
 	struct sockaddr_in sin;
 	int fd, one = 1, saved;
 
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		refuse("socket: %s", strerror(errno));
 	/* SO_REUSEADDR only lets us reuse TIME_WAIT; a live listener on the
-	 * port still fails the bind. */
-	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	 * port still fails the bind (and a UDP socket is never shared:
+	 * SO_REUSEADDR is not set on it). */
+	if (type == SOCK_STREAM)
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one,
+		    sizeof(one));
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
-	sin.sin_port = htons(HANDOFF_PORT);
+	sin.sin_port = htons((uint16_t)port);
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
 		saved = errno;
 		close(fd);
-		refuse("bind %s:%d: %s", HANDOFF_ADDR, HANDOFF_PORT,
-		    strerror(saved));
+		refuse("bind %s %s:%d: %s", type == SOCK_STREAM ? "TCP" : "UDP",
+		    HANDOFF_ADDR, port, strerror(saved));
 	}
-	if (listen(fd, SOMAXCONN) != 0) {
+	if (type == SOCK_STREAM && listen(fd, SOMAXCONN) != 0) {
 		saved = errno;
 		close(fd);
 		refuse("listen: %s", strerror(saved));
@@ -213,18 +221,18 @@ listen_loopback(void)
 }
 
 /*
- * Sends the listener over sock and waits, bounded, for the ack; copies the
+ * Sends the fds over sock and waits, bounded, for the ack; copies the
  * session id into sid.  Refuses on anything else.
  */
 static void
-handoff(int sock, int lfd, char *sid, size_t sidlen)
+handoff(int sock, const int fds[HANDOFF_NFDS], char *sid, size_t sidlen)
 {
 	char why[HANDOFF_MSG_MAX + 64];
 	int rc;
 
-	rc = pc_handoff_offer(sock, lfd);
+	rc = pc_handoff_offer(sock, fds);
 	if (rc < 0)
-		refuse("hand the listener to the proxy: %s", strerror(-rc));
+		refuse("hand the listeners to the proxy: %s", strerror(-rc));
 	if (pc_handoff_wait_ack(sock, sid, sidlen, why, sizeof(why)) != 0)
 		refuse("%s", why);
 }
@@ -403,7 +411,7 @@ main(int argc, char **argv)
 {
 	char sid[HANDOFF_MSG_MAX];
 	bool allow_unix = false;
-	int sock = -1, lfd, i, rc;
+	int sock = -1, fds[HANDOFF_NFDS], i, rc;
 
 	pc_progname = "portcullis-bridge";
 	if (argc >= 2 && strcmp(argv[1], "connect") == 0)
@@ -436,10 +444,13 @@ main(int argc, char **argv)
 
 	lo_up();
 	check_namespace();
-	lfd = listen_loopback();
-	handoff(sock, lfd, sid, sizeof(sid));
-	/* The proxy owns the listener now; ours must not keep it alive. */
-	close(lfd);
+	fds[HANDOFF_FD_HTTP] = bind_loopback(SOCK_STREAM, HANDOFF_PORT);
+	fds[HANDOFF_FD_DNS_UDP] = bind_loopback(SOCK_DGRAM, HANDOFF_DNS_PORT);
+	fds[HANDOFF_FD_DNS_TCP] = bind_loopback(SOCK_STREAM, HANDOFF_DNS_PORT);
+	handoff(sock, fds, sid, sizeof(sid));
+	/* The proxy owns the sockets now; ours must not keep them alive. */
+	for (int k = 0; k < HANDOFF_NFDS; k++)
+		close(fds[k]);
 	close(sock);
 	check_namespace();
 	set_proxy_env(sid);

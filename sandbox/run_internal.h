@@ -169,18 +169,21 @@ void launch_sandbox(struct run_state *st, const struct run_opts *o,
 
 /* ---- remote.c ---- */
 
-/* session.open with the listener lfd (ours stays ours), naming our pid
+/* session.open with the bridge's fds (HTTP listener, DNS UDP and TCP;
+ * ours stay ours), naming our pid
  * and COMMAND (argv joined by spaces, cut at REMOTE_MAX_COMMAND bytes) for
  * `ctl status`; 0 and the id in sid, or -1 with why.  sockpath names the
  * socket in messages. */
-int remote_open(int ctl_fd, const char *sockpath, int lfd, const char *env,
+int remote_open(int ctl_fd, const char *sockpath,
+    const int fds[HANDOFF_NFDS], const char *env,
     enum phase phase, char *const *command, int ncommand, char *sid,
     size_t sidlen, char *why, size_t whylen);
 /* session.phase of sid to agent; 0, or -1 with why. */
 int remote_to_agent(int ctl_fd, const char *sid, char *why, size_t whylen);
-/* session.listen of sid with lfd (ours stays ours); 0, or -1 with why. */
-int remote_listen(int ctl_fd, const char *sid, int lfd, char *why,
-    size_t whylen);
+/* session.listen of sid with the bridge's fds (ours stay ours); 0, or -1
+ * with why. */
+int remote_listen(int ctl_fd, const char *sid, const int fds[HANDOFF_NFDS],
+    char *why, size_t whylen);
 
 /* ---- run.c ---- */
 

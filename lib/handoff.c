@@ -37,15 +37,21 @@ recv_until(int sock, long long deadline, char *buf, size_t len, int *fds,
 }
 
 int
-pc_handoff_offer(int sock, const int fds[HANDOFF_NFDS])
+pc_handoff_offer(int sock, const int fds[HANDOFF_NFDS], size_t nfds)
 {
 	char msg[HANDOFF_MSG_MAX];
 	int len;
 	ssize_t n;
 
-	len = snprintf(msg, sizeof(msg), "%c%d,%d", HANDOFF_MSG_LISTENER,
-	    HANDOFF_PORT, HANDOFF_DNS_PORT);
-	n = pc_send_fds(sock, msg, (size_t)len, fds, HANDOFF_NFDS);
+	if (nfds != 1 && nfds != HANDOFF_NFDS)
+		return -EINVAL;
+	if (nfds == 1)
+		len = snprintf(msg, sizeof(msg), "%c%d", HANDOFF_MSG_LISTENER,
+		    HANDOFF_PORT);
+	else
+		len = snprintf(msg, sizeof(msg), "%c%d,%d",
+		    HANDOFF_MSG_LISTENER, HANDOFF_PORT, HANDOFF_DNS_PORT);
+	n = pc_send_fds(sock, msg, (size_t)len, fds, nfds);
 	if (n < 0)
 		return (int)n;
 	return n == len ? 0 : -EMSGSIZE;
@@ -124,12 +130,20 @@ pc_handoff_accept(int sock, int timeout_ms, int fds[HANDOFF_NFDS],
 		    "its listener (see the message above)");
 		return -1;
 	}
-	if (n < 0 || msg[0] != HANDOFF_MSG_LISTENER || nfds != HANDOFF_NFDS) {
+	if (n > 0 && n < (ssize_t)sizeof(msg))
+		msg[n] = '\0';
+	else if (n > 0)
+		msg[sizeof(msg) - 1] = '\0';
+	if (n < 0 || msg[0] != HANDOFF_MSG_LISTENER ||
+	    !((nfds == 1 && strchr(msg, ',') == NULL) ||
+	    (nfds == HANDOFF_NFDS && strchr(msg, ',') != NULL))) {
 		for (size_t i = 0; n >= 0 && i < nfds; i++)
 			close(fds[i]);
 		snprintf(why, whylen, "malformed handoff from the bridge");
 		return -1;
 	}
+	if (nfds == 1)
+		fds[HANDOFF_FD_DNS_UDP] = fds[HANDOFF_FD_DNS_TCP] = -1;
 	return 0;
 }
 

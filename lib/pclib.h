@@ -26,7 +26,8 @@
  *
  *   bridge -> proxy  'L' + "<port>,<dns port>"  with HANDOFF_NFDS fds as
  *                    SCM_RIGHTS, in the order of enum handoff_fd: the HTTP
- *                    listener, the DNS UDP socket, the DNS TCP listener
+ *                    listener, the DNS UDP socket, the DNS TCP listener;
+ *                    or 'L' + "<port>" with the listener alone (no DNS)
  *   proxy  -> bridge 'K' + "<session id>"   route is live: go ahead
  *   proxy  -> bridge 'E' + "<reason>"       refused: exit HANDOFF_EXIT
  *
@@ -72,9 +73,10 @@ enum handoff_fd {
 /* The bridge's option naming its end of the socketpair. */
 #define HANDOFF_FD_OPTION "--handoff-fd"
 
-/* Bridge side: sends 'L' + ports with fds[HANDOFF_NFDS] (ours stay
- * ours).  0 or -errno. */
-int pc_handoff_offer(int sock, const int fds[HANDOFF_NFDS]);
+/* Bridge side: sends 'L' + ports with the first nfds of fds: 1 (only the
+ * HTTP listener: "L3128", a sandbox without a resolver) or HANDOFF_NFDS
+ * ("L3128,53").  Ours stay ours.  0 or -errno. */
+int pc_handoff_offer(int sock, const int fds[HANDOFF_NFDS], size_t nfds);
 
 /*
  * Bridge side: waits up to HANDOFF_ACK_TIMEOUT_MS for the proxy's answer.
@@ -87,10 +89,12 @@ int pc_handoff_wait_ack(int sock, char *sid, size_t sidlen, char *why,
 
 /*
  * Proxy side: waits up to timeout_ms for the bridge's 'L' message and its
- * HANDOFF_NFDS fds.  Returns 0 with them in fds (close-on-exec; the caller
- * owns them), or -1 with the reason in why (and no fd kept): timeout, EOF
- * (the sandbox exited), fewer or more fds, truncated control data, or
- * another message type.
+ * HANDOFF_NFDS fds ("L3128,53"), or only the HTTP listener ("L3128": the
+ * bridge could not bind port 53, see bridge/main.c).  Returns 0 with them
+ * in fds (close-on-exec; the caller owns them; the DNS ones -1 when
+ * absent), or -1 with the reason in why (and no fd kept): timeout, EOF
+ * (the sandbox exited), a count or text that do not match, truncated
+ * control data, or another message type.
  */
 int pc_handoff_accept(int sock, int timeout_ms, int fds[HANDOFF_NFDS],
     char *why, size_t whylen);

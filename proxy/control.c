@@ -216,6 +216,23 @@ is_tcp_listener(int fd)
 	return true;
 }
 
+/* True when fd is a bound IPv4/IPv6 UDP socket (the sandbox's resolver). */
+static bool
+is_udp_socket(int fd)
+{
+	int v;
+	socklen_t len = sizeof(v);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) != 0 ||
+	    v != SOCK_DGRAM)
+		return false;
+	len = sizeof(v);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) != 0 ||
+	    (v != AF_INET && v != AF_INET6))
+		return false;
+	return true;
+}
+
 /* Closes fd (if >= 0) and the DNS fds taken with it. */
 static void
 close_taken(int fd, int dns[2])
@@ -250,6 +267,13 @@ take_fds(struct ctl_conn *cc, int *fd, int dns[2], const char *op)
 		close_taken(*fd, dns);
 		snprintf(msg, sizeof(msg), "%s: the fd is not a listening TCP "
 		    "socket", op);
+		reply_error(cc, msg);
+		return false;
+	}
+	if (dns[0] >= 0 && !is_udp_socket(dns[0])) {
+		close_taken(*fd, dns);
+		snprintf(msg, sizeof(msg), "%s: the second fd is not a UDP "
+		    "socket (DNS)", op);
 		reply_error(cc, msg);
 		return false;
 	}

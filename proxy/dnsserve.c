@@ -60,7 +60,8 @@ struct dnsserve {
 	uv_udp_t udp;
 	uv_tcp_t tcp;
 	uv_timer_t tick;
-	unsigned pending_closes;
+	unsigned refs;		/* 1 while open + each handle closing + each
+				 * TCP conn's closing */
 	bool closing;
 	struct dnsserve_q *qs;
 	unsigned inflight;
@@ -469,14 +470,18 @@ dnsserve_on_udp_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *b,
 /* --- TCP ------------------------------------------------------------------- */
 
 static void
-dnsserve_on_closed(uv_handle_t *h)
+dnsserve_unref(struct dnsserve *ds)
 {
-	struct dnsserve *ds = h->data;
-
-	if (--ds->pending_closes > 0)
+	if (--ds->refs > 0)
 		return;
 	session_unref(ds->ss);
 	free(ds);
+}
+
+static void
+dnsserve_on_closed(uv_handle_t *h)
+{
+	dnsserve_unref(h->data);
 }
 
 static void
@@ -488,7 +493,7 @@ dnsserve_tcp_on_closed(uv_handle_t *h)
 	if (--tc->pending_closes > 0)
 		return;
 	free(tc);
-	dnsserve_on_closed((uv_handle_t *)&ds->tcp);
+	dnsserve_unref(ds);
 }
 
 static void
@@ -511,7 +516,7 @@ dnsserve_tcp_close(struct dnsserve_tcp *tc)
 		tc->next->prev = tc->prev;
 	ds->ntcp--;
 	/* The conn's handles hold the resolver's struct: counted there. */
-	ds->pending_closes++;
+	ds->refs++;
 	tc->pending_closes = 2;
 	uv_close((uv_handle_t *)&tc->h, dnsserve_tcp_on_closed);
 	uv_close((uv_handle_t *)&tc->timer, dnsserve_tcp_on_closed);
@@ -683,6 +688,7 @@ dnsserve_open(struct session *ss, int udp_fd, int tcp_fd,
 		return -ENOMEM;
 	}
 	ds->ss = ss;
+	ds->refs = 1;
 	ss->refs++;
 	uv_udp_init(loop, &ds->udp);
 	uv_tcp_init(loop, &ds->tcp);
@@ -733,8 +739,9 @@ dnsserve_close(struct dnsserve *ds)
 		free(q);
 	}
 	ds->inflight = 0;
-	ds->pending_closes += 3;
+	ds->refs += 3;
 	uv_close((uv_handle_t *)&ds->udp, dnsserve_on_closed);
 	uv_close((uv_handle_t *)&ds->tcp, dnsserve_on_closed);
 	uv_close((uv_handle_t *)&ds->tick, dnsserve_on_closed);
+	dnsserve_unref(ds);	/* the open reference */
 }

@@ -73,7 +73,8 @@ open_session(struct run_state *st, const struct run_opts *o,
 			return -1;
 		}
 		snprintf(st->sid, sizeof(st->sid), "%s", session_id(st->ss));
-		rc = server_session_dns(st->ss, fds[HANDOFF_FD_DNS_UDP],
+		rc = fds[HANDOFF_FD_DNS_UDP] < 0 ? 0 :
+		    server_session_dns(st->ss, fds[HANDOFF_FD_DNS_UDP],
 		    fds[HANDOFF_FD_DNS_TCP]);
 		if (rc < 0) {
 			snprintf(why, whylen, "session DNS: %s", strerror(-rc));
@@ -107,7 +108,7 @@ attach_listener(struct run_state *st, int fds[HANDOFF_NFDS], char *why,
 		rc = server_session_listen(st->ss, fds[HANDOFF_FD_HTTP]);
 		if (rc < 0) {
 			close_fds(fds + 1, HANDOFF_NFDS - 1);
-		} else {
+		} else if (fds[HANDOFF_FD_DNS_UDP] >= 0) {
 			rc = server_session_dns(st->ss, fds[HANDOFF_FD_DNS_UDP],
 			    fds[HANDOFF_FD_DNS_TCP]);
 		}
@@ -134,7 +135,7 @@ launch_sandbox(struct run_state *st, const struct run_opts *o,
 {
 	uv_process_t *proc = &st->proc[st->cur];
 	uv_process_options_t po;
-	uv_stdio_container_t stdio[RUN_SSHCONF_FD + 1];
+	uv_stdio_container_t stdio[RUN_RESOLV_FD + 1];
 	char why[512];
 	int sp[2], fds[HANDOFF_NFDS], rc, bpf;
 
@@ -181,8 +182,16 @@ launch_sandbox(struct run_state *st, const struct run_opts *o,
 			    strerror(errno));
 		stdio[RUN_SSHCONF_FD].flags = UV_INHERIT_FD;
 		stdio[RUN_SSHCONF_FD].data.fd = p->sshconf_fd;
-		po.stdio_count = RUN_SSHCONF_FD + 1;
+	} else {
+		stdio[RUN_SSHCONF_FD].flags = UV_IGNORE;
 	}
+	/* The resolv.conf, read to EOF by bwrap like the ssh_config. */
+	if (lseek(p->resolv_fd, 0, SEEK_SET) != 0)
+		pc_die("no proxy route: resolv.conf memfd: %s",
+		    strerror(errno));
+	stdio[RUN_RESOLV_FD].flags = UV_INHERIT_FD;
+	stdio[RUN_RESOLV_FD].data.fd = p->resolv_fd;
+	po.stdio_count = RUN_RESOLV_FD + 1;
 	po.exit_cb = run_on_exit;
 	/* bwrap in a process group of its own: a terminal's ^C reaches only
 	 * us, and we pass it to COMMAND (run.c, on_signal).  In ours, bwrap

@@ -67,6 +67,14 @@ remote_call(int ctl_fd, const char *sockpath, const char *line,
 	return j;
 }
 
+/* How many of the bridge's fds there are: all, or the listener alone
+ * (a sandbox without a resolver, see bridge/main.c). */
+static size_t
+handoff_nfds(const int fds[HANDOFF_NFDS])
+{
+	return fds[HANDOFF_FD_DNS_UDP] >= 0 ? HANDOFF_NFDS : 1;
+}
+
 /* {"op":"<op>","session":"<sid>"<tail>} into line; 0, or -1 with why. */
 static int
 session_line(char *line, size_t len, const char *op, const char *sid,
@@ -122,7 +130,8 @@ remote_open(int ctl_fd, const char *sockpath, const int fds[HANDOFF_NFDS],
 	}
 	snprintf(line + pos, sizeof(line) - pos, ",\"phase\":\"%s\"}",
 	    phase_name(phase));
-	j = remote_call(ctl_fd, sockpath, line, fds, HANDOFF_NFDS, "the session",
+	j = remote_call(ctl_fd, sockpath, line, fds, handoff_nfds(fds),
+	    "the session",
 	    why, whylen);
 	if (j == NULL)
 		return -1;
@@ -163,7 +172,7 @@ remote_listen(int ctl_fd, const char *sid, const int fds[HANDOFF_NFDS],
 	if (session_line(line, sizeof(line), "session.listen", sid, "", why,
 	    whylen) != 0)
 		return -1;
-	j = remote_call(ctl_fd, NULL, line, fds, HANDOFF_NFDS, NULL, why,
+	j = remote_call(ctl_fd, NULL, line, fds, handoff_nfds(fds), NULL, why,
 	    whylen);
 	if (j == NULL)
 		return -1;

@@ -33,7 +33,7 @@ struct server;
 struct session;
 
 /* bwrap argv: fixed part + 3 per bind + hides + COMMAND. */
-#define RUN_FIXED_ARGS 64
+#define RUN_FIXED_ARGS 72
 
 struct run_bind {
 	bool ro;
@@ -70,6 +70,7 @@ struct run_plan {
 	size_t cap;
 	char *owned[4];		/* strings argv points to that we free */
 	int sshconf_fd;		/* memfd of the sandbox's ssh_config, or -1 */
+	int resolv_fd;		/* memfd of the sandbox's resolv.conf */
 	size_t nowned;
 	/* The binds for mounts_set_binds: --bind/--ro-bind, then the
 	 * working directory. */
@@ -87,6 +88,15 @@ struct run_plan {
 /* fd of the ssh_config bwrap reads for --ro-bind-data (after the filter). */
 #define RUN_SSHCONF_FD 5
 #define RUN_SSHCONF_FD_STR "5"
+/* fd of the resolv.conf bwrap reads for --ro-bind-data: the sandbox's
+ * resolver is the proxy's, on 127.0.0.1:53 (DESIGN.md §12). */
+#define RUN_RESOLV_FD 6
+#define RUN_RESOLV_FD_STR "6"
+/* Its text: one server, and glibc's wait for it bounded (the answer comes
+ * from a loop on the same machine, or never). */
+#define RUN_RESOLV_CONF "# portcullis: the sandbox's resolver is the proxy " \
+	"(allowed names only)\nnameserver " HANDOFF_ADDR "\n" \
+	"options timeout:2 attempts:2\n"
 
 struct run_state {
 	uv_loop_t loop;

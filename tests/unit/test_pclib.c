@@ -262,7 +262,7 @@ test_handoff(void)
 	three[HANDOFF_FD_HTTP] = lfd;
 	three[HANDOFF_FD_DNS_UDP] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	three[HANDOFF_FD_DNS_TCP] = lfd;
-	CHECK(pc_handoff_offer(sp[0], three) == 0, "offer");
+	CHECK(pc_handoff_offer(sp[0], three, HANDOFF_NFDS) == 0, "offer");
 	fd = pc_handoff_accept(sp[1], 1000, got, why, sizeof(why));
 	CHECK(fd == 0, "accept: %s", why);
 	if (fd == 0) {

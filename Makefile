@@ -50,7 +50,7 @@ VALGRIND_TESTS ?= test_proxy_http test_proxy_connect test_proxy_reasons \
 	test_proxy_cli test_hostile_corpus test_hostile_tls test_hostile_addresses \
 	test_sandbox_run test_phase_switch test_reload_config test_control_socket \
 	test_control_listen test_request_hardening test_audit_queue test_audit_reserve \
-	test_control_owner test_host_addresses test_ops
+	test_control_owner test_host_addresses test_ops test_sandbox_dns
 test-valgrind: deps
 	@$(MAKE) --no-print-directory build
 	cd tests/integration && for t in $(VALGRIND_TESTS); do \

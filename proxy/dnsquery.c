@@ -89,7 +89,7 @@ parse_name(const uint8_t *pkt, size_t len, size_t *off, struct dnsq *q)
 enum dnsq_status
 dnsq_parse(const uint8_t *pkt, size_t len, struct dnsq *q)
 {
-	size_t off = HDR_LEN;
+	size_t off = HDR_LEN, qend;
 	uint16_t qd, an, ns, ar;
 
 	memset(q, 0, sizeof(*q));
@@ -116,8 +116,7 @@ dnsq_parse(const uint8_t *pkt, size_t len, struct dnsq *q)
 	q->qtype = get16(pkt + off);
 	q->qclass = get16(pkt + off + 2);
 	off += 4;
-	q->question = pkt + HDR_LEN;
-	q->question_len = off - HDR_LEN;
+	qend = off;
 	if (ar == 1) {
 		/* EDNS (RFC 6891): root name, type OPT, class (UDP size),
 		 * ttl (ext. rcode, version, flags), rdlength, options.  We
@@ -132,6 +131,9 @@ dnsq_parse(const uint8_t *pkt, size_t len, struct dnsq *q)
 	}
 	if (off != len)
 		return DNSQ_FORMERR;
+	/* Only now: a refusal is a bare header (dnsq_answer). */
+	q->question = pkt + HDR_LEN;
+	q->question_len = qend - HDR_LEN;
 	return DNSQ_OK;
 }
 

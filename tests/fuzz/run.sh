@@ -23,7 +23,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-fuzz.XXXXXX")
 status=0
 
 for pair in fuzz_host:host fuzz_tls:tls fuzz_request:request fuzz_config:config \
-    fuzz_control:control; do
+    fuzz_control:control fuzz_dnsquery:dnsquery; do
 	name=${pair%%:*}
 	kind=${pair#*:}
 	bin=

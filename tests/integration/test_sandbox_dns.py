@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dnsserver  # noqa: E402
 from harness import (AS_NOBODY, Origin, TestFailure, check, control_ask,  # noqa: E402
                      control_connect, defer, eq, run, start_proxy, std_config,
-                     tempdir, tcp_listener, wait_control)
+                     tempdir, tcp_listener, wait_control, wait_until)
 from sandbox_util import prun, run_env  # noqa: E402
 
 ALLOWED = "allowed.example.test"
@@ -347,9 +347,9 @@ def test_flood_is_bounded():
     eq(res["curl"], "200", "HTTP through the proxy unaffected")
     recs = audit(log)
     dropped = [x for x in recs if x.get("event") == "dns_dropped"]
-    # (The kernel drops some of the burst itself, when the socket's
-    # buffer is full: those never reach the proxy.)
-    check(dropped and sum(x["dropped"] for x in dropped) >= 500,
+    # (The kernel drops part of the burst itself when the socket's buffer
+    # is full, more so under valgrind: those never reach the proxy.)
+    check(dropped and sum(x["dropped"] for x in dropped) >= QPS,
           "drops summed up: %r" % dropped)
     check(len(dropped) <= secs + 2, "one summary per second, not per query: %d" % len(dropped))
     dns = [x for x in recs if x.get("proto") == "dns"]
@@ -403,9 +403,11 @@ def test_daemon_checks_the_dns_fds():
     rep = control_ask(s, f, {"op": "session.open", "env": "web"},
                       [l1.fileno(), u.fileno(), l3.fileno()])
     eq(rep.get("ok"), True, "listener, UDP, listener: opened (%r)" % rep)
-    opened = [x for x in p.audit_records() if x.get("event") == "session"
-              and x.get("state") == "opened"]
-    eq(len(opened), 1, "only the good session.open opened a session")
+    def opened():
+        return [x for x in p.audit_records() if x.get("event") == "session"
+                and x.get("state") == "opened"]
+    wait_until(lambda: opened(), what="the session record")
+    eq(len(opened()), 1, "only the good session.open opened a session")
 
 
 if __name__ == "__main__":

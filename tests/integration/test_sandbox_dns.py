@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dnsserver  # noqa: E402
-from harness import (AS_NOBODY, Origin, TestFailure, check, control_ask,  # noqa: E402
+from harness import (AS_NOBODY, Origin, portcullis_bin, TestFailure, check, control_ask,  # noqa: E402
                      control_connect, defer, eq, run, start_proxy, std_config,
                      tempdir, tcp_listener, wait_control, wait_until)
 from sandbox_util import prun, run_env  # noqa: E402
@@ -379,6 +379,38 @@ def test_connect_mode_daemon_answers():
     eq(sorted(set((x["host"], x["decision"]) for x in recs)),
        [(ALLOWED, "allow"), (DENIED, "deny")], "daemon's dns records")
     check(all(x["env"] == "web" for x in recs), "env web")
+
+
+def test_flood_in_one_session_spares_another():
+    """One sandbox floods its resolver for ~3 s (UDP and 2x DNS_SERVE_TCP_CONNS
+    TCP conns held open); another session on the same daemon still gets
+    its answers, and HTTP keeps being served."""
+    import subprocess
+    up = upstream()
+    p, sock = daemon(up)
+    d = tempdir()
+    flood = os.path.join(d, "flood.py")
+    with open(flood, "w") as f:
+        f.write("import socket, struct, time\n"
+                "tcp = [socket.create_connection(('127.0.0.1', 53)) for _ in range(16)]\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "q = struct.pack('>HHHHHH', 1, 0x100, 1, 0, 0, 0) + b'\\x01x\\x04test\\x00' + "
+                "struct.pack('>HH', 1, 1)\n"
+                "end = time.monotonic() + 3\n"
+                "while time.monotonic() < end:\n"
+                "    s.sendto(q, ('127.0.0.1', 53))\n"
+                "print('flooded')\n")
+    a = subprocess.Popen([portcullis_bin(), "run", "--connect", sock, "-e", "web", "--",
+                          "python3", flood], cwd=d, env=run_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    defer(lambda: a.poll() is None and a.kill())
+    wait_until(lambda: any(x.get("event") == "dns_dropped" for x in p.audit_records()), 10,
+               "the flood being dropped")
+    r = prun(["--connect", sock, "-e", "web", "--", "getent", "hosts", ALLOWED], d)
+    eq(r.returncode, 0, "other session resolves during the flood (stderr %r)" % r.stderr)
+    check(r.stdout.split()[0] == "127.0.0.1", "answer %r" % r.stdout)
+    out, err = a.communicate(timeout=30)
+    eq((a.returncode, out), (0, "flooded\n"), "flooder (stderr %r)" % err)
 
 
 def test_daemon_checks_the_dns_fds():

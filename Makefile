@@ -54,6 +54,7 @@ VALGRIND_TESTS ?= test_proxy_http test_proxy_connect test_proxy_reasons \
 VALGRIND_TESTS += test_audit_accounting test_report_mode
 VALGRIND_TESTS += test_metrics test_audit_chain
 VALGRIND_TESTS += test_audit_summary
+VALGRIND_TESTS += test_sandbox_dns
 test-valgrind: deps
 	@$(MAKE) --no-print-directory build
 	cd tests/integration && for t in $(VALGRIND_TESTS); do \

@@ -9,11 +9,16 @@
  *   2. check the namespace: `lo` is the only interface and no route leaves
  *      through anything else (a sandbox that could bypass the proxy must
  *      not start);
- *   3. bind and listen on 127.0.0.1:3128 (taken: refuse, see lib/pclib.h);
- *   4. send the listening fd over the handoff socket (SCM_RIGHTS) and wait,
+ *   3. bind and listen on 127.0.0.1:3128, and bind UDP and listen on TCP
+ *      127.0.0.1:53 for the sandbox's resolver (DESIGN.md §12; any of them
+ *      taken: refuse, see lib/pclib.h), then drop every capability (bwrap
+ *      gave us only CAP_NET_BIND_SERVICE for port 53 and CAP_SETPCAP to
+ *      drop it from the bounding set) and check that none is left;
+ *   4. send the three fds over the handoff socket (SCM_RIGHTS) and wait,
  *      bounded, for the proxy's ack carrying the session id;
- *   5. close our copy of the listener: from now on the proxy holds the only
- *      one, so if the proxy dies connections are refused, never queued;
+ *   5. close our copies: from now on the proxy holds the only ones, so if
+ *      the proxy dies connections are refused and queries go unanswered,
+ *      never queued;
  *   6. check the namespace again, set the proxy environment, install the
  *      seccomp filter, close every fd but 0-2, exec COMMAND.
  * Any failure: one line "portcullis-bridge: no proxy route: <why>" and exit
@@ -26,11 +31,14 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <linux/capability.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -181,30 +189,37 @@ check_namespace(void)
 	}
 }
 
-/* Returns a listening socket on 127.0.0.1:3128, or refuses. */
+/* Returns a socket of type (SOCK_STREAM: listening) bound to
+ * 127.0.0.1:port, or refuses; with eacces_ok, -1 when the bind fails with
+ * EACCES (see main). */
 static int
-listen_loopback(void)
+bind_loopback(int type, int port, bool eacces_ok)
 {
 	struct sockaddr_in sin;
 	int fd, one = 1, saved;
 
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		refuse("socket: %s", strerror(errno));
 	/* SO_REUSEADDR only lets us reuse TIME_WAIT; a live listener on the
-	 * port still fails the bind. */
-	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	 * port still fails the bind (and a UDP socket is never shared:
+	 * SO_REUSEADDR is not set on it). */
+	if (type == SOCK_STREAM)
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one,
+		    sizeof(one));
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
-	sin.sin_port = htons(HANDOFF_PORT);
+	sin.sin_port = htons((uint16_t)port);
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
 		saved = errno;
 		close(fd);
-		refuse("bind %s:%d: %s", HANDOFF_ADDR, HANDOFF_PORT,
-		    strerror(saved));
+		if (saved == EACCES && eacces_ok)
+			return -1;
+		refuse("bind %s %s:%d: %s", type == SOCK_STREAM ? "TCP" : "UDP",
+		    HANDOFF_ADDR, port, strerror(saved));
 	}
-	if (listen(fd, SOMAXCONN) != 0) {
+	if (type == SOCK_STREAM && listen(fd, SOMAXCONN) != 0) {
 		saved = errno;
 		close(fd);
 		refuse("listen: %s", strerror(saved));
@@ -213,18 +228,66 @@ listen_loopback(void)
 }
 
 /*
- * Sends the listener over sock and waits, bounded, for the ack; copies the
+ * Gives up every capability for good: bwrap started us with
+ * CAP_NET_BIND_SERVICE (port 53 is below the namespace's
+ * ip_unprivileged_port_start) and CAP_SETPCAP (to drop it from the
+ * bounding set, so that COMMAND, also as uid 0, can never get it back).
+ * Then checks /proc/self/status: any capability left in any set refuses.
+ */
+static void
+drop_caps(void)
+{
+	struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct data[2];
+	static const char *const sets[] = { "CapInh:", "CapPrm:", "CapEff:",
+	    "CapBnd:", "CapAmb:" };
+	char line[BRIDGE_ROUTE_LINE_MAX];
+	unsigned seen = 0;
+	FILE *f;
+
+	(void)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	for (int c = 0; c <= 63; c++)
+		if (prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1 &&
+		    prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0)
+			refuse("drop capability %d: %s", c, strerror(errno));
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capset, &hdr, data) != 0)
+		refuse("drop capabilities: %s", strerror(errno));
+	f = fopen("/proc/self/status", "re");
+	if (f == NULL)
+		refuse("/proc/self/status: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f) != NULL)
+		for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
+			size_t n = strlen(sets[i]);
+
+			if (strncmp(line, sets[i], n) != 0)
+				continue;
+			seen |= 1u << i;
+			if (strspn(line + n, "\t 0") != strlen(line + n) - 1) {
+				fclose(f);
+				refuse("capabilities left after dropping: %s",
+				    line);
+			}
+		}
+	fclose(f);
+	if (seen != (1u << (sizeof(sets) / sizeof(sets[0]))) - 1)
+		refuse("/proc/self/status lacks a capability set");
+}
+
+/*
+ * Sends the fds over sock and waits, bounded, for the ack; copies the
  * session id into sid.  Refuses on anything else.
  */
 static void
-handoff(int sock, int lfd, char *sid, size_t sidlen)
+handoff(int sock, const int fds[HANDOFF_NFDS], size_t nfds, char *sid,
+    size_t sidlen)
 {
 	char why[HANDOFF_MSG_MAX + 64];
 	int rc;
 
-	rc = pc_handoff_offer(sock, lfd);
+	rc = pc_handoff_offer(sock, fds, nfds);
 	if (rc < 0)
-		refuse("hand the listener to the proxy: %s", strerror(-rc));
+		refuse("hand the listeners to the proxy: %s", strerror(-rc));
 	if (pc_handoff_wait_ack(sock, sid, sidlen, why, sizeof(why)) != 0)
 		refuse("%s", why);
 }
@@ -403,7 +466,8 @@ main(int argc, char **argv)
 {
 	char sid[HANDOFF_MSG_MAX];
 	bool allow_unix = false;
-	int sock = -1, lfd, i, rc;
+	int sock = -1, fds[HANDOFF_NFDS], i, rc;
+	size_t nfds;
 
 	pc_progname = "portcullis-bridge";
 	if (argc >= 2 && strcmp(argv[1], "connect") == 0)
@@ -436,10 +500,35 @@ main(int argc, char **argv)
 
 	lo_up();
 	check_namespace();
-	lfd = listen_loopback();
-	handoff(sock, lfd, sid, sizeof(sid));
-	/* The proxy owns the listener now; ours must not keep it alive. */
-	close(lfd);
+	fds[HANDOFF_FD_HTTP] = bind_loopback(SOCK_STREAM, HANDOFF_PORT, false);
+	/*
+	 * Port 53 needs CAP_NET_BIND_SERVICE in the user namespace that owns
+	 * the network namespace.  bwrap run by an unprivileged user makes
+	 * that namespace as uid 0 (for /dev/pts) and runs us in a second one
+	 * nested inside, where our capability does not reach the network:
+	 * EACCES.  Then the sandbox has no resolver (lookups fail at once,
+	 * as they did before there was one; nothing is opened), and says
+	 * so.  Any other failure (the port taken, ...) refuses.
+	 */
+	nfds = HANDOFF_NFDS;
+	fds[HANDOFF_FD_DNS_UDP] = bind_loopback(SOCK_DGRAM, HANDOFF_DNS_PORT,
+	    true);
+	fds[HANDOFF_FD_DNS_TCP] = fds[HANDOFF_FD_DNS_UDP] < 0 ? -1 :
+	    bind_loopback(SOCK_STREAM, HANDOFF_DNS_PORT, true);
+	if (fds[HANDOFF_FD_DNS_TCP] < 0) {
+		if (fds[HANDOFF_FD_DNS_UDP] >= 0)
+			close(fds[HANDOFF_FD_DNS_UDP]);
+		nfds = 1;
+		pc_warnx("warning: no DNS in this sandbox: binding %s:%d is "
+		    "not permitted here (unprivileged bwrap); name lookups "
+		    "fail, the proxy resolves names itself", HANDOFF_ADDR,
+		    HANDOFF_DNS_PORT);
+	}
+	drop_caps();
+	handoff(sock, fds, nfds, sid, sizeof(sid));
+	/* The proxy owns the sockets now; ours must not keep them alive. */
+	for (size_t k = 0; k < nfds; k++)
+		close(fds[k]);
 	close(sock);
 	check_namespace();
 	set_proxy_env(sid);

@@ -406,4 +406,28 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
 static_assert(AUDITSUM_MAX_LINE <= AUDITSUM_READ_BUF, "a whole line fits the read buffer");
 static_assert(AUDITSUM_MAX_KEY >= AUDIT_MAX_TARGET, "a host fits a group key");
 
+/* proxy/dnsserve.c, proxy/dnsquery.c: the sandbox's resolver (DESIGN.md
+ * §12).  A query and an answer, at most (a stub's query is < 300 bytes;
+ * our answers fit 512, the size every client takes over UDP without
+ * EDNS, also over TCP). */
+#define DNS_SERVE_MSG_MAX 512
+/* Address records in one answer (the rest are left out, as resolvers do). */
+#define DNS_SERVE_MAX_ANSWERS 8
+/* TTL of our answers, seconds: short, so a tool looks again rather than
+ * keep an address the proxy would no longer pick. */
+#define DNS_SERVE_TTL 5
+/* Queries answered per session per second (UDP and TCP together); the
+ * rest are dropped, counted, and summed up in one `dns_dropped` record
+ * per second that had any. */
+#define DNS_SERVE_QPS 100
+/* Lookups waiting for the resolver per session; more are dropped (and
+ * counted) until some finish. */
+#define DNS_SERVE_INFLIGHT 16
+/* DNS-over-TCP connections open at once per session; more are closed at
+ * accept. */
+#define DNS_SERVE_TCP_CONNS 8
+/* A DNS-over-TCP connection with nothing to do for this long is closed,
+ * and so is one whose query does not arrive whole within it. */
+#define DNS_SERVE_TCP_IDLE_MS 5000
+
 #endif

@@ -21,39 +21,46 @@
 #include "pclib.h"
 
 ssize_t
-pc_send_fd(int sock, const void *buf, size_t len, int fd)
+pc_send_fds(int sock, const void *buf, size_t len, const int *fds,
+    size_t nfds)
 {
 	union {
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * PC_MAX_FDS)];
 		struct cmsghdr align;
 	} u;
 	struct msghdr mh;
 	struct iovec iov;
 	ssize_t n;
 
-	if (len == 0)
+	if (len == 0 || nfds > PC_MAX_FDS)
 		return -EINVAL;	/* an fd must travel with at least one byte */
 	memset(&mh, 0, sizeof(mh));
 	iov.iov_base = (void *)buf;
 	iov.iov_len = len;
 	mh.msg_iov = &iov;
 	mh.msg_iovlen = 1;
-	if (fd >= 0) {
+	if (nfds > 0) {
 		struct cmsghdr *cm;
 
 		memset(&u, 0, sizeof(u));
 		mh.msg_control = u.buf;
-		mh.msg_controllen = sizeof(u.buf);
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
 		cm = CMSG_FIRSTHDR(&mh);
 		cm->cmsg_level = SOL_SOCKET;
 		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
 	}
 	do
 		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
 	return n < 0 ? -errno : n;
+}
+
+ssize_t
+pc_send_fd(int sock, const void *buf, size_t len, int fd)
+{
+	return pc_send_fds(sock, buf, len, &fd, fd >= 0 ? 1 : 0);
 }
 
 /* Closes the n fds of fds. */

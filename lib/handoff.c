@@ -37,15 +37,21 @@ recv_until(int sock, long long deadline, char *buf, size_t len, int *fds,
 }
 
 int
-pc_handoff_offer(int sock, int lfd)
+pc_handoff_offer(int sock, const int fds[HANDOFF_NFDS], size_t nfds)
 {
 	char msg[HANDOFF_MSG_MAX];
 	int len;
 	ssize_t n;
 
-	len = snprintf(msg, sizeof(msg), "%c%d", HANDOFF_MSG_LISTENER,
-	    HANDOFF_PORT);
-	n = pc_send_fd(sock, msg, (size_t)len, lfd);
+	if (nfds != 1 && nfds != HANDOFF_NFDS)
+		return -EINVAL;
+	if (nfds == 1)
+		len = snprintf(msg, sizeof(msg), "%c%d", HANDOFF_MSG_LISTENER,
+		    HANDOFF_PORT);
+	else
+		len = snprintf(msg, sizeof(msg), "%c%d,%d",
+		    HANDOFF_MSG_LISTENER, HANDOFF_PORT, HANDOFF_DNS_PORT);
+	n = pc_send_fds(sock, msg, (size_t)len, fds, nfds);
 	if (n < 0)
 		return (int)n;
 	return n == len ? 0 : -EMSGSIZE;
@@ -104,15 +110,16 @@ pc_handoff_wait_ack(int sock, char *sid, size_t sidlen, char *why,
 }
 
 int
-pc_handoff_accept(int sock, int timeout_ms, char *why, size_t whylen)
+pc_handoff_accept(int sock, int timeout_ms, int fds[HANDOFF_NFDS],
+    char *why, size_t whylen)
 {
 	char msg[HANDOFF_MSG_MAX];
 	long long deadline = pc_mono_ms() + timeout_ms;
-	int fd = -1;
 	size_t nfds;
 	ssize_t n;
 
-	n = recv_until(sock, deadline, msg, sizeof(msg), &fd, 1, &nfds);
+	n = recv_until(sock, deadline, msg, sizeof(msg), fds, HANDOFF_NFDS,
+	    &nfds);
 	if (n == -ETIMEDOUT) {
 		snprintf(why, whylen, "no listener from the sandbox within %d ms",
 		    timeout_ms);
@@ -123,13 +130,21 @@ pc_handoff_accept(int sock, int timeout_ms, char *why, size_t whylen)
 		    "its listener (see the message above)");
 		return -1;
 	}
-	if (n < 0 || msg[0] != HANDOFF_MSG_LISTENER || nfds != 1) {
-		if (nfds == 1)
-			close(fd);
+	if (n > 0 && n < (ssize_t)sizeof(msg))
+		msg[n] = '\0';
+	else if (n > 0)
+		msg[sizeof(msg) - 1] = '\0';
+	if (n < 0 || msg[0] != HANDOFF_MSG_LISTENER ||
+	    !((nfds == 1 && strchr(msg, ',') == NULL) ||
+	    (nfds == HANDOFF_NFDS && strchr(msg, ',') != NULL))) {
+		for (size_t i = 0; n >= 0 && i < nfds; i++)
+			close(fds[i]);
 		snprintf(why, whylen, "malformed handoff from the bridge");
 		return -1;
 	}
-	return fd;
+	if (nfds == 1)
+		fds[HANDOFF_FD_DNS_UDP] = fds[HANDOFF_FD_DNS_TCP] = -1;
+	return 0;
 }
 
 void

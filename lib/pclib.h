@@ -24,14 +24,17 @@
  * line with `--handoff-fd N`.  Each message is one packet, at most
  * HANDOFF_MSG_MAX bytes, whose first byte is its type:
  *
- *   bridge -> proxy  'L' + "<port>"  with the listening socket as SCM_RIGHTS
+ *   bridge -> proxy  'L' + "<port>,<dns port>"  with HANDOFF_NFDS fds as
+ *                    SCM_RIGHTS, in the order of enum handoff_fd: the HTTP
+ *                    listener, the DNS UDP socket, the DNS TCP listener;
+ *                    or 'L' + "<port>" with the listener alone (no DNS)
  *   proxy  -> bridge 'K' + "<session id>"   route is live: go ahead
  *   proxy  -> bridge 'E' + "<reason>"       refused: exit HANDOFF_EXIT
  *
  * The bridge waits at most HANDOFF_ACK_TIMEOUT_MS for K or E; silence, EOF
  * or anything else is a refusal.  The proxy side waits at most
  * HANDOFF_FD_TIMEOUT_MS for L (this includes bwrap's own start-up); an L
- * without exactly one fd, or anything else, is a refusal.
+ * without exactly HANDOFF_NFDS fds, or anything else, is a refusal.
  */
 
 /* The in-sandbox listener.  Fixed: the namespace is new and empty, so the
@@ -40,6 +43,17 @@
 #define HANDOFF_ADDR "127.0.0.1"
 #define HANDOFF_PORT 3128
 #define HANDOFF_PROXY_URL "http://127.0.0.1:3128"
+/* The sandbox's resolver (DESIGN.md §12): UDP and TCP on HANDOFF_ADDR,
+ * what the sandbox's /etc/resolv.conf names. */
+#define HANDOFF_DNS_PORT 53
+
+/* The fds of an 'L' message, in order. */
+enum handoff_fd {
+	HANDOFF_FD_HTTP,	/* listening TCP, HANDOFF_PORT */
+	HANDOFF_FD_DNS_UDP,	/* bound UDP, HANDOFF_DNS_PORT */
+	HANDOFF_FD_DNS_TCP,	/* listening TCP, HANDOFF_DNS_PORT */
+	HANDOFF_NFDS
+};
 
 /* One packet; also bounds a session id or refusal reason. */
 #define HANDOFF_MSG_MAX 256
@@ -59,9 +73,10 @@
 /* The bridge's option naming its end of the socketpair. */
 #define HANDOFF_FD_OPTION "--handoff-fd"
 
-/* Bridge side: sends 'L' + port with the listener lfd (ours stays ours).
- * 0 or -errno. */
-int pc_handoff_offer(int sock, int lfd);
+/* Bridge side: sends 'L' + ports with the first nfds of fds: 1 (only the
+ * HTTP listener: "L3128", a sandbox without a resolver) or HANDOFF_NFDS
+ * ("L3128,53").  Ours stay ours.  0 or -errno. */
+int pc_handoff_offer(int sock, const int fds[HANDOFF_NFDS], size_t nfds);
 
 /*
  * Bridge side: waits up to HANDOFF_ACK_TIMEOUT_MS for the proxy's answer.
@@ -74,11 +89,15 @@ int pc_handoff_wait_ack(int sock, char *sid, size_t sidlen, char *why,
 
 /*
  * Proxy side: waits up to timeout_ms for the bridge's 'L' message and its
- * one fd.  Returns the fd (close-on-exec; the caller owns it), or -1 with
- * the reason in why: timeout, EOF (the sandbox exited), no fd, more than
- * one, truncated control data, or another message type.
+ * HANDOFF_NFDS fds ("L3128,53"), or only the HTTP listener ("L3128": the
+ * bridge could not bind port 53, see bridge/main.c).  Returns 0 with them
+ * in fds (close-on-exec; the caller owns them; the DNS ones -1 when
+ * absent), or -1 with the reason in why (and no fd kept): timeout, EOF
+ * (the sandbox exited), a count or text that do not match, truncated
+ * control data, or another message type.
  */
-int pc_handoff_accept(int sock, int timeout_ms, char *why, size_t whylen);
+int pc_handoff_accept(int sock, int timeout_ms, int fds[HANDOFF_NFDS],
+    char *why, size_t whylen);
 
 /* Proxy side: sends type ('K' or 'E') + text (cut to fit one packet).
  * Best effort: a bridge that is gone gets nothing, and refuses anyway. */
@@ -98,6 +117,11 @@ void pc_handoff_reply(int sock, char type, const char *text);
  * -errno (-EPIPE: the peer is gone).
  */
 ssize_t pc_send_fd(int sock, const void *buf, size_t len, int fd);
+
+/* pc_send_fd() with nfds (<= PC_MAX_FDS) fds in one SCM_RIGHTS message,
+ * in that order. */
+ssize_t pc_send_fds(int sock, const void *buf, size_t len, const int *fds,
+    size_t nfds);
 
 /*
  * One recvmsg() of up to len bytes into buf, with MSG_CMSG_CLOEXEC and the

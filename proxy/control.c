@@ -216,6 +216,77 @@ is_tcp_listener(int fd)
 	return true;
 }
 
+/* True when fd is a bound IPv4/IPv6 UDP socket (the sandbox's resolver). */
+static bool
+is_udp_socket(int fd)
+{
+	int v;
+	socklen_t len = sizeof(v);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) != 0 ||
+	    v != SOCK_DGRAM)
+		return false;
+	len = sizeof(v);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) != 0 ||
+	    (v != AF_INET && v != AF_INET6))
+		return false;
+	return true;
+}
+
+/* Closes fd (if >= 0) and the DNS fds taken with it. */
+static void
+close_taken(int fd, int dns[2])
+{
+	if (fd >= 0)
+		close(fd);
+	for (int i = 0; i < 2; i++)
+		if (dns[i] >= 0)
+			close(dns[i]);
+	dns[0] = dns[1] = -1;
+}
+
+/*
+ * Takes the request's fds (1 or HANDOFF_NFDS, checked by the caller) in
+ * the handoff's order: the listener into *fd, the DNS UDP socket and TCP
+ * listener into dns (else -1).  Each must be what it claims to be (the
+ * DNS ones are checked again by dnsserve_open): false, all closed and the
+ * error replied, when not.
+ */
+static bool
+take_fds(struct ctl_conn *cc, int *fd, int dns[2], const char *op)
+{
+	char msg[128];
+
+	*fd = cc->fds[HANDOFF_FD_HTTP];
+	if (cc->nfds == HANDOFF_NFDS) {
+		dns[0] = cc->fds[HANDOFF_FD_DNS_UDP];
+		dns[1] = cc->fds[HANDOFF_FD_DNS_TCP];
+	}
+	cc->nfds = 0;
+	if (!is_tcp_listener(*fd)) {
+		close_taken(*fd, dns);
+		snprintf(msg, sizeof(msg), "%s: the fd is not a listening TCP "
+		    "socket", op);
+		reply_error(cc, msg);
+		return false;
+	}
+	if (dns[0] >= 0 && !is_udp_socket(dns[0])) {
+		close_taken(*fd, dns);
+		snprintf(msg, sizeof(msg), "%s: the second fd is not a UDP "
+		    "socket (DNS)", op);
+		reply_error(cc, msg);
+		return false;
+	}
+	if (dns[1] >= 0 && !is_tcp_listener(dns[1])) {
+		close_taken(*fd, dns);
+		snprintf(msg, sizeof(msg), "%s: the third fd is not a "
+		    "listening TCP socket (DNS)", op);
+		reply_error(cc, msg);
+		return false;
+	}
+	return true;
+}
+
 /*
  * The member key as a process id: a JSON number that is an integer in
  * 1..PC_MAX_PID.  0 when absent, of another kind, or out of range.
@@ -273,69 +344,76 @@ op_session_open(struct ctl_conn *cc, const struct json_obj *j)
 	enum phase phase = PHASE_AGENT;
 	char out[256], msg[CONTROL_MAX_LINE];
 	size_t pos;
-	int fd, rc;
+	int fd, rc, dns[2] = { -1, -1 };
 
-	if (cc->nfds != 1) {
+	if (cc->nfds != 1 && cc->nfds != HANDOFF_NFDS) {
 		drop_fds(cc);
-		reply_error(cc, "session.open needs exactly one listening "
-		    "socket passed with the request (SCM_RIGHTS)");
+		reply_error(cc, "session.open needs one listening socket, or "
+		    "it and the two DNS sockets, passed with the request "
+		    "(SCM_RIGHTS)");
 		return;
 	}
-	fd = cc->fds[0];
-	cc->nfds = 0;
-	if (!is_tcp_listener(fd)) {
-		close(fd);
-		reply_error(cc, "session.open: the fd is not a listening TCP "
-		    "socket");
+	if (!take_fds(cc, &fd, dns, "session.open"))
 		return;
-	}
 	if (json_has(j, "env") && env == NULL) {
-		close(fd);
+		close_taken(fd, dns);
 		reply_error(cc, "env must be a string");
 		return;
 	}
 	if (env == NULL)
 		env = cfg->proxy.env;
 	if (cfg_find_env(cfg, env) == NULL) {
-		close(fd);
+		close_taken(fd, dns);
 		snprintf(msg, sizeof(msg), "unknown env \"%.200s\"", env);
 		reply_error(cc, msg);
 		return;
 	}
 	if (json_has(j, "phase") && (ph == NULL || phase_parse(ph, &phase) != 0)) {
-		close(fd);
+		close_taken(fd, dns);
 		reply_error(cc, "invalid phase (setup or agent)");
 		return;
 	}
 	if (json_has(j, "pid") && (pid = json_get_pid(j, "pid")) == 0) {
-		close(fd);
+		close_taken(fd, dns);
 		reply_error(cc, "pid must be a process id (a positive integer)");
 		return;
 	}
 	if (json_has(j, "command") && (command = json_get_str(j, "command"))
 	    == NULL) {
-		close(fd);
+		close_taken(fd, dns);
 		reply_error(cc, "command must be a string");
 		return;
 	}
 	if (cc->nsessions >= CONTROL_MAX_SESSIONS) {
-		close(fd);
+		close_taken(fd, dns);
 		reply_error(cc, "too many sessions on this control connection");
 		return;
 	}
 	cs = calloc(1, sizeof(*cs));
 	if (cs == NULL || (cs->env = strdup(env)) == NULL) {
 		free(cs);
-		close(fd);
+		close_taken(fd, dns);
 		reply_error(cc, "out of memory");
 		return;
 	}
 	rc = server_session_open(ctl->s, fd, env, phase, &cs->ss);
 	if (rc < 0) {
+		close_taken(-1, dns);
 		sess_free(cs);
 		snprintf(msg, sizeof(msg), "session.open: %s", strerror(-rc));
 		reply_error(cc, msg);
 		return;
+	}
+	if (dns[0] >= 0) {
+		rc = server_session_dns(cs->ss, dns[0], dns[1]);
+		if (rc < 0) {
+			server_session_close(cs->ss);
+			sess_free(cs);
+			snprintf(msg, sizeof(msg), "session.open: DNS sockets: "
+			    "%s", strerror(-rc));
+			reply_error(cc, msg);
+			return;
+		}
 	}
 	cs->ss->owner = cc;
 	cs->ss->peer_pid = cc->pid > 0 ? cc->pid : 0;
@@ -435,37 +513,45 @@ op_session_listen(struct ctl_conn *cc, const struct json_obj *j)
 	struct ctl_conn *owner;
 	struct ctl_sess *cs;
 	char msg[256];
-	int fd, rc;
+	int fd, rc, dns[2] = { -1, -1 };
 
-	if (cc->nfds != 1) {
+	if (cc->nfds != 1 && cc->nfds != HANDOFF_NFDS) {
 		drop_fds(cc);
-		reply_error(cc, "session.listen needs exactly one listening "
-		    "socket passed with the request (SCM_RIGHTS)");
+		reply_error(cc, "session.listen needs one listening socket, "
+		    "or it and the two DNS sockets, passed with the request "
+		    "(SCM_RIGHTS)");
 		return;
 	}
-	fd = cc->fds[0];
-	cc->nfds = 0;
+	if (!take_fds(cc, &fd, dns, "session.listen"))
+		return;
 	if (id == NULL || (cs = find_session(cc->ctl, id, &owner)) == NULL) {
-		close(fd);
+		close_taken(fd, dns);
 		reply_error(cc, "unknown session");
 		return;
 	}
 	if (owner != cc) {
-		close(fd);
+		close_taken(fd, dns);
 		reply_error(cc, "session belongs to another control connection");
-		return;
-	}
-	if (!is_tcp_listener(fd)) {
-		close(fd);
-		reply_error(cc, "session.listen: the fd is not a listening "
-		    "TCP socket");
 		return;
 	}
 	rc = server_session_listen(cs->ss, fd);
 	if (rc < 0) {
+		close_taken(-1, dns);
 		snprintf(msg, sizeof(msg), "session.listen: %s", strerror(-rc));
 		reply_error(cc, msg);
 		return;
+	}
+	if (dns[0] >= 0) {
+		/* The new sandbox's resolver replaces the old one's; failing
+		 * that, the session is closed: its sandbox must not start
+		 * without the route it was promised. */
+		rc = server_session_dns(cs->ss, dns[0], dns[1]);
+		if (rc < 0) {
+			snprintf(msg, sizeof(msg), "session.listen: DNS "
+			    "sockets: %s", strerror(-rc));
+			reply_error(cc, msg);
+			return;
+		}
 	}
 	reply(cc, "{\"ok\":true}");
 }

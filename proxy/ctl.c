@@ -46,6 +46,14 @@ int
 ctl_request(int fd, const char *line, int passfd, char *out,
     size_t outlen, int timeout_ms)
 {
+	return ctl_request_fds(fd, line, &passfd, passfd >= 0 ? 1 : 0, out,
+	    outlen, timeout_ms);
+}
+
+int
+ctl_request_fds(int fd, const char *line, const int *passfds, size_t npass,
+    char *out, size_t outlen, int timeout_ms)
+{
 	char msg[CONTROL_MAX_LINE + 1];
 	size_t len = strlen(line), have = 0, off = 0;
 	long long deadline = pc_mono_ms() + timeout_ms;
@@ -55,9 +63,9 @@ ctl_request(int fd, const char *line, int passfd, char *out,
 	memcpy(msg, line, len);
 	msg[len++] = '\n';
 	while (off < len) {
-		/* The fd travels with the first byte. */
-		ssize_t n = pc_send_fd(fd, msg + off, len - off,
-		    off == 0 ? passfd : -1);
+		/* The fds travel with the first byte. */
+		ssize_t n = pc_send_fds(fd, msg + off, len - off, passfds,
+		    off == 0 ? npass : 0);
 
 		/* A daemon that refuses a peer answers at once and closes;
 		 * its reply is still queued for us, so read it. */

@@ -22,5 +22,8 @@ int ctl_connect(const char *path);
  */
 int ctl_request(int fd, const char *line, int passfd, char *reply,
     size_t replylen, int timeout_ms);
+/* ctl_request() passing npass fds (<= PC_MAX_FDS), in order. */
+int ctl_request_fds(int fd, const char *line, const int *passfds,
+    size_t npass, char *reply, size_t replylen, int timeout_ms);
 
 #endif

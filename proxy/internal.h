@@ -46,6 +46,8 @@ struct session {
 	char *env;
 	enum phase phase;
 	struct session_listener *lst;	/* the handed-out listener, or NULL */
+	struct dnsserve *dnss;	/* the sandbox's resolver (dnsserve.c), or
+				 * NULL (a session opened with one fd) */
 	bool closed;		/* server_session_close() ran */
 	unsigned refs;		/* each listener handle + each conn */
 	void *owner;		/* control connection that opened it, or NULL */

@@ -406,3 +406,58 @@ policy_addr_allowed(const struct cfg *c, const struct netaddr *addr,
 	}
 	return true;
 }
+
+/* Decided for t; true when only the method step (or nothing) refused. */
+static bool
+name_allowed_on(const struct cfg *c, const char *envname, enum phase phase,
+    const struct target *t, struct decision *d)
+{
+	policy_decide(c, envname, phase, t, "GET", false, d);
+	return d->reason == REASON_ALLOWED ||
+	    d->reason == REASON_METHOD_NOT_ALLOWED;
+}
+
+void
+policy_decide_name(const struct cfg *c, const char *envname, enum phase phase,
+    const char *host, struct decision *d, uint16_t *port)
+{
+	const struct env *e = cfg_find_env(c, envname);
+	const struct phase_policy *pp = NULL;
+	struct target t;
+	struct decision first;
+
+	memset(&t, 0, sizeof(t));
+	t.host = host;
+	t.kind = HOST_NAME;
+	t.port = 443;
+	*port = 0;
+	policy_decide(c, envname, phase, &t, "GET", false, &first);
+	if (e != NULL && (unsigned)phase < PHASE_COUNT && e->phase[phase].present)
+		pp = &e->phase[phase];
+	for (size_t i = 0; pp != NULL && i < pp->allow.n; i++) {
+		const struct rule *r = &pp->allow.v[i];
+		uint16_t ports[2] = { 443, 80 };
+		size_t np = 2;
+
+		if (!host_matches(r, &t, false))
+			continue;
+		if (r->port > 0) {
+			ports[0] = (uint16_t)r->port;
+			np = 1;
+		}
+		for (size_t k = 0; k < np; k++) {
+			t.port = ports[k];
+			if (name_allowed_on(c, envname, phase, &t, d) &&
+			    d->rule != NULL) {
+				*port = ports[k];
+				return;
+			}
+			if (d->reason == REASON_METHOD_NOT_ALLOWED) {
+				*port = ports[k];
+				decide(d, REASON_ALLOWED, r, r->origin);
+				return;
+			}
+		}
+	}
+	*d = first;
+}

@@ -112,4 +112,17 @@ bool policy_addr_allowed(const struct cfg *c, const struct netaddr *addr,
  */
 bool policy_rule_matches(const struct rule *r, const struct target *t);
 
+/*
+ * The sandbox resolver's question (DESIGN.md §12): is the name host (a
+ * normalised HOST_NAME) allowed on some port?  policy_decide() is asked
+ * for each port an allow rule matching host names (a rule without a port:
+ * 443, then 80; `:*`: 443, then 80); the first that is decided allowed, or
+ * refused only at the method step (the method is the request's, not the
+ * lookup's), wins: *d is then allowed by that rule and *port is the port,
+ * for the address check.  Otherwise *d is policy_decide()'s for port 443
+ * (denied, not_allowed, ...) and *port 0.
+ */
+void policy_decide_name(const struct cfg *c, const char *env,
+    enum phase phase, const char *host, struct decision *d, uint16_t *port);
+
 #endif

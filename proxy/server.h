@@ -48,6 +48,15 @@ int server_session_open(struct server *s, int fd, const char *env,
 const char *session_id(const struct session *ss);
 
 /*
+ * Serves the session's sandbox resolver (DESIGN.md §12) on udp_fd (bound
+ * UDP) and tcp_fd (listening TCP), both bound inside the sandbox by
+ * portcullis-bridge; ownership passes here.  Replaces the resolver of a
+ * previous sandbox of the session, if any.  0, or -errno (both fds
+ * closed; -EINVAL: not a UDP socket and a TCP listener).
+ */
+int server_session_dns(struct session *ss, int udp_fd, int tcp_fd);
+
+/*
  * Moves the session to a new listening socket fd (ownership passes here):
  * the old listener is closed, conns already accepted stay.  Used when
  * `portcullis run --setup` starts the agent-phase sandbox (a new network

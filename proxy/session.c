@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dnsserve.h"
 #include "internal.h"
 #include "log.h"
 
@@ -175,6 +176,25 @@ server_session_listen(struct session *ss, int fd)
 }
 
 int
+server_session_dns(struct session *ss, int udp_fd, int tcp_fd)
+{
+	struct dnsserve *d;
+	int r;
+
+	if (ss->closed || ss->s->stopping) {
+		close(udp_fd);
+		close(tcp_fd);
+		return -EPERM;
+	}
+	r = dnsserve_open(ss, udp_fd, tcp_fd, &d);
+	if (r < 0)
+		return r;
+	dnsserve_close(ss->dnss);
+	ss->dnss = d;
+	return 0;
+}
+
+int
 server_session_open(struct server *s, int fd, const char *env,
     enum phase phase, struct session **out)
 {
@@ -278,5 +298,7 @@ server_session_close(struct session *ss)
 		    on_session_listener_closed);
 		ss->lst = NULL;
 	}
+	dnsserve_close(ss->dnss);
+	ss->dnss = NULL;
 	session_unref(ss);	/* the session's own reference */
 }

@@ -2,8 +2,9 @@
  * launch: one sandbox from spawn to the bridge's go-ahead (docs/sandbox.md,
  * "How the route is built").  bwrap gets the bridge's end of a
  * SOCK_SEQPACKET socketpair as fd 3 and the seccomp filter as BPF on fd
- * RUN_SECCOMP_FD; the bridge hands back the listener it bound inside the
- * namespace (the handoff protocol of lib/pclib.h); a session is opened for
+ * RUN_SECCOMP_FD; the bridge hands back the listener and the two DNS
+ * sockets it bound inside the namespace (the handoff protocol of
+ * lib/pclib.h); a session is opened for
  * it (or, after --setup, the current one moves to it) in the embedded proxy
  * or on the daemon (remote.c); then the bridge is acknowledged with the
  * session id.  Any failure on the way refuses the bridge and exits 125:
@@ -40,59 +41,87 @@ setup_failed(struct run_state *st, int sock, const char *why)
 	_exit(HANDOFF_EXIT);
 }
 
+/* Closes the n fds of fds (ours, after the daemon took its copies). */
+static void
+close_fds(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
 /*
- * Opens a session in phase (env name envname) for the listener lfd
- * (ownership passes here) and puts its id in st->sid: server_session_open()
- * in the embedded proxy, session.open + fd over the control connection.
+ * Opens a session in phase (env name envname) for the bridge's fds
+ * (ownership passes here: the HTTP listener and the DNS sockets) and puts
+ * its id in st->sid: server_session_open() and server_session_dns() in
+ * the embedded proxy, session.open + fds over the control connection.
  * 0, or -1 with why.
  */
 static int
-open_session(struct run_state *st, const struct run_opts *o, int lfd,
-    const char *envname, enum phase phase, char *why, size_t whylen)
+open_session(struct run_state *st, const struct run_opts *o,
+    int fds[HANDOFF_NFDS], const char *envname, enum phase phase, char *why,
+    size_t whylen)
 {
 	int rc;
 
 	if (st->srv != NULL) {
-		rc = server_session_open(st->srv, lfd, envname, phase, &st->ss);
+		rc = server_session_open(st->srv, fds[HANDOFF_FD_HTTP], envname,
+		    phase, &st->ss);
 		if (rc < 0) {
+			close_fds(fds + 1, HANDOFF_NFDS - 1);
 			snprintf(why, whylen, "session: %s", strerror(-rc));
 			return -1;
 		}
 		snprintf(st->sid, sizeof(st->sid), "%s", session_id(st->ss));
+		rc = fds[HANDOFF_FD_DNS_UDP] < 0 ? 0 :
+		    server_session_dns(st->ss, fds[HANDOFF_FD_DNS_UDP],
+		    fds[HANDOFF_FD_DNS_TCP]);
+		if (rc < 0) {
+			snprintf(why, whylen, "session DNS: %s", strerror(-rc));
+			return -1;
+		}
 		return 0;
 	}
-	rc = remote_open(st->ctl_fd, o->connect, lfd, o->env, phase, o->command,
+	rc = remote_open(st->ctl_fd, o->connect, fds, o->env, phase, o->command,
 	    o->ncommand, st->sid, sizeof(st->sid), why, whylen);
-	/* The daemon has its own copy now (or none): ours must not keep the
-	 * listener alive past the daemon. */
-	close(lfd);
+	/* The daemon has its own copies now (or none): ours must not keep
+	 * the sockets alive past the daemon. */
+	close_fds(fds, HANDOFF_NFDS);
 	return rc;
 }
 
 /*
- * Attaches the agent sandbox's listener lfd (ownership passes here) to the
- * current session, replacing the setup sandbox's: server_session_listen()
- * in the embedded proxy, session.listen + fd over the control connection
- * (which opened the session, as the daemon requires).  0, or -1 with why.
+ * Attaches the agent sandbox's fds (ownership passes here) to the current
+ * session, replacing the setup sandbox's: server_session_listen() and
+ * server_session_dns() in the embedded proxy, session.listen + fds over
+ * the control connection (which opened the session, as the daemon
+ * requires).  0, or -1 with why.
  */
 static int
-attach_listener(struct run_state *st, int lfd, char *why, size_t whylen)
+attach_listener(struct run_state *st, int fds[HANDOFF_NFDS], char *why,
+    size_t whylen)
 {
 	char inner[320];
 	int rc;
 
 	if (st->srv != NULL) {
-		rc = server_session_listen(st->ss, lfd);
+		rc = server_session_listen(st->ss, fds[HANDOFF_FD_HTTP]);
+		if (rc < 0) {
+			close_fds(fds + 1, HANDOFF_NFDS - 1);
+		} else if (fds[HANDOFF_FD_DNS_UDP] >= 0) {
+			rc = server_session_dns(st->ss, fds[HANDOFF_FD_DNS_UDP],
+			    fds[HANDOFF_FD_DNS_TCP]);
+		}
 		if (rc < 0)
 			snprintf(why, whylen, "attaching the agent sandbox's "
-			    "listener to session %s: %s", st->sid,
+			    "listeners to session %s: %s", st->sid,
 			    strerror(-rc));
 		return rc < 0 ? -1 : 0;
 	}
-	rc = remote_listen(st->ctl_fd, st->sid, lfd, inner, sizeof(inner));
-	/* The daemon has its own copy now (or none): ours must not keep the
-	 * listener alive past the daemon. */
-	close(lfd);
+	rc = remote_listen(st->ctl_fd, st->sid, fds, inner, sizeof(inner));
+	/* The daemon has its own copies now (or none): ours must not keep
+	 * the sockets alive past the daemon. */
+	close_fds(fds, HANDOFF_NFDS);
 	if (rc != 0)
 		snprintf(why, whylen, "attaching the agent sandbox's listener "
 		    "to session %.64s: %.300s", st->sid, inner);
@@ -106,9 +135,9 @@ launch_sandbox(struct run_state *st, const struct run_opts *o,
 {
 	uv_process_t *proc = &st->proc[st->cur];
 	uv_process_options_t po;
-	uv_stdio_container_t stdio[RUN_SSHCONF_FD + 1];
+	uv_stdio_container_t stdio[RUN_RESOLV_FD + 1];
 	char why[512];
-	int sp[2], lfd, rc, bpf;
+	int sp[2], fds[HANDOFF_NFDS], rc, bpf;
 
 	st->proc_exited = false;
 	/* A new, empty session keyring for this sandbox (it inherits ours
@@ -153,8 +182,16 @@ launch_sandbox(struct run_state *st, const struct run_opts *o,
 			    strerror(errno));
 		stdio[RUN_SSHCONF_FD].flags = UV_INHERIT_FD;
 		stdio[RUN_SSHCONF_FD].data.fd = p->sshconf_fd;
-		po.stdio_count = RUN_SSHCONF_FD + 1;
+	} else {
+		stdio[RUN_SSHCONF_FD].flags = UV_IGNORE;
 	}
+	/* The resolv.conf, read to EOF by bwrap like the ssh_config. */
+	if (lseek(p->resolv_fd, 0, SEEK_SET) != 0)
+		pc_die("no proxy route: resolv.conf memfd: %s",
+		    strerror(errno));
+	stdio[RUN_RESOLV_FD].flags = UV_INHERIT_FD;
+	stdio[RUN_RESOLV_FD].data.fd = p->resolv_fd;
+	po.stdio_count = RUN_RESOLV_FD + 1;
 	po.exit_cb = run_on_exit;
 	/* bwrap in a process group of its own: a terminal's ^C reaches only
 	 * us, and we pass it to COMMAND (run.c, on_signal).  In ours, bwrap
@@ -169,13 +206,13 @@ launch_sandbox(struct run_state *st, const struct run_opts *o,
 		    uv_strerror(rc));
 	st->proc_started = true;
 
-	lfd = pc_handoff_accept(sp[0], HANDOFF_FD_TIMEOUT_MS, why, sizeof(why));
-	if (lfd < 0)
+	if (pc_handoff_accept(sp[0], HANDOFF_FD_TIMEOUT_MS, fds, why,
+	    sizeof(why)) != 0)
 		setup_failed(st, sp[0], why);
 	if (attach)
-		rc = attach_listener(st, lfd, why, sizeof(why));
+		rc = attach_listener(st, fds, why, sizeof(why));
 	else
-		rc = open_session(st, o, lfd, envname, phase, why, sizeof(why));
+		rc = open_session(st, o, fds, envname, phase, why, sizeof(why));
 	if (rc != 0)
 		setup_failed(st, sp[0], why);
 	pc_handoff_reply(sp[0], HANDOFF_MSG_ACK, st->sid);

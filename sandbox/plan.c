@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -141,6 +142,22 @@ plan_hide(struct run_plan *p, const char *sock)
 	}
 }
 
+/* The sandbox's resolv.conf in a memfd (RUN_RESOLV_CONF); dies on
+ * failure: without it every lookup would go to a server it cannot reach. */
+static int
+resolv_make(void)
+{
+	const char *text = RUN_RESOLV_CONF;
+	size_t len = strlen(text);
+	int fd = memfd_create("portcullis-resolv.conf", MFD_CLOEXEC);
+
+	if (fd < 0)
+		pc_die("no proxy route: resolv.conf memfd: %s", strerror(errno));
+	if (write(fd, text, len) != (ssize_t)len)
+		pc_die("no proxy route: resolv.conf memfd: %s", strerror(errno));
+	return fd;
+}
+
 /* See run_internal.h. */
 void
 plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
@@ -157,6 +174,7 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	    sizeof(why));
 	if (p->sshconf_fd == -2)
 		pc_warnx("%s", why);
+	p->resolv_fd = resolv_make();
 	if (getcwd(p->cwd, sizeof(p->cwd)) == NULL)
 		pc_die("getcwd: %s", strerror(errno));
 	if (strcmp(p->cwd, "/") == 0)
@@ -191,6 +209,14 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	 * none in the sandbox: CapEff 0). */
 	plan_add(p, "--cap-drop");
 	plan_add(p, "ALL");
+	/* But two for the bridge, which drops them (bounding set included)
+	 * before anything else runs: port 53 for the sandbox's resolver is
+	 * below ip_unprivileged_port_start, and CAP_SETPCAP is what drops
+	 * a capability from the bounding set. */
+	plan_add(p, "--cap-add");
+	plan_add(p, "CAP_NET_BIND_SERVICE");
+	plan_add(p, "--cap-add");
+	plan_add(p, "CAP_SETPCAP");
 	plan_add(p, "--ro-bind");
 	plan_add(p, "/");
 	plan_add(p, "/");
@@ -229,6 +255,14 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 		plan_add(p, RUN_SSHCONF_FD_STR);
 		plan_add(p, SSHCONF_PATH);
 	}
+	/* The proxy answers lookups (allowed names only) on 127.0.0.1:53
+	 * inside; a host whose /etc/resolv.conf is a symlink gets a file
+	 * there (bwrap replaces the link's target path in the sandbox). */
+	plan_add(p, "--perms");
+	plan_add(p, "0644");
+	plan_add(p, "--ro-bind-data");
+	plan_add(p, RUN_RESOLV_FD_STR);
+	plan_add(p, "/etc/resolv.conf");
 	mounts_emit_env(m, plan_add_cb, p);
 	plan_add(p, "--chdir");
 	plan_add(p, p->cwd);
@@ -250,6 +284,8 @@ plan_free(struct run_plan *p)
 		free(p->owned[i]);
 	if (p->argv != NULL && p->sshconf_fd >= 0)
 		close(p->sshconf_fd);
+	if (p->argv != NULL && p->resolv_fd >= 0)
+		close(p->resolv_fd);
 	free(p->argv);
 }
 

@@ -1,6 +1,7 @@
 /*
  * remote: `portcullis run --connect SOCK`'s side of the daemon's control
- * protocol (DESIGN.md §8): session.open with the bridge's listener,
+ * protocol (DESIGN.md §8): session.open with the bridge's listener and
+ * its two DNS sockets (DESIGN.md §12),
  * session.phase to agent after --setup, session.listen with the agent
  * sandbox's listener.  Each request is one line and gets one reply line
  * within CONTROL_REPLY_TIMEOUT_MS (ctl_request); anything but
@@ -26,16 +27,17 @@
  * the daemon refused.
  */
 static struct json_obj *
-remote_call(int ctl_fd, const char *sockpath, const char *line, int passfd,
-    const char *what, char *why, size_t whylen)
+remote_call(int ctl_fd, const char *sockpath, const char *line,
+    const int *passfds, size_t npass, const char *what, char *why,
+    size_t whylen)
 {
 	char reply[CONTROL_MAX_LINE];
 	struct json_obj *j;
 	const char *jwhy, *err;
 	int rc;
 
-	rc = ctl_request(ctl_fd, line, passfd, reply, sizeof(reply),
-	    CONTROL_REPLY_TIMEOUT_MS);
+	rc = ctl_request_fds(ctl_fd, line, passfds, npass, reply,
+	    sizeof(reply), CONTROL_REPLY_TIMEOUT_MS);
 	if (rc < 0) {
 		snprintf(why, whylen, "control socket%s%s: %s",
 		    sockpath ? " " : "", sockpath ? sockpath : "",
@@ -65,6 +67,14 @@ remote_call(int ctl_fd, const char *sockpath, const char *line, int passfd,
 	return j;
 }
 
+/* How many of the bridge's fds there are: all, or the listener alone
+ * (a sandbox without a resolver, see bridge/main.c). */
+static size_t
+handoff_nfds(const int fds[HANDOFF_NFDS])
+{
+	return fds[HANDOFF_FD_DNS_UDP] >= 0 ? HANDOFF_NFDS : 1;
+}
+
 /* {"op":"<op>","session":"<sid>"<tail>} into line; 0, or -1 with why. */
 static int
 session_line(char *line, size_t len, const char *op, const char *sid,
@@ -82,7 +92,8 @@ session_line(char *line, size_t len, const char *op, const char *sid,
 }
 
 int
-remote_open(int ctl_fd, const char *sockpath, int lfd, const char *env,
+remote_open(int ctl_fd, const char *sockpath, const int fds[HANDOFF_NFDS],
+    const char *env,
     enum phase phase, char *const *command, int ncommand, char *sid,
     size_t sidlen, char *why, size_t whylen)
 {
@@ -119,7 +130,9 @@ remote_open(int ctl_fd, const char *sockpath, int lfd, const char *env,
 	}
 	snprintf(line + pos, sizeof(line) - pos, ",\"phase\":\"%s\"}",
 	    phase_name(phase));
-	j = remote_call(ctl_fd, sockpath, line, lfd, "the session", why, whylen);
+	j = remote_call(ctl_fd, sockpath, line, fds, handoff_nfds(fds),
+	    "the session",
+	    why, whylen);
 	if (j == NULL)
 		return -1;
 	v = json_get_str(j, "session");
@@ -142,7 +155,7 @@ remote_to_agent(int ctl_fd, const char *sid, char *why, size_t whylen)
 	if (session_line(line, sizeof(line), "session.phase", sid,
 	    ",\"phase\":\"agent\"", why, whylen) != 0)
 		return -1;
-	j = remote_call(ctl_fd, NULL, line, -1, NULL, why, whylen);
+	j = remote_call(ctl_fd, NULL, line, NULL, 0, NULL, why, whylen);
 	if (j == NULL)
 		return -1;
 	free(j);
@@ -150,7 +163,8 @@ remote_to_agent(int ctl_fd, const char *sid, char *why, size_t whylen)
 }
 
 int
-remote_listen(int ctl_fd, const char *sid, int lfd, char *why, size_t whylen)
+remote_listen(int ctl_fd, const char *sid, const int fds[HANDOFF_NFDS],
+    char *why, size_t whylen)
 {
 	char line[CONTROL_MAX_LINE];
 	struct json_obj *j;
@@ -158,7 +172,8 @@ remote_listen(int ctl_fd, const char *sid, int lfd, char *why, size_t whylen)
 	if (session_line(line, sizeof(line), "session.listen", sid, "", why,
 	    whylen) != 0)
 		return -1;
-	j = remote_call(ctl_fd, NULL, line, lfd, NULL, why, whylen);
+	j = remote_call(ctl_fd, NULL, line, fds, handoff_nfds(fds), NULL, why,
+	    whylen);
 	if (j == NULL)
 		return -1;
 	free(j);

@@ -33,7 +33,7 @@ struct server;
 struct session;
 
 /* bwrap argv: fixed part + 3 per bind + hides + COMMAND. */
-#define RUN_FIXED_ARGS 64
+#define RUN_FIXED_ARGS 72
 
 struct run_bind {
 	bool ro;
@@ -70,6 +70,7 @@ struct run_plan {
 	size_t cap;
 	char *owned[4];		/* strings argv points to that we free */
 	int sshconf_fd;		/* memfd of the sandbox's ssh_config, or -1 */
+	int resolv_fd;		/* memfd of the sandbox's resolv.conf */
 	size_t nowned;
 	/* The binds for mounts_set_binds: --bind/--ro-bind, then the
 	 * working directory. */
@@ -87,6 +88,15 @@ struct run_plan {
 /* fd of the ssh_config bwrap reads for --ro-bind-data (after the filter). */
 #define RUN_SSHCONF_FD 5
 #define RUN_SSHCONF_FD_STR "5"
+/* fd of the resolv.conf bwrap reads for --ro-bind-data: the sandbox's
+ * resolver is the proxy's, on 127.0.0.1:53 (DESIGN.md §12). */
+#define RUN_RESOLV_FD 6
+#define RUN_RESOLV_FD_STR "6"
+/* Its text: one server, and glibc's wait for it bounded (the answer comes
+ * from a loop on the same machine, or never). */
+#define RUN_RESOLV_CONF "# portcullis: the sandbox's resolver is the proxy " \
+	"(allowed names only)\nnameserver " HANDOFF_ADDR "\n" \
+	"options timeout:2 attempts:2\n"
 
 struct run_state {
 	uv_loop_t loop;
@@ -169,18 +179,21 @@ void launch_sandbox(struct run_state *st, const struct run_opts *o,
 
 /* ---- remote.c ---- */
 
-/* session.open with the listener lfd (ours stays ours), naming our pid
+/* session.open with the bridge's fds (HTTP listener, DNS UDP and TCP;
+ * ours stay ours), naming our pid
  * and COMMAND (argv joined by spaces, cut at REMOTE_MAX_COMMAND bytes) for
  * `ctl status`; 0 and the id in sid, or -1 with why.  sockpath names the
  * socket in messages. */
-int remote_open(int ctl_fd, const char *sockpath, int lfd, const char *env,
+int remote_open(int ctl_fd, const char *sockpath,
+    const int fds[HANDOFF_NFDS], const char *env,
     enum phase phase, char *const *command, int ncommand, char *sid,
     size_t sidlen, char *why, size_t whylen);
 /* session.phase of sid to agent; 0, or -1 with why. */
 int remote_to_agent(int ctl_fd, const char *sid, char *why, size_t whylen);
-/* session.listen of sid with lfd (ours stays ours); 0, or -1 with why. */
-int remote_listen(int ctl_fd, const char *sid, int lfd, char *why,
-    size_t whylen);
+/* session.listen of sid with the bridge's fds (ours stay ours); 0, or -1
+ * with why. */
+int remote_listen(int ctl_fd, const char *sid, const int fds[HANDOFF_NFDS],
+    char *why, size_t whylen);
 
 /* ---- run.c ---- */
 

@@ -28,7 +28,7 @@ curl wget python3 openssl iproute2 procps
 clang libclang-rt-14-dev valgrind
 openssh-client openssh-server
 python3-pip python3-venv python3-requests nodejs
-python3-socks prometheus logrotate
+python3-socks prometheus logrotate bind9-dnsutils
 dpkg-dev debhelper"
 
 # Checkers of the Debian package: installed only when that upgrades nothing

@@ -23,7 +23,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-fuzz.XXXXXX")
 status=0
 
 for pair in fuzz_host:host fuzz_tls:tls fuzz_request:request fuzz_config:config \
-    fuzz_control:control fuzz_socks:socks fuzz_auditscan:auditscan; do
+    fuzz_control:control fuzz_socks:socks fuzz_auditscan:auditscan \
+    fuzz_dnsquery:dnsquery; do
 	name=${pair%%:*}
 	kind=${pair#*:}
 	bin=

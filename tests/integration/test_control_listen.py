@@ -104,13 +104,13 @@ def test_listen_refusals_keep_serving():
             "session belongs to another control connection", "wrong owner")
     # No fd.
     refused(s, f, {"op": "session.listen", "session": sid}, [],
-            "session.listen needs exactly one listening socket passed with the "
-            "request (SCM_RIGHTS)", "no fd")
+            "session.listen needs one listening socket, or it and the two DNS "
+            "sockets, passed with the request (SCM_RIGHTS)", "no fd")
     # Two fds.
     ly, porty = tcp_listener()
     refused(s, f, {"op": "session.listen", "session": sid}, [lx.fileno(), ly.fileno()],
-            "session.listen needs exactly one listening socket passed with the "
-            "request (SCM_RIGHTS)", "two fds")
+            "session.listen needs one listening socket, or it and the two DNS "
+            "sockets, passed with the request (SCM_RIGHTS)", "two fds")
     # Unknown / missing / non-string session.
     refused(s, f, {"op": "session.listen", "session": "s-ffffffff"}, [lx.fileno()],
             "unknown session", "unknown session")

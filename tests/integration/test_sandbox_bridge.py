@@ -55,16 +55,22 @@ def test_good_namespace_runs_command():
     ns = netns()
     d = tempdir()
     p, a = start_bridge(ns, d)
-    msg, fds, _, _ = socket.recv_fds(a, 256, 1)
-    eq(msg, b"L3128", "handoff message")
-    eq(len(fds), 1, "one fd")
-    ls = socket.socket(fileno=fds[0])
-    eq(ls.getsockname(), ("127.0.0.1", 3128), "listener address")
+    msg, fds, _, _ = socket.recv_fds(a, 256, 4)
+    eq(msg, b"L3128,53", "handoff message")
+    eq(len(fds), 3, "three fds: HTTP listener, DNS UDP, DNS TCP")
+    socks = [socket.socket(fileno=f) for f in fds]
+    eq(socks[0].getsockname(), ("127.0.0.1", 3128), "listener address")
+    eq(socks[0].type, socket.SOCK_STREAM, "listener type")
+    eq(socks[1].getsockname(), ("127.0.0.1", 53), "DNS UDP address")
+    eq(socks[1].type, socket.SOCK_DGRAM, "DNS UDP type")
+    eq(socks[2].getsockname(), ("127.0.0.1", 53), "DNS TCP address")
+    eq(socks[2].type, socket.SOCK_STREAM, "DNS TCP type")
     a.send(b"Ks-test")
     out, err = p.communicate(timeout=10)
     eq(p.returncode, 0, "exit (stderr %r)" % err)
     check(os.path.exists(os.path.join(d, "marker")), "COMMAND ran")
-    ls.close()
+    for s in socks:
+        s.close()
 
 
 def test_extra_interface_refused():
@@ -98,12 +104,48 @@ def test_port_taken_refused():
     check("3128" in err and "in use" in err, "names the bind failure: %r" % err)
 
 
+def dns_port_taken(kind):
+    """127.0.0.1:53 (kind: "udp" or "tcp") held inside the namespace by
+    another process: the bridge refuses (exit 125) before handing out
+    anything, as for 3128 -- the sandbox's resolver is part of its route."""
+    ns = netns()
+    subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=10)
+    make = "socket.socket(type=socket.SOCK_DGRAM)" if kind == "udp" else "socket.socket()"
+    lst = "" if kind == "udp" else "s.listen(1); "
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", ns, "python3", "-c",
+         "import socket,time; s=%s; s.bind(('127.0.0.1',53)); %s"
+         "print('ready', flush=True); time.sleep(60)" % (make, lst)],
+        stdout=subprocess.PIPE, text=True)
+    defer(holder.kill)
+    eq(holder.stdout.readline().strip(), "ready", "holder bound")
+    d = tempdir()
+    p, a = start_bridge(ns, d)
+    err = finish(p, d, "DNS %s port taken" % kind)
+    check(("%s 127.0.0.1:53" % kind.upper()) in err and "in use" in err,
+          "names the bind failure: %r" % err)
+    a.setblocking(False)
+    try:
+        got = a.recv(256)
+    except BlockingIOError:
+        got = b""
+    eq(got, b"", "nothing handed out")
+
+
+def test_dns_udp_port_taken_refused():
+    dns_port_taken("udp")
+
+
+def test_dns_tcp_port_taken_refused():
+    dns_port_taken("tcp")
+
+
 def test_ack_never_comes():
     ns = netns()
     d = tempdir()
     t0 = time.monotonic()
     p, a = start_bridge(ns, d)
-    msg, fds, _, _ = socket.recv_fds(a, 256, 1)
+    msg, fds, _, _ = socket.recv_fds(a, 256, 4)
     for f in fds:
         os.close(f)
     err = finish(p, d, "no ack")

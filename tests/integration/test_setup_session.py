@@ -54,9 +54,9 @@ def check_fail_closed(daemon, d, r, why):
     # What the launcher asked: one session, switched, then moved; never a
     # second session.open, never a session.close.
     eq([(q.get("op"), q.get("session"), q.get("phase"), n) for q, n in daemon.requests],
-       [("session.open", None, "setup", 1),
+       [("session.open", None, "setup", 3),
         ("session.phase", FAKE_SID, "agent", 0),
-        ("session.listen", FAKE_SID, None, 1)], "requests to the daemon")
+        ("session.listen", FAKE_SID, None, 3)], "requests to the daemon")
 
 
 def test_refused_listen_fails_closed():

@@ -251,17 +251,30 @@ static void
 test_handoff(void)
 {
 	char why[HANDOFF_MSG_MAX + 64], sid[HANDOFF_MSG_MAX];
-	int sp[2], lfd, fd, two[2], before, after, rc;
+	int sp[2], lfd, fd, two[2], three[HANDOFF_NFDS], got[HANDOFF_NFDS];
+	int before, after, rc;
 	long long t0;
 
-	/* The whole protocol, as the bridge and the launcher use it. */
+	/* The whole protocol, as the bridge and the launcher use it: the
+	 * HTTP listener and the two DNS sockets, in order. */
 	make_pair(SOCK_SEQPACKET, sp);
 	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	CHECK(pc_handoff_offer(sp[0], lfd) == 0, "offer");
-	fd = pc_handoff_accept(sp[1], 1000, why, sizeof(why));
-	CHECK(fd >= 0, "accept: %s", why);
-	if (fd >= 0)
-		close(fd);
+	three[HANDOFF_FD_HTTP] = lfd;
+	three[HANDOFF_FD_DNS_UDP] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	three[HANDOFF_FD_DNS_TCP] = lfd;
+	CHECK(pc_handoff_offer(sp[0], three, HANDOFF_NFDS) == 0, "offer");
+	fd = pc_handoff_accept(sp[1], 1000, got, why, sizeof(why));
+	CHECK(fd == 0, "accept: %s", why);
+	if (fd == 0) {
+		int type = 0;
+		socklen_t tl = sizeof(type);
+
+		CHECK(getsockopt(got[HANDOFF_FD_DNS_UDP], SOL_SOCKET, SO_TYPE,
+		    &type, &tl) == 0 && type == SOCK_DGRAM, "fd order");
+		for (int i = 0; i < HANDOFF_NFDS; i++)
+			close(got[i]);
+	}
+	close(three[HANDOFF_FD_DNS_UDP]);
 	pc_handoff_reply(sp[1], HANDOFF_MSG_ACK, "s-7f3a");
 	rc = pc_handoff_wait_ack(sp[0], sid, sizeof(sid), why, sizeof(why));
 	CHECK(rc == 0 && strcmp(sid, "s-7f3a") == 0, "ack: %d %s", rc,
@@ -288,18 +301,19 @@ test_handoff(void)
 	    "ack with an fd: %d %s", rc, why);
 	CHECK(after == before, "ack with an fd: %d fds leaked", after - before);
 
-	/* 'L' without its fd: refused where one is required. */
+	/* 'L' without its fds: refused where they are required. */
 	CHECK(pc_send_fd(sp[0], "L3128", 5, -1) == 5, "L without fd");
-	fd = pc_handoff_accept(sp[1], 1000, why, sizeof(why));
+	fd = pc_handoff_accept(sp[1], 1000, got, why, sizeof(why));
 	CHECK(fd == -1 && strcmp(why, "malformed handoff from the bridge") == 0,
 	    "L without fd: %d %s", fd, why);
 
-	/* 'L' with two fds: refused, both closed. */
+	/* 'L' with two fds (an old bridge without the DNS sockets, or one
+	 * missing): refused, both closed. */
 	two[0] = lfd;
 	two[1] = lfd;
 	send_raw(sp[0], "L3128", 5, two, 2);
 	before = count_fds();
-	fd = pc_handoff_accept(sp[1], 1000, why, sizeof(why));
+	fd = pc_handoff_accept(sp[1], 1000, got, why, sizeof(why));
 	after = count_fds();
 	CHECK(fd == -1 && strcmp(why, "malformed handoff from the bridge") == 0,
 	    "L with two fds: %d %s", fd, why);
@@ -308,14 +322,14 @@ test_handoff(void)
 	/* Another type with an fd: refused, the fd closed. */
 	CHECK(pc_send_fd(sp[0], "K3128", 5, lfd) == 5, "K with fd");
 	before = count_fds();
-	fd = pc_handoff_accept(sp[1], 1000, why, sizeof(why));
+	fd = pc_handoff_accept(sp[1], 1000, got, why, sizeof(why));
 	after = count_fds();
 	CHECK(fd == -1, "K instead of L: %d", fd);
 	CHECK(after == before, "K instead of L: %d fds leaked", after - before);
 
 	/* Silence: a bounded wait, then a refusal naming the bound. */
 	t0 = pc_mono_ms();
-	fd = pc_handoff_accept(sp[1], 50, why, sizeof(why));
+	fd = pc_handoff_accept(sp[1], 50, got, why, sizeof(why));
 	CHECK(fd == -1 && strcmp(why, "no listener from the sandbox within "
 	    "50 ms") == 0, "silence: %d %s", fd, why);
 	CHECK(pc_mono_ms() - t0 >= 50, "silence: returned after %lld ms",
@@ -323,7 +337,7 @@ test_handoff(void)
 
 	/* The bridge's end closed: the sandbox exited. */
 	close(sp[0]);
-	fd = pc_handoff_accept(sp[1], 1000, why, sizeof(why));
+	fd = pc_handoff_accept(sp[1], 1000, got, why, sizeof(why));
 	CHECK(fd == -1 && strstr(why, "exited before handing out") != NULL,
 	    "EOF: %d %s", fd, why);
 	close(sp[1]);

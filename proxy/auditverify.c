@@ -253,6 +253,30 @@ default_key(char **files, int n)
 }
 
 int
+auditverify_files(const struct auditkey *key, char *const *files, int n)
+{
+	struct vstate v;
+	unsigned long long records;
+	int r = 0;
+
+	memset(&v, 0, sizeof(v));
+	v.key = key;
+	for (int i = 0; i < n && r == 0; i++)
+		r = verify_file(&v, files[i]);
+	if (r == 0 && !v.last_stop) {
+		fprintf(stderr, "%s: no `stop` record at the end: the log was "
+		    "truncated, or the daemon is still running (or was "
+		    "killed)\n", v.prev_where);
+		r = 1;
+	}
+	records = v.records;
+	if (r == 0)
+		printf("%llu records in %d file%s: chain intact\n", records, n,
+		    n == 1 ? "" : "s");
+	return r;
+}
+
+int
 auditverify_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -263,7 +287,6 @@ auditverify_main(int argc, char **argv)
 	const char *keypath = NULL;
 	char *defkey = NULL, err[512];
 	struct auditkey key;
-	struct vstate v;
 	int c, r = 0;
 
 	optind = 1;
@@ -293,19 +316,7 @@ auditverify_main(int argc, char **argv)
 		free(defkey);
 		return 2;
 	}
-	memset(&v, 0, sizeof(v));
-	v.key = &key;
-	for (int i = optind; i < argc && r == 0; i++)
-		r = verify_file(&v, argv[i]);
-	if (r == 0 && !v.last_stop) {
-		fprintf(stderr, "%s: no `stop` record at the end: the log was "
-		    "truncated, or the daemon is still running (or was "
-		    "killed)\n", v.prev_where);
-		r = 1;
-	}
-	if (r == 0)
-		printf("%llu records in %d file%s: chain intact\n", v.records,
-		    argc - optind, argc - optind == 1 ? "" : "s");
+	r = auditverify_files(&key, argv + optind, argc - optind);
 	free(defkey);
 	OPENSSL_cleanse(&key, sizeof(key));
 	return r;

@@ -24,7 +24,7 @@ status=0
 
 for pair in fuzz_host:host fuzz_tls:tls fuzz_request:request fuzz_config:config \
     fuzz_control:control fuzz_socks:socks fuzz_auditscan:auditscan \
-    fuzz_dnsquery:dnsquery; do
+    fuzz_dnsquery:dnsquery fuzz_auditverify:auditverify; do
 	name=${pair%%:*}
 	kind=${pair#*:}
 	bin=

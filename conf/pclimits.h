@@ -329,6 +329,9 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
 /* Hidden paths and kernel masks we track (the list is fixed; the ssh host
  * key glob is what makes it variable). */
 #define MOUNTS_MAX_PATHS 96
+/* Sandbox plans one run builds (the command's and the --setup one's); each
+ * keeps its hide paths alive until the run ends. */
+#define MOUNTS_MAX_PLANS 2
 
 /* sandbox/runlog.c */
 /* Longest value of a record field the summary keeps (longer is cut). */

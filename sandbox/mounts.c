@@ -75,6 +75,11 @@ struct mounts {
 	 * (see mounts_set_binds); re-emitted after the binds. */
 	struct mounts_path rehides[MOUNTS_MAX_PATHS];
 	size_t nrehides;
+	/* An earlier plan's rehide paths: its argv points into them, so a
+	 * later mounts_set_binds (the setup plan after the command's) keeps
+	 * them until mounts_free.  Bounded: MOUNTS_MAX_PLANS - 1 plans. */
+	char *retired[MOUNTS_MAX_PATHS * (MOUNTS_MAX_PLANS - 1)];
+	size_t nretired;
 	const struct mounts_bind *binds;	/* the caller's, not owned */
 	size_t nbinds;
 	char *home;		/* the run's HOME */
@@ -646,8 +651,13 @@ int
 mounts_set_binds(struct mounts *m, const struct mounts_bind *binds,
     size_t nbinds, const char *cwd, char *why, size_t whylen)
 {
+	if (m->nretired + m->nrehides > NELEM(m->retired)) {
+		snprintf(why, whylen, "more than %d sandbox plans in one run",
+		    MOUNTS_MAX_PLANS);
+		return -1;
+	}
 	for (size_t i = 0; i < m->nrehides; i++)
-		free(m->rehides[i].path);
+		m->retired[m->nretired++] = m->rehides[i].path;
 	m->nrehides = 0;
 	m->binds = binds;
 	m->nbinds = nbinds;
@@ -803,6 +813,8 @@ mounts_free(struct mounts *m)
 		free(m->paths[i].path);
 	for (size_t i = 0; i < m->nrehides; i++)
 		free(m->rehides[i].path);
+	for (size_t i = 0; i < m->nretired; i++)
+		free(m->retired[i]);
 	for (size_t i = 0; i < NELEM(m->env); i++)
 		free(m->env[i].value);
 	free(m->home);

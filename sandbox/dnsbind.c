@@ -32,7 +32,6 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <linux/nsfs.h>
@@ -139,12 +138,10 @@ same_ns(int fd, const char *path)
 	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
-/*
- * Waits (bounded) for the child's report on sock: 0 with the two fds, or
- * -1 with why.  *timed_out tells the caller to kill the child.
- */
+/* Waits (bounded) for the child's report on sock: 0 with the two fds, or
+ * -1 with why. */
 static int
-child_report(int sock, int fds[2], bool *timed_out, char *why, size_t whylen)
+child_report(int sock, int fds[2], char *why, size_t whylen)
 {
 	static const char *const what[] = {
 		[DNSBIND_STEP_USERNS] = "enter the sandbox's user namespace",
@@ -158,11 +155,9 @@ child_report(int sock, int fds[2], bool *timed_out, char *why, size_t whylen)
 	ssize_t n;
 	int rc;
 
-	*timed_out = false;
 	do {
 		rc = pc_wait_readable(sock, deadline);
 		if (rc == 0) {
-			*timed_out = true;
 			snprintf(why, whylen, "DNS sockets: no answer from the "
 			    "helper within %d ms", RUN_DNSBIND_TIMEOUT_MS);
 			return -1;
@@ -201,7 +196,6 @@ dnsbind_in_sandbox(int listener, int *udp, int *tcp, char *why,
 {
 	int netns = -1, userns = -1, sp[2] = { -1, -1 }, fds[2], rc = -1;
 	int status, saved, same;
-	bool timed_out = false;
 	sigset_t all, old;
 	pid_t pid;
 
@@ -260,10 +254,11 @@ dnsbind_in_sandbox(int listener, int *udp, int *tcp, char *why,
 	}
 	(void)close(sp[1]);
 	sp[1] = -1;
-	rc = child_report(sp[0], fds, &timed_out, why, whylen);
-	if (timed_out)
+	rc = child_report(sp[0], fds, why, whylen);
+	/* Bounded: the child has reported and exits at once, or is killed
+	 * (timed out, or it said something we did not expect). */
+	if (rc != 0)
 		(void)kill(pid, SIGKILL);
-	/* Bounded: the child has reported (and exits at once) or is killed. */
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	if (rc == 0) {

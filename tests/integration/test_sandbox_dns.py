@@ -523,6 +523,33 @@ def test_connect_mode_daemon_answers():
     check(all(x["env"] == "web" for x in recs), "env web")
 
 
+def test_connect_mode_daemon_answers_nobody():
+    """The same, run by nobody against a daemon that lets its group in
+    ([proxy] control_group): `portcullis run` binds the DNS sockets in the
+    sandbox's namespace and sends them with session.open."""
+    if os.getuid() != 0:
+        raise TestFailure("needs root to switch to an unprivileged uid")
+    up = upstream()
+    path = os.path.join(tempdir(), "control.sock")
+    os.chmod(os.path.dirname(path), 0o755)
+    p = start_proxy(std_config(
+        "[dns]\nservers = 127.0.0.1:%d\n\n[env web agent]\nallow = %s\n" % (up.port, ALLOWED),
+        proxy_extra="control = %s\ncontrol_group = nogroup\n" % path))
+    wait_until(lambda: os.path.exists(path), what="control socket")
+    d = tempdir()
+    os.chmod(d, 0o777)
+    r = prun(["--connect", path, "-e", "web", "--", "sh", "-c",
+              "getent hosts %s; echo rc=$?; getent hosts %s; echo rc=$?" % (ALLOWED, DENIED)], d,
+             prefix=AS_NOBODY)
+    eq(r.returncode, 0, "run (stderr %r)" % r.stderr)
+    lines = r.stdout.splitlines()
+    check(lines[0].split()[0] == "127.0.0.1" and lines[1] == "rc=0", "allowed: %r" % lines)
+    eq(lines[2:], ["rc=2"], "denied: nothing")
+    recs = [x for x in p.audit_records() if x.get("proto") == "dns"]
+    eq(sorted(set((x["host"], x["decision"]) for x in recs)),
+       [(ALLOWED, "allow"), (DENIED, "deny")], "daemon's dns records")
+
+
 def test_flood_in_one_session_spares_another():
     """One sandbox floods its resolver for ~3 s (UDP and 2x DNS_SERVE_TCP_CONNS
     TCP conns held open); another session on the same daemon still gets

@@ -180,6 +180,31 @@ def test_clients_nobody():
     run_clients(prefix=AS_NOBODY)
 
 
+def test_setup_then_agent_nobody():
+    """--setup as nobody: each of the two sandboxes gets its own DNS
+    sockets (bound by `portcullis run` in each namespace), answered under
+    each phase's policy: the setup phase allows DENIED too."""
+    if os.getuid() != 0:
+        raise TestFailure("needs root to switch to an unprivileged uid")
+    up = upstream()
+    d = tempdir()
+    os.chmod(d, 0o777)
+    cfg = config(d, up, 80)
+    with open(cfg, "a") as f:
+        f.write("\n[env default setup]\nallow = %s, %s\n" % (ALLOWED, DENIED))
+    log = os.path.join(d, "audit.jsonl")
+    look = "getent hosts %s >/dev/null; echo $?; getent hosts %s >/dev/null; echo $?" % (
+        ALLOWED, DENIED)
+    r = prun(["-c", cfg, "--audit-log", log, "--setup", look, "--", "sh", "-c", look], d,
+             prefix=AS_NOBODY)
+    eq(r.returncode, 0, "run (stderr %r)" % r.stderr)
+    eq(r.stdout.split(), ["0", "0", "0", "2"], "setup resolves both, the agent only the allowed")
+    recs = dns_records(log)
+    eq(sorted(set((x["phase"], x["host"], x["decision"]) for x in recs if x["method"] == "A")),
+       [("agent", ALLOWED, "allow"), ("agent", DENIED, "deny"), ("setup", ALLOWED, "allow"),
+        ("setup", DENIED, "allow")], "records of both phases")
+
+
 HOSTILE = r'''
 import json, socket, struct, sys, time
 A = sys.argv[1]

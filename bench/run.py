@@ -45,7 +45,21 @@ PROXIES = {
     "squid": "127.0.0.1:13129",
     "tinyproxy": "127.0.0.1:13130",
     "portcullis-w2": "127.0.0.1:13131",
+    "haproxy": "127.0.0.1:13132",
 }
+# haproxy is "the bare relay" (issue 15): TCP mode, one frontend per
+# upstream (configs/haproxy.cfg); a client talks to it as to the upstream.
+RELAY = {
+    ORIGIN: "127.0.0.1:13132",
+    SOURCE: "127.0.0.1:13133",
+    SINK: "127.0.0.1:13134",
+    ORIGIN_TLS: "127.0.0.1:13135",
+}
+# Systems a client reaches without a proxy request (no CONNECT, origin-form).
+NO_PROXY = ("direct", "haproxy")
+# Ratio columns of the results table: (a, b) is a / b per row.
+RATIOS = [("portcullis", "direct"), ("portcullis", "haproxy"), ("portcullis", "squid"),
+          ("haproxy", "direct"), ("squid", "direct"), ("tinyproxy", "squid")]
 SMALL = "/small"
 SMALL_BYTES = 512
 BIG = "/1g"
@@ -209,6 +223,23 @@ def start_origin(loadtool):
         raise RuntimeError("loadtool serve did not start")
 
 
+def hop(name, addr):
+    """(address to connect to, proxy or None) for reaching addr via name."""
+    if name == "direct":
+        return addr, None
+    if name == "haproxy":
+        return RELAY[addr], None
+    return addr, PROXIES[name]
+
+
+def via(name, extra):
+    """loadtool arguments: extra with its --target routed through name."""
+    out = list(extra)
+    i = out.index("--target")
+    out[i + 1], px = hop(name, out[i + 1])
+    return out + (["--proxy", px] if px else [])
+
+
 def start_proxies(args, systems, pids=None):
     """Start each proxy; return {name: pid} of those that listen."""
     pids = {} if pids is None else pids
@@ -227,6 +258,10 @@ def start_proxies(args, systems, pids=None):
         elif name == "tinyproxy":
             p = spawn("tinyproxy", ["tinyproxy", "-d", "-c",
                                     os.path.join(CONFIGS, "tinyproxy.conf")])
+        elif name == "haproxy":
+            os.makedirs(os.path.join(RUN, "haproxy"), exist_ok=True)
+            p = spawn("haproxy", ["haproxy", "-db", "-f",
+                                  os.path.join(CONFIGS, "haproxy.cfg")])
         else:
             continue
         if wait_port(PROXIES[name], p, 15):
@@ -244,9 +279,8 @@ def smoke(args, name):
     """One GET and one CONNECT+GET through the system: both must work."""
     base = [args.loadtool, "run", "--target", ORIGIN, "--path", SMALL,
             "--conc", "1", "--duration", "0.3"]
-    px = [] if name == "direct" else ["--proxy", PROXIES[name]]
     for mode in ("ka-get", "connect-get"):
-        r = sh(base[:2] + ["--mode", mode] + base[2:] + px, timeout=20)
+        r = sh(base[:2] + ["--mode", mode] + via(name, base[2:]), timeout=20)
         m = kv(r.stdout)
         if int(m.get("ok", 0)) < 1 or int(m.get("errors", 1)) > 0:
             return "%s: %s" % (mode, r.stdout.strip() or r.stderr.strip())
@@ -263,9 +297,7 @@ def kv(line):
 
 
 def loadtool(args, name, extra, timeout):
-    argv = [args.loadtool, "run"] + extra
-    if name != "direct":
-        argv += ["--proxy", PROXIES[name]]
+    argv = [args.loadtool, "run"] + via(name, extra)
     r = sh(argv, timeout=timeout)
     m = kv(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
     if not m:
@@ -274,9 +306,9 @@ def loadtool(args, name, extra, timeout):
 
 
 def row1(args, name):
-    if name == "direct":
+    if name in NO_PROXY:
         argv = ["wrk", "-t1", "-c%d" % CONC, "-d%ds" % DURATION,
-                "http://%s%s" % (ORIGIN, SMALL)]
+                "http://%s%s" % (hop(name, ORIGIN)[0], SMALL)]
     else:
         argv = ["wrk", "-t1", "-c%d" % CONC, "-d%ds" % DURATION,
                 "-s", os.path.join(RUN, "wrk-proxy.lua"), "http://%s/" % PROXIES[name]]
@@ -295,9 +327,9 @@ def row1(args, name):
 
 def row2(args, name):
     argv = ["ab", "-q", "-r", "-c", str(CONC), "-t", str(int(DURATION)), "-n", "10000000"]
-    if name != "direct":
+    if name not in NO_PROXY:
         argv += ["-X", PROXIES[name]]
-    argv.append("http://%s%s" % (ORIGIN, SMALL))
+    argv.append("http://%s%s" % (hop(name, ORIGIN)[0], SMALL))
     r = sh(argv, timeout=DURATION + 30)
     m = re.search(r"Requests per second:\s+([\d.]+)", r.stdout)
     errs = 0
@@ -368,15 +400,15 @@ def row7(args, name, count, pids):
     pid = pids[name]
     # One tunnel first, so lazily set-up state (pools, first-use buffers)
     # is in the baseline and not billed to the tunnels measured.
-    sh([args.loadtool, "run", "--mode", "hold", "--target", SINK, "--proxy", PROXIES[name],
-            "--count", "1", "--hold", "0"], timeout=30)
+    sh([args.loadtool, "run", "--mode", "hold"] + via(name, ["--target", SINK]) +
+       ["--count", "1", "--hold", "0"], timeout=30)
     time.sleep(0.5)
     before = rss_kib(pid)
     out = os.path.join(RUN, "hold-%s-%d.out" % (name, count))
     f = open(out, "w")
-    p = subprocess.Popen([args.loadtool, "run", "--mode", "hold", "--target", SINK,
-                          "--proxy", PROXIES[name], "--count", str(count),
-                          "--conc", "256", "--hold", "90"],
+    p = subprocess.Popen([args.loadtool, "run", "--mode", "hold"] +
+                         via(name, ["--target", SINK]) +
+                         ["--count", str(count), "--conc", "256", "--hold", "90"],
                          stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     children.append(("hold", p))
     ready = None
@@ -559,8 +591,8 @@ def write_report(path, meta, systems, results):
     L.append("")
     L.append("## Results (medians)\n")
     cols = [s for s in systems]
-    hdr = "| row | what | unit | " + " | ".join(cols) + \
-          " | portcullis / direct | portcullis / squid | squid / direct | tinyproxy / squid |"
+    hdr = "| row | what | unit | " + " | ".join(cols) + " | " + \
+        " | ".join("%s / %s" % r for r in RATIOS) + " |"
     L.append(hdr)
     L.append("|" + "---|" * (hdr.count("|") - 1))
     for rowid, (title, _, unit, hib) in ROWS.items():
@@ -575,10 +607,7 @@ def write_report(path, meta, systems, results):
             if e:
                 c += " (%d err)" % e
             cells.append(c)
-        rs = [ratio(m.get("portcullis"), m.get("direct")),
-              ratio(m.get("portcullis"), m.get("squid")),
-              ratio(m.get("squid"), m.get("direct")),
-              ratio(m.get("tinyproxy"), m.get("squid"))]
+        rs = [ratio(m.get(a), m.get(b)) for a, b in RATIOS]
         L.append("| %s | %s | %s%s | %s | %s |" % (
             rowid, title, unit, "" if hib else " (lower is better)",
             " | ".join(cells), " | ".join("—" if r is None else "%.2f" % r for r in rs)))
@@ -593,6 +622,14 @@ def write_report(path, meta, systems, results):
     for line in targets(med, errs, results):
         L.append("| %s | %s | %s |" % line)
     L.append("")
+    t15 = targets15(med)
+    if t15:
+        L.append("## Issue-15 targets (haproxy TCP mode = the bare relay)\n")
+        L.append("| target | figure | verdict |")
+        L.append("|---|---|---|")
+        for line in t15:
+            L.append("| %s | %s | %s |" % line)
+        L.append("")
 
     L.append("## Every run\n")
     L.append("| row | system | runs (metric; errors) |")
@@ -627,6 +664,45 @@ def write_report(path, meta, systems, results):
     with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
     return med
+
+
+def targets15(med):
+    """Issue 15's targets, each a ratio within this one run."""
+    out = []
+
+    def get(r, s):
+        return med.get(r, {}).get(s)
+
+    def verdict(x, ok):
+        return "—" if x is None else ("met" if ok else "MISSED")
+
+    for r, what in (("1", "keep-alive GET"), ("3", "new conn + CONNECT + GET")):
+        p, h = get(r, "portcullis"), get(r, "haproxy")
+        x = ratio(p, h)
+        out.append(("row %s (%s) >= 0.9x bare relay" % (r, what),
+                    "—" if x is None else "%s vs %s = %.2f" % (fmt(p), fmt(h), x),
+                    verdict(x, x is not None and x >= 0.9)))
+    p, q = get("3", "portcullis"), get("3", "squid")
+    x = ratio(p, q)
+    out.append(("row 3 >= 2x squid", "—" if x is None else "%s vs %s = %.2fx" %
+                (fmt(p), fmt(q), x), verdict(x, x is not None and x >= 2)))
+    p, d = get("5", "portcullis"), get("5", "direct")
+    x = ratio(p, d)
+    out.append(("row 5 (stream through CONNECT) >= 0.9 direct",
+                "—" if x is None else "%s vs %s = %.2f" % (fmt(p), fmt(d), x),
+                verdict(x, x is not None and x >= 0.9)))
+    for r in ("7a", "7b"):
+        p = get(r, "portcullis")
+        out.append(("row %s <= 1 KiB per idle tunnel" % r,
+                    "—" if p is None else "%.2f KiB" % p,
+                    verdict(p, p is not None and p <= 1)))
+    for r in ("8a-p99", "8b-p99"):
+        p, h = get(r, "portcullis"), get(r, "haproxy")
+        ok = p is not None and h is not None and p <= h + 0.2
+        out.append(("%s <= bare relay + 0.2 ms" % r,
+                    "—" if p is None or h is None else "%.2f vs %.2f ms" % (p, h),
+                    "—" if p is None or h is None else ("met" if ok else "MISSED")))
+    return out
 
 
 def targets(med, errs, results):
@@ -698,7 +774,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rows", default="1,1w,2,3,3w,4,5,6,7,8",
                     help="comma-separated rows (1,1w,2,3,3w,4,5,6,7,8)")
-    ap.add_argument("--systems", default="direct,portcullis,squid,tinyproxy")
+    ap.add_argument("--systems", default="direct,portcullis,haproxy,squid,tinyproxy")
     ap.add_argument("--out", default=None, help="results file (default bench/results/DATE.md)")
     ap.add_argument("--compare", default=None, metavar="OLD.md",
                     help="after the run, print new/old per row against OLD.md")
@@ -724,7 +800,8 @@ def main():
         fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         raise SystemExit("another bench run holds /tmp/portcullis-bench.lock")
-    for addr in [ORIGIN, ORIGIN_TLS, SOURCE, SINK] + list(PROXIES.values()):
+    for addr in [ORIGIN, ORIGIN_TLS, SOURCE, SINK] + list(PROXIES.values()) + \
+            list(RELAY.values()):
         if port_open(addr):
             raise SystemExit("port %s is in use: stop whatever listens there" % addr)
 

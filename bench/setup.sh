@@ -5,7 +5,7 @@
 # instances with its own configs on loopback.
 set -eu
 
-PKGS="squid tinyproxy nginx-light wrk apache2-utils httperf hyperfine \
+PKGS="squid tinyproxy haproxy nginx-light wrk apache2-utils httperf hyperfine \
       linux-perf valgrind procps openssl gcc make libssl-dev"
 
 missing=""

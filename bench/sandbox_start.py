@@ -26,6 +26,7 @@ Systems (a system whose binary is missing is left out, with the reason):
 import argparse
 import json
 import os
+import re
 import select
 import statistics
 import subprocess
@@ -60,6 +61,12 @@ def systems(args):
         out["bwrap"] = ([bw] + BWRAP_ARGS, None, "bwrap " + " ".join(BWRAP_ARGS))
     else:
         skipped["bwrap"] = "no bwrap in PATH"
+    plan = bwrap_plan(args) if bw and args.portcullis and \
+        os.access(args.portcullis, os.X_OK) else None
+    if plan:
+        out["bwrap-plan"] = (plan, None, "bwrap with portcullis run's own argv "
+                             "(every mount, hide and namespace of the plan), "
+                             "COMMAND=true in place of the bridge, no seccomp fd")
     if args.portcullis and os.access(args.portcullis, os.X_OK):
         argv = [args.portcullis, "run"]
         if args.config:
@@ -69,6 +76,11 @@ def systems(args):
                              ("-c %s " % args.config if args.config else ""))
     else:
         skipped["portcullis"] = "no portcullis binary at %s" % args.portcullis
+    if args.base:
+        # Another build (e.g. the commit before a change): before/after in
+        # the same interleaved run.
+        out["portcullis-base"] = ([args.base, "run", "--", "true"], None,
+                                  "portcullis run -- true, built from %s" % args.base)
     srt = os.path.join(PEERS, "node_modules", ".bin", "srt")
     if os.access(srt, os.X_OK):
         out["srt"] = ([srt, "true"], None, "srt true (sandbox-runtime defaults, "
@@ -77,8 +89,10 @@ def systems(args):
         skipped["srt"] = "not installed (bench/peers/install.sh)"
     codex = os.path.join(PEERS, "node_modules", ".bin", "codex")
     if os.access(codex, os.X_OK):
-        out["codex"] = ([codex, "sandbox", "linux", "true"], None,
-                        "codex sandbox linux true (its default: no network)")
+        out["codex"] = ([codex, "sandbox", "--", "true"], None,
+                        "codex sandbox -- true (its default permissions: no "
+                        "network, so no proxy is started; --transparent-tcp "
+                        "needs a managed network proxy configured)")
     else:
         skipped["codex"] = "not installed (bench/peers/install.sh)"
     if args.systems:
@@ -87,6 +101,49 @@ def systems(args):
             if n not in want:
                 del out[n]
     return out, skipped
+
+
+def bwrap_plan(args):
+    """portcullis run's bwrap argv (seen once with strace), with true in
+    place of the bridge: what bwrap alone costs for the same plan.  The
+    memfd arguments become binds of /dev/null (the same mount work), the
+    seccomp fd is dropped, the fresh HOME becomes a directory of ours."""
+    if not which("strace"):
+        return None
+    home = os.path.join("/tmp", "portcullis-bench-plan-home-%d" % os.getuid())
+    os.makedirs(home, exist_ok=True)
+    r = subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-s", "65536", "-v",
+                        "-o", "/dev/stdout", args.portcullis, "run", "--", "true"],
+                       capture_output=True, text=True, timeout=60)
+    for line in r.stdout.splitlines():
+        if 'execve("' in line and "bwrap" in line.split('execve("', 1)[1].split('"', 1)[0]:
+            argv = re.findall(r'"((?:[^"\\]|\\.)*)"', line.split("[", 1)[1].split("]", 1)[0])
+            break
+    else:
+        return None
+    out, i, fresh = [], 0, None
+    while i < len(argv):
+        a = argv[i]
+        if a == "--add-seccomp-fd":
+            i += 2
+            continue
+        if a == "--perms" and i + 2 < len(argv) and argv[i + 2] == "--ro-bind-data":
+            i += 2
+            continue
+        if a == "--ro-bind-data":
+            out += ["--ro-bind", "/dev/null", argv[i + 2]]
+            i += 3
+            continue
+        if a == "--setenv" and argv[i + 1] == "HOME":
+            fresh = argv[i + 2]
+        if a == "--":
+            out += ["--", "true"]
+            break
+        out.append(a)
+        i += 1
+    if fresh:
+        out = [home if x == fresh else x.replace(fresh + "/", home + "/") for x in out]
+    return out
 
 
 def once(argv, env):
@@ -151,6 +208,8 @@ def main():
     ap.add_argument("--portcullis", default=os.path.join(ROOT, "build-bench", "bin",
                                                          "portcullis"))
     ap.add_argument("--config", default=None)
+    ap.add_argument("--base", default=None, metavar="PORTCULLIS",
+                    help="also time this other portcullis binary (before/after)")
     ap.add_argument("--runs", type=int, default=31)
     ap.add_argument("--user", default="root", choices=("root", "nobody"))
     ap.add_argument("--systems", default=None, help="comma-separated subset")
@@ -162,6 +221,8 @@ def main():
                             "--runs", str(args.runs), "--portcullis", args.portcullis]
         if args.config:
             argv += ["--config", args.config]
+        if args.base:
+            argv += ["--base", args.base]
         if args.systems:
             argv += ["--systems", args.systems]
         env = dict(os.environ, HOME="/tmp/portcullis-bench-nobody")

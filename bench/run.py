@@ -655,6 +655,17 @@ def write_report(path, meta, systems, results):
                 parts.append(p)
             L.append("| %s | %s | %s |" % (rowid, s, ", ".join(parts)))
     L.append("")
+    if meta.get("sandbox"):
+        L.extend(sandbox_section(meta["sandbox"]))
+        t = []
+        for user in ("root", "nobody"):
+            sy = meta["sandbox"].get(user, {}).get("systems", {})
+            p, b = sy.get("portcullis", {}).get("median_ms"), sy.get("bwrap", {}).get("median_ms")
+            if p and b:
+                t.append("as %s %.2f vs %.2f ms = %.2fx" % (user, p, b, p / b))
+        if t:
+            L.append("Issue-15 target, sandbox start <= 1.5x bare bwrap: %s." % "; ".join(t))
+            L.append("")
     if meta.get("notes"):
         L.append("## Notes\n")
         L.extend(meta["notes"])
@@ -737,6 +748,59 @@ def targets(med, errs, results):
     return out
 
 
+def row9(args):
+    """Sandbox start (bench/sandbox_start.py), as root and as nobody: its
+    own interleaved run (the proxies above are idle by then)."""
+    out = {}
+    for user in ("root", "nobody"):
+        j = os.path.join(RUN, "sandbox-start-%s.json" % user)
+        r = sh([sys.executable, os.path.join(BENCH, "sandbox_start.py"), "--portcullis",
+                args.portcullis, "--runs", str(args.start_runs), "--user", user,
+                "--json", j], timeout=900)
+        if r.returncode != 0 or not os.path.exists(j):
+            out[user] = {"error": (r.stderr or r.stdout).strip()[-300:]}
+            continue
+        with open(j) as f:
+            out[user] = json.load(f)
+    return out
+
+
+def sandbox_section(rows):
+    """Row 9's table: median (p10-p90) ms per system and user, ratio to bwrap."""
+    L = ["## Row 9: sandbox start (`COMMAND` = true)\n",
+         "Each system started N times per user, interleaved and rotated "
+         "(bench/sandbox_start.py); wall time from spawn to exit; median (p10-p90).\n",
+         "| system | root ms | root / bwrap | nobody ms | nobody / bwrap | how it was run |",
+         "|---|---|---|---|---|---|"]
+    names = []
+    for r in rows.values():
+        for n in r.get("systems", {}):
+            if n not in names:
+                names.append(n)
+    for n in names:
+        cells, how = [], ""
+        for user in ("root", "nobody"):
+            r = rows.get(user, {})
+            v = r.get("systems", {}).get(n, {})
+            b = r.get("systems", {}).get("bwrap", {}).get("median_ms")
+            how = v.get("how", how)
+            if "median_ms" not in v:
+                cells += ["failed" if v else "—", "—"]
+                continue
+            c = "%.2f (%.2f-%.2f)" % (v["median_ms"], v["p10_ms"], v["p90_ms"])
+            if v.get("errors"):
+                c += " %d err" % v["errors"]
+            cells += [c, "%.2f" % (v["median_ms"] / b) if b else "—"]
+        L.append("| %s | %s | %s |" % (n, " | ".join(cells), how))
+    for user, r in rows.items():
+        if "error" in r:
+            L.append("\nAs %s: failed: %s" % (user, r["error"]))
+        for n, why in r.get("skipped", {}).items():
+            L.append("\nAs %s, %s left out: %s" % (user, n, why))
+    L.append("")
+    return L
+
+
 def read_data(path):
     with open(path) as f:
         m = re.search(r"<!-- bench-data (.*) -->", f.read())
@@ -772,8 +836,10 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--rows", default="1,1w,2,3,3w,4,5,6,7,8",
-                    help="comma-separated rows (1,1w,2,3,3w,4,5,6,7,8)")
+    ap.add_argument("--rows", default="1,1w,2,3,3w,4,5,6,7,8,9",
+                    help="comma-separated rows (1,1w,2,3,3w,4,5,6,7,8,9)")
+    ap.add_argument("--start-runs", type=int, default=31,
+                    help="row 9: interleaved sandbox starts per system and user")
     ap.add_argument("--systems", default="direct,portcullis,haproxy,squid,tinyproxy")
     ap.add_argument("--out", default=None, help="results file (default bench/results/DATE.md)")
     ap.add_argument("--compare", default=None, metavar="OLD.md",
@@ -835,6 +901,7 @@ def main():
     log("systems: %s" % ", ".join(live))
 
     results = {}
+    sandbox_rows = {}
 
     def measure(rowid, fn, systems_for_row):
         for run in range(args.runs):
@@ -885,6 +952,11 @@ def main():
                     except (KeyError, TypeError, ZeroDivisionError):
                         res = {"errors": 1, "first_error": "no 7a/7b figures"}
                     results.setdefault("7c", {}).setdefault(s, []).append(res)
+        elif rowid == "9":
+            sandbox_rows = row9(args)
+            log("row 9       %5.0fs  %s" % (time.time() - t0, {
+                u: {n: fmt(v.get("median_ms")) for n, v in r.get("systems", {}).items()}
+                for u, r in sandbox_rows.items()}))
         elif rowid == "8":
             for which in ("a", "b"):
                 measure("8" + which, lambda s: row8(args, s, which), base)
@@ -901,6 +973,7 @@ def main():
     if args.notes:
         with open(args.notes) as f:
             meta["notes"] = f.read().rstrip().splitlines()
+    meta["sandbox"] = sandbox_rows
     write_report(out, meta, [s for s in systems if s in live], results)
     log("wrote %s (%.0f s)" % (out, time.time() - t0))
     if args.compare:

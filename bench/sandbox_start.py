@@ -195,7 +195,7 @@ def measure(args):
         if not v:
             out["systems"][n] = {"errors": errors[n], "how": syss[n][2]}
             continue
-        q = statistics.quantiles(v, n=10) if len(v) >= 10 else [v[0]] * 9
+        q = statistics.quantiles(v, n=10) if len(v) >= 10 else [v[0]] + [v[-1]] * 8
         out["systems"][n] = {"median_ms": statistics.median(v), "p10_ms": q[0],
                              "p90_ms": q[-1], "n": len(v), "errors": errors[n],
                              "how": syss[n][2]}
@@ -225,8 +225,11 @@ def main():
             argv += ["--base", args.base]
         if args.systems:
             argv += ["--systems", args.systems]
-        env = dict(os.environ, HOME="/tmp/portcullis-bench-nobody")
+        # Not under /tmp: codex refuses to put its helper binaries under a
+        # temporary directory (and then cannot start its sandbox).
+        env = dict(os.environ, HOME=os.path.join(ROOT, "bench", "tmp", "home-nobody"))
         os.makedirs(env["HOME"], exist_ok=True)
+        os.chmod(os.path.dirname(env["HOME"]), 0o755)
         os.chown(env["HOME"], 65534, 65534)
         r = subprocess.run(argv, capture_output=True, text=True, env=env,
                            timeout=SPAWN_TIMEOUT_S * (args.runs + WARMUP) * 4 + 60)

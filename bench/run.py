@@ -92,10 +92,21 @@ ROWS = {
 }
 
 children = []  # (name, Popen)
+# --pin DAEMON:LOAD (taskset CPU lists): the proxies on DAEMON, the load
+# tools and the origin on LOAD (issue 15 item 3).  None: no pinning.
+PIN = None
 LOADAVG_START = "?"
 BUSY_START = "?"
 
 log = print
+
+
+def on_load_cpus(argv):
+    return (["taskset", "-c", PIN[1]] if PIN else []) + list(argv)
+
+
+def on_daemon_cpus(argv):
+    return (["taskset", "-c", PIN[0]] if PIN else []) + list(argv)
 
 
 def sh(cmd, timeout=60, check=False):
@@ -140,6 +151,7 @@ def wait_port(addr, proc, secs=10.0):
 
 
 def spawn(name, argv, **kw):
+    argv = on_load_cpus(argv) if name in ("nginx", "tcp-origin") else on_daemon_cpus(argv)
     out = open(os.path.join(RUN, name + ".out"), "w")
     p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                          start_new_session=True, **kw)
@@ -297,7 +309,7 @@ def kv(line):
 
 
 def loadtool(args, name, extra, timeout):
-    argv = [args.loadtool, "run"] + via(name, extra)
+    argv = on_load_cpus([args.loadtool, "run"] + via(name, extra))
     r = sh(argv, timeout=timeout)
     m = kv(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
     if not m:
@@ -312,7 +324,7 @@ def row1(args, name):
     else:
         argv = ["wrk", "-t1", "-c%d" % CONC, "-d%ds" % DURATION,
                 "-s", os.path.join(RUN, "wrk-proxy.lua"), "http://%s/" % PROXIES[name]]
-    r = sh(argv, timeout=DURATION + 20)
+    r = sh(on_load_cpus(argv), timeout=DURATION + 20)
     m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
     errs = 0
     for pat in (r"Non-2xx or 3xx responses: (\d+)",
@@ -330,7 +342,7 @@ def row2(args, name):
     if name not in NO_PROXY:
         argv += ["-X", PROXIES[name]]
     argv.append("http://%s%s" % (hop(name, ORIGIN)[0], SMALL))
-    r = sh(argv, timeout=DURATION + 30)
+    r = sh(on_load_cpus(argv), timeout=DURATION + 30)
     m = re.search(r"Requests per second:\s+([\d.]+)", r.stdout)
     errs = 0
     for pat in (r"Failed requests:\s+(\d+)", r"Non-2xx responses:\s+(\d+)"):
@@ -505,6 +517,14 @@ def machine():
     }
 
 
+def peer_version(pkg):
+    try:
+        with open(os.path.join(BENCH, "peers", "node_modules", pkg, "package.json")) as f:
+            return json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        return "not installed"
+
+
 def versions(args):
     pv = first_line("%s --version" % args.portcullis) if os.access(args.portcullis, os.X_OK) else "absent"
     rev = first_line("git -C %s describe --always --dirty" % ROOT)
@@ -512,6 +532,10 @@ def versions(args):
         "portcullis": "%s (git %s)" % (pv, rev),
         "squid": first_line("squid -v"),
         "tinyproxy": first_line("tinyproxy -v"),
+        "haproxy": first_line("haproxy -v"),
+        "bwrap": first_line("bwrap --version"),
+        "sandbox-runtime (npm)": peer_version("@anthropic-ai/sandbox-runtime"),
+        "codex (npm)": peer_version("@openai/codex"),
         "nginx (origin)": first_line("nginx -v"),
         "wrk": first_line("wrk -v"),
         "ab": first_line("ab -V"),
@@ -579,7 +603,11 @@ def write_report(path, meta, systems, results):
              % (SMALL, SMALL_BYTES, BIG, ORIGIN_TLS, SOURCE, SINK))
     L.append("- Proxies: configs in bench/configs/ (same policy: only 127.0.0.1 reachable; "
              "portcullis audit log on, squid access log on, tinyproxy connect log on; squid "
-             "caches nothing).")
+             "caches nothing). haproxy = the bare relay: TCP mode, one frontend per upstream, "
+             "reached like the upstream itself (no CONNECT, no policy, no log).")
+    if PIN:
+        L.append("- Pinned (--pin): proxies on CPUs %s, load tools and origin on CPUs %s "
+                 "(taskset)." % PIN)
     L.append("- Closed-loop rows 1-4: %d connections in flight, %.0f s per run, one load "
              "thread (2 cores shared by load tool, proxy and origin)." % (CONC, DURATION))
     L.append("- Row 8: open loop, latency from each request's scheduled time (no coordinated "
@@ -838,6 +866,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rows", default="1,1w,2,3,3w,4,5,6,7,8,9",
                     help="comma-separated rows (1,1w,2,3,3w,4,5,6,7,8,9)")
+    ap.add_argument("--pin", default=None, metavar="DAEMON:LOAD",
+                    help="taskset CPU lists: proxies on DAEMON, load tools and origin "
+                         "on LOAD (e.g. 0:1)")
     ap.add_argument("--start-runs", type=int, default=31,
                     help="row 9: interleaved sandbox starts per system and user")
     ap.add_argument("--systems", default="direct,portcullis,haproxy,squid,tinyproxy")
@@ -853,6 +884,11 @@ def main():
     if args.compare and args.against:
         compare(args.compare, args.against)
         return 0
+    global PIN
+    if args.pin:
+        if ":" not in args.pin:
+            raise SystemExit("--pin wants DAEMON:LOAD, e.g. 0:1")
+        PIN = tuple(args.pin.split(":", 1))
     args.portcullis = os.path.join(args.build, "bin", "portcullis")
     args.loadtool = os.path.join(args.build, "loadtool")
     rows = args.rows.split(",")

@@ -307,6 +307,12 @@ run_stage(struct run_state *st, const struct run_opts *o,
 			launch_failed(st, why);
 		}
 		pc_mark("embedded proxy started");
+		/* Only a log someone named (--audit-log, [audit] log) may be
+		 * shared with other tenants; the per-user fallback is this
+		 * user's alone (and hidden inside), so filling its file system
+		 * stops only this user.  After server_new: the log exists. */
+		if (st->audit_warn)
+			(void)auditwarn(st->audit_path, p->argv);
 	}
 	launch_handoff(st, o, envname, phase, attach);
 	if (st->ctl_fd >= 0 && !st->ctl_polling && !st->daemon_lost) {
@@ -415,11 +421,9 @@ run_main(int argc, char **argv)
 	/* The embedded proxy starts with the first sandbox (run_stage). */
 	st.pending_cfg = cfg;
 	st.audit_path = audit_path;
-	/* Only a log someone named (--audit-log, [audit] log) may be shared
-	 * with other tenants; the per-user fallback is this user's alone (and
-	 * hidden inside), so filling its file system stops only this user. */
-	if (cfg != NULL && log.hide[0] == '\0')
-		(void)auditwarn(audit_path, p.argv);
+	/* The warning about a log the sandbox can fill: once the server has
+	 * opened it (run_stage). */
+	st.audit_warn = cfg != NULL && log.hide[0] == '\0';
 
 	if (o.setup != NULL) {
 		st.cur = 0;

@@ -116,6 +116,7 @@ struct run_state {
 	/* The embedded proxy's config and log until server_new() takes them:
 	 * started while bwrap sets the sandbox up (run.c, run_stage). */
 	struct cfg *pending_cfg;
+	bool audit_warn;	/* auditwarn() once the server opened the log */
 	struct mounts *mounts;	/* file system plan; owns a fresh HOME */
 	uv_signal_t sigs[RUN_NSIGNALS];
 	bool sigs_on;

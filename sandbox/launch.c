@@ -218,8 +218,16 @@ launch_handoff(struct run_state *st, const struct run_opts *o,
 	char why[512];
 	int fds[HANDOFF_NFDS], rc, sock = st->handoff_sock;
 
-	if (pc_handoff_accept(sock, HANDOFF_FD_TIMEOUT_MS, fds, why,
-	    sizeof(why)) != 0)
+	rc = pc_handoff_accept(sock, HANDOFF_FD_TIMEOUT_MS, fds, why,
+	    sizeof(why));
+	/* Something failed while bwrap built the sandbox: now that bwrap is
+	 * past its own set-up (the bridge runs), refuse and kill. */
+	if (st->start_error[0] != '\0') {
+		if (rc == 0)
+			close_fds(fds, HANDOFF_NFDS);
+		launch_failed(st, st->start_error);
+	}
+	if (rc != 0)
 		launch_failed(st, why);
 	pc_mark("handoff received");
 	if (attach)

@@ -296,22 +296,24 @@ run_stage(struct run_state *st, const struct run_opts *o,
 		 * answer, so COMMAND does not exist until the proxy is up.
 		 * The server takes our cfg reference. */
 		struct cfg *cfg = st->pending_cfg;
-		char why[160];
 		int rc;
 
 		st->pending_cfg = NULL;
 		rc = server_new(&st->loop, cfg, st->audit_path, &st->srv);
-		if (rc < 0) {
-			snprintf(why, sizeof(why), "cannot start the embedded "
-			    "proxy: %s", strerror(-rc));
-			launch_failed(st, why);
-		}
-		pc_mark("embedded proxy started");
+		/* A failure is reported once the bridge has offered its
+		 * listener (launch_handoff): killing bwrap while it is still
+		 * building the sandbox can leave its pid 1 behind (bwrap's
+		 * child waits for its parent before --die-with-parent holds). */
+		if (rc < 0)
+			snprintf(st->start_error, sizeof(st->start_error),
+			    "cannot start the embedded proxy: %s", strerror(-rc));
+		else
+			pc_mark("embedded proxy started");
 		/* Only a log someone named (--audit-log, [audit] log) may be
 		 * shared with other tenants; the per-user fallback is this
 		 * user's alone (and hidden inside), so filling its file system
 		 * stops only this user.  After server_new: the log exists. */
-		if (st->audit_warn)
+		if (rc == 0 && st->audit_warn)
 			(void)auditwarn(st->audit_path, p->argv);
 	}
 	launch_handoff(st, o, envname, phase, attach);

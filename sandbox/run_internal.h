@@ -117,6 +117,9 @@ struct run_state {
 	 * started while bwrap sets the sandbox up (run.c, run_stage). */
 	struct cfg *pending_cfg;
 	bool audit_warn;	/* auditwarn() once the server opened the log */
+	/* Set-up that failed between the spawn and the handoff: refused
+	 * once the bridge has offered (launch_handoff), or "". */
+	char start_error[160];
 	struct mounts *mounts;	/* file system plan; owns a fresh HOME */
 	uv_signal_t sigs[RUN_NSIGNALS];
 	bool sigs_on;

@@ -7,8 +7,9 @@ set -eu
 
 PKGS="squid tinyproxy haproxy nginx-light wrk apache2-utils httperf hyperfine \
       linux-perf valgrind procps openssl gcc make libssl-dev \
-      ripgrep socat"
-# ripgrep, socat: what @anthropic-ai/sandbox-runtime needs (bench/peers).
+      ripgrep socat strace"
+# ripgrep, socat: what @anthropic-ai/sandbox-runtime needs (bench/peers);
+# strace: row 9 reads portcullis run's bwrap argv once (bwrap-plan).
 # The peers themselves come from the npm registry (bench/peers/install.sh)
 # with whatever npm the machine has (Debian's `npm` package would fight a
 # nodesource nodejs, so it is not installed here); without npm they are

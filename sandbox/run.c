@@ -303,10 +303,12 @@ run_stage(struct run_state *st, const struct run_opts *o,
 		/* A failure is reported once the bridge has offered its
 		 * listener (launch_handoff): killing bwrap while it is still
 		 * building the sandbox can leave its pid 1 behind (bwrap's
-		 * child waits for its parent before --die-with-parent holds). */
+		 * child waits for its parent before --die-with-parent
+		 * holds). */
 		if (rc < 0)
 			snprintf(st->start_error, sizeof(st->start_error),
-			    "cannot start the embedded proxy: %s", strerror(-rc));
+			    "cannot start the embedded proxy: %s",
+			    strerror(-rc));
 		else
 			pc_mark("embedded proxy started");
 		/* Only a log someone named (--audit-log, [audit] log) may be

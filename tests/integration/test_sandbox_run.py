@@ -396,7 +396,11 @@ def test_launcher_killed_sandbox_dies():
     d = tempdir()
     cfg = write_config(d, o.port)
     beat = os.path.join(d, "beat")
-    script = "while :; do date +%s%N > beat.tmp; mv beat.tmp beat; sleep 0.05; done"
+    # The marker makes the script unique to this run of this test (the same
+    # test may run at the same time from another build tree).
+    marker = "beat-%d-%s.tmp" % (os.getpid(), os.path.basename(d))
+    script = ("while :; do date +%%s%%N > %s; mv %s beat; sleep 0.05; done"
+              % (marker, marker))
     p = subprocess.Popen([portcullis_bin(), "run", "-c", cfg, "--audit-log",
                           os.path.join(d, "audit.jsonl"), "--", "sh", "-c", script],
                          cwd=d, env=run_env(), stdin=subprocess.DEVNULL,
@@ -411,8 +415,8 @@ def test_launcher_killed_sandbox_dies():
             last = int(f.read().strip() or "0")
         return time.time_ns() - last > 1_000_000_000
     wait_until(stopped, 10, "heartbeat stopped after the launcher was killed")
-    # No process of the sandbox is left (its script is unique to this test).
-    left = subprocess.run(["pgrep", "-f", "beat.tmp"], capture_output=True, text=True)
+    # No process of the sandbox is left (its script is unique to this run).
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
     eq(left.stdout.strip(), "", "sandboxed processes left after the launcher died")
 
 

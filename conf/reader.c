@@ -37,6 +37,7 @@ static const struct {
 	{ "audit", S_AUDIT }, { "limits", S_LIMITS }, { "preset", S_PRESET },
 	{ "env", S_ENV }, { "require", S_REQUIRE }, { "metrics", S_METRICS },
 	{ "credential", S_CREDENTIAL },
+	{ "tls", S_TLS },
 };
 #define SECT_KINDS (sizeof(sect_kinds) / sizeof(sect_kinds[0]))
 

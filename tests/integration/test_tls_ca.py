@@ -355,7 +355,8 @@ def test_clients_trust_the_ca_with_no_flags_as_nobody():
 
 def test_caller_ca_files_stay_trusted():
     """A caller's own REQUESTS_CA_BUNDLE (a private index's CA) is part of
-    the bundle, so pointing the variable at the bundle takes nothing away."""
+    the bundle, so pointing the variable at the bundle takes nothing away;
+    only certificates are copied from it."""
     cad = tempdir()
     cert, key = ca_init(cad)                      # the private CA, not [tls]
     srv = sign_server_cert(tempdir(), cert, key, SECURE)
@@ -365,14 +366,21 @@ def test_caller_ca_files_stay_trusted():
         fh.write("[dns]\nstatic = %s=127.0.0.1\n\n[addresses]\nallow = 127.0.0.0/8\n\n"
                  "[env default agent]\nallow = %s:%d\n" % (SECURE, SECURE, o.port))
     url = "https://%s:%d/" % (SECURE, o.port)
+    # The caller's file holds a private key too (a client-cert bundle):
+    # only its certificates reach the sandbox.
+    combined = os.path.join(cad, "combined.pem")
+    with open(combined, "w") as fh:
+        fh.write(open(cert).read() + open(key).read())
     env = {k: v for k, v in run_env().items() if k not in TRUST_VARS}
-    env["REQUESTS_CA_BUNDLE"] = cert
+    env["REQUESTS_CA_BUNDLE"] = combined
     r = prun(["-c", "run.ini", "--", "sh", "-c",
               "python3 -c 'import urllib.request,sys; "
               "print(urllib.request.urlopen(sys.argv[1], timeout=20).status)' %s; "
-              "echo $REQUESTS_CA_BUNDLE" % url], cwd=w, env=env)
+              "echo $REQUESTS_CA_BUNDLE; grep -c 'PRIVATE KEY' %s; true" % (url, BUNDLE)],
+             cwd=w, env=env)
     eq(r.returncode, 0, "run (%r)" % r.stderr)
-    eq(r.stdout.split(), ["200", BUNDLE], "caller's CA trusted through the bundle")
+    eq(r.stdout.split(), ["200", BUNDLE, "0"],
+       "caller's CA trusted through the bundle, its key not copied")
 
 
 run(globals())

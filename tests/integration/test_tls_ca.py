@@ -190,9 +190,12 @@ def test_serve_loads_ca_and_reload_keeps_it_on_error():
     p.rewrite_config("ca_cert = %s\n" % cert, "ca_cert = %s\n" % srv["cert"])
     rc, reply, err = ctl(sock, "reload")
     check(rc != 0 and "not a CA" in json.dumps(reply) + err, "reload with a leaf cert: %r" % (reply,))
-    # Fixed again: accepted.
+    # Fixed again: accepted.  Every config record names the CA in force.
     p.rewrite_config("ca_cert = %s\n" % srv["cert"], "ca_cert = %s\n" % cert)
     p.reload("ctl", sock)
+    fp = show_fields(pc("ca", "show", "--dir", d).stdout)["sha256"].replace(":", "").lower()
+    cfgs = p.audit_records("config")
+    eq([c.get("tls_ca") for c in cfgs], [fp, fp], "config records' tls_ca")
     # A [tls] cert without key is a config error (FILE:LINE).
     p.rewrite_config("ca_key = %s\n" % key, "")
     rc, reply, err = ctl(sock, "reload")
@@ -228,10 +231,10 @@ json.dump(out, open(sys.argv[1], "w"))
 """
 
 
-def probe(w, key, prefix, cfg="run.ini", env=None):
+def probe(w, key, prefix, cfg="run.ini", env=None, args=()):
     with open(os.path.join(w, "probe.py"), "w") as fh:
         fh.write(PROBE)
-    r = prun(["-c", cfg, "--", "python3", "probe.py", "out.json", key, ",".join(TRUST_VARS)],
+    r = prun(["-c", cfg] + list(args) + ["--", "python3", "probe.py", "out.json", key, ",".join(TRUST_VARS)],
              cwd=w, prefix=prefix, env=env)
     eq(r.returncode, 0, "probe run (%r)" % r.stderr)
     with open(os.path.join(w, "out.json")) as fh:
@@ -293,13 +296,22 @@ def test_ephemeral_ca_without_ca_cert():
                  % up_cert)
     seen = []
     for cfg in ("run.ini", "run.ini", "up.ini"):
-        out = probe(w, "/nonexistent", (), cfg=cfg)
+        log = os.path.join(w, "audit.jsonl")
+        if os.path.exists(log):
+            os.unlink(log)
+        out = probe(w, "/nonexistent", (), cfg=cfg, args=("--audit-log", log))
         last = certs_of(out["bundle"])[-1]
         p = os.path.join(w, "eph.pem")
         with open(p, "w") as fh:
             fh.write(last + "\n")
         text = openssl("x509", "-in", p, "-noout", "-text", "-subject")
         check("CA:TRUE" in text and "prime256v1" in text, "%s: ephemeral CA %s" % (cfg, text))
+        # The proxy of the run signs with that very CA.
+        fp = openssl("x509", "-in", p, "-noout", "-fingerprint", "-sha256").strip()
+        fp = fp.split("=", 1)[1].replace(":", "").lower()
+        with open(log) as fh:
+            cfgs = [json.loads(l) for l in fh if '"event":"config"' in l]
+        eq([c.get("tls_ca") for c in cfgs], [fp], "%s: the run's config record" % cfg)
         check(last not in system_roots(), "ephemeral CA is no system root")
         seen.append(last)
     eq(len(set(seen)), 3, "a new CA per run (also with only upstream_ca)")

@@ -372,6 +372,21 @@ tlsca_unref(struct tlsca *ca)
 	free(ca);
 }
 
+void
+tlsca_fingerprint(const struct tlsca *ca, char out[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned n = 0;
+
+	out[0] = '\0';
+	if (X509_digest(ca->cert, EVP_sha256(), md, &n) != 1 || n != 32) {
+		ERR_clear_error();
+		return;
+	}
+	for (unsigned i = 0; i < n; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
 char *
 tlsca_cert_pem(const struct tlsca *ca)
 {

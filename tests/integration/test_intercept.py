@@ -281,6 +281,43 @@ def test_streamed_large_response():
     p.stop()
 
 
+def test_socks5_intercepted_and_metrics():
+    """A SOCKS5 CONNECT to a TLS port is intercepted like an HTTP CONNECT
+    (curl --socks5-hostname), and /metrics counts the requests inside as
+    proto "https"."""
+    mport = h.free_port()
+    _tls, o, p = setup(METHODS, extra="\n[metrics]\nlisten = 127.0.0.1:%d\n" % mport)
+    h.wait_until(lambda: "metrics 127.0.0.1:%d\n" % mport in p.stderr(), timeout=20,
+                 what="the metrics listener")
+    base = ["curl", "-q", "-sS", "-i", "--max-time", "20", "--cacert", cacert(),
+            "--socks5-hostname", "127.0.0.1:%d" % p.port]
+    r = subprocess.run(base + [url(o, path="/socks")], capture_output=True,
+                       timeout=30, env=h.client_env())
+    h.eq(r.returncode, 0, "curl via SOCKS5: %r" % r.stderr)
+    resp = one(r.stdout)
+    h.eq(resp.status, 200, "GET via SOCKS5, inside TLS")
+    r = subprocess.run(base + ["-X", "PUT", "--data", "x", url(o, path="/socks")],
+                       capture_output=True, timeout=30, env=h.client_env())
+    resp = one(r.stdout)
+    h.eq((resp.status, resp.header("X-Portcullis-Reason")), (403, "method_not_allowed"),
+         "PUT via SOCKS5, inside TLS")
+    recs = p.wait_records("request", 4)
+    h.eq(sorted((x["proto"], x["method"], x["status"]) for x in recs),
+         [("https", "GET", 200), ("https", "PUT", 403), ("socks5", "CONNECT", 200),
+          ("socks5", "CONNECT", 200)], "records")
+    s = socket.create_connection(("127.0.0.1", mport), timeout=10)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    text = h.read_to_close(s).decode()
+    s.close()
+    got = {}
+    for ln in text.splitlines():
+        if ln.startswith("portcullis_requests_total{") and 'proto="https"' in ln:
+            got[ln.split("reason=\"")[1].split("\"")[0]] = float(ln.rsplit(" ", 1)[1])
+    h.eq(got.get("allowed"), 1.0, "https allowed counted: %r" % got)
+    h.eq(got.get("method_not_allowed"), 1.0, "https refusal counted: %r" % got)
+    p.stop()
+
+
 # ------------------------------------------------------------------- paths
 
 def test_paths_rule():

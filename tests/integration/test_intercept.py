@@ -373,18 +373,48 @@ def test_credential_injected_and_never_seen():
 
 
 def test_credential_only_on_matching_host():
+    """Another intercepted host (intercept = ...) on the same origin gets
+    no credential; a refused request to the credential's host carries none
+    either (it never reaches the origin)."""
     other = "other.example.test"
-    _tls, o, p = setup("allow = %s:*, %s:*\n" % (SECURE, other), extra="\n" + CRED,
-                       cred_env=SECRET)
-    # Without interception of other (no paths, intercept or credential), its
-    # tunnel is a plain tunnel: the origin cert is SECURE's, curl -k.
+    tls = h.make_tls((SECURE, other))
+    o = h.Origin("origin-both", host="127.0.0.6", tls=tls)
+    cd = ca_dir()
+    old = os.environ.get("PORTCULLIS_TEST_CRED")
+    os.environ["PORTCULLIS_TEST_CRED"] = SECRET
+    try:
+        p = h.start_proxy(h.std_config(
+            "[dns]\nstatic = %s=127.0.0.6, %s=127.0.0.6\n\n"
+            "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+            "[env default agent]\nallow = %s:*, %s:*\nintercept = %s:*\n"
+            "methods = GET\n\n%s" % (SECURE, other, tls["ca"], cd, cd, SECURE, other,
+                                     other, CRED),
+            proxy_extra="tls_ports = %d\n" % o.port))
+    finally:
+        if old is None:
+            del os.environ["PORTCULLIS_TEST_CRED"]
+        else:
+            os.environ["PORTCULLIS_TEST_CRED"] = old
+    for host, want in ((SECURE, [SECRET]), (other, [])):
+        ts = tls_client(p, host, o.port)
+        ts.sendall(b"GET /a HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: mine\r\n\r\n"
+                   % (host.encode(), o.port))
+        status, _hd, body = read_response(ts)
+        h.eq(status, 200, "intercepted request to %s" % host)
+        got = [v for k, v in json.loads(body)["headers"] if k.lower() == "authorization"]
+        h.eq(got, want if want else ["mine"], "Authorization at the origin for %s" % host)
+        ts.close()
+    n = len(o.requests())
     ts = tls_client(p, SECURE, o.port)
-    ts.sendall(b"GET /a HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (SECURE.encode(), o.port))
-    status, _hd, body = read_response(ts)
-    h.eq(status, 200, "intercepted request")
-    got = [v for k, v in json.loads(body)["headers"] if k.lower() == "authorization"]
-    h.eq(got, [SECRET], "credential set")
+    ts.sendall(b"POST /p HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 1\r\n\r\nx"
+               % (SECURE.encode(), o.port))
+    status, hd, _body = read_response(ts)
+    h.eq((status, hd.get("x-portcullis-reason")), (403, "method_not_allowed"), "refused")
     ts.close()
+    h.eq(len(o.requests()), n, "the refused request went nowhere")
+    recs = [x for x in p.wait_records("request", 6) if x.get("proto") == "https"]
+    h.eq([(x["host"], x.get("credential")) for x in recs],
+         [(SECURE, "gh"), (other, None), (SECURE, None)], "records name the credential")
     p.stop()
 
 

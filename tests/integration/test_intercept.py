@@ -365,6 +365,21 @@ def test_credential_injected_and_never_seen():
             "the credential is not echoed in response headers")
     rec = [x for x in p.wait_records("request", 2) if x.get("proto") == "https"][0]
     h.eq(rec.get("credential"), "gh", "the record names the credential")
+    # An upload (no methods restriction here): the body streams up through
+    # both TLS layers, the credential set on it too.
+    import hashlib
+    up = os.path.join(h.tempdir(), "up.bin")
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    with open(up, "wb") as f:
+        f.write(data)
+    r = curl_in(p, o, "--data-binary", "@" + up, path="/upload")
+    h.eq(r.returncode, 0, "curl upload: %r" % r.stderr)
+    resp = h.split_responses(r.stdout.split(b"\r\n\r\n", 1)[1])[-1]
+    body = json.loads(resp.body)
+    h.eq((resp.status, body["method"], body["body_len"], body["body_sha256"]),
+         (200, "POST", len(data), hashlib.sha256(data).hexdigest()), "upload intact")
+    h.eq([v for k, v in body["headers"] if k.lower() == "authorization"],
+         ["Bearer " + SECRET], "credential on the upload")
     p.stop()
     with open(p.audit_path, "rb") as f:
         h.check(SECRET.encode() not in f.read(), "credential not in the audit log")

@@ -489,6 +489,26 @@ def bad_origin_case(kind):
     p.stop()
 
 
+def test_address_literal_intercepted():
+    """A CONNECT to an address literal is intercepted with a leaf for the
+    address (IP SAN: curl checks it); the origin must then prove that
+    address, and a certificate naming only a DNS name does not."""
+    tls = h.make_tls((SECURE,))
+    o = h.Origin("origin-ip", host="127.0.0.7", tls=tls)
+    cd = ca_dir()
+    p = h.start_proxy(h.std_config(
+        "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+        "[env default agent]\nallow = 127.0.0.7:*\nmethods = GET\n" % (tls["ca"], cd, cd),
+        proxy_extra="tls_ports = %d\n" % o.port))
+    r = h.curl(p, "--cacert", cacert(), "-i", "https://127.0.0.7:%d/ip" % o.port)
+    h.eq(r.returncode, 0, "curl trusts the leaf for the address: %r" % r.stderr)
+    resp = one(r.stdout.split(b"\r\n\r\n", 1)[1])
+    h.eq((resp.status, resp.header("X-Portcullis-Reason")), (502, "upstream_cert_invalid"),
+         "an origin certificate without the IP SAN")
+    h.eq(o.requests(), [], "nothing forwarded")
+    p.stop()
+
+
 def test_upstream_wrong_name():
     bad_origin_case("wrong")
 

@@ -253,6 +253,55 @@ def test_bad_requests_inside_tls():
     p.stop()
 
 
+def test_stalled_and_broken_client_tls():
+    """A client that sends its ClientHello and stops is cut at the header
+    timeout (tls_handshake_timeout); TLS garbage after a good handshake
+    ends the conn; neither reaches the origin."""
+    _tls, o, p = setup(METHODS, extra="\n[limits]\nheader_timeout = 1s\n")
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" %
+              (SECURE.encode(), o.port, SECURE.encode(), o.port))
+    h.check(h.read_head(s).startswith(b"HTTP/1.1 200"), "CONNECT 200")
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ssl.create_default_context(cafile=cacert()).wrap_bio(inc, out,
+                                                               server_hostname=SECURE)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    s.sendall(out.read())          # the ClientHello, and nothing more
+    while True:                    # the server's flight, then the cut
+        s.settimeout(5)
+        d = s.recv(65536)
+        if not d:
+            break
+    rec = p.wait_records("close", 1)[0]
+    h.eq(rec["error"], "tls_handshake_timeout", "close reason")
+    s.close()
+    # A record of junk on a TLS stream after a good handshake (a bad MAC
+    # to the server): the proxy ends the conn.
+    ts = tls_client(p, SECURE, o.port)
+    sock = socket.socket(fileno=os.dup(ts.fileno()))
+    sock.sendall(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+    sock.settimeout(10)
+    closed = False
+    for _ in range(64):            # tickets, maybe an alert, then EOF
+        try:
+            d = sock.recv(65536)
+        except ConnectionError:
+            d = b""
+        if not d:
+            closed = True
+            break
+    h.check(closed, "the conn ends after TLS garbage")
+    sock.close()
+    ts.close()
+    recs = p.wait_records("close", 2)
+    h.eq(recs[1]["error"], "client_tls_error", "close reason for a broken TLS stream")
+    h.eq(o.requests(), [], "the origin saw nothing")
+    p.stop()
+
+
 def test_no_ca_still_interception_required():
     _tls, o, p = setup(METHODS, with_ca=False)
     r = h.curl(p, "--cacert", cacert(), url(o))

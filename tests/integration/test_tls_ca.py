@@ -8,7 +8,8 @@ the trust bundle (system roots + the CA cert) is there with SSL_CERT_FILE,
 REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT,
 NODE_EXTRA_CA_CERTS and npm_config_cafile pointing at it, an ephemeral CA
 is made when [tls] has no ca_cert, and curl and python trust an origin
-whose certificate the CA signed, with no flags."""
+whose certificate the CA signed, with no flags; the system CA key
+(/etc/portcullis/ca.key) is hidden in every sandbox."""
 
 import json
 import os
@@ -283,6 +284,42 @@ def test_sandbox_hides_key_and_has_bundle_as_root():
 
 def test_sandbox_hides_key_and_has_bundle_as_nobody():
     sandbox_case(AS_NOBODY, "nobody")
+
+
+def system_key_case(as_nobody):
+    """The key where `ca init` puts a root CA (/etc/portcullis/ca.key) is
+    hidden in every sandbox, whatever the config says (a daemon's key,
+    which a sandbox running as the file's owner could otherwise read).
+    /etc/portcullis is made only in an overlay of /etc in a mount namespace
+    of the test's own: the host's /etc is never written."""
+    up, work, w = tempdir(), tempdir(), (nobody_dir() if as_nobody else tempdir())
+    for d in (up, work):
+        os.chmod(d, 0o755)       # overlayfs checks the upper path for the caller too
+    owner = "%d:%d" % ((NOBODY, NOBODY) if as_nobody else (0, 0))
+    as_who = " ".join(AS_NOBODY) if as_nobody else ""
+    script = ("set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir=%s,workdir=%s /etc; "
+              "mkdir -p /etc/portcullis; echo SYSTEM-CA-KEY > /etc/portcullis/ca.key; "
+              "chown %s /etc/portcullis/ca.key; chmod 600 /etc/portcullis/ca.key; "
+              "%s cat /etc/portcullis/ca.key; "
+              "%s %s run -- sh -c 'cat /etc/portcullis/ca.key; echo rc=$?'"
+              % (up, work, owner, as_who, as_who, portcullis_bin()))
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                       cwd=w, capture_output=True, text=True, timeout=60, env=run_env(),
+                       stdin=subprocess.DEVNULL)
+    who = "nobody" if as_nobody else "root"
+    eq(r.returncode, 0, "%s: run (%r)" % (who, r.stderr))
+    lines = r.stdout.split()
+    eq(lines[0], "SYSTEM-CA-KEY", "%s: the key is readable outside" % who)
+    eq(lines[1:], ["rc=1"], "%s: the key inside (stderr %r)" % (who, r.stderr))
+    check(not os.path.exists("/etc/portcullis/ca.key"), "host /etc untouched")
+
+
+def test_system_ca_key_hidden_as_root():
+    system_key_case(False)
+
+
+def test_system_ca_key_hidden_as_nobody():
+    system_key_case(True)
 
 
 def test_ephemeral_ca_without_ca_cert():

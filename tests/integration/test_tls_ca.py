@@ -143,6 +143,26 @@ def test_ca_init_refuses_overwrite_and_symlinks():
     eq((st.st_uid, st.st_mode & 0o777), (NOBODY, 0o600), "nobody's key")
 
 
+def test_ca_init_default_dir_as_nobody():
+    """Without --dir, a user's CA goes to ${XDG_CONFIG_HOME:-~/.config}/portcullis
+    (~/.config made if missing); `ca show` finds it there."""
+    home = nobody_dir()
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
+    env["HOME"] = home
+    r = pc("ca", "init", prefix=AS_NOBODY, env=env)
+    eq(r.returncode, 0, "ca init (%r)" % r.stderr)
+    key = os.path.join(home, ".config", "portcullis", "ca.key")
+    eq(os.stat(key).st_mode & 0o777, 0o600, "key mode")
+    r = pc("ca", "show", prefix=AS_NOBODY, env=env)
+    eq((r.returncode, show_fields(r.stdout).get("path")),
+       (0, os.path.join(home, ".config", "portcullis", "ca.pem")), "ca show default dir")
+    env["XDG_CONFIG_HOME"] = os.path.join(home, "xdg")
+    os.mkdir(env["XDG_CONFIG_HOME"])
+    os.chown(env["XDG_CONFIG_HOME"], NOBODY, NOBODY)
+    eq(pc("ca", "init", prefix=AS_NOBODY, env=env).returncode, 0, "ca init under XDG")
+    check(os.path.exists(os.path.join(home, "xdg", "portcullis", "ca.key")), "XDG dir used")
+
+
 def test_key_readable_by_others_is_never_used():
     d = tempdir()
     cert, key = ca_init(d)

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (AS_NOBODY, Origin, check, ctl, eq, free_port,  # noqa: E402
@@ -195,9 +196,17 @@ def test_serve_loads_ca_and_reload_keeps_it_on_error():
     d = tempdir()
     cert, key = ca_init(d)
     tls = "[tls]\nca_cert = %s\nca_key = %s\n" % (cert, key)
+    mport = free_port()
     p = start_proxy(std_config(proxy_extra="control = @DIR@/ctl.sock\n")
-                    + tls + "\n[env default agent]\nallow = example.test\n")
+                    + tls + "\n[metrics]\nlisten = 127.0.0.1:%d\n" % mport
+                    + "\n[env default agent]\nallow = example.test\n")
     sock = wait_control(os.path.join(p.dir, "ctl.sock"))
+    # The leaf cache's counters are served (nothing intercepted yet: 0).
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as resp:
+        text = resp.read().decode()
+    for res in ("hit", "miss"):
+        check('portcullis_tls_leaf_cache_total{result="%s"} 0\n' % res in text,
+              "leaf cache %s series: %s" % (res, text[-600:]))
     # A key gone bad on disk: the reload is refused, naming it.
     os.chmod(key, 0o644)
     rc, reply, err = ctl(sock, "reload")

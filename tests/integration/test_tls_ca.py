@@ -14,6 +14,7 @@ whose certificate the CA signed, with no flags; the system CA key
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -21,7 +22,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (AS_NOBODY, Origin, check, ctl, eq, free_port,  # noqa: E402
                      portcullis_bin, run, start_proxy, std_config, tempdir,
-                     wait_control)
+                     wait_control, wait_until)
 from sandbox_util import prun, run_env  # noqa: E402
 
 NOBODY = 65534
@@ -231,6 +232,27 @@ def test_serve_loads_ca_and_reload_keeps_it_on_error():
     rc, reply, err = ctl(sock, "reload")
     check(rc != 0 and "ca_cert: needs ca_key too" in json.dumps(reply),
           "reload without ca_key: %r" % (reply,))
+    # SIGHUP takes the same path: a bad key is refused on stderr.
+    p.rewrite_config("ca_cert = %s\n" % cert, "ca_cert = %s\nca_key = %s\n" % (cert, key))
+    os.chmod(key, 0o640)
+    n = len(p.audit_records("reload"))
+    p.send_signal(signal.SIGHUP)
+    p.wait_records("reload", n=n + 1)
+    check(p.audit_records("reload")[-1]["ok"] is False, "SIGHUP reload with a 0640 key")
+    wait_until(lambda: "reload refused" in p.stderr() and "mode 0640" in p.stderr(),
+               what="SIGHUP refusal on stderr")
+    os.chmod(key, 0o600)
+    # Another CA: the next config record names it; no [tls] at all: null.
+    d2 = tempdir()
+    cert2, key2 = ca_init(d2)
+    fp2 = show_fields(pc("ca", "show", "--dir", d2).stdout)["sha256"].replace(":", "").lower()
+    p.rewrite_config("ca_cert = %s\nca_key = %s\n" % (cert, key),
+                     "ca_cert = %s\nca_key = %s\n" % (cert2, key2))
+    p.reload("hup")
+    p.rewrite_config("[tls]\nca_cert = %s\nca_key = %s\n" % (cert2, key2), "")
+    p.reload("ctl", sock)
+    eq([c.get("tls_ca") for c in p.audit_records("config")][-2:], [fp2, None],
+       "config records after switching the CA, then dropping it")
     p.stop()
 
 

@@ -246,6 +246,8 @@ test_handshakes(void)
 	CHECK(tlsca_leaf_ctx(ca, "", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "a..b", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "a b", why, sizeof(why)) == NULL);
+	CHECK(tlsca_leaf_ctx(ca, "*.example.com", why, sizeof(why)) == NULL);
+	CHECK(tlsca_leaf_ctx(ca, "example.com.", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "a,IP:1.2.3.4", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "[1.2.3.4]", why, sizeof(why)) == NULL);
 	{

@@ -507,6 +507,26 @@ def test_credential_config_errors():
     h.check("literal-secret" not in r.stderr, "the refused value is not echoed")
 
 
+def test_check_shows_interception_and_paths():
+    text = ("[proxy]\ntls_ports = 443\n[env default agent]\nallow = gh.example, ro.example\n"
+            "methods = GET, HEAD\npaths = gh.example/org/one.git/**\n")
+    d = h.tempdir()
+    path = os.path.join(d, "c.ini")
+    with open(path, "w") as f:
+        f.write(text)
+    r = h.run_portcullis(["check", "-c", path, "--env", "default", "--phase", "agent",
+                          "https://gh.example/org/two.git", "http://gh.example/org/one.git/x",
+                          "http://gh.example/org/two.git"])
+    h.eq(r.returncode, 0, "check: %r" % r.stderr)
+    lines = r.stdout.splitlines()
+    h.match(r"https://gh\.example/org/two\.git: deny interception_required \(.*methods GET, "
+            r"HEAD\); with a \[tls\] CA: intercepted, GET /org/two\.git inside: deny "
+            r"path_not_allowed \(.*paths gh\.example/org/one\.git/\*\*\)", lines[0], "https")
+    h.match(r"http://gh\.example/org/one\.git/x: allow allowed .*", lines[1], "http allowed")
+    h.match(r"http://gh\.example/org/two\.git: deny path_not_allowed .*", lines[2],
+            "http path refused")
+
+
 # ------------------------------------------------------ upstream verification
 
 def bad_origin_case(kind):

@@ -235,6 +235,21 @@ def test_python_inside_tls_keepalive():
     p.stop()
 
 
+def test_curl_keepalive_one_session():
+    """curl with three URLs: one CONNECT, one TLS session, three requests."""
+    _tls, o, p = setup(METHODS)
+    r = h.curl(p, "--cacert", cacert(), "-sS", "-o", "/dev/null", "-o", "/dev/null",
+               "-o", "/dev/null", "-w", "%{http_code} %{num_connects}\n",
+               url(o, path="/1"), url(o, path="/2"), url(o, path="/3"))
+    h.eq(r.returncode, 0, "curl: %r" % r.stderr)
+    h.eq(r.stdout.decode().split("\n")[:3], ["200 1", "200 0", "200 0"],
+         "three answers on one connection")
+    recs = p.wait_records("request", 4)
+    h.eq([x["proto"] for x in recs], ["connect", "https", "https", "https"], "records")
+    h.eq(len(o.connections), 1, "one upstream connection")
+    p.stop()
+
+
 def test_bad_requests_inside_tls():
     _tls, o, p = setup(METHODS)
     ts = tls_client(p, SECURE, o.port)

@@ -546,6 +546,41 @@ def check_config(text):
     return h.run_portcullis(["check", "-c", path])
 
 
+def test_credential_file_rotated_on_reload():
+    """A file: credential is read again on reload: the next request carries
+    the new value; a reload whose file went missing is refused and the old
+    value stays."""
+    d = h.tempdir()
+    tok = os.path.join(d, "token")
+    with open(tok, "w") as f:
+        f.write("one-" + SECRET + "\n")
+    os.chmod(tok, 0o600)
+    cred = ("[credential gh]\nhosts = %s:*\nheader = X-Api-Key\nvalue = file:%s\n"
+            % (SECURE, tok))
+    _tls, o, p = setup("allow = %s:*\n" % SECURE, extra="\n" + cred)
+
+    def key_at_origin(path):
+        r = curl_in(p, o, path=path)
+        resp = one(r.stdout.split(b"\r\n\r\n", 1)[1])
+        return [v for k, v in json.loads(resp.body)["headers"] if k.lower() == "x-api-key"]
+
+    h.eq(key_at_origin("/1"), ["one-" + SECRET], "first value")
+    with open(tok, "w") as f:
+        f.write("two-" + SECRET + "\n")
+    p.rewrite_config("[credential gh]", "# rotated\n[credential gh]")
+    p.reload()
+    h.eq(key_at_origin("/2"), ["two-" + SECRET], "value after the reload")
+    os.unlink(tok)
+    p.rewrite_config("# rotated\n", "# gone\n")
+    p.send_signal(__import__("signal").SIGHUP)
+    p.wait_records("reload", pred=lambda r: r.get("ok") is False or r.get("error"))
+    h.eq(key_at_origin("/3"), ["two-" + SECRET], "a refused reload keeps the old value")
+    p.stop()
+    with open(p.audit_path) as f:
+        h.check(SECRET not in f.read(), "no value in the audit log")
+    h.check(SECRET not in p.stderr(), "no value on stderr")
+
+
 def test_credential_config_errors():
     r = check_config((
         "[credential x]\nhosts = a.example\nheader = Host\nvalue = env:NOPE_NOT_SET_X\n"))

@@ -447,6 +447,14 @@ def test_paths_rule():
     h.eq(recs[0].get("path"), "/repo/one.git/info/refs?service=git-upload-pack",
          "path recorded with [audit] paths = yes")
     h.eq(recs[1]["reason"], "path_not_allowed", "refusal recorded")
+    # A tunnel to the same host on a port outside tls_ports cannot be
+    # looked inside: refused, never a way around the paths rule.
+    po = h.Origin("origin-plain", host="127.0.0.3")
+    data, _, _ = h.raw_exchange(p.port, b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
+                                % (SECURE.encode(), po.port, SECURE.encode(), po.port))
+    h.check(data.startswith(b"HTTP/1.1 403") and b"interception_required" in data,
+            "opaque tunnel to a paths host: %r" % data[:200])
+    h.eq(po.connections, [], "nothing dialled")
     p.stop()
 
 

@@ -317,6 +317,36 @@ def test_stalled_and_broken_client_tls():
     p.stop()
 
 
+def test_hostile_heads_inside_tls():
+    """The front end's refusals, inside the TLS session: smuggling shapes,
+    h2c, an oversized head, CONNECT inside; none reaches the origin."""
+    _tls, o, p = setup(METHODS)
+    hp = b"%s:%d" % (SECURE.encode(), o.port)
+    cases = [
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nHost: " + hp + b"\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nTransfer-Encoding: chunked\r\n"
+         b"Content-Length: 3\r\n\r\n0\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nTransfer-Encoding: chunked, identity"
+         b"\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nUpgrade: h2c\r\nConnection: Upgrade"
+         b"\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nX: " + b"a" * 40000 + b"\r\n\r\n", 431),
+        (b"CONNECT " + hp + b" HTTP/1.1\r\nHost: " + hp + b"\r\n\r\n", 400),
+        (b"GET /a HTTP/2.0\r\nHost: " + hp + b"\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nContent-Length: 1\r\n\r\nx", 403),
+    ]
+    for req, want in cases:
+        ts = tls_client(p, SECURE, o.port)
+        ts.sendall(req)
+        status, hd, body = read_response(ts)
+        h.eq(status, want, "refusal of %r" % req[:70])
+        h.check(hd.get("x-portcullis-reason") in ("bad_request", "method_not_allowed"),
+                "reason header for %r: %r" % (req[:50], hd))
+        ts.close()
+    h.eq(o.requests(), [], "nothing reached the origin")
+    p.stop()
+
+
 def test_no_ca_still_interception_required():
     _tls, o, p = setup(METHODS, with_ca=False)
     r = h.curl(p, "--cacert", cacert(), url(o))

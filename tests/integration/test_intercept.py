@@ -636,6 +636,35 @@ def test_credential_config_errors():
     h.check("literal-secret" not in r.stderr, "the refused value is not echoed")
 
 
+def test_config_limits():
+    """CFG_MAX_PATH_GLOB (128), CFG_MAX_CRED_HEADER (64), CFG_MAX_CRED_VALUE
+    (4096): at the limit and one byte over."""
+    def paths(glob):
+        return check_config("[env e agent]\nallow = a.example\npaths = a.example%s\n" % glob)
+    h.eq(paths("/" + "x" * 127).returncode, 0, "a 128-byte glob")
+    r = paths("/" + "x" * 128)
+    h.check(r.returncode != 0 and "bad path glob" in r.stderr, "a 129-byte glob: %r" % r.stderr)
+    d = h.tempdir()
+
+    def cred(header, value):
+        path = os.path.join(d, "v")
+        with open(path, "w") as f:
+            f.write(value)
+        return check_config("[credential c]\nhosts = a.example\nheader = %s\nvalue = file:%s\n"
+                            % (header, path))
+    h.eq(cred("X" * 64, "v").returncode, 0, "a 64-byte header name")
+    r = cred("X" * 65, "v")
+    h.check(r.returncode != 0 and "bad header name" in r.stderr, "65 bytes: %r" % r.stderr)
+    h.eq(cred("X-K", "v" * 4096).returncode, 0, "a 4096-byte value")
+    h.eq(cred("X-K", "v" * 4096 + "\n").returncode, 0, "4096 bytes and a newline")
+    r = cred("X-K", "v" * 4097)
+    h.check(r.returncode != 0 and "longer than 4096" in r.stderr, "4097 bytes: %r" % r.stderr)
+    h.check("vvvv" not in r.stderr, "the value is not echoed")
+    for bad in ("a\rb", "a\x00b", "a\nb", ""):
+        r = cred("X-K", bad)
+        h.check(r.returncode != 0, "value %r refused" % bad)
+
+
 def test_check_shows_interception_and_paths():
     text = ("[proxy]\ntls_ports = 443\n[env default agent]\nallow = gh.example, ro.example\n"
             "methods = GET, HEAD\npaths = gh.example/org/one.git/**\n")

@@ -250,6 +250,42 @@ def test_curl_keepalive_one_session():
     p.stop()
 
 
+def test_workers_share_the_ca():
+    """[proxy] workers = 3: intercepted conns on every loop (one CA and its
+    leaf cache shared by all), in parallel, each answered inside TLS."""
+    import concurrent.futures
+    tls = h.make_tls((SECURE,))
+    o = h.Origin("origin-secure", host="127.0.0.3", tls=tls)
+    cd = ca_dir()
+    p = h.start_proxy(h.std_config(
+        "[dns]\nstatic = %s=127.0.0.3\n\n"
+        "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+        "[env default agent]\n%s" % (SECURE, tls["ca"], cd, cd, METHODS),
+        proxy_extra="tls_ports = %d\nworkers = 3\n" % o.port))
+
+    def one_client(i):
+        ts = tls_client(p, SECURE, o.port)
+        out = []
+        for k in range(3):
+            ts.sendall(b"GET /w%d/%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
+                       % (i, k, SECURE.encode(), o.port))
+            out.append(read_response(ts)[0])
+        ts.sendall(b"PUT /w HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 0\r\n\r\n"
+                   % (SECURE.encode(), o.port))
+        out.append(read_response(ts)[0])
+        ts.close()
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(one_client, range(24)))
+    h.eq(results, [[200, 200, 200, 403]] * 24, "every client, every loop")
+    recs = p.wait_records("request", 24 * 5, timeout=20)
+    h.eq(len([x for x in recs if x.get("proto") == "https"]), 24 * 4, "https records")
+    loops = set(x["id"][:8] for x in recs)
+    h.check(len(loops) >= 2, "conns served by more than one loop: %r" % loops)
+    p.stop()
+
+
 def test_bad_requests_inside_tls():
     _tls, o, p = setup(METHODS)
     ts = tls_client(p, SECURE, o.port)

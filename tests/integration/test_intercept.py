@@ -286,6 +286,36 @@ def test_workers_share_the_ca():
     p.stop()
 
 
+def test_one_lookup_per_tunnel():
+    """The first request inside dials what the CONNECT resolved and checked:
+    one lookup for the CONNECT and its first request (a real resolver,
+    counting queries); the second reuses the upstream."""
+    import dnsserver
+    tls = h.make_tls((SECURE,))
+    o = h.Origin("origin-secure", host="127.0.0.3", tls=tls)
+    dns = dnsserver.DNSServer("127.0.0.1", 0, records={SECURE: ["127.0.0.3"]})
+    dns.start()
+    h.defer(dns.stop)
+    cd = ca_dir()
+    p = h.start_proxy(h.std_config(
+        "[dns]\nservers = 127.0.0.1:%d\n\n"
+        "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+        "[env default agent]\n%s" % (dns.port, tls["ca"], cd, cd, METHODS),
+        proxy_extra="tls_ports = %d\n" % o.port))
+    ts = tls_client(p, SECURE, o.port)
+    ts.sendall(b"GET /1 HTTP/1.1\r\nHost: %s:%d\r\nConnection: keep-alive\r\n\r\n"
+               % (SECURE.encode(), o.port))
+    h.eq(read_response(ts)[0], 200, "first request")
+    n1 = len([q for q in dns.queries if q[1] == "A"])
+    h.eq(n1, 1, "one A lookup for the CONNECT and its first request: %r" % dns.queries)
+    ts.sendall(b"GET /2 HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (SECURE.encode(), o.port))
+    h.eq(read_response(ts)[0], 200, "second request")
+    h.eq(len([q for q in dns.queries if q[1] == "A"]), 1, "no lookup for a reused upstream")
+    h.eq(len(o.connections), 1, "one upstream connection")
+    ts.close()
+    p.stop()
+
+
 def test_bad_requests_inside_tls():
     _tls, o, p = setup(METHODS)
     ts = tls_client(p, SECURE, o.port)

@@ -40,6 +40,7 @@
 #include "internal.h"
 #include "json.h"
 #include "log.h"
+#include "tlsca.h"
 
 /* One session's object in the status reply: the escaped env (from one
  * request line) and command (up to 6 bytes per byte) plus the fixed
@@ -758,11 +759,12 @@ op_reload(struct ctl_conn *cc)
 	char *errors = NULL, *text, out[128];
 
 	if (server_reload(s, &errors) < 0) {
+		/* stderr first: whoever reads the reply finds them there. */
+		server_log_reload_refused("via control socket ",
+		    errors != NULL ? errors : "");
 		text = reload_errors_text(errors != NULL ? errors : "");
 		reply_error_long(cc, text != NULL && text[0] != '\0' ? text :
 		    "reload failed");
-		server_log_reload_refused("via control socket ",
-		    errors != NULL ? errors : "");
 		free(text);
 		free(errors);
 		return;
@@ -770,6 +772,41 @@ op_reload(struct ctl_conn *cc)
 	snprintf(out, sizeof(out), "{\"ok\":true,\"config\":\"sha256:%s\"}",
 	    server_config(s)->sha256);
 	reply(cc, out);
+}
+
+/*
+ * tls.ca (design.md §9 "The interception CA"): the certificate of the CA
+ * in force, for the trust bundle of a `portcullis run --connect` sandbox;
+ * "cert" null when the daemon has none.  Public data: any peer may ask.
+ */
+static void
+op_tls_ca(struct ctl_conn *cc)
+{
+	struct tlsca *ca = server_tlsca(cc->ctl->s);
+	char out[CONTROL_MAX_LINE];
+	size_t pos;
+	char *pem;
+
+	if (ca == NULL) {
+		reply(cc, "{\"ok\":true,\"cert\":null}");
+		return;
+	}
+	pem = tlsca_cert_pem(ca);
+	tlsca_unref(ca);
+	if (pem == NULL) {
+		reply_error(cc, "out of memory");
+		return;
+	}
+	pos = (size_t)snprintf(out, sizeof(out), "{\"ok\":true,\"cert\":");
+	/* Room for "}" and the newline: the client's line bound. */
+	if (json_quote(out, sizeof(out) - 2, &pos, pem) != 0) {
+		reply_error(cc, "the CA certificate does not fit in a control "
+		    "reply (CONTROL_MAX_LINE)");
+	} else {
+		snprintf(out + pos, sizeof(out) - pos, "}");
+		reply(cc, out);
+	}
+	free(pem);
 }
 
 static void
@@ -808,6 +845,8 @@ handle_line(struct ctl_conn *cc, const char *line, size_t len)
 			op_status(cc);
 		else if (strcmp(op, "reload") == 0)
 			op_reload(cc);
+		else if (strcmp(op, "tls.ca") == 0)
+			op_tls_ca(cc);
 		else
 			reply_error(cc, "unknown op");
 	}

@@ -140,6 +140,16 @@ cross_validate(struct parser *p)
 				*slot = hp;
 		}
 	}
+	/* [tls]: a CA is a cert and its key; one without the other is a
+	 * config error rather than a silent "no interception". */
+	if ((c->tls.ca_cert == NULL) != (c->tls.ca_key == NULL)) {
+		struct loc l = keys_seen(p, S_TLS, c->tls.ca_cert != NULL ?
+		    "ca_cert" : "ca_key");
+
+		parser_err(p, &l, "[tls] %s: needs %s too",
+		    c->tls.ca_cert != NULL ? "ca_cert" : "ca_key",
+		    c->tls.ca_cert != NULL ? "ca_key" : "ca_cert");
+	}
 	/*
 	 * [proxy] env naming an env that has no sections is not an error:
 	 * that env allows nothing, which is the fail-closed reading.
@@ -238,6 +248,9 @@ cfg_free(struct cfg *c)
 	free(c->proxy.listen);
 	free(c->metrics.listen);
 	free(c->audit.key);
+	free(c->tls.ca_cert);
+	free(c->tls.ca_key);
+	free(c->tls.upstream_ca);
 	free(c->proxy.control);
 	free(c->proxy.env);
 	free(c->proxy.tls_ports);

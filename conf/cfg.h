@@ -206,6 +206,16 @@ struct cfg {
 		size_t nlisten;
 	} metrics;
 
+	/* [tls] (DESIGN.md §11): paths as written (relative to the cwd),
+	 * NULL when not set.  ca_cert and ca_key come together or not at
+	 * all; they are read by the proxy (proxy/tlsca.h), not here. */
+	struct {
+		char *ca_cert;		/* PEM CA certificate */
+		char *ca_key;		/* PEM CA key, 0600 */
+		char *upstream_ca;	/* PEM file or directory; NULL =
+					 * the system store */
+	} tls;
+
 	struct {
 		unsigned max_connections;	/* default 10000 */
 		unsigned header_timeout_ms;	/* default 10s */

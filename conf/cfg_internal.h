@@ -47,6 +47,7 @@ enum sect {
 	S_SKIP,		/* inside a bad section: its keys are ignored */
 	S_PROXY, S_DNS, S_ADDRESSES, S_AUDIT, S_LIMITS, S_PRESET, S_ENV,
 	S_METRICS,
+	S_TLS,		/* [tls]: the interception CA, upstream trust */
 	S_REQUIRE,	/* only in the file named by [proxy] require */
 };
 

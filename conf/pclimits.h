@@ -317,6 +317,19 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
 /* A ClientHello larger than this (all its records together) is refused. */
 #define TLS_MAX_CLIENTHELLO 16384
 
+/* proxy/tlsca.h: the interception CA (DESIGN.md §11) */
+/* Leaf server contexts kept per CA (LRU); one per intercepted host. */
+#define TLSCA_LEAF_CACHE 1024
+/* Leaf validity: from TLSCA_LEAF_BACKDATE_S before issue (clock skew)
+ * to TLSCA_LEAF_DAYS after; a cached leaf past half of that is remade. */
+#define TLSCA_LEAF_DAYS 7
+#define TLSCA_LEAF_BACKDATE_S 3600
+/* `portcullis ca init` / the ephemeral CA: validity of the CA cert. */
+#define TLSCA_CA_DAYS 3650
+#define TLSCA_EPHEMERAL_DAYS 2
+/* A CA cert or key file larger than this is refused. */
+#define TLSCA_MAX_PEM_BYTES (256 * 1024)
+
 /* ==== fixed: the launcher (sandbox/) ==== */
 
 /* sandbox/mounts.c */

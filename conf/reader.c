@@ -36,6 +36,7 @@ static const struct {
 	{ "proxy", S_PROXY }, { "dns", S_DNS }, { "addresses", S_ADDRESSES },
 	{ "audit", S_AUDIT }, { "limits", S_LIMITS }, { "preset", S_PRESET },
 	{ "env", S_ENV }, { "require", S_REQUIRE }, { "metrics", S_METRICS },
+	{ "tls", S_TLS },
 };
 #define SECT_KINDS (sizeof(sect_kinds) / sizeof(sect_kinds[0]))
 

@@ -1,9 +1,29 @@
 #!/bin/sh
 # bench/setup.sh: install the bench-only Debian packages (idempotent).
 # The test suite never needs these; scripts/install-deps.sh stays free of them.
+#   bench/setup.sh [SQUID_SSL_DIR]
+# With SQUID_SSL_DIR (bench/run.sh passes BUILD/squid-openssl), also unpack
+# Debian's squid-openssl package there (apt-get download + dpkg -x; not
+# installed): row 4i's squid with ssl_bump.  squid-openssl conflicts with
+# the squid package the other rows (and other users of this machine) have
+# installed, so it runs from that directory, next to the installed
+# squid-common it shares.
 # Services these packages ship are NOT started: the bench runs its own
 # instances with its own configs on loopback.
 set -eu
+SQUID_SSL_DIR=${1:-}
+
+unpack_squid_openssl() {
+    [ -n "$SQUID_SSL_DIR" ] || return 0
+    [ -x "$SQUID_SSL_DIR/usr/sbin/squid" ] && return 0
+    echo "bench/setup.sh: unpacking squid-openssl into $SQUID_SSL_DIR"
+    tmp=$(mktemp -d)
+    chown _apt "$tmp" 2>/dev/null || true     # apt's download user writes there
+    (cd "$tmp" && apt-get download -q squid-openssl >/dev/null)
+    mkdir -p "$SQUID_SSL_DIR"
+    dpkg -x "$tmp"/squid-openssl_*.deb "$SQUID_SSL_DIR"
+    rm -rf "$tmp"
+}
 
 PKGS="squid tinyproxy nginx-light wrk apache2-utils httperf hyperfine \
       linux-perf valgrind procps openssl gcc make libssl-dev"
@@ -16,6 +36,7 @@ for p in $PKGS; do
 done
 if [ -z "$missing" ]; then
     echo "bench/setup.sh: all bench packages present"
+    unpack_squid_openssl
     exit 0
 fi
 
@@ -37,3 +58,4 @@ echo "bench/setup.sh: installing:$missing"
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+unpack_squid_openssl

@@ -370,6 +370,12 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
  * are a few KiB). */
 #define RUN_SSHCONF_MAX (256 * 1024)
 
+/* sandbox/trust.c: the sandbox's CA bundle (DESIGN.md §11): the system
+ * roots (about 200 KiB on Debian), the files the caller's own CA
+ * variables name, and the interception CA; a bundle over this is an
+ * error (a PEM file cut short is no bundle). */
+#define RUN_CA_BUNDLE_MAX (8 * 1024 * 1024)
+
 /* Refusal summary: distinct destinations tracked, and listed (the rest is
  * "and K more"); the longest audit line read (longer ones are skipped) and
  * the most bytes of log read (a huge shared log must not stall the end of

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "pclimits.h"
 
@@ -26,6 +27,11 @@ struct tlsca *tlsca_load(const char *cert_pem_path, const char *key_pem_path,
 /* A fresh CA (P-256), in memory only (portcullis run without [tls]
  * ca_cert).  NULL + why on failure. */
 struct tlsca *tlsca_ephemeral(char *why, size_t whylen);
+/* A new CA for `portcullis ca init` and tlsca_ephemeral: a P-256 key and
+ * a self-signed cert (CN "portcullis CA <8 hex>", CA:TRUE critical,
+ * pathlen 0, keyCertSign + cRLSign) valid for days.  0, or -1 + why. */
+int tlsca_make(int days, X509 **cert, EVP_PKEY **key, char *why,
+    size_t whylen);
 void tlsca_ref(struct tlsca *ca);
 void tlsca_unref(struct tlsca *ca);	/* NULL is fine */
 

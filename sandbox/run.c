@@ -40,6 +40,7 @@
 #include "run_internal.h"
 #include "runlog.h"
 #include "server.h"
+#include "tlsca.h"
 
 /*
  * The sandbox exited.  COMMAND's: the run is over (the embedded server is
@@ -280,6 +281,46 @@ load_config(const struct run_opts *o, const char **env)
 }
 
 /*
+ * The embedded proxy's CA (DESIGN.md §11): [tls] ca_cert/ca_key, whose key
+ * is hidden inside like a credential, or else an ephemeral CA made now,
+ * in memory only, handed to the server as its fallback.  Returns the
+ * memfd of the sandbox's trust bundle (trust.c).  Dies (125) when the CA
+ * cannot be loaded or made: a run whose HTTPS would be refused or
+ * untrusted is a set-up failure.
+ */
+static int
+run_tls_setup(const struct cfg *cfg, struct mounts *m)
+{
+	char why[1024];
+	struct tlsca *ca;
+	char *pem;
+	int fd;
+
+	if (cfg->tls.ca_cert != NULL) {
+		ca = tlsca_load(cfg->tls.ca_cert, cfg->tls.ca_key, why,
+		    sizeof(why));
+		if (ca == NULL)
+			pc_die("[tls] ca_cert/ca_key: %s", why);
+		if (mounts_add_hide(m, cfg->tls.ca_key) != 0)
+			pc_die("too many paths to hide");
+	} else {
+		ca = tlsca_ephemeral(why, sizeof(why));
+		if (ca == NULL)
+			pc_die("cannot make the run's CA: %s", why);
+		server_tls_fallback(ca);
+	}
+	pem = tlsca_cert_pem(ca);
+	tlsca_unref(ca);
+	if (pem == NULL)
+		pc_die("out of memory");
+	fd = trust_bundle_make(pem, why, sizeof(why));
+	free(pem);
+	if (fd < 0)
+		pc_die("%s", why);
+	return fd;
+}
+
+/*
  * Runs one sandbox to its end: launch_sandbox(), then (with --connect) the
  * watchdog on the control connection, then the loop until the sandbox
  * exits; its status is then in st->status.
@@ -330,7 +371,7 @@ run_main(int argc, char **argv)
 	char why[512];
 	char *setup_cmd[] = { "sh", "-c", NULL, NULL };
 	const char *env = NULL, *audit_path = NULL;
-	int rc;
+	int rc, ca_fd = -1;
 
 	pc_progname = "portcullis run";
 	opts_parse(argc, argv, &o);
@@ -375,10 +416,12 @@ run_main(int argc, char **argv)
 			free(key);
 		}
 	}
-	plan_build(&o, cfg, st.mounts, o.command, o.ncommand, &p);
+	if (cfg != NULL)
+		ca_fd = run_tls_setup(cfg, st.mounts);
+	plan_build(&o, cfg, st.mounts, o.command, o.ncommand, ca_fd, &p);
 	if (o.setup != NULL) {
 		setup_cmd[2] = (char *)o.setup;
-		plan_build(&o, cfg, st.mounts, setup_cmd, 3, &psetup);
+		plan_build(&o, cfg, st.mounts, setup_cmd, 3, ca_fd, &psetup);
 	}
 	/* Last step of the plan: after it, the secrets exist only in
 	 * envs.setup (our own environment no longer has them). */
@@ -476,6 +519,8 @@ out:
 	mounts_free(st.mounts);
 	plan_free(&p);
 	plan_free(&psetup);
+	if (ca_fd >= 0)
+		close(ca_fd);
 	opts_free(&o);
 	return st.status;
 }

@@ -84,6 +84,14 @@
 #define CFG_MAX_ERRORS 100
 /* Preset references nest at most this deep (a cycle is refused anyway). */
 #define CFG_MAX_PRESET_DEPTH 8
+/* A paths glob (the part after HOSTPATTERN): a repository endpoint, not a
+ * regular expression; the matcher is O(len^2) at worst. */
+#define CFG_MAX_PATH_GLOB 512
+/* A [credential] header name: longer is a typo. */
+#define CFG_MAX_CRED_HEADER 64
+/* A credential's value (a token or "Bearer ..." line), from env: or file:;
+ * longer is refused at load, so a rebuilt head has room for it. */
+#define CFG_MAX_CRED_VALUE 4096
 /*
  * Files read through [proxy] include, at most.  Includes do not nest: an
  * included file may hold only [env] and [preset] sections.
@@ -451,5 +459,17 @@ static_assert(AUDITSUM_MAX_KEY >= AUDIT_MAX_TARGET, "a host fits a group key");
 /* A DNS-over-TCP connection with nothing to do for this long is closed,
  * and so is one whose query does not arrive whole within it. */
 #define DNS_SERVE_TCP_IDLE_MS 5000
+
+/* ==== fixed: TLS interception (proxy/mitm.c) =========================== */
+
+/* Ciphertext read from one side per read call, before it is decrypted
+ * (one TLS record and change); the memory BIO holding it is read dry
+ * before that side is read again, so one side's undecrypted input is at
+ * most this much. */
+#define MITM_RAW_BUF (16384 + 512)
+/* Handshake and alert flights written outside the data path (not counted
+ * against a direction's one write): more queued than this and the peer
+ * is not reading its handshake; the conn ends. */
+#define MITM_MAX_CTL_WRITES 8
 
 #endif

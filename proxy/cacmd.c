@@ -26,8 +26,6 @@
 #include "cfg.h"
 #include "tlsca.h"
 
-#define CA_CERT_NAME "ca.pem"
-#define CA_KEY_NAME "ca.key"
 
 static const char usage[] =
 "usage: portcullis ca init [--dir DIR]\n"
@@ -50,7 +48,7 @@ default_dir(char *out, size_t outsz)
 	int n;
 
 	if (geteuid() == 0)
-		n = snprintf(out, outsz, "/etc/portcullis");
+		n = snprintf(out, outsz, "%s", CA_SYSTEM_DIR);
 	else if (x != NULL && x[0] == '/')
 		n = snprintf(out, outsz, "%s/portcullis", x);
 	else if (h != NULL && h[0] == '/')

@@ -20,6 +20,7 @@
 #include "hostaddr.h"
 #include "internal.h"
 #include "log.h"
+#include "tlsca.h"
 #include "version.h"
 
 /* Conns of every worker, against [limits] max_connections. */
@@ -48,6 +49,19 @@ server_log_config(struct server *s)
 	jw_begin(&w, "config");
 	jw_str(&w, "sha256", s->cfg->sha256);
 	jw_str(&w, "path", s->cfg->path);
+	/* Which CA signs intercepted leaves now (DESIGN.md §11), null: none. */
+	{
+		struct tlsca *ca = server_tlsca(s);
+		char fp[65];
+
+		if (ca != NULL) {
+			tlsca_fingerprint(ca, fp);
+			jw_str(&w, "tls_ca", fp);
+			tlsca_unref(ca);
+		} else {
+			jw_null(&w, "tls_ca");
+		}
+	}
 	audit_emit(&s->audit, &w);
 }
 

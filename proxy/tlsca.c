@@ -372,6 +372,21 @@ tlsca_unref(struct tlsca *ca)
 	free(ca);
 }
 
+void
+tlsca_fingerprint(const struct tlsca *ca, char out[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned n = 0;
+
+	out[0] = '\0';
+	if (X509_digest(ca->cert, EVP_sha256(), md, &n) != 1 || n != 32) {
+		ERR_clear_error();
+		return;
+	}
+	for (unsigned i = 0; i < n; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
 char *
 tlsca_cert_pem(const struct tlsca *ca)
 {
@@ -414,7 +429,7 @@ alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 
 /*
  * host -> the leaf's name: a DNS name lowercased (letters, digits, '-',
- * '_', '.', '*'; no empty label) or an IP literal ("[v6]" too), the
+ * '_', '.'; no empty label; never a wildcard) or an IP literal ("[v6]" too), the
  * address then in canonical text form.  0, or -1.
  */
 static int
@@ -448,8 +463,7 @@ leaf_name(const char *host, char *out, size_t outsz, bool *is_ip)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)host[i];
 
-		if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.' &&
-		    ch != '*')
+		if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
 			return -1;
 		if (ch == '.' && host[i + 1] == '.')
 			return -1;

@@ -35,6 +35,9 @@ int tlsca_make(int days, X509 **cert, EVP_PKEY **key, char *why,
 void tlsca_ref(struct tlsca *ca);
 void tlsca_unref(struct tlsca *ca);	/* NULL is fine */
 
+/* The CA cert's SHA-256 fingerprint, 64 lowercase hex digits + NUL (the
+ * `config` audit record's "tls_ca"); "" on failure. */
+void tlsca_fingerprint(const struct tlsca *ca, char out[65]);
 /* Cert PEM (for the sandbox bundle); malloc'd, NUL-terminated; NULL on
  * allocation failure. */
 char *tlsca_cert_pem(const struct tlsca *ca);

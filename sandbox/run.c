@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "auditwarn.h"
+#include "cacmd.h"
 #include "ctl.h"
 #include "run.h"
 #include "run_internal.h"
@@ -418,6 +419,11 @@ run_main(int argc, char **argv)
 	}
 	if (cfg != NULL)
 		ca_fd = run_tls_setup(cfg, st.mounts);
+	/* The system CA's key where `ca init` puts it: a daemon's, which a
+	 * sandbox running as root (same uid as the file's owner) could
+	 * otherwise read even without capabilities. */
+	if (mounts_add_hide(st.mounts, CA_SYSTEM_KEY) != 0)
+		pc_die("too many paths to hide");
 	plan_build(&o, cfg, st.mounts, o.command, o.ncommand, ca_fd, &p);
 	if (o.setup != NULL) {
 		setup_cmd[2] = (char *)o.setup;

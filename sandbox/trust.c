@@ -6,7 +6,8 @@
  * REQUESTS_CA_BUNDLE or PIP_CERT of the caller keeps working inside,
  * where those variables now point at the bundle), then the CA's
  * certificate (never its key).  The variables of trust_vars[] are set to
- * the bundle's path inside.
+ * the bundle's path inside.  Only certificate blocks are copied from those
+ * files.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,16 +44,23 @@ write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
+#define PEM_BEGIN "-----BEGIN CERTIFICATE-----"
+#define PEM_END "-----END CERTIFICATE-----"
+
 /*
- * Appends the regular file path to fd (a newline after it), keeping the
- * total at most RUN_CA_BUNDLE_MAX.  A file that does not exist or is not
- * a regular file adds nothing (0); -EFBIG over the limit; -errno.
+ * Appends the certificates of the regular file path to fd: only the
+ * "BEGIN CERTIFICATE" blocks, each followed by a newline, so that a
+ * private key kept in the same PEM file (a client cert bundle) never
+ * reaches the sandbox.  The total stays at most RUN_CA_BUNDLE_MAX.  A file
+ * that does not exist or is not a regular file adds nothing (0); -EFBIG
+ * over the limit; -errno.
  */
 static int
 append_file(int fd, const char *path, size_t *total)
 {
-	char buf[16384];
 	struct stat st;
+	char *buf = NULL, *p, *e;
+	size_t len = 0;
 	int in, r = 0;
 
 	in = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -62,8 +70,17 @@ append_file(int fd, const char *path, size_t *total)
 		close(in);
 		return 0;
 	}
-	for (;;) {
-		ssize_t n = read(in, buf, sizeof(buf));
+	if (st.st_size > RUN_CA_BUNDLE_MAX) {
+		close(in);
+		return -EFBIG;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (buf == NULL) {
+		close(in);
+		return -ENOMEM;
+	}
+	while (len < (size_t)st.st_size) {
+		ssize_t n = read(in, buf + len, (size_t)st.st_size - len);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -73,20 +90,25 @@ append_file(int fd, const char *path, size_t *total)
 		}
 		if (n == 0)
 			break;
-		if (*total + (size_t)n + 1 > RUN_CA_BUNDLE_MAX) {
+		len += (size_t)n;
+	}
+	close(in);
+	buf[len] = '\0';
+	for (p = buf; r == 0 && (p = strstr(p, PEM_BEGIN)) != NULL; p = e) {
+		e = strstr(p, PEM_END);
+		if (e == NULL)
+			break;
+		e += strlen(PEM_END);
+		if (*total + (size_t)(e - p) + 1 > RUN_CA_BUNDLE_MAX) {
 			r = -EFBIG;
 			break;
 		}
-		*total += (size_t)n;
-		r = write_all(fd, buf, (size_t)n);
-		if (r != 0)
-			break;
+		*total += (size_t)(e - p) + 1;
+		r = write_all(fd, p, (size_t)(e - p));
+		if (r == 0)
+			r = write_all(fd, "\n", 1);
 	}
-	close(in);
-	if (r == 0) {
-		*total += 1;
-		r = write_all(fd, "\n", 1);
-	}
+	free(buf);
 	return r;
 }
 

@@ -19,6 +19,11 @@
 # prometheus: for its promtool, which tests/integration/test_metrics.py runs
 # on /metrics (`promtool check metrics`); the daemon itself is not used.
 # logrotate: the real rotation of tests/integration/test_audit_chain.py.
+# openssh-server: the one package that may move an installed one along: it
+# depends on openssh-client of exactly its own version, and the archive keeps
+# only the newest bookworm point release, so an image with an older client
+# gets that client upgraded (same upstream 9.2p1, a Debian security update).
+# Without sshd the ssh tests in the sandbox could not run at all.
 set -eu
 
 PKGS="build-essential cmake pkg-config git

@@ -8,7 +8,8 @@ the trust bundle (system roots + the CA cert) is there with SSL_CERT_FILE,
 REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT,
 NODE_EXTRA_CA_CERTS and npm_config_cafile pointing at it, an ephemeral CA
 is made when [tls] has no ca_cert, and curl and python trust an origin
-whose certificate the CA signed, with no flags."""
+whose certificate the CA signed, with no flags; the system CA key
+(/etc/portcullis/ca.key) is hidden in every sandbox."""
 
 import json
 import os
@@ -190,9 +191,12 @@ def test_serve_loads_ca_and_reload_keeps_it_on_error():
     p.rewrite_config("ca_cert = %s\n" % cert, "ca_cert = %s\n" % srv["cert"])
     rc, reply, err = ctl(sock, "reload")
     check(rc != 0 and "not a CA" in json.dumps(reply) + err, "reload with a leaf cert: %r" % (reply,))
-    # Fixed again: accepted.
+    # Fixed again: accepted.  Every config record names the CA in force.
     p.rewrite_config("ca_cert = %s\n" % srv["cert"], "ca_cert = %s\n" % cert)
     p.reload("ctl", sock)
+    fp = show_fields(pc("ca", "show", "--dir", d).stdout)["sha256"].replace(":", "").lower()
+    cfgs = p.audit_records("config")
+    eq([c.get("tls_ca") for c in cfgs], [fp, fp], "config records' tls_ca")
     # A [tls] cert without key is a config error (FILE:LINE).
     p.rewrite_config("ca_key = %s\n" % key, "")
     rc, reply, err = ctl(sock, "reload")
@@ -228,10 +232,10 @@ json.dump(out, open(sys.argv[1], "w"))
 """
 
 
-def probe(w, key, prefix, cfg="run.ini", env=None):
+def probe(w, key, prefix, cfg="run.ini", env=None, args=()):
     with open(os.path.join(w, "probe.py"), "w") as fh:
         fh.write(PROBE)
-    r = prun(["-c", cfg, "--", "python3", "probe.py", "out.json", key, ",".join(TRUST_VARS)],
+    r = prun(["-c", cfg] + list(args) + ["--", "python3", "probe.py", "out.json", key, ",".join(TRUST_VARS)],
              cwd=w, prefix=prefix, env=env)
     eq(r.returncode, 0, "probe run (%r)" % r.stderr)
     with open(os.path.join(w, "out.json")) as fh:
@@ -282,6 +286,42 @@ def test_sandbox_hides_key_and_has_bundle_as_nobody():
     sandbox_case(AS_NOBODY, "nobody")
 
 
+def system_key_case(as_nobody):
+    """The key where `ca init` puts a root CA (/etc/portcullis/ca.key) is
+    hidden in every sandbox, whatever the config says (a daemon's key,
+    which a sandbox running as the file's owner could otherwise read).
+    /etc/portcullis is made only in an overlay of /etc in a mount namespace
+    of the test's own: the host's /etc is never written."""
+    up, work, w = tempdir(), tempdir(), (nobody_dir() if as_nobody else tempdir())
+    for d in (up, work):
+        os.chmod(d, 0o755)       # overlayfs checks the upper path for the caller too
+    owner = "%d:%d" % ((NOBODY, NOBODY) if as_nobody else (0, 0))
+    as_who = " ".join(AS_NOBODY) if as_nobody else ""
+    script = ("set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir=%s,workdir=%s /etc; "
+              "mkdir -p /etc/portcullis; echo SYSTEM-CA-KEY > /etc/portcullis/ca.key; "
+              "chown %s /etc/portcullis/ca.key; chmod 600 /etc/portcullis/ca.key; "
+              "%s cat /etc/portcullis/ca.key; "
+              "%s %s run -- sh -c 'cat /etc/portcullis/ca.key; echo rc=$?'"
+              % (up, work, owner, as_who, as_who, portcullis_bin()))
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                       cwd=w, capture_output=True, text=True, timeout=60, env=run_env(),
+                       stdin=subprocess.DEVNULL)
+    who = "nobody" if as_nobody else "root"
+    eq(r.returncode, 0, "%s: run (%r)" % (who, r.stderr))
+    lines = r.stdout.split()
+    eq(lines[0], "SYSTEM-CA-KEY", "%s: the key is readable outside" % who)
+    eq(lines[1:], ["rc=1"], "%s: the key inside (stderr %r)" % (who, r.stderr))
+    check(not os.path.exists("/etc/portcullis/ca.key"), "host /etc untouched")
+
+
+def test_system_ca_key_hidden_as_root():
+    system_key_case(False)
+
+
+def test_system_ca_key_hidden_as_nobody():
+    system_key_case(True)
+
+
 def test_ephemeral_ca_without_ca_cert():
     w = tempdir()
     upd = tempdir()
@@ -293,13 +333,22 @@ def test_ephemeral_ca_without_ca_cert():
                  % up_cert)
     seen = []
     for cfg in ("run.ini", "run.ini", "up.ini"):
-        out = probe(w, "/nonexistent", (), cfg=cfg)
+        log = os.path.join(w, "audit.jsonl")
+        if os.path.exists(log):
+            os.unlink(log)
+        out = probe(w, "/nonexistent", (), cfg=cfg, args=("--audit-log", log))
         last = certs_of(out["bundle"])[-1]
         p = os.path.join(w, "eph.pem")
         with open(p, "w") as fh:
             fh.write(last + "\n")
         text = openssl("x509", "-in", p, "-noout", "-text", "-subject")
         check("CA:TRUE" in text and "prime256v1" in text, "%s: ephemeral CA %s" % (cfg, text))
+        # The proxy of the run signs with that very CA.
+        fp = openssl("x509", "-in", p, "-noout", "-fingerprint", "-sha256").strip()
+        fp = fp.split("=", 1)[1].replace(":", "").lower()
+        with open(log) as fh:
+            cfgs = [json.loads(l) for l in fh if '"event":"config"' in l]
+        eq([c.get("tls_ca") for c in cfgs], [fp], "%s: the run's config record" % cfg)
         check(last not in system_roots(), "ephemeral CA is no system root")
         seen.append(last)
     eq(len(set(seen)), 3, "a new CA per run (also with only upstream_ca)")
@@ -355,7 +404,8 @@ def test_clients_trust_the_ca_with_no_flags_as_nobody():
 
 def test_caller_ca_files_stay_trusted():
     """A caller's own REQUESTS_CA_BUNDLE (a private index's CA) is part of
-    the bundle, so pointing the variable at the bundle takes nothing away."""
+    the bundle, so pointing the variable at the bundle takes nothing away;
+    only certificates are copied from it."""
     cad = tempdir()
     cert, key = ca_init(cad)                      # the private CA, not [tls]
     srv = sign_server_cert(tempdir(), cert, key, SECURE)
@@ -365,14 +415,21 @@ def test_caller_ca_files_stay_trusted():
         fh.write("[dns]\nstatic = %s=127.0.0.1\n\n[addresses]\nallow = 127.0.0.0/8\n\n"
                  "[env default agent]\nallow = %s:%d\n" % (SECURE, SECURE, o.port))
     url = "https://%s:%d/" % (SECURE, o.port)
+    # The caller's file holds a private key too (a client-cert bundle):
+    # only its certificates reach the sandbox.
+    combined = os.path.join(cad, "combined.pem")
+    with open(combined, "w") as fh:
+        fh.write(open(cert).read() + open(key).read())
     env = {k: v for k, v in run_env().items() if k not in TRUST_VARS}
-    env["REQUESTS_CA_BUNDLE"] = cert
+    env["REQUESTS_CA_BUNDLE"] = combined
     r = prun(["-c", "run.ini", "--", "sh", "-c",
               "python3 -c 'import urllib.request,sys; "
               "print(urllib.request.urlopen(sys.argv[1], timeout=20).status)' %s; "
-              "echo $REQUESTS_CA_BUNDLE" % url], cwd=w, env=env)
+              "echo $REQUESTS_CA_BUNDLE; grep -c 'PRIVATE KEY' %s; true" % (url, BUNDLE)],
+             cwd=w, env=env)
     eq(r.returncode, 0, "run (%r)" % r.stderr)
-    eq(r.stdout.split(), ["200", BUNDLE], "caller's CA trusted through the bundle")
+    eq(r.stdout.split(), ["200", BUNDLE, "0"],
+       "caller's CA trusted through the bundle, its key not copied")
 
 
 run(globals())

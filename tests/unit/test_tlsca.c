@@ -158,6 +158,21 @@ test_handshakes(void)
 		return;
 	pem = tlsca_cert_pem(ca);
 	CHECK(pem != NULL && strncmp(pem, "-----BEGIN CERTIFICATE-----", 27) == 0);
+	{
+		char fp[65], fp2[65];
+		struct tlsca *again;
+
+		tlsca_fingerprint(ca, fp);
+		CHECK(strlen(fp) == 64 && strspn(fp, "0123456789abcdef") == 64,
+		    "%s", fp);
+		again = tlsca_ephemeral(why, sizeof(why));
+		CHECK(again != NULL);
+		if (again != NULL) {
+			tlsca_fingerprint(again, fp2);
+			CHECK(strcmp(fp, fp2) != 0, "two ephemeral CAs differ");
+			tlsca_unref(again);
+		}
+	}
 	write_text("eph.pem", pem != NULL ? pem : "", 0644);
 	free(pem);
 	path_of(p, sizeof(p), "eph.pem");
@@ -231,6 +246,8 @@ test_handshakes(void)
 	CHECK(tlsca_leaf_ctx(ca, "", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "a..b", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "a b", why, sizeof(why)) == NULL);
+	CHECK(tlsca_leaf_ctx(ca, "*.example.com", why, sizeof(why)) == NULL);
+	CHECK(tlsca_leaf_ctx(ca, "example.com.", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "a,IP:1.2.3.4", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "[1.2.3.4]", why, sizeof(why)) == NULL);
 	{

@@ -251,6 +251,40 @@ switch_to_agent(struct run_state *st, char *why, size_t whylen)
 }
 
 /* The embedded proxy: config, extra rules, audit file, server. */
+extern char **environ;
+
+/*
+ * [credential] values (DESIGN.md §11) were read when the config was
+ * loaded; their sources are kept from every sandbox: a file: source is
+ * hidden like the audit key, an env: variable is scrubbed from our own
+ * environment (its bytes overwritten in place, which clears it from our
+ * /proc/PID/environ too, then unset) before anything copies it for bwrap.
+ * A reload of this run's config then cannot read the variable again and
+ * is refused (the old config, with its values, stays).
+ */
+static void
+creds_keep_out(const struct cfg *cfg, struct mounts *m)
+{
+	for (size_t i = 0; i < cfg->ncreds; i++) {
+		const char *src = cfg->creds[i].source;
+
+		if (strncmp(src, "file:", 5) == 0) {
+			if (mounts_add_hide(m, src + 5) != 0)
+				pc_die("too many paths to hide");
+			continue;
+		}
+		for (size_t k = 0; environ[k] != NULL; k++) {
+			size_t n = strlen(src + 4);
+
+			if (strncmp(environ[k], src + 4, n) == 0 &&
+			    environ[k][n] == '=')
+				explicit_bzero(environ[k] + n + 1,
+				    strlen(environ[k] + n + 1));
+		}
+		(void)unsetenv(src + 4);
+	}
+}
+
 static struct cfg *
 load_config(const struct run_opts *o, const char **env)
 {
@@ -416,6 +450,7 @@ run_main(int argc, char **argv)
 				pc_die("cannot set up the audit key %s", key);
 			free(key);
 		}
+		creds_keep_out(cfg, st.mounts);
 	}
 	if (cfg != NULL)
 		ca_fd = run_tls_setup(cfg, st.mounts);

@@ -346,6 +346,28 @@ intercept_step(const struct cfg *c, const struct phase_policy *pp,
 	}
 }
 
+/*
+ * A tunnel to a host under a paths rule on a port that is not a TLS port
+ * cannot be looked inside, so the paths rule cannot be applied to what
+ * goes through it (a client could send any path as plain HTTP in it):
+ * refused like a methods-restricted tunnel, interception_required, not
+ * interceptable.
+ */
+static void
+opaque_paths_step(const struct phase_policy *pp, const struct target *t,
+    struct decision *d)
+{
+	for (size_t i = 0; i < pp->paths.n; i++) {
+		if (policy_rule_matches(&pp->paths.v[i], t)) {
+			decide(d, REASON_INTERCEPTION_REQUIRED, NULL,
+			    pp->paths.v[i].origin);
+			d->detail = "tunnel to a host under a paths rule on a "
+			    "port that is not in tls_ports";
+			return;
+		}
+	}
+}
+
 /* The width of the star at g[i]: 2 for `**`, 1 for `*`, 0 for none. */
 static size_t
 star_at(const char *g, size_t gl, size_t i)
@@ -494,6 +516,8 @@ policy_decide_request(const struct cfg *c, const char *envname,
 	decide_phase(pp, t, method, is_connect, has_body, d);
 	if (is_connect && tls_port(c, t->port))
 		intercept_step(c, pp, phase, t, d);
+	else if (is_connect && d->reason == REASON_ALLOWED)
+		opaque_paths_step(pp, t, d);
 	if (pp->report && d->reason != REASON_ALLOWED &&
 	    report_relaxes(c, phase, t, method, is_connect, has_body, d)) {
 		r = d->reason;

@@ -347,6 +347,48 @@ def test_requests_bad_origin_certificates():
         check(origins[k].connections, "%s origin was dialled" % k)
 
 
+# ------------------------------------------- paths and opaque tunnels
+
+def test_paths_not_bypassed_by_a_plain_tunnel():
+    """A `paths` rule on a port that is not a TLS port (serve, no CA):
+    plain HTTP is decided per path (GET /ok/x 200, GET /forbidden 403
+    path_not_allowed), and a tunnel to that host:port, which nothing can
+    look inside, is refused (interception_required) for curl's
+    proxytunnel (-p: CONNECT, then plain HTTP in it) and for SOCKS5
+    (--socks5-hostname): the origin sees only the allowed GET."""
+    from harness import curl, start_proxy, std_config
+    o = Origin("plain")
+    p = start_proxy(std_config("[dns]\nstatic = %s=127.0.0.1\n\n[env default agent]\n"
+                               "allow = %s:%d\npaths = %s:%d/ok/**\n"
+                               % (WEB, WEB, o.port, WEB, o.port)))
+    url = "http://%s:%d" % (WEB, o.port)
+    got = {}
+    for name, args in (("ok", (url + "/ok/x",)), ("forbidden", (url + "/forbidden",)),
+                       ("tunnel", ("-p", url + "/forbidden")),
+                       ("socks5", ("--socks5-hostname", p.listen, url + "/forbidden"))):
+        if name == "socks5":
+            from harness import CLIENT_TIMEOUT, client_env
+            import subprocess
+            r = subprocess.run(["curl", "-q", "-sS", "--max-time", "20", "-o", "/dev/null",
+                                "-w", "%{http_code}"] + list(args), capture_output=True,
+                               timeout=CLIENT_TIMEOUT, env=client_env(),
+                               stdin=subprocess.DEVNULL)
+        else:
+            r = curl(p, "-o", "/dev/null", "-w", "%{http_code} %{http_connect}", *args)
+        got[name] = (r.stdout.decode().strip(), r.stderr.decode().strip())
+    eq(got["ok"][0], "200 000", "GET /ok/x %r" % (got["ok"],))
+    eq(got["forbidden"][0], "403 000", "GET /forbidden %r" % (got["forbidden"],))
+    eq(got["tunnel"][0], "000 403", "CONNECT refused %r" % (got["tunnel"],))
+    check(got["socks5"][0] == "000" and "SOCKS" in got["socks5"][1],
+          "SOCKS5 refused: %r" % (got["socks5"],))
+    eq(o.requests(), ["GET /ok/x HTTP/1.1"], "the origin saw only the allowed path")
+    reasons = [(r.get("proto"), r.get("reason")) for r in p.audit_records("request")]
+    eq(sorted(reasons), sorted([("http", "allowed"), ("http", "path_not_allowed"),
+                                ("connect", "interception_required"),
+                                ("socks5", "interception_required")]), "records")
+    p.stop()
+
+
 def test_requests_and_pip_root():
     _requests_and_pip_under_safe_methods(())
 

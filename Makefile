@@ -56,6 +56,7 @@ VALGRIND_TESTS += test_metrics test_audit_chain
 VALGRIND_TESTS += test_audit_summary
 VALGRIND_TESTS += test_sandbox_dns
 VALGRIND_TESTS += test_tls_ca
+VALGRIND_TESTS += test_intercept
 VALGRIND_TESTS += test_intercept_tools
 test-valgrind: deps
 	@$(MAKE) --no-print-directory build

@@ -173,14 +173,24 @@ seal(SSL *ssl, const char *a, size_t an, const char *b, size_t bn,
 	return 0;
 }
 
-/* The SSL that bytes written to sink go through, or NULL (plain). */
+/*
+ * The SSL that bytes written to sink go through: NULL for a plain side;
+ * *unready when the side is TLS but its handshake is not done (nothing may
+ * be written on it then: fail closed, never in the clear).
+ */
 static SSL *
-sink_ssl(struct conn *c, uv_stream_t *sink)
+sink_ssl(struct conn *c, uv_stream_t *sink, bool *unready)
 {
-	if (sink == (uv_stream_t *)&c->client)
-		return c->mitm != NULL && c->mitm->hs_done ? c->mitm->ssl : NULL;
-	if (c->up != NULL && sink == (uv_stream_t *)&c->up->tcp)
-		return c->up->ssl != NULL && c->up->tls_done ? c->up->ssl : NULL;
+	*unready = false;
+	if (sink == (uv_stream_t *)&c->client && c->mitm != NULL) {
+		*unready = !c->mitm->hs_done;
+		return c->mitm->ssl;
+	}
+	if (c->up != NULL && sink == (uv_stream_t *)&c->up->tcp &&
+	    c->up->ssl != NULL) {
+		*unready = !c->up->tls_done;
+		return c->up->ssl;
+	}
 	return NULL;
 }
 
@@ -188,15 +198,17 @@ int
 mitm_seal_write(struct conn *c, uv_stream_t *sink, char **head,
     size_t *headlen, const char *data, size_t n)
 {
-	SSL *ssl = sink_ssl(c, sink);
-	char *blk;
-	size_t blen;
-	int r;
+	bool unready;
+	SSL *ssl = sink_ssl(c, sink, &unready);
+	char *blk = NULL;
+	size_t blen = 0;
+	int r = -1;
 
 	if (ssl == NULL)
 		return 0;
-	r = seal(ssl, *head, *head != NULL ? *headlen : 0, data, n, false,
-	    &blk, &blen);
+	if (!unready)
+		r = seal(ssl, *head, *head != NULL ? *headlen : 0, data, n,
+		    false, &blk, &blen);
 	if (*head != NULL) {
 		/* A rebuilt request head may carry a credential. */
 		explicit_bzero(*head, *headlen);

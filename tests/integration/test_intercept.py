@@ -281,6 +281,43 @@ def test_streamed_large_response():
     p.stop()
 
 
+def test_socks5_intercepted_and_metrics():
+    """A SOCKS5 CONNECT to a TLS port is intercepted like an HTTP CONNECT
+    (curl --socks5-hostname), and /metrics counts the requests inside as
+    proto "https"."""
+    mport = h.free_port()
+    _tls, o, p = setup(METHODS, extra="\n[metrics]\nlisten = 127.0.0.1:%d\n" % mport)
+    h.wait_until(lambda: "metrics 127.0.0.1:%d\n" % mport in p.stderr(), timeout=20,
+                 what="the metrics listener")
+    base = ["curl", "-q", "-sS", "-i", "--max-time", "20", "--cacert", cacert(),
+            "--socks5-hostname", "127.0.0.1:%d" % p.port]
+    r = subprocess.run(base + [url(o, path="/socks")], capture_output=True,
+                       timeout=30, env=h.client_env())
+    h.eq(r.returncode, 0, "curl via SOCKS5: %r" % r.stderr)
+    resp = one(r.stdout)
+    h.eq(resp.status, 200, "GET via SOCKS5, inside TLS")
+    r = subprocess.run(base + ["-X", "PUT", "--data", "x", url(o, path="/socks")],
+                       capture_output=True, timeout=30, env=h.client_env())
+    resp = one(r.stdout)
+    h.eq((resp.status, resp.header("X-Portcullis-Reason")), (403, "method_not_allowed"),
+         "PUT via SOCKS5, inside TLS")
+    recs = p.wait_records("request", 4)
+    h.eq(sorted((x["proto"], x["method"], x["status"]) for x in recs),
+         [("https", "GET", 200), ("https", "PUT", 403), ("socks5", "CONNECT", 200),
+          ("socks5", "CONNECT", 200)], "records")
+    s = socket.create_connection(("127.0.0.1", mport), timeout=10)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    text = h.read_to_close(s).decode()
+    s.close()
+    got = {}
+    for ln in text.splitlines():
+        if ln.startswith("portcullis_requests_total{") and 'proto="https"' in ln:
+            got[ln.split("reason=\"")[1].split("\"")[0]] = float(ln.rsplit(" ", 1)[1])
+    h.eq(got.get("allowed"), 1.0, "https allowed counted: %r" % got)
+    h.eq(got.get("method_not_allowed"), 1.0, "https refusal counted: %r" % got)
+    p.stop()
+
+
 # ------------------------------------------------------------------- paths
 
 def test_paths_rule():
@@ -417,6 +454,160 @@ def test_upstream_expired():
 
 def test_upstream_self_signed():
     bad_origin_case("self")
+
+
+# ------------------------------------------------------ under portcullis run
+
+NOBODY = 65534
+
+RUN_SCRIPT = r"""
+set -u
+u="https://%(host)s:%(port)d"
+curl -sS -o echo.json -w '%%{http_code}' "$u/in/get" > get.code 2> get.err
+curl -sS -i -X POST --data x=1 "$u/in/post" > post.out 2> post.err
+python3 - "$u" <<'PY' > py.out 2> py.err
+import sys, urllib.request
+r = urllib.request.urlopen(sys.argv[1] + "/in/py", timeout=20)
+print(r.status)
+try:
+    urllib.request.urlopen(urllib.request.Request(sys.argv[1] + "/in/pypost", data=b"x",
+                           method="PUT"), timeout=20)
+except urllib.error.HTTPError as e:
+    print(e.code, e.headers.get("X-Portcullis-Reason"))
+PY
+env > env.out
+cat %(credfile)s > credfile.out 2>&1; echo $? > credfile.rc
+timeout 90 python3 - '%(reversed)s' <<'PY' > scan.out 2> scan.err
+# Where the credential must not be: every process's environ and argv, the
+# files we can read (but echo.json: what the origin itself sent back).  The
+# value comes reversed, so that no argv holds it.
+import os, sys
+s = sys.argv[1][::-1].encode()
+hits = []
+nfiles = 0
+for root in ("/etc", "/tmp", "/run", "/var", "/home", "/root", os.environ.get("HOME", "/"), "."):
+    for dp, dns, fns in os.walk(root):
+        for fn in fns:
+            p = os.path.join(dp, fn)
+            if fn == "echo.json" or os.path.islink(p) or not os.path.isfile(p):
+                continue
+            try:
+                with open(p, "rb") as f:
+                    data = f.read(1 << 22)
+            except OSError:
+                continue
+            nfiles += 1
+            if s in data:
+                hits.append(p)
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        for n in ("environ", "cmdline"):
+            try:
+                with open("/proc/%%s/%%s" %% (pid, n), "rb") as f:
+                    if s in f.read():
+                        hits.append("/proc/%%s/%%s" %% (pid, n))
+            except OSError:
+                pass
+print("\n".join(hits))
+print("scanned %%d" %% nfiles)
+PY
+echo done > done
+"""
+
+
+def run_case(prefix, source):
+    """`portcullis run` (embedded proxy, ephemeral CA, the bundle for
+    trust) under methods = GET, HEAD, OPTIONS with a credential for the
+    origin from source ("env" or "file"), as root or nobody."""
+    if prefix and os.getuid() != 0:
+        raise h.TestFailure("this test needs root to switch to an unprivileged uid")
+    import sandbox_util as su
+    tls = h.make_tls((SECURE,))
+    o = h.Origin("origin-secure", host="127.0.0.3", tls=tls)
+    d = h.tempdir()
+    os.chmod(d, 0o777)
+    # The upstream trust store, readable by the run's user.
+    up = os.path.join(process_dir(), "upstream-ca.pem")
+    if not os.path.exists(up):
+        with open(tls["ca"]) as f, open(up, "w") as g:
+            g.write(f.read())
+        os.chmod(up, 0o644)
+    credfile = os.path.join(d, "token")
+    if source == "file":
+        with open(credfile, "w") as f:
+            f.write("Bearer " + SECRET + "\n")
+        os.chmod(credfile, 0o600)
+        if prefix:
+            os.chown(credfile, NOBODY, NOBODY)
+        value = "file:" + credfile
+    else:
+        value = "env:PORTCULLIS_TEST_CRED"
+    cfg = os.path.join(d, "run.ini")
+    with open(cfg, "w") as f:
+        f.write("[proxy]\ntls_ports = %d\n\n"
+                "[dns]\nstatic = %s=127.0.0.3\n\n"
+                "[addresses]\nallow = 127.0.0.0/8\n\n"
+                "[tls]\nupstream_ca = %s\n\n"
+                "[env default agent]\nallow = %s:*\nmethods = GET, HEAD, OPTIONS\n\n"
+                "[credential gh]\nhosts = %s:*\nheader = Authorization\nvalue = %s\n"
+                % (o.port, SECURE, up, SECURE, SECURE, value))
+    os.chmod(cfg, 0o644)
+    log = os.path.join(d, "audit.jsonl")
+    env = su.run_env(PORTCULLIS_TEST_CRED="Bearer " + SECRET) if source == "env" \
+        else su.run_env()
+    script = RUN_SCRIPT % dict(host=SECURE, port=o.port, reversed=SECRET[::-1],
+                               credfile=credfile)
+    r = su.prun(["-c", cfg, "--audit-log", log, "--", "sh", "-c", script], d,
+                env=env, prefix=prefix)
+    h.eq(r.returncode, 0, "run (stderr %r)" % r.stderr)
+    rd = lambda n: open(os.path.join(d, n)).read()   # noqa: E731
+    h.eq(rd("done"), "done\n", "the script ran to its end")
+    h.eq(rd("get.code"), "200", "curl GET inside the sandbox (%s)" % rd("get.err"))
+    post = rd("post.out")
+    h.check(post.startswith("HTTP/1.1 200") and "HTTP/1.1 403" in post,
+            "curl POST: CONNECT 200 then 403 inside TLS: %r" % post[:300])
+    h.check("X-Portcullis-Reason: method_not_allowed" in post, "reason header: %r" % post)
+    h.eq(rd("py.out").split("\n")[:2], ["200", "403 method_not_allowed"],
+         "python urllib GET / PUT (%s)" % rd("py.err"))
+    # The origin got the credential on every allowed request, and only those.
+    h.eq(sorted(x.split(" ")[1] for x in o.requests()), ["/in/get", "/in/py"],
+         "the allowed requests reached the origin")
+    got = [v for k, v in json.loads(rd("echo.json"))["headers"]
+           if k.lower() == "authorization"]
+    h.eq(got, ["Bearer " + SECRET], "the origin received the credential")
+    recs = [json.loads(l) for l in open(log) if l.strip()]
+    https = [x for x in recs if x.get("event") == "request" and x.get("proto") == "https"]
+    h.eq(sorted((x["method"], x["status"], x.get("credential")) for x in https),
+         [("GET", 200, "gh"), ("GET", 200, "gh"), ("POST", 403, None),
+          ("PUT", 403, None)], "https records")
+    for n in ("env.out", "credfile.out", "post.out", "py.out"):
+        h.check(SECRET not in rd(n), "the credential is not in %s" % n)
+    scan = rd("scan.out").split("\n")
+    h.eq(scan[0], "", "no readable file, environ or argv holds the credential: %r (%s)"
+         % (scan, rd("scan.err")[-300:]))
+    h.check(scan[1].startswith("scanned ") and int(scan[1].split()[1]) > 100,
+            "the scan read files: %r" % scan[1:])
+    if source == "file":
+        h.check(rd("credfile.rc").strip() != "0", "the credential file is not readable inside")
+    with open(log) as f:
+        h.check(SECRET not in f.read(), "not in the audit log")
+    h.check(SECRET not in r.stderr and SECRET not in r.stdout, "not on stderr/stdout")
+
+
+def test_run_credential_env_root():
+    run_case((), "env")
+
+
+def test_run_credential_file_root():
+    run_case((), "file")
+
+
+def test_run_credential_env_nobody():
+    run_case(h.AS_NOBODY, "env")
+
+
+def test_run_credential_file_nobody():
+    run_case(h.AS_NOBODY, "file")
 
 
 if __name__ == "__main__":

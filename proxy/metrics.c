@@ -24,7 +24,6 @@
 #include "internal.h"
 #include "log.h"
 #include "metrics.h"
-#include "tlsca.h"
 #include "version.h"
 
 /* --- counters -------------------------------------------------------------- */
@@ -274,31 +273,6 @@ render_dns(struct sb *b, struct server *s)
 	    SUM(s, dns_count));
 }
 
-/*
- * The interception CA's leaf cache (DESIGN.md §11): leaf contexts served
- * from the cache and made afresh, for the CA in force (0 without one).  A
- * reload that loads the CA again starts a new cache, so the counters
- * reset then, as Prometheus counters may.
- */
-static void
-render_leaf_cache(struct sb *b, struct server *s)
-{
-	struct tlsca *ca = server_tlsca(s);
-	uint64_t hits = 0, misses = 0;
-
-	if (ca != NULL) {
-		tlsca_cache_stats(ca, &hits, &misses);
-		tlsca_unref(ca);
-	}
-	sb_head(b, "portcullis_tls_leaf_cache_hits_total", "counter",
-	    "Intercepted tunnels whose leaf certificate came from the cache.");
-	sb_printf(b, "portcullis_tls_leaf_cache_hits_total %" PRIu64 "\n", hits);
-	sb_head(b, "portcullis_tls_leaf_cache_misses_total", "counter",
-	    "Leaf certificates made for an intercepted tunnel (not cached).");
-	sb_printf(b, "portcullis_tls_leaf_cache_misses_total %" PRIu64 "\n",
-	    misses);
-}
-
 long
 metrics_render(struct server *s, char **out)
 {
@@ -337,7 +311,6 @@ metrics_render(struct server *s, char **out)
 	    "Audit records dropped from a full queue (reported in records_lost).");
 	sb_printf(&b, "portcullis_audit_records_dropped_total %" PRIu64 "\n",
 	    dropped);
-	render_leaf_cache(&b, s);
 	sb_head(&b, "portcullis_reloads_total", "counter",
 	    "Config reloads, applied (ok) or refused (error).");
 	sb_printf(&b, "portcullis_reloads_total{result=\"ok\"} %" PRIu64 "\n",

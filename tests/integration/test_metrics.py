@@ -266,47 +266,6 @@ def test_not_reachable_through_the_proxy():
     p.stop()
 
 
-def test_leaf_cache_counters():
-    """portcullis_tls_leaf_cache_{hits,misses}_total count the CA's leaf
-    cache (DESIGN.md §11): with a CA from `portcullis ca init` and
-    `intercept` on two names, three intercepted curl GETs (a, a, b) are
-    two leaves made and one served from the cache; 0 and 0 before any;
-    promtool accepts the text."""
-    from tlsorigins import origin_pki
-    names = ("a.leaf.test", "b.leaf.test")
-    pki = origin_pki(names)
-    origin = h.Origin("leaf", tls=pki.good)
-    d = h.tempdir()
-    r = h.run_portcullis(["ca", "init", "--dir", os.path.join(d, "ca")])
-    h.eq(r.returncode, 0, "ca init: %r" % (r.stderr,))
-    mport = h.free_port()
-    cfg = h.std_config("[dns]\nstatic = %s\n\n[metrics]\nlisten = 127.0.0.1:%d\n\n"
-                       "[tls]\nca_cert = %s/ca/ca.pem\nca_key = %s/ca/ca.key\nupstream_ca = %s\n\n"
-                       "[env default agent]\nallow = %s\nintercept = %s\n"
-                       % (", ".join("%s=127.0.0.1" % n for n in names), mport, d, d, pki.ca,
-                          ", ".join("%s:%d" % (n, origin.port) for n in names),
-                          ", ".join("%s:%d" % (n, origin.port) for n in names)),
-                       proxy_extra="tls_ports = 443, %d\n" % origin.port)
-    p = h.start_proxy(cfg)
-    h.wait_until(lambda: "metrics 127.0.0.1:%d\n" % mport in p.stderr(), timeout=20,
-                 what="the ready line naming the metrics address")
-    m = parse(scrape(mport))
-    h.eq((val(m, "portcullis_tls_leaf_cache_hits_total"),
-          val(m, "portcullis_tls_leaf_cache_misses_total")), (0.0, 0.0), "before")
-    for n in (names[0], names[0], names[1]):
-        c = h.curl(p, "--cacert", os.path.join(d, "ca", "ca.pem"), "-o", "/dev/null",
-                   "-w", "%{http_code}", "https://%s:%d/x" % (n, origin.port))
-        h.eq(c.stdout, b"200", "curl %s: %r" % (n, c.stderr))
-    text = scrape(mport)
-    m = parse(text)
-    h.eq((val(m, "portcullis_tls_leaf_cache_hits_total"),
-          val(m, "portcullis_tls_leaf_cache_misses_total")), (1.0, 2.0), "after a, a, b")
-    h.eq(val(m, "portcullis_requests_total", env="default", phase="agent", proto="https",
-             decision="allow", reason="allowed"), 3.0, "three https requests")
-    promtool_ok(text)
-    p.stop()
-
-
 def test_config_errors():
     d = h.tempdir()
     path = os.path.join(d, "p.ini")

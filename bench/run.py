@@ -14,6 +14,8 @@ Rows (issue 6):
                                               [tls] + intercept and squid-openssl
                                               with ssl_bump (peek, then bump)
   4c leaf cache hit rate during row 4i        portcullis /metrics
+  4n row 4i, every op to a new name           loadtool --names (n<i>.bench.test)
+  4nc leaf cache hit rate during row 4n       portcullis /metrics
   5 1 GiB through a CONNECT tunnel MiB/s      loadtool stream (raw source)
   6 1 GiB absolute-form GET MiB/s             loadtool stream --absolute
   7 RSS per idle tunnel, 1,000 and 10,000     loadtool hold + /proc/PID/status
@@ -58,6 +60,12 @@ MITM = {
 }
 MITM_METRICS = "127.0.0.1:13134"
 SQUID_SSL = os.path.join(RUN, "squid-openssl")   # squid-openssl, unpacked
+# Row 4n: every op CONNECTs to a name neither proxy has seen: run r of a
+# system uses n<r*NAMES_PER_RUN ...>.bench.test (more names than a run
+# makes ops), all resolving to 127.0.0.1 ([dns] static for portcullis,
+# hosts_file for squid, written per bench run).
+NAMES_DOMAIN = "bench.test"
+NAMES_PER_RUN = 4096
 LEAF_HITS = "portcullis_tls_leaf_cache_hits_total"
 LEAF_MISSES = "portcullis_tls_leaf_cache_misses_total"
 SMALL = "/small"
@@ -82,6 +90,8 @@ ROWS = {
     "4": ("new conn + CONNECT + TLS handshake + GET", "ops", "ops/s", True),
     "4i": ("row 4, intercepted (portcullis [tls]; squid ssl_bump)", "ops", "ops/s", True),
     "4c": ("leaf cache hit rate during row 4i", "pct", "% hits", True),
+    "4n": ("row 4i, a new name per op (a leaf made each time)", "ops", "ops/s", True),
+    "4nc": ("leaf cache hit rate during row 4n", "pct", "% hits", True),
     "5": ("1 GiB through a CONNECT tunnel", "mibs", "MiB/s", True),
     "6": ("1 GiB absolute-form GET", "mibs", "MiB/s", True),
     "7a": ("RSS per idle tunnel, 1,000 tunnels", "kib", "KiB/tunnel", False),
@@ -205,7 +215,7 @@ def prepare_rundir():
     sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
         "-subj", "/CN=127.0.0.1",
-        "-addext", "subjectAltName=DNS:origin.bench.test,IP:127.0.0.1",
+        "-addext", "subjectAltName=DNS:origin.bench.test,DNS:*.bench.test,IP:127.0.0.1",
         "-keyout", os.path.join(RUN, "nginx/tls.key"),
         "-out", os.path.join(RUN, "nginx/tls.crt")], check=True)
     shutil.copy(os.path.join(CONFIGS, "tinyproxy.filter"),
@@ -226,6 +236,22 @@ def prepare_mitm(args):
     src = os.path.join(args.build, "squid-openssl")
     if os.path.isdir(src):
         shutil.copytree(src, SQUID_SSL, symlinks=True)
+    # Row 4n's names: portcullis's config is the committed one plus a
+    # [dns] static list; squid reads them from hosts_file.
+    names = ["n%d.%s" % (i, NAMES_DOMAIN) for i in range(args.runs * NAMES_PER_RUN)] \
+        if "4n" in args.rows.split(",") else []
+    with open(os.path.join(CONFIGS, "portcullis-mitm.ini")) as f:
+        conf = f.read()
+    if names:
+        conf += "\n[dns]\n"
+        for i in range(0, len(names), 5):
+            conf += "static = %s\n" % ", ".join(n + "=127.0.0.1" for n in names[i:i + 5])
+    with open(os.path.join(RUN, "portcullis-mitm.ini"), "w") as f:
+        f.write(conf)
+    with open(os.path.join(RUN, "squid-bump", "hosts"), "w") as f:
+        f.write("127.0.0.1 localhost\n")
+        for n in names:
+            f.write("127.0.0.1 %s\n" % n)
     ca = os.path.join(RUN, "mitm-ca")
     sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
@@ -305,7 +331,7 @@ def start_mitm(args, systems):
             if not os.access(args.portcullis, os.X_OK):
                 continue
             p = spawn("portcullis-mitm", [args.portcullis, "serve", "-c",
-                                          os.path.join(CONFIGS, "portcullis-mitm.ini")])
+                                          os.path.join(RUN, "portcullis-mitm.ini")])
         else:
             if not os.access(os.path.join(SQUID_SSL, "usr/sbin/squid"), os.X_OK):
                 log("  squid (4i): no squid-openssl in %s: skipped" % SQUID_SSL)
@@ -471,6 +497,35 @@ def row4i(args, name, cache):
     m = kv(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
     if not m:
         raise RuntimeError("loadtool: %s" % r.stderr.strip()[-300:])
+    if before is not None:
+        h, mi = leaf_stats()
+        dh, dm = h - before[0], mi - before[1]
+        cache.setdefault(name, []).append(
+            {"pct": 100.0 * dh / (dh + dm) if dh + dm else float("nan"),
+             "errors": 0, "hits": dh, "misses": dm})
+    return {"ops": float(m["ops_per_s"]), "errors": int(m["errors"]),
+            "first_error": m.get("first_error", "")}
+
+
+def row4n(args, name, cache, runs_done):
+    """Row 4i with a new name per op (loadtool --names): run r of a system
+    uses names no earlier run used, so neither proxy has a leaf for any of
+    them; for portcullis also the leaf cache's hit rate (row 4nc)."""
+    r_idx = runs_done.get(name, 0)
+    runs_done[name] = r_idx + 1
+    before = leaf_stats() if name == "portcullis" else None
+    r = sh([args.loadtool, "run", "--mode", "connect-get", "--tls",
+            "--target", "%s:%s" % (NAMES_DOMAIN, ORIGIN_TLS.split(":")[1]),
+            "--names", str(NAMES_PER_RUN), "--first-name", str(r_idx * NAMES_PER_RUN),
+            "--path", SMALL, "--conc", str(CONC), "--duration", str(DURATION),
+            "--proxy", MITM[name]], timeout=DURATION + 20)
+    m = kv(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
+    if not m:
+        raise RuntimeError("loadtool: %s" % r.stderr.strip()[-300:])
+    ops = int(m.get("ok", 0)) + int(m.get("errors", 0))
+    if ops > NAMES_PER_RUN:
+        raise RuntimeError("%d ops in a run, more than its %d names: raise NAMES_PER_RUN"
+                           % (ops, NAMES_PER_RUN))
     if before is not None:
         h, mi = leaf_stats()
         dh, dm = h - before[0], mi - before[1]
@@ -865,8 +920,9 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--rows", default="1,1w,2,3,3w,4,4i,5,6,7,8",
-                    help="comma-separated rows (1,1w,2,3,3w,4,4i,5,6,7,8; 4i also gives 4c)")
+    ap.add_argument("--rows", default="1,1w,2,3,3w,4,4i,4n,5,6,7,8",
+                    help="comma-separated rows (1,1w,2,3,3w,4,4i,4n,5,6,7,8; 4i also gives 4c, "
+                         "4n 4nc)")
     ap.add_argument("--systems", default="direct,portcullis,squid,tinyproxy")
     ap.add_argument("--out", default=None, help="results file (default bench/results/DATE.md)")
     ap.add_argument("--compare", default=None, metavar="OLD.md",
@@ -914,7 +970,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
     t0 = time.time()
     prepare_rundir()
-    if "4i" in rows:
+    if "4i" in rows or "4n" in rows:
         prepare_mitm(args)
     start_origin(args.loadtool)
     pids = start_proxies(args, systems)
@@ -947,6 +1003,7 @@ def main():
 
     base = [s for s in live if s != "portcullis-w2"]
     wsys = [s for s in live if s in ("portcullis", "portcullis-w2")]
+    msys = None     # row 4i/4n's intercepting systems, started once
     for rowid in rows:
         if rowid == "1":
             measure("1", lambda s: row1(args, s), base)
@@ -961,12 +1018,21 @@ def main():
         elif rowid == "4":
             measure("4", lambda s: row4(args, s), base)
         elif rowid == "4i":
-            msys = start_mitm(args, [s for s in base if s in ("direct",) + tuple(MITM)])
+            if msys is None:
+                msys = start_mitm(args, [s for s in base if s in ("direct",) + tuple(MITM)])
             log("row 4i systems: %s" % ", ".join(msys))
             cache = {}
             measure("4i", lambda s: row4i(args, s, cache), msys)
             if cache:
                 results["4c"] = cache
+        elif rowid == "4n":
+            if msys is None:
+                msys = start_mitm(args, [s for s in base if s in ("direct",) + tuple(MITM)])
+            cache, runs_done = {}, {}
+            measure("4n", lambda s: row4n(args, s, cache, runs_done),
+                    [s for s in msys if s != "direct"])
+            if cache:
+                results["4nc"] = cache
         elif rowid == "5":
             measure("5", lambda s: row5(args, s), base)
         elif rowid == "6":

@@ -51,9 +51,13 @@ default_dir(char *out, size_t outsz)
 		n = snprintf(out, outsz, "%s", CA_SYSTEM_DIR);
 	else if (x != NULL && x[0] == '/')
 		n = snprintf(out, outsz, "%s/portcullis", x);
-	else if (h != NULL && h[0] == '/')
+	else if (h != NULL && h[0] == '/') {
+		/* ~/.config itself may not exist yet (0700, as XDG says). */
+		n = snprintf(out, outsz, "%s/.config", h);
+		if (n > 0 && (size_t)n < outsz)
+			(void)mkdir(out, 0700);
 		n = snprintf(out, outsz, "%s/.config/portcullis", h);
-	else
+	} else
 		return -1;
 	return n > 0 && (size_t)n < outsz ? 0 : -1;
 }

@@ -14,13 +14,15 @@ whose certificate the CA signed, with no flags; the system CA key
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (AS_NOBODY, Origin, check, ctl, eq, free_port,  # noqa: E402
                      portcullis_bin, run, start_proxy, std_config, tempdir,
-                     wait_control)
+                     wait_control, wait_until)
 from sandbox_util import prun, run_env  # noqa: E402
 
 NOBODY = 65534
@@ -143,6 +145,26 @@ def test_ca_init_refuses_overwrite_and_symlinks():
     eq((st.st_uid, st.st_mode & 0o777), (NOBODY, 0o600), "nobody's key")
 
 
+def test_ca_init_default_dir_as_nobody():
+    """Without --dir, a user's CA goes to ${XDG_CONFIG_HOME:-~/.config}/portcullis
+    (~/.config made if missing); `ca show` finds it there."""
+    home = nobody_dir()
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
+    env["HOME"] = home
+    r = pc("ca", "init", prefix=AS_NOBODY, env=env)
+    eq(r.returncode, 0, "ca init (%r)" % r.stderr)
+    key = os.path.join(home, ".config", "portcullis", "ca.key")
+    eq(os.stat(key).st_mode & 0o777, 0o600, "key mode")
+    r = pc("ca", "show", prefix=AS_NOBODY, env=env)
+    eq((r.returncode, show_fields(r.stdout).get("path")),
+       (0, os.path.join(home, ".config", "portcullis", "ca.pem")), "ca show default dir")
+    env["XDG_CONFIG_HOME"] = os.path.join(home, "xdg")
+    os.mkdir(env["XDG_CONFIG_HOME"])
+    os.chown(env["XDG_CONFIG_HOME"], NOBODY, NOBODY)
+    eq(pc("ca", "init", prefix=AS_NOBODY, env=env).returncode, 0, "ca init under XDG")
+    check(os.path.exists(os.path.join(home, "xdg", "portcullis", "ca.key")), "XDG dir used")
+
+
 def test_key_readable_by_others_is_never_used():
     d = tempdir()
     cert, key = ca_init(d)
@@ -175,9 +197,17 @@ def test_serve_loads_ca_and_reload_keeps_it_on_error():
     d = tempdir()
     cert, key = ca_init(d)
     tls = "[tls]\nca_cert = %s\nca_key = %s\n" % (cert, key)
+    mport = free_port()
     p = start_proxy(std_config(proxy_extra="control = @DIR@/ctl.sock\n")
-                    + tls + "\n[env default agent]\nallow = example.test\n")
+                    + tls + "\n[metrics]\nlisten = 127.0.0.1:%d\n" % mport
+                    + "\n[env default agent]\nallow = example.test\n")
     sock = wait_control(os.path.join(p.dir, "ctl.sock"))
+    # The leaf cache's counters are served (nothing intercepted yet: 0).
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as resp:
+        text = resp.read().decode()
+    for res in ("hit", "miss"):
+        check('portcullis_tls_leaf_cache_total{result="%s"} 0\n' % res in text,
+              "leaf cache %s series: %s" % (res, text[-600:]))
     # A key gone bad on disk: the reload is refused, naming it.
     os.chmod(key, 0o644)
     rc, reply, err = ctl(sock, "reload")
@@ -202,6 +232,27 @@ def test_serve_loads_ca_and_reload_keeps_it_on_error():
     rc, reply, err = ctl(sock, "reload")
     check(rc != 0 and "ca_cert: needs ca_key too" in json.dumps(reply),
           "reload without ca_key: %r" % (reply,))
+    # SIGHUP takes the same path: a bad key is refused on stderr.
+    p.rewrite_config("ca_cert = %s\n" % cert, "ca_cert = %s\nca_key = %s\n" % (cert, key))
+    os.chmod(key, 0o640)
+    n = len(p.audit_records("reload"))
+    p.send_signal(signal.SIGHUP)
+    p.wait_records("reload", n=n + 1)
+    check(p.audit_records("reload")[-1]["ok"] is False, "SIGHUP reload with a 0640 key")
+    wait_until(lambda: "reload refused" in p.stderr() and "mode 0640" in p.stderr(),
+               what="SIGHUP refusal on stderr")
+    os.chmod(key, 0o600)
+    # Another CA: the next config record names it; no [tls] at all: null.
+    d2 = tempdir()
+    cert2, key2 = ca_init(d2)
+    fp2 = show_fields(pc("ca", "show", "--dir", d2).stdout)["sha256"].replace(":", "").lower()
+    p.rewrite_config("ca_cert = %s\nca_key = %s\n" % (cert, key),
+                     "ca_cert = %s\nca_key = %s\n" % (cert2, key2))
+    p.reload("hup")
+    p.rewrite_config("[tls]\nca_cert = %s\nca_key = %s\n" % (cert2, key2), "")
+    p.reload("ctl", sock)
+    eq([c.get("tls_ca") for c in p.audit_records("config")][-2:], [fp2, None],
+       "config records after switching the CA, then dropping it")
     p.stop()
 
 

@@ -316,6 +316,12 @@ conn_on_timer(uv_timer_t *t)
 
 	switch (c->state) {
 	case CONN_HEAD:
+		if (c->mitm != NULL && !mitm_client_tls(c)) {
+			/* An intercepted tunnel whose client never finished
+			 * its TLS handshake. */
+			conn_close(c, "tls_handshake_timeout");
+			return;
+		}
 		if (c->nreqs > 0 && c->fe.head == NULL) {
 			/* Idle keep-alive between requests. */
 			conn_close(c, NULL);

@@ -253,6 +253,55 @@ def test_bad_requests_inside_tls():
     p.stop()
 
 
+def test_stalled_and_broken_client_tls():
+    """A client that sends its ClientHello and stops is cut at the header
+    timeout (tls_handshake_timeout); TLS garbage after a good handshake
+    ends the conn; neither reaches the origin."""
+    _tls, o, p = setup(METHODS, extra="\n[limits]\nheader_timeout = 1s\n")
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" %
+              (SECURE.encode(), o.port, SECURE.encode(), o.port))
+    h.check(h.read_head(s).startswith(b"HTTP/1.1 200"), "CONNECT 200")
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ssl.create_default_context(cafile=cacert()).wrap_bio(inc, out,
+                                                               server_hostname=SECURE)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    s.sendall(out.read())          # the ClientHello, and nothing more
+    while True:                    # the server's flight, then the cut
+        s.settimeout(5)
+        d = s.recv(65536)
+        if not d:
+            break
+    rec = p.wait_records("close", 1)[0]
+    h.eq(rec["error"], "tls_handshake_timeout", "close reason")
+    s.close()
+    # A record of junk on a TLS stream after a good handshake (a bad MAC
+    # to the server): the proxy ends the conn.
+    ts = tls_client(p, SECURE, o.port)
+    sock = socket.socket(fileno=os.dup(ts.fileno()))
+    sock.sendall(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+    sock.settimeout(10)
+    closed = False
+    for _ in range(64):            # tickets, maybe an alert, then EOF
+        try:
+            d = sock.recv(65536)
+        except ConnectionError:
+            d = b""
+        if not d:
+            closed = True
+            break
+    h.check(closed, "the conn ends after TLS garbage")
+    sock.close()
+    ts.close()
+    recs = p.wait_records("close", 2)
+    h.eq(recs[1]["error"], "client_tls_error", "close reason for a broken TLS stream")
+    h.eq(o.requests(), [], "the origin saw nothing")
+    p.stop()
+
+
 def test_no_ca_still_interception_required():
     _tls, o, p = setup(METHODS, with_ca=False)
     r = h.curl(p, "--cacert", cacert(), url(o))
@@ -365,6 +414,21 @@ def test_credential_injected_and_never_seen():
             "the credential is not echoed in response headers")
     rec = [x for x in p.wait_records("request", 2) if x.get("proto") == "https"][0]
     h.eq(rec.get("credential"), "gh", "the record names the credential")
+    # An upload (no methods restriction here): the body streams up through
+    # both TLS layers, the credential set on it too.
+    import hashlib
+    up = os.path.join(h.tempdir(), "up.bin")
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    with open(up, "wb") as f:
+        f.write(data)
+    r = curl_in(p, o, "--data-binary", "@" + up, path="/upload")
+    h.eq(r.returncode, 0, "curl upload: %r" % r.stderr)
+    resp = h.split_responses(r.stdout.split(b"\r\n\r\n", 1)[1])[-1]
+    body = json.loads(resp.body)
+    h.eq((resp.status, body["method"], body["body_len"], body["body_sha256"]),
+         (200, "POST", len(data), hashlib.sha256(data).hexdigest()), "upload intact")
+    h.eq([v for k, v in body["headers"] if k.lower() == "authorization"],
+         ["Bearer " + SECRET], "credential on the upload")
     p.stop()
     with open(p.audit_path, "rb") as f:
         h.check(SECRET.encode() not in f.read(), "credential not in the audit log")
@@ -373,18 +437,48 @@ def test_credential_injected_and_never_seen():
 
 
 def test_credential_only_on_matching_host():
+    """Another intercepted host (intercept = ...) on the same origin gets
+    no credential; a refused request to the credential's host carries none
+    either (it never reaches the origin)."""
     other = "other.example.test"
-    _tls, o, p = setup("allow = %s:*, %s:*\n" % (SECURE, other), extra="\n" + CRED,
-                       cred_env=SECRET)
-    # Without interception of other (no paths, intercept or credential), its
-    # tunnel is a plain tunnel: the origin cert is SECURE's, curl -k.
+    tls = h.make_tls((SECURE, other))
+    o = h.Origin("origin-both", host="127.0.0.6", tls=tls)
+    cd = ca_dir()
+    old = os.environ.get("PORTCULLIS_TEST_CRED")
+    os.environ["PORTCULLIS_TEST_CRED"] = SECRET
+    try:
+        p = h.start_proxy(h.std_config(
+            "[dns]\nstatic = %s=127.0.0.6, %s=127.0.0.6\n\n"
+            "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+            "[env default agent]\nallow = %s:*, %s:*\nintercept = %s:*\n"
+            "methods = GET\n\n%s" % (SECURE, other, tls["ca"], cd, cd, SECURE, other,
+                                     other, CRED),
+            proxy_extra="tls_ports = %d\n" % o.port))
+    finally:
+        if old is None:
+            del os.environ["PORTCULLIS_TEST_CRED"]
+        else:
+            os.environ["PORTCULLIS_TEST_CRED"] = old
+    for host, want in ((SECURE, [SECRET]), (other, [])):
+        ts = tls_client(p, host, o.port)
+        ts.sendall(b"GET /a HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: mine\r\n\r\n"
+                   % (host.encode(), o.port))
+        status, _hd, body = read_response(ts)
+        h.eq(status, 200, "intercepted request to %s" % host)
+        got = [v for k, v in json.loads(body)["headers"] if k.lower() == "authorization"]
+        h.eq(got, want if want else ["mine"], "Authorization at the origin for %s" % host)
+        ts.close()
+    n = len(o.requests())
     ts = tls_client(p, SECURE, o.port)
-    ts.sendall(b"GET /a HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (SECURE.encode(), o.port))
-    status, _hd, body = read_response(ts)
-    h.eq(status, 200, "intercepted request")
-    got = [v for k, v in json.loads(body)["headers"] if k.lower() == "authorization"]
-    h.eq(got, [SECRET], "credential set")
+    ts.sendall(b"POST /p HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 1\r\n\r\nx"
+               % (SECURE.encode(), o.port))
+    status, hd, _body = read_response(ts)
+    h.eq((status, hd.get("x-portcullis-reason")), (403, "method_not_allowed"), "refused")
     ts.close()
+    h.eq(len(o.requests()), n, "the refused request went nowhere")
+    recs = [x for x in p.wait_records("request", 6) if x.get("proto") == "https"]
+    h.eq([(x["host"], x.get("credential")) for x in recs],
+         [(SECURE, "gh"), (other, None), (SECURE, None)], "records name the credential")
     p.stop()
 
 
@@ -441,6 +535,26 @@ def bad_origin_case(kind):
     h.eq(o.requests(), [], "%s: the origin saw no request" % kind)
     rec = [x for x in p.wait_records("request", 2) if x.get("proto") == "https"][0]
     h.eq((rec["reason"], rec["status"]), ("upstream_cert_invalid", 502), "%s: record" % kind)
+    p.stop()
+
+
+def test_address_literal_intercepted():
+    """A CONNECT to an address literal is intercepted with a leaf for the
+    address (IP SAN: curl checks it); the origin must then prove that
+    address, and a certificate naming only a DNS name does not."""
+    tls = h.make_tls((SECURE,))
+    o = h.Origin("origin-ip", host="127.0.0.7", tls=tls)
+    cd = ca_dir()
+    p = h.start_proxy(h.std_config(
+        "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+        "[env default agent]\nallow = 127.0.0.7:*\nmethods = GET\n" % (tls["ca"], cd, cd),
+        proxy_extra="tls_ports = %d\n" % o.port))
+    r = h.curl(p, "--cacert", cacert(), "-i", "https://127.0.0.7:%d/ip" % o.port)
+    h.eq(r.returncode, 0, "curl trusts the leaf for the address: %r" % r.stderr)
+    resp = one(r.stdout.split(b"\r\n\r\n", 1)[1])
+    h.eq((resp.status, resp.header("X-Portcullis-Reason")), (502, "upstream_cert_invalid"),
+         "an origin certificate without the IP SAN")
+    h.eq(o.requests(), [], "nothing forwarded")
     p.stop()
 
 

@@ -66,8 +66,8 @@ SQUID_SSL = os.path.join(RUN, "squid-openssl")   # squid-openssl, unpacked
 # hosts_file for squid, written per bench run).
 NAMES_DOMAIN = "bench.test"
 NAMES_PER_RUN = 4096
-LEAF_HITS = "portcullis_tls_leaf_cache_hits_total"
-LEAF_MISSES = "portcullis_tls_leaf_cache_misses_total"
+LEAF_HITS = 'portcullis_tls_leaf_cache_total{result="hit"}'
+LEAF_MISSES = 'portcullis_tls_leaf_cache_total{result="miss"}'
 SMALL = "/small"
 SMALL_BYTES = 512
 BIG = "/1g"
@@ -393,8 +393,8 @@ def leaf_stats():
     got = {}
     for line in data.decode("latin-1").splitlines():
         for k in (LEAF_HITS, LEAF_MISSES):
-            if line.startswith(k + " ") or line.startswith(k + "{"):
-                got[k] = got.get(k, 0) + float(line.split()[-1])
+            if line.startswith(k + " "):
+                got[k] = float(line.split()[-1])
     if len(got) != 2:
         raise RuntimeError("no %s / %s in /metrics" % (LEAF_HITS, LEAF_MISSES))
     return got[LEAF_HITS], got[LEAF_MISSES]

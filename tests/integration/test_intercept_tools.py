@@ -280,7 +280,9 @@ def _npm_install_under_safe_methods(prefix):
     """`npm install` (no lock: the packument, then the tarball) from an
     HTTPS registry under methods = GET, HEAD, OPTIONS, with a project
     .npmrc that names only the registry (no cafile, no strict-ssl=false);
-    node requires the package."""
+    node requires the package.  `npm publish` (a PUT, with a token in
+    .npmrc so npm gets as far as sending it) is refused inside TLS: npm
+    says E403, the registry never sees the PUT."""
     reg = NpmRegistry(NPM, {"pc-pad": PAD_JS}, tls=pki().good)
     d = project_dir(prefix)
     cfg = policy(d, (reg.port,), "allow = %s:%d\nmethods = %s" % (NPM, reg.port, SAFE),
@@ -290,17 +292,21 @@ def _npm_install_under_safe_methods(prefix):
                    "dependencies": {"pc-pad": "^1.0.0"}}, f)
     with open(os.path.join(d, ".npmrc"), "w") as f:
         f.write("registry=%s/\nupdate-notifier=false\naudit=false\nfund=false\n"
-                % reg.url(NPM))
+                "//%s:%d/:_authToken=not-a-real-token\n" % (reg.url(NPM), NPM, reg.port))
     before = len(reg.got(reg.pkgs["pc-pad"]["path"]))
     r = tool_run(d, cfg, "npm install --no-progress && "
-                 "node -e \"console.log(require('pc-pad')('x', 4))\"", prefix)
+                 "node -e \"console.log(require('pc-pad')('x', 4))\" && "
+                 "{ npm publish 2> pub.err; echo $? > pub.rc; }", prefix)
     eq(r.returncode, 0, "exit %r (stderr %r)" % (prefix, r.stderr))
     check(r.stdout.endswith("...x\n"), "required: %r" % r.stdout)
     eq(len(reg.got(reg.pkgs["pc-pad"]["path"])), before + 1, "npm fetched the tarball")
     recs = https_requests(d)
     check(("GET", NPM, reg.pkgs["pc-pad"]["path"], 200, "allowed") in recs,
           "tarball record: %r" % recs)
-    check(all(m in ("GET", "HEAD", "OPTIONS") for m, *_ in recs), "methods %r" % recs)
+    check(rd(d, "pub.rc").strip() != "0", "npm publish refused")
+    check("npm error code E403" in rd(d, "pub.err"), "npm says 403: %r" % rd(d, "pub.err"))
+    eq([m for m, _p in reg.paths if m not in ("GET", "HEAD")], [], "no PUT reached the registry")
+    check(("PUT", NPM, "/proj", 403, "method_not_allowed") in recs, "PUT record: %r" % recs)
 
 
 # --------------------------------------------------- bad certificates

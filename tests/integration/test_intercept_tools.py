@@ -14,10 +14,12 @@ tlsorigins.py), as root and as uid 65534:
     the allowed one are refused inside the tunnel, the origin never sees
     them;
   * `npm install` from a local HTTPS registry under `methods = GET, HEAD,
-    OPTIONS`;
+    OPTIONS`, and `npm publish` (PUT) refused inside TLS (E403);
   * requests against origins with a wrong name, an expired and a
     self-signed certificate: 502 upstream_cert_invalid inside TLS, nothing
-    forwarded.
+    forwarded;
+  * (serve) a `paths` rule on a port outside tls_ports is not bypassed by
+    a tunnel (curl -p, SOCKS5): interception_required.
 
 Every client runs with no trust flags and none of the host's CA settings
 (menv() drops them): it trusts the proxy's CA only through the bundle and

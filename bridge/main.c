@@ -11,9 +11,11 @@
  *      not start);
  *   3. bind and listen on 127.0.0.1:3128, and bind UDP and listen on TCP
  *      127.0.0.1:53 for the sandbox's resolver (DESIGN.md §12; any of them
- *      taken: refuse, see lib/pclib.h), then drop every capability (bwrap
- *      gave us only CAP_NET_BIND_SERVICE for port 53 and CAP_SETPCAP to
- *      drop it from the bounding set) and check that none is left;
+ *      taken: refuse, see lib/pclib.h; port 53 not permitted, an
+ *      unprivileged run: the launcher binds it, see main), then drop every
+ *      capability (bwrap gave us only CAP_NET_BIND_SERVICE for port 53 and
+ *      CAP_SETPCAP to drop it from the bounding set) and check that none
+ *      is left;
  *   4. send the three fds over the handoff socket (SCM_RIGHTS) and wait,
  *      bounded, for the proxy's ack carrying the session id;
  *   5. close our copies: from now on the proxy holds the only ones, so if
@@ -506,9 +508,10 @@ main(int argc, char **argv)
 	 * the network namespace.  bwrap run by an unprivileged user makes
 	 * that namespace as uid 0 (for /dev/pts) and runs us in a second one
 	 * nested inside, where our capability does not reach the network:
-	 * EACCES.  Then the sandbox has no resolver (lookups fail at once,
-	 * as they did before there was one; nothing is opened), and says
-	 * so.  Any other failure (the port taken, ...) refuses.
+	 * EACCES.  Then we hand out the listener alone and `portcullis run`,
+	 * whose uid owns both namespaces, binds the two DNS sockets in ours
+	 * from outside before it acknowledges (sandbox/dnsbind.c), or refuses
+	 * us.  Any other failure (the port taken, ...) refuses here.
 	 */
 	nfds = HANDOFF_NFDS;
 	fds[HANDOFF_FD_DNS_UDP] = bind_loopback(SOCK_DGRAM, HANDOFF_DNS_PORT,
@@ -519,10 +522,6 @@ main(int argc, char **argv)
 		if (fds[HANDOFF_FD_DNS_UDP] >= 0)
 			close(fds[HANDOFF_FD_DNS_UDP]);
 		nfds = 1;
-		pc_warnx("warning: no DNS in this sandbox: binding %s:%d is "
-		    "not permitted here (unprivileged bwrap); name lookups "
-		    "fail, the proxy resolves names itself", HANDOFF_ADDR,
-		    HANDOFF_DNS_PORT);
 	}
 	drop_caps();
 	handoff(sock, fds, nfds, sid, sizeof(sid));

@@ -393,6 +393,12 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
 #define RUN_SUMMARY_LINE_MAX (64 * 1024)
 #define RUN_SUMMARY_READ_MAX (64LL * 1024 * 1024)
 
+/* sandbox/dnsbind.c */
+/* How long the helper that binds the sandbox's DNS sockets from outside
+ * may take (a fork and a few syscalls; below HANDOFF_ACK_TIMEOUT_MS, so
+ * the bridge is still waiting when we refuse it). */
+#define RUN_DNSBIND_TIMEOUT_MS 3000
+
 /* sandbox/remote.c */
 /* The COMMAND sent with session.open, at most (the daemon keeps 256; the
  * rest of the request must fit CONTROL_MAX_LINE). */

@@ -27,7 +27,9 @@
  *   bridge -> proxy  'L' + "<port>,<dns port>"  with HANDOFF_NFDS fds as
  *                    SCM_RIGHTS, in the order of enum handoff_fd: the HTTP
  *                    listener, the DNS UDP socket, the DNS TCP listener;
- *                    or 'L' + "<port>" with the listener alone (no DNS)
+ *                    or 'L' + "<port>" with the listener alone (port 53
+ *                    not permitted: the launcher binds the DNS sockets,
+ *                    sandbox/dnsbind.c)
  *   proxy  -> bridge 'K' + "<session id>"   route is live: go ahead
  *   proxy  -> bridge 'E' + "<reason>"       refused: exit HANDOFF_EXIT
  *
@@ -74,7 +76,7 @@ enum handoff_fd {
 #define HANDOFF_FD_OPTION "--handoff-fd"
 
 /* Bridge side: sends 'L' + ports with the first nfds of fds: 1 (only the
- * HTTP listener: "L3128", a sandbox without a resolver) or HANDOFF_NFDS
+ * HTTP listener: "L3128", port 53 not permitted here) or HANDOFF_NFDS
  * ("L3128,53").  Ours stay ours.  0 or -errno. */
 int pc_handoff_offer(int sock, const int fds[HANDOFF_NFDS], size_t nfds);
 
@@ -90,7 +92,7 @@ int pc_handoff_wait_ack(int sock, char *sid, size_t sidlen, char *why,
 /*
  * Proxy side: waits up to timeout_ms for the bridge's 'L' message and its
  * HANDOFF_NFDS fds ("L3128,53"), or only the HTTP listener ("L3128": the
- * bridge could not bind port 53, see bridge/main.c).  Returns 0 with them
+ * bridge could not bind port 53, see bridge/main.c and sandbox/dnsbind.c).  Returns 0 with them
  * in fds (close-on-exec; the caller owns them; the DNS ones -1 when
  * absent), or -1 with the reason in why (and no fd kept): timeout, EOF
  * (the sandbox exited), a count or text that do not match, truncated

@@ -137,7 +137,8 @@ read_pem(const char *path, bool secret, char *why, size_t whylen)
 		snprintf(why, whylen, "%s: grew while read", path);
 		goto out;
 	}
-	b = BIO_new(BIO_s_mem());
+	/* A key's copy lives in secure memory, cleared when freed. */
+	b = BIO_new(secret ? BIO_s_secmem() : BIO_s_mem());
 	if (b == NULL || BIO_write(b, buf, (int)len) != (int)len) {
 		BIO_free(b);
 		b = NULL;
@@ -299,6 +300,17 @@ tlsca_load(const char *cert_path, const char *key_path, char *why,
 	if (X509_check_ca(cert) != 1) {
 		snprintf(why, whylen, "%s: not a CA certificate "
 		    "(basicConstraints CA:TRUE and keyCertSign needed)",
+		    cert_path);
+		goto fail;
+	}
+	/* Every leaf it signed would be refused by clients: say so now. */
+	if (X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0) {
+		snprintf(why, whylen, "%s: the CA certificate has expired",
+		    cert_path);
+		goto fail;
+	}
+	if (X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0) {
+		snprintf(why, whylen, "%s: the CA certificate is not valid yet",
 		    cert_path);
 		goto fail;
 	}

@@ -4,7 +4,8 @@
  * SOCK_SEQPACKET socketpair as fd 3 and the seccomp filter as BPF on fd
  * RUN_SECCOMP_FD; the bridge hands back the listener and the two DNS
  * sockets it bound inside the namespace (the handoff protocol of
- * lib/pclib.h); a session is opened for
+ * lib/pclib.h; when it could bind only the listener, dnsbind.c binds
+ * the DNS sockets in its namespace from here); a session is opened for
  * it (or, after --setup, the current one moves to it) in the embedded proxy
  * or on the daemon (remote.c); then the bridge is acknowledged with the
  * session id.  Any failure on the way refuses the bridge and exits 125:
@@ -20,6 +21,7 @@
 
 #include <linux/keyctl.h>
 
+#include "dnsbind.h"
 #include "run_internal.h"
 #include "server.h"
 
@@ -220,6 +222,15 @@ launch_sandbox(struct run_state *st, const struct run_opts *o,
 	if (pc_handoff_accept(sp[0], HANDOFF_FD_TIMEOUT_MS, fds, why,
 	    sizeof(why)) != 0)
 		setup_failed(st, sp[0], why);
+	/* The listener alone: the bridge could not bind port 53 (an
+	 * unprivileged run, see dnsbind.c); we bind it in the sandbox's
+	 * namespace ourselves, or refuse the sandbox. */
+	if (fds[HANDOFF_FD_DNS_UDP] < 0 &&
+	    dnsbind_in_sandbox(fds[HANDOFF_FD_HTTP], &fds[HANDOFF_FD_DNS_UDP],
+	    &fds[HANDOFF_FD_DNS_TCP], why, sizeof(why)) != 0) {
+		close(fds[HANDOFF_FD_HTTP]);
+		setup_failed(st, sp[0], why);
+	}
 	if (attach)
 		rc = attach_listener(st, fds, why, sizeof(why));
 	else

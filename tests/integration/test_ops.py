@@ -65,14 +65,24 @@ def ready_lines(text):
     return [ln for ln in text.splitlines() if ln.startswith("portcullis: listening on ")]
 
 
+def ready_lines_of(p):
+    """The ready lines of a started proxy, once the line is complete: serve
+    prints it after the listeners are up, so a test that connected first can
+    read stderr before it (seen under valgrind)."""
+    wait_until(lambda: any(ln.startswith("portcullis: listening on ") and
+                           ("\n" + ln + "\n") in ("\n" + p.stderr())
+                           for ln in p.stderr().splitlines()), 10, "ready line")
+    return ready_lines(p.stderr())
+
+
 def test_ready_line_names_listener_control_and_audit():
     o = Origin()
     p, sock = daemon(o.port)
-    eq(ready_lines(p.stderr()), ["portcullis: listening on 127.0.0.1:%d, control %s, audit %s"
+    eq(ready_lines_of(p), ["portcullis: listening on 127.0.0.1:%d, control %s, audit %s"
                                  % (p.port, sock, p.audit_path)], "ready line")
     p.stop()
     p = start_proxy(std_config("[env default agent]\nallow = example.com\n"))
-    eq(ready_lines(p.stderr()), ["portcullis: listening on 127.0.0.1:%d, no control socket, "
+    eq(ready_lines_of(p), ["portcullis: listening on 127.0.0.1:%d, no control socket, "
                                  "audit %s" % (p.port, p.audit_path)], "ready line, no control")
     p.stop()
 

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """DNS inside `portcullis run` (DESIGN.md §12, docs/sandbox.md "Name
-lookups"): the bridge binds UDP and TCP 127.0.0.1:53 in the sandbox and
-hands them to the proxy, /etc/resolv.conf names 127.0.0.1, and the proxy
-answers allowed names with their checked addresses (upstream: a
-dnsserver.py the test starts), everything else NXDOMAIN.  Real clients
-(getent, dig, host, curl) and hostile raw packets from python inside the
-sandbox; the audit records; the rate bound; fail closed (the bridge's
-part: test_sandbox_bridge.py; the daemon's: the last test here)."""
+lookups"): UDP and TCP 127.0.0.1:53 in the sandbox go to the proxy (bound
+by the bridge as root; by `portcullis run` from outside, in the sandbox's
+namespace, for an unprivileged run: sandbox/dnsbind.c), /etc/resolv.conf
+names 127.0.0.1, and the proxy answers allowed names with their checked
+addresses (upstream: a dnsserver.py the test starts), everything else
+NXDOMAIN.  Real clients (getent, dig, host, curl) and hostile raw packets
+from python inside the sandbox, as root and as nobody; the audit records;
+the rate bound; fail closed (the bridge's part: test_sandbox_bridge.py;
+the launcher's: the fake-bwrap tests here; the daemon's: the last test)."""
 
 import json
 import os
 import socket
+import stat
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,6 +69,8 @@ def sh(*a):
     return [r.returncode, r.stdout.strip()]
 A, D, B, M, S = sys.argv[1:6]
 out["resolv"] = open("/etc/resolv.conf").read()
+out["caps"] = [ln.split() for ln in open("/proc/self/status") if ln.startswith("Cap")]
+out["uid"] = __import__("os").getuid()
 out["getent_allowed"] = sh("getent", "hosts", A)
 out["getent_denied"] = sh("getent", "hosts", D)
 out["getent_blocked"] = sh("getent", "hosts", B)
@@ -95,6 +100,8 @@ print(json.dumps(out))
 
 
 def run_clients(prefix=()):
+    """The clients in one sandbox (as root, or as nobody with prefix
+    AS_NOBODY): the same answers, records and checks either way."""
     up = upstream()
     o = Origin()
     d = tempdir()
@@ -108,7 +115,14 @@ def run_clients(prefix=()):
     r = prun(["-c", cfg, "--audit-log", log, "--", "python3", script, ALLOWED, DENIED,
               BLOCKED, MIXED, SIX, str(o.port)], d, env=run_env(), prefix=prefix)
     eq(r.returncode, 0, "run (stderr %r)" % r.stderr)
+    check("portcullis-bridge" not in r.stderr and "no DNS" not in r.stderr,
+          "no warning from the bridge: %r" % r.stderr)
     res = json.loads(r.stdout)
+    eq(res["uid"], 65534 if prefix else 0, "uid inside")
+    eq(sorted(c[0] for c in res["caps"]),
+       ["CapAmb:", "CapBnd:", "CapEff:", "CapInh:", "CapPrm:"], "capability sets")
+    check(all(int(c[1], 16) == 0 for c in res["caps"]),
+          "COMMAND has no capability at all: %r" % res["caps"])
     check("nameserver 127.0.0.1\n" in res["resolv"], "resolv.conf: %r" % res["resolv"])
     eq(res["getent_allowed"][0], 0, "getent hosts allowed")
     check(res["getent_allowed"][1].split()[0] == "127.0.0.1", "getent allowed: %r"
@@ -156,29 +170,39 @@ def test_clients_root():
     run_clients()
 
 
-def test_unprivileged_has_no_resolver():
-    """Decision (docs/sandbox.md "Name lookups"): bwrap run by an
-    unprivileged user nests the sandbox's user namespace inside the one
-    that owns its network namespace, so the bridge cannot bind port 53
-    there (EACCES).  It says so in one warning line, hands out only the
-    HTTP listener, and the run goes on: lookups fail at once (nothing
-    answers on 127.0.0.1:53; no route opens), HTTP through the proxy works.
-    Any other bind failure still refuses (test_sandbox_bridge.py)."""
+def test_clients_nobody():
+    """An unprivileged run resolves exactly as root's (it used to have no
+    resolver: bwrap's nested user namespace keeps the bridge from binding
+    port 53; `portcullis run` binds it in the sandbox's namespace instead),
+    without a warning, and COMMAND still has no capability."""
+    if os.getuid() != 0:
+        raise TestFailure("needs root to switch to an unprivileged uid")
+    run_clients(prefix=AS_NOBODY)
+
+
+def test_setup_then_agent_nobody():
+    """--setup as nobody: each of the two sandboxes gets its own DNS
+    sockets (bound by `portcullis run` in each namespace), answered under
+    each phase's policy: the setup phase allows DENIED too."""
     if os.getuid() != 0:
         raise TestFailure("needs root to switch to an unprivileged uid")
     up = upstream()
-    o = Origin()
     d = tempdir()
     os.chmod(d, 0o777)
-    cfg = config(d, up, o.port)
-    r = prun(["-c", cfg, "--", "sh", "-c",
-              "getent hosts %s; echo rc=$?; curl -sS -o /dev/null -w '%%{http_code}' "
-              "http://%s:%d/" % (ALLOWED, ALLOWED, o.port)], d, env=run_env(), prefix=AS_NOBODY)
+    cfg = config(d, up, 80)
+    with open(cfg, "a") as f:
+        f.write("\n[env default setup]\nallow = %s, %s\n" % (ALLOWED, DENIED))
+    log = os.path.join(d, "audit.jsonl")
+    look = "getent hosts %s >/dev/null; echo $?; getent hosts %s >/dev/null; echo $?" % (
+        ALLOWED, DENIED)
+    r = prun(["-c", cfg, "--audit-log", log, "--setup", look, "--", "sh", "-c", look], d,
+             prefix=AS_NOBODY)
     eq(r.returncode, 0, "run (stderr %r)" % r.stderr)
-    eq(r.stdout, "rc=2\n200", "no lookups, HTTP through the proxy")
-    eq([ln for ln in r.stderr.splitlines() if "no DNS in this sandbox" in ln and
-        ln.startswith("portcullis-bridge: warning: ")].__len__(), 1, "one warning line: %r"
-       % r.stderr)
+    eq(r.stdout.split(), ["0", "0", "0", "2"], "setup resolves both, the agent only the allowed")
+    recs = dns_records(log)
+    eq(sorted(set((x["phase"], x["host"], x["decision"]) for x in recs if x["method"] == "A")),
+       [("agent", ALLOWED, "allow"), ("agent", DENIED, "deny"), ("setup", ALLOWED, "allow"),
+        ("setup", DENIED, "allow")], "records of both phases")
 
 
 HOSTILE = r'''
@@ -262,15 +286,18 @@ print(json.dumps(out))
 '''
 
 
-def test_hostile_packets():
+def hostile_packets(prefix=()):
     up = upstream()
     d = tempdir()
+    os.chmod(d, 0o777)
     cfg = config(d, up, 80)
     log = os.path.join(d, "audit.jsonl")
     script = os.path.join(d, "hostile.py")
     with open(script, "w") as f:
         f.write(HOSTILE)
-    r = prun(["-c", cfg, "--audit-log", log, "--", "python3", script, ALLOWED], d)
+    os.chmod(script, 0o644)
+    r = prun(["-c", cfg, "--audit-log", log, "--", "python3", script, ALLOWED], d,
+             prefix=prefix)
     eq(r.returncode, 0, "run (stderr %r)" % r.stderr)
     res = json.loads(r.stdout)
     NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 3, 4, 5
@@ -298,6 +325,146 @@ def test_hostile_packets():
     check(any(x["reason"] == "bad_request" and x["rcode"] == "FORMERR" for x in recs),
           "FORMERRs audited")
     check(all(x["proto"] == "dns" for x in recs), "records")
+
+
+def test_hostile_packets():
+    hostile_packets()
+
+
+def test_hostile_packets_nobody():
+    if os.getuid() != 0:
+        raise TestFailure("needs root to switch to an unprivileged uid")
+    hostile_packets(prefix=AS_NOBODY)
+
+
+# A stand-in for bwrap (first in PATH) that plays the sandbox's side of
+# the handoff without bwrap: in a user + network namespace of its own
+# (`unshare -rn`, which an unprivileged user may make) or in ours, it hands
+# out a listener alone ("L3128", as the bridge of an unprivileged run
+# does), so that `portcullis run` binds the DNS sockets itself
+# (sandbox/dnsbind.c), then writes what came back, and whether something
+# answers on 127.0.0.1:53 in its namespace, to the file $FAKE_OUT.
+FAKE_BWRAP = r"""#!/usr/bin/python3
+import json, os, socket, struct, subprocess, sys
+MODE, OUT = %r, %r
+if MODE != "hostns" and not os.environ.get("FAKE_INNER"):
+    os.set_inheritable(3, True)
+    os.environ["FAKE_INNER"] = "1"
+    os.execv("/usr/bin/unshare", ["unshare", "-rn", "/bin/sh", "-c",
+             "/usr/sbin/ip link set lo up && exec /usr/bin/python3 \"$0\"", sys.argv[0]])
+out = {"mode": MODE}
+held = None
+if MODE == "taken":
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held.bind(("127.0.0.1", 53))
+lst = socket.socket()
+lst.bind(("127.0.0.1", 3128 if MODE != "hostns" else 0))
+lst.listen(8)
+h = socket.socket(fileno=3)
+socket.send_fds(h, [b"L3128"], [lst.fileno()])
+h.settimeout(10)
+msg = h.recv(256)
+out["reply"] = msg[:1].decode()
+if msg[:1] == b"K":
+    q = struct.pack(">HHHHHH", 9, 0x100, 1, 0, 0, 0) + b"\x07example\x04test\x00" + \
+        struct.pack(">HH", 1, 1)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(5)
+    u.sendto(q, ("127.0.0.1", 53))
+    r = u.recv(512)
+    out["udp_answer"] = [struct.unpack(">H", r[:2])[0], r[3] & 0xf]
+    t = socket.create_connection(("127.0.0.1", 53), timeout=5)
+    t.sendall(struct.pack(">H", len(q)) + q)
+    r = t.recv(512)
+    out["tcp_answer"] = [struct.unpack(">H", r[2:4])[0], r[5] & 0xf]
+with open(OUT + ".new", "w") as f:
+    json.dump(out, f)
+os.rename(OUT + ".new", OUT)
+"""
+
+
+def fake_bwrap_run(mode, prefix=()):
+    """`portcullis run` with the stand-in bwrap in mode ("ok": a namespace
+    of its own; "taken": the same, holding UDP 127.0.0.1:53; "hostns": in
+    our namespace); returns (CompletedProcess, what the stand-in wrote or
+    None)."""
+    if prefix and os.getuid() != 0:
+        raise TestFailure("needs root to switch to an unprivileged uid")
+    d = tempdir()
+    os.chmod(d, 0o777)
+    bindir = os.path.join(d, "bin")
+    os.mkdir(bindir)
+    os.chmod(bindir, 0o755)
+    out = os.path.join(d, "fake.json")
+    fake = os.path.join(bindir, "bwrap")
+    with open(fake, "w") as f:
+        f.write(FAKE_BWRAP % (mode, out))
+    os.chmod(fake, 0o755)
+    env = run_env(PATH=bindir + ":" + os.environ["PATH"])
+    r = prun(["--allow", "example.test", "--", "true"], d, env=env, prefix=prefix)
+    res = None
+    if os.path.exists(out):
+        with open(out) as f:
+            res = json.load(f)
+    return r, res
+
+
+def launcher_binds(prefix=()):
+    r, res = fake_bwrap_run("ok", prefix)
+    eq(r.returncode, 0, "run (stderr %r)" % r.stderr)
+    eq(res["reply"], "K", "acknowledged")
+    # Answered by the proxy from the sockets bound in the stand-in's own
+    # namespace (example.test does not resolve: NXDOMAIN or SERVFAIL).
+    eq(res["udp_answer"][0], 9, "UDP 127.0.0.1:53 answered inside (%r)" % res)
+    eq(res["tcp_answer"][0], 9, "TCP 127.0.0.1:53 answered inside (%r)" % res)
+
+
+def test_launcher_binds_in_the_sandbox_namespace():
+    launcher_binds()
+
+
+def test_launcher_binds_in_the_sandbox_namespace_nobody():
+    launcher_binds(AS_NOBODY)
+
+
+def launcher_refuses(mode, prefix=()):
+    r, res = fake_bwrap_run(mode, prefix)
+    eq(r.returncode, 125, "%s: exit 125 (stderr %r)" % (mode, r.stderr))
+    if mode == "taken":
+        check("no proxy route: bind UDP 127.0.0.1:53 in the sandbox: Address already in use"
+              in r.stderr, "%s: stderr %r" % (mode, r.stderr))
+    elif not prefix:
+        check("no proxy route: DNS sockets: the bridge's listener is in our own network "
+              "namespace" in r.stderr, "%s: stderr %r" % (mode, r.stderr))
+    else:
+        # Unprivileged, the kernel already refuses to name the host's
+        # namespace (SIOCGSKNS needs CAP_NET_ADMIN over it).
+        check("no proxy route: DNS sockets: the sandbox's network namespace: Operation "
+              "not permitted" in r.stderr, "%s: stderr %r" % (mode, r.stderr))
+    # (The stand-in is killed right after the refusal: it may not get to
+    # write its file.)
+    check(res is None or res["reply"] == "E", "%s: the sandbox side was refused (%r)"
+          % (mode, res))
+
+
+def test_launcher_dns_port_taken_refused():
+    """Fail closed: 127.0.0.1:53 taken in the sandbox's namespace when
+    `portcullis run` binds it there: exit 125, the bridge refused."""
+    launcher_refuses("taken")
+
+
+def test_launcher_dns_port_taken_refused_nobody():
+    launcher_refuses("taken", AS_NOBODY)
+
+
+def test_launcher_refuses_host_namespace():
+    """A listener from our own network namespace is no sandbox's: the
+    host's port 53 is never bound for it."""
+    launcher_refuses("hostns")
+
+
+def test_launcher_refuses_host_namespace_nobody():
+    launcher_refuses("hostns", AS_NOBODY)
 
 
 FLOOD = r'''
@@ -379,6 +546,33 @@ def test_connect_mode_daemon_answers():
     eq(sorted(set((x["host"], x["decision"]) for x in recs)),
        [(ALLOWED, "allow"), (DENIED, "deny")], "daemon's dns records")
     check(all(x["env"] == "web" for x in recs), "env web")
+
+
+def test_connect_mode_daemon_answers_nobody():
+    """The same, run by nobody against a daemon that lets its group in
+    ([proxy] control_group): `portcullis run` binds the DNS sockets in the
+    sandbox's namespace and sends them with session.open."""
+    if os.getuid() != 0:
+        raise TestFailure("needs root to switch to an unprivileged uid")
+    up = upstream()
+    path = os.path.join(tempdir(), "control.sock")
+    os.chmod(os.path.dirname(path), 0o755)
+    p = start_proxy(std_config(
+        "[dns]\nservers = 127.0.0.1:%d\n\n[env web agent]\nallow = %s\n" % (up.port, ALLOWED),
+        proxy_extra="control = %s\ncontrol_group = nogroup\n" % path))
+    wait_until(lambda: os.path.exists(path), what="control socket")
+    d = tempdir()
+    os.chmod(d, 0o777)
+    r = prun(["--connect", path, "-e", "web", "--", "sh", "-c",
+              "getent hosts %s; echo rc=$?; getent hosts %s; echo rc=$?" % (ALLOWED, DENIED)], d,
+             prefix=AS_NOBODY)
+    eq(r.returncode, 0, "run (stderr %r)" % r.stderr)
+    lines = r.stdout.splitlines()
+    check(lines[0].split()[0] == "127.0.0.1" and lines[1] == "rc=0", "allowed: %r" % lines)
+    eq(lines[2:], ["rc=2"], "denied: nothing")
+    recs = [x for x in p.audit_records() if x.get("proto") == "dns"]
+    eq(sorted(set((x["host"], x["decision"]) for x in recs)),
+       [(ALLOWED, "allow"), (DENIED, "deny")], "daemon's dns records")
 
 
 def test_flood_in_one_session_spares_another():

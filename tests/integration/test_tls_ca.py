@@ -453,6 +453,39 @@ def test_clients_trust_the_ca_with_no_flags_as_nobody():
     trust_case(AS_NOBODY, "nobody")
 
 
+def test_connect_gets_the_daemons_ca():
+    """`run --connect SOCK`: the bundle holds the daemon's CA (control op
+    tls.ca), so curl inside trusts an origin that CA signed, with no flags;
+    a daemon without a CA gives no bundle (the variables stay the caller's)."""
+    d = tempdir()
+    cert, key = ca_init(d)
+    srv = sign_server_cert(tempdir(), cert, key, SECURE)
+    o = Origin(name="secure", tls=srv)
+    body = ("[dns]\nstatic = %s=127.0.0.1\n\n[env default agent]\nallow = %s:%d\n\n"
+            % (SECURE, SECURE, o.port))
+    url = "https://%s:%d/via-daemon" % (SECURE, o.port)
+    env = {k: v for k, v in run_env().items() if k not in TRUST_VARS and k != "SSL_CERT_DIR"}
+    for with_ca in (True, False):
+        tls = "[tls]\nca_cert = %s\nca_key = %s\n\n" % (cert, key) if with_ca else ""
+        p = start_proxy(std_config(tls + body, proxy_extra="control = @DIR@/ctl.sock\n"))
+        sock = wait_control(os.path.join(p.dir, "ctl.sock"))
+        w = tempdir()
+        r = prun(["--connect", sock, "--", "sh", "-c",
+                  "echo $SSL_CERT_FILE; tail -n 1 %s 2>/dev/null | tr -d '\\n'; echo; "
+                  "curl -sS -o /dev/null -w '%%{http_code}' %s; true" % (BUNDLE, url)],
+                 cwd=w, env=env)
+        eq(r.returncode, 0, "run --connect (%r)" % r.stderr)
+        out = r.stdout.split("\n")
+        if with_ca:
+            eq(out[0], BUNDLE, "SSL_CERT_FILE with a daemon CA")
+            eq(out[1], "-----END CERTIFICATE-----", "bundle inside")
+            eq(out[2], "200", "curl trusts the daemon's CA with no flags (%r)" % r.stderr)
+        else:
+            eq(out[0], "", "no SSL_CERT_FILE without a daemon CA")
+            check(out[2] != "200", "without a bundle the origin is not trusted")
+        p.stop()
+
+
 def test_caller_ca_files_stay_trusted():
     """A caller's own REQUESTS_CA_BUNDLE (a private index's CA) is part of
     the bundle, so pointing the variable at the bundle takes nothing away;

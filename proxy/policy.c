@@ -323,8 +323,7 @@ policy_credential(const struct cfg *c, enum phase phase,
 }
 
 /*
- * A CONNECT to a TLS port, decided by the phase's steps: should it be
- * looked inside?  A methods refusal of the tunnel, or an allowed tunnel to
+ * A CONNECT, decided by the phase's steps: should it be looked inside?  A methods refusal of the tunnel, or an allowed tunnel to
  * a host under paths, intercept or a credential, becomes
  * interception_required with interceptable set (the conn code allows it
  * when it has a CA).  Refusals for other reasons stay what they are.
@@ -333,6 +332,15 @@ static void
 intercept_step(const struct cfg *c, const struct phase_policy *pp,
     enum phase phase, const struct target *t, struct decision *d)
 {
+	if (!tls_port(c, t->port)) {
+		/* Nothing can look inside this tunnel: a paths restriction
+		 * on its host cannot be kept, so it is refused (an intercept
+		 * pattern or a credential only asks for what it cannot
+		 * have: the tunnel stays a tunnel). */
+		if (d->reason == REASON_ALLOWED && list_matches(&pp->paths, t))
+			d->reason = REASON_INTERCEPTION_REQUIRED;
+		return;
+	}
 	if (d->reason == REASON_INTERCEPTION_REQUIRED) {
 		d->interceptable = true;
 		return;
@@ -343,28 +351,6 @@ intercept_step(const struct cfg *c, const struct phase_policy *pp,
 	    policy_credential(c, phase, t) != NULL) {
 		d->reason = REASON_INTERCEPTION_REQUIRED;
 		d->interceptable = true;
-	}
-}
-
-/*
- * A tunnel to a host under a paths rule on a port that is not a TLS port
- * cannot be looked inside, so the paths rule cannot be applied to what
- * goes through it (a client could send any path as plain HTTP in it):
- * refused like a methods-restricted tunnel, interception_required, not
- * interceptable.
- */
-static void
-opaque_paths_step(const struct phase_policy *pp, const struct target *t,
-    struct decision *d)
-{
-	for (size_t i = 0; i < pp->paths.n; i++) {
-		if (policy_rule_matches(&pp->paths.v[i], t)) {
-			decide(d, REASON_INTERCEPTION_REQUIRED, NULL,
-			    pp->paths.v[i].origin);
-			d->detail = "tunnel to a host under a paths rule on a "
-			    "port that is not in tls_ports";
-			return;
-		}
 	}
 }
 
@@ -514,10 +500,8 @@ policy_decide_request(const struct cfg *c, const char *envname,
 	if (!pp->present)
 		return;
 	decide_phase(pp, t, method, is_connect, has_body, d);
-	if (is_connect && tls_port(c, t->port))
+	if (is_connect)
 		intercept_step(c, pp, phase, t, d);
-	else if (is_connect && d->reason == REASON_ALLOWED)
-		opaque_paths_step(pp, t, d);
 	if (pp->report && d->reason != REASON_ALLOWED &&
 	    report_relaxes(c, phase, t, method, is_connect, has_body, d)) {
 		r = d->reason;

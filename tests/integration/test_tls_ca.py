@@ -410,6 +410,21 @@ def test_ephemeral_ca_without_ca_cert():
                   "a private key in %s" % n)
 
 
+def test_setup_and_command_share_one_ca():
+    """With --setup, both sandboxes get the bundle (the memfd is read from
+    its start each time), with the same ephemeral CA."""
+    w = tempdir()
+    with open(os.path.join(w, "run.ini"), "w") as fh:
+        fh.write("[env default setup]\nallow = example.test\n\n"
+                 "[env default agent]\nallow = example.test\n")
+    r = prun(["-c", "run.ini", "--setup", "cp $SSL_CERT_FILE setup.pem", "--",
+              "sh", "-c", "cp $SSL_CERT_FILE agent.pem"], cwd=w)
+    eq(r.returncode, 0, "run --setup (%r)" % r.stderr)
+    got = [certs_of(open(os.path.join(w, n)).read()) for n in ("setup.pem", "agent.pem")]
+    check(len(got[0]) > 10 and got[0] == got[1], "the same bundle in both sandboxes")
+    check(got[0][-1] not in system_roots(), "its last cert is the run's CA")
+
+
 def trust_case(prefix, who):
     """curl and python urllib inside trust an origin whose certificate the
     configured CA signed, with no flags (a plain CONNECT tunnel: nothing

@@ -56,7 +56,7 @@ struct ctlw {
 };
 
 static void
-ctl_written(uv_write_t *req, int status)
+mitm_on_ctl_written(uv_write_t *req, int status)
 {
 	struct ctlw *w = req->data;
 
@@ -89,7 +89,7 @@ ctl_flush(SSL *ssl, uv_stream_t *sink, unsigned *count)
 	w->count = count;
 	w->req.data = w;
 	b = uv_buf_init(w->data, (unsigned)n);
-	if (uv_write(&w->req, sink, &b, 1, ctl_written) < 0) {
+	if (uv_write(&w->req, sink, &b, 1, mitm_on_ctl_written) < 0) {
 		free(w);
 		return -1;
 	}

@@ -85,8 +85,10 @@
 /* Preset references nest at most this deep (a cycle is refused anyway). */
 #define CFG_MAX_PRESET_DEPTH 8
 /* A paths glob (the part after HOSTPATTERN): a repository endpoint, not a
- * regular expression; the matcher is O(len^2) at worst. */
-#define CFG_MAX_PATH_GLOB 512
+ * regular expression; the matcher is O(glob x path).  A config line is
+ * shorter than inih's INI_MAX_LINE (200) anyway; this leaves room for
+ * "paths = " and the host. */
+#define CFG_MAX_PATH_GLOB 128
 /* A [credential] header name: longer is a typo. */
 #define CFG_MAX_CRED_HEADER 64
 /* A credential's value (a token or "Bearer ..." line), from env: or file:;

@@ -10,6 +10,12 @@ Rows (issue 6):
   2 new connection per GET req/s              ab -X
   3 new conn + CONNECT + GET ops/s            loadtool connect-get
   4 new conn + CONNECT + TLS + GET ops/s      loadtool connect-get --tls
+  4i row 4 through TLS interception ops/s     the same, against portcullis with
+                                              [tls] + intercept and squid-openssl
+                                              with ssl_bump (peek, then bump)
+  4c leaf cache hit rate during row 4i        portcullis /metrics
+  4n row 4i, every op to a new name           loadtool --names (n<i>.bench.test)
+  4nc leaf cache hit rate during row 4n       portcullis /metrics
   5 1 GiB through a CONNECT tunnel MiB/s      loadtool stream (raw source)
   6 1 GiB absolute-form GET MiB/s             loadtool stream --absolute
   7 RSS per idle tunnel, 1,000 and 10,000     loadtool hold + /proc/PID/status
@@ -60,6 +66,22 @@ NO_PROXY = ("direct", "haproxy")
 # Ratio columns of the results table: (a, b) is a / b per row.
 RATIOS = [("portcullis", "direct"), ("portcullis", "haproxy"), ("portcullis", "squid"),
           ("haproxy", "direct"), ("squid", "direct"), ("tinyproxy", "squid")]
+# Row 4i: the intercepting instances, under the names of the systems they
+# stand for (the report's portcullis / squid ratio is then the row's).
+MITM = {
+    "portcullis": "127.0.0.1:13140",
+    "squid": "127.0.0.1:13141",
+}
+MITM_METRICS = "127.0.0.1:13142"
+SQUID_SSL = os.path.join(RUN, "squid-openssl")   # squid-openssl, unpacked
+# Row 4n: every op CONNECTs to a name neither proxy has seen: run r of a
+# system uses n<r*NAMES_PER_RUN ...>.bench.test (more names than a run
+# makes ops), all resolving to 127.0.0.1 ([dns] static for portcullis,
+# hosts_file for squid, written per bench run).
+NAMES_DOMAIN = "bench.test"
+NAMES_PER_RUN = 4096
+LEAF_HITS = 'portcullis_tls_leaf_cache_total{result="hit"}'
+LEAF_MISSES = 'portcullis_tls_leaf_cache_total{result="miss"}'
 SMALL = "/small"
 SMALL_BYTES = 512
 BIG = "/1g"
@@ -80,6 +102,10 @@ ROWS = {
     "3": ("new conn + CONNECT + GET", "ops", "ops/s", True),
     "3w": ("row 3, 1 vs 2 workers", "ops", "ops/s", True),
     "4": ("new conn + CONNECT + TLS handshake + GET", "ops", "ops/s", True),
+    "4i": ("row 4, intercepted (portcullis [tls]; squid ssl_bump)", "ops", "ops/s", True),
+    "4c": ("leaf cache hit rate during row 4i", "pct", "% hits", True),
+    "4n": ("row 4i, a new name per op (a leaf made each time)", "ops", "ops/s", True),
+    "4nc": ("leaf cache hit rate during row 4n", "pct", "% hits", True),
     "5": ("1 GiB through a CONNECT tunnel", "mibs", "MiB/s", True),
     "6": ("1 GiB absolute-form GET", "mibs", "MiB/s", True),
     "7a": ("RSS per idle tunnel, 1,000 tunnels", "kib", "KiB/tunnel", False),
@@ -190,7 +216,7 @@ def rss_kib(pid):
 
 def prepare_rundir():
     shutil.rmtree(RUN, ignore_errors=True)
-    for d in ("nginx/www", "nginx/tmp", "squid", "tinyproxy"):
+    for d in ("nginx/www", "nginx/tmp", "squid", "tinyproxy", "squid-bump", "mitm-ca"):
         os.makedirs(os.path.join(RUN, d), exist_ok=True)
     os.chmod(RUN, 0o777)
     for d in ("squid", "tinyproxy"):
@@ -208,9 +234,14 @@ def prepare_rundir():
             pass
     for fn in os.listdir(www):
         os.chmod(os.path.join(www, fn), 0o644)
+    # Row 4i's proxies verify the origin (this certificate is their
+    # upstream trust) with the CONNECT target 127.0.0.1 as the expected
+    # name: portcullis matches the IP SAN; squid 5 matches only the CN and
+    # DNS SANs against it, hence CN=127.0.0.1.
     sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-        "-subj", "/CN=origin.bench.test",
+        "-subj", "/CN=127.0.0.1",
+        "-addext", "subjectAltName=DNS:origin.bench.test,DNS:*.bench.test,IP:127.0.0.1",
         "-keyout", os.path.join(RUN, "nginx/tls.key"),
         "-out", os.path.join(RUN, "nginx/tls.crt")], check=True)
     shutil.copy(os.path.join(CONFIGS, "tinyproxy.filter"),
@@ -218,6 +249,51 @@ def prepare_rundir():
     with open(os.path.join(RUN, "wrk-proxy.lua"), "w") as f:
         f.write('wrk.path = "http://%s%s"\nwrk.headers["Host"] = "%s"\n'
                 % (ORIGIN, SMALL, ORIGIN))
+
+
+def prepare_mitm(args):
+    """Row 4i's interception CA (P-256, the openssl CLI): one CA for both
+    proxies, so both sign leaves with the same key type.  portcullis's copy
+    is mitm-ca/ (key 0600, root's); squid's is squid-bump/ (owned by the
+    user squid drops to), with its certificate database
+    (security_file_certgen -c).  squid-openssl (unpacked by bench/setup.sh
+    into BUILD/squid-openssl, not installed) is copied to RUN, where the
+    user squid drops to can run its helper."""
+    src = os.path.join(args.build, "squid-openssl")
+    if os.path.isdir(src):
+        shutil.copytree(src, SQUID_SSL, symlinks=True)
+    # Row 4n's names: portcullis's config is the committed one plus a
+    # [dns] static list; squid reads them from hosts_file.
+    names = ["n%d.%s" % (i, NAMES_DOMAIN) for i in range(args.runs * NAMES_PER_RUN)] \
+        if "4n" in args.rows.split(",") else []
+    with open(os.path.join(CONFIGS, "portcullis-mitm.ini")) as f:
+        conf = f.read()
+    if names:
+        conf += "\n[dns]\n"
+        for i in range(0, len(names), 5):
+            conf += "static = %s\n" % ", ".join(n + "=127.0.0.1" for n in names[i:i + 5])
+    with open(os.path.join(RUN, "portcullis-mitm.ini"), "w") as f:
+        f.write(conf)
+    with open(os.path.join(RUN, "squid-bump", "hosts"), "w") as f:
+        f.write("127.0.0.1 localhost\n")
+        for n in names:
+            f.write("127.0.0.1 %s\n" % n)
+    ca = os.path.join(RUN, "mitm-ca")
+    sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+        "-subj", "/CN=portcullis bench interception CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout", os.path.join(ca, "ca.key"), "-out", os.path.join(ca, "ca.pem")], check=True)
+    os.chmod(os.path.join(ca, "ca.key"), 0o600)
+    sb = os.path.join(RUN, "squid-bump")
+    for fn in ("ca.pem", "ca.key"):
+        shutil.copy(os.path.join(ca, fn), os.path.join(sb, fn))
+    os.chmod(os.path.join(sb, "ca.key"), 0o600)
+    certgen = os.path.join(SQUID_SSL, "usr/lib/squid/security_file_certgen")
+    if os.access(certgen, os.X_OK):
+        sh([certgen, "-c", "-s", os.path.join(sb, "ssl_db"), "-M", "16MB"], check=True)
+    sh(["chown", "-R", "proxy:proxy", sb])
 
 
 def start_origin(loadtool):
@@ -285,6 +361,90 @@ def start_proxies(args, systems, pids=None):
             except OSError:
                 pass
     return pids
+
+
+def start_mitm(args, systems):
+    """Row 4i's intercepting proxies; returns the systems whose instance
+    listens and intercepts (one TLS GET through it is logged as a
+    decrypted request)."""
+    live = []
+    for name in systems:
+        if name == "direct":
+            live.append(name)
+            continue
+        if name not in MITM:
+            continue
+        if name == "portcullis":
+            if not os.access(args.portcullis, os.X_OK):
+                continue
+            p = spawn("portcullis-mitm", [args.portcullis, "serve", "-c",
+                                          os.path.join(RUN, "portcullis-mitm.ini")])
+        else:
+            if not os.access(os.path.join(SQUID_SSL, "usr/sbin/squid"), os.X_OK):
+                log("  squid (4i): no squid-openssl in %s: skipped" % SQUID_SSL)
+                continue
+            p = spawn("squid-bump", [os.path.join(SQUID_SSL, "usr/sbin/squid"),
+                                     "-N", "-n", "squidbump",
+                                     "-f", os.path.join(CONFIGS, "squid-bump.conf")])
+        if not wait_port(MITM[name], p, 15):
+            log("  %s (4i): did not start (see %s/%s.out): skipped"
+                % (name, RUN, "portcullis-mitm" if name == "portcullis" else "squid-bump"))
+            continue
+        r = sh([args.loadtool, "run", "--mode", "connect-get", "--tls", "--target", ORIGIN_TLS,
+                "--path", SMALL, "--conc", "1", "--duration", "0.3", "--proxy", MITM[name]],
+               timeout=20)
+        m = kv(r.stdout)
+        if int(m.get("ok", 0)) < 1 or int(m.get("errors", 1)) > 0:
+            log("  %s (4i): smoke test failed (%s): skipped" % (name, r.stdout.strip()))
+            continue
+        if not intercepted(name):
+            log("  %s (4i): the smoke GET was not logged as intercepted: skipped" % name)
+            continue
+        live.append(name)
+    return live
+
+
+def intercepted(name):
+    """Did the proxy decrypt the smoke test's GET?  portcullis: an audit
+    request record with proto https; squid: a bumped GET https://... in
+    its access log."""
+    end = time.time() + 5
+    while time.time() < end:
+        try:
+            if name == "portcullis":
+                with open(os.path.join(RUN, "portcullis-mitm-audit.jsonl")) as f:
+                    for line in f:
+                        if '"proto":"https"' in line and '"event":"request"' in line:
+                            return True
+            else:
+                with open(os.path.join(RUN, "squid-bump/access.log")) as f:
+                    if "GET https://%s%s" % (ORIGIN_TLS, SMALL) in f.read():
+                        return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def leaf_stats():
+    """(hits, misses) of portcullis-mitm's leaf cache, from /metrics."""
+    h, p = hostport(MITM_METRICS)
+    with socket.create_connection((h, p), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while len(data) < (1 << 22):
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    got = {}
+    for line in data.decode("latin-1").splitlines():
+        for k in (LEAF_HITS, LEAF_MISSES):
+            if line.startswith(k + " "):
+                got[k] = float(line.split()[-1])
+    if len(got) != 2:
+        raise RuntimeError("no %s / %s in /metrics" % (LEAF_HITS, LEAF_MISSES))
+    return got[LEAF_HITS], got[LEAF_MISSES]
 
 
 def smoke(args, name):
@@ -365,6 +525,57 @@ def row4(args, name):
     m = loadtool(args, name, ["--mode", "connect-get", "--tls", "--target", ORIGIN_TLS,
                               "--path", SMALL, "--conc", str(CONC),
                               "--duration", str(DURATION)], DURATION + 20)
+    return {"ops": float(m["ops_per_s"]), "errors": int(m["errors"]),
+            "first_error": m.get("first_error", "")}
+
+
+def row4i(args, name, cache):
+    """Row 4 through an intercepting proxy; for portcullis also the leaf
+    cache's hit rate over the run (cache[name] collects row 4c)."""
+    if name == "direct":
+        return row4(args, name)
+    before = leaf_stats() if name == "portcullis" else None
+    r = sh([args.loadtool, "run", "--mode", "connect-get", "--tls", "--target", ORIGIN_TLS,
+            "--path", SMALL, "--conc", str(CONC), "--duration", str(DURATION),
+            "--proxy", MITM[name]], timeout=DURATION + 20)
+    m = kv(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
+    if not m:
+        raise RuntimeError("loadtool: %s" % r.stderr.strip()[-300:])
+    if before is not None:
+        h, mi = leaf_stats()
+        dh, dm = h - before[0], mi - before[1]
+        cache.setdefault(name, []).append(
+            {"pct": 100.0 * dh / (dh + dm) if dh + dm else float("nan"),
+             "errors": 0, "hits": dh, "misses": dm})
+    return {"ops": float(m["ops_per_s"]), "errors": int(m["errors"]),
+            "first_error": m.get("first_error", "")}
+
+
+def row4n(args, name, cache, runs_done):
+    """Row 4i with a new name per op (loadtool --names): run r of a system
+    uses names no earlier run used, so neither proxy has a leaf for any of
+    them; for portcullis also the leaf cache's hit rate (row 4nc)."""
+    r_idx = runs_done.get(name, 0)
+    runs_done[name] = r_idx + 1
+    before = leaf_stats() if name == "portcullis" else None
+    r = sh([args.loadtool, "run", "--mode", "connect-get", "--tls",
+            "--target", "%s:%s" % (NAMES_DOMAIN, ORIGIN_TLS.split(":")[1]),
+            "--names", str(NAMES_PER_RUN), "--first-name", str(r_idx * NAMES_PER_RUN),
+            "--path", SMALL, "--conc", str(CONC), "--duration", str(DURATION),
+            "--proxy", MITM[name]], timeout=DURATION + 20)
+    m = kv(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
+    if not m:
+        raise RuntimeError("loadtool: %s" % r.stderr.strip()[-300:])
+    ops = int(m.get("ok", 0)) + int(m.get("errors", 0))
+    if ops > NAMES_PER_RUN:
+        raise RuntimeError("%d ops in a run, more than its %d names: raise NAMES_PER_RUN"
+                           % (ops, NAMES_PER_RUN))
+    if before is not None:
+        h, mi = leaf_stats()
+        dh, dm = h - before[0], mi - before[1]
+        cache.setdefault(name, []).append(
+            {"pct": 100.0 * dh / (dh + dm) if dh + dm else float("nan"),
+             "errors": 0, "hits": dh, "misses": dm})
     return {"ops": float(m["ops_per_s"]), "errors": int(m["errors"]),
             "first_error": m.get("first_error", "")}
 
@@ -531,6 +742,7 @@ def versions(args):
     return {
         "portcullis": "%s (git %s)" % (pv, rev),
         "squid": first_line("squid -v"),
+        "squid-openssl (row 4i)": first_line("%s -v" % os.path.join(SQUID_SSL, "usr/sbin/squid")),
         "tinyproxy": first_line("tinyproxy -v"),
         "haproxy": first_line("haproxy -v"),
         "bwrap": first_line("bwrap --version"),
@@ -608,6 +820,13 @@ def write_report(path, meta, systems, results):
     if PIN:
         L.append("- Pinned (--pin): proxies on CPUs %s, load tools and origin on CPUs %s "
                  "(taskset)." % PIN)
+    L.append("- Row 4i: row 4 through TLS interception: portcullis with `[tls]` and "
+             "`intercept = 127.0.0.1` (configs/portcullis-mitm.ini), squid-openssl with "
+             "`ssl_bump peek step1` + `bump all` (configs/squid-bump.conf); one bench CA "
+             "(P-256) signs both proxies' leaves, both verify the origin against its own "
+             "certificate (SAN IP:127.0.0.1), both keep generated leaves in memory. Row 4c: "
+             "portcullis's leaf cache hits / (hits + misses) over each row 4i run, from its "
+             "/metrics.")
     L.append("- Closed-loop rows 1-4: %d connections in flight, %.0f s per run, one load "
              "thread (2 cores shared by load tool, proxy and origin)." % (CONC, DURATION))
     L.append("- Row 8: open loop, latency from each request's scheduled time (no coordinated "
@@ -756,6 +975,11 @@ def targets(med, errs, results):
         out.append(("row %s >= 2x squid" % r,
                     "—" if x is None else "%s vs %s = %.2fx" % (fmt(p), fmt(q), x),
                     "—" if x is None else ("met" if x >= 2 else "MISSED")))
+    p, q = get("4i", "portcullis"), get("4i", "squid")
+    x = ratio(p, q)
+    out.append(("row 4i >= 1.5x squid ssl_bump (issue 12)",
+                "—" if x is None else "%s vs %s = %.2fx" % (fmt(p), fmt(q), x),
+                "—" if x is None else ("met" if x >= 1.5 else "MISSED")))
     for r, want in (("4", 0.9), ("5", 0.85)):
         p, d = get(r, "portcullis"), get(r, "direct")
         x = ratio(p, d)
@@ -864,8 +1088,9 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--rows", default="1,1w,2,3,3w,4,5,6,7,8,9",
-                    help="comma-separated rows (1,1w,2,3,3w,4,5,6,7,8,9)")
+    ap.add_argument("--rows", default="1,1w,2,3,3w,4,4i,4n,5,6,7,8,9",
+                    help="comma-separated rows (1,1w,2,3,3w,4,4i,4n,5,6,7,8,9; 4i also gives 4c, "
+                         "4n 4nc)")
     ap.add_argument("--pin", default=None, metavar="DAEMON:LOAD",
                     help="taskset CPU lists: proxies on DAEMON, load tools and origin "
                          "on LOAD (e.g. 0:1)")
@@ -902,8 +1127,8 @@ def main():
         fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         raise SystemExit("another bench run holds /tmp/portcullis-bench.lock")
-    for addr in [ORIGIN, ORIGIN_TLS, SOURCE, SINK] + list(PROXIES.values()) + \
-            list(RELAY.values()):
+    for addr in [ORIGIN, ORIGIN_TLS, SOURCE, SINK, MITM_METRICS] + list(PROXIES.values()) + \
+            list(RELAY.values()) + list(MITM.values()):
         if port_open(addr):
             raise SystemExit("port %s is in use: stop whatever listens there" % addr)
 
@@ -923,6 +1148,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
     t0 = time.time()
     prepare_rundir()
+    if "4i" in rows or "4n" in rows:
+        prepare_mitm(args)
     start_origin(args.loadtool)
     pids = start_proxies(args, systems)
     live = []
@@ -955,6 +1182,7 @@ def main():
 
     base = [s for s in live if s != "portcullis-w2"]
     wsys = [s for s in live if s in ("portcullis", "portcullis-w2")]
+    msys = None     # row 4i/4n's intercepting systems, started once
     for rowid in rows:
         if rowid == "1":
             measure("1", lambda s: row1(args, s), base)
@@ -968,6 +1196,22 @@ def main():
             measure("3w", lambda s: row3(args, s), wsys)
         elif rowid == "4":
             measure("4", lambda s: row4(args, s), base)
+        elif rowid == "4i":
+            if msys is None:
+                msys = start_mitm(args, [s for s in base if s in ("direct",) + tuple(MITM)])
+            log("row 4i systems: %s" % ", ".join(msys))
+            cache = {}
+            measure("4i", lambda s: row4i(args, s, cache), msys)
+            if cache:
+                results["4c"] = cache
+        elif rowid == "4n":
+            if msys is None:
+                msys = start_mitm(args, [s for s in base if s in ("direct",) + tuple(MITM)])
+            cache, runs_done = {}, {}
+            measure("4n", lambda s: row4n(args, s, cache, runs_done),
+                    [s for s in msys if s != "direct"])
+            if cache:
+                results["4nc"] = cache
         elif rowid == "5":
             measure("5", lambda s: row5(args, s), base)
         elif rowid == "6":

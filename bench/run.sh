@@ -18,7 +18,7 @@ for a in "$@"; do
     fi
 done
 
-sh bench/setup.sh
+sh bench/setup.sh "$BUILD/squid-openssl"
 
 # Row 7 holds 10,000 tunnels: the proxy needs two fds per tunnel.  Raise the
 # soft limit to the hard limit (or 65536) for this shell and its children only.

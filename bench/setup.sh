@@ -1,9 +1,35 @@
 #!/bin/sh
 # bench/setup.sh: install the bench-only Debian packages (idempotent).
 # The test suite never needs these; scripts/install-deps.sh stays free of them.
+#   bench/setup.sh [SQUID_SSL_DIR]
+# With SQUID_SSL_DIR (bench/run.sh passes BUILD/squid-openssl), also unpack
+# Debian's squid-openssl package there (apt-get download + dpkg -x; not
+# installed): row 4i's squid with ssl_bump.  squid-openssl conflicts with
+# the squid package the other rows (and other users of this machine) have
+# installed, so it runs from that directory, next to the installed
+# squid-common it shares.
 # Services these packages ship are NOT started: the bench runs its own
 # instances with its own configs on loopback.
 set -eu
+SQUID_SSL_DIR=${1:-}
+
+unpack_squid_openssl() {
+    [ -n "$SQUID_SSL_DIR" ] || return 0
+    [ -x "$SQUID_SSL_DIR/usr/sbin/squid" ] && return 0
+    echo "bench/setup.sh: unpacking squid-openssl into $SQUID_SSL_DIR"
+    tmp=$(mktemp -d)
+    chown _apt "$tmp" 2>/dev/null || true     # apt's download user writes there
+    # A failure here only leaves squid out of rows 4i/4n (run.py says so).
+    if (cd "$tmp" && apt-get download -q squid-openssl >/dev/null) &&
+        mkdir -p "$SQUID_SSL_DIR" && dpkg -x "$tmp"/squid-openssl_*.deb "$SQUID_SSL_DIR"; then
+        :
+    else
+        echo "bench/setup.sh: could not unpack squid-openssl (apt-get update?);" \
+             "rows 4i/4n run without squid" >&2
+        rm -rf "$SQUID_SSL_DIR"
+    fi
+    rm -rf "$tmp"
+}
 
 PKGS="squid tinyproxy haproxy nginx-light wrk apache2-utils httperf hyperfine \
       linux-perf valgrind procps openssl gcc make libssl-dev \
@@ -24,6 +50,7 @@ done
 if [ -z "$missing" ]; then
     echo "bench/setup.sh: all bench packages present"
     sh "$(dirname "$0")/peers/install.sh"
+    unpack_squid_openssl
     exit 0
 fi
 
@@ -46,3 +73,4 @@ $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
 sh "$(dirname "$0")/peers/install.sh"
+unpack_squid_openssl

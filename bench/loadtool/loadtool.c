@@ -20,6 +20,12 @@
  *                         prints "READY established=E errors=X" when all are
  *                         set up, then holds until --hold seconds pass or
  *                         SIGTERM.
+ *     --names N [--first-name F] (connect-get through --proxy): op i
+ *                  CONNECTs to the name "n<F + i mod N>.HOST" of --target
+ *                  HOST:PORT (SNI and Host too): with N above the ops of a
+ *                  run and F past the names of earlier runs, every op is to
+ *                  a name the proxy has not seen (an interception proxy
+ *                  makes a leaf certificate for each).
  *     --conc C --duration S: closed loop, C ops in flight.
  *     --rate R --duration S: open loop, ops scheduled every 1/R s; latency
  *                            is measured from the scheduled time (so a
@@ -90,6 +96,12 @@ struct conn {
     uint64_t bytes;
     int close_after; /* response said Connection: close (or HTTP/1.0) */
     int reused;      /* keep-alive conn that already completed a request */
+    /* --names: this op's target and requests (else cfg's are used) */
+    char target[160];
+    char connect_req[256];
+    size_t connect_len;
+    char get_req[512];
+    size_t get_len;
 };
 
 static struct {
@@ -101,6 +113,8 @@ static struct {
     int conc;
     double duration, rate, hold;
     long count;
+    long names, name_seq;     /* --names N; the next name's index */
+    long first_name;          /* --first-name F */
     char connect_req[256];
     size_t connect_len;
     char get_req[512];
@@ -201,6 +215,18 @@ static int conn_open(struct conn *c, double t_sched)
     c->hlen = 0;
     c->bytes = 0;
     c->st = S_CONNECTING;
+    if (cfg.names > 0) {
+        const char *path = cfg.path ? cfg.path : "/";
+        snprintf(c->target, sizeof(c->target), "n%ld.%s",
+                 cfg.first_name + cfg.name_seq++ % cfg.names,
+                 cfg.target);
+        c->connect_len = (size_t)snprintf(c->connect_req, sizeof(c->connect_req),
+                                          "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n",
+                                          c->target, c->target);
+        c->get_len = (size_t)snprintf(c->get_req, sizeof(c->get_req),
+                                      "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                                      path, c->target);
+    }
     if (connect(fd, (struct sockaddr *)&cfg.hop, sizeof(cfg.hop)) < 0 && errno != EINPROGRESS) {
         int e = errno;
         note_err(strerror(e));
@@ -303,8 +329,8 @@ static int status_of(const char *head)
 
 static void begin_request(struct conn *c)
 {
-    c->out = cfg.get_req;
-    c->outlen = cfg.get_len;
+    c->out = cfg.names > 0 ? c->get_req : cfg.get_req;
+    c->outlen = cfg.names > 0 ? c->get_len : cfg.get_len;
     c->outoff = 0;
     c->hlen = 0;
     c->st = S_SEND_REQ;
@@ -322,9 +348,9 @@ static void after_tunnel(struct conn *c)
         c->ssl = SSL_new(cfg.ssl_ctx);
         SSL_set_fd(c->ssl, c->fd);
         /* SNI only for a name target: an IP literal never goes in SNI. */
-        char host[128];
+        char host[160];
         struct in_addr ia;
-        snprintf(host, sizeof(host), "%s", cfg.target);
+        snprintf(host, sizeof(host), "%s", cfg.names > 0 ? c->target : cfg.target);
         char *colon = strrchr(host, ':');
         if (colon)
             *colon = 0;
@@ -380,8 +406,8 @@ static void conn_drive(struct conn *c, uint32_t events)
                 return;
             }
             if (cfg.use_proxy && !cfg.absolute) {
-                c->out = cfg.connect_req;
-                c->outlen = cfg.connect_len;
+                c->out = cfg.names > 0 ? c->connect_req : cfg.connect_req;
+                c->outlen = cfg.names > 0 ? c->connect_len : cfg.connect_len;
                 c->outoff = 0;
                 c->st = S_SEND_CONNECT;
             } else {
@@ -905,7 +931,8 @@ static void usage(void)
             "usage: loadtool serve --source PORT --sink PORT [--source-bytes N]\n"
             "       loadtool run --mode connect-get|ka-get|stream|hold --target H:P\n"
             "                    [--proxy H:P] [--path P] [--tls] [--absolute] [--conc C]\n"
-            "                    [--duration S] [--rate R] [--count N] [--hold S]\n");
+            "                    [--duration S] [--rate R] [--count N] [--hold S]\n"
+            "                    [--names N [--first-name F]]\n");
 }
 
 int main(int argc, char **argv)
@@ -979,6 +1006,10 @@ int main(int argc, char **argv)
             cfg.count = atol(v);
         else if (!strcmp(a, "--hold"))
             cfg.hold = atof(v);
+        else if (!strcmp(a, "--names"))
+            cfg.names = atol(v);
+        else if (!strcmp(a, "--first-name"))
+            cfg.first_name = atol(v);
         else {
             usage();
             return 2;
@@ -1002,6 +1033,10 @@ int main(int argc, char **argv)
     }
     snprintf(cfg.target, sizeof(cfg.target), "%s", target);
     cfg.use_proxy = proxy != NULL;
+    if (cfg.names < 0 || cfg.first_name < 0 || (cfg.names > 0 && (cfg.mode != M_CONNECT_GET || !proxy))) {
+        fprintf(stderr, "loadtool: --names N needs --mode connect-get and --proxy\n");
+        return 2;
+    }
     if (parse_hostport(proxy ? proxy : target, &cfg.hop) < 0) {
         fprintf(stderr, "loadtool: bad address\n");
         return 2;

@@ -83,7 +83,7 @@ class PkgServer:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            do_GET = do_POST = do_HEAD = _any
+            do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _any
 
         self.srv = _Server(("127.0.0.1", 0), H)
         if tls is not None:

@@ -45,7 +45,21 @@ PROXIES = {
     "squid": "127.0.0.1:13129",
     "tinyproxy": "127.0.0.1:13130",
     "portcullis-w2": "127.0.0.1:13131",
+    "haproxy": "127.0.0.1:13132",
 }
+# haproxy is "the bare relay" (issue 15): TCP mode, one frontend per
+# upstream (configs/haproxy.cfg); a client talks to it as to the upstream.
+RELAY = {
+    ORIGIN: "127.0.0.1:13132",
+    SOURCE: "127.0.0.1:13133",
+    SINK: "127.0.0.1:13134",
+    ORIGIN_TLS: "127.0.0.1:13135",
+}
+# Systems a client reaches without a proxy request (no CONNECT, origin-form).
+NO_PROXY = ("direct", "haproxy")
+# Ratio columns of the results table: (a, b) is a / b per row.
+RATIOS = [("portcullis", "direct"), ("portcullis", "haproxy"), ("portcullis", "squid"),
+          ("haproxy", "direct"), ("squid", "direct"), ("tinyproxy", "squid")]
 SMALL = "/small"
 SMALL_BYTES = 512
 BIG = "/1g"
@@ -78,10 +92,21 @@ ROWS = {
 }
 
 children = []  # (name, Popen)
+# --pin DAEMON:LOAD (taskset CPU lists): the proxies on DAEMON, the load
+# tools and the origin on LOAD (issue 15 item 3).  None: no pinning.
+PIN = None
 LOADAVG_START = "?"
 BUSY_START = "?"
 
 log = print
+
+
+def on_load_cpus(argv):
+    return (["taskset", "-c", PIN[1]] if PIN else []) + list(argv)
+
+
+def on_daemon_cpus(argv):
+    return (["taskset", "-c", PIN[0]] if PIN else []) + list(argv)
 
 
 def sh(cmd, timeout=60, check=False):
@@ -126,6 +151,7 @@ def wait_port(addr, proc, secs=10.0):
 
 
 def spawn(name, argv, **kw):
+    argv = on_load_cpus(argv) if name in ("nginx", "tcp-origin") else on_daemon_cpus(argv)
     out = open(os.path.join(RUN, name + ".out"), "w")
     p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                          start_new_session=True, **kw)
@@ -209,6 +235,23 @@ def start_origin(loadtool):
         raise RuntimeError("loadtool serve did not start")
 
 
+def hop(name, addr):
+    """(address to connect to, proxy or None) for reaching addr via name."""
+    if name == "direct":
+        return addr, None
+    if name == "haproxy":
+        return RELAY[addr], None
+    return addr, PROXIES[name]
+
+
+def via(name, extra):
+    """loadtool arguments: extra with its --target routed through name."""
+    out = list(extra)
+    i = out.index("--target")
+    out[i + 1], px = hop(name, out[i + 1])
+    return out + (["--proxy", px] if px else [])
+
+
 def start_proxies(args, systems, pids=None):
     """Start each proxy; return {name: pid} of those that listen."""
     pids = {} if pids is None else pids
@@ -227,6 +270,10 @@ def start_proxies(args, systems, pids=None):
         elif name == "tinyproxy":
             p = spawn("tinyproxy", ["tinyproxy", "-d", "-c",
                                     os.path.join(CONFIGS, "tinyproxy.conf")])
+        elif name == "haproxy":
+            os.makedirs(os.path.join(RUN, "haproxy"), exist_ok=True)
+            p = spawn("haproxy", ["haproxy", "-db", "-f",
+                                  os.path.join(CONFIGS, "haproxy.cfg")])
         else:
             continue
         if wait_port(PROXIES[name], p, 15):
@@ -244,9 +291,8 @@ def smoke(args, name):
     """One GET and one CONNECT+GET through the system: both must work."""
     base = [args.loadtool, "run", "--target", ORIGIN, "--path", SMALL,
             "--conc", "1", "--duration", "0.3"]
-    px = [] if name == "direct" else ["--proxy", PROXIES[name]]
     for mode in ("ka-get", "connect-get"):
-        r = sh(base[:2] + ["--mode", mode] + base[2:] + px, timeout=20)
+        r = sh(base[:2] + ["--mode", mode] + via(name, base[2:]), timeout=20)
         m = kv(r.stdout)
         if int(m.get("ok", 0)) < 1 or int(m.get("errors", 1)) > 0:
             return "%s: %s" % (mode, r.stdout.strip() or r.stderr.strip())
@@ -263,9 +309,7 @@ def kv(line):
 
 
 def loadtool(args, name, extra, timeout):
-    argv = [args.loadtool, "run"] + extra
-    if name != "direct":
-        argv += ["--proxy", PROXIES[name]]
+    argv = on_load_cpus([args.loadtool, "run"] + via(name, extra))
     r = sh(argv, timeout=timeout)
     m = kv(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "")
     if not m:
@@ -274,13 +318,13 @@ def loadtool(args, name, extra, timeout):
 
 
 def row1(args, name):
-    if name == "direct":
+    if name in NO_PROXY:
         argv = ["wrk", "-t1", "-c%d" % CONC, "-d%ds" % DURATION,
-                "http://%s%s" % (ORIGIN, SMALL)]
+                "http://%s%s" % (hop(name, ORIGIN)[0], SMALL)]
     else:
         argv = ["wrk", "-t1", "-c%d" % CONC, "-d%ds" % DURATION,
                 "-s", os.path.join(RUN, "wrk-proxy.lua"), "http://%s/" % PROXIES[name]]
-    r = sh(argv, timeout=DURATION + 20)
+    r = sh(on_load_cpus(argv), timeout=DURATION + 20)
     m = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
     errs = 0
     for pat in (r"Non-2xx or 3xx responses: (\d+)",
@@ -295,10 +339,10 @@ def row1(args, name):
 
 def row2(args, name):
     argv = ["ab", "-q", "-r", "-c", str(CONC), "-t", str(int(DURATION)), "-n", "10000000"]
-    if name != "direct":
+    if name not in NO_PROXY:
         argv += ["-X", PROXIES[name]]
-    argv.append("http://%s%s" % (ORIGIN, SMALL))
-    r = sh(argv, timeout=DURATION + 30)
+    argv.append("http://%s%s" % (hop(name, ORIGIN)[0], SMALL))
+    r = sh(on_load_cpus(argv), timeout=DURATION + 30)
     m = re.search(r"Requests per second:\s+([\d.]+)", r.stdout)
     errs = 0
     for pat in (r"Failed requests:\s+(\d+)", r"Non-2xx responses:\s+(\d+)"):
@@ -368,15 +412,15 @@ def row7(args, name, count, pids):
     pid = pids[name]
     # One tunnel first, so lazily set-up state (pools, first-use buffers)
     # is in the baseline and not billed to the tunnels measured.
-    sh([args.loadtool, "run", "--mode", "hold", "--target", SINK, "--proxy", PROXIES[name],
-            "--count", "1", "--hold", "0"], timeout=30)
+    sh([args.loadtool, "run", "--mode", "hold"] + via(name, ["--target", SINK]) +
+       ["--count", "1", "--hold", "0"], timeout=30)
     time.sleep(0.5)
     before = rss_kib(pid)
     out = os.path.join(RUN, "hold-%s-%d.out" % (name, count))
     f = open(out, "w")
-    p = subprocess.Popen([args.loadtool, "run", "--mode", "hold", "--target", SINK,
-                          "--proxy", PROXIES[name], "--count", str(count),
-                          "--conc", "256", "--hold", "90"],
+    p = subprocess.Popen([args.loadtool, "run", "--mode", "hold"] +
+                         via(name, ["--target", SINK]) +
+                         ["--count", str(count), "--conc", "256", "--hold", "90"],
                          stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     children.append(("hold", p))
     ready = None
@@ -473,6 +517,14 @@ def machine():
     }
 
 
+def peer_version(pkg):
+    try:
+        with open(os.path.join(BENCH, "peers", "node_modules", pkg, "package.json")) as f:
+            return json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        return "not installed"
+
+
 def versions(args):
     pv = first_line("%s --version" % args.portcullis) if os.access(args.portcullis, os.X_OK) else "absent"
     rev = first_line("git -C %s describe --always --dirty" % ROOT)
@@ -480,6 +532,10 @@ def versions(args):
         "portcullis": "%s (git %s)" % (pv, rev),
         "squid": first_line("squid -v"),
         "tinyproxy": first_line("tinyproxy -v"),
+        "haproxy": first_line("haproxy -v"),
+        "bwrap": first_line("bwrap --version"),
+        "sandbox-runtime (npm)": peer_version("@anthropic-ai/sandbox-runtime"),
+        "codex (npm)": peer_version("@openai/codex"),
         "nginx (origin)": first_line("nginx -v"),
         "wrk": first_line("wrk -v"),
         "ab": first_line("ab -V"),
@@ -547,7 +603,11 @@ def write_report(path, meta, systems, results):
              % (SMALL, SMALL_BYTES, BIG, ORIGIN_TLS, SOURCE, SINK))
     L.append("- Proxies: configs in bench/configs/ (same policy: only 127.0.0.1 reachable; "
              "portcullis audit log on, squid access log on, tinyproxy connect log on; squid "
-             "caches nothing).")
+             "caches nothing). haproxy = the bare relay: TCP mode, one frontend per upstream, "
+             "reached like the upstream itself (no CONNECT, no policy, no log).")
+    if PIN:
+        L.append("- Pinned (--pin): proxies on CPUs %s, load tools and origin on CPUs %s "
+                 "(taskset)." % PIN)
     L.append("- Closed-loop rows 1-4: %d connections in flight, %.0f s per run, one load "
              "thread (2 cores shared by load tool, proxy and origin)." % (CONC, DURATION))
     L.append("- Row 8: open loop, latency from each request's scheduled time (no coordinated "
@@ -559,8 +619,8 @@ def write_report(path, meta, systems, results):
     L.append("")
     L.append("## Results (medians)\n")
     cols = [s for s in systems]
-    hdr = "| row | what | unit | " + " | ".join(cols) + \
-          " | portcullis / direct | portcullis / squid | squid / direct | tinyproxy / squid |"
+    hdr = "| row | what | unit | " + " | ".join(cols) + " | " + \
+        " | ".join("%s / %s" % r for r in RATIOS) + " |"
     L.append(hdr)
     L.append("|" + "---|" * (hdr.count("|") - 1))
     for rowid, (title, _, unit, hib) in ROWS.items():
@@ -575,10 +635,7 @@ def write_report(path, meta, systems, results):
             if e:
                 c += " (%d err)" % e
             cells.append(c)
-        rs = [ratio(m.get("portcullis"), m.get("direct")),
-              ratio(m.get("portcullis"), m.get("squid")),
-              ratio(m.get("squid"), m.get("direct")),
-              ratio(m.get("tinyproxy"), m.get("squid"))]
+        rs = [ratio(m.get(a), m.get(b)) for a, b in RATIOS]
         L.append("| %s | %s | %s%s | %s | %s |" % (
             rowid, title, unit, "" if hib else " (lower is better)",
             " | ".join(cells), " | ".join("—" if r is None else "%.2f" % r for r in rs)))
@@ -593,6 +650,14 @@ def write_report(path, meta, systems, results):
     for line in targets(med, errs, results):
         L.append("| %s | %s | %s |" % line)
     L.append("")
+    t15 = targets15(med)
+    if t15:
+        L.append("## Issue-15 targets (haproxy TCP mode = the bare relay)\n")
+        L.append("| target | figure | verdict |")
+        L.append("|---|---|---|")
+        for line in t15:
+            L.append("| %s | %s | %s |" % line)
+        L.append("")
 
     L.append("## Every run\n")
     L.append("| row | system | runs (metric; errors) |")
@@ -618,6 +683,17 @@ def write_report(path, meta, systems, results):
                 parts.append(p)
             L.append("| %s | %s | %s |" % (rowid, s, ", ".join(parts)))
     L.append("")
+    if meta.get("sandbox"):
+        L.extend(sandbox_section(meta["sandbox"]))
+        t = []
+        for user in ("root", "nobody"):
+            sy = meta["sandbox"].get(user, {}).get("systems", {})
+            p, b = sy.get("portcullis", {}).get("median_ms"), sy.get("bwrap", {}).get("median_ms")
+            if p and b:
+                t.append("as %s %.2f vs %.2f ms = %.2fx" % (user, p, b, p / b))
+        if t:
+            L.append("Issue-15 target, sandbox start <= 1.5x bare bwrap: %s." % "; ".join(t))
+            L.append("")
     if meta.get("notes"):
         L.append("## Notes\n")
         L.extend(meta["notes"])
@@ -627,6 +703,45 @@ def write_report(path, meta, systems, results):
     with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
     return med
+
+
+def targets15(med):
+    """Issue 15's targets, each a ratio within this one run."""
+    out = []
+
+    def get(r, s):
+        return med.get(r, {}).get(s)
+
+    def verdict(x, ok):
+        return "—" if x is None else ("met" if ok else "MISSED")
+
+    for r, what in (("1", "keep-alive GET"), ("3", "new conn + CONNECT + GET")):
+        p, h = get(r, "portcullis"), get(r, "haproxy")
+        x = ratio(p, h)
+        out.append(("row %s (%s) >= 0.9x bare relay" % (r, what),
+                    "—" if x is None else "%s vs %s = %.2f" % (fmt(p), fmt(h), x),
+                    verdict(x, x is not None and x >= 0.9)))
+    p, q = get("3", "portcullis"), get("3", "squid")
+    x = ratio(p, q)
+    out.append(("row 3 >= 2x squid", "—" if x is None else "%s vs %s = %.2fx" %
+                (fmt(p), fmt(q), x), verdict(x, x is not None and x >= 2)))
+    p, d = get("5", "portcullis"), get("5", "direct")
+    x = ratio(p, d)
+    out.append(("row 5 (stream through CONNECT) >= 0.9 direct",
+                "—" if x is None else "%s vs %s = %.2f" % (fmt(p), fmt(d), x),
+                verdict(x, x is not None and x >= 0.9)))
+    for r in ("7a", "7b"):
+        p = get(r, "portcullis")
+        out.append(("row %s <= 1 KiB per idle tunnel" % r,
+                    "—" if p is None else "%.2f KiB" % p,
+                    verdict(p, p is not None and p <= 1)))
+    for r in ("8a-p99", "8b-p99"):
+        p, h = get(r, "portcullis"), get(r, "haproxy")
+        ok = p is not None and h is not None and p <= h + 0.2
+        out.append(("%s <= bare relay + 0.2 ms" % r,
+                    "—" if p is None or h is None else "%.2f vs %.2f ms" % (p, h),
+                    "—" if p is None or h is None else ("met" if ok else "MISSED")))
+    return out
 
 
 def targets(med, errs, results):
@@ -659,6 +774,59 @@ def targets(med, errs, results):
         out.append(("10,000 tunnels, no error", "held %s; %d errors" % (held, e),
                     "met" if e == 0 and all(h == 10000 for h in held) else "MISSED"))
     return out
+
+
+def row9(args):
+    """Sandbox start (bench/sandbox_start.py), as root and as nobody: its
+    own interleaved run (the proxies above are idle by then)."""
+    out = {}
+    for user in ("root", "nobody"):
+        j = os.path.join(RUN, "sandbox-start-%s.json" % user)
+        r = sh([sys.executable, os.path.join(BENCH, "sandbox_start.py"), "--portcullis",
+                args.portcullis, "--runs", str(args.start_runs), "--user", user,
+                "--json", j], timeout=900)
+        if r.returncode != 0 or not os.path.exists(j):
+            out[user] = {"error": (r.stderr or r.stdout).strip()[-300:]}
+            continue
+        with open(j) as f:
+            out[user] = json.load(f)
+    return out
+
+
+def sandbox_section(rows):
+    """Row 9's table: median (p10-p90) ms per system and user, ratio to bwrap."""
+    L = ["## Row 9: sandbox start (`COMMAND` = true)\n",
+         "Each system started N times per user, interleaved and rotated "
+         "(bench/sandbox_start.py); wall time from spawn to exit; median (p10-p90).\n",
+         "| system | root ms | root / bwrap | nobody ms | nobody / bwrap | how it was run |",
+         "|---|---|---|---|---|---|"]
+    names = []
+    for r in rows.values():
+        for n in r.get("systems", {}):
+            if n not in names:
+                names.append(n)
+    for n in names:
+        cells, how = [], ""
+        for user in ("root", "nobody"):
+            r = rows.get(user, {})
+            v = r.get("systems", {}).get(n, {})
+            b = r.get("systems", {}).get("bwrap", {}).get("median_ms")
+            how = v.get("how", how)
+            if "median_ms" not in v:
+                cells += ["failed" if v else "—", "—"]
+                continue
+            c = "%.2f (%.2f-%.2f)" % (v["median_ms"], v["p10_ms"], v["p90_ms"])
+            if v.get("errors"):
+                c += " %d err" % v["errors"]
+            cells += [c, "%.2f" % (v["median_ms"] / b) if b else "—"]
+        L.append("| %s | %s | %s |" % (n, " | ".join(cells), how))
+    for user, r in rows.items():
+        if "error" in r:
+            L.append("\nAs %s: failed: %s" % (user, r["error"]))
+        for n, why in r.get("skipped", {}).items():
+            L.append("\nAs %s, %s left out: %s" % (user, n, why))
+    L.append("")
+    return L
 
 
 def read_data(path):
@@ -696,9 +864,14 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--rows", default="1,1w,2,3,3w,4,5,6,7,8",
-                    help="comma-separated rows (1,1w,2,3,3w,4,5,6,7,8)")
-    ap.add_argument("--systems", default="direct,portcullis,squid,tinyproxy")
+    ap.add_argument("--rows", default="1,1w,2,3,3w,4,5,6,7,8,9",
+                    help="comma-separated rows (1,1w,2,3,3w,4,5,6,7,8,9)")
+    ap.add_argument("--pin", default=None, metavar="DAEMON:LOAD",
+                    help="taskset CPU lists: proxies on DAEMON, load tools and origin "
+                         "on LOAD (e.g. 0:1)")
+    ap.add_argument("--start-runs", type=int, default=31,
+                    help="row 9: interleaved sandbox starts per system and user")
+    ap.add_argument("--systems", default="direct,portcullis,haproxy,squid,tinyproxy")
     ap.add_argument("--out", default=None, help="results file (default bench/results/DATE.md)")
     ap.add_argument("--compare", default=None, metavar="OLD.md",
                     help="after the run, print new/old per row against OLD.md")
@@ -711,6 +884,11 @@ def main():
     if args.compare and args.against:
         compare(args.compare, args.against)
         return 0
+    global PIN
+    if args.pin:
+        if ":" not in args.pin:
+            raise SystemExit("--pin wants DAEMON:LOAD, e.g. 0:1")
+        PIN = tuple(args.pin.split(":", 1))
     args.portcullis = os.path.join(args.build, "bin", "portcullis")
     args.loadtool = os.path.join(args.build, "loadtool")
     rows = args.rows.split(",")
@@ -724,7 +902,8 @@ def main():
         fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         raise SystemExit("another bench run holds /tmp/portcullis-bench.lock")
-    for addr in [ORIGIN, ORIGIN_TLS, SOURCE, SINK] + list(PROXIES.values()):
+    for addr in [ORIGIN, ORIGIN_TLS, SOURCE, SINK] + list(PROXIES.values()) + \
+            list(RELAY.values()):
         if port_open(addr):
             raise SystemExit("port %s is in use: stop whatever listens there" % addr)
 
@@ -758,6 +937,7 @@ def main():
     log("systems: %s" % ", ".join(live))
 
     results = {}
+    sandbox_rows = {}
 
     def measure(rowid, fn, systems_for_row):
         for run in range(args.runs):
@@ -808,6 +988,11 @@ def main():
                     except (KeyError, TypeError, ZeroDivisionError):
                         res = {"errors": 1, "first_error": "no 7a/7b figures"}
                     results.setdefault("7c", {}).setdefault(s, []).append(res)
+        elif rowid == "9":
+            sandbox_rows = row9(args)
+            log("row 9       %5.0fs  %s" % (time.time() - t0, {
+                u: {n: fmt(v.get("median_ms")) for n, v in r.get("systems", {}).items()}
+                for u, r in sandbox_rows.items()}))
         elif rowid == "8":
             for which in ("a", "b"):
                 measure("8" + which, lambda s: row8(args, s, which), base)
@@ -824,6 +1009,7 @@ def main():
     if args.notes:
         with open(args.notes) as f:
             meta["notes"] = f.read().rstrip().splitlines()
+    meta["sandbox"] = sandbox_rows
     write_report(out, meta, [s for s in systems if s in live], results)
     log("wrote %s (%.0f s)" % (out, time.time() - t0))
     if args.compare:

@@ -5,8 +5,15 @@
 # instances with its own configs on loopback.
 set -eu
 
-PKGS="squid tinyproxy nginx-light wrk apache2-utils httperf hyperfine \
-      linux-perf valgrind procps openssl gcc make libssl-dev"
+PKGS="squid tinyproxy haproxy nginx-light wrk apache2-utils httperf hyperfine \
+      linux-perf valgrind procps openssl gcc make libssl-dev \
+      ripgrep socat strace"
+# ripgrep, socat: what @anthropic-ai/sandbox-runtime needs (bench/peers);
+# strace: row 9 reads portcullis run's bwrap argv once (bwrap-plan).
+# The peers themselves come from the npm registry (bench/peers/install.sh)
+# with whatever npm the machine has (Debian's `npm` package would fight a
+# nodesource nodejs, so it is not installed here); without npm they are
+# left out.
 
 missing=""
 for p in $PKGS; do
@@ -16,6 +23,7 @@ for p in $PKGS; do
 done
 if [ -z "$missing" ]; then
     echo "bench/setup.sh: all bench packages present"
+    sh "$(dirname "$0")/peers/install.sh"
     exit 0
 fi
 
@@ -37,3 +45,4 @@ echo "bench/setup.sh: installing:$missing"
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+sh "$(dirname "$0")/peers/install.sh"

@@ -500,6 +500,7 @@ main(int argc, char **argv)
 	if (i >= argc)
 		refuse("no COMMAND given");
 
+	pc_mark("bridge main");
 	lo_up();
 	check_namespace();
 	fds[HANDOFF_FD_HTTP] = bind_loopback(SOCK_STREAM, HANDOFF_PORT, false);
@@ -523,6 +524,7 @@ main(int argc, char **argv)
 			close(fds[HANDOFF_FD_DNS_UDP]);
 		nfds = 1;
 	}
+	pc_mark("bridge bound");
 	drop_caps();
 	handoff(sock, fds, nfds, sid, sizeof(sid));
 	/* The proxy owns the sockets now; ours must not keep them alive. */
@@ -535,6 +537,7 @@ main(int argc, char **argv)
 	rc = pc_filter_install(allow_unix);
 	if (rc < 0)
 		refuse("install seccomp filter: %s", strerror(-rc));
+	pc_mark("bridge exec COMMAND");
 	execvp(argv[i], argv + i);
 	exec_failed(argv[i], errno);
 }

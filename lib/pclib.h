@@ -155,6 +155,16 @@ long long pc_mono_ms(void);
  */
 int pc_wait_readable(int fd, long long deadline);
 
+/*
+ * Start-up profile (bench/README.md, "Sandbox start"): with
+ * PORTCULLIS_TRACE_START=1 in the environment, one line per call on stderr,
+ * "PROG: start +T.TTT ms WHAT", T from the process's first mark; CLOCK_
+ * MONOTONIC, so the launcher's and the bridge's lines line up when each
+ * prints its absolute time too ("@S.UUUUUU").  Off (one getenv, once) by
+ * default.
+ */
+void pc_mark(const char *what);
+
 /* ---- errors (err.c) -------------------------------------------------- */
 
 /* The prefix of every message: the program (or subcommand) speaking, e.g.

@@ -27,9 +27,11 @@
 
 /* A set-up failure after bwrap started: refuse the handoff, kill the
  * sandbox, exit 125 (COMMAND never ran). */
-static _Noreturn void
-setup_failed(struct run_state *st, int sock, const char *why)
+_Noreturn void
+launch_failed(struct run_state *st, const char *why)
 {
+	int sock = st->handoff_sock;
+
 	pc_handoff_reply(sock, HANDOFF_MSG_REFUSE, why);
 	close(sock);
 	pc_warnx("no proxy route: %s", why);
@@ -131,15 +133,13 @@ attach_listener(struct run_state *st, int fds[HANDOFF_NFDS], char *why,
 }
 
 void
-launch_sandbox(struct run_state *st, const struct run_opts *o,
-    const struct run_plan *p, char **env, const char *envname,
-    enum phase phase, bool attach)
+launch_spawn(struct run_state *st, const struct run_opts *o,
+    const struct run_plan *p, char **env)
 {
 	uv_process_t *proc = &st->proc[st->cur];
 	uv_process_options_t po;
 	uv_stdio_container_t stdio[RUN_CA_FD + 1];
-	char why[512];
-	int sp[2], fds[HANDOFF_NFDS], rc, bpf;
+	int sp[2], rc, bpf;
 
 	st->proc_exited = false;
 	/* A new, empty session keyring for this sandbox (it inherits ours
@@ -151,11 +151,13 @@ launch_sandbox(struct run_state *st, const struct run_opts *o,
 	    errno != ENOSYS)
 		pc_die("no proxy route: new session keyring: %s",
 		    strerror(errno));
+	pc_mark("keyring");
 	/* The filter as BPF in a memfd bwrap reads from its start; failing
 	 * to make it is a set-up failure before anything ran. */
 	bpf = pc_filter_memfd(o->allow_unix);
 	if (bpf < 0)
 		pc_die("no proxy route: seccomp filter: %s", strerror(-bpf));
+	pc_mark("seccomp filter built");
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0)
 		pc_die("socketpair: %s", strerror(errno));
 	memset(&po, 0, sizeof(po));
@@ -218,10 +220,29 @@ launch_sandbox(struct run_state *st, const struct run_opts *o,
 		pc_die("no proxy route: cannot start %s: %s", p->bwrap,
 		    uv_strerror(rc));
 	st->proc_started = true;
+	st->handoff_sock = sp[0];
+	pc_mark("bwrap spawned");
+}
 
-	if (pc_handoff_accept(sp[0], HANDOFF_FD_TIMEOUT_MS, fds, why,
-	    sizeof(why)) != 0)
-		setup_failed(st, sp[0], why);
+void
+launch_handoff(struct run_state *st, const struct run_opts *o,
+    const char *envname, enum phase phase, bool attach)
+{
+	char why[512];
+	int fds[HANDOFF_NFDS], rc, sock = st->handoff_sock;
+
+	rc = pc_handoff_accept(sock, HANDOFF_FD_TIMEOUT_MS, fds, why,
+	    sizeof(why));
+	/* Something failed while bwrap built the sandbox: now that bwrap is
+	 * past its own set-up (the bridge runs), refuse and kill. */
+	if (st->start_error[0] != '\0') {
+		if (rc == 0)
+			close_fds(fds, HANDOFF_NFDS);
+		launch_failed(st, st->start_error);
+	}
+	if (rc != 0)
+		launch_failed(st, why);
+	pc_mark("handoff received");
 	/* The listener alone: the bridge could not bind port 53 (an
 	 * unprivileged run, see dnsbind.c); we bind it in the sandbox's
 	 * namespace ourselves, or refuse the sandbox. */
@@ -229,14 +250,16 @@ launch_sandbox(struct run_state *st, const struct run_opts *o,
 	    dnsbind_in_sandbox(fds[HANDOFF_FD_HTTP], &fds[HANDOFF_FD_DNS_UDP],
 	    &fds[HANDOFF_FD_DNS_TCP], why, sizeof(why)) != 0) {
 		close(fds[HANDOFF_FD_HTTP]);
-		setup_failed(st, sp[0], why);
+		launch_failed(st, why);
 	}
 	if (attach)
 		rc = attach_listener(st, fds, why, sizeof(why));
 	else
 		rc = open_session(st, o, fds, envname, phase, why, sizeof(why));
 	if (rc != 0)
-		setup_failed(st, sp[0], why);
-	pc_handoff_reply(sp[0], HANDOFF_MSG_ACK, st->sid);
-	close(sp[0]);
+		launch_failed(st, why);
+	pc_handoff_reply(sock, HANDOFF_MSG_ACK, st->sid);
+	close(sock);
+	st->handoff_sock = -1;
+	pc_mark("acknowledged");
 }

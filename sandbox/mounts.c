@@ -426,7 +426,9 @@ home_release(struct mounts *m)
 
 	if (!m->fresh || m->keeper <= 0)
 		return;
-	close(m->keeper_fd);
+	if (m->keeper_fd >= 0)
+		close(m->keeper_fd);
+	m->keeper_fd = -1;
 	while (waitpid(m->keeper, &status, 0) < 0 && errno == EINTR)
 		;
 	m->keeper = 0;
@@ -435,6 +437,15 @@ home_release(struct mounts *m)
 		    "HOME %s completely\n", m->home);
 	if (mounts_active == m)
 		mounts_active = NULL;
+}
+
+void
+mounts_release_start(struct mounts *m)
+{
+	if (m != NULL && m->fresh && m->keeper > 0 && m->keeper_fd >= 0) {
+		close(m->keeper_fd);
+		m->keeper_fd = -1;
+	}
 }
 
 /* die() ends with exit(): the fresh HOME goes too. */

@@ -81,6 +81,9 @@ const char *mounts_home(const struct mounts *m);
  * HOME and the embedded proxy's default audit log go.  Hidden from other
  * runs' sandboxes. */
 const char *mounts_tmpdir(const struct mounts *m);
+/* Every sandbox has exited: the keeper starts removing a fresh HOME now,
+ * while we finish other work; mounts_free() waits until it is gone. */
+void mounts_release_start(struct mounts *m);
 void mounts_free(struct mounts *m);
 
 #endif

@@ -55,6 +55,7 @@ run_on_exit(uv_process_t *proc, int64_t exit_status, int term_signal)
 	struct run_state *st = proc->data;
 
 	st->proc_exited = true;
+	pc_mark("sandbox exited");
 	if (st->grace_armed) {
 		uv_timer_stop(&st->grace);
 		st->grace_armed = false;
@@ -363,7 +364,35 @@ run_stage(struct run_state *st, const struct run_opts *o,
     const struct run_plan *p, char **env, const char *envname,
     enum phase phase, bool attach)
 {
-	launch_sandbox(st, o, p, env, envname, phase, attach);
+	launch_spawn(st, o, p, env);
+	if (st->pending_cfg != NULL) {
+		/* While bwrap builds the sandbox: the bridge waits for our
+		 * answer, so COMMAND does not exist until the proxy is up.
+		 * The server takes our cfg reference. */
+		struct cfg *cfg = st->pending_cfg;
+		int rc;
+
+		st->pending_cfg = NULL;
+		rc = server_new(&st->loop, cfg, st->audit_path, &st->srv);
+		/* A failure is reported once the bridge has offered its
+		 * listener (launch_handoff): killing bwrap while it is still
+		 * building the sandbox can leave its pid 1 behind (bwrap's
+		 * child waits for its parent before --die-with-parent
+		 * holds). */
+		if (rc < 0)
+			snprintf(st->start_error, sizeof(st->start_error),
+			    "cannot start the embedded proxy: %s",
+			    strerror(-rc));
+		else
+			pc_mark("embedded proxy started");
+		/* Only a log someone named (--audit-log, [audit] log) may be
+		 * shared with other tenants; the per-user fallback is this
+		 * user's alone (and hidden inside), so filling its file system
+		 * stops only this user.  After server_new: the log exists. */
+		if (rc == 0 && st->audit_warn)
+			(void)auditwarn(st->audit_path, p->argv);
+	}
+	launch_handoff(st, o, envname, phase, attach);
 	if (st->ctl_fd >= 0 && !st->ctl_polling && !st->daemon_lost) {
 		if (uv_poll_init(&st->loop, &st->ctl_poll, st->ctl_fd) == 0) {
 			st->ctl_poll.data = st;
@@ -404,20 +433,23 @@ run_main(int argc, char **argv)
 	char why[512];
 	char *setup_cmd[] = { "sh", "-c", NULL, NULL };
 	const char *env = NULL, *audit_path = NULL;
-	int rc, ca_fd = -1;
+	int ca_fd = -1;
 
 	pc_progname = "portcullis run";
+	pc_mark("run_main");
 	opts_parse(argc, argv, &o);
 	memset(&p, 0, sizeof(p));
 	memset(&psetup, 0, sizeof(psetup));
 	memset(&st, 0, sizeof(st));
 	memset(&log, 0, sizeof(log));
 	st.ctl_fd = -1;
+	st.handoff_sock = -1;
 	/* First, while we hold no other fds and run no threads: the run's
 	 * HOME (a fresh one has a keeper child that removes it if we die). */
 	st.mounts = mounts_new(o.home, why, sizeof(why));
 	if (st.mounts == NULL)
 		pc_die("%s", why);
+	pc_mark("home made");
 
 	/* Proxy side first: a missing daemon means we never start bwrap. */
 	if (o.connect != NULL) {
@@ -430,6 +462,7 @@ run_main(int argc, char **argv)
 		/* --allow adds to o.phase, COMMAND's phase (agent with
 		 * --setup, which refuses --phase). */
 		cfg = load_config(&o, &env);
+		pc_mark("config loaded");
 		/* The audit log: --audit-log, [audit] log, or the state
 		 * directory (hidden inside: other runs' records). */
 		if (runlog_pick(&o, cfg, mounts_tmpdir(st.mounts), &log, why,
@@ -449,6 +482,7 @@ run_main(int argc, char **argv)
 				pc_die("cannot set up the audit key %s", key);
 			free(key);
 		}
+		pc_mark("audit log picked, key made");
 	}
 	if (cfg != NULL)
 		ca_fd = run_tls_setup(cfg, st.mounts);
@@ -465,23 +499,18 @@ run_main(int argc, char **argv)
 	/* Last step of the plan: after it, the secrets exist only in
 	 * envs.setup (our own environment no longer has them). */
 	envs_split(&o, &envs);
+	pc_mark("planned");
 
 	if (uv_loop_init(&st.loop) != 0)
 		pc_die("uv_loop_init failed");
 	signal(SIGPIPE, SIG_IGN);
 	signals_start(&st);
-	if (cfg != NULL) {
-		/* The server takes our cfg reference. */
-		rc = server_new(&st.loop, cfg, audit_path, &st.srv);
-		if (rc < 0)
-			pc_die("cannot start the embedded proxy: %s", strerror(-rc));
-	}
+	/* The embedded proxy starts with the first sandbox (run_stage). */
+	st.pending_cfg = cfg;
 	st.audit_path = audit_path;
-	/* Only a log someone named (--audit-log, [audit] log) may be shared
-	 * with other tenants; the per-user fallback is this user's alone (and
-	 * hidden inside), so filling its file system stops only this user. */
-	if (cfg != NULL && log.hide[0] == '\0')
-		(void)auditwarn(audit_path, p.argv);
+	/* The warning about a log the sandbox can fill: once the server has
+	 * opened it (run_stage). */
+	st.audit_warn = cfg != NULL && log.hide[0] == '\0';
 
 	if (o.setup != NULL) {
 		st.cur = 0;
@@ -536,9 +565,14 @@ out:
 	}
 	signals_stop(&st);
 	uv_run(&st.loop, UV_RUN_DEFAULT);
+	pc_mark("loop done");
+	/* Every sandbox has exited (the loop ran until the last one did, or
+	 * none started): the fresh HOME goes while the audit queue drains. */
+	mounts_release_start(st.mounts);
 	/* server_free flushes the audit queue: the summary reads it after. */
 	if (st.srv != NULL)
 		server_free(st.srv);
+	pc_mark("server freed");
 	if (st.ctl_fd >= 0)
 		close(st.ctl_fd);
 	(void)uv_loop_close(&st.loop);
@@ -553,9 +587,11 @@ out:
 		pc_warnx("no refusal summary with --connect: session %s's "
 		    "records are in the daemon's audit log", st.sid);
 	}
+	pc_mark("summary");
 	envs_free(&envs);
 	/* Every sandbox has exited: a fresh HOME is removed now. */
 	mounts_free(st.mounts);
+	pc_mark("home removed");
 	plan_free(&p);
 	plan_free(&psetup);
 	if (ca_fd >= 0)

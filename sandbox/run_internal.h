@@ -122,6 +122,14 @@ struct run_state {
 	struct session *ss;	/* embedded: the current session */
 	char sid[HANDOFF_MSG_MAX];	/* the current session's id */
 	const char *audit_path;
+	int handoff_sock;	/* our end of the bridge's socketpair, or -1 */
+	/* The embedded proxy's config and log until server_new() takes them:
+	 * started while bwrap sets the sandbox up (run.c, run_stage). */
+	struct cfg *pending_cfg;
+	bool audit_warn;	/* auditwarn() once the server opened the log */
+	/* Set-up that failed between the spawn and the handoff: refused
+	 * once the bridge has offered (launch_handoff), or "". */
+	char start_error[160];
 	struct mounts *mounts;	/* file system plan; owns a fresh HOME */
 	uv_signal_t sigs[RUN_NSIGNALS];
 	bool sigs_on;
@@ -186,16 +194,25 @@ void envs_free(struct run_envs *e);
 /* ---- launch.c ---- */
 
 /*
- * Starts one sandbox: spawns bwrap (p's argv, environment env or ours when
- * NULL), receives the bridge's listener, opens a session for it in phase
- * (env name envname) -- or, when attach, moves the current session (st->ss
- * / st->sid) to it -- and acknowledges with the session id.  The caller
- * then runs the loop until the sandbox exits (run_on_exit).  A set-up
- * failure exits 125: the bridge is refused, COMMAND never runs.
+ * One sandbox, in two steps, so that other set-up (the embedded proxy's
+ * start) runs while bwrap builds the namespaces:
+ *   launch_spawn    spawns bwrap (p's argv, environment env or ours when
+ *                   NULL) with the bridge's end of a new socketpair; ours
+ *                   is st->handoff_sock.  Dies (125) before anything ran.
+ *   launch_handoff  receives the bridge's listener, opens a session for it
+ *                   in phase (env name envname) -- or, when attach, moves
+ *                   the current session (st->ss / st->sid) to it -- and
+ *                   acknowledges with the session id.
+ * The caller then runs the loop until the sandbox exits (run_on_exit).  A
+ * set-up failure in between or in launch_handoff is launch_failed(): the
+ * bridge is refused (it waits for our answer before COMMAND exists), the
+ * sandbox killed, exit 125.
  */
-void launch_sandbox(struct run_state *st, const struct run_opts *o,
-    const struct run_plan *p, char **env, const char *envname,
-    enum phase phase, bool attach);
+void launch_spawn(struct run_state *st, const struct run_opts *o,
+    const struct run_plan *p, char **env);
+void launch_handoff(struct run_state *st, const struct run_opts *o,
+    const char *envname, enum phase phase, bool attach);
+_Noreturn void launch_failed(struct run_state *st, const char *why);
 
 /* ---- remote.c ---- */
 

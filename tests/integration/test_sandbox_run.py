@@ -396,7 +396,11 @@ def test_launcher_killed_sandbox_dies():
     d = tempdir()
     cfg = write_config(d, o.port)
     beat = os.path.join(d, "beat")
-    script = "while :; do date +%s%N > beat.tmp; mv beat.tmp beat; sleep 0.05; done"
+    # The marker makes the script unique to this run of this test (the same
+    # test may run at the same time from another build tree).
+    marker = "beat-%d-%s.tmp" % (os.getpid(), os.path.basename(d))
+    script = ("while :; do date +%%s%%N > %s; mv %s beat; sleep 0.05; done"
+              % (marker, marker))
     p = subprocess.Popen([portcullis_bin(), "run", "-c", cfg, "--audit-log",
                           os.path.join(d, "audit.jsonl"), "--", "sh", "-c", script],
                          cwd=d, env=run_env(), stdin=subprocess.DEVNULL,
@@ -411,8 +415,8 @@ def test_launcher_killed_sandbox_dies():
             last = int(f.read().strip() or "0")
         return time.time_ns() - last > 1_000_000_000
     wait_until(stopped, 10, "heartbeat stopped after the launcher was killed")
-    # No process of the sandbox is left (its script is unique to this test).
-    left = subprocess.run(["pgrep", "-f", "beat.tmp"], capture_output=True, text=True)
+    # No process of the sandbox is left (its script is unique to this run).
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
     eq(left.stdout.strip(), "", "sandboxed processes left after the launcher died")
 
 
@@ -433,6 +437,52 @@ def test_unprivileged_user_curl():
     eq(open(os.path.join(d, "code")).read(), "200", "curl as uid 65534")
     eq(open(os.path.join(d, "uid")).read().strip(), "65534", "uid inside")
     check(open(os.path.join(d, "cap")).read().split()[1] == "0000000000000000", "CapEff 0")
+
+
+# ------------------------------------------------------------ start-up order
+
+def test_proxy_start_failure_after_spawn_fails_closed():
+    """The embedded proxy starts while bwrap builds the sandbox (bench/README.md,
+    "Sandbox start"): when it cannot start (its audit log is a directory), the
+    bridge is refused, 125, COMMAND never ran; as root and as nobody."""
+    for prefix in ((), AS_NOBODY):
+        d = tempdir()
+        os.chmod(d, 0o777)
+        os.mkdir(os.path.join(d, "log"))
+        os.chmod(os.path.join(d, "log"), 0o777)
+        r = prun(["--audit-log", os.path.join(d, "log"), "--", "touch", "marker"], d,
+                 prefix=prefix)
+        assert_125_no_marker(r, d, "proxy start failure %r" % (prefix,))
+        check("cannot start the embedded proxy" in r.stderr, "why: %r" % r.stderr)
+
+
+def test_start_trace_marks():
+    """PORTCULLIS_TRACE_START=1: the start-up marks, in order, on stderr (the
+    proxy is up before the bridge gets its answer, and a real client gets
+    through); without it, none."""
+    o = Origin()
+    order = ["run_main", "home made", "config loaded", "planned", "bwrap spawned",
+             "embedded proxy started", "handoff received", "acknowledged",
+             "sandbox exited", "loop done", "server freed", "home removed"]
+    for prefix in ((), AS_NOBODY):
+        d = tempdir()
+        os.chmod(d, 0o777)
+        cfg = write_config(d, o.port)
+        os.chmod(cfg, 0o644)
+        cmd = ["-c", cfg, "--audit-log", os.path.join(d, "audit.jsonl"), "--", "sh", "-c",
+               "curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/ > code"
+               % (ALLOWED, o.port)]
+        env = dict(run_env(), PORTCULLIS_TRACE_START="1")
+        r = prun(cmd, d, env=env, prefix=prefix)
+        eq(r.returncode, 0, "traced run %r (stderr %r)" % (prefix, r.stderr))
+        eq(open(os.path.join(d, "code")).read(), "200", "curl through the proxy")
+        marks = [l.split(" ms ", 1)[1].split(" ", 1)[1] for l in r.stderr.splitlines()
+                 if l.startswith("portcullis run: start +")]
+        eq([m for m in marks if m in order], order, "marks in order %r" % (prefix,))
+        os.unlink(os.path.join(d, "code"))
+        r = prun(cmd, d, prefix=prefix)
+        eq(r.returncode, 0, "untraced run")
+        check("start +" not in r.stderr, "no marks without the variable: %r" % r.stderr)
 
 
 if __name__ == "__main__":

@@ -142,5 +142,185 @@ def test_dnsbind_foreign_netns_refused_nobody():
     check("free" in vout, "the victim's 127.0.0.1:53 untouched (%r)" % vout)
 
 
+# ------------------------------------------------------------ interception
+#
+# Through `portcullis serve` with a CA (test_intercept.py's setup: an HTTPS
+# origin for SECURE on 127.0.0.3, methods GET/HEAD, a credential for
+# SECURE).  The hostile client speaks raw HTTP inside its TLS session
+# (python's ssl module).
+
+import ssl  # noqa: E402
+
+import harness as h  # noqa: E402
+import test_intercept as ti  # noqa: E402
+
+OTHER = "other.example.test"
+
+
+def mitm_setup(extra_env=""):
+    return ti.setup(ti.METHODS + extra_env, extra="\n" + ti.CRED,
+                    cred_env="Bearer " + ti.SECRET)
+
+
+def read_all(ts, limit=1 << 20, timeout=5.0):
+    """Everything the TLS socket gives until EOF or a quiet timeout."""
+    ts.settimeout(timeout)
+    buf = b""
+    try:
+        while len(buf) < limit:
+            d = ts.recv(65536)
+            if not d:
+                break
+            buf += d
+    except (socket.timeout, ssl.SSLError, OSError):
+        pass
+    return buf
+
+
+def statuses(buf):
+    import re
+    return [int(m) for m in re.findall(rb"HTTP/1\.[01] (\d{3}) ", buf)]
+
+
+def origin_targets(o):
+    return [r.split(" ")[1] for r in o.requests()]
+
+
+def test_mitm_refused_post_body_is_not_a_request():
+    """REGRESSION: a refused POST whose body is itself a request (and a
+    GET after it, pipelined in one TLS record): the body is never parsed
+    as a request of its own, nothing of the POST reaches the origin."""
+    _tls, o, p = mitm_setup()
+    auth = b"%s:%d" % (ti.SECURE.encode(), o.port)
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: " + auth + b"\r\n\r\n"
+    data = (b"GET /first HTTP/1.1\r\nHost: " + auth + b"\r\n\r\n" +
+            b"POST /p HTTP/1.1\r\nHost: " + auth + b"\r\nContent-Length: %d\r\n\r\n"
+            % len(smuggled) + smuggled +
+            b"GET /after HTTP/1.1\r\nHost: " + auth + b"\r\n\r\n")
+    ts = ti.tls_client(p, ti.SECURE, o.port)
+    ts.sendall(data)
+    out = read_all(ts)
+    ts.close()
+    st = statuses(out)
+    h.eq(st[:2], [200, 403], "GET answered, POST refused (%r)" % out[:600])
+    tg = origin_targets(o)
+    h.check("/smuggled" not in tg and "/p" not in tg,
+            "nothing of the refused POST reached the origin: %r" % tg)
+    p.stop()
+
+
+def test_mitm_refused_then_more_requests():
+    """REGRESSION: after a refused request in the same TLS session (keep-
+    alive), a second one is decided on its own: a second POST refused too,
+    a GET allowed and the only thing the origin sees; chunked POST and
+    Expect: 100-continue refused before any 100."""
+    _tls, o, p = mitm_setup()
+    auth = b"%s:%d" % (ti.SECURE.encode(), o.port)
+    ts = ti.tls_client(p, ti.SECURE, o.port)
+    ts.sendall(b"POST /a HTTP/1.1\r\nHost: " + auth +
+               b"\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+    status, hd, _ = ti.read_response(ts)
+    h.eq((status, hd.get("x-portcullis-reason")), (403, "method_not_allowed"),
+         "Expect: 100-continue POST refused, no 100 first")
+    try:
+        ts.sendall(b"hello" + b"POST /b HTTP/1.1\r\nHost: " + auth +
+                   b"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" +
+                   b"GET /c HTTP/1.1\r\nHost: " + auth + b"\r\n\r\n")
+        out = read_all(ts, timeout=3)
+    except OSError:
+        out = b""
+    ts.close()
+    h.check(200 not in statuses(out) or origin_targets(o) == ["/c"],
+            "only the GET may reach the origin: %r / %r" % (statuses(out), origin_targets(o)))
+    h.check(all(t == "/c" for t in origin_targets(o)), "origin saw %r" % origin_targets(o))
+    p.stop()
+
+
+def test_mitm_no_other_host_inside_tunnel():
+    """REGRESSION: inside a tunnel CONNECTed to SECURE (whose credential is
+    injected), a request can name no other host: Host switched on keep-
+    alive, absolute-form to another host (or even to SECURE), CONNECT
+    inside, a Host with another port: each refused (400), the origin sees
+    only the first request, and the credential goes on that one only."""
+    _tls, o, p = mitm_setup()
+    auth = b"%s:%d" % (ti.SECURE.encode(), o.port)
+    tries = [
+        b"GET /x HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (OTHER.encode(), o.port),
+        b"GET https://%s:%d/x HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
+        % (OTHER.encode(), o.port, OTHER.encode(), o.port),
+        b"GET https://%s:%d/x HTTP/1.1\r\nHost: %s\r\n\r\n" % (OTHER.encode(), o.port, auth),
+        b"GET https://" + auth + b"/x HTTP/1.1\r\nHost: " + auth + b"\r\n\r\n",
+        b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
+        % (OTHER.encode(), o.port, OTHER.encode(), o.port),
+        b"GET /x HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (ti.SECURE.encode(), o.port + 1),
+        b"GET /x HTTP/1.1\r\nHost: " + auth + b"\r\nHost: " + OTHER.encode() + b"\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: " + auth + b"@" + OTHER.encode() + b"\r\n\r\n",
+    ]
+    for t in tries:
+        ts = ti.tls_client(p, ti.SECURE, o.port)
+        ts.sendall(b"GET /ok HTTP/1.1\r\nHost: " + auth + b"\r\n\r\n")
+        status, _hd, body = ti.read_response(ts)
+        h.eq(status, 200, "first request")
+        got = [v for k, v in json.loads(body)["headers"] if k.lower() == "authorization"]
+        h.eq(got, ["Bearer " + ti.SECRET], "credential on the first request")
+        ts.sendall(t)
+        st = statuses(read_all(ts, timeout=3))
+        ts.close()
+        h.check(st and st[0] == 400, "%r refused (got %r)" % (t, st))
+    h.eq(origin_targets(o), ["/ok"] * len(tries), "the origin saw only the first requests")
+    p.stop()
+
+
+def raw_connect(p, host, port):
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" %
+              (host.encode(), port, host.encode(), port))
+    head = h.read_head(s)
+    h.check(head.startswith(b"HTTP/1.1 200"), "CONNECT answered %r" % head)
+    return s
+
+
+def test_mitm_sni_games():
+    """REGRESSION: an intercepted CONNECT to SECURE whose ClientHello names
+    another host, or none: refused (sni_mismatch) before any leaf is shown,
+    and the origin sees nothing."""
+    _tls, o, p = mitm_setup()
+    for sni in (OTHER, None):
+        s = raw_connect(p, ti.SECURE, o.port)
+        ctx = ssl.create_default_context(cafile=ti.cacert())
+        ctx.check_hostname = False
+        ok = False
+        try:
+            ts = ctx.wrap_socket(s, server_hostname=sni)
+            ts.sendall(b"GET / HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (ti.SECURE.encode(), o.port))
+            ok = 200 in statuses(read_all(ts, timeout=3))
+        except (ssl.SSLError, OSError):
+            pass
+        s.close()
+        h.check(not ok, "SNI %r: no 200" % sni)
+    h.eq(o.requests(), [], "the origin saw nothing")
+    recs = p.wait_records("request", 2, pred=lambda x: x.get("reason") == "sni_mismatch")
+    h.check(len([x for x in recs if x.get("reason") == "sni_mismatch"]) >= 2,
+            "two sni_mismatch records: %r" % recs)
+    p.stop()
+
+
+def test_mitm_alpn_h2_only():
+    """REGRESSION: a client that offers only h2 gets no ALPN, and the HTTP/2
+    preface it then sends is refused (400); nothing reaches the origin."""
+    _tls, o, p = mitm_setup()
+    s = raw_connect(p, ti.SECURE, o.port)
+    ctx = ssl.create_default_context(cafile=ti.cacert())
+    ctx.set_alpn_protocols(["h2"])
+    ts = ctx.wrap_socket(s, server_hostname=ti.SECURE)
+    h.eq(ts.selected_alpn_protocol(), None, "no ALPN chosen")
+    ts.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    st = statuses(read_all(ts, timeout=3))
+    ts.close()
+    h.check(st == [] or st[0] == 400, "preface refused: %r" % st)
+    h.eq(o.requests(), [], "the origin saw nothing")
+    p.stop()
+
+
 if __name__ == "__main__":
     run(globals())

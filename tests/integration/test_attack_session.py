@@ -84,7 +84,7 @@ os.rename(OUT + ".new", OUT)
 """
 
 
-def foreign_listener(prefix=()):
+def foreign_listener(prefix=(), victim_ns=("unshare", "-n")):
     if os.getuid() != 0:
         raise TestFailure("needs root (a victim namespace; nobody)")
     d = tempdir()
@@ -97,10 +97,13 @@ def foreign_listener(prefix=()):
     vscript = os.path.join(d, "victim.py")
     with open(vscript, "w") as f:
         f.write(VICTIM)
-    victim = subprocess.Popen(["unshare", "-n", sys.executable, vscript, vpath],
+    victim = subprocess.Popen(list(victim_ns) + ["/usr/bin/python3", vscript, vpath],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     defer(lambda: (victim.kill(), victim.wait()))
-    eq(victim.stdout.readline().strip(), "ready", "victim up")
+    line = victim.stdout.readline().strip()
+    if line != "ready":
+        victim.kill()
+        raise TestFailure("victim not up: %r %r" % (line, victim.communicate()[1]))
     fake = os.path.join(bindir, "bwrap")
     with open(fake, "w") as f:
         f.write(FOREIGN_BWRAP % (vpath, out))
@@ -132,6 +135,15 @@ def test_dnsbind_foreign_netns_refused():
     check("no proxy route: DNS sockets:" in r.stderr, "refusal message %r" % r.stderr)
     check("free" in vout, "the victim's 127.0.0.1:53 untouched (victim %r, stand-in %r)"
           % (vout, res))
+
+
+def test_dnsbind_other_users_netns_refused():
+    """FINDING (the same fix): as root, a listener from a rootless
+    namespace of another user (nobody's `unshare -rn`, which root may
+    enter): refused, its port 53 untouched."""
+    r, res, vout = foreign_listener(victim_ns=AS_NOBODY + ("unshare", "-rn"))
+    eq(r.returncode, 125, "exit 125 (stderr %r, stand-in %r)" % (r.stderr, res))
+    check("free" in vout, "the victim's 127.0.0.1:53 untouched (%r)" % vout)
 
 
 def test_dnsbind_foreign_netns_refused_nobody():

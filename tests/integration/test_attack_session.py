@@ -407,5 +407,51 @@ def test_mitm_upstream_cert_name_games():
     h.eq(bad, [], "cases answered otherwise than expected")
 
 
+LEAF_CACHE = 1024      # TLSCA_LEAF_CACHE (conf/pclimits.h)
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    raise TestFailure("no VmRSS for %d" % pid)
+
+
+def test_mitm_leaf_cache_churn_bounded():
+    """REGRESSION: a client that CONNECTs to ever new names under an
+    intercepted wildcard makes the proxy mint a leaf for each (before any
+    upstream is dialled), but the cache stays at TLSCA_LEAF_CACHE: once it
+    is full, hundreds more names cost no memory (measured ~16 KiB a leaf;
+    natively only: under valgrind RSS means nothing)."""
+    import dnsserver
+    n = LEAF_CACHE + 400
+    names = ["n%d.churn.test" % i for i in range(n)]
+    dns = dnsserver.DNSServer("127.0.0.1", 0, records={x: ["127.0.0.9"] for x in names})
+    dns.start()
+    defer(dns.stop)
+    tls = h.make_tls((ti.SECURE,))
+    cd = ti.ca_dir()
+    p = h.start_proxy(h.std_config(
+        "[dns]\nservers = 127.0.0.1:%d\n\n"
+        "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+        "[env default agent]\nallow = *.churn.test:443\nmethods = GET\n"
+        % (dns.port, tls["ca"], cd, cd), proxy_extra="tls_ports = 443\n"))
+    native = "PORTCULLIS_REAL" not in os.environ
+    ctx = ssl.create_default_context(cafile=ti.cacert())
+    full = None
+    for i, host in enumerate(names if native else names[:50]):
+        s = raw_connect(p, host, 443)
+        ts = ctx.wrap_socket(s, server_hostname=host)
+        ts.close()
+        if i == LEAF_CACHE + 50:
+            full = vm_rss_kib(p.proc.pid)
+    if native:
+        grew = vm_rss_kib(p.proc.pid) - full
+        check(grew < 3 * 1024, "%d more leaves after a full cache cost %d KiB" % (n - LEAF_CACHE - 50,
+                                                                             grew))
+    p.stop()
+
+
 if __name__ == "__main__":
     run(globals())

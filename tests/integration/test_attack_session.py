@@ -453,5 +453,82 @@ def test_mitm_leaf_cache_churn_bounded():
     p.stop()
 
 
+def client_hello(host):
+    """The bytes of a real ClientHello for host (python's ssl on memory
+    BIOs; the handshake is never finished)."""
+    ctx = ssl.create_default_context(cafile=ti.cacert())
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=host)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+def closed_within(s, seconds):
+    """Does the peer close s (EOF or reset) within seconds?  Reads and
+    drops whatever comes first."""
+    s.settimeout(0.2)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            if s.recv(65536) == b"":
+                return True
+        except socket.timeout:
+            continue
+        except (ssl.SSLError, OSError):
+            return True
+    return False
+
+
+def test_mitm_slow_handshakes_and_heads_bounded():
+    """REGRESSION: with header_timeout = 1s, 24 intercepted tunnels that
+    stall in the TLS handshake (a ClientHello, then nothing), 8 that finish
+    it and send nothing, and 8 that dribble a request head one byte every
+    300 ms inside TLS are all closed within the bound (the dribble does not
+    reset it), while an honest client is served meanwhile."""
+    tls = h.make_tls((ti.SECURE,))
+    o = h.Origin("origin-secure", host="127.0.0.3", tls=tls)
+    cd = ti.ca_dir()
+    p = h.start_proxy(h.std_config(
+        "[dns]\nstatic = %s=127.0.0.3\n\n"
+        "[limits]\nheader_timeout = 1s\n\n"
+        "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+        "[env default agent]\n%s" % (ti.SECURE, tls["ca"], cd, cd, ti.METHODS),
+        proxy_extra="tls_ports = %d\n" % o.port))
+    hello = client_hello(ti.SECURE)
+    stalled = []
+    for _ in range(24):
+        s = raw_connect(p, ti.SECURE, o.port)
+        s.sendall(hello)
+        stalled.append(s)
+    quiet = [ti.tls_client(p, ti.SECURE, o.port) for _ in range(8)]
+    dribble = [ti.tls_client(p, ti.SECURE, o.port) for _ in range(8)]
+    t0 = time.monotonic()
+    head = b"GET / HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (ti.SECURE.encode(), o.port)
+    r = h.curl(p, "--cacert", ti.cacert(), "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+               ti.url(o))
+    h.eq(r.stdout, b"200", "the honest client meanwhile (%r)" % r.stderr)
+    dribble_alive = 0
+    for k in range(10):
+        for ts in dribble:
+            try:
+                ts.sendall(head[k:k + 1])
+            except (ssl.SSLError, OSError):
+                pass
+        time.sleep(0.3)
+    for ts in dribble:
+        if not closed_within(ts, 0.5):
+            dribble_alive += 1
+    h.eq(dribble_alive, 0, "dribbling heads closed (header_timeout is not reset by a byte)")
+    left = [s for s in stalled + quiet if not closed_within(s, max(0.1, 4 - (time.monotonic() - t0)))]
+    h.eq(len(left), 0, "stalled handshakes and silent tunnels closed within the bound")
+    for s in stalled + quiet + dribble:
+        s.close()
+    h.eq(o.requests(), ["GET / HTTP/1.1"], "only the honest request reached the origin")
+    p.stop()
+
+
 if __name__ == "__main__":
     run(globals())

@@ -530,5 +530,89 @@ def test_mitm_slow_handshakes_and_heads_bounded():
     p.stop()
 
 
+def test_mitm_plain_upstream_never_reused_for_tunnel():
+    """REGRESSION: on one proxy connection, a plain-HTTP GET to SECURE:P
+    (an origin there that speaks plain HTTP and keeps the connection
+    alive), then CONNECT SECURE:P (intercepted) and a GET inside: the
+    request with the credential never goes on the kept plaintext upstream;
+    a new connection starts TLS (which this origin cannot answer: 502
+    connect_failed), and the credential is in nothing the origin
+    read.  Also a GET with a body inside TLS is refused (body on safe
+    method) before anything is sent."""
+    import threading
+    seen = []
+    lock = threading.Lock()
+
+    def plain_origin(sock, stop):
+        sock.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                d = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not d:
+                return
+            with lock:
+                seen.append(d)
+            if d.startswith(b"GET "):
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            else:
+                sock.close()
+                return
+    srv = h.RawServer("127.0.0.3", plain_origin)
+    tls = h.make_tls((ti.SECURE,))
+    cd = ti.ca_dir()
+    old = os.environ.get("PORTCULLIS_TEST_CRED")
+    os.environ["PORTCULLIS_TEST_CRED"] = ti.SECRET
+    try:
+        p = h.start_proxy(h.std_config(
+            "[dns]\nstatic = %s=127.0.0.3\n\n"
+            "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+            "[env default agent]\n%s\n%s" % (ti.SECURE, tls["ca"], cd, cd, ti.METHODS, ti.CRED),
+            proxy_extra="tls_ports = %d\n" % srv.port))
+    finally:
+        if old is None:
+            del os.environ["PORTCULLIS_TEST_CRED"]
+        else:
+            os.environ["PORTCULLIS_TEST_CRED"] = old
+    auth = b"%s:%d" % (ti.SECURE.encode(), srv.port)
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"GET http://" + auth + b"/plain HTTP/1.1\r\nHost: " + auth + b"\r\n\r\n")
+    head = h.read_head(s)
+    h.check(head.startswith(b"HTTP/1.1 200"), "plain GET answered: %r" % head)
+    # (the 2-byte body)
+    rest = head.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in head else b""
+    while len(rest) < 2:
+        rest += s.recv(2 - len(rest))
+    s.sendall(b"CONNECT " + auth + b" HTTP/1.1\r\nHost: " + auth + b"\r\n\r\n")
+    head = h.read_head(s)
+    h.check(head.startswith(b"HTTP/1.1 200"), "CONNECT on the same connection: %r" % head)
+    ctx = ssl.create_default_context(cafile=ti.cacert())
+    ts = ctx.wrap_socket(s, server_hostname=ti.SECURE)
+    ts.sendall(b"GET /inside HTTP/1.1\r\nHost: " + auth + b"\r\n\r\n")
+    status, hd, _ = ti.read_response(ts)
+    ts.close()
+    # (this origin hangs up on the ClientHello: connect_failed)
+    h.check(status == 502 and hd.get("x-portcullis-reason") in
+            ("upstream_cert_invalid", "connect_failed"),
+            "the GET inside needs a verified TLS upstream: %r %r" % (status, hd))
+    # A GET with a body inside TLS: refused, nothing sent.
+    n = len(srv.accepted)
+    ts = ti.tls_client(p, ti.SECURE, srv.port)
+    ts.sendall(b"GET /b HTTP/1.1\r\nHost: " + auth + b"\r\nContent-Length: 4\r\n\r\nabcd")
+    status, hd, _ = ti.read_response(ts)
+    ts.close()
+    h.eq((status, hd.get("x-portcullis-reason")), (403, "method_not_allowed"),
+         "GET with a body inside TLS")
+    time.sleep(0.3)
+    with lock:
+        allb = b"".join(seen)
+    h.check(ti.SECRET.encode() not in allb, "the credential never went out in the clear")
+    h.check(b"/inside" not in allb and b"/b " not in allb,
+            "no request from inside the tunnel in plaintext: %r" % allb[:300])
+    h.eq(len(srv.accepted), n, "the refused GET dialled nothing")
+    p.stop()
+
+
 if __name__ == "__main__":
     run(globals())

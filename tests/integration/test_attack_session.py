@@ -614,5 +614,37 @@ def test_mitm_plain_upstream_never_reused_for_tunnel():
     p.stop()
 
 
+def test_mitm_client_renegotiation_refused():
+    """REGRESSION: a TLS 1.2 client that renegotiates inside an intercepted
+    tunnel (openssl s_client's "R") gets the no_renegotiation alert; the
+    proxy stays up and serves the next client."""
+    _tls, o, p = mitm_setup()
+    pr = subprocess.Popen(["openssl", "s_client", "-proxy", "127.0.0.1:%d" % p.port,
+                           "-connect", "%s:%d" % (ti.SECURE, o.port), "-servername", ti.SECURE,
+                           "-CAfile", ti.cacert(), "-tls1_2", "-msg"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
+    defer(lambda: (pr.kill(), pr.wait()))
+    try:
+        wait_until(lambda: p.wait_records("request", 1) is not None, 5, "the CONNECT")
+        time.sleep(0.5)
+        pr.stdin.write(b"R\n")
+        pr.stdin.flush()
+    except BrokenPipeError:
+        pass
+    try:
+        out, _ = pr.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        pr.kill()
+        out, _ = pr.communicate()
+    check(b"RENEGOTIATING" in out and b"no_renegotiation" in out,
+          "renegotiation refused: %r" % out[-600:])
+    h.eq(o.requests(), [], "nothing reached the origin")
+    r = ti.curl_in(p, o)
+    h.eq(r.returncode, 0, "the next client: %r" % r.stderr)
+    h.eq(ti.one(r.stdout.split(b"\r\n\r\n", 1)[1]).status, 200, "served")
+    p.stop()
+
+
 if __name__ == "__main__":
     run(globals())

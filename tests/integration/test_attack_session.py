@@ -646,5 +646,38 @@ def test_mitm_client_renegotiation_refused():
     p.stop()
 
 
+def test_mitm_framing_games_inside_tls():
+    """REGRESSION: CL/TE games inside the decrypted stream, each followed by
+    a smuggled POST in what the proxy might take for the body or the next
+    request: refused (400, or 403 for a body on a safe method), the origin
+    sees neither the request nor the POST."""
+    _tls, o, p = mitm_setup()
+    auth = b"%s:%d" % (ti.SECURE.encode(), o.port)
+    post = b"POST /smuggled HTTP/1.1\r\nHost: " + auth + b"\r\nContent-Length: 0\r\n\r\n"
+    heads = [
+        b"Content-Length: %d\r\nTransfer-Encoding: chunked" % len(post),
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+        b"Transfer-Encoding: chunked, identity",
+        b"Transfer-Encoding: xchunked",
+        b"Transfer-Encoding:\tchunked ",
+        b"Content-Length: +%d" % len(post),
+        b"Content-Length: %d\r\nContent-Length: 0" % len(post),
+        b"Content-Length: %d" % len(post),          # a body on GET
+        b"Transfer-Encoding: chunked",                # a body on GET
+        b" Content-Length: %d" % len(post),         # obs-fold-ish
+    ]
+    for hd in heads:
+        ts = ti.tls_client(p, ti.SECURE, o.port)
+        body = post
+        if b"chunked" in hd and b"Content-Length" not in hd:
+            body = b"%x\r\n" % len(post) + post + b"\r\n0\r\n\r\n"
+        ts.sendall(b"GET /g HTTP/1.1\r\nHost: " + auth + b"\r\n" + hd + b"\r\n\r\n" + body)
+        st = statuses(read_all(ts, timeout=2))
+        ts.close()
+        h.check(st and st[0] in (400, 403), "%r refused: %r" % (hd, st))
+    h.eq(origin_targets(o), [], "the origin saw nothing")
+    p.stop()
+
+
 if __name__ == "__main__":
     run(globals())

@@ -423,7 +423,7 @@ def test_mitm_leaf_cache_churn_bounded():
     intercepted wildcard makes the proxy mint a leaf for each (before any
     upstream is dialled), but the cache stays at TLSCA_LEAF_CACHE: once it
     is full, hundreds more names cost no memory (measured ~16 KiB a leaf;
-    natively only: under valgrind RSS means nothing)."""
+    natively only: under valgrind or ASan RSS means nothing)."""
     import dnsserver
     n = LEAF_CACHE + 400
     names = ["n%d.churn.test" % i for i in range(n)]
@@ -437,7 +437,12 @@ def test_mitm_leaf_cache_churn_bounded():
         "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
         "[env default agent]\nallow = *.churn.test:443\nmethods = GET\n"
         % (dns.port, tls["ca"], cd, cd), proxy_extra="tls_ports = 443\n"))
-    native = "PORTCULLIS_REAL" not in os.environ
+    with open("/proc/%d/maps" % p.proc.pid) as f:
+        maps = f.read()
+    # RSS means something only for a native process (not under valgrind,
+    # not with ASan's quarantine).
+    native = "asan" not in maps and "vgpreload" not in maps and \
+        "PORTCULLIS_REAL" not in os.environ
     ctx = ssl.create_default_context(cafile=ti.cacert())
     full = None
     for i, host in enumerate(names if native else names[:50]):

@@ -154,6 +154,48 @@ def test_dnsbind_foreign_netns_refused_nobody():
     check("free" in vout, "the victim's 127.0.0.1:53 untouched (%r)" % vout)
 
 
+# The stand-in in a user + network namespace nested one level deeper than
+# bwrap's would be (`unshare -rn` twice): what a sandbox process that made
+# a namespace of its own could hand out.
+NESTED_BWRAP = r"""#!/bin/sh
+exec /usr/bin/unshare -rn /usr/bin/unshare -rn /bin/sh -c \
+  '/usr/sbin/ip link set lo up && exec /usr/bin/python3 -c "
+import socket
+lst = socket.socket()
+lst.bind((\"127.0.0.1\", 3128))
+lst.listen(8)
+h = socket.socket(fileno=3)
+socket.send_fds(h, [b\"L3128\"], [lst.fileno()])
+h.settimeout(10)
+print(h.recv(256)[:1].decode())
+"'
+"""
+
+
+def test_dnsbind_nested_namespace_refused_nobody():
+    """HARDENING (with the dnsbind owner check): as nobody, a listener
+    from a user namespace nested inside the sandbox's (not the one bwrap
+    makes directly under ours) is refused, exit 125.  Before the check the
+    sockets were bound there, in a namespace that was still the sandbox's
+    own (no escape, but not where the sandbox's resolver looks)."""
+    if os.getuid() != 0:
+        raise TestFailure("needs root to switch to an unprivileged uid")
+    d = tempdir()
+    os.chmod(d, 0o777)
+    bindir = os.path.join(d, "bin")
+    os.mkdir(bindir)
+    os.chmod(bindir, 0o755)
+    fake = os.path.join(bindir, "bwrap")
+    with open(fake, "w") as f:
+        f.write(NESTED_BWRAP)
+    os.chmod(fake, 0o755)
+    env = run_env(PATH=bindir + ":" + os.environ["PATH"])
+    r = prun(["--allow", "example.test", "--", "true"], d, env=env, prefix=AS_NOBODY)
+    eq(r.returncode, 125, "exit 125 (stderr %r, stdout %r)" % (r.stderr, r.stdout))
+    check("not one our user namespace made for the sandbox" in r.stderr,
+          "refusal message %r" % r.stderr)
+
+
 # ------------------------------------------------------------ interception
 #
 # Through `portcullis serve` with a CA (test_intercept.py's setup: an HTTPS

@@ -726,5 +726,72 @@ def test_mitm_framing_games_inside_tls():
     p.stop()
 
 
+def socks5_connect(p, host, port):
+    """A SOCKS5 (no auth, domain) CONNECT through the proxy: the socket
+    after a success reply."""
+    import struct
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"\x05\x01\x00")
+    h.eq(s.recv(2), b"\x05\x00", "SOCKS5 greeting")
+    s.sendall(b"\x05\x01\x00\x03" + bytes([len(host)]) + host.encode() +
+              struct.pack(">H", port))
+    rep = s.recv(10)
+    h.eq(rep[:2], b"\x05\x00", "SOCKS5 CONNECT reply")
+    return s
+
+
+def test_mitm_credential_never_for_other_authority():
+    """REGRESSION: the credential goes only where its hosts say, whatever
+    the tunnel: a CONNECT to the origin's address literal (allowed too)
+    with Host naming the credential's host is refused (400); with Host =
+    the address it goes out without the credential (and the origin's name-
+    only certificate cannot prove the address: 502); a SOCKS5 tunnel to
+    SECURE whose ClientHello names OTHER is refused (sni_mismatch).  The
+    origin never reads the credential."""
+    tls = h.make_tls((ti.SECURE,))
+    o = h.Origin("origin-secure", host="127.0.0.3", tls=tls)
+    cd = ti.ca_dir()
+    old = os.environ.get("PORTCULLIS_TEST_CRED")
+    os.environ["PORTCULLIS_TEST_CRED"] = ti.SECRET
+    try:
+        p = h.start_proxy(h.std_config(
+            "[dns]\nstatic = %s=127.0.0.3, %s=127.0.0.3\n\n"
+            "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+            "[env default agent]\nallow = %s:*, %s:*, 127.0.0.3:*\nmethods = GET\n\n%s"
+            % (ti.SECURE, OTHER, tls["ca"], cd, cd, ti.SECURE, OTHER, ti.CRED),
+            proxy_extra="tls_ports = %d\n" % o.port))
+    finally:
+        if old is None:
+            del os.environ["PORTCULLIS_TEST_CRED"]
+        else:
+            os.environ["PORTCULLIS_TEST_CRED"] = old
+    ctx = ssl.create_default_context(cafile=ti.cacert())
+    ctx.check_hostname = False
+    for hosthdr, want in ((b"%s:%d" % (ti.SECURE.encode(), o.port), 400),
+                          (b"127.0.0.3:%d" % o.port, 502)):
+        s = raw_connect(p, "127.0.0.3", o.port)
+        ts = ctx.wrap_socket(s, server_hostname=ti.SECURE)
+        ts.sendall(b"GET /lit HTTP/1.1\r\nHost: " + hosthdr + b"\r\n\r\n")
+        st = statuses(read_all(ts, timeout=3))
+        ts.close()
+        h.check(st and st[0] == want, "Host %r in a tunnel to the address: %r" % (hosthdr, st))
+    s = socks5_connect(p, ti.SECURE, o.port)
+    ok = False
+    try:
+        ts = ctx.wrap_socket(s, server_hostname=OTHER)
+        ts.sendall(b"GET /socks HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (ti.SECURE.encode(), o.port))
+        ok = 200 in statuses(read_all(ts, timeout=3))
+    except (ssl.SSLError, OSError):
+        pass
+    s.close()
+    h.check(not ok, "SOCKS5 tunnel with another SNI refused")
+    h.eq(o.requests(), [], "the origin saw no request")
+    recs = p.wait_records("request", 1, pred=lambda x: x.get("reason") == "sni_mismatch")
+    h.check(any(x.get("reason") == "sni_mismatch" and x.get("proto") == "socks5" for x in recs),
+            "a socks5 sni_mismatch record: %r" % recs)
+    h.check(all(x.get("credential") is None for x in p.requests()), "no record names the credential")
+    p.stop()
+
+
 if __name__ == "__main__":
     run(globals())

@@ -429,7 +429,7 @@ tok_method(struct parser *p, const char *tok, void *arg)
  */
 static void
 host_pattern_add(struct parser *p, const struct key_row *row,
-    const char *tok, struct rule_list *l)
+    const char *tok, const char *as_written, struct rule_list *l)
 {
 	char msg[512], *origin;
 	struct rule r;
@@ -443,7 +443,7 @@ host_pattern_add(struct parser *p, const struct key_row *row,
 		return;
 	}
 	origin = cfg_fmt("%s:%u %s %s %s", p->loc.file, p->loc.line,
-	    p->sect_text, row->key, tok);
+	    p->sect_text, row->key, as_written);
 	if (origin == NULL || rule_list_append(l, &r, origin) < 0)
 		parser_oom(p);
 	free(origin);
@@ -486,7 +486,7 @@ tok_path(struct parser *p, const char *tok, void *arg)
 	}
 	memcpy(host, tok, hl);
 	host[hl] = '\0';
-	host_pattern_add(p, row, host, &pp->paths);
+	host_pattern_add(p, row, host, tok, &pp->paths);
 	if (pp->paths.n == before)
 		return;
 	ng = realloc(pp->path_globs, pp->paths.n * sizeof(*ng));
@@ -501,14 +501,14 @@ tok_path(struct parser *p, const char *tok, void *arg)
 static void
 tok_intercept(struct parser *p, const char *tok, void *arg)
 {
-	host_pattern_add(p, arg, tok,
+	host_pattern_add(p, arg, tok, tok,
 	    &p->cfg->envs[p->cur].phase[p->cur_phase].intercept);
 }
 
 static void
 tok_cred_host(struct parser *p, const char *tok, void *arg)
 {
-	host_pattern_add(p, arg, tok, &p->cfg->creds[p->cur].hosts);
+	host_pattern_add(p, arg, tok, tok, &p->cfg->creds[p->cur].hosts);
 }
 
 static void

@@ -469,10 +469,10 @@ static_assert(AUDITSUM_MAX_KEY >= AUDIT_MAX_TARGET, "a host fits a group key");
 /* ==== fixed: TLS interception (proxy/mitm.c) =========================== */
 
 /* Ciphertext read from one side per read call, before it is decrypted
- * (one TLS record and change); the memory BIO holding it is read dry
- * before that side is read again, so one side's undecrypted input is at
- * most this much. */
-#define MITM_RAW_BUF (16384 + 512)
+ * (about four full TLS records: fewer syscalls on bulk transfers); the
+ * memory BIO holding it is read dry before that side is read again, so
+ * one side's undecrypted input is at most this much. */
+#define MITM_RAW_BUF (65536 + 512)
 /* Handshake and alert flights written outside the data path (not counted
  * against a direction's one write): more queued than this and the peer
  * is not reading its handshake; the conn ends. */

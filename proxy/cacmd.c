@@ -26,8 +26,6 @@
 #include "cfg.h"
 #include "tlsca.h"
 
-#define CA_CERT_NAME "ca.pem"
-#define CA_KEY_NAME "ca.key"
 
 static const char usage[] =
 "usage: portcullis ca init [--dir DIR]\n"
@@ -50,12 +48,16 @@ default_dir(char *out, size_t outsz)
 	int n;
 
 	if (geteuid() == 0)
-		n = snprintf(out, outsz, "/etc/portcullis");
+		n = snprintf(out, outsz, "%s", CA_SYSTEM_DIR);
 	else if (x != NULL && x[0] == '/')
 		n = snprintf(out, outsz, "%s/portcullis", x);
-	else if (h != NULL && h[0] == '/')
+	else if (h != NULL && h[0] == '/') {
+		/* ~/.config itself may not exist yet (0700, as XDG says). */
+		n = snprintf(out, outsz, "%s/.config", h);
+		if (n > 0 && (size_t)n < outsz)
+			(void)mkdir(out, 0700);
 		n = snprintf(out, outsz, "%s/.config/portcullis", h);
-	else
+	} else
 		return -1;
 	return n > 0 && (size_t)n < outsz ? 0 : -1;
 }

@@ -56,7 +56,7 @@ struct ctlw {
 };
 
 static void
-ctl_written(uv_write_t *req, int status)
+mitm_on_ctl_written(uv_write_t *req, int status)
 {
 	struct ctlw *w = req->data;
 
@@ -89,7 +89,7 @@ ctl_flush(SSL *ssl, uv_stream_t *sink, unsigned *count)
 	w->count = count;
 	w->req.data = w;
 	b = uv_buf_init(w->data, (unsigned)n);
-	if (uv_write(&w->req, sink, &b, 1, ctl_written) < 0) {
+	if (uv_write(&w->req, sink, &b, 1, mitm_on_ctl_written) < 0) {
 		free(w);
 		return -1;
 	}
@@ -153,6 +153,7 @@ seal(SSL *ssl, const char *a, size_t an, const char *b, size_t bn,
 	size_t n;
 	char *blk;
 
+	ERR_clear_error();
 	if ((an > 0 && SSL_write(ssl, a, (int)an) != (int)an) ||
 	    (bn > 0 && SSL_write(ssl, b, (int)bn) != (int)bn)) {
 		ERR_clear_error();
@@ -398,10 +399,11 @@ unseal(struct conn *c, SSL *ssl, struct dir *d, bool *need_raw)
 		*need_raw = true;
 		return 0;
 	}
-	ERR_clear_error();
-	if (e == SSL_ERROR_ZERO_RETURN)
+	if (e == SSL_ERROR_ZERO_RETURN) {
+		ERR_clear_error();
 		return UV_EOF;
-	return UV_ECONNRESET;
+	}
+	return UV_ECONNRESET;	/* the error queue says why */
 }
 
 void
@@ -414,6 +416,9 @@ mitm_client_pump(struct conn *c)
 
 	if (m == NULL || c->state == CONN_CLOSING || c->state == CONN_REFUSING)
 		return;
+	/* The error queue is per thread and SSL_get_error() reads it: start
+	 * clean, whatever another conn left. */
+	ERR_clear_error();
 	if (!m->hs_done) {
 		r = SSL_do_handshake(m->ssl);
 		if (client_flush(c) < 0) {
@@ -448,6 +453,13 @@ mitm_client_pump(struct conn *c)
 	}
 	if (n == UV_ENOMEM) {
 		conn_close(c, "out_of_memory");
+		return;
+	}
+	if (n == UV_ECONNRESET) {
+		/* A bad record, a fatal alert: the session is over. */
+		log_debug("conn %s: client TLS: %s", c->id,
+		    ssl_why(why, sizeof(why)));
+		conn_close(c, "client_tls_error");
 		return;
 	}
 	relay_client_input(c, n);
@@ -553,6 +565,7 @@ mitm_up_pump(struct conn *c)
 	if (u == NULL || u->ssl == NULL || c->state == CONN_CLOSING ||
 	    c->state == CONN_REFUSING)
 		return;
+	ERR_clear_error();
 	if (!u->tls_done) {
 		r = SSL_do_handshake(u->ssl);
 		if (up_flush(c) < 0) {
@@ -598,6 +611,8 @@ mitm_up_pump(struct conn *c)
 		conn_close(c, "out_of_memory");
 		return;
 	}
+	if (n == UV_ECONNRESET)
+		ERR_clear_error();
 	relay_upstream_input(c, n);
 }
 

@@ -323,8 +323,7 @@ policy_credential(const struct cfg *c, enum phase phase,
 }
 
 /*
- * A CONNECT to a TLS port, decided by the phase's steps: should it be
- * looked inside?  A methods refusal of the tunnel, or an allowed tunnel to
+ * A CONNECT, decided by the phase's steps: should it be looked inside?  A methods refusal of the tunnel, or an allowed tunnel to
  * a host under paths, intercept or a credential, becomes
  * interception_required with interceptable set (the conn code allows it
  * when it has a CA).  Refusals for other reasons stay what they are.
@@ -333,6 +332,15 @@ static void
 intercept_step(const struct cfg *c, const struct phase_policy *pp,
     enum phase phase, const struct target *t, struct decision *d)
 {
+	if (!tls_port(c, t->port)) {
+		/* Nothing can look inside this tunnel: a paths restriction
+		 * on its host cannot be kept, so it is refused (an intercept
+		 * pattern or a credential only asks for what it cannot
+		 * have: the tunnel stays a tunnel). */
+		if (d->reason == REASON_ALLOWED && list_matches(&pp->paths, t))
+			d->reason = REASON_INTERCEPTION_REQUIRED;
+		return;
+	}
 	if (d->reason == REASON_INTERCEPTION_REQUIRED) {
 		d->interceptable = true;
 		return;
@@ -492,7 +500,7 @@ policy_decide_request(const struct cfg *c, const char *envname,
 	if (!pp->present)
 		return;
 	decide_phase(pp, t, method, is_connect, has_body, d);
-	if (is_connect && tls_port(c, t->port))
+	if (is_connect)
 		intercept_step(c, pp, phase, t, d);
 	if (pp->report && d->reason != REASON_ALLOWED &&
 	    report_relaxes(c, phase, t, method, is_connect, has_body, d)) {

@@ -137,7 +137,8 @@ read_pem(const char *path, bool secret, char *why, size_t whylen)
 		snprintf(why, whylen, "%s: grew while read", path);
 		goto out;
 	}
-	b = BIO_new(BIO_s_mem());
+	/* A key's copy lives in secure memory, cleared when freed. */
+	b = BIO_new(secret ? BIO_s_secmem() : BIO_s_mem());
 	if (b == NULL || BIO_write(b, buf, (int)len) != (int)len) {
 		BIO_free(b);
 		b = NULL;
@@ -302,6 +303,17 @@ tlsca_load(const char *cert_path, const char *key_path, char *why,
 		    cert_path);
 		goto fail;
 	}
+	/* Every leaf it signed would be refused by clients: say so now. */
+	if (X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0) {
+		snprintf(why, whylen, "%s: the CA certificate has expired",
+		    cert_path);
+		goto fail;
+	}
+	if (X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0) {
+		snprintf(why, whylen, "%s: the CA certificate is not valid yet",
+		    cert_path);
+		goto fail;
+	}
 	b = read_pem(key_path, true, why, whylen);
 	if (b == NULL)
 		goto fail;
@@ -429,7 +441,7 @@ alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 
 /*
  * host -> the leaf's name: a DNS name lowercased (letters, digits, '-',
- * '_', '.', '*'; no empty label) or an IP literal ("[v6]" too), the
+ * '_', '.'; no empty label; never a wildcard) or an IP literal ("[v6]" too), the
  * address then in canonical text form.  0, or -1.
  */
 static int
@@ -463,8 +475,7 @@ leaf_name(const char *host, char *out, size_t outsz, bool *is_ip)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)host[i];
 
-		if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.' &&
-		    ch != '*')
+		if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
 			return -1;
 		if (ch == '.' && host[i + 1] == '.')
 			return -1;

@@ -21,7 +21,8 @@ struct tlsca;
 /* Loads a PEM cert + PEM key.  Refuses a key file readable by group or
  * others (or not a regular file), a key that does not match the cert, a
  * cert that is not a CA (basicConstraints CA:TRUE, keyCertSign if keyUsage
- * is present).  NULL + why on failure.  The result holds one reference. */
+ * is present), a cert outside its validity.  NULL + why on failure.  The
+ * result holds one reference. */
 struct tlsca *tlsca_load(const char *cert_pem_path, const char *key_pem_path,
     char *why, size_t whylen);
 /* A fresh CA (P-256), in memory only (portcullis run without [tls]

@@ -147,6 +147,34 @@ remote_open(int ctl_fd, const char *sockpath, const int fds[HANDOFF_NFDS],
 }
 
 int
+remote_tls_ca(int ctl_fd, const char *sockpath, char **pem, char *why,
+    size_t whylen)
+{
+	struct json_obj *j;
+	const char *v;
+
+	*pem = NULL;
+	j = remote_call(ctl_fd, sockpath, "{\"op\":\"tls.ca\"}", NULL, 0,
+	    "tls.ca", why, whylen);
+	if (j == NULL)
+		return -1;
+	v = json_get_str(j, "cert");
+	if (v != NULL && strncmp(v, "-----BEGIN CERTIFICATE-----", 27) != 0) {
+		snprintf(why, whylen, "daemon reply: tls.ca: not a PEM "
+		    "certificate");
+		free(j);
+		return -1;
+	}
+	if (v != NULL && (*pem = strdup(v)) == NULL) {
+		snprintf(why, whylen, "out of memory");
+		free(j);
+		return -1;
+	}
+	free(j);
+	return 0;
+}
+
+int
 remote_to_agent(int ctl_fd, const char *sid, char *why, size_t whylen)
 {
 	char line[CONTROL_MAX_LINE];

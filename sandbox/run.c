@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "auditwarn.h"
+#include "cacmd.h"
 #include "ctl.h"
 #include "run.h"
 #include "run_internal.h"
@@ -355,6 +356,32 @@ run_tls_setup(const struct cfg *cfg, struct mounts *m)
 }
 
 /*
+ * With --connect: the daemon's CA cert (tls.ca) for the sandbox's trust
+ * bundle; the memfd, or -1 when the daemon has no CA.  A daemon that
+ * cannot say (an older one) gets a warning: the sandbox then trusts what
+ * the system trusts, and intercepted TLS fails inside, closed.
+ */
+static int
+run_tls_remote(int ctl_fd, const char *sock)
+{
+	char why[1024];
+	char *pem;
+	int fd;
+
+	if (remote_tls_ca(ctl_fd, sock, &pem, why, sizeof(why)) != 0) {
+		pc_warnx("no CA bundle in the sandbox: %s", why);
+		return -1;
+	}
+	if (pem == NULL)
+		return -1;
+	fd = trust_bundle_make(pem, why, sizeof(why));
+	free(pem);
+	if (fd < 0)
+		pc_die("%s", why);
+	return fd;
+}
+
+/*
  * Runs one sandbox to its end: launch_sandbox(), then (with --connect) the
  * watchdog on the control connection, then the loop until the sandbox
  * exits; its status is then in st->status.
@@ -426,6 +453,7 @@ run_main(int argc, char **argv)
 		if (st.ctl_fd < 0)
 			pc_die("no proxy route: control socket %s: %s", o.connect,
 			    strerror(-st.ctl_fd));
+		ca_fd = run_tls_remote(st.ctl_fd, o.connect);
 	} else {
 		/* --allow adds to o.phase, COMMAND's phase (agent with
 		 * --setup, which refuses --phase). */
@@ -453,6 +481,11 @@ run_main(int argc, char **argv)
 	}
 	if (cfg != NULL)
 		ca_fd = run_tls_setup(cfg, st.mounts);
+	/* The system CA's key where `ca init` puts it: a daemon's, which a
+	 * sandbox running as root (same uid as the file's owner) could
+	 * otherwise read even without capabilities. */
+	if (mounts_add_hide(st.mounts, CA_SYSTEM_KEY) != 0)
+		pc_die("too many paths to hide");
 	plan_build(&o, cfg, st.mounts, o.command, o.ncommand, ca_fd, &p);
 	if (o.setup != NULL) {
 		setup_cmd[2] = (char *)o.setup;

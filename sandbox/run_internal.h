@@ -210,6 +210,11 @@ int remote_open(int ctl_fd, const char *sockpath,
     size_t sidlen, char *why, size_t whylen);
 /* session.phase of sid to agent; 0, or -1 with why. */
 int remote_to_agent(int ctl_fd, const char *sid, char *why, size_t whylen);
+/* tls.ca: the daemon's interception CA cert (PEM, malloc'd) in *pem, or
+ * NULL when it has none.  0, or -1 with why (a daemon without the op
+ * too). */
+int remote_tls_ca(int ctl_fd, const char *sockpath, char **pem, char *why,
+    size_t whylen);
 /* session.listen of sid with the bridge's fds (ours stay ours); 0, or -1
  * with why. */
 int remote_listen(int ctl_fd, const char *sid, const int fds[HANDOFF_NFDS],

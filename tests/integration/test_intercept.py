@@ -235,6 +235,21 @@ def test_python_inside_tls_keepalive():
     p.stop()
 
 
+def test_curl_keepalive_one_session():
+    """curl with three URLs: one CONNECT, one TLS session, three requests."""
+    _tls, o, p = setup(METHODS)
+    r = h.curl(p, "--cacert", cacert(), "-sS", "-o", "/dev/null", "-o", "/dev/null",
+               "-o", "/dev/null", "-w", "%{http_code} %{num_connects}\n",
+               url(o, path="/1"), url(o, path="/2"), url(o, path="/3"))
+    h.eq(r.returncode, 0, "curl: %r" % r.stderr)
+    h.eq(r.stdout.decode().split("\n")[:3], ["200 1", "200 0", "200 0"],
+         "three answers on one connection")
+    recs = p.wait_records("request", 4)
+    h.eq([x["proto"] for x in recs], ["connect", "https", "https", "https"], "records")
+    h.eq(len(o.connections), 1, "one upstream connection")
+    p.stop()
+
+
 def test_bad_requests_inside_tls():
     _tls, o, p = setup(METHODS)
     ts = tls_client(p, SECURE, o.port)
@@ -249,6 +264,85 @@ def test_bad_requests_inside_tls():
     status, hdrs, body = read_response(ts)
     h.eq(status, 400, "absolute-form inside the tunnel")
     ts.close()
+    h.eq(o.requests(), [], "nothing reached the origin")
+    p.stop()
+
+
+def test_stalled_and_broken_client_tls():
+    """A client that sends its ClientHello and stops is cut at the header
+    timeout (tls_handshake_timeout); TLS garbage after a good handshake
+    ends the conn; neither reaches the origin."""
+    _tls, o, p = setup(METHODS, extra="\n[limits]\nheader_timeout = 1s\n")
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" %
+              (SECURE.encode(), o.port, SECURE.encode(), o.port))
+    h.check(h.read_head(s).startswith(b"HTTP/1.1 200"), "CONNECT 200")
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ssl.create_default_context(cafile=cacert()).wrap_bio(inc, out,
+                                                               server_hostname=SECURE)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    s.sendall(out.read())          # the ClientHello, and nothing more
+    while True:                    # the server's flight, then the cut
+        s.settimeout(5)
+        d = s.recv(65536)
+        if not d:
+            break
+    rec = p.wait_records("close", 1)[0]
+    h.eq(rec["error"], "tls_handshake_timeout", "close reason")
+    s.close()
+    # A record of junk on a TLS stream after a good handshake (a bad MAC
+    # to the server): the proxy ends the conn.
+    ts = tls_client(p, SECURE, o.port)
+    sock = socket.socket(fileno=os.dup(ts.fileno()))
+    sock.sendall(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+    sock.settimeout(10)
+    closed = False
+    for _ in range(64):            # tickets, maybe an alert, then EOF
+        try:
+            d = sock.recv(65536)
+        except ConnectionError:
+            d = b""
+        if not d:
+            closed = True
+            break
+    h.check(closed, "the conn ends after TLS garbage")
+    sock.close()
+    ts.close()
+    recs = p.wait_records("close", 2)
+    h.eq(recs[1]["error"], "client_tls_error", "close reason for a broken TLS stream")
+    h.eq(o.requests(), [], "the origin saw nothing")
+    p.stop()
+
+
+def test_hostile_heads_inside_tls():
+    """The front end's refusals, inside the TLS session: smuggling shapes,
+    h2c, an oversized head, CONNECT inside; none reaches the origin."""
+    _tls, o, p = setup(METHODS)
+    hp = b"%s:%d" % (SECURE.encode(), o.port)
+    cases = [
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nHost: " + hp + b"\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nTransfer-Encoding: chunked\r\n"
+         b"Content-Length: 3\r\n\r\n0\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nTransfer-Encoding: chunked, identity"
+         b"\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nUpgrade: h2c\r\nConnection: Upgrade"
+         b"\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nX: " + b"a" * 40000 + b"\r\n\r\n", 431),
+        (b"CONNECT " + hp + b" HTTP/1.1\r\nHost: " + hp + b"\r\n\r\n", 400),
+        (b"GET /a HTTP/2.0\r\nHost: " + hp + b"\r\n\r\n", 400),
+        (b"GET /a HTTP/1.1\r\nHost: " + hp + b"\r\nContent-Length: 1\r\n\r\nx", 403),
+    ]
+    for req, want in cases:
+        ts = tls_client(p, SECURE, o.port)
+        ts.sendall(req)
+        status, hd, body = read_response(ts)
+        h.eq(status, want, "refusal of %r" % req[:70])
+        h.check(hd.get("x-portcullis-reason") in ("bad_request", "method_not_allowed"),
+                "reason header for %r: %r" % (req[:50], hd))
+        ts.close()
     h.eq(o.requests(), [], "nothing reached the origin")
     p.stop()
 
@@ -318,6 +412,47 @@ def test_socks5_intercepted_and_metrics():
     p.stop()
 
 
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    return 0
+
+
+def test_backpressure_slow_reader():
+    """A client that stops reading a 64 MiB response: the proxy holds a
+    bounded amount (its relay buffers, not the response), the origin is
+    held back, and the body is intact once the client reads again."""
+    _tls, o, p = setup(METHODS)
+    n = 64 * 1024 * 1024
+    ts = tls_client(p, SECURE, o.port)
+    ts.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (n, SECURE.encode(), o.port))
+    first = ts.recv(1024)
+    h.check(first.startswith(b"HTTP/1.1 200"), "response starts: %r" % first[:40])
+    base = rss_kib(p.proc.pid)
+    import time
+    time.sleep(2.0)                # the client reads nothing
+    grown = rss_kib(p.proc.pid) - base
+    h.check(grown < 32 * 1024, "proxy RSS grew %d KiB while the client did not read" % grown)
+    import hashlib
+    sha = hashlib.sha256()
+    head, _, rest = first.partition(b"\r\n\r\n")
+    sha.update(rest)
+    got = len(rest)
+    ts.settimeout(60)
+    while got < n:
+        d = ts.recv(1 << 20)
+        if not d:
+            break
+        sha.update(d)
+        got += len(d)
+    h.eq(got, n, "whole body")
+    h.eq(sha.hexdigest(), h.big_body_sha256(n), "body intact")
+    ts.close()
+    p.stop()
+
+
 # ------------------------------------------------------------------- paths
 
 def test_paths_rule():
@@ -342,6 +477,14 @@ def test_paths_rule():
     h.eq(recs[0].get("path"), "/repo/one.git/info/refs?service=git-upload-pack",
          "path recorded with [audit] paths = yes")
     h.eq(recs[1]["reason"], "path_not_allowed", "refusal recorded")
+    # A tunnel to the same host on a port outside tls_ports cannot be
+    # looked inside: refused, never a way around the paths rule.
+    po = h.Origin("origin-plain", host="127.0.0.3")
+    data, _, _ = h.raw_exchange(p.port, b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
+                                % (SECURE.encode(), po.port, SECURE.encode(), po.port))
+    h.check(data.startswith(b"HTTP/1.1 403") and b"interception_required" in data,
+            "opaque tunnel to a paths host: %r" % data[:200])
+    h.eq(po.connections, [], "nothing dialled")
     p.stop()
 
 
@@ -441,6 +584,41 @@ def check_config(text):
     return h.run_portcullis(["check", "-c", path])
 
 
+def test_credential_file_rotated_on_reload():
+    """A file: credential is read again on reload: the next request carries
+    the new value; a reload whose file went missing is refused and the old
+    value stays."""
+    d = h.tempdir()
+    tok = os.path.join(d, "token")
+    with open(tok, "w") as f:
+        f.write("one-" + SECRET + "\n")
+    os.chmod(tok, 0o600)
+    cred = ("[credential gh]\nhosts = %s:*\nheader = X-Api-Key\nvalue = file:%s\n"
+            % (SECURE, tok))
+    _tls, o, p = setup("allow = %s:*\n" % SECURE, extra="\n" + cred)
+
+    def key_at_origin(path):
+        r = curl_in(p, o, path=path)
+        resp = one(r.stdout.split(b"\r\n\r\n", 1)[1])
+        return [v for k, v in json.loads(resp.body)["headers"] if k.lower() == "x-api-key"]
+
+    h.eq(key_at_origin("/1"), ["one-" + SECRET], "first value")
+    with open(tok, "w") as f:
+        f.write("two-" + SECRET + "\n")
+    p.rewrite_config("[credential gh]", "# rotated\n[credential gh]")
+    p.reload()
+    h.eq(key_at_origin("/2"), ["two-" + SECRET], "value after the reload")
+    os.unlink(tok)
+    p.rewrite_config("# rotated\n", "# gone\n")
+    p.send_signal(__import__("signal").SIGHUP)
+    p.wait_records("reload", pred=lambda r: r.get("ok") is False or r.get("error"))
+    h.eq(key_at_origin("/3"), ["two-" + SECRET], "a refused reload keeps the old value")
+    p.stop()
+    with open(p.audit_path) as f:
+        h.check(SECRET not in f.read(), "no value in the audit log")
+    h.check(SECRET not in p.stderr(), "no value on stderr")
+
+
 def test_credential_config_errors():
     r = check_config((
         "[credential x]\nhosts = a.example\nheader = Host\nvalue = env:NOPE_NOT_SET_X\n"))
@@ -456,6 +634,26 @@ def test_credential_config_errors():
     h.check(r.returncode != 0 and "env:VAR or file:PATH" in r.stderr,
             "a literal value refused: %r" % r.stderr)
     h.check("literal-secret" not in r.stderr, "the refused value is not echoed")
+
+
+def test_check_shows_interception_and_paths():
+    text = ("[proxy]\ntls_ports = 443\n[env default agent]\nallow = gh.example, ro.example\n"
+            "methods = GET, HEAD\npaths = gh.example/org/one.git/**\n")
+    d = h.tempdir()
+    path = os.path.join(d, "c.ini")
+    with open(path, "w") as f:
+        f.write(text)
+    r = h.run_portcullis(["check", "-c", path, "--env", "default", "--phase", "agent",
+                          "https://gh.example/org/two.git", "http://gh.example/org/one.git/x",
+                          "http://gh.example/org/two.git"])
+    h.eq(r.returncode, 0, "check: %r" % r.stderr)
+    lines = r.stdout.splitlines()
+    h.match(r"https://gh\.example/org/two\.git: deny interception_required \(.*methods GET, "
+            r"HEAD\); with a \[tls\] CA: intercepted, GET /org/two\.git inside: deny "
+            r"path_not_allowed \(.*paths gh\.example/org/one\.git/\*\*\)", lines[0], "https")
+    h.match(r"http://gh\.example/org/one\.git/x: allow allowed .*", lines[1], "http allowed")
+    h.match(r"http://gh\.example/org/two\.git: deny path_not_allowed .*", lines[2],
+            "http path refused")
 
 
 # ------------------------------------------------------ upstream verification

@@ -8,18 +8,21 @@ the trust bundle (system roots + the CA cert) is there with SSL_CERT_FILE,
 REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT,
 NODE_EXTRA_CA_CERTS and npm_config_cafile pointing at it, an ephemeral CA
 is made when [tls] has no ca_cert, and curl and python trust an origin
-whose certificate the CA signed, with no flags."""
+whose certificate the CA signed, with no flags; the system CA key
+(/etc/portcullis/ca.key) is hidden in every sandbox."""
 
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (AS_NOBODY, Origin, check, ctl, eq, free_port,  # noqa: E402
                      portcullis_bin, run, start_proxy, std_config, tempdir,
-                     wait_control)
+                     wait_control, wait_until)
 from sandbox_util import prun, run_env  # noqa: E402
 
 NOBODY = 65534
@@ -142,6 +145,26 @@ def test_ca_init_refuses_overwrite_and_symlinks():
     eq((st.st_uid, st.st_mode & 0o777), (NOBODY, 0o600), "nobody's key")
 
 
+def test_ca_init_default_dir_as_nobody():
+    """Without --dir, a user's CA goes to ${XDG_CONFIG_HOME:-~/.config}/portcullis
+    (~/.config made if missing); `ca show` finds it there."""
+    home = nobody_dir()
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
+    env["HOME"] = home
+    r = pc("ca", "init", prefix=AS_NOBODY, env=env)
+    eq(r.returncode, 0, "ca init (%r)" % r.stderr)
+    key = os.path.join(home, ".config", "portcullis", "ca.key")
+    eq(os.stat(key).st_mode & 0o777, 0o600, "key mode")
+    r = pc("ca", "show", prefix=AS_NOBODY, env=env)
+    eq((r.returncode, show_fields(r.stdout).get("path")),
+       (0, os.path.join(home, ".config", "portcullis", "ca.pem")), "ca show default dir")
+    env["XDG_CONFIG_HOME"] = os.path.join(home, "xdg")
+    os.mkdir(env["XDG_CONFIG_HOME"])
+    os.chown(env["XDG_CONFIG_HOME"], NOBODY, NOBODY)
+    eq(pc("ca", "init", prefix=AS_NOBODY, env=env).returncode, 0, "ca init under XDG")
+    check(os.path.exists(os.path.join(home, "xdg", "portcullis", "ca.key")), "XDG dir used")
+
+
 def test_key_readable_by_others_is_never_used():
     d = tempdir()
     cert, key = ca_init(d)
@@ -174,9 +197,17 @@ def test_serve_loads_ca_and_reload_keeps_it_on_error():
     d = tempdir()
     cert, key = ca_init(d)
     tls = "[tls]\nca_cert = %s\nca_key = %s\n" % (cert, key)
+    mport = free_port()
     p = start_proxy(std_config(proxy_extra="control = @DIR@/ctl.sock\n")
-                    + tls + "\n[env default agent]\nallow = example.test\n")
+                    + tls + "\n[metrics]\nlisten = 127.0.0.1:%d\n" % mport
+                    + "\n[env default agent]\nallow = example.test\n")
     sock = wait_control(os.path.join(p.dir, "ctl.sock"))
+    # The leaf cache's counters are served (nothing intercepted yet: 0).
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as resp:
+        text = resp.read().decode()
+    for res in ("hit", "miss"):
+        check('portcullis_tls_leaf_cache_total{result="%s"} 0\n' % res in text,
+              "leaf cache %s series: %s" % (res, text[-600:]))
     # A key gone bad on disk: the reload is refused, naming it.
     os.chmod(key, 0o644)
     rc, reply, err = ctl(sock, "reload")
@@ -201,6 +232,27 @@ def test_serve_loads_ca_and_reload_keeps_it_on_error():
     rc, reply, err = ctl(sock, "reload")
     check(rc != 0 and "ca_cert: needs ca_key too" in json.dumps(reply),
           "reload without ca_key: %r" % (reply,))
+    # SIGHUP takes the same path: a bad key is refused on stderr.
+    p.rewrite_config("ca_cert = %s\n" % cert, "ca_cert = %s\nca_key = %s\n" % (cert, key))
+    os.chmod(key, 0o640)
+    n = len(p.audit_records("reload"))
+    p.send_signal(signal.SIGHUP)
+    p.wait_records("reload", n=n + 1)
+    check(p.audit_records("reload")[-1]["ok"] is False, "SIGHUP reload with a 0640 key")
+    wait_until(lambda: "reload refused" in p.stderr() and "mode 0640" in p.stderr(),
+               what="SIGHUP refusal on stderr")
+    os.chmod(key, 0o600)
+    # Another CA: the next config record names it; no [tls] at all: null.
+    d2 = tempdir()
+    cert2, key2 = ca_init(d2)
+    fp2 = show_fields(pc("ca", "show", "--dir", d2).stdout)["sha256"].replace(":", "").lower()
+    p.rewrite_config("ca_cert = %s\nca_key = %s\n" % (cert, key),
+                     "ca_cert = %s\nca_key = %s\n" % (cert2, key2))
+    p.reload("hup")
+    p.rewrite_config("[tls]\nca_cert = %s\nca_key = %s\n" % (cert2, key2), "")
+    p.reload("ctl", sock)
+    eq([c.get("tls_ca") for c in p.audit_records("config")][-2:], [fp2, None],
+       "config records after switching the CA, then dropping it")
     p.stop()
 
 
@@ -285,6 +337,42 @@ def test_sandbox_hides_key_and_has_bundle_as_nobody():
     sandbox_case(AS_NOBODY, "nobody")
 
 
+def system_key_case(as_nobody):
+    """The key where `ca init` puts a root CA (/etc/portcullis/ca.key) is
+    hidden in every sandbox, whatever the config says (a daemon's key,
+    which a sandbox running as the file's owner could otherwise read).
+    /etc/portcullis is made only in an overlay of /etc in a mount namespace
+    of the test's own: the host's /etc is never written."""
+    up, work, w = tempdir(), tempdir(), (nobody_dir() if as_nobody else tempdir())
+    for d in (up, work):
+        os.chmod(d, 0o755)       # overlayfs checks the upper path for the caller too
+    owner = "%d:%d" % ((NOBODY, NOBODY) if as_nobody else (0, 0))
+    as_who = " ".join(AS_NOBODY) if as_nobody else ""
+    script = ("set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir=%s,workdir=%s /etc; "
+              "mkdir -p /etc/portcullis; echo SYSTEM-CA-KEY > /etc/portcullis/ca.key; "
+              "chown %s /etc/portcullis/ca.key; chmod 600 /etc/portcullis/ca.key; "
+              "%s cat /etc/portcullis/ca.key; "
+              "%s %s run -- sh -c 'cat /etc/portcullis/ca.key; echo rc=$?'"
+              % (up, work, owner, as_who, as_who, portcullis_bin()))
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                       cwd=w, capture_output=True, text=True, timeout=60, env=run_env(),
+                       stdin=subprocess.DEVNULL)
+    who = "nobody" if as_nobody else "root"
+    eq(r.returncode, 0, "%s: run (%r)" % (who, r.stderr))
+    lines = r.stdout.split()
+    eq(lines[0], "SYSTEM-CA-KEY", "%s: the key is readable outside" % who)
+    eq(lines[1:], ["rc=1"], "%s: the key inside (stderr %r)" % (who, r.stderr))
+    check(not os.path.exists("/etc/portcullis/ca.key"), "host /etc untouched")
+
+
+def test_system_ca_key_hidden_as_root():
+    system_key_case(False)
+
+
+def test_system_ca_key_hidden_as_nobody():
+    system_key_case(True)
+
+
 def test_ephemeral_ca_without_ca_cert():
     w = tempdir()
     upd = tempdir()
@@ -320,6 +408,21 @@ def test_ephemeral_ca_without_ca_cert():
         for n in files:
             check("PRIVATE KEY" not in open(os.path.join(root, n), errors="replace").read(),
                   "a private key in %s" % n)
+
+
+def test_setup_and_command_share_one_ca():
+    """With --setup, both sandboxes get the bundle (the memfd is read from
+    its start each time), with the same ephemeral CA."""
+    w = tempdir()
+    with open(os.path.join(w, "run.ini"), "w") as fh:
+        fh.write("[env default setup]\nallow = example.test\n\n"
+                 "[env default agent]\nallow = example.test\n")
+    r = prun(["-c", "run.ini", "--setup", "cp $SSL_CERT_FILE setup.pem", "--",
+              "sh", "-c", "cp $SSL_CERT_FILE agent.pem"], cwd=w)
+    eq(r.returncode, 0, "run --setup (%r)" % r.stderr)
+    got = [certs_of(open(os.path.join(w, n)).read()) for n in ("setup.pem", "agent.pem")]
+    check(len(got[0]) > 10 and got[0] == got[1], "the same bundle in both sandboxes")
+    check(got[0][-1] not in system_roots(), "its last cert is the run's CA")
 
 
 def trust_case(prefix, who):
@@ -363,6 +466,39 @@ def test_clients_trust_the_ca_with_no_flags_as_root():
 
 def test_clients_trust_the_ca_with_no_flags_as_nobody():
     trust_case(AS_NOBODY, "nobody")
+
+
+def test_connect_gets_the_daemons_ca():
+    """`run --connect SOCK`: the bundle holds the daemon's CA (control op
+    tls.ca), so curl inside trusts an origin that CA signed, with no flags;
+    a daemon without a CA gives no bundle (the variables stay the caller's)."""
+    d = tempdir()
+    cert, key = ca_init(d)
+    srv = sign_server_cert(tempdir(), cert, key, SECURE)
+    o = Origin(name="secure", tls=srv)
+    body = ("[dns]\nstatic = %s=127.0.0.1\n\n[env default agent]\nallow = %s:%d\n\n"
+            % (SECURE, SECURE, o.port))
+    url = "https://%s:%d/via-daemon" % (SECURE, o.port)
+    env = {k: v for k, v in run_env().items() if k not in TRUST_VARS and k != "SSL_CERT_DIR"}
+    for with_ca in (True, False):
+        tls = "[tls]\nca_cert = %s\nca_key = %s\n\n" % (cert, key) if with_ca else ""
+        p = start_proxy(std_config(tls + body, proxy_extra="control = @DIR@/ctl.sock\n"))
+        sock = wait_control(os.path.join(p.dir, "ctl.sock"))
+        w = tempdir()
+        r = prun(["--connect", sock, "--", "sh", "-c",
+                  "echo $SSL_CERT_FILE; tail -n 1 %s 2>/dev/null | tr -d '\\n'; echo; "
+                  "curl -sS -o /dev/null -w '%%{http_code}' %s; true" % (BUNDLE, url)],
+                 cwd=w, env=env)
+        eq(r.returncode, 0, "run --connect (%r)" % r.stderr)
+        out = r.stdout.split("\n")
+        if with_ca:
+            eq(out[0], BUNDLE, "SSL_CERT_FILE with a daemon CA")
+            eq(out[1], "-----END CERTIFICATE-----", "bundle inside")
+            eq(out[2], "200", "curl trusts the daemon's CA with no flags (%r)" % r.stderr)
+        else:
+            eq(out[0], "", "no SSL_CERT_FILE without a daemon CA")
+            check(out[2] != "200", "without a bundle the origin is not trusted")
+        p.stop()
 
 
 def test_caller_ca_files_stay_trusted():

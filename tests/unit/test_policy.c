@@ -433,6 +433,30 @@ test_intercept_and_paths(void)
 	t.host = "paths.example";
 	policy_decide(c, "e", A, &t, "CONNECT", true, &d);
 	CHECK(d.reason == OK && !d.interceptable);
+	/* a paths host on a port outside tls_ports: nothing can look inside */
+	{
+		static const char t2[] = "[proxy]\ntls_ports = 443\n"
+		    "[env e agent]\nallow = p.example:*, i.example:*\n"
+		    "paths = p.example:*/ok/**\nintercept = i.example:*\n";
+		struct cfg *c2 = cfg_load_string(t2, sizeof(t2) - 1, "t2.ini",
+		    &errors);
+		struct target t3 = { .host = "p.example", .kind = HOST_NAME,
+		    .port = 8022 };
+
+		CHECK(c2 != NULL);
+		if (c2 != NULL) {
+			policy_decide(c2, "e", A, &t3, "CONNECT", true, &d);
+			CHECK(d.reason == IREQ && !d.interceptable);
+			t3.port = 443;
+			policy_decide(c2, "e", A, &t3, "CONNECT", true, &d);
+			CHECK(d.reason == IREQ && d.interceptable);
+			t3.host = "i.example";
+			t3.port = 8022;
+			policy_decide(c2, "e", A, &t3, "CONNECT", true, &d);
+			CHECK(d.reason == OK && !d.interceptable);
+			cfg_free(c2);
+		}
+	}
 	t.port = 443;
 	policy_decide(c, "e", A, &t, "CONNECT", true, &d);
 	CHECK(d.reason == IREQ && d.interceptable);

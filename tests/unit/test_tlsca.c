@@ -48,16 +48,17 @@ write_text(const char *name, const char *text, mode_t mode)
 	CHECK(chmod(p, mode) == 0);
 }
 
-/* A new CA's cert and key as PEM files name.pem and name.key (mode). */
+/* A new CA's cert and key as PEM files name.pem and name.key (mode),
+ * valid for days (negative: expired). */
 static void
-write_ca(const char *name, mode_t keymode)
+write_ca_days(const char *name, mode_t keymode, int days)
 {
 	X509 *x;
 	EVP_PKEY *k;
 	char p[256];
 	FILE *f;
 
-	CHECK(tlsca_make(30, &x, &k, why, sizeof(why)) == 0, "%s", why);
+	CHECK(tlsca_make(days, &x, &k, why, sizeof(why)) == 0, "%s", why);
 	snprintf(p, sizeof(p), "%s/%s.pem", dir, name);
 	f = fopen(p, "w");
 	CHECK(f != NULL && PEM_write_X509(f, x) == 1);
@@ -73,6 +74,12 @@ write_ca(const char *name, mode_t keymode)
 	CHECK(chmod(p, keymode) == 0);
 	X509_free(x);
 	EVP_PKEY_free(k);
+}
+
+static void
+write_ca(const char *name, mode_t keymode)
+{
+	write_ca_days(name, keymode, 30);
 }
 
 static struct tlsca *
@@ -246,6 +253,8 @@ test_handshakes(void)
 	CHECK(tlsca_leaf_ctx(ca, "", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "a..b", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "a b", why, sizeof(why)) == NULL);
+	CHECK(tlsca_leaf_ctx(ca, "*.example.com", why, sizeof(why)) == NULL);
+	CHECK(tlsca_leaf_ctx(ca, "example.com.", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "a,IP:1.2.3.4", why, sizeof(why)) == NULL);
 	CHECK(tlsca_leaf_ctx(ca, "[1.2.3.4]", why, sizeof(why)) == NULL);
 	{
@@ -386,6 +395,10 @@ test_load(void)
 	    "no PEM private key") != NULL, "%s", why);
 	CHECK(load("junk.key", "a.key") == NULL && strstr(why,
 	    "no PEM certificate") != NULL, "%s", why);
+	/* Expired. */
+	write_ca_days("old", 0600, -1);
+	CHECK(load("old.pem", "old.key") == NULL && strstr(why, "expired") !=
+	    NULL, "%s", why);
 	/* A directory. */
 	CHECK(tlsca_load(dir, dir, why, sizeof(why)) == NULL &&
 	    strstr(why, "not a regular file") != NULL, "%s", why);

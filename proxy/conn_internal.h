@@ -232,6 +232,10 @@ void relay_upstream_input(struct conn *c, ssize_t n);
 bool mitm_available(const struct conn *c);
 /* The peek passed: terminate the client's TLS and go back to HEAD. */
 void mitm_start(struct conn *c);
+/* Moves the CONNECT's checked addresses to c->addrs for the first request
+ * inside, when it is decided under the same config; true if it did (the
+ * caller dials them), false: resolve as usual.  Once per tunnel. */
+bool mitm_take_addrs(struct conn *c);
 /* An intercepted conn's upstream connected: its TLS handshake. */
 void mitm_up_start(struct conn *c);
 void mitm_client_pump(struct conn *c);

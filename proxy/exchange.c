@@ -273,6 +273,13 @@ exchange_head_done(struct conn *c)
 		return;
 	}
 	conn_upstream_drop(c);
+	/* The first request inside an intercepted tunnel dials the
+	 * addresses its CONNECT resolved and checked, under the same config:
+	 * no second lookup. */
+	if (mitm_take_addrs(c)) {
+		dial_start(c);
+		return;
+	}
 	dial_resolve(c);
 }
 

@@ -43,6 +43,12 @@ struct mitm {
 	struct buf *raw;	/* lent while a client read is in progress */
 	unsigned ctl_writes;	/* handshake/alert writes queued to the client */
 	uv_timer_t drain;
+	/* The CONNECT's resolved and checked addresses, and the config they
+	 * were checked under (compared, never dereferenced), until the first
+	 * request inside takes them. */
+	struct netaddr *addrs;
+	size_t naddrs;
+	const struct cfg *addrs_cfg;
 	/* The tunnel's authority: what every request inside must name. */
 	struct http_target target;
 	char authority[NETADDR_MAX_HOST + 16];
@@ -322,12 +328,38 @@ mitm_start(struct conn *c)
 	c->peek = NULL;
 	c->peek_len = 0;
 	/* The tunnel is an HTTP conn from here on (the handshake runs under
-	 * the header timeout). */
-	free(c->addrs);
+	 * the header timeout).  Its checked addresses wait for the first
+	 * request (an address literal has none: nothing to resolve). */
+	m->addrs = c->addrs;
+	m->naddrs = c->naddrs;
+	m->addrs_cfg = c->cfg;
 	c->addrs = NULL;
 	c->naddrs = c->next_addr = 0;
 	conn_begin_head(c);
 	mitm_client_pump(c);
+}
+
+bool
+mitm_take_addrs(struct conn *c)
+{
+	struct mitm *m = c->mitm;
+	bool ok;
+
+	if (m == NULL || m->addrs == NULL)
+		return false;
+	ok = m->addrs_cfg == c->cfg && m->naddrs > 0 &&
+	    c->host_kind == HOST_NAME;
+	if (ok) {
+		free(c->addrs);
+		c->addrs = m->addrs;
+		c->naddrs = m->naddrs;
+		c->next_addr = 0;
+	} else {
+		free(m->addrs);
+	}
+	m->addrs = NULL;
+	m->naddrs = 0;
+	return ok;
 }
 
 /* Would the conn take client plaintext now (relay_update_reads' rule)? */
@@ -741,6 +773,7 @@ mitm_free(struct conn *c)
 		return;
 	if (m->raw != NULL)
 		pool_put(&c->s->pool, m->raw);
+	free(m->addrs);
 	SSL_free(m->ssl);
 	free(m);
 	c->mitm = NULL;

@@ -358,8 +358,9 @@ run_tls_setup(const struct cfg *cfg, struct mounts *m)
 /*
  * With --connect: the daemon's CA cert (tls.ca) for the sandbox's trust
  * bundle; the memfd, or -1 when the daemon has no CA.  A daemon that
- * cannot say (an older one) gets a warning: the sandbox then trusts what
- * the system trusts, and intercepted TLS fails inside, closed.
+ * refuses the question (an older one) gets a warning: the sandbox then
+ * trusts what the system trusts, and intercepted TLS fails inside,
+ * closed.  A daemon that does not answer at all is no proxy route: 125.
  */
 static int
 run_tls_remote(int ctl_fd, const char *sock)
@@ -368,9 +369,14 @@ run_tls_remote(int ctl_fd, const char *sock)
 	char *pem;
 	int fd;
 
-	if (remote_tls_ca(ctl_fd, sock, &pem, why, sizeof(why)) != 0) {
+	switch (remote_tls_ca(ctl_fd, sock, &pem, why, sizeof(why))) {
+	case 0:
+		break;
+	case -1:
 		pc_warnx("no CA bundle in the sandbox: %s", why);
 		return -1;
+	default:
+		pc_die("no proxy route: %s", why);
 	}
 	if (pem == NULL)
 		return -1;

@@ -211,8 +211,9 @@ int remote_open(int ctl_fd, const char *sockpath,
 /* session.phase of sid to agent; 0, or -1 with why. */
 int remote_to_agent(int ctl_fd, const char *sid, char *why, size_t whylen);
 /* tls.ca: the daemon's interception CA cert (PEM, malloc'd) in *pem, or
- * NULL when it has none.  0, or -1 with why (a daemon without the op
- * too). */
+ * NULL when it has none.  0; -1 with why when the daemon refused (one
+ * without the op); -2 with why when it did not answer (no reply within
+ * CONTROL_REPLY_TIMEOUT_MS, closed, a reply that is no JSON). */
 int remote_tls_ca(int ctl_fd, const char *sockpath, char **pem, char *why,
     size_t whylen);
 /* session.listen of sid with the bridge's fds (ours stay ours); 0, or -1

@@ -250,6 +250,72 @@ def test_curl_keepalive_one_session():
     p.stop()
 
 
+def test_workers_share_the_ca():
+    """[proxy] workers = 3: intercepted conns on every loop (one CA and its
+    leaf cache shared by all), in parallel, each answered inside TLS."""
+    import concurrent.futures
+    tls = h.make_tls((SECURE,))
+    o = h.Origin("origin-secure", host="127.0.0.3", tls=tls)
+    cd = ca_dir()
+    p = h.start_proxy(h.std_config(
+        "[dns]\nstatic = %s=127.0.0.3\n\n"
+        "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+        "[env default agent]\n%s" % (SECURE, tls["ca"], cd, cd, METHODS),
+        proxy_extra="tls_ports = %d\nworkers = 3\n" % o.port))
+
+    def one_client(i):
+        ts = tls_client(p, SECURE, o.port)
+        out = []
+        for k in range(3):
+            ts.sendall(b"GET /w%d/%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
+                       % (i, k, SECURE.encode(), o.port))
+            out.append(read_response(ts)[0])
+        ts.sendall(b"PUT /w HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 0\r\n\r\n"
+                   % (SECURE.encode(), o.port))
+        out.append(read_response(ts)[0])
+        ts.close()
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(one_client, range(24)))
+    h.eq(results, [[200, 200, 200, 403]] * 24, "every client, every loop")
+    recs = p.wait_records("request", 24 * 5, timeout=20)
+    h.eq(len([x for x in recs if x.get("proto") == "https"]), 24 * 4, "https records")
+    loops = set(x["id"][:8] for x in recs)
+    h.check(len(loops) >= 2, "conns served by more than one loop: %r" % loops)
+    p.stop()
+
+
+def test_one_lookup_per_tunnel():
+    """The first request inside dials what the CONNECT resolved and checked:
+    one lookup for the CONNECT and its first request (a real resolver,
+    counting queries); the second reuses the upstream."""
+    import dnsserver
+    tls = h.make_tls((SECURE,))
+    o = h.Origin("origin-secure", host="127.0.0.3", tls=tls)
+    dns = dnsserver.DNSServer("127.0.0.1", 0, records={SECURE: ["127.0.0.3"]})
+    dns.start()
+    h.defer(dns.stop)
+    cd = ca_dir()
+    p = h.start_proxy(h.std_config(
+        "[dns]\nservers = 127.0.0.1:%d\n\n"
+        "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+        "[env default agent]\n%s" % (dns.port, tls["ca"], cd, cd, METHODS),
+        proxy_extra="tls_ports = %d\n" % o.port))
+    ts = tls_client(p, SECURE, o.port)
+    ts.sendall(b"GET /1 HTTP/1.1\r\nHost: %s:%d\r\nConnection: keep-alive\r\n\r\n"
+               % (SECURE.encode(), o.port))
+    h.eq(read_response(ts)[0], 200, "first request")
+    n1 = len([q for q in dns.queries if q[1] == "A"])
+    h.eq(n1, 1, "one A lookup for the CONNECT and its first request: %r" % dns.queries)
+    ts.sendall(b"GET /2 HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (SECURE.encode(), o.port))
+    h.eq(read_response(ts)[0], 200, "second request")
+    h.eq(len([q for q in dns.queries if q[1] == "A"]), 1, "no lookup for a reused upstream")
+    h.eq(len(o.connections), 1, "one upstream connection")
+    ts.close()
+    p.stop()
+
+
 def test_bad_requests_inside_tls():
     _tls, o, p = setup(METHODS)
     ts = tls_client(p, SECURE, o.port)
@@ -634,6 +700,35 @@ def test_credential_config_errors():
     h.check(r.returncode != 0 and "env:VAR or file:PATH" in r.stderr,
             "a literal value refused: %r" % r.stderr)
     h.check("literal-secret" not in r.stderr, "the refused value is not echoed")
+
+
+def test_config_limits():
+    """CFG_MAX_PATH_GLOB (128), CFG_MAX_CRED_HEADER (64), CFG_MAX_CRED_VALUE
+    (4096): at the limit and one byte over."""
+    def paths(glob):
+        return check_config("[env e agent]\nallow = a.example\npaths = a.example%s\n" % glob)
+    h.eq(paths("/" + "x" * 127).returncode, 0, "a 128-byte glob")
+    r = paths("/" + "x" * 128)
+    h.check(r.returncode != 0 and "bad path glob" in r.stderr, "a 129-byte glob: %r" % r.stderr)
+    d = h.tempdir()
+
+    def cred(header, value):
+        path = os.path.join(d, "v")
+        with open(path, "w") as f:
+            f.write(value)
+        return check_config("[credential c]\nhosts = a.example\nheader = %s\nvalue = file:%s\n"
+                            % (header, path))
+    h.eq(cred("X" * 64, "v").returncode, 0, "a 64-byte header name")
+    r = cred("X" * 65, "v")
+    h.check(r.returncode != 0 and "bad header name" in r.stderr, "65 bytes: %r" % r.stderr)
+    h.eq(cred("X-K", "v" * 4096).returncode, 0, "a 4096-byte value")
+    h.eq(cred("X-K", "v" * 4096 + "\n").returncode, 0, "4096 bytes and a newline")
+    r = cred("X-K", "v" * 4097)
+    h.check(r.returncode != 0 and "longer than 4096" in r.stderr, "4097 bytes: %r" % r.stderr)
+    h.check("vvvv" not in r.stderr, "the value is not echoed")
+    for bad in ("a\rb", "a\x00b", "a\nb", ""):
+        r = cred("X-K", bad)
+        h.check(r.returncode != 0, "value %r refused" % bad)
 
 
 def test_check_shows_interception_and_paths():

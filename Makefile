@@ -58,6 +58,7 @@ VALGRIND_TESTS += test_sandbox_dns
 VALGRIND_TESTS += test_tls_ca
 VALGRIND_TESTS += test_intercept
 VALGRIND_TESTS += test_intercept_tools
+VALGRIND_TESTS += test_attack_session
 test-valgrind: deps
 	@$(MAKE) --no-print-directory build
 	cd tests/integration && for t in $(VALGRIND_TESTS); do \

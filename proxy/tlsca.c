@@ -696,6 +696,13 @@ tlsca_upstream_ctx(const char *upstream_ca_path, char *why, size_t whylen)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
 	    SSL_OP_NO_RENEGOTIATION);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	/* The name is the DNS SAN's, never the subject CN (OpenSSL falls
+	 * back to the CN when there is no DNS SAN, e.g. only an IP SAN), and
+	 * no partial wildcards (se*.example): RFC 6125 §6.4.4, the CA/B
+	 * baseline, what browsers accept. */
+	X509_VERIFY_PARAM_set_hostflags(SSL_CTX_get0_param(ctx),
+	    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
+	    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
 	if (upstream_ca_path == NULL) {
 		ok = SSL_CTX_set_default_verify_paths(ctx);
 		snprintf(inner, sizeof(inner), "cannot load the system trust "

@@ -22,8 +22,11 @@
  * binds the two sockets and sends them back over a socketpair.  They are
  * the proxy's from then on, exactly as if the bridge had bound them: no
  * relay, no process left behind.  The namespace is the one of the bridge's
- * own HTTP listener (SIOCGSKNS, which the owner may ask), so it cannot be
- * another one.  Nothing about the sandbox changes: its processes never
+ * own HTTP listener (SIOCGSKNS, which the owner may ask), and its owner
+ * must be a user namespace our uid made directly under ours: the bridge
+ * chooses that socket, so without this check a listener from another
+ * namespace (a container's, which root may enter) would have us bind port
+ * 53 there.  Nothing about the sandbox changes: its processes never
  * hold a capability for this, and nothing host-wide is touched.
  */
 #include <arpa/inet.h>
@@ -138,6 +141,31 @@ same_ns(int fd, const char *path)
 	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+/* Is userns one our euid made directly under our own user namespace?
+ * 0 yes, 1 no, -errno. */
+static int
+owned_child_userns(int userns)
+{
+	/* Set: valgrind does not know that NS_GET_OWNER_UID writes it (and
+	 * an ioctl that said 0 and wrote nothing would name nobody's). */
+	uid_t owner = (uid_t)-1;
+	int parent, same;
+
+	same = same_ns(userns, "/proc/self/ns/user");
+	if (same != 0)
+		return same < 0 ? same : 1;
+	if (ioctl(userns, NS_GET_OWNER_UID, &owner) != 0)
+		return -errno;
+	if (owner != geteuid())
+		return 1;
+	parent = ioctl(userns, NS_GET_PARENT);
+	if (parent < 0)
+		return errno == EPERM ? 1 : -errno;
+	same = same_ns(parent, "/proc/self/ns/user");
+	(void)close(parent);
+	return same < 0 ? same : !same;
+}
+
 /* Waits (bounded) for the child's report on sock: 0 with the two fds, or
  * -1 with why. */
 static int
@@ -222,16 +250,19 @@ dnsbind_in_sandbox(int listener, int *udp, int *tcp, char *why,
 		    "network namespace: %s", strerror(errno));
 		goto out;
 	}
-	/* Ours (we are root, bwrap made no user namespace): nothing to
-	 * enter, and setns would refuse (EINVAL). */
-	same = same_ns(userns, "/proc/self/ns/user");
-	if (same < 0) {
-		snprintf(why, whylen, "DNS sockets: %s", strerror(-same));
+	/* Only a user namespace our uid made directly under ours (the one
+	 * bwrap makes with the network namespace).  Ours would mean bwrap
+	 * made none (root): the bridge then binds port 53 itself, so a
+	 * listener alone names a namespace that is not the sandbox's (a
+	 * container's, say, which root could enter).  Another one nested
+	 * deeper, or another user's, is no sandbox's either. */
+	same = owned_child_userns(userns);
+	if (same != 0) {
+		snprintf(why, whylen, "DNS sockets: %s", same > 0 ?
+		    "the bridge's listener is in a network namespace that is "
+		    "not one our user namespace made for the sandbox" :
+		    strerror(-same));
 		goto out;
-	}
-	if (same > 0) {
-		(void)close(userns);
-		userns = -1;
 	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) {
 		snprintf(why, whylen, "DNS sockets: socketpair: %s",

@@ -212,6 +212,11 @@ cross_validate(struct parser *p)
 			parser_err(p, l, "[credential %s]: no hosts", cr->name);
 		if (cr->header == NULL)
 			parser_err(p, l, "[credential %s]: no header", cr->name);
+		for (size_t k = 0; k < cr->nenvs; k++)
+			if (cfg_find_env(c, cr->envs[k]) == NULL)
+				parser_err(p, l, "[credential %s] envs: no "
+				    "[env %s ...] section", cr->name,
+				    cr->envs[k]);
 		if (cr->source == NULL)
 			parser_err(p, l, "[credential %s]: no value", cr->name);
 		else if (p->nerrs_total == 0)
@@ -375,6 +380,9 @@ cfg_free(struct cfg *c)
 		rule_list_free(&cr->hosts);
 		free(cr->header);
 		free(cr->source);
+		for (size_t k = 0; k < cr->nenvs; k++)
+			free(cr->envs[k]);
+		free(cr->envs);
 		if (cr->value != NULL)
 			explicit_bzero(cr->value, cr->value_len);
 		free(cr->value);

@@ -107,7 +107,8 @@ struct preset {
 
 /*
  * A [credential NAME] section (DESIGN.md §11): on an intercepted request
- * to one of hosts, in one of the phases, the proxy sets header to value
+ * to one of hosts, in one of the phases (and, with envs, from one of those
+ * envs), the proxy sets header to value
  * (the client's own header of that name removed).  value is read when the
  * config is loaded (env:VAR from the loading process's environment,
  * file:PATH), is never logged, and is cleared when the config is freed.
@@ -121,6 +122,11 @@ struct credential {
 	size_t value_len;
 	unsigned phases;	/* bit (1u << phase); default both */
 	bool phases_set;
+	/* envs = E, ...: only sessions/listeners of these envs get it (each
+	 * one a defined [env]); unset: every env (single-tenant configs). */
+	char **envs;
+	size_t nenvs;
+	bool envs_set;
 };
 
 struct hostport {

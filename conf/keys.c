@@ -81,6 +81,7 @@ enum vtype {
 	T_CRED_HEADER,	/* [credential] scalar header name */
 	T_CRED_VALUE,	/* [credential] scalar env:VAR or file:PATH */
 	T_CRED_PHASES,	/* [credential] scalar list of phases */
+	T_CRED_ENVS,	/* [credential] scalar list of env names */
 };
 
 #define CEIL_DENY 0
@@ -135,6 +136,7 @@ static const struct key_row key_table[] = {
 	{ S_CREDENTIAL, "header", T_CRED_HEADER, 0, 0, 0, 0, 0 },
 	{ S_CREDENTIAL, "value", T_CRED_VALUE, 0, 0, 0, 0, 0 },
 	{ S_CREDENTIAL, "phases", T_CRED_PHASES, 0, 0, 0, 0, 0 },
+	{ S_CREDENTIAL, "envs", T_CRED_ENVS, 0, 0, 0, 0, 0 },
 	{ S_REQUIRE, "deny", T_CEIL_PATTERNS, CEIL_DENY, 0, 0, 0, 0 },
 	{ S_REQUIRE, "setup.allow_within", T_CEIL_PATTERNS, CEIL_WITHIN + PHASE_SETUP, 0, 0, 0, 0 },
 	{ S_REQUIRE, "agent.allow_within", T_CEIL_PATTERNS, CEIL_WITHIN + PHASE_AGENT, 0, 0, 0, 0 },
@@ -523,6 +525,21 @@ tok_cred_phase(struct parser *p, const char *tok, void *arg)
 	p->cfg->creds[p->cur].phases |= 1u << ph;
 }
 
+static void
+tok_cred_env(struct parser *p, const char *tok, void *arg)
+{
+	struct credential *cr = &p->cfg->creds[p->cur];
+	char **slot;
+
+	(void)arg;
+	for (size_t i = 0; i < cr->nenvs; i++)
+		if (strcmp(cr->envs[i], tok) == 0)
+			return;
+	slot = parser_push(p, &cr->envs, &cr->nenvs, sizeof(*slot));
+	if (slot != NULL)
+		*slot = parser_strdup(p, tok);
+}
+
 /*
  * Header names a credential may set: an HTTP token, and not one that
  * frames the message or that the proxy itself manages.
@@ -667,6 +684,11 @@ set_value(struct parser *p, const struct key_row *row, const char *v)
 		if (for_each_token(p, v, tok_cred_phase, (void *)row) == 0)
 			kerr(p, row, "empty phase list");
 		return;
+	case T_CRED_ENVS:
+		c->creds[p->cur].envs_set = true;
+		if (for_each_token(p, v, tok_cred_env, (void *)row) == 0)
+			kerr(p, row, "empty env list");
+		return;
 	case T_CEIL_METHODS:
 		c->ceil.methods_set[row->min] = true;
 		free(c->ceil.methods_loc[row->min]);
@@ -787,6 +809,7 @@ keys_handler(void *user, const char *section, const char *name,
 
 			dup = row->type == T_CRED_HEADER ? cr->header != NULL :
 			    row->type == T_CRED_VALUE ? cr->source != NULL :
+			    row->type == T_CRED_ENVS ? cr->envs_set :
 			    cr->phases_set;
 			first.line = 0;
 		} else {

@@ -172,7 +172,8 @@ exchange_decide(struct conn *c, const struct netaddr *addr)
 		c->cred = NULL;
 		if (c->mitm != NULL && !c->is_connect &&
 		    c->dec.reason == REASON_ALLOWED)
-			c->cred = policy_credential(cfg, conn_phase(c), &pt);
+			c->cred = policy_credential(cfg, conn_env(c),
+			    conn_phase(c), &pt);
 	}
 	if (c->dec.reason != REASON_ALLOWED) {
 		refuse_send(c, c->dec.reason, c->dec.detail);

@@ -310,13 +310,18 @@ list_matches(const struct rule_list *l, const struct target *t)
 }
 
 const struct credential *
-policy_credential(const struct cfg *c, enum phase phase,
-    const struct target *t)
+policy_credential(const struct cfg *c, const char *envname,
+    enum phase phase, const struct target *t)
 {
 	for (size_t i = 0; i < c->ncreds; i++) {
 		const struct credential *cr = &c->creds[i];
+		bool env_ok = !cr->envs_set;
 
-		if ((cr->phases & (1u << phase)) && list_matches(&cr->hosts, t))
+		for (size_t k = 0; !env_ok && k < cr->nenvs; k++)
+			env_ok = envname != NULL &&
+			    strcmp(cr->envs[k], envname) == 0;
+		if (env_ok && (cr->phases & (1u << phase)) &&
+		    list_matches(&cr->hosts, t))
 			return cr;
 	}
 	return NULL;
@@ -329,8 +334,9 @@ policy_credential(const struct cfg *c, enum phase phase,
  * when it has a CA).  Refusals for other reasons stay what they are.
  */
 static void
-intercept_step(const struct cfg *c, const struct phase_policy *pp,
-    enum phase phase, const struct target *t, struct decision *d)
+intercept_step(const struct cfg *c, const char *envname,
+    const struct phase_policy *pp, enum phase phase, const struct target *t,
+    struct decision *d)
 {
 	if (!tls_port(c, t->port)) {
 		/* Nothing can look inside this tunnel: a paths restriction
@@ -348,7 +354,7 @@ intercept_step(const struct cfg *c, const struct phase_policy *pp,
 	if (d->reason != REASON_ALLOWED)
 		return;
 	if (list_matches(&pp->paths, t) || list_matches(&pp->intercept, t) ||
-	    policy_credential(c, phase, t) != NULL) {
+	    policy_credential(c, envname, phase, t) != NULL) {
 		d->reason = REASON_INTERCEPTION_REQUIRED;
 		d->interceptable = true;
 	}
@@ -501,7 +507,7 @@ policy_decide_request(const struct cfg *c, const char *envname,
 		return;
 	decide_phase(pp, t, method, is_connect, has_body, d);
 	if (is_connect)
-		intercept_step(c, pp, phase, t, d);
+		intercept_step(c, envname, pp, phase, t, d);
 	if (pp->report && d->reason != REASON_ALLOWED &&
 	    report_relaxes(c, phase, t, method, is_connect, has_body, d)) {
 		r = d->reason;

@@ -121,9 +121,9 @@ void policy_decide_path(const struct cfg *c, const char *env,
  * path[0, n)?  (Exposed for tests.) */
 bool policy_path_glob(const char *glob, const char *path, size_t n);
 
-/* The first [credential] for t in phase, or NULL. */
+/* The first [credential] for t in env envname and phase, or NULL. */
 const struct credential *policy_credential(const struct cfg *c,
-    enum phase phase, const struct target *t);
+    const char *envname, enum phase phase, const struct target *t);
 
 /*
  * The address step: may addr:port be dialled?  Refuses addresses in

@@ -642,6 +642,54 @@ def test_credential_only_on_matching_host():
     p.stop()
 
 
+def test_credential_only_for_its_envs():
+    """[credential] envs = a: clients of env b (another tenant of the same
+    daemon) never get it: their tunnel to the credential's host is not
+    intercepted for it and the origin sees only what the client sent; env
+    a's clients get it."""
+    tls = h.make_tls((SECURE,))
+    o = h.Origin("origin-envs", host="127.0.0.6", tls=tls)
+    cd = ca_dir()
+    for env, intercepted in (("b", False), ("a", True)):
+        old = os.environ.get("PORTCULLIS_TEST_CRED")
+        os.environ["PORTCULLIS_TEST_CRED"] = SECRET
+        try:
+            p = h.start_proxy(h.std_config(
+                "[dns]\nstatic = %s=127.0.0.6\n\n"
+                "[tls]\nupstream_ca = %s\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+                "[env a agent]\nallow = %s:*\n\n[env b agent]\nallow = %s:*\n\n"
+                "%senvs = a\n" % (SECURE, tls["ca"], cd, cd, SECURE, SECURE, CRED),
+                env=env, proxy_extra="tls_ports = %d\n" % o.port))
+        finally:
+            if old is None:
+                del os.environ["PORTCULLIS_TEST_CRED"]
+            else:
+                os.environ["PORTCULLIS_TEST_CRED"] = old
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n" %
+                  (SECURE.encode(), o.port, SECURE.encode(), o.port))
+        head = h.read_head(s)
+        h.check(head.startswith(b"HTTP/1.1 200"), "env %s: CONNECT answered %r" % (env, head))
+        # Env b's tunnel is a plain tunnel: the origin's own certificate
+        # (its test CA) is what the client sees; env a's is the proxy's leaf.
+        ctx = ssl.create_default_context(cafile=cacert() if intercepted else tls["ca"])
+        ts = ctx.wrap_socket(s, server_hostname=SECURE)
+        ts.sendall(b"GET /e HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: mine\r\n\r\n"
+                   % (SECURE.encode(), o.port))
+        status, _hd, body = read_response(ts)
+        ts.close()
+        h.eq(status, 200, "env %s: request" % env)
+        got = [v for k, v in json.loads(body)["headers"] if k.lower() == "authorization"]
+        h.eq(got, [SECRET] if intercepted else ["mine"],
+             "env %s: Authorization at the origin" % env)
+        p.stop()
+        with open(p.audit_path, "rb") as f:
+            h.check(SECRET.encode() not in f.read(), "credential not in the audit log")
+    h.eq(check_config(h.std_config("[env a agent]\nallow = x.example\n\n" + CRED +
+                                   "envs = a, nosuch\n")).returncode, 1,
+         "an envs entry naming no env is a config error")
+
+
 def check_config(text):
     d = h.tempdir()
     path = os.path.join(d, "c.ini")

@@ -468,12 +468,12 @@ test_intercept_and_paths(void)
 	policy_decide(c, "e", A, &t, "CONNECT", true, &d);
 	CHECK(d.reason == IREQ && d.interceptable);
 	/* the credential is agent-only */
-	cr = policy_credential(c, A, &t);
+	cr = policy_credential(c, "e", A, &t);
 	CHECK(cr != NULL && strcmp(cr->name, "c") == 0 &&
 	    strcmp(cr->value, "v4lue") == 0 && cr->value_len == 5);
-	CHECK(policy_credential(c, S, &t) == NULL);
+	CHECK(policy_credential(c, "e", S, &t) == NULL);
 	t.host = "free.example";
-	CHECK(policy_credential(c, A, &t) == NULL);
+	CHECK(policy_credential(c, "e", A, &t) == NULL);
 	policy_decide(c, "e", A, &t, "CONNECT", true, &d);
 	CHECK(d.reason == OK && !d.interceptable);
 	/* a denied tunnel stays denied */
@@ -506,6 +506,50 @@ test_intercept_and_paths(void)
 	unsetenv("PORTCULLIS_UNIT_CRED");
 }
 
+/* [credential] envs: another env's sessions never get the credential,
+ * nor is their tunnel intercepted for it; an unknown env is an error. */
+static void
+test_credential_envs(void)
+{
+	static const char text[] =
+	    "[env a agent]\nallow = api.example\n"
+	    "[env b agent]\nallow = api.example\n"
+	    "[credential tok]\nhosts = api.example\nheader = Authorization\n"
+	    "value = env:PORTCULLIS_UNIT_CRED\nenvs = a\n";
+	static const char bad[] =
+	    "[env a agent]\nallow = api.example\n"
+	    "[credential tok]\nhosts = api.example\nheader = Authorization\n"
+	    "value = env:PORTCULLIS_UNIT_CRED\nenvs = a, nosuch\n";
+	char *errors = NULL;
+	struct cfg *c;
+	struct decision d;
+	struct target t = { .host = "api.example", .kind = HOST_NAME,
+	    .port = 443 };
+
+	setenv("PORTCULLIS_UNIT_CRED", "v4lue", 1);
+	c = cfg_load_string(text, sizeof(text) - 1, "e.ini", &errors);
+	CHECK(c != NULL, "%s", errors ? errors : "");
+	if (c == NULL) {
+		free(errors);
+		return;
+	}
+	CHECK(policy_credential(c, "a", A, &t) != NULL);
+	CHECK(policy_credential(c, "b", A, &t) == NULL);
+	CHECK(policy_credential(c, NULL, A, &t) == NULL);
+	policy_decide(c, "a", A, &t, "CONNECT", true, &d);
+	CHECK(d.reason == IREQ && d.interceptable);
+	policy_decide(c, "b", A, &t, "CONNECT", true, &d);
+	CHECK(d.reason == OK && !d.interceptable);
+	cfg_free(c);
+	errors = NULL;
+	c = cfg_load_string(bad, sizeof(bad) - 1, "bad.ini", &errors);
+	CHECK(c == NULL && errors != NULL &&
+	    strstr(errors, "bad.ini:3: [credential tok] envs: no [env nosuch "
+	    "...] section") != NULL, "%s", errors ? errors : "(loaded)");
+	cfg_free(c);
+	free(errors);
+}
+
 int
 main(void)
 {
@@ -527,5 +571,6 @@ main(void)
 	test_reasons();
 	test_path_glob();
 	test_intercept_and_paths();
+	test_credential_envs();
 	return check_done();
 }

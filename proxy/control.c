@@ -40,6 +40,9 @@
 #include "internal.h"
 #include "json.h"
 #include "log.h"
+
+/* The name the control socket is bound under until it listens. */
+#define CONTROL_STAGE_SUFFIX ".new"
 #include "tlsca.h"
 
 /* One session's object in the status reply: the escaped env (from one
@@ -1075,11 +1078,12 @@ int
 control_start(struct server *s, const char *path)
 {
 	const struct cfg *cfg = server_config(s);
-	struct sockaddr_un sun;
+	struct sockaddr_un sun, bsun;
 	struct control *ctl = NULL;
 	struct stat st;
 	int fd = -1, rc;
 	mode_t mode = 0600;
+	bool staged = false;
 
 	if (s->control != NULL)
 		return -EALREADY;
@@ -1143,27 +1147,47 @@ control_start(struct server *s, const char *path)
 		rc = -errno;
 		goto fail;
 	}
+	/* Bound as PATH.new, listening, then renamed into place: PATH never
+	 * names a socket that refuses connections (between bind and listen
+	 * a client gets ECONNREFUSED and may take the daemon for dead).  A
+	 * path too long for the suffix is bound directly. */
+	bsun = sun;
+	staged = strlen(path) + sizeof(CONTROL_STAGE_SUFFIX) <=
+	    sizeof(bsun.sun_path);
+	if (staged) {
+		strcat(bsun.sun_path, CONTROL_STAGE_SUFFIX);
+		(void)unlink(bsun.sun_path);
+	}
 	/* Bind with a umask that leaves no window where others may connect. */
 	{
 		mode_t old = umask(0177);
 
-		rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+		rc = bind(fd, (struct sockaddr *)&bsun, sizeof(bsun));
 		if (rc != 0)
 			rc = -errno;
 		umask(old);
 	}
 	if (rc < 0) {
-		log_warnx("control socket %s: bind: %s", path, strerror(-rc));
+		log_warnx("control socket %s: bind: %s", bsun.sun_path,
+		    strerror(-rc));
 		goto fail;
 	}
-	if (ctl->has_group && chown(path, (uid_t)-1, ctl->group) != 0) {
+	if (ctl->has_group && chown(bsun.sun_path, (uid_t)-1,
+	    ctl->group) != 0) {
 		rc = -errno;
 		goto fail_unlink;
 	}
-	if (chmod(path, mode) != 0 || listen(fd, 64) != 0) {
+	if (chmod(bsun.sun_path, mode) != 0 || listen(fd, 64) != 0) {
 		rc = -errno;
 		goto fail_unlink;
 	}
+	if (staged && rename(bsun.sun_path, path) != 0) {
+		rc = -errno;
+		log_warnx("control socket %s: rename: %s", path,
+		    strerror(-rc));
+		goto fail_unlink;
+	}
+	staged = false;		/* PATH is ours now */
 	ctl->fd = fd;
 	rc = uv_poll_init(s->loop, &ctl->poll, fd);
 	if (rc < 0)
@@ -1175,7 +1199,7 @@ control_start(struct server *s, const char *path)
 	return 0;
 
 fail_unlink:
-	(void)unlink(path);
+	(void)unlink(staged ? bsun.sun_path : path);
 fail:
 	if (fd >= 0)
 		close(fd);

@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (CLIENT_TIMEOUT, check, defer, eq, portcullis_bin, run,  # noqa: E402
-                     start_proxy, std_config, tempdir, wait_until)
+                     free_port, start_proxy, std_config, tempdir, wait_until)
 from harness import (AS_NOBODY, control_ask as ask, control_connect as conn,  # noqa: E402
                      ctl as run_ctl, tcp_listener, wait_control)
 from sandbox_util import inner_portcullis, prun  # noqa: E402
@@ -28,6 +28,48 @@ def daemon():
     p = start_proxy(std_config("[env web setup]\nallow = *\n\n[env web agent]\nallow = example.com\n",
                                proxy_extra="control = %s\n" % ctl))
     return p, wait_control(ctl)
+
+
+def test_socket_listens_once_it_exists():
+    """The control socket appears only once it listens (bound under a
+    staging name, then renamed): a client that connects the moment the
+    path exists is never refused, and no staging file is left."""
+    import time
+    d = tempdir()
+    ctl = os.path.join(d, "control.sock")
+    cfg = os.path.join(d, "c.ini")
+    with open(cfg, "w") as f:
+        f.write(std_config("[env web agent]\nallow = example.com\n",
+                           proxy_extra="control = %s\n" % ctl)
+                .replace("@PORT@", str(free_port()))
+                .replace("@AUDIT@", os.path.join(d, "a.jsonl")))
+    for i in range(5):
+        check(not os.path.exists(ctl), "run %d: no socket left by the run before" % i)
+        proc = subprocess.Popen([portcullis_bin(), "serve", "-c", cfg],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        defer(lambda proc=proc: proc.poll() is None and proc.kill())
+        deadline = time.monotonic() + 10
+        while not os.path.exists(ctl):     # bounded: 10 s
+            check(time.monotonic() < deadline and proc.poll() is None,
+                  "control socket appeared")
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(ctl)
+        except ConnectionRefusedError:
+            raise AssertionError("run %d: connect refused right after the path appeared" % i)
+        finally:
+            s.close()
+        eq(sorted(os.listdir(d)), ["a.jsonl", "a.jsonl.key", "c.ini", "control.sock"],
+           "files in the socket's directory")
+        # Stopped once it is up (its ready line; the test's alarm bounds
+        # the reads), so that it removes its socket on the way out.
+        for _ in range(50):
+            if proc.stderr.readline().startswith(b"portcullis: listening on "):
+                break
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()
 
 
 def test_mode_and_bad_requests_keep_serving():

@@ -55,6 +55,8 @@ VALGRIND_TESTS += test_audit_accounting test_report_mode
 VALGRIND_TESTS += test_metrics test_audit_chain
 VALGRIND_TESTS += test_audit_summary
 VALGRIND_TESTS += test_sandbox_dns
+VALGRIND_TESTS += test_tls_ca
+VALGRIND_TESTS += test_intercept
 test-valgrind: deps
 	@$(MAKE) --no-print-directory build
 	cd tests/integration && for t in $(VALGRIND_TESTS); do \

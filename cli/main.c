@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "auditcmd.h"
+#include "cacmd.h"
 #include "cfg.h"
 #include "check.h"
 #include "ctl.h"
@@ -26,6 +27,8 @@ static const char usage[] =
 "                                  validate a config; with targets, print each decision\n"
 "  ctl [--control SOCK] status | phase SESSION agent | reload\n"
 "                                  talk to a running daemon's control socket\n"
+"  ca init [--dir DIR] | show [--dir DIR | -c FILE]\n"
+"                                  make or show the TLS interception CA\n"
 "  audit summary|suggest ARGS FILE...\n"
 "                                  summarise audit logs; suggest allow rules from refusals\n"
 "  --print-default-config          print the embedded default config\n"
@@ -70,6 +73,8 @@ main(int argc, char **argv)
 		return check_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "audit") == 0)
 		return audit_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "ca") == 0)
+		return ca_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "ctl") == 0)
 		return ctl_main(argc - 1, argv + 1);
 	fprintf(stderr, "portcullis: unknown command '%s'\n\n%s", cmd, usage);

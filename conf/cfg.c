@@ -124,11 +124,99 @@ cfg_new(void)
 	return c;
 }
 
+/*
+ * Reads a credential's value from its source: env:VAR (the loading
+ * process's environment) or file:PATH (at most CFG_MAX_CRED_VALUE bytes,
+ * one trailing newline dropped).  A value with a control character would
+ * split the header it goes into: refused.  The error never quotes the
+ * value.
+ */
+static void
+cred_read(struct parser *p, struct credential *cr, const struct loc *l)
+{
+	char buf[CFG_MAX_CRED_VALUE + 2];
+	const char *v;
+	size_t n = 0;
+
+	if (strncmp(cr->source, "env:", 4) == 0) {
+		v = getenv(cr->source + 4);
+		if (cr->source[4] == '\0' || v == NULL) {
+			parser_err(p, l, "[credential %s] value: environment "
+			    "variable '%s' is not set", cr->name, cr->source + 4);
+			return;
+		}
+		n = strlen(v);
+		if (n > CFG_MAX_CRED_VALUE) {
+			parser_err(p, l, "[credential %s] value: longer than %d "
+			    "bytes", cr->name, CFG_MAX_CRED_VALUE);
+			return;
+		}
+		memcpy(buf, v, n);
+	} else {
+		FILE *f = fopen(cr->source + 5, "re");
+
+		if (f == NULL) {
+			parser_err(p, l, "[credential %s] value: cannot read "
+			    "'%s': %s", cr->name, cr->source + 5, strerror(errno));
+			return;
+		}
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		if (n > 0 && buf[n - 1] == '\n')
+			n--;
+		if (n > 0 && buf[n - 1] == '\r')
+			n--;
+		if (n > CFG_MAX_CRED_VALUE) {
+			explicit_bzero(buf, sizeof(buf));
+			parser_err(p, l, "[credential %s] value: longer than %d "
+			    "bytes", cr->name, CFG_MAX_CRED_VALUE);
+			return;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f) {
+			explicit_bzero(buf, sizeof(buf));
+			parser_err(p, l, "[credential %s] value: a control "
+			    "character (CR, LF, NUL, ...) in the value", cr->name);
+			return;
+		}
+	}
+	if (n == 0) {
+		parser_err(p, l, "[credential %s] value: empty", cr->name);
+		return;
+	}
+	cr->value = malloc(n + 1);
+	if (cr->value == NULL) {
+		explicit_bzero(buf, sizeof(buf));
+		parser_oom(p);
+		return;
+	}
+	memcpy(cr->value, buf, n);
+	cr->value[n] = '\0';
+	cr->value_len = n;
+	explicit_bzero(buf, sizeof(buf));
+}
+
 /* Cross-field checks once everything is read. */
 static void
 cross_validate(struct parser *p)
 {
 	struct cfg *c = p->cfg;
+
+	for (size_t i = 0; i < c->ncreds; i++) {
+		struct credential *cr = &c->creds[i];
+		const struct loc *l = i < p->ncredlocs ? &p->credlocs[i] :
+		    &p->loc;
+
+		if (cr->hosts.n == 0)
+			parser_err(p, l, "[credential %s]: no hosts", cr->name);
+		if (cr->header == NULL)
+			parser_err(p, l, "[credential %s]: no header", cr->name);
+		if (cr->source == NULL)
+			parser_err(p, l, "[credential %s]: no value", cr->name);
+		else if (p->nerrs_total == 0)
+			cred_read(p, cr, l);
+	}
 
 	if (!p->listen_set) {
 		struct hostport hp, *slot;
@@ -139,6 +227,16 @@ cross_validate(struct parser *p)
 			if (slot != NULL)
 				*slot = hp;
 		}
+	}
+	/* [tls]: a CA is a cert and its key; one without the other is a
+	 * config error rather than a silent "no interception". */
+	if ((c->tls.ca_cert == NULL) != (c->tls.ca_key == NULL)) {
+		struct loc l = keys_seen(p, S_TLS, c->tls.ca_cert != NULL ?
+		    "ca_cert" : "ca_key");
+
+		parser_err(p, &l, "[tls] %s: needs %s too",
+		    c->tls.ca_cert != NULL ? "ca_cert" : "ca_key",
+		    c->tls.ca_cert != NULL ? "ca_key" : "ca_cert");
 	}
 	/*
 	 * [proxy] env naming an env that has no sections is not an error:
@@ -238,6 +336,9 @@ cfg_free(struct cfg *c)
 	free(c->proxy.listen);
 	free(c->metrics.listen);
 	free(c->audit.key);
+	free(c->tls.ca_cert);
+	free(c->tls.ca_key);
+	free(c->tls.upstream_ca);
 	free(c->proxy.control);
 	free(c->proxy.env);
 	free(c->proxy.tls_ports);
@@ -258,9 +359,27 @@ cfg_free(struct cfg *c)
 			rule_list_free(&c->envs[i].phase[ph].allow);
 			rule_list_free(&c->envs[i].phase[ph].deny);
 			free(c->envs[i].phase[ph].methods_origin);
+			for (size_t k = 0; k < c->envs[i].phase[ph].paths.n;
+			    k++)
+				free(c->envs[i].phase[ph].path_globs[k]);
+			free(c->envs[i].phase[ph].path_globs);
+			rule_list_free(&c->envs[i].phase[ph].paths);
+			rule_list_free(&c->envs[i].phase[ph].intercept);
 		}
 	}
 	free(c->envs);
+	for (size_t i = 0; i < c->ncreds; i++) {
+		struct credential *cr = &c->creds[i];
+
+		free(cr->name);
+		rule_list_free(&cr->hosts);
+		free(cr->header);
+		free(cr->source);
+		if (cr->value != NULL)
+			explicit_bzero(cr->value, cr->value_len);
+		free(cr->value);
+	}
+	free(c->creds);
 	for (size_t i = 0; i < c->npresets; i++) {
 		free(c->presets[i].name);
 		rule_list_free(&c->presets[i].rules);

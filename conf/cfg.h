@@ -77,6 +77,17 @@ struct phase_policy {
 	bool mode_set;		/* a mode key was given (duplicates refused) */
 	bool report;		/* mode = report: would-be policy refusals are
 				 * allowed and logged (docs/design.md §9) */
+	/*
+	 * paths = HOSTPATTERN/PATHGLOB, ... (DESIGN.md §11): a request to a
+	 * host that some paths.v[i] matches must have a path that one of
+	 * the globs of the matching entries matches (path_globs[i], parallel
+	 * to paths.v; `*` within a segment, `**` across segments).
+	 */
+	struct rule_list paths;
+	char **path_globs;
+	/* intercept = PATTERNS: CONNECTs to these hosts on a tls_port are
+	 * intercepted (when a CA is configured). */
+	struct rule_list intercept;
 };
 
 struct env {
@@ -92,6 +103,24 @@ struct env {
 struct preset {
 	char *name;
 	struct rule_list rules;
+};
+
+/*
+ * A [credential NAME] section (DESIGN.md §11): on an intercepted request
+ * to one of hosts, in one of the phases, the proxy sets header to value
+ * (the client's own header of that name removed).  value is read when the
+ * config is loaded (env:VAR from the loading process's environment,
+ * file:PATH), is never logged, and is cleared when the config is freed.
+ */
+struct credential {
+	char *name;
+	struct rule_list hosts;
+	char *header;
+	char *source;		/* "env:VAR" or "file:PATH" as written */
+	char *value;		/* the secret; NUL-terminated */
+	size_t value_len;
+	unsigned phases;	/* bit (1u << phase); default both */
+	bool phases_set;
 };
 
 struct hostport {
@@ -206,6 +235,16 @@ struct cfg {
 		size_t nlisten;
 	} metrics;
 
+	/* [tls] (DESIGN.md §11): paths as written (relative to the cwd),
+	 * NULL when not set.  ca_cert and ca_key come together or not at
+	 * all; they are read by the proxy (proxy/tlsca.h), not here. */
+	struct {
+		char *ca_cert;		/* PEM CA certificate */
+		char *ca_key;		/* PEM CA key, 0600 */
+		char *upstream_ca;	/* PEM file or directory; NULL =
+					 * the system store */
+	} tls;
+
 	struct {
 		unsigned max_connections;	/* default 10000 */
 		unsigned header_timeout_ms;	/* default 10s */
@@ -221,6 +260,10 @@ struct cfg {
 
 	/* Admin ceilings from [proxy] require (present = false: none). */
 	struct ceilings ceil;
+
+	/* [credential NAME] sections, in file order. */
+	struct credential *creds;
+	size_t ncreds;
 
 	/* Files read through [proxy] include, in order, after path. */
 	char **included;

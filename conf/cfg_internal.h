@@ -47,6 +47,8 @@ enum sect {
 	S_SKIP,		/* inside a bad section: its keys are ignored */
 	S_PROXY, S_DNS, S_ADDRESSES, S_AUDIT, S_LIMITS, S_PRESET, S_ENV,
 	S_METRICS,
+	S_CREDENTIAL,	/* [credential NAME] */
+	S_TLS,		/* [tls]: the interception CA, upstream trust */
 	S_REQUIRE,	/* only in the file named by [proxy] require */
 };
 
@@ -148,6 +150,10 @@ struct parser {
 	size_t nenvlocs;
 	bool listen_set, tls_ports_set;
 	bool require_sect;	/* the require file had a [require] section */
+	/* Where each [credential NAME] section began (parallel to
+	 * cfg->creds), for the checks once all is read. */
+	struct loc *credlocs;
+	size_t ncredlocs;
 
 	EVP_MD_CTX *md;
 };

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cfg_internal.h"
 
@@ -74,6 +75,12 @@ enum vtype {
 	T_MODE,		/* [env] scalar: enforce or report */
 	T_CEIL_PATTERNS, /* [require] list of patterns; min = CEIL_DENY or CEIL_WITHIN + phase */
 	T_CEIL_METHODS,	/* [require] scalar list of methods; min = phase */
+	T_PATHS,	/* [env] list of HOSTPATTERN/PATHGLOB */
+	T_INTERCEPT,	/* [env] list of host patterns */
+	T_CRED_HOSTS,	/* [credential] list of host patterns */
+	T_CRED_HEADER,	/* [credential] scalar header name */
+	T_CRED_VALUE,	/* [credential] scalar env:VAR or file:PATH */
+	T_CRED_PHASES,	/* [credential] scalar list of phases */
 };
 
 #define CEIL_DENY 0
@@ -110,6 +117,9 @@ static const struct key_row key_table[] = {
 	{ S_AUDIT, "paths", T_BOOL, 0, 0, 0, OFF(audit.paths), 0 },
 	{ S_AUDIT, "reserve_mib", T_UINT, AUDIT_MIN_RESERVE_MIB, AUDIT_MAX_RESERVE_MIB, AUDIT_DEF_RESERVE_MIB, OFF(audit.reserve_mib), 0 },
 	{ S_METRICS, "listen", T_HOSTPORTS, 0, 0, 0, OFF(metrics.listen), OFF(metrics.nlisten) },
+	{ S_TLS, "ca_cert", T_STRING, 0, 0, 0, OFF(tls.ca_cert), 0 },
+	{ S_TLS, "ca_key", T_STRING, 0, 0, 0, OFF(tls.ca_key), 0 },
+	{ S_TLS, "upstream_ca", T_STRING, 0, 0, 0, OFF(tls.upstream_ca), 0 },
 	{ S_LIMITS, "max_connections", T_UINT, PROXY_MIN_CONNS, PROXY_MAX_CONNS, PROXY_DEF_CONNS, OFF(limits.max_connections), 0 },
 	{ S_LIMITS, "header_timeout", T_DURATION, PROXY_MIN_HEADER_TIMEOUT_MS, PROXY_MAX_HEADER_TIMEOUT_MS, PROXY_DEF_HEADER_TIMEOUT_MS, OFF(limits.header_timeout_ms), 0 },
 	{ S_LIMITS, "connect_timeout", T_DURATION, PROXY_MIN_CONNECT_TIMEOUT_MS, PROXY_MAX_CONNECT_TIMEOUT_MS, PROXY_DEF_CONNECT_TIMEOUT_MS, OFF(limits.connect_timeout_ms), 0 },
@@ -119,6 +129,12 @@ static const struct key_row key_table[] = {
 	{ S_ENV, "deny", T_PATTERNS, 1, 0, 0, 0, 0 },
 	{ S_ENV, "methods", T_METHODS, 0, 0, 0, 0, 0 },
 	{ S_ENV, "mode", T_MODE, 0, 0, 0, 0, 0 },
+	{ S_ENV, "paths", T_PATHS, 0, 0, 0, 0, 0 },
+	{ S_ENV, "intercept", T_INTERCEPT, 0, 0, 0, 0, 0 },
+	{ S_CREDENTIAL, "hosts", T_CRED_HOSTS, 0, 0, 0, 0, 0 },
+	{ S_CREDENTIAL, "header", T_CRED_HEADER, 0, 0, 0, 0, 0 },
+	{ S_CREDENTIAL, "value", T_CRED_VALUE, 0, 0, 0, 0, 0 },
+	{ S_CREDENTIAL, "phases", T_CRED_PHASES, 0, 0, 0, 0, 0 },
 	{ S_REQUIRE, "deny", T_CEIL_PATTERNS, CEIL_DENY, 0, 0, 0, 0 },
 	{ S_REQUIRE, "setup.allow_within", T_CEIL_PATTERNS, CEIL_WITHIN + PHASE_SETUP, 0, 0, 0, 0 },
 	{ S_REQUIRE, "agent.allow_within", T_CEIL_PATTERNS, CEIL_WITHIN + PHASE_AGENT, 0, 0, 0, 0 },
@@ -148,6 +164,7 @@ row_is_list(const struct key_row *row)
 	switch (row->type) {
 	case T_HOSTPORTS: case T_PORTS: case T_STATIC: case T_CIDRS:
 	case T_INCLUDE: case T_PATTERNS: case T_CEIL_PATTERNS:
+	case T_PATHS: case T_INTERCEPT: case T_CRED_HOSTS:
 		return true;
 	default:
 		return false;
@@ -405,6 +422,132 @@ tok_method(struct parser *p, const char *tok, void *arg)
 	    &p->cfg->envs[p->cur].phase[p->cur_phase].methods_mask);
 }
 
+/*
+ * A host pattern for paths, intercept and credential hosts: compiled at
+ * once (no @preset references: these name hosts to look inside, not sets
+ * to allow).  Appends to l with origin "FILE:LINE SECTION KEY TOK".
+ */
+static void
+host_pattern_add(struct parser *p, const struct key_row *row,
+    const char *tok, const char *as_written, struct rule_list *l)
+{
+	char msg[512], *origin;
+	struct rule r;
+
+	if (tok[0] == '@') {
+		kerr(p, row, "'%s': presets cannot be used here", tok);
+		return;
+	}
+	if (pattern_compile(tok, &r, msg, sizeof(msg)) < 0) {
+		kerr(p, row, "%s", msg);
+		return;
+	}
+	origin = cfg_fmt("%s:%u %s %s %s", p->loc.file, p->loc.line,
+	    p->sect_text, row->key, as_written);
+	if (origin == NULL || rule_list_append(l, &r, origin) < 0)
+		parser_oom(p);
+	free(origin);
+	free(r.host);
+}
+
+/* A path glob: "/" then printable ASCII without white space. */
+static bool
+path_glob_ok(const char *g)
+{
+	if (g[0] != '/' || strlen(g) > CFG_MAX_PATH_GLOB)
+		return false;
+	for (const char *q = g; *q != '\0'; q++)
+		if (*q <= ' ' || *q >= 0x7f || *q == '?' || *q == '#')
+			return false;
+	return true;
+}
+
+static void
+tok_path(struct parser *p, const char *tok, void *arg)
+{
+	const struct key_row *row = arg;
+	struct phase_policy *pp = &p->cfg->envs[p->cur].phase[p->cur_phase];
+	const char *slash = strchr(tok, '/');
+	char host[CFG_MAX_PATTERN + 1];
+	size_t before = pp->paths.n, hl;
+	char **ng;
+
+	if (slash == NULL || slash == tok ||
+	    (hl = (size_t)(slash - tok)) >= sizeof(host)) {
+		kerr(p, row, "bad entry '%s' (expected HOSTPATTERN/PATHGLOB, "
+		    "e.g. github.com/org/repo.git/**)", tok);
+		return;
+	}
+	if (!path_glob_ok(slash)) {
+		kerr(p, row, "bad path glob in '%s' (printable, no white "
+		    "space, '?' or '#'; at most %d bytes)", tok,
+		    CFG_MAX_PATH_GLOB);
+		return;
+	}
+	memcpy(host, tok, hl);
+	host[hl] = '\0';
+	host_pattern_add(p, row, host, tok, &pp->paths);
+	if (pp->paths.n == before)
+		return;
+	ng = realloc(pp->path_globs, pp->paths.n * sizeof(*ng));
+	if (ng == NULL) {
+		parser_oom(p);
+		return;
+	}
+	pp->path_globs = ng;
+	ng[pp->paths.n - 1] = parser_strdup(p, slash);
+}
+
+static void
+tok_intercept(struct parser *p, const char *tok, void *arg)
+{
+	host_pattern_add(p, arg, tok, tok,
+	    &p->cfg->envs[p->cur].phase[p->cur_phase].intercept);
+}
+
+static void
+tok_cred_host(struct parser *p, const char *tok, void *arg)
+{
+	host_pattern_add(p, arg, tok, tok, &p->cfg->creds[p->cur].hosts);
+}
+
+static void
+tok_cred_phase(struct parser *p, const char *tok, void *arg)
+{
+	enum phase ph;
+
+	if (phase_parse(tok, &ph) < 0) {
+		kerr(p, arg, "bad phase '%s' (expected setup or agent)", tok);
+		return;
+	}
+	p->cfg->creds[p->cur].phases |= 1u << ph;
+}
+
+/*
+ * Header names a credential may set: an HTTP token, and not one that
+ * frames the message or that the proxy itself manages.
+ */
+static bool
+cred_header_ok(const char *h)
+{
+	static const char *const refused[] = {
+		"host", "content-length", "transfer-encoding", "connection",
+		"keep-alive", "te", "trailer", "upgrade", "expect",
+	};
+	size_t n = strlen(h);
+
+	if (n == 0 || n > CFG_MAX_CRED_HEADER)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)h[i]) && strchr("!#$%&'*+-.^_`|~",
+		    h[i]) == NULL)
+			return false;
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		if (strcasecmp(h, refused[i]) == 0)
+			return false;
+	return strncasecmp(h, "proxy-", 6) != 0;
+}
+
 /* Handles one KEY = VALUE of a scalar or list row. */
 static void
 set_value(struct parser *p, const struct key_row *row, const char *v)
@@ -491,6 +634,39 @@ set_value(struct parser *p, const struct key_row *row, const char *v)
 		for_each_token(p, v, tok_ceil_pattern, (void *)row);
 		return;
 	}
+	case T_PATHS:
+		for_each_token(p, v, tok_path, (void *)row);
+		return;
+	case T_INTERCEPT:
+		for_each_token(p, v, tok_intercept, (void *)row);
+		return;
+	case T_CRED_HOSTS:
+		for_each_token(p, v, tok_cred_host, (void *)row);
+		return;
+	case T_CRED_HEADER:
+		if (!cred_header_ok(v)) {
+			kerr(p, row, "bad header name '%s' (a token of at most %d "
+			    "bytes; not Host, a framing or hop-by-hop header, "
+			    "nor Proxy-*)", v, CFG_MAX_CRED_HEADER);
+			return;
+		}
+		c->creds[p->cur].header = parser_strdup(p, v);
+		return;
+	case T_CRED_VALUE:
+		if (strncmp(v, "env:", 4) != 0 && strncmp(v, "file:", 5) != 0) {
+			kerr(p, row, "bad value source (expected env:VAR or "
+			    "file:PATH; the secret itself never goes in the "
+			    "config)");
+			return;
+		}
+		c->creds[p->cur].source = parser_strdup(p, v);
+		return;
+	case T_CRED_PHASES:
+		c->creds[p->cur].phases = 0;
+		c->creds[p->cur].phases_set = true;
+		if (for_each_token(p, v, tok_cred_phase, (void *)row) == 0)
+			kerr(p, row, "empty phase list");
+		return;
 	case T_CEIL_METHODS:
 		c->ceil.methods_set[row->min] = true;
 		free(c->ceil.methods_loc[row->min]);
@@ -606,6 +782,13 @@ keys_handler(void *user, const char *section, const char *name,
 			dup = row->type == T_METHODS ? pp->methods_restricted :
 			    pp->mode_set;
 			first.line = 0;
+		} else if (p->sect == S_CREDENTIAL) {
+			const struct credential *cr = &p->cfg->creds[p->cur];
+
+			dup = row->type == T_CRED_HEADER ? cr->header != NULL :
+			    row->type == T_CRED_VALUE ? cr->source != NULL :
+			    cr->phases_set;
+			first.line = 0;
 		} else {
 			dup = p->seen[i].line != 0;
 			p->seen[i] = p->loc;
@@ -618,7 +801,8 @@ keys_handler(void *user, const char *section, const char *name,
 			else
 				parser_err(p, &p->loc, "%s %s: duplicate key",
 				    p->sect_text, name);
-			if (row->type == T_METHODS || row->type == T_MODE)
+			if (row->type == T_METHODS || row->type == T_MODE ||
+			    p->sect == S_CREDENTIAL)
 				return 1;
 			p->seen[i] = first;
 			return 1;

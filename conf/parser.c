@@ -169,6 +169,7 @@ parser_free(struct parser *p)
 		free(p->incs[i].pattern);
 	free(p->incs);
 	free(p->envlocs);
+	free(p->credlocs);
 	for (size_t i = 0; i < p->nfiles; i++)
 		free(p->files[i]);
 	free(p->files);

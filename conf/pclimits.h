@@ -84,6 +84,16 @@
 #define CFG_MAX_ERRORS 100
 /* Preset references nest at most this deep (a cycle is refused anyway). */
 #define CFG_MAX_PRESET_DEPTH 8
+/* A paths glob (the part after HOSTPATTERN): a repository endpoint, not a
+ * regular expression; the matcher is O(glob x path).  A config line is
+ * shorter than inih's INI_MAX_LINE (200) anyway; this leaves room for
+ * "paths = " and the host. */
+#define CFG_MAX_PATH_GLOB 128
+/* A [credential] header name: longer is a typo. */
+#define CFG_MAX_CRED_HEADER 64
+/* A credential's value (a token or "Bearer ..." line), from env: or file:;
+ * longer is refused at load, so a rebuilt head has room for it. */
+#define CFG_MAX_CRED_VALUE 4096
 /*
  * Files read through [proxy] include, at most.  Includes do not nest: an
  * included file may hold only [env] and [preset] sections.
@@ -317,6 +327,20 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
 /* A ClientHello larger than this (all its records together) is refused. */
 #define TLS_MAX_CLIENTHELLO 16384
 
+/* proxy/tlsca.h: the interception CA (DESIGN.md §11) */
+/* Leaf server contexts kept per CA (LRU); one per intercepted host.  A
+ * full cache measured about 24 MiB RSS (test_tlsca: ~20 KiB per SSL_CTX). */
+#define TLSCA_LEAF_CACHE 1024
+/* Leaf validity: from TLSCA_LEAF_BACKDATE_S before issue (clock skew)
+ * to TLSCA_LEAF_DAYS after; a cached leaf past half of that is remade. */
+#define TLSCA_LEAF_DAYS 7
+#define TLSCA_LEAF_BACKDATE_S 3600
+/* `portcullis ca init` / the ephemeral CA: validity of the CA cert. */
+#define TLSCA_CA_DAYS 3650
+#define TLSCA_EPHEMERAL_DAYS 2
+/* A CA cert or key file larger than this is refused. */
+#define TLSCA_MAX_PEM_BYTES (256 * 1024)
+
 /* ==== fixed: the launcher (sandbox/) ==== */
 
 /* sandbox/mounts.c */
@@ -356,6 +380,12 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
 /* Largest host /etc/ssh/ssh_config we copy into the sandbox's (real ones
  * are a few KiB). */
 #define RUN_SSHCONF_MAX (256 * 1024)
+
+/* sandbox/trust.c: the sandbox's CA bundle (DESIGN.md §11): the system
+ * roots (about 200 KiB on Debian), the files the caller's own CA
+ * variables name, and the interception CA; a bundle over this is an
+ * error (a PEM file cut short is no bundle). */
+#define RUN_CA_BUNDLE_MAX (8 * 1024 * 1024)
 
 /* Refusal summary: distinct destinations tracked, and listed (the rest is
  * "and K more"); the longest audit line read (longer ones are skipped) and
@@ -438,5 +468,17 @@ static_assert(AUDITSUM_MAX_KEY >= AUDIT_MAX_TARGET, "a host fits a group key");
 /* A DNS-over-TCP connection with nothing to do for this long is closed,
  * and so is one whose query does not arrive whole within it. */
 #define DNS_SERVE_TCP_IDLE_MS 5000
+
+/* ==== fixed: TLS interception (proxy/mitm.c) =========================== */
+
+/* Ciphertext read from one side per read call, before it is decrypted
+ * (about four full TLS records: fewer syscalls on bulk transfers); the
+ * memory BIO holding it is read dry before that side is read again, so
+ * one side's undecrypted input is at most this much. */
+#define MITM_RAW_BUF (65536 + 512)
+/* Handshake and alert flights written outside the data path (not counted
+ * against a direction's one write): more queued than this and the peer
+ * is not reading its handshake; the conn ends. */
+#define MITM_MAX_CTL_WRITES 8
 
 #endif

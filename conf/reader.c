@@ -36,6 +36,8 @@ static const struct {
 	{ "proxy", S_PROXY }, { "dns", S_DNS }, { "addresses", S_ADDRESSES },
 	{ "audit", S_AUDIT }, { "limits", S_LIMITS }, { "preset", S_PRESET },
 	{ "env", S_ENV }, { "require", S_REQUIRE }, { "metrics", S_METRICS },
+	{ "credential", S_CREDENTIAL },
+	{ "tls", S_TLS },
 };
 #define SECT_KINDS (sizeof(sect_kinds) / sizeof(sect_kinds[0]))
 
@@ -142,7 +144,14 @@ read_section(struct parser *p, const char *s, size_t n)
 		    p->sect_text);
 		return;
 	}
-	if (kind != S_PRESET && kind != S_ENV && nw != 1) {
+	if (kind == S_CREDENTIAL && (nw != 2 || !value_name_ok(words[1]))) {
+		parser_err(p, &p->loc, "section %s: expected [credential NAME] "
+		    "(letters, digits, '-', '_', '.'; at most %d)", p->sect_text,
+		    CFG_MAX_NAME);
+		return;
+	}
+	if (kind != S_PRESET && kind != S_ENV && kind != S_CREDENTIAL &&
+	    nw != 1) {
 		parser_err(p, &p->loc, "section %s: expected [%s]", p->sect_text,
 		    sect_kind_name(kind));
 		return;
@@ -203,6 +212,21 @@ read_section(struct parser *p, const char *s, size_t n)
 		p->envlocs[p->cur].sect[p->cur_phase] = p->loc;
 	} else if (kind == S_REQUIRE) {
 		p->require_sect = true;
+	} else if (kind == S_CREDENTIAL) {
+		struct credential *cr = parser_push(p, &p->cfg->creds,
+		    &p->cfg->ncreds, sizeof(*cr));
+
+		if (cr == NULL)
+			return;
+		cr->name = parser_strdup(p, words[1]);
+		cr->phases = (1u << PHASE_COUNT) - 1;
+		p->cur = p->cfg->ncreds - 1;
+		while (p->ncredlocs < p->cfg->ncreds) {
+			if (parser_push(p, &p->credlocs, &p->ncredlocs,
+			    sizeof(*p->credlocs)) == NULL)
+				return;
+		}
+		p->credlocs[p->cur] = p->loc;
 	}
 	p->sect = kind;
 }

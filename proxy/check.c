@@ -29,6 +29,8 @@ static const char check_usage[] =
 "  TARGET: allow allowed (RULE)\n"
 "  TARGET: deny REASON (RULE)\n"
 "  TARGET: allow report_only (RULE); would deny REASON\n"
+"  TARGET: deny interception_required (RULE); with a [tls] CA:\n"
+"      intercepted, GET PATH inside: allow|deny REASON (RULE)\n"
 "RULE is where the deciding rule was written (FILE:LINE [section] key\n"
 "pattern), the methods line, or \"default\" when no rule matched.  In an\n"
 "env phase with mode = report a would-be policy refusal is allowed; RULE\n"
@@ -36,7 +38,8 @@ static const char check_usage[] =
 "by one \"report-only mode: [env NAME PHASE]\" line per such phase.\n"
 "\n"
 "TARGET forms:\n"
-"  http://HOST[:PORT]/...   a plain HTTP GET (port 80 unless given)\n"
+"  http://HOST[:PORT]/...   a plain HTTP GET (port 80 unless given; its\n"
+"                           path meets the paths rules)\n"
 "  https://HOST[:PORT]/...  a CONNECT tunnel (port 443 unless given)\n"
 "  HOST:PORT, [IPV6]:PORT   a CONNECT tunnel to that port\n"
 "  HOST                     a CONNECT tunnel to port 443\n"
@@ -109,6 +112,19 @@ check_split(const char *arg, char *host, size_t hostsz, uint16_t *port,
 	return 0;
 }
 
+/* The path of an http(s):// target ("/" when it names none). */
+static const char *
+check_path(const char *arg)
+{
+	const char *p = strstr(arg, "://");
+	const char *slash;
+
+	if (p == NULL)
+		return "/";
+	slash = strchr(p + 3, '/');
+	return slash != NULL ? slash : "/";
+}
+
 static void
 check_one(const struct cfg *c, const char *env, enum phase phase,
     const char *arg)
@@ -143,9 +159,24 @@ check_one(const struct cfg *c, const char *env, enum phase phase,
 		    reason_str(d.would_deny));
 		return;
 	}
-	printf("%s: %s %s (%s)\n", arg,
+	if (!is_connect && d.reason == REASON_ALLOWED)
+		policy_decide_path(c, env, phase, &t, check_path(arg),
+		    strlen(check_path(arg)), &d);
+	printf("%s: %s %s (%s)", arg,
 	    d.reason == REASON_ALLOWED ? "allow" : "deny",
 	    reason_str(d.reason), d.rule_text != NULL ? d.rule_text : "default");
+	if (d.reason == REASON_INTERCEPTION_REQUIRED && d.interceptable) {
+		/* What the requests inside would meet (DESIGN.md §11). */
+		const char *path = check_path(arg);
+
+		policy_decide(c, env, phase, &t, "GET", false, &d);
+		policy_decide_path(c, env, phase, &t, path, strlen(path), &d);
+		printf("; with a [tls] CA: intercepted, GET %s inside: %s %s "
+		    "(%s)", path, d.reason == REASON_ALLOWED ? "allow" : "deny",
+		    reason_str(d.reason), d.rule_text != NULL ? d.rule_text :
+		    "default");
+	}
+	putchar('\n');
 }
 
 /* The env phases in report-only mode, one line each (after "configuration

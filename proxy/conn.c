@@ -18,6 +18,9 @@
  *             -> REFUSING   resolver unavailable or busy, DNS failed,
  *                           every address blocked, timeout
  *   PEEK      -> DIALING    a complete ClientHello, SNI as required
+ *             -> HEAD       the same, intercepted: the client's TLS is
+ *                           terminated here (mitm.c) and requests are
+ *                           read from inside it
  *             -> REFUSING   not TLS, bad or too large ClientHello, no or
  *                           another SNI, timeout
  *   DIALING   -> HTTP       connected or reused: the request goes up
@@ -62,7 +65,8 @@ static const unsigned conn_edges[CONN_NSTATES] = {
 	    TO(CONN_REFUSING) | TO(CONN_CLOSING),
 	[CONN_RESOLVING] = TO(CONN_PEEK) | TO(CONN_DIALING) |
 	    TO(CONN_REFUSING) | TO(CONN_CLOSING),
-	[CONN_PEEK] = TO(CONN_DIALING) | TO(CONN_REFUSING) | TO(CONN_CLOSING),
+	[CONN_PEEK] = TO(CONN_HEAD) | TO(CONN_DIALING) | TO(CONN_REFUSING) |
+	    TO(CONN_CLOSING),
 	[CONN_DIALING] = TO(CONN_HTTP) | TO(CONN_TUNNEL) | TO(CONN_REFUSING) |
 	    TO(CONN_CLOSING),
 	[CONN_HTTP] = TO(CONN_HEAD) | TO(CONN_RESOLVING) | TO(CONN_DIALING) |
@@ -96,7 +100,19 @@ conn_set_state(struct conn *c, enum conn_state st)
 static enum mproto
 conn_mproto(const struct conn *c)
 {
+	if (c->mitm != NULL && !c->is_connect)
+		return MP_HTTPS;
 	return c->is_socks ? MP_SOCKS5 : c->is_connect ? MP_CONNECT : MP_HTTP;
+}
+
+/* The "proto" of c's records: a request inside an intercepted tunnel is
+ * "https" (the CONNECT itself is "connect" or "socks5"). */
+static const char *
+conn_proto(const struct conn *c)
+{
+	if (c->mitm != NULL && !c->is_connect)
+		return "https";
+	return c->is_socks ? "socks5" : c->is_connect ? "connect" : "http";
 }
 
 const char *
@@ -133,8 +149,11 @@ conn_free(struct conn *c)
 	free(c->downd.whead);
 	front_drop_head(&c->fe);
 	free(c->up_head);
+	if (c->retry_head != NULL)
+		explicit_bzero(c->retry_head, c->retry_len);
 	free(c->retry_head);
 	free(c->peek);
+	mitm_free(c);
 	free(c->path);
 	free(c->sni);
 	free(c->addrs);
@@ -165,6 +184,8 @@ conn_on_upstream_closed(uv_handle_t *h)
 	struct upstream *u = h->data;
 	struct conn *c = u->c;
 
+	if (c != NULL)
+		mitm_up_free(u, c->s);
 	free(u);
 	/* An upstream can be replaced while its conn lives on; only a
 	 * closing conn is freed by its last handle. */
@@ -241,6 +262,7 @@ conn_close(struct conn *c, const char *reason)
 	c->pending_closes += 2;
 	uv_close((uv_handle_t *)&c->client, conn_on_handle_closed);
 	uv_close((uv_handle_t *)&c->timer, conn_on_handle_closed);
+	c->pending_closes += mitm_close(c, conn_on_handle_closed);
 }
 
 /*
@@ -294,6 +316,12 @@ conn_on_timer(uv_timer_t *t)
 
 	switch (c->state) {
 	case CONN_HEAD:
+		if (c->mitm != NULL && !mitm_client_tls(c)) {
+			/* An intercepted tunnel whose client never finished
+			 * its TLS handshake. */
+			conn_close(c, "tls_handshake_timeout");
+			return;
+		}
 		if (c->nreqs > 0 && c->fe.head == NULL) {
 			/* Idle keep-alive between requests. */
 			conn_close(c, NULL);
@@ -401,8 +429,7 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	jw_str(&w, "env", conn_env(c));
 	jw_str(&w, "phase", phase_name(conn_phase(c)));
 	jw_str(&w, "client", c->client_addr);
-	jw_str(&w, "proto", c->is_socks ? "socks5" : c->is_connect ?
-	    "connect" : "http");
+	jw_str(&w, "proto", conn_proto(c));
 	jw_str(&w, "method", c->fe.method[0] ? c->fe.method : NULL);
 	jw_str(&w, "host", c->host[0] ? c->host : NULL);
 	if (c->port != 0)
@@ -432,6 +459,11 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	}
 	if (c->sni != NULL)
 		jw_str(&w, "sni", c->sni);
+	if (c->is_connect && c->intercept && r == REASON_ALLOWED)
+		jw_bool(&w, "intercepted", true);
+	/* The credential's name only, never its value. */
+	if (c->cred != NULL && r == REASON_ALLOWED)
+		jw_str(&w, "credential", c->cred->name);
 	if (r == REASON_ADDRESS_BLOCKED && c->blocked_why != NULL)
 		jw_str(&w, "blocked", c->blocked_why);
 	jw_int(&w, "status", status);
@@ -487,8 +519,7 @@ conn_log_exchange(struct conn *c, const char *error)
 	jw_str(&w, "session", c->ss ? c->ss->id : NULL);
 	jw_str(&w, "env", conn_env(c));
 	jw_str(&w, "phase", phase_name(conn_phase(c)));
-	jw_str(&w, "proto", c->is_socks ? "socks5" : c->is_connect ?
-	    "connect" : "http");
+	jw_str(&w, "proto", conn_proto(c));
 	jw_str(&w, "method", c->fe.method[0] ? c->fe.method : NULL);
 	jw_str(&w, "host", c->host[0] ? c->host : NULL);
 	if (c->port != 0)
@@ -534,9 +565,13 @@ conn_begin_head(struct conn *c)
 	c->sni = NULL;
 	c->blocked_why = NULL;
 	c->resp_bytes = 0;
+	if (c->retry_head != NULL)
+		explicit_bzero(c->retry_head, c->retry_len);
 	free(c->retry_head);
 	c->retry_head = NULL;
 	c->path_truncated = false;
+	c->intercept = false;
+	c->cred = NULL;
 	front_begin(&c->fe);
 	/* A new conn starts in HEAD (calloc); only a kept-alive one moves. */
 	if (c->state != CONN_HEAD)

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include <llhttp.h>
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include "front.h"
@@ -52,6 +53,13 @@ struct upstream {
 	char host[NETADDR_MAX_HOST + 3];
 	uint16_t port;
 	struct netaddr addr;
+	/* An intercepted conn's upstream speaks TLS (mitm.c): its SSL,
+	 * freed with it, and its raw read buffer while a read is on. */
+	SSL *ssl;
+	bool tls_done;		/* handshake done and verified */
+	bool need_raw;		/* the SSL needs ciphertext to go on */
+	struct buf *raw;
+	unsigned ctl_writes;
 };
 
 /* One relay direction: bytes read from one side, written to the other. */
@@ -139,6 +147,13 @@ struct conn {
 	struct socks *sx;
 	int socks_rep;
 
+	/* TLS interception (mitm.c): the decision said "look inside"
+	 * (intercept), then the client's TLS (mitm, from the ClientHello on);
+	 * the credential set on the current request (points into cfg). */
+	bool intercept;
+	struct mitm *mitm;
+	const struct credential *cred;
+
 	/*
 	 * Egress accounting (docs/design.md §9 "Accounting and report
 	 * mode"): the bytes of the current exchange (an HTTP request and its
@@ -189,6 +204,9 @@ void exchange_upstream_closed(struct conn *c, ssize_t nread);
 /* dial.c: resolve and dial */
 void dial_resolve(struct conn *c);
 void dial_start(struct conn *c);
+/* Connected (and, intercepted, the upstream's TLS verified): the exchange
+ * or the tunnel starts. */
+void dial_established(struct conn *c);
 
 /* peek.c: a TLS tunnel's ClientHello */
 bool peek_wanted(const struct conn *c);	/* CONNECT to a [proxy] tls_port */
@@ -203,6 +221,48 @@ void relay_update_reads(struct conn *c);
 void relay_pump_client(struct conn *c);
 void relay_pump_upstream(struct conn *c);
 void relay_tunnel_start(struct conn *c);
+/* Client bytes in upd.rbuf[0, n) (n > 0), or EOF/an error (n < 0): what
+ * a read brings, plain or decrypted. */
+void relay_client_input(struct conn *c, ssize_t n);
+/* The same from the upstream, into downd.rbuf. */
+void relay_upstream_input(struct conn *c, ssize_t n);
+
+/* mitm.c: TLS interception */
+/* Has the server a CA (may an interceptable CONNECT be allowed)? */
+bool mitm_available(const struct conn *c);
+/* The peek passed: terminate the client's TLS and go back to HEAD. */
+void mitm_start(struct conn *c);
+/* Moves the CONNECT's checked addresses to c->addrs for the first request
+ * inside, when it is decided under the same config; true if it did (the
+ * caller dials them), false: resolve as usual.  Once per tunnel. */
+bool mitm_take_addrs(struct conn *c);
+/* An intercepted conn's upstream connected: its TLS handshake. */
+void mitm_up_start(struct conn *c);
+void mitm_client_pump(struct conn *c);
+void mitm_up_pump(struct conn *c);
+void mitm_alloc_client(struct conn *c, uv_buf_t *out);
+void mitm_client_read(struct conn *c, ssize_t nread);
+void mitm_alloc_up(struct conn *c, struct upstream *u, uv_buf_t *out);
+void mitm_up_read(struct conn *c, struct upstream *u, ssize_t nread);
+/* relay_update_reads(): adjusts what is read for the TLS layers (their
+ * handshakes, and input already buffered, which a zero timer drains). */
+void mitm_reads(struct conn *c, bool *want_client, bool *want_up);
+/*
+ * relay_write(): when sink is a TLS side, *head and data[0, n) are
+ * encrypted into a new *head (the old one freed).  Returns 0 (plain: do
+ * nothing), 1 (sealed), -1 (failed; *head freed and NULL).
+ */
+int mitm_seal_write(struct conn *c, uv_stream_t *sink, char **head,
+    size_t *headlen, const char *data, size_t n);
+/* refuse.c: a refusal for a client in an intercepted TLS session,
+ * encrypted and followed by close_notify (msg freed; NULL on failure). */
+char *mitm_seal_refusal(struct conn *c, char *msg, size_t *len);
+/* The client speaks TLS with us (refusals go inside it). */
+bool mitm_client_tls(const struct conn *c);
+/* conn_close(): closes mitm's handle; returns how many (0 or 1). */
+unsigned mitm_close(struct conn *c, uv_close_cb cb);
+void mitm_free(struct conn *c);
+void mitm_up_free(struct upstream *u, struct server *s);
 
 /* exchange.c: the decision, for HTTP heads and SOCKS5 requests alike */
 bool exchange_decide(struct conn *c, const struct netaddr *addr);

@@ -40,6 +40,7 @@
 #include "internal.h"
 #include "json.h"
 #include "log.h"
+#include "tlsca.h"
 
 /* One session's object in the status reply: the escaped env (from one
  * request line) and command (up to 6 bytes per byte) plus the fixed
@@ -772,6 +773,41 @@ op_reload(struct ctl_conn *cc)
 	reply(cc, out);
 }
 
+/*
+ * tls.ca (design.md §9 "The interception CA"): the certificate of the CA
+ * in force, for the trust bundle of a `portcullis run --connect` sandbox;
+ * "cert" null when the daemon has none.  Public data: any peer may ask.
+ */
+static void
+op_tls_ca(struct ctl_conn *cc)
+{
+	struct tlsca *ca = server_tlsca(cc->ctl->s);
+	char out[CONTROL_MAX_LINE];
+	size_t pos;
+	char *pem;
+
+	if (ca == NULL) {
+		reply(cc, "{\"ok\":true,\"cert\":null}");
+		return;
+	}
+	pem = tlsca_cert_pem(ca);
+	tlsca_unref(ca);
+	if (pem == NULL) {
+		reply_error(cc, "out of memory");
+		return;
+	}
+	pos = (size_t)snprintf(out, sizeof(out), "{\"ok\":true,\"cert\":");
+	/* Room for "}" and the newline: the client's line bound. */
+	if (json_quote(out, sizeof(out) - 2, &pos, pem) != 0) {
+		reply_error(cc, "the CA certificate does not fit in a control "
+		    "reply (CONTROL_MAX_LINE)");
+	} else {
+		snprintf(out + pos, sizeof(out) - pos, "}");
+		reply(cc, out);
+	}
+	free(pem);
+}
+
 static void
 handle_line(struct ctl_conn *cc, const char *line, size_t len)
 {
@@ -808,6 +844,8 @@ handle_line(struct ctl_conn *cc, const char *line, size_t len)
 			op_status(cc);
 		else if (strcmp(op, "reload") == 0)
 			op_reload(cc);
+		else if (strcmp(op, "tls.ca") == 0)
+			op_tls_ca(cc);
 		else
 			reply_error(cc, "unknown op");
 	}

@@ -141,7 +141,7 @@ dial_next(struct conn *c)
 
 /* Connected (or a kept-alive upstream reused): the exchange or the tunnel
  * starts under the idle timeout. */
-static void
+void
 dial_established(struct conn *c)
 {
 	c->last_activity = conn_now(c);
@@ -169,6 +169,11 @@ dial_on_connected(uv_connect_t *req, int status)
 		return;
 	}
 	u->connected = true;
+	if (c->mitm != NULL && !c->is_connect) {
+		/* Intercepted: verified TLS to the origin first. */
+		mitm_up_start(c);
+		return;
+	}
 	dial_established(c);
 }
 

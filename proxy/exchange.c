@@ -155,6 +155,24 @@ exchange_decide(struct conn *c, const struct netaddr *addr)
 	} else {
 		policy_decide_request(cfg, conn_env(c), conn_phase(c), &pt,
 		    c->fe.method, c->is_connect, c->req_has_body, &c->dec);
+		/* The paths step, for a request that names its path (plain
+		 * HTTP and requests inside an intercepted tunnel). */
+		if (!c->is_connect && c->fe.head_done)
+			policy_decide_path(cfg, conn_env(c), conn_phase(c), &pt,
+			    c->fe.target.path, c->fe.target.path_len, &c->dec);
+		/* A tunnel interception would let in, with a CA to do it:
+		 * allowed, and looked inside (DESIGN.md §11). */
+		if (c->dec.reason == REASON_INTERCEPTION_REQUIRED &&
+		    c->dec.interceptable && mitm_available(c)) {
+			c->dec.reason = REASON_ALLOWED;
+			c->intercept = true;
+		}
+		/* A credential goes only on requests inside an intercepted
+		 * tunnel, after the decision. */
+		c->cred = NULL;
+		if (c->mitm != NULL && !c->is_connect &&
+		    c->dec.reason == REASON_ALLOWED)
+			c->cred = policy_credential(cfg, conn_phase(c), &pt);
 	}
 	if (c->dec.reason != REASON_ALLOWED) {
 		refuse_send(c, c->dec.reason, c->dec.detail);
@@ -215,7 +233,8 @@ exchange_head_done(struct conn *c)
 	cfg = c->cfg;
 
 	if (!c->is_connect) {
-		size_t cap = h->len + PROXY_HEAD_SLACK;
+		size_t cap = h->len + PROXY_HEAD_SLACK + (c->cred != NULL ?
+		    CFG_MAX_CRED_HEADER + CFG_MAX_CRED_VALUE + 4 : 0);
 
 		free(c->up_head);
 		c->up_head = malloc(cap);
@@ -223,8 +242,11 @@ exchange_head_done(struct conn *c)
 			conn_close(c, "out_of_memory");
 			return;
 		}
-		c->up_head_len = http_build_request(h, c->fe.method, t,
-		    p->http_major, p->http_minor, c->up_head, cap);
+		c->up_head_len = http_build_request_set(h, c->fe.method, t,
+		    p->http_major, p->http_minor, c->cred != NULL ?
+		    c->cred->header : NULL, c->cred != NULL ? c->cred->value :
+		    NULL, c->cred != NULL ? c->cred->value_len : 0, c->up_head,
+		    cap);
 		if (c->up_head_len == 0) {
 			refuse_head(c, 431, "request head too large");
 			return;
@@ -251,6 +273,13 @@ exchange_head_done(struct conn *c)
 		return;
 	}
 	conn_upstream_drop(c);
+	/* The first request inside an intercepted tunnel dials the
+	 * addresses its CONNECT resolved and checked, under the same config:
+	 * no second lookup. */
+	if (mitm_take_addrs(c)) {
+		dial_start(c);
+		return;
+	}
 	dial_resolve(c);
 }
 

@@ -242,8 +242,10 @@ front_feed_head(struct front *f, const char *data, size_t n, size_t *used)
 
 		*used = (size_t)(llhttp_get_error_pos(&f->parser) - data);
 		f->head_done = true;
-		if (http_check_request(f->head, &f->parser, &f->target,
-		    &why) < 0)
+		if ((f->tunnel != NULL ? http_check_tunnel_request(f->head,
+		    &f->parser, f->tunnel, &f->target, &why) :
+		    http_check_request(f->head, &f->parser, &f->target,
+		    &why)) < 0)
 			return front_bad(f, 400, why);
 		return FRONT_HEAD;
 	}

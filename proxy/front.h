@@ -46,6 +46,10 @@ struct front {
 	const char *cb_why;
 	/* FRONT_HEAD: the validated target (points into head). */
 	struct http_target target;
+	/* Tunnel mode (an intercepted TLS tunnel, mitm.c): requests are
+	 * origin-form and must name this authority in Host; NULL: a proxy
+	 * request (absolute-form).  Set by the conn, kept across requests. */
+	const struct http_target *tunnel;
 	/* FRONT_BAD: 400, 414 or 431, and a static reason (may be NULL). */
 	int status;
 	const char *why;

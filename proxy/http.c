@@ -230,6 +230,64 @@ http_has_body(const llhttp_t *p)
 	    ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
 }
 
+/*
+ * The framing checks every request head gets: Transfer-Encoding exactly
+ * chunked, one Content-Length, no Upgrade: h2c.
+ */
+static int
+check_framing(struct http_head *h, const llhttp_t *p, const char **why)
+{
+	bool chunked = (p->flags & F_CHUNKED) != 0;
+	unsigned cnt;
+	int i;
+
+	/* Transfer-Encoding other than exactly "chunked" is refused; llhttp
+	 * already refuses Content-Length together with Transfer-Encoding and
+	 * conflicting Content-Lengths. */
+	i = http_head_find(h, "transfer-encoding", &cnt);
+	if (i >= 0) {
+		const char *v;
+		size_t vn;
+
+		/* Exactly "chunked" (any case): no trailing white space or
+		 * other decoration that one parser might ignore and another
+		 * might not (docs/hostile.md, te-extra-ows). */
+		v = h->buf + h->hdr[i].val_off;
+		vn = h->hdr[i].val_len;
+		while (vn > 0 && (*v == ' ' || *v == '\t')) {
+			v++;
+			vn--;
+		}
+		/* llhttp frames the body as chunked only when it read the
+		 * header so; if it didn't, the origin might. */
+		if (cnt > 1 || vn != 7 || strncasecmp(v, "chunked", 7) != 0 ||
+		    !chunked) {
+			*why = "Transfer-Encoding other than chunked";
+			return -1;
+		}
+	}
+	i = http_head_find(h, "content-length", &cnt);
+	if (cnt > 1) {
+		*why = "more than one Content-Length";
+		return -1;
+	}
+	for (unsigned k = 0; k < h->nhdr; k++) {
+		const char *v;
+		size_t vn;
+
+		if (!name_is(h, &h->hdr[k], "upgrade"))
+			continue;
+		value_trim(h, &h->hdr[k], &v, &vn);
+		for (size_t o = 0; o + 3 <= vn; o++) {
+			if (strncasecmp(v + o, "h2c", 3) == 0) {
+				*why = "Upgrade: h2c";
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
 int
 http_check_request(struct http_head *h, const llhttp_t *p,
     struct http_target *t, const char **why)
@@ -237,7 +295,6 @@ http_check_request(struct http_head *h, const llhttp_t *p,
 	const char *url = h->buf + h->url_off;
 	size_t ulen = h->url_len;
 	bool is_connect = p->method == HTTP_CONNECT;
-	bool chunked = (p->flags & F_CHUNKED) != 0;
 	bool has_body = http_has_body(p);
 	unsigned cnt;
 	int i;
@@ -314,51 +371,67 @@ http_check_request(struct http_head *h, const llhttp_t *p,
 			return -1;
 		}
 	}
-	/* Transfer-Encoding other than exactly "chunked" is refused; llhttp
-	 * already refuses Content-Length together with Transfer-Encoding and
-	 * conflicting Content-Lengths. */
-	i = http_head_find(h, "transfer-encoding", &cnt);
-	if (i >= 0) {
-		const char *v;
-		size_t vn;
+	return check_framing(h, p, why);
+}
 
-		/* Exactly "chunked" (any case): no trailing white space or
-		 * other decoration that one parser might ignore and another
-		 * might not (docs/hostile.md, te-extra-ows). */
-		v = h->buf + h->hdr[i].val_off;
-		vn = h->hdr[i].val_len;
-		while (vn > 0 && (*v == ' ' || *v == '\t')) {
-			v++;
-			vn--;
-		}
-		/* llhttp frames the body as chunked only when it read the
-		 * header so; if it didn't, the origin might. */
-		if (cnt > 1 || vn != 7 || strncasecmp(v, "chunked", 7) != 0 ||
-		    !chunked) {
-			*why = "Transfer-Encoding other than chunked";
-			return -1;
-		}
-	}
-	i = http_head_find(h, "content-length", &cnt);
-	if (cnt > 1) {
-		*why = "more than one Content-Length";
+int
+http_check_tunnel_request(struct http_head *h, const llhttp_t *p,
+    const struct http_target *tunnel, struct http_target *t,
+    const char **why)
+{
+	const char *url = h->buf + h->url_off;
+	size_t ulen = h->url_len;
+	struct http_target ht;
+	const char *v;
+	size_t vn;
+	unsigned cnt;
+	int i;
+
+	memset(t, 0, sizeof(*t));
+	if (p->http_major != 1 || p->http_minor > 1) {
+		*why = "only HTTP/1.0 and HTTP/1.1";
 		return -1;
 	}
-	for (unsigned k = 0; k < h->nhdr; k++) {
-		const char *v;
-		size_t vn;
-
-		if (!name_is(h, &h->hdr[k], "upgrade"))
-			continue;
-		value_trim(h, &h->hdr[k], &v, &vn);
-		for (size_t o = 0; o + 3 <= vn; o++) {
-			if (strncasecmp(v + o, "h2c", 3) == 0) {
-				*why = "Upgrade: h2c";
-				return -1;
-			}
-		}
+	if (p->method == HTTP_CONNECT) {
+		*why = "CONNECT inside an intercepted tunnel";
+		return -1;
 	}
-	return 0;
+	if (ulen == 0 || url[0] != '/') {
+		*why = "inside an intercepted tunnel, only origin-form "
+		    "targets (/path)";
+		return -1;
+	}
+	if (memchr(url, '#', ulen) != NULL) {
+		*why = "fragment in the request target";
+		return -1;
+	}
+	i = http_head_find(h, "host", &cnt);
+	if (cnt > 1) {
+		*why = "more than one Host header";
+		return -1;
+	}
+	if (i < 0) {
+		*why = "no Host header";
+		return -1;
+	}
+	value_trim(h, &h->hdr[i], &v, &vn);
+	if (parse_authority(v, vn, 443, &ht, why) < 0) {
+		*why = "bad Host header";
+		return -1;
+	}
+	if (strcmp(ht.host, tunnel->host) != 0 || ht.port != tunnel->port) {
+		*why = "Host header disagrees with the tunnel's CONNECT";
+		return -1;
+	}
+	memcpy(t->host, tunnel->host, sizeof(t->host));
+	t->kind = tunnel->kind;
+	t->addr = tunnel->addr;
+	t->port = tunnel->port;
+	t->authority = v;
+	t->authority_len = vn;
+	t->path = url;
+	t->path_len = ulen;
+	return check_framing(h, p, why);
 }
 
 /* Is header k hop-by-hop: fixed list, or named in a Connection header? */
@@ -430,7 +503,8 @@ out_str(struct out *o, const char *s)
 }
 
 static void
-out_headers(struct out *o, const struct http_head *h, bool skip_host)
+out_headers(struct out *o, const struct http_head *h, bool skip_host,
+    const char *skip)
 {
 	for (unsigned k = 0; k < h->nhdr; k++) {
 		const struct http_hdr *hd = &h->hdr[k];
@@ -440,6 +514,8 @@ out_headers(struct out *o, const struct http_head *h, bool skip_host)
 		if (hop_by_hop(h, hd))
 			continue;
 		if (skip_host && name_is(h, hd, "host"))
+			continue;
+		if (skip != NULL && name_is(h, hd, skip))
 			continue;
 		value_trim(h, hd, &v, &vn);
 		out_put(o, h->buf + hd->name_off, hd->name_len);
@@ -454,6 +530,15 @@ http_build_request(const struct http_head *h, const char *method,
     const struct http_target *t, int major, int minor, char *buf,
     size_t bufsz)
 {
+	return http_build_request_set(h, method, t, major, minor, NULL, NULL,
+	    0, buf, bufsz);
+}
+
+size_t
+http_build_request_set(const struct http_head *h, const char *method,
+    const struct http_target *t, int major, int minor, const char *set_name,
+    const char *set_value, size_t set_len, char *buf, size_t bufsz)
+{
 	struct out o = { buf, 0, bufsz, false };
 	char ver[32];
 
@@ -466,7 +551,13 @@ http_build_request(const struct http_head *h, const char *method,
 	out_str(&o, ver);
 	out_put(&o, t->authority, t->authority_len);
 	out_put(&o, "\r\n", 2);
-	out_headers(&o, h, true);
+	out_headers(&o, h, true, set_name);
+	if (set_name != NULL) {
+		out_str(&o, set_name);
+		out_put(&o, ": ", 2);
+		out_put(&o, set_value, set_len);
+		out_put(&o, "\r\n", 2);
+	}
 	out_put(&o, "\r\n", 2);
 	return o.full ? 0 : o.n;
 }
@@ -483,7 +574,7 @@ http_build_response(const struct http_head *h, int status,
 	out_str(&o, line);
 	out_put(&o, reason_phrase, reason_len);
 	out_put(&o, "\r\n", 2);
-	out_headers(&o, h, false);
+	out_headers(&o, h, false, NULL);
 	if (close)
 		out_str(&o, "Connection: close\r\n");
 	out_put(&o, "\r\n", 2);

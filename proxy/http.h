@@ -86,6 +86,26 @@ int http_check_request(struct http_head *h, const llhttp_t *p,
     struct http_target *t, const char **why);
 
 /*
+ * The same for a request inside an intercepted TLS tunnel whose CONNECT
+ * named tunnel (host, kind, addr, port): origin-form only ("/..."), a
+ * Host header naming the tunnel's authority (no port: 443), no CONNECT;
+ * then the framing checks of http_check_request().  t gets the tunnel's
+ * host and port, the Host value as authority, the target as path.
+ */
+int http_check_tunnel_request(struct http_head *h, const llhttp_t *p,
+    const struct http_target *tunnel, struct http_target *t,
+    const char **why);
+
+/*
+ * http_build_request() that also sets header set_name to set_value
+ * (set_len bytes), every header of that name from the client removed;
+ * set_name NULL: none.
+ */
+size_t http_build_request_set(const struct http_head *h, const char *method,
+    const struct http_target *t, int major, int minor, const char *set_name,
+    const char *set_value, size_t set_len, char *out, size_t outsz);
+
+/*
  * Rebuilds the request head for the origin: "METHOD path HTTP/1.x", Host
  * from the URL authority, every other header except hop-by-hop ones
  * (Connection and the headers it names, Keep-Alive, Proxy-*, TE, Trailer,

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include <llhttp.h>
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include "audit.h"
@@ -147,6 +148,19 @@ int server_listen_on(struct server *s, bool reuseport);
 void server_log_reload_refused(const char *how, const char *errors);
 /* Writes the `stop` record (last, after every worker's records). */
 void server_log_stop(struct server *s);
+
+/* servertls.c: the CA and upstream TLS context in force, one pair per
+ * process (every loop shares it).  server_new and server_reload apply
+ * cfg's [tls]: 0, or -EINVAL + why (nothing changed).  The main
+ * server_free clears it. */
+int server_tls_apply(const struct cfg *cfg, char *why, size_t whylen);
+void server_tls_clear(void);
+/* The CA in force, one new reference (tlsca_unref it), or NULL: no CA
+ * (a tunnel that would be intercepted is interception_required). */
+struct tlsca *server_tlsca(const struct server *s);
+/* The upstream client context in force ([tls] upstream_ca or the system
+ * store), one new reference (SSL_CTX_free it), or NULL. */
+SSL_CTX *server_upstream_ctx(const struct server *s);
 
 /* session.c */
 /* Drops one reference (a listener handle's or a conn's, or the session's

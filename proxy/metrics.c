@@ -24,6 +24,7 @@
 #include "internal.h"
 #include "log.h"
 #include "metrics.h"
+#include "tlsca.h"
 #include "version.h"
 
 /* --- counters -------------------------------------------------------------- */
@@ -317,6 +318,24 @@ metrics_render(struct server *s, char **out)
 	    M_GET(s->metrics.reload_ok));
 	sb_printf(&b, "portcullis_reloads_total{result=\"error\"} %" PRIu64
 	    "\n", M_GET(s->metrics.reload_error));
+	/* The leaf cache of the CA in force (DESIGN.md §11): a new CA (a
+	 * reload) starts from zero, which Prometheus reads as a reset. */
+	{
+		struct tlsca *ca = server_tlsca(s);
+		uint64_t hits = 0, misses = 0;
+
+		if (ca != NULL) {
+			tlsca_cache_stats(ca, &hits, &misses);
+			tlsca_unref(ca);
+		}
+		sb_head(&b, "portcullis_tls_leaf_cache_total", "counter",
+		    "Leaf certificates of intercepted hosts: from the cache "
+		    "(hit) or made (miss).");
+		sb_printf(&b, "portcullis_tls_leaf_cache_total{result=\"hit\"} %"
+		    PRIu64 "\n", hits);
+		sb_printf(&b, "portcullis_tls_leaf_cache_total{result=\"miss\"} %"
+		    PRIu64 "\n", misses);
+	}
 	if (b.oom) {
 		free(b.buf);
 		return -ENOMEM;

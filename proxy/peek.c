@@ -114,5 +114,11 @@ peek_check(struct conn *c)
 	}
 	/* A tunnel to an address literal: SNI, if any, is not routing
 	 * information; the address itself was decided and checked. */
+	if (c->intercept) {
+		/* Looked inside: each request is decided and dialled on its
+		 * own (mitm.c). */
+		mitm_start(c);
+		return;
+	}
 	dial_start(c);
 }

@@ -17,9 +17,11 @@
  * its own rules say.  The allow_within/methods_within ceilings need no
  * check here: the loader and cfg_add_rule() refuse configs that break them.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "hostaddr.h"
+#include "pclimits.h"
 #include "policy.h"
 
 static const char *const reason_names[REASON_COUNT] = {
@@ -39,6 +41,8 @@ static const char *const reason_names[REASON_COUNT] = {
 	[REASON_OVERLOADED] = "overloaded",
 	[REASON_UNKNOWN_ENV] = "unknown_env",
 	[REASON_AUDIT_UNAVAILABLE] = "audit_unavailable",
+	[REASON_PATH_NOT_ALLOWED] = "path_not_allowed",
+	[REASON_UPSTREAM_CERT_INVALID] = "upstream_cert_invalid",
 };
 
 const char *
@@ -59,6 +63,7 @@ reason_status(enum reason r)
 		return 400;
 	case REASON_DNS_FAILED:
 	case REASON_CONNECT_FAILED:
+	case REASON_UPSTREAM_CERT_INVALID:
 		return 502;
 	case REASON_TIMEOUT:
 		return 504;
@@ -145,6 +150,7 @@ decide(struct decision *d, enum reason r, const struct rule *rule,
 	d->rule_text = text;
 	d->detail = NULL;
 	d->would_deny = REASON_ALLOWED;
+	d->interceptable = false;
 }
 
 /* The first deny rule of l that matches t (any port unless it names one). */
@@ -285,6 +291,187 @@ report_relaxes(const struct cfg *c, enum phase phase, const struct target *t,
 	return true;
 }
 
+static bool
+tls_port(const struct cfg *c, uint16_t port)
+{
+	for (size_t i = 0; i < c->proxy.ntls_ports; i++)
+		if (c->proxy.tls_ports[i] == port)
+			return true;
+	return false;
+}
+
+static bool
+list_matches(const struct rule_list *l, const struct target *t)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (policy_rule_matches(&l->v[i], t))
+			return true;
+	return false;
+}
+
+const struct credential *
+policy_credential(const struct cfg *c, enum phase phase,
+    const struct target *t)
+{
+	for (size_t i = 0; i < c->ncreds; i++) {
+		const struct credential *cr = &c->creds[i];
+
+		if ((cr->phases & (1u << phase)) && list_matches(&cr->hosts, t))
+			return cr;
+	}
+	return NULL;
+}
+
+/*
+ * A CONNECT, decided by the phase's steps: should it be looked inside?  A methods refusal of the tunnel, or an allowed tunnel to
+ * a host under paths, intercept or a credential, becomes
+ * interception_required with interceptable set (the conn code allows it
+ * when it has a CA).  Refusals for other reasons stay what they are.
+ */
+static void
+intercept_step(const struct cfg *c, const struct phase_policy *pp,
+    enum phase phase, const struct target *t, struct decision *d)
+{
+	if (!tls_port(c, t->port)) {
+		/* Nothing can look inside this tunnel: a paths restriction
+		 * on its host cannot be kept, so it is refused (an intercept
+		 * pattern or a credential only asks for what it cannot
+		 * have: the tunnel stays a tunnel). */
+		if (d->reason == REASON_ALLOWED && list_matches(&pp->paths, t))
+			d->reason = REASON_INTERCEPTION_REQUIRED;
+		return;
+	}
+	if (d->reason == REASON_INTERCEPTION_REQUIRED) {
+		d->interceptable = true;
+		return;
+	}
+	if (d->reason != REASON_ALLOWED)
+		return;
+	if (list_matches(&pp->paths, t) || list_matches(&pp->intercept, t) ||
+	    policy_credential(c, phase, t) != NULL) {
+		d->reason = REASON_INTERCEPTION_REQUIRED;
+		d->interceptable = true;
+	}
+}
+
+/* The width of the star at g[i]: 2 for `**`, 1 for `*`, 0 for none. */
+static size_t
+star_at(const char *g, size_t gl, size_t i)
+{
+	if (i < gl && g[i] == '*')
+		return i + 1 < gl && g[i + 1] == '*' ? 2 : 1;
+	return 0;
+}
+
+/* Adds glob position i and what it reaches through empty stars. */
+static void
+glob_close(const char *g, size_t gl, bool *set, size_t i)
+{
+	size_t w;
+
+	while (i <= gl && !set[i]) {
+		set[i] = true;
+		if ((w = star_at(g, gl, i)) == 0)
+			return;
+		i += w;
+	}
+}
+
+/*
+ * `*` matches within one segment (no '/'), `**` any run of bytes, '/'
+ * included; everything else matches itself.  An NFA over the glob's
+ * positions, one step per path byte: O(len(glob) * len(path)), no
+ * backtracking.
+ */
+bool
+policy_path_glob(const char *g, const char *s, size_t n)
+{
+	bool a[CFG_MAX_PATH_GLOB + 1], b[CFG_MAX_PATH_GLOB + 1];
+	bool *cur = a, *next = b, *tmp, any;
+	size_t gl = strlen(g), w;
+
+	if (gl > CFG_MAX_PATH_GLOB)
+		return false;
+	memset(a, 0, sizeof(a));
+	glob_close(g, gl, cur, 0);
+	for (size_t si = 0; si < n; si++) {
+		memset(next, 0, (gl + 1) * sizeof(*next));
+		any = false;
+		for (size_t i = 0; i <= gl; i++) {
+			if (!cur[i])
+				continue;
+			w = star_at(g, gl, i);
+			if (w == 2 || (w == 1 && s[si] != '/')) {
+				glob_close(g, gl, next, i);
+				any = true;
+			} else if (w == 0 && i < gl && g[i] == s[si]) {
+				glob_close(g, gl, next, i + 1);
+				any = true;
+			}
+		}
+		if (!any)
+			return false;
+		tmp = cur;
+		cur = next;
+		next = tmp;
+	}
+	return cur[gl];
+}
+
+/* A path origins may read as another: dot segments, backslashes,
+ * encoded '.', '/' or '\\'. */
+static bool
+path_ambiguous(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '\\')
+			return true;
+		if (p[i] == '%' && i + 2 < n && (
+		    (p[i + 1] == '2' && (p[i + 2] == 'e' || p[i + 2] == 'E' ||
+		    p[i + 2] == 'f' || p[i + 2] == 'F')) ||
+		    (p[i + 1] == '5' && (p[i + 2] == 'c' || p[i + 2] == 'C'))))
+			return true;
+		if (p[i] == '/' && i + 1 < n && p[i + 1] == '.' &&
+		    (i + 2 == n || p[i + 2] == '/' ||
+		    (p[i + 2] == '.' && (i + 3 == n || p[i + 3] == '/'))))
+			return true;
+	}
+	return false;
+}
+
+void
+policy_decide_path(const struct cfg *c, const char *envname,
+    enum phase phase, const struct target *t, const char *path, size_t n,
+    struct decision *d)
+{
+	const struct env *e = cfg_find_env(c, envname);
+	const struct phase_policy *pp;
+	const char *first = NULL;
+	const char *q;
+
+	if (d->reason != REASON_ALLOWED || e == NULL ||
+	    (unsigned)phase >= PHASE_COUNT)
+		return;
+	pp = &e->phase[phase];
+	if ((q = memchr(path, '?', n)) != NULL)
+		n = (size_t)(q - path);
+	for (size_t i = 0; i < pp->paths.n; i++) {
+		if (!policy_rule_matches(&pp->paths.v[i], t))
+			continue;
+		if (first == NULL)
+			first = pp->paths.v[i].origin;
+		if (pp->path_globs[i] != NULL && !path_ambiguous(path, n) &&
+		    policy_path_glob(pp->path_globs[i], path, n))
+			return;
+	}
+	if (first == NULL)
+		return;
+	decide(d, REASON_PATH_NOT_ALLOWED, NULL, first);
+	d->detail = path_ambiguous(path, n) ? "ambiguous path (dot segment "
+	    "or encoded separator) under a paths rule" : "path not in the "
+	    "paths rules for this host";
+}
+
 void
 policy_decide_request(const struct cfg *c, const char *envname,
     enum phase phase, const struct target *t, const char *method,
@@ -313,6 +500,8 @@ policy_decide_request(const struct cfg *c, const char *envname,
 	if (!pp->present)
 		return;
 	decide_phase(pp, t, method, is_connect, has_body, d);
+	if (is_connect)
+		intercept_step(c, pp, phase, t, d);
 	if (pp->report && d->reason != REASON_ALLOWED &&
 	    report_relaxes(c, phase, t, method, is_connect, has_body, d)) {
 		r = d->reason;

@@ -29,6 +29,8 @@ enum reason {
 	REASON_OVERLOADED,
 	REASON_UNKNOWN_ENV,	/* session env no longer in the config */
 	REASON_AUDIT_UNAVAILABLE, /* the audit log can't be written: fail closed */
+	REASON_PATH_NOT_ALLOWED,  /* a paths rule names the host, not the path */
+	REASON_UPSTREAM_CERT_INVALID, /* intercepted: the origin's TLS failed */
 	REASON_COUNT
 };
 
@@ -61,6 +63,15 @@ struct decision {
 	 * none: the decision is what it says.
 	 */
 	enum reason would_deny;
+	/*
+	 * A CONNECT to a [proxy] tls_port decided interception_required
+	 * that interception would let in (DESIGN.md §11): the host is under
+	 * a methods restriction (without CONNECT), a paths rule, an
+	 * intercept pattern or a [credential] of the phase.  With a CA the
+	 * conn code allows it and looks inside; without one it stays
+	 * refused.
+	 */
+	bool interceptable;
 };
 
 /*
@@ -92,6 +103,27 @@ void policy_decide(const struct cfg *c, const char *env, enum phase phase,
 void policy_decide_request(const struct cfg *c, const char *env,
     enum phase phase, const struct target *t, const char *method,
     bool is_connect, bool has_body, struct decision *d);
+
+/*
+ * The paths step for a request allowed so far (*d allowed): when a paths
+ * entry of the env phase matches t's host and port, the request path
+ * (path[0, n), origin-form, a query after '?' ignored) must match the
+ * glob of one matching entry, else *d becomes path_not_allowed (detail
+ * says why; rule_text the first matching entry).  A path with a dot
+ * segment, a backslash or an encoded '.', '/' or '\\' is refused under a
+ * paths rule: origins normalise those in ways a glob cannot foresee.
+ */
+void policy_decide_path(const struct cfg *c, const char *env,
+    enum phase phase, const struct target *t, const char *path, size_t n,
+    struct decision *d);
+
+/* Does glob (paths syntax: `*` within a segment, `**` across) match
+ * path[0, n)?  (Exposed for tests.) */
+bool policy_path_glob(const char *glob, const char *path, size_t n);
+
+/* The first [credential] for t in phase, or NULL. */
+const struct credential *policy_credential(const struct cfg *c,
+    enum phase phase, const struct target *t);
 
 /*
  * The address step: may addr:port be dialled?  Refuses addresses in

@@ -230,7 +230,7 @@ refuse_send(struct conn *c, enum reason r, const char *detail)
 	/* A request that went up and got no (usable) response: its exchange
 	 * ends here, its bytes were egress. */
 	conn_log_exchange(c, reason_str(r));
-	if (c->sent_200 && r != REASON_TLS_REQUIRED) {
+	if (c->sent_200 && r != REASON_TLS_REQUIRED && !mitm_client_tls(c)) {
 		/* The client already speaks TLS in the tunnel: an HTTP
 		 * response would be garbage to it.  Send a fatal TLS alert
 		 * (access_denied for policy, internal_error otherwise). */
@@ -267,7 +267,14 @@ refuse_send(struct conn *c, enum reason r, const char *detail)
 	    "Connection: close\r\n\r\n%.*s",
 	    status, refuse_status_text(status), reason_str(r), blen, blen,
 	    body);
-	refuse_write(c, msg, (size_t)mlen, r);
+	{
+		size_t len = (size_t)mlen;
+
+		/* Inside an intercepted tunnel: a real HTTP response in the
+		 * client's TLS session, then close_notify. */
+		msg = mitm_seal_refusal(c, msg, &len);
+		refuse_write(c, msg, len, r);
+	}
 }
 
 /* Refusal for a head llhttp or the head checks rejected: 400, or 414/431

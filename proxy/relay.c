@@ -33,6 +33,10 @@ relay_on_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 		    (unsigned)(PROXY_PEEK_BUF - c->peek_len));
 		return;
 	}
+	if (c->mitm != NULL) {
+		mitm_alloc_client(c, out);
+		return;
+	}
 	/* Reads are only started when the direction holds no buffer. */
 	if (c->upd.rbuf == NULL)
 		c->upd.rbuf = pool_get(&c->s->pool);
@@ -52,6 +56,10 @@ relay_on_alloc_upstream(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 	(void)suggested;
 	if (c == NULL) {
 		*out = uv_buf_init(NULL, 0);
+		return;
+	}
+	if (u->ssl != NULL) {
+		mitm_alloc_up(c, u, out);
 		return;
 	}
 	if (c->downd.rbuf == NULL)
@@ -82,6 +90,16 @@ relay_write(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
 	unsigned nb = 0;
 	int r;
 
+	if (c->mitm != NULL) {
+		/* An intercepted conn: plaintext for a TLS side is sealed
+		 * into one block, written as a head. */
+		r = mitm_seal_write(c, sink, &head, &headlen, n > 0 ?
+		    d->rbuf->data + off : NULL, n);
+		if (r < 0)
+			return UV_ENOMEM;
+		if (r > 0)
+			n = 0;
+	}
 	if (head != NULL && headlen > 0)
 		bufs[nb++] = uv_buf_init(head, (unsigned)headlen);
 	if (n > 0)
@@ -274,6 +292,8 @@ relay_update_reads(struct conn *c)
 	default:
 		break;
 	}
+	if (c->mitm != NULL || (u != NULL && u->ssl != NULL))
+		mitm_reads(c, &want_client, &want_up);
 	if (want_client != c->client_reading) {
 		if (want_client)
 			uv_read_start((uv_stream_t *)&c->client,
@@ -309,7 +329,7 @@ relay_pump_client(struct conn *c)
 
 	switch (c->state) {
 	case CONN_HEAD:
-		if (socksconn_detect(c, data, n)) {
+		if (c->mitm == NULL && socksconn_detect(c, data, n)) {
 			socksconn_pump(c);
 			return;
 		}
@@ -414,9 +434,23 @@ static void
 relay_on_client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 {
 	struct conn *c = st->data;
-	struct dir *d = &c->upd;
 
 	(void)b;
+	if (c->state == CONN_CLOSING)
+		return;
+	if (c->mitm != NULL && c->state != CONN_PEEK) {
+		mitm_client_read(c, nread);
+		return;
+	}
+	relay_client_input(c, nread);
+}
+
+void
+relay_client_input(struct conn *c, ssize_t nread)
+{
+	uv_stream_t *st = (uv_stream_t *)&c->client;
+	struct dir *d = &c->upd;
+
 	if (c->state == CONN_CLOSING)
 		return;
 	if (relay_read_nothing(c, d, nread))
@@ -467,11 +501,27 @@ relay_on_upstream_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 {
 	struct upstream *u = st->data;
 	struct conn *c = u->c;
-	struct dir *d;
 
 	(void)b;
 	if (c == NULL || c->state == CONN_CLOSING || c->up != u)
 		return;
+	if (u->ssl != NULL) {
+		mitm_up_read(c, u, nread);
+		return;
+	}
+	relay_upstream_input(c, nread);
+}
+
+void
+relay_upstream_input(struct conn *c, ssize_t nread)
+{
+	struct upstream *u = c->up;
+	uv_stream_t *st;
+	struct dir *d;
+
+	if (c->state == CONN_CLOSING || u == NULL)
+		return;
+	st = (uv_stream_t *)&u->tcp;
 	d = &c->downd;
 	if (relay_read_nothing(c, d, nread))
 		return;

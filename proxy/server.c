@@ -20,6 +20,7 @@
 #include "hostaddr.h"
 #include "internal.h"
 #include "log.h"
+#include "tlsca.h"
 #include "version.h"
 
 /* Conns of every worker, against [limits] max_connections. */
@@ -48,6 +49,19 @@ server_log_config(struct server *s)
 	jw_begin(&w, "config");
 	jw_str(&w, "sha256", s->cfg->sha256);
 	jw_str(&w, "path", s->cfg->path);
+	/* Which CA signs intercepted leaves now (DESIGN.md §11), null: none. */
+	{
+		struct tlsca *ca = server_tlsca(s);
+		char fp[65];
+
+		if (ca != NULL) {
+			tlsca_fingerprint(ca, fp);
+			jw_str(&w, "tls_ca", fp);
+			tlsca_unref(ca);
+		} else {
+			jw_null(&w, "tls_ca");
+		}
+	}
 	audit_emit(&s->audit, &w);
 }
 
@@ -96,6 +110,18 @@ server_reload(struct server *s, char **errors)
 
 	*errors = NULL;
 	c = cfg_load(s->cfg_path, errors);
+	if (c != NULL) {
+		char why[1024];
+
+		/* The CA files are read again; one that fails refuses the
+		 * reload like a config error (the old CA stays). */
+		if (server_tls_apply(c, why, sizeof(why)) < 0) {
+			if (asprintf(errors, "%s: %s\n", c->path, why) < 0)
+				*errors = NULL;
+			cfg_free(c);
+			c = NULL;
+		}
+	}
 	metrics_reload(&s->metrics, c != NULL);
 	server_log_reload(s, c, *errors);
 	if (c == NULL)
@@ -258,9 +284,19 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 	int r;
 
 	conn_global_init();
+	{
+		char why[1024];
+
+		if (server_tls_apply(cfg, why, sizeof(why)) < 0) {
+			fprintf(stderr, "portcullis: %s: %s\n", cfg->path, why);
+			return -EINVAL;
+		}
+	}
 	s = calloc(1, sizeof(*s));
-	if (s == NULL)
+	if (s == NULL) {
+		server_tls_clear();
 		return -ENOMEM;
+	}
 	s->loop = loop;
 	s->cfg = cfg;
 	if (getrandom(&s->id_prefix, sizeof(s->id_prefix), 0) !=
@@ -277,6 +313,7 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 		fprintf(stderr, "portcullis: audit log %s: %s\n", path,
 		    strerror(-r));
 		free(s);
+		server_tls_clear();
 		return r;
 	}
 	/* A file that grows past RLIMIT_FSIZE must fail a write, not kill
@@ -294,6 +331,7 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 		    strerror(-r));
 		audit_close(&s->audit);
 		free(s);
+		server_tls_clear();
 		return r;
 	}
 	/* Without the host's own addresses the address check cannot refuse
@@ -304,6 +342,7 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 		    "(netlink): %s\n", strerror(-r));
 		audit_close(&s->audit);
 		free(s);
+		server_tls_clear();
 		return r;
 	}
 	r = dns_new(loop, cfg, &s->dns);
@@ -312,6 +351,7 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 		hostaddr_stop();
 		audit_close(&s->audit);
 		free(s);
+		server_tls_clear();
 		return r;
 	}
 	server_log_config(s);
@@ -375,6 +415,8 @@ server_free(struct server *s)
 	pool_drain(&s->pool);
 	audit_close(&s->audit);
 	free(s->cfg_path);
+	if (!s->is_worker)
+		server_tls_clear();
 	free(s);
 }
 

@@ -32,6 +32,12 @@ int server_audit_key_make(const char *key);
 int server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
     struct server **out);
 
+struct tlsca;
+/* The CA to intercept with when the config names none ([tls] ca_cert
+ * unset): `portcullis run`'s ephemeral CA (DESIGN.md §11).  Takes a
+ * reference; call before server_new.  NULL: none. */
+void server_tls_fallback(struct tlsca *ca);
+
 /* Binds and listens on every [proxy] listen address. 0 or -errno. */
 int server_listen(struct server *s);
 

@@ -138,7 +138,7 @@ launch_spawn(struct run_state *st, const struct run_opts *o,
 {
 	uv_process_t *proc = &st->proc[st->cur];
 	uv_process_options_t po;
-	uv_stdio_container_t stdio[RUN_RESOLV_FD + 1];
+	uv_stdio_container_t stdio[RUN_CA_FD + 1];
 	int sp[2], rc, bpf;
 
 	st->proc_exited = false;
@@ -196,6 +196,17 @@ launch_spawn(struct run_state *st, const struct run_opts *o,
 	stdio[RUN_RESOLV_FD].flags = UV_INHERIT_FD;
 	stdio[RUN_RESOLV_FD].data.fd = p->resolv_fd;
 	po.stdio_count = RUN_RESOLV_FD + 1;
+	/* The CA bundle, read to EOF by bwrap like the resolv.conf. */
+	if (p->ca_fd >= 0) {
+		if (lseek(p->ca_fd, 0, SEEK_SET) != 0)
+			pc_die("no proxy route: CA bundle memfd: %s",
+			    strerror(errno));
+		stdio[RUN_CA_FD].flags = UV_INHERIT_FD;
+		stdio[RUN_CA_FD].data.fd = p->ca_fd;
+	} else {
+		stdio[RUN_CA_FD].flags = UV_IGNORE;
+	}
+	po.stdio_count = RUN_CA_FD + 1;
 	po.exit_cb = run_on_exit;
 	/* bwrap in a process group of its own: a terminal's ^C reaches only
 	 * us, and we pass it to COMMAND (run.c, on_signal).  In ours, bwrap

@@ -161,7 +161,7 @@ resolv_make(void)
 /* See run_internal.h. */
 void
 plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
-    char **command, int ncommand, struct run_plan *p)
+    char **command, int ncommand, int ca_fd, struct run_plan *p)
 {
 	char why[512];
 	size_t i;
@@ -175,6 +175,7 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	if (p->sshconf_fd == -2)
 		pc_warnx("%s", why);
 	p->resolv_fd = resolv_make();
+	p->ca_fd = ca_fd;
 	if (getcwd(p->cwd, sizeof(p->cwd)) == NULL)
 		pc_die("getcwd: %s", strerror(errno));
 	if (strcmp(p->cwd, "/") == 0)
@@ -263,6 +264,20 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	plan_add(p, "--ro-bind-data");
 	plan_add(p, RUN_RESOLV_FD_STR);
 	plan_add(p, "/etc/resolv.conf");
+	/* Trust for intercepted TLS (trust.c): the bundle read-only, and
+	 * every client's CA variable pointing at it. */
+	if (p->ca_fd >= 0) {
+		plan_add(p, "--perms");
+		plan_add(p, "0444");
+		plan_add(p, "--ro-bind-data");
+		plan_add(p, RUN_CA_FD_STR);
+		plan_add(p, RUN_CA_BUNDLE_PATH);
+		for (i = 0; i < TRUST_NVARS; i++) {
+			plan_add(p, "--setenv");
+			plan_add(p, trust_vars[i]);
+			plan_add(p, RUN_CA_BUNDLE_PATH);
+		}
+	}
 	mounts_emit_env(m, plan_add_cb, p);
 	plan_add(p, "--chdir");
 	plan_add(p, p->cwd);

@@ -8,6 +8,7 @@
  * {"ok":true,...} is a refusal with the daemon's reason.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +28,9 @@
  * the daemon refused.
  */
 static struct json_obj *
-remote_call(int ctl_fd, const char *sockpath, const char *line,
-    const int *passfds, size_t npass, const char *what, char *why,
-    size_t whylen)
+remote_call_r(int ctl_fd, const char *sockpath, const char *line,
+    const int *passfds, size_t npass, const char *what, bool *refused,
+    char *why, size_t whylen)
 {
 	char reply[CONTROL_MAX_LINE];
 	struct json_obj *j;
@@ -57,6 +58,8 @@ remote_call(int ctl_fd, const char *sockpath, const char *line,
 		return NULL;
 	}
 	if (json_get_bool(j, "ok") != 1) {
+		if (refused != NULL)
+			*refused = true;
 		err = json_get_str(j, "error");
 		snprintf(why, whylen, "the daemon refused%s%s: %s",
 		    what ? " " : "", what ? what : "",
@@ -65,6 +68,16 @@ remote_call(int ctl_fd, const char *sockpath, const char *line,
 		return NULL;
 	}
 	return j;
+}
+
+/* remote_call_r without telling a refusal from a transport failure. */
+static struct json_obj *
+remote_call(int ctl_fd, const char *sockpath, const char *line,
+    const int *passfds, size_t npass, const char *what, char *why,
+    size_t whylen)
+{
+	return remote_call_r(ctl_fd, sockpath, line, passfds, npass, what,
+	    NULL, why, whylen);
 }
 
 /* How many of the bridge's fds there are: all, or the listener alone
@@ -144,6 +157,35 @@ remote_open(int ctl_fd, const char *sockpath, const int fds[HANDOFF_NFDS],
 	}
 	free(j);
 	return rc;
+}
+
+int
+remote_tls_ca(int ctl_fd, const char *sockpath, char **pem, char *why,
+    size_t whylen)
+{
+	struct json_obj *j;
+	const char *v;
+	bool refused = false;
+
+	*pem = NULL;
+	j = remote_call_r(ctl_fd, sockpath, "{\"op\":\"tls.ca\"}", NULL, 0,
+	    "tls.ca", &refused, why, whylen);
+	if (j == NULL)
+		return refused ? -1 : -2;
+	v = json_get_str(j, "cert");
+	if (v != NULL && strncmp(v, "-----BEGIN CERTIFICATE-----", 27) != 0) {
+		snprintf(why, whylen, "daemon reply: tls.ca: not a PEM "
+		    "certificate");
+		free(j);
+		return -1;
+	}
+	if (v != NULL && (*pem = strdup(v)) == NULL) {
+		snprintf(why, whylen, "out of memory");
+		free(j);
+		return -1;
+	}
+	free(j);
+	return 0;
 }
 
 int

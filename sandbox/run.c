@@ -35,11 +35,13 @@
 #include <unistd.h>
 
 #include "auditwarn.h"
+#include "cacmd.h"
 #include "ctl.h"
 #include "run.h"
 #include "run_internal.h"
 #include "runlog.h"
 #include "server.h"
+#include "tlsca.h"
 
 /*
  * The sandbox exited.  COMMAND's: the run is over (the embedded server is
@@ -250,6 +252,40 @@ switch_to_agent(struct run_state *st, char *why, size_t whylen)
 }
 
 /* The embedded proxy: config, extra rules, audit file, server. */
+extern char **environ;
+
+/*
+ * [credential] values (DESIGN.md §11) were read when the config was
+ * loaded; their sources are kept from every sandbox: a file: source is
+ * hidden like the audit key, an env: variable is scrubbed from our own
+ * environment (its bytes overwritten in place, which clears it from our
+ * /proc/PID/environ too, then unset) before anything copies it for bwrap.
+ * A reload of this run's config then cannot read the variable again and
+ * is refused (the old config, with its values, stays).
+ */
+static void
+creds_keep_out(const struct cfg *cfg, struct mounts *m)
+{
+	for (size_t i = 0; i < cfg->ncreds; i++) {
+		const char *src = cfg->creds[i].source;
+
+		if (strncmp(src, "file:", 5) == 0) {
+			if (mounts_add_hide(m, src + 5) != 0)
+				pc_die("too many paths to hide");
+			continue;
+		}
+		for (size_t k = 0; environ[k] != NULL; k++) {
+			size_t n = strlen(src + 4);
+
+			if (strncmp(environ[k], src + 4, n) == 0 &&
+			    environ[k][n] == '=')
+				explicit_bzero(environ[k] + n + 1,
+				    strlen(environ[k] + n + 1));
+		}
+		(void)unsetenv(src + 4);
+	}
+}
+
 static struct cfg *
 load_config(const struct run_opts *o, const char **env)
 {
@@ -278,6 +314,78 @@ load_config(const struct run_opts *o, const char **env)
 		pc_die("unknown env \"%s\" (not in %s)", *env,
 		    o->config ? o->config : "the default config");
 	return cfg;
+}
+
+/*
+ * The embedded proxy's CA (DESIGN.md §11): [tls] ca_cert/ca_key, whose key
+ * is hidden inside like a credential, or else an ephemeral CA made now,
+ * in memory only, handed to the server as its fallback.  Returns the
+ * memfd of the sandbox's trust bundle (trust.c).  Dies (125) when the CA
+ * cannot be loaded or made: a run whose HTTPS would be refused or
+ * untrusted is a set-up failure.
+ */
+static int
+run_tls_setup(const struct cfg *cfg, struct mounts *m)
+{
+	char why[1024];
+	struct tlsca *ca;
+	char *pem;
+	int fd;
+
+	if (cfg->tls.ca_cert != NULL) {
+		ca = tlsca_load(cfg->tls.ca_cert, cfg->tls.ca_key, why,
+		    sizeof(why));
+		if (ca == NULL)
+			pc_die("[tls] ca_cert/ca_key: %s", why);
+		if (mounts_add_hide(m, cfg->tls.ca_key) != 0)
+			pc_die("too many paths to hide");
+	} else {
+		ca = tlsca_ephemeral(why, sizeof(why));
+		if (ca == NULL)
+			pc_die("cannot make the run's CA: %s", why);
+		server_tls_fallback(ca);
+	}
+	pem = tlsca_cert_pem(ca);
+	tlsca_unref(ca);
+	if (pem == NULL)
+		pc_die("out of memory");
+	fd = trust_bundle_make(pem, why, sizeof(why));
+	free(pem);
+	if (fd < 0)
+		pc_die("%s", why);
+	return fd;
+}
+
+/*
+ * With --connect: the daemon's CA cert (tls.ca) for the sandbox's trust
+ * bundle; the memfd, or -1 when the daemon has no CA.  A daemon that
+ * refuses the question (an older one) gets a warning: the sandbox then
+ * trusts what the system trusts, and intercepted TLS fails inside,
+ * closed.  A daemon that does not answer at all is no proxy route: 125.
+ */
+static int
+run_tls_remote(int ctl_fd, const char *sock)
+{
+	char why[1024];
+	char *pem;
+	int fd;
+
+	switch (remote_tls_ca(ctl_fd, sock, &pem, why, sizeof(why))) {
+	case 0:
+		break;
+	case -1:
+		pc_warnx("no CA bundle in the sandbox: %s", why);
+		return -1;
+	default:
+		pc_die("no proxy route: %s", why);
+	}
+	if (pem == NULL)
+		return -1;
+	fd = trust_bundle_make(pem, why, sizeof(why));
+	free(pem);
+	if (fd < 0)
+		pc_die("%s", why);
+	return fd;
 }
 
 /*
@@ -359,6 +467,7 @@ run_main(int argc, char **argv)
 	char why[512];
 	char *setup_cmd[] = { "sh", "-c", NULL, NULL };
 	const char *env = NULL, *audit_path = NULL;
+	int ca_fd = -1;
 
 	pc_progname = "portcullis run";
 	pc_mark("run_main");
@@ -382,6 +491,7 @@ run_main(int argc, char **argv)
 		if (st.ctl_fd < 0)
 			pc_die("no proxy route: control socket %s: %s", o.connect,
 			    strerror(-st.ctl_fd));
+		ca_fd = run_tls_remote(st.ctl_fd, o.connect);
 	} else {
 		/* --allow adds to o.phase, COMMAND's phase (agent with
 		 * --setup, which refuses --phase). */
@@ -406,12 +516,20 @@ run_main(int argc, char **argv)
 				pc_die("cannot set up the audit key %s", key);
 			free(key);
 		}
+		creds_keep_out(cfg, st.mounts);
 		pc_mark("audit log picked, key made");
 	}
-	plan_build(&o, cfg, st.mounts, o.command, o.ncommand, &p);
+	if (cfg != NULL)
+		ca_fd = run_tls_setup(cfg, st.mounts);
+	/* The system CA's key where `ca init` puts it: a daemon's, which a
+	 * sandbox running as root (same uid as the file's owner) could
+	 * otherwise read even without capabilities. */
+	if (mounts_add_hide(st.mounts, CA_SYSTEM_KEY) != 0)
+		pc_die("too many paths to hide");
+	plan_build(&o, cfg, st.mounts, o.command, o.ncommand, ca_fd, &p);
 	if (o.setup != NULL) {
 		setup_cmd[2] = (char *)o.setup;
-		plan_build(&o, cfg, st.mounts, setup_cmd, 3, &psetup);
+		plan_build(&o, cfg, st.mounts, setup_cmd, 3, ca_fd, &psetup);
 	}
 	/* Last step of the plan: after it, the secrets exist only in
 	 * envs.setup (our own environment no longer has them). */
@@ -511,6 +629,8 @@ out:
 	pc_mark("home removed");
 	plan_free(&p);
 	plan_free(&psetup);
+	if (ca_fd >= 0)
+		close(ca_fd);
 	opts_free(&o);
 	return st.status;
 }

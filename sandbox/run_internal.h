@@ -32,8 +32,9 @@
 struct server;
 struct session;
 
-/* bwrap argv: fixed part + 3 per bind + hides + COMMAND. */
-#define RUN_FIXED_ARGS 72
+/* bwrap argv: fixed part (with the CA bundle's bind and its 3 * 7
+ * --setenv) + 3 per bind + hides + COMMAND. */
+#define RUN_FIXED_ARGS 104
 
 struct run_bind {
 	bool ro;
@@ -71,6 +72,8 @@ struct run_plan {
 	char *owned[4];		/* strings argv points to that we free */
 	int sshconf_fd;		/* memfd of the sandbox's ssh_config, or -1 */
 	int resolv_fd;		/* memfd of the sandbox's resolv.conf */
+	int ca_fd;		/* memfd of the CA bundle (trust.c), or -1;
+				 * not ours: run_main closes it */
 	size_t nowned;
 	/* The binds for mounts_set_binds: --bind/--ro-bind, then the
 	 * working directory. */
@@ -97,6 +100,13 @@ struct run_plan {
 #define RUN_RESOLV_CONF "# portcullis: the sandbox's resolver is the proxy " \
 	"(allowed names only)\nnameserver " HANDOFF_ADDR "\n" \
 	"options timeout:2 attempts:2\n"
+
+/* fd of the CA bundle bwrap reads for --ro-bind-data (trust.c), bound
+ * at RUN_CA_BUNDLE_PATH: under the sandbox's own /tmp (a tmpfs, where
+ * bwrap can make the mount point; / is read-only). */
+#define RUN_CA_FD 7
+#define RUN_CA_FD_STR "7"
+#define RUN_CA_BUNDLE_PATH "/tmp/portcullis-ca-bundle.pem"
 
 struct run_state {
 	uv_loop_t loop;
@@ -155,8 +165,18 @@ void opts_free(struct run_opts *o);
  * working directory.  Dies (125) on anything it cannot plan.
  */
 void plan_build(const struct run_opts *o, const struct cfg *cfg,
-    struct mounts *m, char **command, int ncommand, struct run_plan *p);
+    struct mounts *m, char **command, int ncommand, int ca_fd,
+    struct run_plan *p);
 void plan_free(struct run_plan *p);
+
+/* ---- trust.c ---- */
+
+/* The variables set to RUN_CA_BUNDLE_PATH inside (DESIGN.md §11). */
+#define TRUST_NVARS 7
+extern const char *const trust_vars[TRUST_NVARS];
+/* The bundle (system roots + the files our own trust_vars name + ca_pem)
+ * in a memfd at offset 0... its end; the fd, or -1 + why. */
+int trust_bundle_make(const char *ca_pem, char *why, size_t whylen);
 
 /* ---- envs.c ---- */
 
@@ -207,6 +227,12 @@ int remote_open(int ctl_fd, const char *sockpath,
     size_t sidlen, char *why, size_t whylen);
 /* session.phase of sid to agent; 0, or -1 with why. */
 int remote_to_agent(int ctl_fd, const char *sid, char *why, size_t whylen);
+/* tls.ca: the daemon's interception CA cert (PEM, malloc'd) in *pem, or
+ * NULL when it has none.  0; -1 with why when the daemon refused (one
+ * without the op); -2 with why when it did not answer (no reply within
+ * CONTROL_REPLY_TIMEOUT_MS, closed, a reply that is no JSON). */
+int remote_tls_ca(int ctl_fd, const char *sockpath, char **pem, char *why,
+    size_t whylen);
 /* session.listen of sid with the bridge's fds (ours stay ours); 0, or -1
  * with why. */
 int remote_listen(int ctl_fd, const char *sid, const int fds[HANDOFF_NFDS],

@@ -349,6 +349,17 @@ hint(const struct dest *d, bool embedded, char *out, size_t len)
 	} else if (strcmp(r, "bad_request") == 0) {
 		snprintf(out, len, "the client sent a request the proxy does "
 		    "not accept");
+	} else if (strcmp(r, "path_not_allowed") == 0) {
+		snprintf(out, len, "a paths rule of [env %s %s] names this host "
+		    "but not that path (%s)", d->env, d->phase, d->rule[0] ?
+		    d->rule : "paths");
+	} else if (strcmp(r, "upstream_cert_invalid") == 0) {
+		snprintf(out, len, "the origin's TLS certificate did not verify "
+		    "for that name ([tls] upstream_ca is the trust store)");
+	} else if (strcmp(r, "interception_required") == 0) {
+		snprintf(out, len, "a restricted tunnel can only be looked into "
+		    "with a CA ([tls] ca_cert, or run's own) on a tls_ports "
+		    "port; or add CONNECT to the methods line");
 	} else {
 		snprintf(out, len, "see docs/config.md for %s", r);
 	}

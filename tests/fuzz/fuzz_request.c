@@ -9,6 +9,14 @@
  * request (its body through front_feed_body() as the conn does, then
  * front_begin()), at most FUZZ_MAX_REQS requests.
  *
+ *
+ * Every input runs twice: as proxy requests (absolute-form), and as the
+ * decrypted stream of an intercepted TLS tunnel (proxy/mitm.c feeds the
+ * same front end in tunnel mode: origin-form targets, Host naming the
+ * CONNECT authority), decided with the paths step too and rebuilt with a
+ * credential header set.  So the request path inside an intercepted
+ * tunnel is fuzzed by this harness: it is the same code.
+ *
  * Invariants (any violation aborts, which libFuzzer reports as a crash):
  *  - a refused head has a reason and gets 400, 414 or 431; an accepted one
  *    a canonical host and a port;
@@ -20,7 +28,10 @@
  *    target, Host equal to the target authority (exactly one Host), no
  *    Proxy-* / Connection / Keep-Alive / TE / Trailer / Upgrade header, no
  *    CR, LF or NUL inside a header value, and the same body framing
- *    (chunked, or the same Content-Length) the proxy used for the client.
+ *    (chunked, or the same Content-Length) the proxy used for the client;
+ *  - in tunnel mode: the target is the tunnel's host and port, never a
+ *    CONNECT, and the rebuilt head carries the credential header exactly
+ *    once, with the credential's value.
  */
 #include "cfg.h"
 #include "front.h"
@@ -61,7 +72,17 @@ static const char fuzz_ini[] =
     "allow = *:*\n"
     "[env ro agent]\n"
     "allow = **.example.org, **.example.com\n"
-    "methods = GET, HEAD\n";
+    "methods = GET, HEAD\n"
+    "paths = example.com/allowed/**, example.com/one/*/x\n";
+
+/* Tunnel mode: the CONNECT authority and the credential set inside. */
+static const struct http_target fuzz_tunnel = {
+	.host = "example.com", .kind = HOST_NAME, .port = 443,
+	.authority = "example.com:443", .authority_len = 15,
+};
+#define FUZZ_CRED_NAME "Authorization"
+#define FUZZ_CRED_VALUE "Bearer fuzz-credential"
+static bool fuzz_in_tunnel;
 
 static const char *const fuzz_envs[] = { "web", "open", "ro", "nosuch" };
 
@@ -255,6 +276,20 @@ check_rebuilt(const llhttp_t *p, const char *method,
 		}
 	}
 	check(hosts == 1);
+	if (fuzz_in_tunnel) {
+		unsigned creds = 0;
+
+		for (unsigned k = 0; k < o.nhdr; k++) {
+			if (!name_eq(o.hdr[k].name, o.hdr[k].name_len,
+			    FUZZ_CRED_NAME))
+				continue;
+			creds++;
+			check(o.hdr[k].val_len == strlen(FUZZ_CRED_VALUE));
+			check(memcmp(o.hdr[k].val, FUZZ_CRED_VALUE,
+			    o.hdr[k].val_len) == 0);
+		}
+		check(creds == 1);
+	}
 	/* The origin frames the body exactly as the proxy did. */
 	check((p2.flags & F_CHUNKED) == (p->flags & F_CHUNKED));
 	check((p2.flags & F_CONTENT_LENGTH) == (p->flags & F_CONTENT_LENGTH));
@@ -302,6 +337,12 @@ head_done(struct front *f)
 		check(t->authority >= h->buf &&
 		    t->authority + t->authority_len <= h->buf + h->len);
 	}
+	if (fuzz_in_tunnel) {
+		check(!is_connect);
+		check(strcmp(t->host, fuzz_tunnel.host) == 0);
+		check(t->kind == fuzz_tunnel.kind && t->port == fuzz_tunnel.port);
+		check(t->path_len > 0 && t->path[0] == '/');
+	}
 	pt.host = t->host;
 	pt.kind = t->kind;
 	pt.addr = t->addr;
@@ -313,6 +354,10 @@ head_done(struct front *f)
 			memset(&d, 0xa5, sizeof(d));
 			policy_decide(fuzz_cfg, fuzz_envs[i], (enum phase)ph,
 			    &pt, f->method, is_connect, &d);
+			if (!is_connect)
+				policy_decide_path(fuzz_cfg, fuzz_envs[i],
+				    (enum phase)ph, &pt, t->path, t->path_len,
+				    &d);
 			check((unsigned)d.reason < REASON_COUNT);
 			check(d.rule_text != NULL && d.rule_text[0] != '\0');
 			check(reason_str(d.reason) != NULL);
@@ -325,13 +370,16 @@ head_done(struct front *f)
 	if (is_connect)
 		return false;		/* a tunnel: no more requests */
 	{
-		size_t cap = h->len + PROXY_HEAD_SLACK;
+		size_t cap = h->len + PROXY_HEAD_SLACK + (fuzz_in_tunnel ?
+		    CFG_MAX_CRED_HEADER + CFG_MAX_CRED_VALUE + 4 : 0);
 		char *out = malloc(cap);	/* exact size: ASan sees overruns */
 		size_t n;
 
 		check(out != NULL);
-		n = http_build_request(h, f->method, t, p->http_major,
-		    p->http_minor, out, cap);
+		/* As exchange.c builds it, with a credential in a tunnel. */
+		n = http_build_request_set(h, f->method, t, p->http_major,
+		    p->http_minor, fuzz_in_tunnel ? FUZZ_CRED_NAME : NULL,
+		    FUZZ_CRED_VALUE, strlen(FUZZ_CRED_VALUE), out, cap);
 		/* PROXY_HEAD_SLACK covers every head the front end admits. */
 		check(n > 0 && n <= cap);
 		check_rebuilt(p, f->method, t, out, n);
@@ -377,14 +425,17 @@ feed_head(struct front *f, const char *data, size_t n, size_t split)
 	return v;
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void
+run_input(const uint8_t *data, size_t size, bool tunnel)
 {
 	struct front f;
 	const char *pos = (const char *)data;
 	size_t left = size;
 
 	front_init(&f);
+	fuzz_in_tunnel = tunnel;
+	if (tunnel)
+		f.tunnel = &fuzz_tunnel;
 	/* The first head in two reads (split by the input's first byte),
 	 * then in one: the same verdict. */
 	if (size > 1) {
@@ -429,5 +480,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		left -= used;
 	}
 	front_drop_head(&f);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	run_input(data, size, false);
+	run_input(data, size, true);
 	return 0;
 }

@@ -21,9 +21,13 @@ FAKE_SID = "s-fa4e0001"
 def scripted_daemon(listen):
     """A control socket that answers session.open / session.phase with ok
     and session.listen as told by `listen`: "refuse" (an error reply) or
-    "hangup" (closes the connection).  .requests: (obj, number of fds)."""
+    "hangup" (closes the connection); tls.ca as a daemon without that op
+    would (the run goes on without a CA bundle).  .requests: (obj, number
+    of fds)."""
     def answer(req):
         op = req.get("op")
+        if op == "tls.ca":
+            return {"ok": False, "error": "unknown op"}
         if op == "session.open":
             return {"ok": True, "session": FAKE_SID}
         if op == "session.listen" and listen == "hangup":
@@ -49,12 +53,16 @@ def check_fail_closed(daemon, d, r, why):
     check(not os.path.exists(os.path.join(d, "marker")), "COMMAND ran without its session")
     check("attaching the agent sandbox's listener to session %s" % FAKE_SID in r.stderr
           and why in r.stderr, "stderr names the failure: %r" % r.stderr)
+    check("no CA bundle in the sandbox: the daemon refused tls.ca: unknown op" in r.stderr,
+          "a daemon without tls.ca is named: %r" % r.stderr)
     for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
         check(marker not in r.stderr, "sanitizer report:\n%s" % r.stderr[-4000:])
-    # What the launcher asked: one session, switched, then moved; never a
-    # second session.open, never a session.close.
+    # What the launcher asked: the daemon's CA (for the sandbox's trust
+    # bundle), one session, switched, then moved; never a second
+    # session.open, never a session.close.
     eq([(q.get("op"), q.get("session"), q.get("phase"), n) for q, n in daemon.requests],
-       [("session.open", None, "setup", 3),
+       [("tls.ca", None, None, 0),
+        ("session.open", None, "setup", 3),
         ("session.phase", FAKE_SID, "agent", 0),
         ("session.listen", FAKE_SID, None, 3)], "requests to the daemon")
 

@@ -425,6 +425,10 @@ def test_bad_messages():
     col(lambda: h.eq(exchange(p, request(OK, o.port), methods=(2, 1, 0))[1][:2],
                      b"\x05\x00", "no-auth among other methods"))
     col.done()
+    # The SOCKS reply goes out when the proxy's connect() completes, which
+    # can be before the origin's accept thread has run (a loaded machine).
+    h.wait_until(lambda: len(o.connections) >= 1, timeout=5.0,
+                 what="the origin's accept of the last request")
     h.eq(len(o.connections), 1, "origin connections (the last one only)")
     p.stop()
 

@@ -535,6 +535,37 @@ test_presets(void)
 	cfg_free(c);
 }
 
+/* [tls] (DESIGN.md §11): paths kept as written; cert and key together. */
+static void
+test_tls(void)
+{
+	struct cfg *c;
+
+	c = EXPECT_OK("[proxy]\n");
+	CHECK(c != NULL && c->tls.ca_cert == NULL && c->tls.ca_key == NULL &&
+	    c->tls.upstream_ca == NULL);
+	cfg_free(c);
+	c = EXPECT_OK("[tls]\nca_cert = /etc/p/ca.pem\nca_key = k.pem\n"
+	    "upstream_ca = /etc/ssl/certs\n");
+	CHECK(c != NULL && strcmp(c->tls.ca_cert, "/etc/p/ca.pem") == 0 &&
+	    strcmp(c->tls.ca_key, "k.pem") == 0 &&
+	    strcmp(c->tls.upstream_ca, "/etc/ssl/certs") == 0);
+	cfg_free(c);
+	c = EXPECT_OK("[tls]\nupstream_ca = u.pem\n");
+	CHECK(c != NULL && c->tls.ca_cert == NULL &&
+	    strcmp(c->tls.upstream_ca, "u.pem") == 0);
+	cfg_free(c);
+	EXPECT_ERR("[tls]\n\nca_cert = c.pem\n",
+	    "t.ini:3: [tls] ca_cert: needs ca_key too");
+	EXPECT_ERR("[tls]\nca_key = k.pem\n",
+	    "t.ini:2: [tls] ca_key: needs ca_cert too");
+	EXPECT_ERR("[tls]\nca_cert = a\nca_key = b\nca_cert = c\n",
+	    "t.ini:4: [tls] ca_cert: duplicate key (first set at t.ini:2)");
+	EXPECT_ERR("[tls]\nca_cert = a\nca_key = b\nbogus = 1\n",
+	    "t.ini:4: [tls]: unknown key 'bogus'");
+	EXPECT_ERR("[tls x]\n", "t.ini:1: section [tls x]: expected [tls]");
+}
+
 static void
 test_add_rule(void)
 {
@@ -643,6 +674,7 @@ main(void)
 	test_errors_inline();
 	test_lists_and_values();
 	test_presets();
+	test_tls();
 	test_add_rule();
 	test_includes();
 	test_small_apis();

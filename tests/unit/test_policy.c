@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cfg.h"
+#include "pclimits.h"
 #include "policy.h"
 #include "check.h"
 
@@ -353,6 +354,158 @@ test_body_on_safe_method(const struct cfg *c)
 	CHECK(d.reason == REASON_ALLOWED && d.detail == NULL);
 }
 
+/* paths globs: `*` within a segment, `**` across; whole path. */
+static void
+test_path_glob(void)
+{
+	static const struct { const char *g, *p; bool want; } k[] = {
+		{ "/a/*", "/a/b", true }, { "/a/*", "/a/b/c", false },
+		{ "/a/*", "/a/", true }, { "/a/*", "/a", false },
+		{ "/a/**", "/a/b/c", true }, { "/a/**", "/a/", true },
+		{ "/a/**", "/ab", false }, { "/**", "/", true },
+		{ "/r/*.git/**", "/r/x.git/info/refs", true },
+		{ "/r/*.git/**", "/r/x/y.git/info", false },
+		{ "/**/x", "/a/b/x", true }, { "/**/x", "/x", false },
+		{ "/**/*/x", "/a/b/x", true }, { "/a/**/b/*", "/a/b/b/c", true },
+		{ "/a/**/b/*", "/a/x/b/c/d", false },
+		{ "/status", "/status", true }, { "/status", "/status/", false },
+		{ "/*/*/*", "/a/b", false }, { "/a*b*c", "/aXbYc", true },
+		{ "/a*b*c", "/aX/bYc", false },
+	};
+
+	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++)
+		CHECK(policy_path_glob(k[i].g, k[i].p, strlen(k[i].p)) ==
+		    k[i].want, "glob %s path %s", k[i].g, k[i].p);
+	/* Long runs of stars stay linear-ish: no backtracking blow-up. */
+	{
+		char g[CFG_MAX_PATH_GLOB + 1], pth[8192];
+
+		memset(g, 0, sizeof(g));
+		for (size_t i = 0; i + 2 < CFG_MAX_PATH_GLOB; i += 2)
+			memcpy(g + i, "*a", 2);
+		memset(pth, 'a', sizeof(pth) - 1);
+		pth[0] = '/';
+		pth[sizeof(pth) - 2] = 'b';
+		CHECK(!policy_path_glob(g, pth, sizeof(pth) - 1));
+	}
+}
+
+/* Which CONNECTs interception would let in; the paths step; credentials. */
+static void
+test_intercept_and_paths(void)
+{
+	static const char text[] = "[proxy]\ntls_ports = 443, 8443\n"
+	    "[env e agent]\nallow = ro.example:*, paths.example:*, "
+	    "icpt.example:*, cred.example:*, free.example:*, tun.example:*\n"
+	    "paths = paths.example/ok/**\nintercept = icpt.example\n"
+	    "[env r agent]\nallow = ro.example:*\nmethods = GET\n"
+	    "[env t agent]\nallow = tun.example:*\nmethods = GET, CONNECT\n"
+	    "[credential c]\nhosts = cred.example\nheader = X-Token\n"
+	    "value = env:PORTCULLIS_UNIT_CRED\nphases = agent\n";
+	char *errors = NULL;
+	struct cfg *c;
+	struct decision d;
+	struct target t = { .kind = HOST_NAME, .port = 443 };
+	const struct credential *cr;
+
+	setenv("PORTCULLIS_UNIT_CRED", "v4lue", 1);
+	c = cfg_load_string(text, sizeof(text) - 1, "i.ini", &errors);
+	CHECK(c != NULL, "%s", errors ? errors : "");
+	if (c == NULL) {
+		free(errors);
+		return;
+	}
+	/* methods without CONNECT, on a TLS port: interceptable */
+	t.host = "ro.example";
+	policy_decide(c, "r", A, &t, "CONNECT", true, &d);
+	CHECK(d.reason == IREQ && d.interceptable);
+	/* ... on another port: interception_required, not interceptable */
+	t.port = 22;
+	policy_decide(c, "r", A, &t, "CONNECT", true, &d);
+	CHECK(d.reason == IREQ && !d.interceptable);
+	t.port = 8443;
+	/* CONNECT allowed by methods: a plain tunnel */
+	t.host = "tun.example";
+	policy_decide(c, "t", A, &t, "CONNECT", true, &d);
+	CHECK(d.reason == OK && !d.interceptable);
+	/* paths, intercept and credential hosts: interceptable (their host
+	 * patterns name ports as allow patterns do: none = 80 and 443) */
+	t.host = "paths.example";
+	policy_decide(c, "e", A, &t, "CONNECT", true, &d);
+	CHECK(d.reason == OK && !d.interceptable);
+	/* a paths host on a port outside tls_ports: nothing can look inside */
+	{
+		static const char t2[] = "[proxy]\ntls_ports = 443\n"
+		    "[env e agent]\nallow = p.example:*, i.example:*\n"
+		    "paths = p.example:*/ok/**\nintercept = i.example:*\n";
+		struct cfg *c2 = cfg_load_string(t2, sizeof(t2) - 1, "t2.ini",
+		    &errors);
+		struct target t3 = { .host = "p.example", .kind = HOST_NAME,
+		    .port = 8022 };
+
+		CHECK(c2 != NULL);
+		if (c2 != NULL) {
+			policy_decide(c2, "e", A, &t3, "CONNECT", true, &d);
+			CHECK(d.reason == IREQ && !d.interceptable);
+			t3.port = 443;
+			policy_decide(c2, "e", A, &t3, "CONNECT", true, &d);
+			CHECK(d.reason == IREQ && d.interceptable);
+			t3.host = "i.example";
+			t3.port = 8022;
+			policy_decide(c2, "e", A, &t3, "CONNECT", true, &d);
+			CHECK(d.reason == OK && !d.interceptable);
+			cfg_free(c2);
+		}
+	}
+	t.port = 443;
+	policy_decide(c, "e", A, &t, "CONNECT", true, &d);
+	CHECK(d.reason == IREQ && d.interceptable);
+	t.host = "icpt.example";
+	policy_decide(c, "e", A, &t, "CONNECT", true, &d);
+	CHECK(d.reason == IREQ && d.interceptable);
+	t.host = "cred.example";
+	t.port = 443;
+	policy_decide(c, "e", A, &t, "CONNECT", true, &d);
+	CHECK(d.reason == IREQ && d.interceptable);
+	/* the credential is agent-only */
+	cr = policy_credential(c, A, &t);
+	CHECK(cr != NULL && strcmp(cr->name, "c") == 0 &&
+	    strcmp(cr->value, "v4lue") == 0 && cr->value_len == 5);
+	CHECK(policy_credential(c, S, &t) == NULL);
+	t.host = "free.example";
+	CHECK(policy_credential(c, A, &t) == NULL);
+	policy_decide(c, "e", A, &t, "CONNECT", true, &d);
+	CHECK(d.reason == OK && !d.interceptable);
+	/* a denied tunnel stays denied */
+	t.host = "nowhere.example";
+	policy_decide(c, "e", A, &t, "CONNECT", true, &d);
+	CHECK(d.reason == NA && !d.interceptable);
+	/* the paths step */
+	t.host = "paths.example";
+	policy_decide(c, "e", A, &t, "GET", false, &d);
+	policy_decide_path(c, "e", A, &t, "/ok/a?x=/y", 10, &d);
+	CHECK(d.reason == OK);
+	policy_decide_path(c, "e", A, &t, "/no", 3, &d);
+	CHECK(d.reason == REASON_PATH_NOT_ALLOWED && d.detail != NULL &&
+	    strstr(d.rule_text, "paths paths.example") != NULL,
+	    "%s", d.rule_text);
+	policy_decide(c, "e", A, &t, "GET", false, &d);
+	policy_decide_path(c, "e", A, &t, "/ok/../x", 8, &d);
+	CHECK(d.reason == REASON_PATH_NOT_ALLOWED);
+	policy_decide(c, "e", A, &t, "GET", false, &d);
+	policy_decide_path(c, "e", A, &t, "/ok/%2E%2e/x", 12, &d);
+	CHECK(d.reason == REASON_PATH_NOT_ALLOWED);
+	/* hosts under no paths entry are not restricted */
+	t.host = "free.example";
+	policy_decide(c, "e", A, &t, "GET", false, &d);
+	policy_decide_path(c, "e", A, &t, "/anything", 9, &d);
+	CHECK(d.reason == OK);
+	CHECK(reason_status(REASON_PATH_NOT_ALLOWED) == 403);
+	CHECK(reason_status(REASON_UPSTREAM_CERT_INVALID) == 502);
+	cfg_free(c);
+	unsetenv("PORTCULLIS_UNIT_CRED");
+}
+
 int
 main(void)
 {
@@ -372,5 +525,7 @@ main(void)
 	}
 	test_self_over_allow();
 	test_reasons();
+	test_path_glob();
+	test_intercept_and_paths();
 	return check_done();
 }

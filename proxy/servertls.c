@@ -1,0 +1,117 @@
+/*
+ * servertls: the interception CA and the upstream TLS context in force
+ * (DESIGN.md §11).  One pair per process, shared by every loop (struct
+ * tlsca is thread-safe): loaded from [tls] when the server starts, loaded
+ * again on every reload (a [tls] that fails to load refuses the reload,
+ * the old pair stays), dropped with the main server.  `portcullis run`
+ * sets a fallback CA (its ephemeral one) for a config without ca_cert.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+#include "tlsca.h"
+
+static pthread_mutex_t tls_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct tlsca *tls_ca;		/* NULL: no CA, no interception */
+static SSL_CTX *tls_upstream;
+static struct tlsca *tls_fallback;	/* run's ephemeral CA, or NULL */
+
+void
+server_tls_fallback(struct tlsca *ca)
+{
+	struct tlsca *old;
+
+	if (ca != NULL)
+		tlsca_ref(ca);
+	pthread_mutex_lock(&tls_mu);
+	old = tls_fallback;
+	tls_fallback = ca;
+	pthread_mutex_unlock(&tls_mu);
+	tlsca_unref(old);
+}
+
+int
+server_tls_apply(const struct cfg *cfg, char *why, size_t whylen)
+{
+	struct tlsca *ca = NULL, *old_ca;
+	SSL_CTX *up, *old_up;
+	char inner[768];
+
+	up = tlsca_upstream_ctx(cfg->tls.upstream_ca, inner, sizeof(inner));
+	if (up == NULL) {
+		snprintf(why, whylen, "[tls] upstream_ca: %s", inner);
+		return -EINVAL;
+	}
+	if (cfg->tls.ca_cert != NULL) {
+		ca = tlsca_load(cfg->tls.ca_cert, cfg->tls.ca_key, inner,
+		    sizeof(inner));
+		if (ca == NULL) {
+			snprintf(why, whylen, "[tls] ca_cert/ca_key: %s", inner);
+			SSL_CTX_free(up);
+			return -EINVAL;
+		}
+	}
+	pthread_mutex_lock(&tls_mu);
+	if (ca == NULL && tls_fallback != NULL) {
+		ca = tls_fallback;
+		tlsca_ref(ca);
+	}
+	old_ca = tls_ca;
+	old_up = tls_upstream;
+	tls_ca = ca;
+	tls_upstream = up;
+	pthread_mutex_unlock(&tls_mu);
+	tlsca_unref(old_ca);
+	SSL_CTX_free(old_up);
+	return 0;
+}
+
+void
+server_tls_clear(void)
+{
+	struct tlsca *ca, *fb;
+	SSL_CTX *up;
+
+	pthread_mutex_lock(&tls_mu);
+	ca = tls_ca;
+	up = tls_upstream;
+	fb = tls_fallback;
+	tls_ca = NULL;
+	tls_upstream = NULL;
+	tls_fallback = NULL;
+	pthread_mutex_unlock(&tls_mu);
+	tlsca_unref(ca);
+	tlsca_unref(fb);
+	SSL_CTX_free(up);
+}
+
+struct tlsca *
+server_tlsca(const struct server *s)
+{
+	struct tlsca *ca;
+
+	(void)s;
+	pthread_mutex_lock(&tls_mu);
+	ca = tls_ca;
+	if (ca != NULL)
+		tlsca_ref(ca);
+	pthread_mutex_unlock(&tls_mu);
+	return ca;
+}
+
+SSL_CTX *
+server_upstream_ctx(const struct server *s)
+{
+	SSL_CTX *ctx;
+
+	(void)s;
+	pthread_mutex_lock(&tls_mu);
+	ctx = tls_upstream;
+	if (ctx != NULL)
+		SSL_CTX_up_ref(ctx);
+	pthread_mutex_unlock(&tls_mu);
+	return ctx;
+}

@@ -93,6 +93,10 @@ struct audit_q {
 	bool reopen;			/* under lock: SIGUSR1 */
 };
 
+/* audit_wake_defer(): this thread defers its wakeups; the queue it owes one. */
+static __thread bool tl_defer;
+static __thread struct audit_q *tl_pending;
+
 /* The shared monotonic clock, as the unsigned ms the writer counts in. */
 static uint64_t
 now_ms(void)
@@ -409,7 +413,7 @@ q_note(struct audit_q *q, const char *state, long long left, int err)
  * fail with ENOSPC like any full disk (fail closed).
  */
 static void
-q_reserve(struct audit_q *q)
+q_reserve_at(struct audit_q *q, long long known_eof)
 {
 	struct stat st;
 	unsigned long long eof;
@@ -417,9 +421,15 @@ q_reserve(struct audit_q *q)
 
 	if (!q->reg || q->reserve == 0 || q->reserve_off)
 		return;
-	if (fstat(q->fd, &st) < 0)
-		return;
-	eof = (unsigned long long)st.st_size;
+	if (known_eof >= 0) {
+		/* The size the last batch left (its own fstat + what it
+		 * wrote under the lock): no look of our own. */
+		eof = (unsigned long long)known_eof;
+	} else {
+		if (fstat(q->fd, &st) < 0)
+			return;
+		eof = (unsigned long long)st.st_size;
+	}
 	/* Shrunk (copytruncate, our own cut): what was past the old end is
 	 * gone with it. */
 	if (eof < q->size_seen || q->alloc_end < eof)
@@ -457,6 +467,12 @@ q_reserve(struct audit_q *q)
 		    strerror(e));
 		q_note(q, "reserve_in_use", (long long)(q->alloc_end - eof), e);
 	}
+}
+
+static void
+q_reserve(struct audit_q *q)
+{
+	q_reserve_at(q, -1);
 }
 
 /*
@@ -690,6 +706,7 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 	struct rec *r;
 	int n = 0, err;
 	bool caught_up, locked = false;
+	long long size_before = -1;
 
 	if (q->chain && q->reg) {
 		err = q_lock(q, deadline);
@@ -703,6 +720,10 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 		if (q->expect_size < 0 || fstat(q->fd, &st) < 0 ||
 		    st.st_size != q->expect_size)
 			q_chain_from_tail(q);
+		/* The size under our lock: after the append it is this plus
+		 * what went out (a writer that ignores the lock makes the
+		 * next batch's look differ, and the chain is re-read). */
+		size_before = q->expect_size;
 	}
 	pthread_mutex_lock(&q->lock);
 	if (q->chain && q->need_link && q->head_off == 0)
@@ -750,7 +771,9 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 			q->seq = seqs[last];
 			memcpy(q->prev, macs[last], sizeof(q->prev));
 		}
-		if (q->reg) {
+		if (q->reg && size_before >= 0 && err == 0) {
+			q->expect_size = size_before + (long long)done;
+		} else if (q->reg) {
 			struct stat st;
 
 			q->expect_size = fstat(q->fd, &st) == 0 ? st.st_size : -1;
@@ -907,7 +930,8 @@ q_writer(void *arg)
 		last_try = now_ms();
 		q_set_failing(q, err);
 		if (err == 0) {
-			q_reserve(q);
+			q_reserve_at(q, q->chain && q->reg ? q->expect_size :
+			    -1);
 			pthread_mutex_lock(&q->lock);
 			if (q->lost > 0) {
 				struct jw w;
@@ -969,6 +993,8 @@ audit_close(struct audit *a)
 	a->q = NULL;
 	free(a->path);
 	a->path = NULL;
+	if (q != NULL && tl_pending == q)
+		audit_wake_flush();
 	if (q == NULL || !a->owned)
 		return;
 	if (q->running) {
@@ -1131,6 +1157,36 @@ jw_null(struct jw *w, const char *key)
 	jw_str(w, key, NULL);
 }
 
+/*
+ * Deferred writer wakeups (audit_wake_defer): the queue a loop thread has
+ * pushed to since its last flush.  Signalling the writer per record costs a
+ * futex wake and, on a busy machine, a switch to the writer in the middle
+ * of the iteration; once per iteration it costs one for all of them.  The
+ * record itself is queued at once (audit_ok, "queued before the response
+ * head", the queue bounds are unchanged).
+ */
+
+void
+audit_wake_flush(void)
+{
+	struct audit_q *q = tl_pending;
+
+	if (q == NULL)
+		return;
+	tl_pending = NULL;
+	/* The push happened under q->lock: a writer that had not yet waited
+	 * sees the record, one that waits gets this signal. */
+	pthread_cond_signal(&q->cond);
+}
+
+void
+audit_wake_defer(bool on)
+{
+	if (!on)
+		audit_wake_flush();
+	tl_defer = on;
+}
+
 int
 audit_emit(struct audit *a, struct jw *w)
 {
@@ -1196,7 +1252,14 @@ audit_emit(struct audit *a, struct jw *w)
 		queued = q->bytes;
 	}
 	q->kick = true;
-	pthread_cond_signal(&q->cond);
+	if (tl_defer && (tl_pending == NULL || tl_pending == q)) {
+		/* A loop thread: woken once per loop iteration
+		 * (audit_wake_flush, before the loop polls), so that one
+		 * wakeup takes every record of the iteration. */
+		tl_pending = q;
+	} else {
+		pthread_cond_signal(&q->cond);
+	}
 	pthread_mutex_unlock(&q->lock);
 	if (now_full)
 		log_warnx("audit log %s: writer is behind (%zu bytes queued): "

@@ -86,5 +86,11 @@ void jw_lines(struct jw *w, const char *key, const char *text);
  * false) until a retry writes again: retries come with new records (the
  * refusals' own) and at least every AUDIT_RETRY_MAX_MS. */
 int audit_emit(struct audit *a, struct jw *w);
+/* On a loop thread: with on, audit_emit() on this thread only marks the
+ * writer to be woken, and audit_wake_flush() (once per loop iteration,
+ * before the loop polls: server.c's prepare handle) wakes it; off flushes
+ * and goes back to one wakeup per record. */
+void audit_wake_defer(bool on);
+void audit_wake_flush(void);
 
 #endif

@@ -701,6 +701,7 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 	struct iovec iov[AUDIT_BATCH_IOV];
 	size_t lens[AUDIT_BATCH_IOV];
 	unsigned long long seqs[AUDIT_BATCH_IOV];
+	struct rec *recs[AUDIT_BATCH_IOV];
 	char macs[AUDIT_BATCH_IOV][AUDIT_MAC_HEX + 1];
 	size_t done, whole;
 	struct rec *r;
@@ -728,25 +729,31 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 	pthread_mutex_lock(&q->lock);
 	if (q->chain && q->need_link && q->head_off == 0)
 		q_link_record_locked(q);
+	/* Only the batch's records are taken under the lock; they are
+	 * chained (an HMAC each) outside it, so that the loops queueing new
+	 * records do not wait for that.  Linked records are the writer's
+	 * alone (emitters only append at the tail). */
+	for (r = q->head; r != NULL && n < AUDIT_BATCH_IOV; r = r->next)
+		recs[n++] = r;
+	pthread_mutex_unlock(&q->lock);
 	{
 		unsigned long long seq = q->seq;
 		char prev[AUDIT_MAC_HEX + 1];
 
 		memcpy(prev, q->prev, sizeof(prev));
-		for (r = q->head; r != NULL && n < AUDIT_BATCH_IOV;
-		    r = r->next, n++) {
+		for (int i = 0; i < n; i++) {
+			r = recs[i];
 			/* A head partly out (a pipe) is chained already. */
 			if (q->chain && !r->raw &&
-			    !(n == 0 && q->head_off > 0))
+			    !(i == 0 && q->head_off > 0))
 				rec_chain(q, r, &seq, prev);
-			seqs[n] = seq;
-			memcpy(macs[n], prev, sizeof(prev));
-			lens[n] = r->len;
-			iov[n].iov_base = r->data;
-			iov[n].iov_len = r->len;
+			seqs[i] = seq;
+			memcpy(macs[i], prev, sizeof(prev));
+			lens[i] = r->len;
+			iov[i].iov_base = r->data;
+			iov[i].iov_len = r->len;
 		}
 	}
-	pthread_mutex_unlock(&q->lock);
 	if (n == 0) {
 		if (locked)
 			flock(q->fd, LOCK_UN);

@@ -759,11 +759,12 @@ op_reload(struct ctl_conn *cc)
 	char *errors = NULL, *text, out[128];
 
 	if (server_reload(s, &errors) < 0) {
+		/* stderr first: whoever reads the reply finds them there. */
+		server_log_reload_refused("via control socket ",
+		    errors != NULL ? errors : "");
 		text = reload_errors_text(errors != NULL ? errors : "");
 		reply_error_long(cc, text != NULL && text[0] != '\0' ? text :
 		    "reload failed");
-		server_log_reload_refused("via control socket ",
-		    errors != NULL ? errors : "");
 		free(text);
 		free(errors);
 		return;

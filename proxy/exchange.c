@@ -388,8 +388,21 @@ exchange_response_head(struct conn *c)
 	    status == 304 || ((p->flags & F_CONTENT_LENGTH) &&
 	    p->content_length == 0 && !(p->flags & F_CHUNKED)));
 	c->downd.bytes += len;
-	/* The parser goes on first: a head the client's socket takes at
-	 * once continues into the body before relay_write_now() returns. */
+	if (status < 200) {
+		/* A 1xx goes through a queued write as before: written at
+		 * once, an origin's run of 1xx heads in one buffer would
+		 * nest a call per head. */
+		if (relay_write(c, &c->downd, (uv_stream_t *)&c->client, out,
+		    len, 0, 0) < 0) {
+			conn_close(c, "client_write_failed");
+			return;
+		}
+		llhttp_resume(p);
+		return;
+	}
+	/* The parser goes on first: a final head the client's socket takes
+	 * at once continues into the body before relay_write_now() returns
+	 * (one level: the body is relayed as is). */
 	if (bodiless)
 		c->resp_done = true;
 	else

@@ -1310,12 +1310,15 @@ audit_emit(struct audit *a, struct jw *w)
 		queued = q->bytes;
 	}
 	q->kick = true;
-	if (tl_defer && (tl_pending == NULL || tl_pending == q)) {
+	if (tl_defer && (tl_pending == NULL || tl_pending == q) &&
+	    q->bytes + q->rbytes < AUDIT_WAKE_BYTES) {
 		/* A loop thread: woken once per loop iteration
 		 * (audit_wake_flush, before the loop polls), so that one
 		 * wakeup takes every record of the iteration. */
 		tl_pending = q;
 	} else {
+		if (tl_pending == q)
+			tl_pending = NULL;
 		pthread_cond_signal(&q->cond);
 	}
 	pthread_mutex_unlock(&q->lock);

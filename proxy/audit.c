@@ -1120,6 +1120,7 @@ jw_begin(struct jw *w, const char *event)
 	w->fields = 0;
 	w->refusal = false;
 	w->deny = false;
+	w->wake_now = strcmp(event, "request") == 0;
 	jw_raw(w, "{\"ts\":\"", 7);
 	jw_raw(w, ts, n);
 	jw_raw(w, "\"", 1);
@@ -1310,8 +1311,8 @@ audit_emit(struct audit *a, struct jw *w)
 		queued = q->bytes;
 	}
 	q->kick = true;
-	if (tl_defer && (tl_pending == NULL || tl_pending == q) &&
-	    q->bytes + q->rbytes < AUDIT_WAKE_BYTES) {
+	if (tl_defer && !w->wake_now && (tl_pending == NULL ||
+	    tl_pending == q) && q->bytes + q->rbytes < AUDIT_WAKE_BYTES) {
 		/* A loop thread: woken once per loop iteration
 		 * (audit_wake_flush, before the loop polls), so that one
 		 * wakeup takes every record of the iteration. */

@@ -1311,7 +1311,7 @@ audit_emit(struct audit *a, struct jw *w)
 		queued = q->bytes;
 	}
 	q->kick = true;
-	if (tl_defer && !w->wake_now && (tl_pending == NULL ||
+	if (tl_defer && !w->wake_now && !w->refusal && (tl_pending == NULL ||
 	    tl_pending == q) && q->bytes + q->rbytes < AUDIT_WAKE_BYTES) {
 		/* A loop thread: woken once per loop iteration
 		 * (audit_wake_flush, before the loop polls), so that one

@@ -52,6 +52,7 @@ PROXIES = {
     "tinyproxy": "127.0.0.1:13130",
     "portcullis-w2": "127.0.0.1:13131",
     "haproxy": "127.0.0.1:13132",
+    "portcullis-base": "127.0.0.1:13136",   # --base: another build, same config
 }
 # haproxy is "the bare relay" (issue 15): TCP mode, one frontend per
 # upstream (configs/haproxy.cfg); a client talks to it as to the upstream.
@@ -338,9 +339,16 @@ def start_proxies(args, systems, pids=None):
             if not os.access(args.portcullis, os.X_OK):
                 log("  %s: no binary at %s: skipped" % (name, args.portcullis))
                 continue
-            conf = os.path.join(CONFIGS, "portcullis.ini" if name == "portcullis"
-                                else "portcullis-w2.ini")
-            p = spawn(name, [args.portcullis, "serve", "-c", conf])
+            binary = args.portcullis
+            if name == "portcullis-base":
+                binary = args.base_portcullis
+                if not binary or not os.access(binary, os.X_OK):
+                    log("  %s: no binary at %s: skipped" % (name, binary))
+                    continue
+            conf = os.path.join(CONFIGS, {"portcullis": "portcullis.ini",
+                                          "portcullis-w2": "portcullis-w2.ini",
+                                          "portcullis-base": "portcullis-base.ini"}[name])
+            p = spawn(name, [binary, "serve", "-c", conf])
         elif name == "squid":
             p = spawn("squid", ["squid", "-N", "-f", os.path.join(CONFIGS, "squid.conf")])
         elif name == "tinyproxy":
@@ -741,6 +749,8 @@ def versions(args):
     rev = first_line("git -C %s describe --always --dirty" % ROOT)
     return {
         "portcullis": "%s (git %s)" % (pv, rev),
+        **({"portcullis-base": first_line("%s --version" % args.base_portcullis)}
+           if getattr(args, "base_portcullis", None) else {}),
         "squid": first_line("squid -v"),
         "squid-openssl (row 4i)": first_line("%s -v" % os.path.join(SQUID_SSL, "usr/sbin/squid")),
         "tinyproxy": first_line("tinyproxy -v"),
@@ -1097,6 +1107,9 @@ def main():
     ap.add_argument("--start-runs", type=int, default=31,
                     help="row 9: interleaved sandbox starts per system and user")
     ap.add_argument("--systems", default="direct,portcullis,haproxy,squid,tinyproxy")
+    ap.add_argument("--base", default=None, metavar="DIR",
+                    help="another build dir (DIR/bin/portcullis): adds the system "
+                         "portcullis-base, same config, for a before/after in one run")
     ap.add_argument("--out", default=None, help="results file (default bench/results/DATE.md)")
     ap.add_argument("--compare", default=None, metavar="OLD.md",
                     help="after the run, print new/old per row against OLD.md")
@@ -1118,6 +1131,13 @@ def main():
     args.loadtool = os.path.join(args.build, "loadtool")
     rows = args.rows.split(",")
     systems = args.systems.split(",")
+    args.base_portcullis = None
+    if args.base:
+        args.base_portcullis = os.path.join(args.base, "bin", "portcullis")
+        if "portcullis-base" not in systems:
+            systems.append("portcullis-base")
+        RATIOS[1:1] = [("portcullis", "portcullis-base"),
+                       ("portcullis-base", "haproxy")]
     if ("1w" in rows or "3w" in rows) and "portcullis-w2" not in systems:
         systems.append("portcullis-w2")
 

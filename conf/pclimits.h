@@ -200,6 +200,10 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
 #define AUDIT_REFUSAL_BYTES (256 * 1024)
 /* Records per writev(2): one syscall for a whole burst (<= IOV_MAX). */
 #define AUDIT_BATCH_IOV 256
+/* A loop thread wakes the audit writer once per loop iteration, or at once
+ * when this many bytes are queued (a burst of records in one iteration must
+ * not fill the queue before the writer starts on it). */
+#define AUDIT_WAKE_BYTES (32 * 1024)
 /* The audit log's lock (several processes on one file) is polled this
  * often; a writer that can't get it for AUDIT_RETRY_MAX_MS counts as a
  * failed write (fail closed) and tries again. */
@@ -259,6 +263,7 @@ static_assert(AUDIT_MAX_TARGET <= AUDIT_MAX_VALUE, "a logged target is one value
 static_assert(PROXY_RELAY_BUF_SMALL >= 4096, "relay buffer too small to be useful");
 static_assert(PROXY_RELAY_BUF_BIG >= PROXY_RELAY_BUF_SMALL, "big >= small");
 static_assert(AUDIT_BATCH_IOV <= 1024, "writev takes at most IOV_MAX");
+static_assert(AUDIT_WAKE_BYTES <= AUDIT_REFUSAL_BYTES / 4, "a burst wakes the writer well before the refusal budget is used");
 static_assert(AUDIT_QUEUE_BYTES > 2 * AUDIT_MAX_RECORD, "the queue holds a burst of the largest records");
 static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent");
 

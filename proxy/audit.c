@@ -93,6 +93,36 @@ struct audit_q {
 	bool reopen;			/* under lock: SIGUSR1 */
 };
 
+/* audit_wake_defer(): this thread defers its wakeups; the queue it owes one. */
+static __thread bool tl_defer;
+static __thread struct audit_q *tl_pending;
+
+/* Decimal digits of v at out (no NUL): the hot path's numbers without
+ * printf (two records per request, several numbers each). */
+static size_t
+fmt_ull(char *out, unsigned long long v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	for (size_t i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	return n;
+}
+
+static size_t
+fmt_ll(char *out, long long v)
+{
+	if (v >= 0)
+		return fmt_ull(out, (unsigned long long)v);
+	out[0] = '-';
+	return 1 + fmt_ull(out + 1, (unsigned long long)(-(v + 1)) + 1);
+}
+
 /* The shared monotonic clock, as the unsigned ms the writer counts in. */
 static uint64_t
 now_ms(void)
@@ -409,7 +439,7 @@ q_note(struct audit_q *q, const char *state, long long left, int err)
  * fail with ENOSPC like any full disk (fail closed).
  */
 static void
-q_reserve(struct audit_q *q)
+q_reserve_at(struct audit_q *q, long long known_eof)
 {
 	struct stat st;
 	unsigned long long eof;
@@ -417,9 +447,15 @@ q_reserve(struct audit_q *q)
 
 	if (!q->reg || q->reserve == 0 || q->reserve_off)
 		return;
-	if (fstat(q->fd, &st) < 0)
-		return;
-	eof = (unsigned long long)st.st_size;
+	if (known_eof >= 0) {
+		/* The size the last batch left (its own fstat + what it
+		 * wrote under the lock): no look of our own. */
+		eof = (unsigned long long)known_eof;
+	} else {
+		if (fstat(q->fd, &st) < 0)
+			return;
+		eof = (unsigned long long)st.st_size;
+	}
 	/* Shrunk (copytruncate, our own cut): what was past the old end is
 	 * gone with it. */
 	if (eof < q->size_seen || q->alloc_end < eof)
@@ -457,6 +493,12 @@ q_reserve(struct audit_q *q)
 		    strerror(e));
 		q_note(q, "reserve_in_use", (long long)(q->alloc_end - eof), e);
 	}
+}
+
+static void
+q_reserve(struct audit_q *q)
+{
+	q_reserve_at(q, -1);
 }
 
 /*
@@ -631,16 +673,21 @@ rec_chain(const struct audit_q *q, struct rec *r, unsigned long long *seq,
 {
 	size_t pos = r->base - 2;	/* at the closing "}\n" */
 	char mac[AUDIT_MAC_HEX + 1];
-	int n;
 
+	/* Within AUDIT_CHAIN_TAIL: 7 + 20 digits + 8 + the mac + 3. */
+	static_assert(7 + 20 + 8 + AUDIT_MAC_HEX + 3 <= AUDIT_CHAIN_TAIL,
+	    "the chain tail fits");
 	(*seq)++;
-	n = snprintf(r->data + pos, AUDIT_CHAIN_TAIL, ",\"seq\":%llu", *seq);
-	pos += (size_t)n;
+	memcpy(r->data + pos, ",\"seq\":", 7);
+	pos += 7;
+	pos += fmt_ull(r->data + pos, *seq);
 	if (auditchain_mac(&q->key, prev, r->data, pos, mac) < 0)
 		memset(mac, '0', AUDIT_MAC_HEX);	/* fails verify: said */
 	mac[AUDIT_MAC_HEX] = '\0';
-	n = snprintf(r->data + pos, AUDIT_CHAIN_TAIL, ",\"mac\":\"%s\"}\n", mac);
-	r->len = pos + (size_t)n;
+	memcpy(r->data + pos, ",\"mac\":\"", 8);
+	memcpy(r->data + pos + 8, mac, AUDIT_MAC_HEX);
+	memcpy(r->data + pos + 8 + AUDIT_MAC_HEX, "\"}\n", 3);
+	r->len = pos + 8 + AUDIT_MAC_HEX + 3;
 	memcpy(prev, mac, sizeof(mac));
 }
 
@@ -685,11 +732,13 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 	struct iovec iov[AUDIT_BATCH_IOV];
 	size_t lens[AUDIT_BATCH_IOV];
 	unsigned long long seqs[AUDIT_BATCH_IOV];
+	struct rec *recs[AUDIT_BATCH_IOV];
 	char macs[AUDIT_BATCH_IOV][AUDIT_MAC_HEX + 1];
 	size_t done, whole;
 	struct rec *r;
 	int n = 0, err;
 	bool caught_up, locked = false;
+	long long size_before = -1;
 
 	if (q->chain && q->reg) {
 		err = q_lock(q, deadline);
@@ -703,29 +752,39 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 		if (q->expect_size < 0 || fstat(q->fd, &st) < 0 ||
 		    st.st_size != q->expect_size)
 			q_chain_from_tail(q);
+		/* The size under our lock: after the append it is this plus
+		 * what went out (a writer that ignores the lock makes the
+		 * next batch's look differ, and the chain is re-read). */
+		size_before = q->expect_size;
 	}
 	pthread_mutex_lock(&q->lock);
 	if (q->chain && q->need_link && q->head_off == 0)
 		q_link_record_locked(q);
+	/* Only the batch's records are taken under the lock; they are
+	 * chained (an HMAC each) outside it, so that the loops queueing new
+	 * records do not wait for that.  Linked records are the writer's
+	 * alone (emitters only append at the tail). */
+	for (r = q->head; r != NULL && n < AUDIT_BATCH_IOV; r = r->next)
+		recs[n++] = r;
+	pthread_mutex_unlock(&q->lock);
 	{
 		unsigned long long seq = q->seq;
 		char prev[AUDIT_MAC_HEX + 1];
 
 		memcpy(prev, q->prev, sizeof(prev));
-		for (r = q->head; r != NULL && n < AUDIT_BATCH_IOV;
-		    r = r->next, n++) {
+		for (int i = 0; i < n; i++) {
+			r = recs[i];
 			/* A head partly out (a pipe) is chained already. */
 			if (q->chain && !r->raw &&
-			    !(n == 0 && q->head_off > 0))
+			    !(i == 0 && q->head_off > 0))
 				rec_chain(q, r, &seq, prev);
-			seqs[n] = seq;
-			memcpy(macs[n], prev, sizeof(prev));
-			lens[n] = r->len;
-			iov[n].iov_base = r->data;
-			iov[n].iov_len = r->len;
+			seqs[i] = seq;
+			memcpy(macs[i], prev, sizeof(prev));
+			lens[i] = r->len;
+			iov[i].iov_base = r->data;
+			iov[i].iov_len = r->len;
 		}
 	}
-	pthread_mutex_unlock(&q->lock);
 	if (n == 0) {
 		if (locked)
 			flock(q->fd, LOCK_UN);
@@ -750,7 +809,9 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 			q->seq = seqs[last];
 			memcpy(q->prev, macs[last], sizeof(q->prev));
 		}
-		if (q->reg) {
+		if (q->reg && size_before >= 0 && err == 0) {
+			q->expect_size = size_before + (long long)done;
+		} else if (q->reg) {
 			struct stat st;
 
 			q->expect_size = fstat(q->fd, &st) == 0 ? st.st_size : -1;
@@ -907,7 +968,8 @@ q_writer(void *arg)
 		last_try = now_ms();
 		q_set_failing(q, err);
 		if (err == 0) {
-			q_reserve(q);
+			q_reserve_at(q, q->chain && q->reg ? q->expect_size :
+			    -1);
 			pthread_mutex_lock(&q->lock);
 			if (q->lost > 0) {
 				struct jw w;
@@ -969,6 +1031,8 @@ audit_close(struct audit *a)
 	a->q = NULL;
 	free(a->path);
 	a->path = NULL;
+	if (q != NULL && tl_pending == q)
+		audit_wake_flush();
 	if (q == NULL || !a->owned)
 		return;
 	if (q->running) {
@@ -1020,22 +1084,45 @@ jw_key(struct jw *w, const char *key)
 void
 jw_begin(struct jw *w, const char *event)
 {
+	/* The date and time to the second, formatted once per second per
+	 * thread; the milliseconds per record. */
+	static __thread time_t ts_sec = (time_t)-1;
+	static __thread char ts_pre[32];
+	static __thread size_t ts_len;
 	struct timeval tv;
-	struct tm tm;
 	char ts[40];
-	int n;
+	long ms;
+	size_t n;
 
 	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	n = snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
-	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-	    tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000));
+	if (tv.tv_sec != ts_sec) {
+		struct tm tm;
+		int k;
+
+		gmtime_r(&tv.tv_sec, &tm);
+		k = snprintf(ts_pre, sizeof(ts_pre),
+		    "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+		    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+		    tm.tm_sec);
+		ts_len = k < 0 ? 0 : (size_t)k < sizeof(ts_pre) ? (size_t)k :
+		    sizeof(ts_pre) - 1;
+		ts_sec = tv.tv_sec;
+	}
+	ms = (long)(tv.tv_usec / 1000);
+	n = ts_len < sizeof(ts) - 5 ? ts_len : sizeof(ts) - 5;
+	memcpy(ts, ts_pre, n);
+	ts[n++] = '.';
+	ts[n++] = (char)('0' + ms / 100);
+	ts[n++] = (char)('0' + ms / 10 % 10);
+	ts[n++] = (char)('0' + ms % 10);
+	ts[n++] = 'Z';
 	w->len = 0;
 	w->fields = 0;
 	w->refusal = false;
 	w->deny = false;
+	w->wake_now = strcmp(event, "request") == 0;
 	jw_raw(w, "{\"ts\":\"", 7);
-	jw_raw(w, ts, (size_t)n);
+	jw_raw(w, ts, n);
 	jw_raw(w, "\"", 1);
 	jw_str(w, "event", event);
 }
@@ -1107,13 +1194,11 @@ void
 jw_int(struct jw *w, const char *key, long long v)
 {
 	char num[32];
-	int n;
 
 	if (w->fields >= AUDIT_MAX_FIELDS)
 		return;
 	jw_key(w, key);
-	n = snprintf(num, sizeof(num), "%lld", v);
-	jw_raw(w, num, (size_t)n);
+	jw_raw(w, num, fmt_ll(num, v));
 }
 
 void
@@ -1129,6 +1214,36 @@ void
 jw_null(struct jw *w, const char *key)
 {
 	jw_str(w, key, NULL);
+}
+
+/*
+ * Deferred writer wakeups (audit_wake_defer): the queue a loop thread has
+ * pushed to since its last flush.  Signalling the writer per record costs a
+ * futex wake and, on a busy machine, a switch to the writer in the middle
+ * of the iteration; once per iteration it costs one for all of them.  The
+ * record itself is queued at once (audit_ok, "queued before the response
+ * head", the queue bounds are unchanged).
+ */
+
+void
+audit_wake_flush(void)
+{
+	struct audit_q *q = tl_pending;
+
+	if (q == NULL)
+		return;
+	tl_pending = NULL;
+	/* The push happened under q->lock: a writer that had not yet waited
+	 * sees the record, one that waits gets this signal. */
+	pthread_cond_signal(&q->cond);
+}
+
+void
+audit_wake_defer(bool on)
+{
+	if (!on)
+		audit_wake_flush();
+	tl_defer = on;
 }
 
 int
@@ -1196,7 +1311,17 @@ audit_emit(struct audit *a, struct jw *w)
 		queued = q->bytes;
 	}
 	q->kick = true;
-	pthread_cond_signal(&q->cond);
+	if (tl_defer && !w->wake_now && !w->refusal && (tl_pending == NULL ||
+	    tl_pending == q) && q->bytes + q->rbytes < AUDIT_WAKE_BYTES) {
+		/* A loop thread: woken once per loop iteration
+		 * (audit_wake_flush, before the loop polls), so that one
+		 * wakeup takes every record of the iteration. */
+		tl_pending = q;
+	} else {
+		if (tl_pending == q)
+			tl_pending = NULL;
+		pthread_cond_signal(&q->cond);
+	}
 	pthread_mutex_unlock(&q->lock);
 	if (now_full)
 		log_warnx("audit log %s: writer is behind (%zu bytes queued): "

@@ -63,6 +63,8 @@ struct jw {
 				 * of a conn that was only refused): queued in
 				 * AUDIT_REFUSAL_BYTES, first to go when full */
 	bool deny;		/* "decision":"deny": dropped while full */
+	bool wake_now;		/* a `request` record (it precedes the response):
+				 * wakes the writer at once, never deferred */
 	char buf[AUDIT_MAX_RECORD];
 };
 
@@ -86,5 +88,11 @@ void jw_lines(struct jw *w, const char *key, const char *text);
  * false) until a retry writes again: retries come with new records (the
  * refusals' own) and at least every AUDIT_RETRY_MAX_MS. */
 int audit_emit(struct audit *a, struct jw *w);
+/* On a loop thread: with on, audit_emit() on this thread only marks the
+ * writer to be woken, and audit_wake_flush() (once per loop iteration,
+ * before the loop polls: server.c's prepare handle) wakes it; off flushes
+ * and goes back to one wakeup per record. */
+void audit_wake_defer(bool on);
+void audit_wake_flush(void);
 
 #endif

@@ -89,6 +89,11 @@ struct conn {
 	unsigned pending_closes;
 	const char *close_reason;	/* NULL = normal end */
 	bool client_reading;
+	/* > 0 while a libuv callback of this conn runs: relay_update_reads()
+	 * is applied once when it returns (relay_hold/relay_apply), so that
+	 * a read stopped and started again within one callback (a reused
+	 * upstream: HEAD -> DIALING -> HTTP) costs no epoll_ctl pair. */
+	unsigned reads_hold;
 
 	uv_tcp_t client;
 	uv_timer_t timer;
@@ -217,6 +222,11 @@ void peek_check(struct conn *c);
 void relay_release(struct conn *c, struct dir *d);
 int relay_write(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
     size_t headlen, size_t off, size_t n);
+/* relay_write(), but a head the socket takes at once is written now and
+ * the direction continues before this returns, as relayed data does (the
+ * caller must do nothing with the conn after it). */
+int relay_write_now(struct conn *c, struct dir *d, uv_stream_t *sink,
+    char *head, size_t headlen, size_t off, size_t n);
 void relay_update_reads(struct conn *c);
 void relay_pump_client(struct conn *c);
 void relay_pump_upstream(struct conn *c);

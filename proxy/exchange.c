@@ -295,17 +295,27 @@ exchange_start(struct conn *c)
 		front_resume(&c->fe);
 	else
 		c->fe.req_done = true;
-	if (relay_write(c, &c->upd, (uv_stream_t *)&c->up->tcp, c->up_head,
-	    c->up_head_len, 0, 0) < 0) {
+	{
+		char *head = c->up_head;
+
+		/* The head as rebuilt is egress (again, on a keep-alive
+		 * retry). */
 		c->up_head = NULL;
-		conn_close(c, "upstream_write_failed");
-		return;
+		conn_count_up(c, c->up_head_len);
+		/* Written now when the socket takes it: the request body
+		 * (if any) and the reads go on before this returns. */
+		if (relay_write_now(c, &c->upd, (uv_stream_t *)&c->up->tcp,
+		    head, c->up_head_len, 0, 0) < 0) {
+			conn_close(c, "upstream_write_failed");
+			return;
+		}
 	}
-	c->up_head = NULL;
-	/* The head as rebuilt is egress (again, on a keep-alive retry). */
-	conn_count_up(c, c->up_head_len);
-	relay_pump_client(c);
-	relay_update_reads(c);
+	/* Written at once: relay_up_written() pumped and updated already
+	 * (the conn may have moved on); queued: the body waits for it. */
+	if (c->state == CONN_HTTP && c->upd.writing) {
+		relay_pump_client(c);
+		relay_update_reads(c);
+	}
 }
 
 /* The response was written to the client: keep the upstream or close it;
@@ -379,15 +389,30 @@ exchange_response_head(struct conn *c)
 	    status == 304 || ((p->flags & F_CONTENT_LENGTH) &&
 	    p->content_length == 0 && !(p->flags & F_CHUNKED)));
 	c->downd.bytes += len;
-	if (relay_write(c, &c->downd, (uv_stream_t *)&c->client, out, len, 0,
-	    0) < 0) {
-		conn_close(c, "client_write_failed");
+	if (status < 200) {
+		/* A 1xx goes through a queued write as before: written at
+		 * once, an origin's run of 1xx heads in one buffer would
+		 * nest a call per head. */
+		if (relay_write(c, &c->downd, (uv_stream_t *)&c->client, out,
+		    len, 0, 0) < 0) {
+			conn_close(c, "client_write_failed");
+			return;
+		}
+		llhttp_resume(p);
 		return;
 	}
+	/* The parser goes on first: a final head the client's socket takes
+	 * at once continues into the body before relay_write_now() returns
+	 * (one level: the body is relayed as is). */
 	if (bodiless)
 		c->resp_done = true;
 	else
 		llhttp_resume(p);
+	if (relay_write_now(c, &c->downd, (uv_stream_t *)&c->client, out, len,
+	    0, 0) < 0) {
+		conn_close(c, "client_write_failed");
+		return;
+	}
 }
 
 /*

@@ -109,6 +109,9 @@ struct server {
 	unsigned nworkers;
 	bool is_worker;			/* not the main loop */
 	char *cfg_path;			/* for reload; NULL = embedded default */
+	uv_prepare_t audit_wake;	/* wakes the audit writer once per
+					 * iteration (audit_wake_defer) */
+	bool audit_wake_on;
 	struct metrics metrics;		/* this loop's counters (metrics.h) */
 	void *metrics_state;		/* metrics.c's listener, main loop */
 };
@@ -129,6 +132,9 @@ enum phase conn_phase_at_open(const struct conn *c);
 void conn_bytes(const struct conn *c, uint64_t *up, uint64_t *down);
 
 /* server.c */
+/* The once-per-iteration audit writer wakeup of s's loop (server_new and
+ * each worker). */
+void server_audit_wake_start(struct server *s);
 /* Config references are taken and dropped on every worker's thread. */
 void server_cfg_ref(struct cfg *c);
 void server_cfg_unref(struct cfg *c);

@@ -22,6 +22,26 @@ relay_release(struct conn *c, struct dir *d)
 	d->roff = d->rlen = 0;
 }
 
+/*
+ * Around each libuv callback of a conn: reads are started and stopped
+ * once, when the callback is done, from the state it left (libuv reads a
+ * stream again within one readiness only while it is still reading, so a
+ * stop is in force before libuv looks).  A conn closed meanwhile was
+ * stopped by uv_close; its memory lives until the close callbacks.
+ */
+static void
+relay_hold(struct conn *c)
+{
+	c->reads_hold++;
+}
+
+static void
+relay_apply(struct conn *c)
+{
+	if (--c->reads_hold == 0 && c->state != CONN_CLOSING)
+		relay_update_reads(c);
+}
+
 static void
 relay_on_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
@@ -82,9 +102,26 @@ static void relay_up_written(struct conn *c);
  * then d->rbuf[off, off+n) to the sink of direction d.  Returns 0 or a
  * libuv error (head is then freed).
  */
+static int relay_write_as(struct conn *c, struct dir *d, uv_stream_t *sink,
+    char *head, size_t headlen, size_t off, size_t n, bool now);
+
 int
 relay_write(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
     size_t headlen, size_t off, size_t n)
+{
+	return relay_write_as(c, d, sink, head, headlen, off, n, false);
+}
+
+int
+relay_write_now(struct conn *c, struct dir *d, uv_stream_t *sink,
+    char *head, size_t headlen, size_t off, size_t n)
+{
+	return relay_write_as(c, d, sink, head, headlen, off, n, true);
+}
+
+static int
+relay_write_as(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
+    size_t headlen, size_t off, size_t n, bool now)
 {
 	uv_buf_t bufs[2];
 	unsigned nb = 0;
@@ -132,6 +169,45 @@ relay_write(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
 		} else if (r != UV_EAGAIN) {
 			return r;
 		}
+	} else if (now && c->mitm == NULL && headlen > 0) {
+		/*
+		 * A head (and what follows it) in one writev: when the socket
+		 * takes all, no queued write, no deferred callback, and the
+		 * source's read needs no stop/start around it.  What it
+		 * can't take waits in a queued write, head included (the
+		 * queued write owns head).
+		 */
+		size_t total = headlen + n;
+
+		r = uv_try_write(sink, bufs, nb);
+		if (r == (int)total) {
+			free(head);
+			if (n > 0 && d->rbuf != NULL && d->roff >= d->rlen)
+				relay_release(c, d);
+			if (d == &c->downd)
+				relay_down_written(c);
+			else
+				relay_up_written(c);
+			return 0;
+		}
+		if (r > 0) {
+			size_t k = (size_t)r;
+
+			if (k < headlen) {
+				bufs[0].base += k;
+				bufs[0].len -= k;
+			} else {
+				/* The head is out: only data is left. */
+				k -= headlen;
+				bufs[0] = bufs[1];
+				bufs[0].base += k;
+				bufs[0].len -= k;
+				nb = 1;
+			}
+		}
+		/* An error is left to the queued write, which reports it in
+		 * its callback as before (a reused upstream's write failure
+		 * is retried there: exchange_retry). */
 	}
 	d->whead = head;
 	d->writing = true;
@@ -183,17 +259,8 @@ relay_tunnel_finish(struct conn *c)
  * closing conn only release what the write held.
  */
 static void
-relay_on_written(uv_write_t *req, int status)
+relay_written(struct conn *c, bool down, int status)
 {
-	struct conn *c = req->data;
-	bool down = req == &c->downd.wreq;
-	struct dir *d = down ? &c->downd : &c->upd;
-
-	d->writing = false;
-	free(d->whead);
-	d->whead = NULL;
-	if (c->state == CONN_CLOSING || (!down && c->state == CONN_REFUSING))
-		return;
 	if (status < 0) {
 		if (!down && exchange_retry(c))
 			return;
@@ -205,6 +272,23 @@ relay_on_written(uv_write_t *req, int status)
 		relay_down_written(c);
 	else
 		relay_up_written(c);
+}
+
+static void
+relay_on_written(uv_write_t *req, int status)
+{
+	struct conn *c = req->data;
+	bool down = req == &c->downd.wreq;
+	struct dir *d = down ? &c->downd : &c->upd;
+
+	d->writing = false;
+	free(d->whead);
+	d->whead = NULL;
+	if (c->state == CONN_CLOSING || (!down && c->state == CONN_REFUSING))
+		return;
+	relay_hold(c);
+	relay_written(c, down, status);
+	relay_apply(c);
 }
 
 /*
@@ -267,6 +351,9 @@ relay_update_reads(struct conn *c)
 {
 	bool want_client = false, want_up = false;
 	struct upstream *u = c->up;
+
+	if (c->reads_hold > 0)
+		return;
 
 	switch (c->state) {
 	case CONN_HEAD:
@@ -438,11 +525,12 @@ relay_on_client_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 	(void)b;
 	if (c->state == CONN_CLOSING)
 		return;
-	if (c->mitm != NULL && c->state != CONN_PEEK) {
+	relay_hold(c);
+	if (c->mitm != NULL && c->state != CONN_PEEK)
 		mitm_client_read(c, nread);
-		return;
-	}
-	relay_client_input(c, nread);
+	else
+		relay_client_input(c, nread);
+	relay_apply(c);
 }
 
 void
@@ -505,11 +593,12 @@ relay_on_upstream_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 	(void)b;
 	if (c == NULL || c->state == CONN_CLOSING || c->up != u)
 		return;
-	if (u->ssl != NULL) {
+	relay_hold(c);
+	if (u->ssl != NULL)
 		mitm_up_read(c, u, nread);
-		return;
-	}
-	relay_upstream_input(c, nread);
+	else
+		relay_upstream_input(c, nread);
+	relay_apply(c);
 }
 
 void

@@ -273,6 +273,28 @@ server_listen(struct server *s)
 
 /* --- lifecycle ----------------------------------------------------------- */
 
+static void
+server_on_audit_wake(uv_prepare_t *h)
+{
+	(void)h;
+	/* On this loop's thread: from now on its records wake the writer
+	 * here, once per iteration, before the loop blocks. */
+	audit_wake_defer(true);
+	audit_wake_flush();
+}
+
+/* The loop's once-per-iteration audit wakeup (unref'd: it keeps no loop
+ * alive).  server_stop() closes it and goes back to direct wakeups. */
+void
+server_audit_wake_start(struct server *s)
+{
+	uv_prepare_init(s->loop, &s->audit_wake);
+	s->audit_wake.data = s;
+	uv_prepare_start(&s->audit_wake, server_on_audit_wake);
+	uv_unref((uv_handle_t *)&s->audit_wake);
+	s->audit_wake_on = true;
+}
+
 int
 server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
     struct server **out)
@@ -355,6 +377,7 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 		return r;
 	}
 	server_log_config(s);
+	server_audit_wake_start(s);
 	*out = s;
 	return 0;
 }
@@ -386,6 +409,13 @@ server_stop(struct server *s)
 	}
 	if (!s->is_worker)
 		hostaddr_stop();
+	if (s->audit_wake_on) {
+		/* On the loop's thread (server_stop's callers): records from
+		 * here on wake the writer at once. */
+		s->audit_wake_on = false;
+		uv_close((uv_handle_t *)&s->audit_wake, NULL);
+		audit_wake_defer(false);
+	}
 	worker_stop(s);
 	/* With workers, worker_join() writes `stop` once they have all ended,
 	 * so that it follows every worker's close records. */

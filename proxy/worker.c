@@ -96,6 +96,7 @@ worker_spawn(struct server *main, unsigned n)
 		r = server_listen_on(s, true);
 		if (r < 0)
 			return r;
+		server_audit_wake_start(s);
 		uv_async_init(&w->loop, &w->async, worker_on_async);
 		w->async.data = w;
 		/* Only a fully set-up worker is counted (and later stopped). */

@@ -176,6 +176,13 @@ def test_upstream_never_answers():
     rs = x.replies()
     c(h.check, rs and (rs[0].status, rs[0].header("X-Portcullis-Reason")) == (504, "timeout"),
       "silent upstream: want 504 timeout, got %r (closed after %.2fs)" % (x.buf[:200], dt))
+    # The record is queued before the 504 and written by the writer
+    # thread: wait (bounded) for it instead of reading the log once.
+    try:
+        p.wait_records("request", 1, timeout=5.0,
+                       pred=lambda r: r.get("client") == x.local)
+    except h.TestFailure:
+        pass    # the check below says what is missing
     recs = [r for r in p.requests() if r.get("client") == x.local]
     c(h.check, len(recs) == 1 and recs[0]["reason"] == "timeout" and recs[0]["status"] == 504,
       "silent upstream: want one audit request record (timeout, 504), got %r" % recs)

@@ -20,12 +20,14 @@ tmp=$(mktemp -d /tmp/portcullis-check-deb.XXXXXX)
 serve_pid=
 made_run=0
 made_log=0
+made_state=0
 cleanup() {
 	if [ -n "$serve_pid" ]; then
 		kill "$serve_pid" 2>/dev/null || true
 		wait "$serve_pid" 2>/dev/null || true
 	fi
 	[ "$made_run" = 1 ] && rm -rf /run/portcullis
+	[ "$made_state" = 1 ] && rm -rf /var/lib/portcullis
 	if [ "$was_installed" = 0 ]; then
 		dpkg --purge portcullis >/dev/null 2>&1 || true
 	fi
@@ -65,7 +67,8 @@ echo "$out" | grep -qx /usr/libexec/portcullis/portcullis-bridge ||
 	fail "the sandbox did not run /usr/libexec/portcullis/portcullis-bridge: $out"
 
 # The daemon as the unit runs it (User=, UMask=, the directories systemd's
-# RuntimeDirectory=/LogsDirectory= would make), for a few seconds.
+# RuntimeDirectory=/LogsDirectory=/StateDirectory= would make), for a few
+# seconds.
 echo "check-deb: portcullis serve as user portcullis, ctl status"
 if [ ! -d /run/portcullis ]; then
 	made_run=1
@@ -74,6 +77,10 @@ fi
 if [ ! -d /var/log/portcullis ]; then
 	made_log=1
 	install -d -o portcullis -g portcullis -m 0755 /var/log/portcullis
+fi
+if [ ! -d /var/lib/portcullis ]; then
+	made_state=1
+	install -d -o portcullis -g portcullis -m 0755 /var/lib/portcullis
 fi
 setpriv --reuid=portcullis --regid=portcullis --init-groups sh -c \
 	'umask 0077; exec /usr/bin/portcullis serve -c /etc/portcullis/portcullis.ini' \
@@ -93,4 +100,8 @@ serve_pid=
 grep -q '"event":"stop"' /var/log/portcullis/audit.jsonl ||
 	fail "no stop record in /var/log/portcullis/audit.jsonl"
 [ "$made_log" = 0 ] || rm -rf /var/log/portcullis
+# The audit chain key the daemon made at first start, 0600, its own.
+[ "$(stat -c '%a %U' /var/lib/portcullis/audit.key 2>/dev/null)" = "600 portcullis" ] ||
+	fail "no 0600 audit key of user portcullis in /var/lib/portcullis"
+[ "$made_state" = 0 ] || rm -rf /var/lib/portcullis
 echo "check-deb: all checks passed"

@@ -222,7 +222,10 @@ def test_start_config_stop_records_sigterm():
     h.eq(recs[0].get("pid"), p.proc.pid, "start pid")
     h.check(isinstance(recs[0].get("version"), str) and recs[0]["version"],
             "start version: %r" % recs[0])
-    cfgs = [r for r in recs if r.get("event") == "config"]
+    # `config` follows `start` (the writer is woken once per loop
+    # iteration for such records: it can come a moment after `start`).
+    p.wait_records("config", 1, timeout=10)
+    cfgs = [r for r in p.audit_records() if r.get("event") == "config"]
     h.eq(len(cfgs), 1, "config records")
     with open(p.config_path, "rb") as f:
         h.eq(cfgs[0].get("sha256"), hashlib.sha256(f.read()).hexdigest(), "config sha256")

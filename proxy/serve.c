@@ -217,6 +217,22 @@ serve_main(int argc, char **argv)
 	}
 	if (path != NULL)
 		s->cfg_path = strdup(path);
+	/* The signals are ours from here on (before the listeners, workers
+	 * and control socket): a SIGTERM while they start is handled by the
+	 * loop's first run, a clean stop with its `stop` record, not the
+	 * default action (no stop record, the control socket left). */
+	sig.s = s;
+	uv_signal_init(&loop, &sig.sig_int);
+	uv_signal_init(&loop, &sig.sig_term);
+	uv_signal_init(&loop, &sig.sig_hup);
+	uv_signal_init(&loop, &sig.sig_usr1);
+	sig.sig_int.data = sig.sig_term.data = sig.sig_hup.data = &sig;
+	sig.sig_usr1.data = &sig;
+	sig.open = true;
+	uv_signal_start(&sig.sig_int, serve_on_stop_signal, SIGINT);
+	uv_signal_start(&sig.sig_term, serve_on_stop_signal, SIGTERM);
+	uv_signal_start(&sig.sig_hup, serve_on_hup, SIGHUP);
+	uv_signal_start(&sig.sig_usr1, serve_on_usr1, SIGUSR1);
 	nworkers = worker_wanted(cfg);
 	r = server_listen_on(s, nworkers > 1);
 	if (r == 0 && nworkers > 1) {
@@ -232,18 +248,6 @@ serve_main(int argc, char **argv)
 	}
 	if (r == 0)
 		r = metrics_start(s);
-	sig.s = s;
-	uv_signal_init(&loop, &sig.sig_int);
-	uv_signal_init(&loop, &sig.sig_term);
-	uv_signal_init(&loop, &sig.sig_hup);
-	uv_signal_init(&loop, &sig.sig_usr1);
-	sig.sig_int.data = sig.sig_term.data = sig.sig_hup.data = &sig;
-	sig.sig_usr1.data = &sig;
-	sig.open = true;
-	uv_signal_start(&sig.sig_int, serve_on_stop_signal, SIGINT);
-	uv_signal_start(&sig.sig_term, serve_on_stop_signal, SIGTERM);
-	uv_signal_start(&sig.sig_hup, serve_on_hup, SIGHUP);
-	uv_signal_start(&sig.sig_usr1, serve_on_usr1, SIGUSR1);
 	if (r < 0) {
 		serve_stop(&sig);
 		uv_run(&loop, UV_RUN_DEFAULT);

@@ -33,7 +33,7 @@ fi
 mkdir -p "$BUILD"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$BUILD/cmake.log" 2>&1 ||
     { echo "bench: cmake configure failed, see $BUILD/cmake.log" >&2; }
-if ! cmake --build "$BUILD" -j2 --target portcullis >"$BUILD/build.log" 2>&1; then
+if ! cmake --build "$BUILD" -j2 --target portcullis portcullis-bridge >"$BUILD/build.log" 2>&1; then
     echo "bench: building portcullis failed (see $BUILD/build.log); it is left out" >&2
     rm -f "$BUILD/bin/portcullis"
 fi

@@ -147,6 +147,7 @@ q_free(struct audit_q *q)
 		close(q->wake);
 	pthread_cond_destroy(&q->cond);
 	pthread_mutex_destroy(&q->lock);
+	auditkey_clear(&q->key);
 	free(q->path);
 	free(q);
 }
@@ -668,7 +669,7 @@ q_link_record_locked(struct audit_q *q)
 /* Appends the chain tail to r after the state (seq, prev); sets the new
  * state in seq/mac.  r->len grows by the tail. */
 static void
-rec_chain(const struct audit_q *q, struct rec *r, unsigned long long *seq,
+rec_chain(struct audit_q *q, struct rec *r, unsigned long long *seq,
     char prev[AUDIT_MAC_HEX + 1])
 {
 	size_t pos = r->base - 2;	/* at the closing "}\n" */
@@ -1120,7 +1121,6 @@ jw_begin(struct jw *w, const char *event)
 	w->fields = 0;
 	w->refusal = false;
 	w->deny = false;
-	w->wake_now = strcmp(event, "request") == 0;
 	jw_raw(w, "{\"ts\":\"", 7);
 	jw_raw(w, ts, n);
 	jw_raw(w, "\"", 1);
@@ -1311,7 +1311,7 @@ audit_emit(struct audit *a, struct jw *w)
 		queued = q->bytes;
 	}
 	q->kick = true;
-	if (tl_defer && !w->wake_now && !w->refusal && (tl_pending == NULL ||
+	if (tl_defer && !w->refusal && (tl_pending == NULL ||
 	    tl_pending == q) && q->bytes + q->rbytes < AUDIT_WAKE_BYTES) {
 		/* A loop thread: woken once per loop iteration
 		 * (audit_wake_flush, before the loop polls), so that one

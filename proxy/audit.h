@@ -63,8 +63,6 @@ struct jw {
 				 * of a conn that was only refused): queued in
 				 * AUDIT_REFUSAL_BYTES, first to go when full */
 	bool deny;		/* "decision":"deny": dropped while full */
-	bool wake_now;		/* a `request` record (it precedes the response):
-				 * wakes the writer at once, never deferred */
 	char buf[AUDIT_MAX_RECORD];
 };
 

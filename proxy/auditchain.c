@@ -93,6 +93,7 @@ auditkey_load(const char *path, bool create, struct auditkey *k, char *err,
 	ssize_t n;
 	int fd, r;
 
+	k->ctx = NULL;
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0 && errno == ENOENT && create) {
 		r = key_create(path, err, errlen);
@@ -150,37 +151,52 @@ hmac_fetch(void)
 	hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
 }
 
+void
+auditkey_clear(struct auditkey *k)
+{
+	EVP_MAC_CTX_free(k->ctx);
+	k->ctx = NULL;
+	OPENSSL_cleanse(k->k, sizeof(k->k));
+}
+
 int
-auditchain_mac(const struct auditkey *k, const char *prev, const char *p,
+auditchain_mac(struct auditkey *k, const char *prev, const char *p,
     size_t n, char out[AUDIT_MAC_HEX + 1])
 {
 	static const char hx[] = "0123456789abcdef";
 	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
+	size_t len = 0;
 	int ok;
 
-	/* EVP_MAC (OpenSSL 3): HMAC-SHA256 over two pieces; the algorithm
-	 * is fetched once. */
-	EVP_MAC_CTX *ctx;
+	/* EVP_MAC (OpenSSL 3): HMAC-SHA256 over two pieces.  The algorithm
+	 * is fetched once per process, the context keyed once per key: later
+	 * records re-initialise it with the key it holds (no digest lookup,
+	 * no allocation, no key pads per record). */
+	if (k->ctx == NULL) {
+		OSSL_PARAM params[] = {
+			OSSL_PARAM_construct_utf8_string("digest",
+			    (char *)"SHA256", 0),
+			OSSL_PARAM_construct_end(),
+		};
 
-	pthread_once(&hmac_once, hmac_fetch);
-	ctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
-	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
-		OSSL_PARAM_construct_end(),
-	};
-	size_t len = 0;
-
-	ok = ctx != NULL &&
-	    EVP_MAC_init(ctx, k->k, sizeof(k->k), params) == 1 &&
-	    EVP_MAC_update(ctx, (const unsigned char *)prev, AUDIT_MAC_HEX) == 1 &&
-	    EVP_MAC_update(ctx, (const unsigned char *)p, n) == 1 &&
-	    EVP_MAC_final(ctx, md, &len, sizeof(md)) == 1 && len == 32;
-	EVP_MAC_CTX_free(ctx);
-	mdlen = (unsigned)len;
+		pthread_once(&hmac_once, hmac_fetch);
+		k->ctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
+		if (k->ctx == NULL ||
+		    EVP_MAC_init(k->ctx, k->k, sizeof(k->k), params) != 1) {
+			EVP_MAC_CTX_free(k->ctx);
+			k->ctx = NULL;
+			return -1;
+		}
+	} else if (EVP_MAC_init(k->ctx, NULL, 0, NULL) != 1) {
+		return -1;
+	}
+	ok = EVP_MAC_update(k->ctx, (const unsigned char *)prev,
+	    AUDIT_MAC_HEX) == 1 &&
+	    EVP_MAC_update(k->ctx, (const unsigned char *)p, n) == 1 &&
+	    EVP_MAC_final(k->ctx, md, &len, sizeof(md)) == 1 && len == 32;
 	if (!ok)
 		return -1;
-	for (unsigned i = 0; i < mdlen; i++) {
+	for (unsigned i = 0; i < len; i++) {
 		out[2 * i] = hx[md[i] >> 4];
 		out[2 * i + 1] = hx[md[i] & 15];
 	}

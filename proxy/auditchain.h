@@ -20,8 +20,14 @@
 #define AUDIT_KEY_BYTES 32
 #define AUDIT_MAC_HEX 64
 
+struct evp_mac_ctx_st;
+
+/* The key, and the HMAC state made from it at its first use (reused for
+ * every record: the digest fetch and the key's pads once, not per record);
+ * auditkey_clear() frees it.  One thread at a time. */
 struct auditkey {
 	unsigned char k[AUDIT_KEY_BYTES];
+	struct evp_mac_ctx_st *ctx;
 };
 
 /* Loads the key file at path (64 hex digits and a newline): a regular
@@ -33,8 +39,11 @@ int auditkey_load(const char *path, bool create, struct auditkey *k,
 
 /* out = hex HMAC-SHA256(k, prev[0..64) || p[0..n)), NUL-terminated.
  * 0 or -1 (OpenSSL failure). */
-int auditchain_mac(const struct auditkey *k, const char *prev,
+int auditchain_mac(struct auditkey *k, const char *prev,
     const char *p, size_t n, char out[AUDIT_MAC_HEX + 1]);
+
+/* Frees the HMAC state and wipes the key. */
+void auditkey_clear(struct auditkey *k);
 
 /* The chain fields of one line (without its newline): *body = bytes the
  * mac covers, *seq, *mac (64 hex digits inside line).  0, or -1 when the

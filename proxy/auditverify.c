@@ -38,7 +38,7 @@ static const char verify_usage[] =
 "stderr); 2 usage or I/O error.\n";
 
 struct vstate {
-	const struct auditkey *key;
+	struct auditkey *key;
 	bool have_prev;
 	unsigned long long seq;
 	char prev[AUDIT_MAC_HEX + 1];
@@ -253,7 +253,7 @@ default_key(char **files, int n)
 }
 
 int
-auditverify_files(const struct auditkey *key, char *const *files, int n)
+auditverify_files(struct auditkey *key, char *const *files, int n)
 {
 	struct vstate v;
 	unsigned long long records;
@@ -318,6 +318,6 @@ auditverify_main(int argc, char **argv)
 	}
 	r = auditverify_files(&key, argv + optind, argc - optind);
 	free(defkey);
-	OPENSSL_cleanse(&key, sizeof(key));
+	auditkey_clear(&key);
 	return r;
 }

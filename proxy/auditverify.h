@@ -7,6 +7,6 @@ struct auditkey;
 int auditverify_main(int argc, char **argv);
 /* Verifies files (oldest first) as one chain under key: 0 intact (a line
  * on stdout), 1 not (FILE:LINE on stderr), 2 an I/O error. */
-int auditverify_files(const struct auditkey *key, char *const *files, int n);
+int auditverify_files(struct auditkey *key, char *const *files, int n);
 
 #endif

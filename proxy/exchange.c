@@ -6,6 +6,7 @@
  * keeps alive (the next head) or the conn ends, and the upstream is kept
  * for reuse or closed.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,7 +214,8 @@ exchange_head_done(struct conn *c)
 		refuse_head(c, c->fe.status, c->fe.why);
 		return;
 	}
-	snprintf(c->host, sizeof(c->host), "%s", t->host);
+	static_assert(sizeof(c->host) == sizeof(t->host), "one host size");
+	memcpy(c->host, t->host, sizeof(c->host));
 	c->host_kind = t->kind;
 	c->port = t->port;
 	if (!c->is_connect) {
@@ -349,6 +351,56 @@ exchange_done(struct conn *c)
 
 /* --- the response ----------------------------------------------------------- */
 
+/*
+ * Body bytes of the final response, parsed from downd.rbuf[roff, rlen) and
+ * forwarded as they are, after head (the rebuilt response head, or NULL:
+ * owned from here on) in the same write.  A paused parser is the end of the
+ * response: what follows it is junk, and an upstream that sends junk is
+ * not reused.
+ */
+static void
+exchange_body(struct conn *c, char *head, size_t headlen)
+{
+	struct dir *d = &c->downd;
+	const char *data;
+	size_t n, k;
+	llhttp_errno_t e;
+
+	if (d->rbuf == NULL || d->roff >= d->rlen) {
+		k = 0;
+	} else {
+		data = d->rbuf->data + d->roff;
+		n = d->rlen - d->roff;
+		e = llhttp_execute(&c->resp_parser, data, n);
+		if (e == HPE_OK) {
+			k = n;
+		} else if (e == HPE_PAUSED && c->resp_done) {
+			k = (size_t)(llhttp_get_error_pos(&c->resp_parser) -
+			    data);
+			if (k < n) {
+				d->rlen = d->roff + k;
+				c->resp_close = true;
+			}
+		} else {
+			/* A bad body (the head went out, if any, only as
+			 * far as this): the conn ends. */
+			free(head);
+			conn_close(c, "bad_response");
+			return;
+		}
+	}
+	d->roff += k;
+	c->downd.bytes += k;
+	c->ex_down += k;
+	if (k == 0 && d->rbuf != NULL && d->roff >= d->rlen)
+		relay_release(c, d);
+	if (k == 0 && head == NULL)
+		return;
+	if (relay_write_now(c, d, (uv_stream_t *)&c->client, head, headlen,
+	    d->roff - k, k) < 0)
+		conn_close(c, "client_write_failed");
+}
+
 /* A response head (1xx or final) is complete: rebuild it for the client. */
 static void
 exchange_response_head(struct conn *c)
@@ -401,18 +453,18 @@ exchange_response_head(struct conn *c)
 		llhttp_resume(p);
 		return;
 	}
-	/* The parser goes on first: a final head the client's socket takes
-	 * at once continues into the body before relay_write_now() returns
-	 * (one level: the body is relayed as is). */
-	if (bodiless)
+	if (bodiless) {
+		/* Anything after a bodiless head is junk (relay_down_written). */
 		c->resp_done = true;
-	else
-		llhttp_resume(p);
-	if (relay_write_now(c, &c->downd, (uv_stream_t *)&c->client, out, len,
-	    0, 0) < 0) {
-		conn_close(c, "client_write_failed");
+		if (relay_write_now(c, &c->downd, (uv_stream_t *)&c->client,
+		    out, len, 0, 0) < 0)
+			conn_close(c, "client_write_failed");
 		return;
 	}
+	/* The body bytes that came with the head go out with it, in one
+	 * write (one syscall, one segment for a small response). */
+	llhttp_resume(p);
+	exchange_body(c, out, len);
 }
 
 /*
@@ -428,18 +480,12 @@ exchange_pump_response(struct conn *c)
 	size_t n = d->rlen - d->roff;
 	llhttp_errno_t e;
 
+	if (c->resp_final_seen) {
+		exchange_body(c, NULL, 0);
+		return;
+	}
 	e = llhttp_execute(&c->resp_parser, data, n);
 	if (e == HPE_OK) {
-		if (c->resp_final_seen) {
-			/* Body bytes of the final response: forward as is. */
-			d->roff = d->rlen;
-			c->downd.bytes += n;
-			c->ex_down += n;
-			if (relay_write(c, d, (uv_stream_t *)&c->client, NULL,
-			    0, d->roff - n, n) < 0)
-				conn_close(c, "client_write_failed");
-			return;
-		}
 		/* Part of a head: the head arena kept what it needs (its
 		 * bytes as received count as the response's). */
 		c->ex_down += n;
@@ -451,36 +497,13 @@ exchange_pump_response(struct conn *c)
 		size_t k = (size_t)(llhttp_get_error_pos(&c->resp_parser) -
 		    data);
 
-		if (c->resp_done) {
-			/* End of the final response: forward its last body
-			 * bytes; anything after it is junk, and an upstream
-			 * that sends junk is not reused. */
-			d->roff += k;
-			if (d->roff < d->rlen) {
-				d->rlen = d->roff;
-				c->resp_close = true;
-			}
-			if (k > 0) {
-				c->downd.bytes += k;
-				c->ex_down += k;
-				if (relay_write(c, d,
-				    (uv_stream_t *)&c->client, NULL, 0,
-				    d->roff - k, k) < 0) {
-					conn_close(c, "client_write_failed");
-					return;
-				}
-			} else {
-				relay_release(c, d);
-			}
-			return;
-		}
 		/* Paused at a response head (1xx or final). */
 		d->roff += k;
 		c->ex_down += k;
 		exchange_response_head(c);
 		return;
 	}
-	if (!c->resp_final_seen && !c->logged) {
+	if (!c->logged) {
 		conn_upstream_drop(c);
 		refuse_send(c, REASON_CONNECT_FAILED, "bad response from origin");
 		return;

@@ -502,6 +502,31 @@ out_str(struct out *o, const char *s)
 	out_put(o, s, strlen(s));
 }
 
+/* v in decimal, at least width digits (zero-padded): the version and
+ * status of a head line without printf on the per-request path. */
+static void
+out_uint(struct out *o, unsigned v, unsigned width)
+{
+	char d[12];
+	unsigned n = 0;
+
+	do {
+		d[sizeof(d) - 1 - n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while ((v > 0 || n < width) && n < sizeof(d));
+	out_put(o, d + sizeof(d) - n, n);
+}
+
+/* "HTTP/major.minor" */
+static void
+out_version(struct out *o, int major, int minor)
+{
+	out_put(o, "HTTP/", 5);
+	out_uint(o, (unsigned)major, 1);
+	out_put(o, ".", 1);
+	out_uint(o, (unsigned)minor, 1);
+}
+
 static void
 out_headers(struct out *o, const struct http_head *h, bool skip_host,
     const char *skip)
@@ -540,15 +565,15 @@ http_build_request_set(const struct http_head *h, const char *method,
     const char *set_value, size_t set_len, char *buf, size_t bufsz)
 {
 	struct out o = { buf, 0, bufsz, false };
-	char ver[32];
 
 	out_str(&o, method);
 	out_put(&o, " ", 1);
 	if (t->path_len == 0 || t->path[0] != '/')
 		out_put(&o, "/", 1);
 	out_put(&o, t->path, t->path_len);
-	snprintf(ver, sizeof(ver), " HTTP/%d.%d\r\nHost: ", major, minor);
-	out_str(&o, ver);
+	out_put(&o, " ", 1);
+	out_version(&o, major, minor);
+	out_put(&o, "\r\nHost: ", 8);
 	out_put(&o, t->authority, t->authority_len);
 	out_put(&o, "\r\n", 2);
 	out_headers(&o, h, true, set_name);
@@ -568,10 +593,11 @@ http_build_response(const struct http_head *h, int status,
     bool close, char *buf, size_t bufsz)
 {
 	struct out o = { buf, 0, bufsz, false };
-	char line[48];
 
-	snprintf(line, sizeof(line), "HTTP/%d.%d %03d ", major, minor, status);
-	out_str(&o, line);
+	out_version(&o, major, minor);
+	out_put(&o, " ", 1);
+	out_uint(&o, (unsigned)status, 3);
+	out_put(&o, " ", 1);
 	out_put(&o, reason_phrase, reason_len);
 	out_put(&o, "\r\n", 2);
 	out_headers(&o, h, false, NULL);

@@ -365,8 +365,15 @@ relay_update_reads(struct conn *c)
 		want_client = c->peek_len < PROXY_PEEK_BUF;
 		break;
 	case CONN_HTTP:
-		want_client = !c->fe.req_done && c->upd.rlen == 0 &&
-		    !c->upd.writing;
+		/*
+		 * The client is read also once its request is done (up to one
+		 * buffer of pipelined bytes, kept until the response is done,
+		 * or its EOF): a keep-alive client's read goes on from one
+		 * request to the next without a stop/start (two epoll_ctl per
+		 * request).  Intercepted conns keep to the request's end.
+		 */
+		want_client = (!c->fe.req_done || c->mitm == NULL) &&
+		    !c->upd.eof && c->upd.rlen == 0 && !c->upd.writing;
 		want_up = u != NULL && u->connected && !c->resp_done &&
 		    c->downd.rlen == 0 && !c->downd.writing;
 		break;
@@ -559,6 +566,17 @@ relay_client_input(struct conn *c, ssize_t nread)
 			conn_close(c, c->is_socks || (c->fe.head != NULL &&
 			    c->fe.parser.method != 0) ? "client_closed_in_head" :
 			    NULL);
+			return;
+		case CONN_HTTP:
+			if (c->fe.req_done) {
+				/* A half-close after a whole request: the
+				 * response still goes out, then the conn
+				 * ends (as an EOF read after it would). */
+				d->eof = true;
+				c->client_keepalive = false;
+				return;
+			}
+			conn_close(c, "client_closed");
 			return;
 		default:
 			conn_close(c, "client_closed");

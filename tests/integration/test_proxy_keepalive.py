@@ -4,6 +4,8 @@ framed body and `Connection: close` costs only the upstream connection (the
 client keeps its connection); a body that runs to the origin's close ends
 the client connection too, with `Connection: close`."""
 import socket
+import struct
+import time
 
 import harness as h
 
@@ -177,6 +179,98 @@ def test_request_with_body_is_not_retried():
     h.check(r.startswith(b"HTTP/1.1 502 "), "a POST is not sent twice: %r" % r[:200])
     h.eq(o.requests, [(1, "GET /one HTTP/1.1"), (1, "POST /two HTTP/1.1")],
          "origin requests")
+    p.stop()
+
+
+def slow_origin(delay):
+    """Keep-alive origin: each request on a connection is answered after
+    delay seconds with a framed body naming the request's path.  .requests
+    lists the request lines it read."""
+    srv = None
+
+    def answer(c, stop):
+        c.settimeout(5)
+        buf = b""
+        while not stop.is_set():
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(4096)
+                if not d:
+                    return
+                buf += d
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            line = head.split(b"\r\n")[0].decode()
+            srv.requests.append(line)
+            time.sleep(delay)
+            body = b"path %s\n" % line.split(" ")[1].encode()
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(body), body))
+    srv = h.RawServer("127.0.0.2", answer)
+    srv.requests = []
+    return srv
+
+
+def test_half_close_after_request_still_gets_the_response():
+    """A client that sends its request and then shuts down its sending side
+    (nc -N, some HTTP/1.0 clients) gets the whole response, then the proxy
+    closes; the record says the conn ended normally."""
+    o = slow_origin(0.3)
+    p = h.start_proxy(config(o.port))
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    h.defer(s.close)
+    s.sendall(b"GET http://a.example.test:%d/half HTTP/1.1\r\nHost: a.example.test:%d\r\n\r\n"
+              % (o.port, o.port))
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        data += d
+    h.check(data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"path /half\n"),
+            "response after the client's half-close: %r" % data)
+    rec = p.wait_records("close", 1)[0]
+    h.eq(rec["error"], None, "close error")
+    ex = p.wait_records("exchange", 1)[0]
+    h.eq(ex["status"], 200, "exchange status")
+    h.eq(ex["error"], None, "exchange error")
+    p.stop()
+
+
+def test_pipelined_requests_answered_in_order():
+    """Three requests in one write, the first answered slowly: each is sent
+    upstream only after the previous response (no request is read ahead
+    past one buffer), and the responses come back in order."""
+    o = slow_origin(0.2)
+    p = h.start_proxy(config(o.port))
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    h.defer(s.close)
+    reqs = b"".join(b"GET http://a.example.test:%d/%d HTTP/1.1\r\nHost: a.example.test:%d\r\n\r\n"
+                    % (o.port, i, o.port) for i in (1, 2, 3))
+    s.sendall(reqs)
+    got = [read_response(s) for _ in range(3)]
+    for i, r in enumerate(got, 1):
+        h.check(r.startswith(b"HTTP/1.1 200 ") and r.endswith(b"path /%d\n" % i),
+                "response %d: %r" % (i, r))
+    h.eq(o.requests, ["GET /1 HTTP/1.1", "GET /2 HTTP/1.1", "GET /3 HTTP/1.1"],
+         "origin requests")
+    h.eq(len(o.accepted), 1, "one upstream connection, reused")
+    p.stop()
+
+
+def test_client_reset_during_response_ends_the_conn():
+    """A client that resets its connection while the origin is still
+    answering: the conn ends (no hang), its records say so."""
+    o = slow_origin(0.5)
+    p = h.start_proxy(config(o.port))
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"GET http://a.example.test:%d/gone HTTP/1.1\r\nHost: a.example.test:%d\r\n\r\n"
+              % (o.port, o.port))
+    time.sleep(0.1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    rec = p.wait_records("close", 1)[0]
+    h.check(rec["error"] in ("client_reset", "client_write_failed"),
+            "close error: %r" % rec)
     p.stop()
 
 

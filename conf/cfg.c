@@ -12,9 +12,12 @@
  * cfg_add_rule() compiles one more pattern into a loaded config.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -125,6 +128,72 @@ cfg_new(void)
 }
 
 /*
+ * Reads the file of a file:PATH credential into buf (cap bytes at most;
+ * *n the bytes read).  The file is checked the way the CA key is
+ * (tlsca.c): not a symlink itself, a regular file, and no access for
+ * group or others; the checks are of the descriptor then read, so a
+ * rename in between cannot swap the file.  Raw read(2), no stdio: no
+ * library buffer is left holding the value.  0, or -1 with the error
+ * reported (naming the file and the fix, never the value).
+ */
+static int
+cred_read_file(struct parser *p, const struct credential *cr,
+    const struct loc *l, char *buf, size_t cap, size_t *n)
+{
+	const char *path = cr->source + 5;
+	struct stat st;
+	int fd, rc = -1;
+
+	*n = 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY |
+	    O_NONBLOCK);
+	if (fd < 0) {
+		if (errno == ELOOP)
+			parser_err(p, l, "[credential %s] value: '%s' is a "
+			    "symlink (refused: name the file itself)",
+			    cr->name, path);
+		else
+			parser_err(p, l, "[credential %s] value: cannot read "
+			    "'%s': %s", cr->name, path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) != 0) {
+		parser_err(p, l, "[credential %s] value: cannot read '%s': %s",
+		    cr->name, path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		parser_err(p, l, "[credential %s] value: '%s' is not a regular "
+		    "file", cr->name, path);
+		goto out;
+	}
+	if ((st.st_mode & 077) != 0) {
+		parser_err(p, l, "[credential %s] value: '%s' is accessible by "
+		    "group or others (mode %04o; chmod 600 it)", cr->name, path,
+		    (unsigned)(st.st_mode & 07777));
+		goto out;
+	}
+	while (*n < cap) {
+		ssize_t r = read(fd, buf + *n, cap - *n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			parser_err(p, l, "[credential %s] value: cannot read "
+			    "'%s': %s", cr->name, path, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		*n += (size_t)r;
+	}
+	rc = 0;
+out:
+	close(fd);
+	return rc;
+}
+
+/*
  * Reads a credential's value from its source: env:VAR (the loading
  * process's environment) or file:PATH (at most CFG_MAX_CRED_VALUE bytes,
  * one trailing newline dropped).  A value with a control character would
@@ -153,15 +222,10 @@ cred_read(struct parser *p, struct credential *cr, const struct loc *l)
 		}
 		memcpy(buf, v, n);
 	} else {
-		FILE *f = fopen(cr->source + 5, "re");
-
-		if (f == NULL) {
-			parser_err(p, l, "[credential %s] value: cannot read "
-			    "'%s': %s", cr->name, cr->source + 5, strerror(errno));
+		if (cred_read_file(p, cr, l, buf, sizeof(buf) - 1, &n) < 0) {
+			explicit_bzero(buf, sizeof(buf));
 			return;
 		}
-		n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
 		if (n > 0 && buf[n - 1] == '\n')
 			n--;
 		if (n > 0 && buf[n - 1] == '\r')

@@ -148,6 +148,8 @@ conn_free(struct conn *c)
 	free(c->upd.whead);
 	free(c->downd.whead);
 	front_drop_head(&c->fe);
+	if (c->up_head != NULL)	/* it may carry a credential */
+		explicit_bzero(c->up_head, c->up_head_len);
 	free(c->up_head);
 	if (c->retry_head != NULL)
 		explicit_bzero(c->retry_head, c->retry_len);

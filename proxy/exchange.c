@@ -108,6 +108,8 @@ exchange_retry(struct conn *c)
 	    c->downd.writing || c->state != CONN_HTTP)
 		return false;
 	conn_upstream_drop(c);
+	if (c->up_head != NULL)	/* it may carry a credential */
+		explicit_bzero(c->up_head, c->up_head_len);
 	free(c->up_head);
 	c->up_head = c->retry_head;
 	c->up_head_len = c->retry_len;
@@ -239,6 +241,8 @@ exchange_head_done(struct conn *c)
 		size_t cap = h->len + PROXY_HEAD_SLACK + (c->cred != NULL ?
 		    CFG_MAX_CRED_HEADER + CFG_MAX_CRED_VALUE + 4 : 0);
 
+		if (c->up_head != NULL)	/* it may carry a credential */
+			explicit_bzero(c->up_head, c->up_head_len);
 		free(c->up_head);
 		c->up_head = malloc(cap);
 		if (c->up_head == NULL) {

@@ -584,7 +584,13 @@ http_build_request_set(const struct http_head *h, const char *method,
 		out_put(&o, "\r\n", 2);
 	}
 	out_put(&o, "\r\n", 2);
-	return o.full ? 0 : o.n;
+	if (o.full) {
+		/* What fitted may hold the set header's value (a credential):
+		 * nothing of it is left in a buffer the caller drops. */
+		explicit_bzero(buf, bufsz);
+		return 0;
+	}
+	return o.n;
 }
 
 size_t

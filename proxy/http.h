@@ -99,7 +99,8 @@ int http_check_tunnel_request(struct http_head *h, const llhttp_t *p,
 /*
  * http_build_request() that also sets header set_name to set_value
  * (set_len bytes), every header of that name from the client removed;
- * set_name NULL: none.
+ * set_name NULL: none.  When the head does not fit, returns 0 with out
+ * cleared: the value (a credential) is not left in it.
  */
 size_t http_build_request_set(const struct http_head *h, const char *method,
     const struct http_target *t, int major, int minor, const char *set_name,

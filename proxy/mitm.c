@@ -61,6 +61,38 @@ struct ctlw {
 	char data[];
 };
 
+/*
+ * One TLS side of an intercepted conn as the pumps see it: the client's
+ * (struct mitm) or an upstream's (struct upstream).  A view built on each
+ * call, pointing into the struct that owns the fields.
+ */
+struct side {
+	SSL *ssl;
+	bool *hs_done;
+	bool *need_raw;
+	struct buf **raw;	/* the raw read buffer, lent while a read is on */
+	unsigned *ctl_writes;
+	uv_stream_t *stream;	/* where its ciphertext goes */
+	struct dir *d;		/* the direction its plaintext goes into */
+	bool up;		/* the upstream's side */
+};
+
+static struct side
+client_side(struct conn *c)
+{
+	struct mitm *m = c->mitm;
+
+	return (struct side){ m->ssl, &m->hs_done, &m->need_raw, &m->raw,
+	    &m->ctl_writes, (uv_stream_t *)&c->client, &c->upd, false };
+}
+
+static struct side
+up_side(struct conn *c, struct upstream *u)
+{
+	return (struct side){ u->ssl, &u->tls_done, &u->need_raw, &u->raw,
+	    &u->ctl_writes, (uv_stream_t *)&u->tcp, &c->downd, true };
+}
+
 static void
 mitm_on_ctl_written(uv_write_t *req, int status)
 {
@@ -71,19 +103,20 @@ mitm_on_ctl_written(uv_write_t *req, int status)
 	free(w);
 }
 
-/* Writes what ssl's write BIO holds to sink as a control flight.  0, or -1
- * when too many are queued or the write failed (the caller closes). */
+/* Writes what the side's write BIO holds to its stream as a control
+ * flight.  0, or -1 when too many are queued or the write failed (the
+ * caller closes). */
 static int
-ctl_flush(SSL *ssl, uv_stream_t *sink, unsigned *count)
+side_flush(const struct side *sd)
 {
-	BIO *wb = SSL_get_wbio(ssl);
+	BIO *wb = SSL_get_wbio(sd->ssl);
 	size_t n = BIO_ctrl_pending(wb);
 	struct ctlw *w;
 	uv_buf_t b;
 
 	if (n == 0)
 		return 0;
-	if (*count >= MITM_MAX_CTL_WRITES)
+	if (*sd->ctl_writes >= MITM_MAX_CTL_WRITES)
 		return -1;
 	w = malloc(sizeof(*w) + n);
 	if (w == NULL)
@@ -92,30 +125,33 @@ ctl_flush(SSL *ssl, uv_stream_t *sink, unsigned *count)
 		free(w);
 		return -1;
 	}
-	w->count = count;
+	w->count = sd->ctl_writes;
 	w->req.data = w;
 	b = uv_buf_init(w->data, (unsigned)n);
-	if (uv_write(&w->req, sink, &b, 1, mitm_on_ctl_written) < 0) {
+	if (uv_write(&w->req, sd->stream, &b, 1, mitm_on_ctl_written) < 0) {
 		free(w);
 		return -1;
 	}
-	(*count)++;
+	(*sd->ctl_writes)++;
 	return 0;
 }
 
+/* Gives ssl a pair of memory BIOs (a read past the end of the read BIO
+ * says "retry", not EOF).  0, or -1: no memory. */
 static int
-client_flush(struct conn *c)
+attach_bios(SSL *ssl)
 {
-	return ctl_flush(c->mitm->ssl, (uv_stream_t *)&c->client,
-	    &c->mitm->ctl_writes);
-}
+	BIO *rb = BIO_new(BIO_s_mem());
+	BIO *wb = BIO_new(BIO_s_mem());
 
-static int
-up_flush(struct conn *c)
-{
-	struct upstream *u = c->up;
-
-	return ctl_flush(u->ssl, (uv_stream_t *)&u->tcp, &u->ctl_writes);
+	if (rb == NULL || wb == NULL) {
+		BIO_free(rb);
+		BIO_free(wb);
+		return -1;
+	}
+	BIO_set_mem_eof_return(rb, -1);
+	SSL_set_bio(ssl, rb, wb);
+	return 0;
 }
 
 /* The first OpenSSL error of this thread, as text (the queue cleared). */
@@ -262,7 +298,6 @@ mitm_start(struct conn *c)
 	struct tlsca *ca = server_tlsca(c->s);
 	struct mitm *m;
 	SSL_CTX *leaf;
-	BIO *rb, *wb;
 	char why[256];
 
 	if (ca == NULL) {
@@ -287,18 +322,12 @@ mitm_start(struct conn *c)
 		return;
 	}
 	SSL_CTX_free(leaf);	/* the SSL holds its own reference */
-	rb = BIO_new(BIO_s_mem());
-	wb = BIO_new(BIO_s_mem());
-	if (rb == NULL || wb == NULL) {
-		BIO_free(rb);
-		BIO_free(wb);
+	if (attach_bios(m->ssl) < 0) {
 		SSL_free(m->ssl);
 		free(m);
 		conn_close(c, "out_of_memory");
 		return;
 	}
-	BIO_set_mem_eof_return(rb, -1);
-	SSL_set_bio(m->ssl, rb, wb);
 	SSL_set_accept_state(m->ssl);
 	/* The tunnel's authority, for the front end's tunnel mode. */
 	snprintf(m->target.host, sizeof(m->target.host), "%s", c->host);
@@ -320,7 +349,7 @@ mitm_start(struct conn *c)
 	conn_log_request(c, "allow", REASON_ALLOWED, 200, NULL);
 	/* The first flight read by the peek starts the handshake. */
 	if (c->peek_len > 0 &&
-	    BIO_write(rb, c->peek, (int)c->peek_len) != (int)c->peek_len) {
+	    BIO_write(SSL_get_rbio(m->ssl), c->peek, (int)c->peek_len) != (int)c->peek_len) {
 		conn_close(c, "out_of_memory");
 		return;
 	}
@@ -393,15 +422,22 @@ up_wants(const struct conn *c)
 	}
 }
 
+static bool
+side_wants(const struct conn *c, const struct side *sd)
+{
+	return sd->up ? up_wants(c) : client_wants(c);
+}
+
 /*
- * Decrypts what ssl holds into the direction's relay buffer d (from the
- * pool).  Returns the bytes (> 0), 0 for "needs more input" (*need_raw
- * set), or a libuv-style code: UV_EOF for close_notify, UV_ECONNRESET for
- * a TLS error, UV_ENOMEM.
+ * Decrypts what the side's SSL holds into its direction's relay buffer
+ * (from the pool).  Returns the bytes (> 0), 0 for "needs more input"
+ * (need_raw set), or a libuv-style code: UV_EOF for close_notify,
+ * UV_ECONNRESET for a TLS error, UV_ENOMEM.
  */
 static ssize_t
-unseal(struct conn *c, SSL *ssl, struct dir *d, bool *need_raw)
+unseal(struct conn *c, const struct side *sd)
 {
+	struct dir *d = sd->d;
 	size_t n = 0, cap;
 	int r = 0, e;
 
@@ -411,24 +447,24 @@ unseal(struct conn *c, SSL *ssl, struct dir *d, bool *need_raw)
 		return UV_ENOMEM;
 	cap = d->rbuf->size;
 	while (n < cap) {
-		r = SSL_read(ssl, d->rbuf->data + n, (int)(cap - n > INT32_MAX ?
-		    INT32_MAX : cap - n));
+		r = SSL_read(sd->ssl, d->rbuf->data + n, (int)(cap - n >
+		    INT32_MAX ? INT32_MAX : cap - n));
 		if (r <= 0)
 			break;
 		n += (size_t)r;
 	}
 	if (n > 0) {
 		/* A full buffer may have left more: drain it later. */
-		*need_raw = false;
-		if (r <= 0 && SSL_get_error(ssl, r) == SSL_ERROR_WANT_READ)
-			*need_raw = true;
+		*sd->need_raw = false;
+		if (r <= 0 && SSL_get_error(sd->ssl, r) == SSL_ERROR_WANT_READ)
+			*sd->need_raw = true;
 		ERR_clear_error();
 		return (ssize_t)n;
 	}
 	relay_release(c, d);
-	e = SSL_get_error(ssl, r);
+	e = SSL_get_error(sd->ssl, r);
 	if (e == SSL_ERROR_WANT_READ) {
-		*need_raw = true;
+		*sd->need_raw = true;
 		return 0;
 	}
 	if (e == SSL_ERROR_ZERO_RETURN) {
@@ -438,45 +474,51 @@ unseal(struct conn *c, SSL *ssl, struct dir *d, bool *need_raw)
 	return UV_ECONNRESET;	/* the error queue says why */
 }
 
-void
-mitm_client_pump(struct conn *c)
+/*
+ * Runs the side's handshake on and writes its flight.  1 when it is done
+ * (hs_done set), 0 when it waits for input (reads updated), -1 when the
+ * flight could not be written, -2 when it failed (the error queue and the
+ * verify result say why).  The caller ends the conn its side's way.
+ */
+static int
+side_handshake(struct conn *c, const struct side *sd)
 {
-	struct mitm *m = c->mitm;
+	int r = SSL_do_handshake(sd->ssl);
+
+	if (side_flush(sd) < 0)
+		return -1;
+	if (r == 1) {
+		*sd->hs_done = true;
+		return 1;
+	}
+	if (SSL_get_error(sd->ssl, r) == SSL_ERROR_WANT_READ) {
+		*sd->need_raw = true;
+		relay_update_reads(c);
+		return 0;
+	}
+	return -2;
+}
+
+/*
+ * After the handshake: decrypts what the side holds, if the conn takes
+ * plaintext from it now, and hands it to relay.c.  A TLS error from the
+ * client ends the conn here; one from the origin goes to relay.c as a
+ * reset, like a plain upstream's.
+ */
+static void
+side_unseal(struct conn *c, const struct side *sd)
+{
 	char why[256];
 	ssize_t n;
-	int r;
 
-	if (m == NULL || c->state == CONN_CLOSING || c->state == CONN_REFUSING)
-		return;
-	/* The error queue is per thread and SSL_get_error() reads it: start
-	 * clean, whatever another conn left. */
-	ERR_clear_error();
-	if (!m->hs_done) {
-		r = SSL_do_handshake(m->ssl);
-		if (client_flush(c) < 0) {
-			conn_close(c, "client_write_failed");
-			return;
-		}
-		if (r != 1) {
-			if (SSL_get_error(m->ssl, r) == SSL_ERROR_WANT_READ) {
-				m->need_raw = true;
-				relay_update_reads(c);
-				return;
-			}
-			log_debug("conn %s: client TLS handshake: %s", c->id,
-			    ssl_why(why, sizeof(why)));
-			conn_close(c, "client_tls_failed");
-			return;
-		}
-		m->hs_done = true;
-	}
-	if (!client_wants(c)) {
+	if (!side_wants(c, sd)) {
 		relay_update_reads(c);
 		return;
 	}
-	n = unseal(c, m->ssl, &c->upd, &m->need_raw);
-	if (client_flush(c) < 0) {
-		conn_close(c, "client_write_failed");
+	n = unseal(c, sd);
+	if (side_flush(sd) < 0) {
+		conn_close(c, sd->up ? "upstream_write_failed" :
+		    "client_write_failed");
 		return;
 	}
 	if (n == 0) {
@@ -487,55 +529,118 @@ mitm_client_pump(struct conn *c)
 		conn_close(c, "out_of_memory");
 		return;
 	}
-	if (n == UV_ECONNRESET) {
+	if (n == UV_ECONNRESET && !sd->up) {
 		/* A bad record, a fatal alert: the session is over. */
 		log_debug("conn %s: client TLS: %s", c->id,
 		    ssl_why(why, sizeof(why)));
 		conn_close(c, "client_tls_error");
 		return;
 	}
-	relay_client_input(c, n);
+	if (n == UV_ECONNRESET)
+		ERR_clear_error();
+	if (sd->up)
+		relay_upstream_input(c, n);
+	else
+		relay_client_input(c, n);
+}
+
+/* A read buffer for the side's ciphertext (at most MITM_RAW_BUF). */
+static void
+side_alloc(struct conn *c, const struct side *sd, uv_buf_t *out)
+{
+	struct buf **raw = sd->raw;
+
+	if (*raw == NULL)
+		*raw = pool_get(&c->s->pool);
+	if (*raw == NULL) {
+		*out = uv_buf_init(NULL, 0);
+		return;
+	}
+	*out = uv_buf_init((*raw)->data, (unsigned)((*raw)->size <
+	    MITM_RAW_BUF ? (*raw)->size : MITM_RAW_BUF));
+}
+
+/*
+ * A read on the side's stream finished: the ciphertext goes into the read
+ * BIO and the raw buffer back to the pool.  Returns nread for the caller
+ * to act on: > 0 bytes came (pump), < 0 the stream ended or failed; 0
+ * when there is nothing to do (no bytes, no buffer, or the conn was
+ * closed here).
+ */
+static ssize_t
+side_read(struct conn *c, const struct side *sd, ssize_t nread)
+{
+	struct buf **raw = sd->raw;
+
+	if (nread > 0 && *raw != NULL &&
+	    BIO_write(SSL_get_rbio(sd->ssl), (*raw)->data, (int)nread) !=
+	    (int)nread) {
+		conn_close(c, "out_of_memory");
+		return 0;
+	}
+	if (*raw != NULL) {
+		pool_put(&c->s->pool, *raw);
+		*raw = NULL;
+	}
+	if (nread == UV_ENOBUFS)
+		return 0;
+	if (nread > 0) {
+		*sd->need_raw = false;
+		c->last_activity = conn_now(c);
+	}
+	return nread;
+}
+
+void
+mitm_client_pump(struct conn *c)
+{
+	struct side sd;
+	char why[256];
+
+	if (c->mitm == NULL || c->state == CONN_CLOSING ||
+	    c->state == CONN_REFUSING)
+		return;
+	sd = client_side(c);
+	/* The error queue is per thread and SSL_get_error() reads it: start
+	 * clean, whatever another conn left. */
+	ERR_clear_error();
+	if (!*sd.hs_done) {
+		switch (side_handshake(c, &sd)) {
+		case 1:
+			break;
+		case 0:
+			return;
+		case -1:
+			conn_close(c, "client_write_failed");
+			return;
+		default:
+			log_debug("conn %s: client TLS handshake: %s", c->id,
+			    ssl_why(why, sizeof(why)));
+			conn_close(c, "client_tls_failed");
+			return;
+		}
+	}
+	side_unseal(c, &sd);
 }
 
 void
 mitm_alloc_client(struct conn *c, uv_buf_t *out)
 {
-	struct mitm *m = c->mitm;
+	struct side sd = client_side(c);
 
-	if (m->raw == NULL)
-		m->raw = pool_get(&c->s->pool);
-	if (m->raw == NULL) {
-		*out = uv_buf_init(NULL, 0);
-		return;
-	}
-	*out = uv_buf_init(m->raw->data, (unsigned)(m->raw->size <
-	    MITM_RAW_BUF ? m->raw->size : MITM_RAW_BUF));
+	side_alloc(c, &sd, out);
 }
 
 void
 mitm_client_read(struct conn *c, ssize_t nread)
 {
-	struct mitm *m = c->mitm;
+	struct side sd = client_side(c);
 
-	if (nread > 0 && m->raw != NULL &&
-	    BIO_write(SSL_get_rbio(m->ssl), m->raw->data, (int)nread) !=
-	    (int)nread) {
-		conn_close(c, "out_of_memory");
-		return;
-	}
-	if (m->raw != NULL) {
-		pool_put(&c->s->pool, m->raw);
-		m->raw = NULL;
-	}
-	if (nread == 0 || nread == UV_ENOBUFS)
-		return;
-	if (nread < 0) {
+	nread = side_read(c, &sd, nread);
+	if (nread < 0)
 		relay_client_input(c, nread);
-		return;
-	}
-	m->need_raw = false;
-	c->last_activity = conn_now(c);
-	mitm_client_pump(c);
+	else if (nread > 0)
+		mitm_client_pump(c);
 }
 
 /* --- the upstream side ------------------------------------------------- */
@@ -547,7 +652,6 @@ mitm_up_start(struct conn *c)
 {
 	struct upstream *u = c->up;
 	SSL_CTX *ctx = server_upstream_ctx(c->s);
-	BIO *rb, *wb;
 
 	if (ctx == NULL) {
 		refuse_send(c, REASON_UPSTREAM_CERT_INVALID,
@@ -556,16 +660,10 @@ mitm_up_start(struct conn *c)
 	}
 	u->ssl = SSL_new(ctx);
 	SSL_CTX_free(ctx);
-	rb = BIO_new(BIO_s_mem());
-	wb = BIO_new(BIO_s_mem());
-	if (u->ssl == NULL || rb == NULL || wb == NULL) {
-		BIO_free(rb);
-		BIO_free(wb);
+	if (u->ssl == NULL || attach_bios(u->ssl) < 0) {
 		conn_close(c, "out_of_memory");
 		return;
 	}
-	BIO_set_mem_eof_return(rb, -1);
-	SSL_set_bio(u->ssl, rb, wb);
 	SSL_set_connect_state(u->ssl);
 	SSL_set_verify(u->ssl, SSL_VERIFY_PEER, NULL);
 	/* The CONNECT host is the name the origin must prove, and the SNI
@@ -588,30 +686,29 @@ void
 mitm_up_pump(struct conn *c)
 {
 	struct upstream *u = c->up;
+	struct side sd;
 	char why[256];
 	const char *detail;
-	ssize_t n;
 	long vr;
-	int r;
 
 	if (u == NULL || u->ssl == NULL || c->state == CONN_CLOSING ||
 	    c->state == CONN_REFUSING)
 		return;
+	sd = up_side(c, u);
 	ERR_clear_error();
-	if (!u->tls_done) {
-		r = SSL_do_handshake(u->ssl);
-		if (up_flush(c) < 0) {
+	if (!*sd.hs_done) {
+		switch (side_handshake(c, &sd)) {
+		case 1:
+			dial_established(c);
+			return;
+		case 0:
+			return;
+		case -1:
 			conn_upstream_drop(c);
 			refuse_send(c, REASON_CONNECT_FAILED,
 			    "upstream write failed");
 			return;
-		}
-		if (r != 1) {
-			if (SSL_get_error(u->ssl, r) == SSL_ERROR_WANT_READ) {
-				u->need_raw = true;
-				relay_update_reads(c);
-				return;
-			}
+		default:
 			vr = SSL_get_verify_result(u->ssl);
 			detail = vr != X509_V_OK ?
 			    X509_verify_cert_error_string(vr) :
@@ -622,76 +719,40 @@ mitm_up_pump(struct conn *c)
 			refuse_send(c, REASON_UPSTREAM_CERT_INVALID, detail);
 			return;
 		}
-		u->tls_done = true;
-		dial_established(c);
-		return;
 	}
-	if (!up_wants(c)) {
-		relay_update_reads(c);
-		return;
-	}
-	n = unseal(c, u->ssl, &c->downd, &u->need_raw);
-	if (up_flush(c) < 0) {
-		conn_close(c, "upstream_write_failed");
-		return;
-	}
-	if (n == 0) {
-		relay_update_reads(c);
-		return;
-	}
-	if (n == UV_ENOMEM) {
-		conn_close(c, "out_of_memory");
-		return;
-	}
-	if (n == UV_ECONNRESET)
-		ERR_clear_error();
-	relay_upstream_input(c, n);
+	side_unseal(c, &sd);
 }
 
 void
 mitm_alloc_up(struct conn *c, struct upstream *u, uv_buf_t *out)
 {
-	if (u->raw == NULL)
-		u->raw = pool_get(&c->s->pool);
-	if (u->raw == NULL) {
-		*out = uv_buf_init(NULL, 0);
-		return;
-	}
-	*out = uv_buf_init(u->raw->data, (unsigned)(u->raw->size <
-	    MITM_RAW_BUF ? u->raw->size : MITM_RAW_BUF));
+	struct side sd = up_side(c, u);
+
+	side_alloc(c, &sd, out);
 }
 
 void
 mitm_up_read(struct conn *c, struct upstream *u, ssize_t nread)
 {
-	if (nread > 0 && u->raw != NULL &&
-	    BIO_write(SSL_get_rbio(u->ssl), u->raw->data, (int)nread) !=
-	    (int)nread) {
-		conn_close(c, "out_of_memory");
+	struct side sd = up_side(c, u);
+
+	nread = side_read(c, &sd, nread);
+	if (nread > 0) {
+		mitm_up_pump(c);
 		return;
 	}
-	if (u->raw != NULL) {
-		pool_put(&c->s->pool, u->raw);
-		u->raw = NULL;
-	}
-	if (nread == 0 || nread == UV_ENOBUFS)
+	if (nread == 0)
 		return;
-	if (nread < 0) {
-		if (!u->tls_done) {
-			conn_upstream_drop(c);
-			refuse_send(c, REASON_CONNECT_FAILED, "origin closed "
-			    "during the TLS handshake");
-			return;
-		}
-		/* A close without close_notify ends the stream like one with
-		 * it (what clients accept from origins too): a body framed
-		 * by length is complete or not either way. */
-		relay_upstream_input(c, nread);
+	if (!u->tls_done) {
+		conn_upstream_drop(c);
+		refuse_send(c, REASON_CONNECT_FAILED, "origin closed "
+		    "during the TLS handshake");
 		return;
 	}
-	u->need_raw = false;
-	c->last_activity = conn_now(c);
-	mitm_up_pump(c);
+	/* A close without close_notify ends the stream like one with it
+	 * (what clients accept from origins too): a body framed by length
+	 * is complete or not either way. */
+	relay_upstream_input(c, nread);
 }
 
 void

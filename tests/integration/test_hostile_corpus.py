@@ -80,6 +80,7 @@ def check_reply(c, case, i, want, r):
 
 def run_case(c, p, origins, case):
     before = {k: len(o.connections) for k, o in origins.items()}
+    n_recs = len(p.requests())      # this case's records come after these
     x, send_err = replay(p, case)
     if p.proc.poll() is not None:
         return
@@ -119,7 +120,10 @@ def run_case(c, p, origins, case):
                      for s, r in want_replies]
 
     def mine():
-        return [r for r in p.requests() if r.get("client") == x.local]
+        # This connection's records: its client address, and after the
+        # records there were before it (a client port can be reused: an
+        # earlier case's connection may have had the same one).
+        return [r for r in p.requests()[n_recs:] if r.get("client") == x.local]
     try:
         h.wait_until(lambda: len(mine()) >= len(want_recs), 3.0,
                      "audit records of %s" % case.name)

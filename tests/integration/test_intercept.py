@@ -13,6 +13,7 @@ nobody) is in test_intercept_run below the serve tests."""
 
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -733,6 +734,91 @@ def test_credential_file_rotated_on_reload():
     h.check(SECRET not in p.stderr(), "no value on stderr")
 
 
+def test_credential_file_permissions():
+    """A file: credential is held to the CA key's rule: a file group or
+    others may read or write (0644, 0640, 0604, 0620) and a symlink are
+    refused, naming the file and the fix (chmod 600), never the value;
+    0600 is accepted.  At start (check and serve) and on reload, which
+    keeps the old config and its value."""
+    d = h.tempdir()
+    tok = os.path.join(d, "token")
+    with open(os.open(tok, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+        f.write("one-" + SECRET + "\n")
+    link = os.path.join(d, "token-link")
+    os.symlink(tok, link)
+
+    def cred(path):
+        return ("[credential c]\nhosts = a.example\nheader = X-K\nvalue = file:%s\n"
+                % path)
+    r = check_config(cred(tok))
+    h.eq(r.returncode, 0, "0600 accepted: %r" % r.stderr)
+    for mode in (0o644, 0o640, 0o604, 0o620):
+        os.chmod(tok, mode)
+        r = check_config(cred(tok))
+        h.check(r.returncode != 0, "mode %04o refused" % mode)
+        h.check("'%s' is accessible by group or others (mode %04o; chmod 600 it)"
+                % (tok, mode) in r.stderr, "names the file, mode and fix: %r" % r.stderr)
+        h.check(SECRET not in r.stderr, "the value is not echoed")
+    os.chmod(tok, 0o600)
+    r = check_config(cred(link))
+    h.check(r.returncode != 0 and "'%s' is a symlink" % link in r.stderr,
+            "a symlink refused, named: %r" % r.stderr)
+    r = check_config(cred(d))
+    h.check(r.returncode != 0 and "'%s' is not a regular file" % d in r.stderr,
+            "a directory refused: %r" % r.stderr)
+    # serve does not start with a 0644 file.
+    os.chmod(tok, 0o644)
+    cfgp = os.path.join(d, "serve.ini")
+    with open(cfgp, "w") as f:
+        f.write("[proxy]\nlisten = 127.0.0.1:%d\n\n[audit]\nlog = %s\n\n%s"
+                % (h.free_port(), os.path.join(d, "a.jsonl"), cred(tok)))
+    r = subprocess.run([h.portcullis_bin(), "serve", "-c", cfgp], capture_output=True,
+                       text=True, timeout=30, stdin=subprocess.DEVNULL)
+    h.check(r.returncode != 0, "serve started with a 0644 credential file")
+    h.check("'%s' is accessible by group or others" % tok in r.stderr, r.stderr)
+    h.check(SECRET not in r.stderr, "the value is not echoed")
+    # Reload: the file gone bad on disk (0644, then a symlink) is refused
+    # and the old value stays; fixed (0600), the new value is taken.
+    os.chmod(tok, 0o600)
+    _tls, o, p = setup("allow = %s:*\n" % SECURE,
+                       extra="\n[credential gh]\nhosts = %s:*\nheader = X-Api-Key\n"
+                             "value = file:%s\n" % (SECURE, tok))
+
+    def key_at_origin(path):
+        r = curl_in(p, o, path=path)
+        resp = one(r.stdout.split(b"\r\n\r\n", 1)[1])
+        return [v for k, v in json.loads(resp.body)["headers"] if k.lower() == "x-api-key"]
+
+    def refused_reload(what):
+        n = len(p.audit_records("reload"))
+        p.send_signal(signal.SIGHUP)
+        recs = p.wait_records("reload", n=n + 1)
+        h.check(recs[-1].get("ok") is False, "reload with %s refused: %r" % (what, recs[-1]))
+        return " ".join(recs[-1].get("errors", []))
+
+    h.eq(key_at_origin("/1"), ["one-" + SECRET], "first value")
+    with open(tok, "w") as f:
+        f.write("two-" + SECRET + "\n")
+    os.chmod(tok, 0o644)
+    p.rewrite_config("[credential gh]", "# a\n[credential gh]")
+    errs = refused_reload("a 0644 file")
+    h.check("'%s' is accessible by group or others (mode 0644" % tok in errs,
+            "the reload record names the file: %r" % errs)
+    h.eq(key_at_origin("/2"), ["one-" + SECRET], "a refused reload keeps the old value")
+    os.chmod(tok, 0o600)
+    p.rewrite_config("value = file:%s\n" % tok, "value = file:%s\n" % link)
+    errs = refused_reload("a symlink")
+    h.check("'%s' is a symlink" % link in errs, "the reload record names it: %r" % errs)
+    h.eq(key_at_origin("/3"), ["one-" + SECRET], "still the old value")
+    p.rewrite_config("value = file:%s\n" % link, "value = file:%s\n" % tok)
+    p.reload()
+    h.eq(key_at_origin("/4"), ["two-" + SECRET], "the fixed file is read")
+    p.stop()
+    with open(p.audit_path) as f:
+        h.check(SECRET not in f.read(), "no value in the audit log")
+    h.check(SECRET not in p.stderr(), "no value on stderr")
+
+
 def test_credential_config_errors():
     r = check_config((
         "[credential x]\nhosts = a.example\nheader = Host\nvalue = env:NOPE_NOT_SET_X\n"))
@@ -764,6 +850,7 @@ def test_config_limits():
         path = os.path.join(d, "v")
         with open(path, "w") as f:
             f.write(value)
+        os.chmod(path, 0o600)   # a group/other-readable file is refused
         return check_config("[credential c]\nhosts = a.example\nheader = %s\nvalue = file:%s\n"
                             % (header, path))
     h.eq(cred("X" * 64, "v").returncode, 0, "a 64-byte header name")

@@ -95,8 +95,11 @@ def test_switch_cuts_tunnel_and_keepalive_and_applies_agent_rules():
     c(eq, a.finish(), 0, "COMMAND's exit status (stderr %s)" % a.stderr())
     c.done()
 
-    # Audit: one phase record, before the cut conns' close records.
-    phases = p.audit_records("phase")
+    # Audit: one phase record, before the cut conns' close records.  The
+    # writer is asynchronous: wait (bounded) for the phase record and for
+    # the last requests' records (the earlier ones are written before them).
+    phases = p.wait_records("phase")
+    p.wait_records("request", 3, pred=lambda r: r["session"] == a.sid and r["phase"] == "agent")
     eq(len(phases), 1, "phase records %r" % phases)
     eq({k: phases[0][k] for k in ("session", "env", "from", "phase")},
        {"session": a.sid, "env": "web", "from": "setup", "phase": "agent"}, "phase record")

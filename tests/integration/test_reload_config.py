@@ -29,6 +29,9 @@ def start(o, extra=""):
                               "static = %s=127.0.0.1, %s=127.0.0.1, %s=127.0.0.1"
                               % (SETUP_HOST, AGENT_HOST, NEW_HOST))
     eq(ctl(sock, "reload")[:2], (0, {"ok": True, "config": "sha256:" + sha}), "first reload")
+    # Its config record is written by the audit writer, maybe after the
+    # reply: wait (bounded), so that what the tests read first includes it.
+    p.wait_records("config", pred=lambda r: r.get("sha256") == sha)
     return p, sock
 
 
@@ -132,7 +135,8 @@ def test_env_removed_by_reload_gets_unknown_env():
     eq((r.get("status"), r.get("reason")), (403, "unknown_env"), "new CONNECT after its env went")
     tunnel_flows(a, "t", o.port, "established tunnel after its env went")
     eq(a.finish(), 0, "COMMAND exit")
-    denied = [r for r in p.requests() if r["reason"] == "unknown_env"]
+    # The refusals' records may be written after their responses: wait.
+    denied = p.wait_records("request", 2, pred=lambda r: r["reason"] == "unknown_env")
     eq(len(denied), 2, "unknown_env records")
     for r in denied:
         check_request_record(r, session=a.sid, env="gone", phase="agent", decision="deny",

@@ -150,7 +150,8 @@ def test_enforce_phase_unchanged():
         h.eq((resp.status, resp.header("X-Portcullis-Reason")), (403, reason),
              "%s in the enforce phase" % url)
     h.eq(o.connections, [], "nothing reached the origin")
-    recs = p.requests()
+    # The three refusals' records (written maybe after their responses).
+    recs = p.wait_records("request", 3)
     h.check(all(r["decision"] == "deny" and "would_deny" not in r for r in recs),
             "enforce records %r" % recs)
     p.stop()

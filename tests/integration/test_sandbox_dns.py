@@ -530,6 +530,19 @@ def daemon(up):
     return p, wait_control(os.path.join(p.dir, "ctl", "control.sock"))
 
 
+def daemon_dns_records(p):
+    """The daemon's dns records, once both names' are written (it writes
+    them asynchronously: a bounded wait; the caller checks what is there)."""
+    def dns_recs():
+        return [x for x in p.audit_records() if x.get("proto") == "dns"]
+    try:
+        wait_until(lambda: {(x["host"], x["decision"]) for x in dns_recs()}
+                   >= {(ALLOWED, "allow"), (DENIED, "deny")}, what="the daemon's dns records")
+    except TestFailure:
+        pass    # the caller's check says what is missing
+    return dns_recs()
+
+
 def test_connect_mode_daemon_answers():
     """`portcullis run --connect`: the DNS sockets travel with session.open
     and the daemon answers them; its audit log has the records."""
@@ -542,7 +555,7 @@ def test_connect_mode_daemon_answers():
     lines = r.stdout.splitlines()
     check(lines[0].split()[0] == "127.0.0.1" and lines[1] == "rc=0", "allowed: %r" % lines)
     eq(lines[2:], ["rc=2"], "denied: nothing")
-    recs = [x for x in p.audit_records() if x.get("proto") == "dns"]
+    recs = daemon_dns_records(p)
     eq(sorted(set((x["host"], x["decision"]) for x in recs)),
        [(ALLOWED, "allow"), (DENIED, "deny")], "daemon's dns records")
     check(all(x["env"] == "web" for x in recs), "env web")
@@ -570,7 +583,7 @@ def test_connect_mode_daemon_answers_nobody():
     lines = r.stdout.splitlines()
     check(lines[0].split()[0] == "127.0.0.1" and lines[1] == "rc=0", "allowed: %r" % lines)
     eq(lines[2:], ["rc=2"], "denied: nothing")
-    recs = [x for x in p.audit_records() if x.get("proto") == "dns"]
+    recs = daemon_dns_records(p)
     eq(sorted(set((x["host"], x["decision"]) for x in recs)),
        [(ALLOWED, "allow"), (DENIED, "deny")], "daemon's dns records")
 

@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "front.h"
+#include "http.h"
 
 static struct front f;
 
@@ -213,6 +214,43 @@ test_smuggling(void)
 	    "Host: example.com\r\n\r\n", "more than one Host header");
 }
 
+/*
+ * A rebuilt head with a header set (the credential inside an intercepted
+ * tunnel) that does not fit is reported as 0 and leaves nothing of what
+ * fitted in the caller's buffer: the value never stays in memory the
+ * caller frees without looking.
+ */
+static void
+test_build_set_cleared(void)
+{
+	static const char secret[] = "Bearer s3cr3t-t0ken";
+	char full[1024], small[1024];
+	size_t n, k;
+	bool clear = true;
+
+	CHECK(feeds("GET http://example.com/x HTTP/1.1\r\nHost: example.com"
+	    "\r\nAuthorization: client's own\r\n\r\n") == FRONT_HEAD);
+	n = http_build_request_set(f.head, f.method, &f.target, 1, 1,
+	    "Authorization", secret, sizeof(secret) - 1, full, sizeof(full));
+	CHECK(n > 0 && n < sizeof(full));
+	CHECK(memmem(full, n, secret, sizeof(secret) - 1) != NULL);
+	CHECK(memmem(full, n, "client's own", 12) == NULL);
+	/* One byte short: the value fits, the head's final CRLF does not. */
+	memset(small, 'x', sizeof(small));
+	k = http_build_request_set(f.head, f.method, &f.target, 1, 1,
+	    "Authorization", secret, sizeof(secret) - 1, small, n - 1);
+	CHECK(k == 0);
+	for (size_t i = 0; i < n - 1; i++)
+		if (small[i] != '\0')
+			clear = false;
+	CHECK(clear);
+	CHECK(small[n - 1] == 'x');	/* nothing past outsz touched */
+	/* The exact size fits. */
+	k = http_build_request_set(f.head, f.method, &f.target, 1, 1,
+	    "Authorization", secret, sizeof(secret) - 1, small, n);
+	CHECK(k == n && memcmp(small, full, n) == 0);
+}
+
 int
 main(void)
 {
@@ -222,6 +260,7 @@ main(void)
 	test_header_count();
 	test_header_bytes();
 	test_smuggling();
+	test_build_set_cleared();
 	front_drop_head(&f);
 	return check_done();
 }

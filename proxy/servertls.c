@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -33,17 +34,49 @@ server_tls_fallback(struct tlsca *ca)
 	tlsca_unref(old);
 }
 
+/*
+ * May a conn under cfg ever be intercepted (and so dial an upstream with
+ * TLS)?  policy.c marks a tunnel interceptable only for a phase with a
+ * methods key, paths, intercept patterns, or for a [credential]; a config
+ * with none of them never calls server_upstream_ctx().  Conservative: any
+ * env and phase counts.
+ */
+static bool
+cfg_can_intercept(const struct cfg *cfg)
+{
+	if (cfg->ncreds > 0)
+		return true;
+	for (size_t i = 0; i < cfg->nenvs; i++)
+		for (int ph = 0; ph < PHASE_COUNT; ph++) {
+			const struct phase_policy *pp = &cfg->envs[i].phase[ph];
+
+			if (pp->methods_restricted || pp->paths.n > 0 ||
+			    pp->intercept.n > 0)
+				return true;
+		}
+	return false;
+}
+
 int
 server_tls_apply(const struct cfg *cfg, char *why, size_t whylen)
 {
 	struct tlsca *ca = NULL, *old_ca;
-	SSL_CTX *up, *old_up;
+	SSL_CTX *up = NULL, *old_up;
 	char inner[768];
 
-	up = tlsca_upstream_ctx(cfg->tls.upstream_ca, inner, sizeof(inner));
-	if (up == NULL) {
-		snprintf(why, whylen, "[tls] upstream_ca: %s", inner);
-		return -EINVAL;
+	/* The upstream context: always for a named upstream_ca (one that
+	 * fails to load refuses the start or the reload); the system store
+	 * (parsing its ~150 roots costs ~20 ms of OpenSSL decoding, most of
+	 * `portcullis run -- true`) only for a config that can intercept.
+	 * Without one, the context in force stays (NULL at the start): conns
+	 * still deciding under the old config keep an upstream trust store. */
+	if (cfg->tls.upstream_ca != NULL || cfg_can_intercept(cfg)) {
+		up = tlsca_upstream_ctx(cfg->tls.upstream_ca, inner,
+		    sizeof(inner));
+		if (up == NULL) {
+			snprintf(why, whylen, "[tls] upstream_ca: %s", inner);
+			return -EINVAL;
+		}
 	}
 	if (cfg->tls.ca_cert != NULL) {
 		ca = tlsca_load(cfg->tls.ca_cert, cfg->tls.ca_key, inner,
@@ -60,9 +93,12 @@ server_tls_apply(const struct cfg *cfg, char *why, size_t whylen)
 		tlsca_ref(ca);
 	}
 	old_ca = tls_ca;
-	old_up = tls_upstream;
+	old_up = NULL;
+	if (up != NULL) {
+		old_up = tls_upstream;
+		tls_upstream = up;
+	}
 	tls_ca = ca;
-	tls_upstream = up;
 	pthread_mutex_unlock(&tls_mu);
 	tlsca_unref(old_ca);
 	SSL_CTX_free(old_up);

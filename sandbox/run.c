@@ -345,6 +345,7 @@ run_tls_setup(const struct cfg *cfg, struct mounts *m)
 			pc_die("cannot make the run's CA: %s", why);
 		server_tls_fallback(ca);
 	}
+	pc_mark("CA made");
 	pem = tlsca_cert_pem(ca);
 	tlsca_unref(ca);
 	if (pem == NULL)
@@ -353,6 +354,7 @@ run_tls_setup(const struct cfg *cfg, struct mounts *m)
 	free(pem);
 	if (fd < 0)
 		pc_die("%s", why);
+	pc_mark("trust bundle made");
 	return fd;
 }
 

@@ -59,8 +59,8 @@ static int
 append_file(int fd, const char *path, size_t *total)
 {
 	struct stat st;
-	char *buf = NULL, *p, *e;
-	size_t len = 0;
+	char *buf = NULL, *out, *p, *e;
+	size_t len = 0, outlen = 0;
 	int in, r = 0;
 
 	in = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -94,6 +94,14 @@ append_file(int fd, const char *path, size_t *total)
 	}
 	close(in);
 	buf[len] = '\0';
+	/* The blocks are gathered into out and written with one write (one
+	 * write per block was ~300 syscalls for the Debian bundle, ~0.4 ms
+	 * of every run).  Each block is at least BEGIN + END long and gets
+	 * one newline: out needs at most len + len / that + 1 bytes. */
+	out = r == 0 ? malloc(len + len / (strlen(PEM_BEGIN) +
+	    strlen(PEM_END)) + 1) : NULL;
+	if (r == 0 && out == NULL)
+		r = -ENOMEM;
 	for (p = buf; r == 0 && (p = strstr(p, PEM_BEGIN)) != NULL; p = e) {
 		e = strstr(p, PEM_END);
 		if (e == NULL)
@@ -104,10 +112,13 @@ append_file(int fd, const char *path, size_t *total)
 			break;
 		}
 		*total += (size_t)(e - p) + 1;
-		r = write_all(fd, p, (size_t)(e - p));
-		if (r == 0)
-			r = write_all(fd, "\n", 1);
+		memcpy(out + outlen, p, (size_t)(e - p));
+		outlen += (size_t)(e - p);
+		out[outlen++] = '\n';
 	}
+	if (r == 0)
+		r = write_all(fd, out, outlen);
+	free(out);
 	free(buf);
 	return r;
 }

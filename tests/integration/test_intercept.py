@@ -937,6 +937,41 @@ def test_address_literal_intercepted():
     p.stop()
 
 
+def test_system_store_loaded_when_a_reload_makes_interception_possible():
+    """A config that cannot intercept (no methods, paths, intercept or
+    credential) starts without parsing the system trust store; a reload to
+    one that can builds the upstream context then: the intercepted
+    request's upstream is verified against the system store (the test CA
+    is no system root: upstream_cert_invalid with OpenSSL's verify error),
+    never refused for want of a store."""
+    tls = h.make_tls((SECURE,))
+    o = h.Origin("origin-sys", host="127.0.0.6", tls=tls)
+    cd = ca_dir()
+    p = h.start_proxy(h.std_config(
+        "[dns]\nstatic = %s=127.0.0.6\n\n"
+        "[tls]\nca_cert = %s/ca.pem\nca_key = %s/ca.key\n\n"
+        "[env default agent]\nallow = %s:*\n" % (SECURE, cd, cd, SECURE),
+        proxy_extra="tls_ports = %d\n" % o.port))
+    # Not interceptable: a plain tunnel, the origin's own certificate.
+    r = h.curl(p, "--cacert", tls["ca"], "-i", url(o, path="/tunnel"))
+    h.eq(r.returncode, 0, "plain tunnel: %r" % r.stderr)
+    h.eq(one(r.stdout.split(b"\r\n\r\n", 1)[1]).status, 200, "through the tunnel")
+    p.rewrite_config("allow = %s:*\n" % SECURE, "allow = %s:*\nmethods = GET\n" % SECURE)
+    p.reload()
+    r = curl_in(p, o, path="/inside")
+    h.eq(r.returncode, 0, "intercepted after the reload: %r" % r.stderr)
+    resp = one(r.stdout.split(b"\r\n\r\n", 1)[1])
+    h.eq((resp.status, resp.header("X-Portcullis-Reason")), (502, "upstream_cert_invalid"),
+         "the test CA is no system root")
+    rec = [x for x in p.wait_records("request", 2) if x.get("proto") == "https"][0]
+    h.eq(rec["reason"], "upstream_cert_invalid", "record")
+    h.check(rec.get("detail") not in (None, "no upstream trust store"),
+            "verified against the system store: %r" % rec.get("detail"))
+    h.check(not any(b"/inside" in (r if isinstance(r, bytes) else r.encode())
+                    for r in o.requests()), "nothing forwarded inside: %r" % o.requests())
+    p.stop()
+
+
 def test_upstream_wrong_name():
     bad_origin_case("wrong")
 

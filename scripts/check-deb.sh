@@ -28,6 +28,11 @@ cleanup() {
 	fi
 	[ "$made_run" = 1 ] && rm -rf /run/portcullis
 	[ "$made_state" = 1 ] && rm -rf /var/lib/portcullis
+	if [ -f "$tmp/owners" ]; then
+		while read -r d own mode; do
+			[ -d "$d" ] && chown "$own" "$d" && chmod "$mode" "$d"
+		done <"$tmp/owners"
+	fi
 	if [ "$was_installed" = 0 ]; then
 		dpkg --purge portcullis >/dev/null 2>&1 || true
 	fi
@@ -70,18 +75,22 @@ echo "$out" | grep -qx /usr/libexec/portcullis/portcullis-bridge ||
 # RuntimeDirectory=/LogsDirectory=/StateDirectory= would make), for a few
 # seconds.
 echo "check-deb: portcullis serve as user portcullis, ctl status"
-if [ ! -d /run/portcullis ]; then
-	made_run=1
-	install -d -o portcullis -g portcullis -m 0755 /run/portcullis
-fi
-if [ ! -d /var/log/portcullis ]; then
-	made_log=1
-	install -d -o portcullis -g portcullis -m 0755 /var/log/portcullis
-fi
-if [ ! -d /var/lib/portcullis ]; then
-	made_state=1
-	install -d -o portcullis -g portcullis -m 0755 /var/lib/portcullis
-fi
+# As systemd does for those directives, a directory that exists already
+# (a root `portcullis run` makes /var/lib/portcullis for its own log) is
+# given to the user; its owner and mode are put back afterwards.
+own_dir() {
+	if [ ! -d "$1" ]; then
+		install -d -o portcullis -g portcullis -m 0755 "$1"
+		return 0
+	fi
+	echo "$1 $(stat -c '%u:%g %a' "$1")" >>"$tmp/owners"
+	chown portcullis:portcullis "$1"
+	chmod u+rwx "$1"
+	return 1
+}
+own_dir /run/portcullis && made_run=1
+own_dir /var/log/portcullis && made_log=1
+own_dir /var/lib/portcullis && made_state=1
 setpriv --reuid=portcullis --regid=portcullis --init-groups sh -c \
 	'umask 0077; exec /usr/bin/portcullis serve -c /etc/portcullis/portcullis.ini' \
 	2>"$tmp/serve.err" &

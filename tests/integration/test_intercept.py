@@ -573,7 +573,7 @@ def test_credential_injected_and_never_seen():
     h.eq(got, ["Bearer " + SECRET], "the origin got exactly the credential")
     h.check(SECRET.encode() not in r.stdout.split(b"\r\n\r\n", 2)[1],
             "the credential is not echoed in response headers")
-    rec = [x for x in p.wait_records("request", 2) if x.get("proto") == "https"][0]
+    rec = p.wait_records("request", 1, pred=lambda x: x.get("proto") == "https")[0]
     h.eq(rec.get("credential"), "gh", "the record names the credential")
     # An upload (no methods restriction here): the body streams up through
     # both TLS layers, the credential set on it too.
@@ -637,7 +637,7 @@ def test_credential_only_on_matching_host():
     h.eq((status, hd.get("x-portcullis-reason")), (403, "method_not_allowed"), "refused")
     ts.close()
     h.eq(len(o.requests()), n, "the refused request went nowhere")
-    recs = [x for x in p.wait_records("request", 6) if x.get("proto") == "https"]
+    recs = p.wait_records("request", 3, pred=lambda x: x.get("proto") == "https")
     h.eq([(x["host"], x.get("credential")) for x in recs],
          [(SECURE, "gh"), (other, None), (SECURE, None)], "records name the credential")
     p.stop()
@@ -912,7 +912,7 @@ def bad_origin_case(kind):
     h.eq(resp.status, 502, "%s: status" % kind)
     h.eq(resp.header("X-Portcullis-Reason"), "upstream_cert_invalid", "%s: reason" % kind)
     h.eq(o.requests(), [], "%s: the origin saw no request" % kind)
-    rec = [x for x in p.wait_records("request", 2) if x.get("proto") == "https"][0]
+    rec = p.wait_records("request", 1, pred=lambda x: x.get("proto") == "https")[0]
     h.eq((rec["reason"], rec["status"]), ("upstream_cert_invalid", 502), "%s: record" % kind)
     p.stop()
 
@@ -963,7 +963,7 @@ def test_system_store_loaded_when_a_reload_makes_interception_possible():
     resp = one(r.stdout.split(b"\r\n\r\n", 1)[1])
     h.eq((resp.status, resp.header("X-Portcullis-Reason")), (502, "upstream_cert_invalid"),
          "the test CA is no system root")
-    rec = [x for x in p.wait_records("request", 2) if x.get("proto") == "https"][0]
+    rec = p.wait_records("request", 1, pred=lambda x: x.get("proto") == "https")[0]
     h.eq(rec["reason"], "upstream_cert_invalid", "record")
     h.check(rec.get("detail") not in (None, "no upstream trust store"),
             "verified against the system store: %r" % rec.get("detail"))

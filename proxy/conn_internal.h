@@ -44,24 +44,30 @@ enum conn_state {
 
 struct conn;
 
+/*
+ * A conn's upstream connection.  Its connect request is allocated only
+ * while the connect is in flight (dial.c frees it in the callback, which
+ * libuv always calls, ECANCELED at a close).  A plain tunnel's records
+ * name its host and port.
+ */
 struct upstream {
 	uv_tcp_t tcp;
-	/* Allocated only while a connect is in flight (dial.c frees it in
-	 * its callback, which libuv always calls, ECANCELED at a close). */
-	uv_connect_t *creq;
 	struct conn *c;		/* NULL once detached from its conn */
-	bool connected;
-	bool reusable;		/* idle between exchanges, may carry another */
-	bool reading;
 	/* An intercepted conn's upstream speaks TLS (mitm.c): its SSL,
 	 * freed with it, and its raw read buffer while a read is on. */
-	bool tls_done;		/* handshake done and verified */
-	bool need_raw;		/* the SSL needs ciphertext to go on */
-	uint16_t port;
-	unsigned ctl_writes;
 	SSL *ssl;
 	struct buf *raw;
+	unsigned ctl_writes;
 	struct netaddr addr;
+	uint16_t port;
+	/* Bits, so that host[] starts one byte earlier: with a short host an
+	 * upstream is a malloc size class smaller (bench row 7). */
+	bool connected : 1;
+	bool reusable : 1;	/* idle between exchanges, may carry another */
+	bool reading : 1;
+	bool tls_done;		/* handshake done and verified (mitm.c points
+				 * at these two) */
+	bool need_raw;		/* the SSL needs ciphertext to go on */
 	/* The origin's name (or address text), NUL-terminated, of its own
 	 * length: allocated with the upstream (dial_next). */
 	char host[];
@@ -69,15 +75,18 @@ struct upstream {
 
 /*
  * One relay direction: bytes read from one side, written to the other.
- * The write request is taken from the server's free list (pool_wreq_get)
- * only while a write is in flight, and a shutdown request is allocated
- * only while one is: an idle direction holds neither.
+ * The write request (and the head it owns) is taken from the server's
+ * free list (pool_wreq_get) only while a write is in flight, and a
+ * shutdown request is allocated only while one is: an idle direction
+ * holds neither.
  */
 struct dir {
 	struct buf *rbuf;	/* lent by the pool while it holds bytes */
-	size_t roff, rlen;	/* unprocessed bytes are rbuf[roff, rlen) */
-	uv_write_t *wreq;	/* while writing */
-	char *whead;		/* malloc'd head written before the data */
+	/* Unprocessed bytes are rbuf[roff, rlen): offsets within one relay
+	 * buffer, so 32 bits (conn.c asserts the buffer size fits). */
+	uint32_t roff, rlen;
+	struct wreq *wreq;	/* while writing (with the head it writes
+				 * before the data, if any) */
 	uint64_t bytes;
 	bool writing;
 	bool eof;		/* the source side sent EOF */
@@ -105,6 +114,7 @@ struct req {
 	struct front fe;
 	llhttp_t resp_parser;
 
+	struct dns_req *dreq;		/* while RESOLVING */
 	uint64_t dns_t0_ns;		/* a lookup's start (uv_hrtime), or 0 */
 	char client_addr[NETADDR_STRLEN];	/* its request records' */
 
@@ -177,7 +187,6 @@ struct conn {
 	struct session *ss;
 	struct req *rq;			/* NULL in a plain tunnel */
 	struct upstream *up;
-	struct dns_req *dreq;
 	struct mitm *mitm;		/* TLS interception (mitm.c) */
 	const char *close_reason;	/* NULL = normal end */
 	uint64_t start_ms;
@@ -196,6 +205,7 @@ struct conn {
 	bool is_socks;			/* the conn speaks SOCKS5 */
 	bool admitted;			/* an allow record was written */
 	char id[17];
+	bool ex_open;			/* bytes went up, no exchange record yet */
 
 	uv_tcp_t client;
 
@@ -206,14 +216,9 @@ struct conn {
 	 * written to an upstream until its exchange record; sums of this
 	 * conn's exchange records.
 	 */
-	bool ex_open;			/* bytes went up, no exchange record yet */
-	uint16_t tunnel_port;
 	uint64_t ex_start_ms;		/* the request head was complete */
 	uint64_t ex_up, ex_down;
 	uint64_t sum_up, sum_down;
-	/* A plain tunnel's target (copied from rq, exact length), for its
-	 * exchange and close records. */
-	char *tunnel_host;
 
 	struct dir upd;		/* client -> upstream */
 	struct dir downd;	/* upstream -> client */
@@ -228,9 +233,9 @@ void conn_arm_timer(struct conn *c, uint64_t ms);
  * to the tail of the server's sweep list). */
 void conn_touch(struct conn *c);
 /* A CONNECT (or SOCKS5) tunnel that is not intercepted starts (in
- * TUNNEL): c->rq is freed and c joins the server's idle sweep.  false:
- * out of memory, the conn was closed. */
-bool conn_tunnel_begin(struct conn *c);
+ * TUNNEL, connected): c->rq is freed and c joins the server's idle
+ * sweep. */
+void conn_tunnel_begin(struct conn *c);
 void conn_begin_head(struct conn *c);
 void conn_upstream_drop(struct conn *c);
 uint64_t conn_now(const struct conn *c);

@@ -5,6 +5,7 @@
  * and the ones that pass are dialled in order until one connects.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,12 +30,12 @@ dial_resolve(struct conn *c)
 	conn_arm_timer(c, (uint64_t)c->s->cfg->limits.connect_timeout_ms +
 	    (uint64_t)c->s->cfg->dns.timeout_ms * 3);
 	c->rq->dns_t0_ns = uv_hrtime();
-	c->dreq = dns_resolve(c->s->dns, c->rq->host, dial_on_dns, c);
-	if (c->dreq == NULL && dns_busy(c->s->dns))
+	c->rq->dreq = dns_resolve(c->s->dns, c->rq->host, dial_on_dns, c);
+	if (c->rq->dreq == NULL && dns_busy(c->s->dns))
 		/* Our own bound (DNS_MAX_DETACHED), not the name's fault. */
 		refuse_send(c, REASON_OVERLOADED, "too many DNS queries in "
 		    "flight");
-	else if (c->dreq == NULL)
+	else if (c->rq->dreq == NULL)
 		refuse_send(c, REASON_DNS_FAILED, "resolver unavailable");
 }
 
@@ -54,7 +55,7 @@ dial_on_dns(void *arg, int status, const struct netaddr *addrs,
 		c->rq->dns_t0_ns = 0;
 	}
 
-	c->dreq = NULL;
+	c->rq->dreq = NULL;
 	if (c->state == CONN_CLOSING || c->state == CONN_REFUSING)
 		return;
 	if (status < 0 || naddrs == 0) {
@@ -101,15 +102,17 @@ dial_next(struct conn *c)
 	struct upstream *u;
 	uv_connect_t *creq;
 	struct sockaddr_storage ss;
-	size_t hostlen;
+	size_t hostlen, usize;
 	int r;
 
 	while (c->rq->next_addr < c->rq->naddrs) {
 		const struct netaddr *a = &c->rq->addrs[c->rq->next_addr++];
 
-		/* The host's name in the same allocation, of its length. */
+		/* The host's name in the same allocation, of its length (not
+		 * less than the struct, whose tail padding host[] may use). */
 		hostlen = strlen(c->rq->host);
-		u = calloc(1, sizeof(*u) + hostlen + 1);
+		usize = offsetof(struct upstream, host) + hostlen + 1;
+		u = calloc(1, usize > sizeof(*u) ? usize : sizeof(*u));
 		creq = malloc(sizeof(*creq));
 		if (u == NULL || creq == NULL) {
 			free(u);
@@ -133,12 +136,10 @@ dial_next(struct conn *c)
 		uv_tcp_nodelay(&u->tcp, 1);
 		netaddr_to_sockaddr(a, c->rq->port, &ss);
 		creq->data = u;
-		u->creq = creq;
 		r = uv_tcp_connect(creq, &u->tcp, (struct sockaddr *)&ss,
 		    dial_on_connected);
 		if (r == 0)
 			return;
-		u->creq = NULL;
 		free(creq);
 		conn_upstream_drop(c);
 		if (r == UV_EMFILE || r == UV_ENFILE) {
@@ -178,7 +179,6 @@ dial_on_connected(uv_connect_t *req, int status)
 	/* The request was only for this connect.  A dropped upstream is
 	 * closed after this callback (libuv calls it, ECANCELED, before
 	 * the handle's close callback), so u is still valid here. */
-	u->creq = NULL;
 	free(req);
 	if (c == NULL || c->up != u || c->state != CONN_DIALING)
 		return;		/* dropped, or the conn is closing */

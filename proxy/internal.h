@@ -33,10 +33,12 @@ struct buf {
 	char data[];
 };
 
-/* A relay write request while it is on the pool's free list. */
-union wreq {
-	uv_write_t req;
-	union wreq *next;	/* free list link */
+/* A relay write request: taken from the pool for one write in flight,
+ * with the malloc'd head that write owns (NULL: none). */
+struct wreq {
+	uv_write_t req;		/* first: a uv_write_t * is a struct wreq * */
+	char *head;
+	struct wreq *next;	/* free list link */
 };
 
 struct pool {
@@ -44,7 +46,7 @@ struct pool {
 	unsigned nfree_big, nfree_small;
 	unsigned big_inuse;	/* <= PROXY_BIG_BUFS */
 	unsigned inuse;
-	union wreq *free_wreq;	/* <= RELAY_WREQ_FREE_MAX of them */
+	struct wreq *free_wreq;	/* <= RELAY_WREQ_FREE_MAX of them */
 	unsigned nfree_wreq;
 };
 
@@ -204,8 +206,8 @@ void pool_put(struct pool *p, struct buf *b);
 void pool_drain(struct pool *p);
 /* A relay write request for one write (NULL when out of memory), and
  * back once its callback ran (pool_drain frees the kept ones). */
-uv_write_t *pool_wreq_get(struct pool *p);
-void pool_wreq_put(struct pool *p, uv_write_t *w);
+struct wreq *pool_wreq_get(struct pool *p);
+void pool_wreq_put(struct pool *p, struct wreq *w);
 
 /* worker.c: the extra loops of a main server. */
 /* How many loops [proxy] workers asks for (0 = one per online CPU). */

@@ -77,7 +77,7 @@ pool_drain(struct pool *p)
 	p->free_big = p->free_small = NULL;
 	p->nfree_big = p->nfree_small = 0;
 	while (p->free_wreq != NULL) {
-		union wreq *w = p->free_wreq;
+		struct wreq *w = p->free_wreq;
 
 		p->free_wreq = w->next;
 		free(w);
@@ -85,24 +85,27 @@ pool_drain(struct pool *p)
 	p->nfree_wreq = 0;
 }
 
-uv_write_t *
+struct wreq *
 pool_wreq_get(struct pool *p)
 {
-	union wreq *w = p->free_wreq;
+	struct wreq *w = p->free_wreq;
 
-	if (w == NULL)
-		return malloc(sizeof(*w));
-	p->free_wreq = w->next;
-	p->nfree_wreq--;
-	return &w->req;
+	if (w == NULL) {
+		w = malloc(sizeof(*w));
+		if (w == NULL)
+			return NULL;
+	} else {
+		p->free_wreq = w->next;
+		p->nfree_wreq--;
+	}
+	w->head = NULL;
+	return w;
 }
 
 /* Onto the free list while it holds fewer than RELAY_WREQ_FREE_MAX. */
 void
-pool_wreq_put(struct pool *p, uv_write_t *req)
+pool_wreq_put(struct pool *p, struct wreq *w)
 {
-	union wreq *w = (union wreq *)req;
-
 	if (p->nfree_wreq >= RELAY_WREQ_FREE_MAX) {
 		free(w);
 		return;

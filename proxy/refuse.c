@@ -16,12 +16,12 @@ static void
 refuse_on_written(uv_write_t *req, int status)
 {
 	struct conn *c = req->data;
+	struct wreq *w = (struct wreq *)req;
 
 	(void)status;
-	pool_wreq_put(&c->s->pool, req);
+	free(w->head);
+	pool_wreq_put(&c->s->pool, w);
 	c->downd.wreq = NULL;
-	free(c->downd.whead);
-	c->downd.whead = NULL;
 	c->downd.writing = false;
 	if (c->state != CONN_CLOSING)
 		conn_close(c, c->close_reason);
@@ -53,16 +53,15 @@ refuse_write(struct conn *c, char *msg, size_t len, enum reason r)
 		conn_close(c, reason_str(r));
 		return;
 	}
-	c->downd.whead = msg;
+	c->downd.wreq->head = msg;
 	c->downd.writing = true;
-	c->downd.wreq->data = c;
+	c->downd.wreq->req.data = c;
 	c->downd.bytes += (uint64_t)len;
 	b = uv_buf_init(msg, (unsigned)len);
-	if (uv_write(c->downd.wreq, (uv_stream_t *)&c->client, &b, 1,
+	if (uv_write(&c->downd.wreq->req, (uv_stream_t *)&c->client, &b, 1,
 	    refuse_on_written) < 0) {
 		c->downd.writing = false;
 		free(msg);
-		c->downd.whead = NULL;
 		pool_wreq_put(&c->s->pool, c->downd.wreq);
 		c->downd.wreq = NULL;
 		conn_close(c, reason_str(r));
@@ -220,9 +219,9 @@ refuse_send(struct conn *c, enum reason r, const char *detail)
 
 	if (c->state == CONN_CLOSING || c->state == CONN_REFUSING)
 		return;
-	if (c->dreq != NULL) {
-		dns_cancel(c->dreq);
-		c->dreq = NULL;
+	if (c->rq->dreq != NULL) {
+		dns_cancel(c->rq->dreq);
+		c->rq->dreq = NULL;
 	}
 	/* A refused request went to no upstream: an idle one kept from an
 	 * earlier request closes first, so the record names none. */

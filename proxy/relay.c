@@ -214,14 +214,13 @@ relay_write_as(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
 		free(head);
 		return UV_ENOMEM;
 	}
-	d->whead = head;
+	d->wreq->head = head;
 	d->writing = true;
-	d->wreq->data = c;
-	r = uv_write(d->wreq, sink, bufs, nb, relay_on_written);
+	d->wreq->req.data = c;
+	r = uv_write(&d->wreq->req, sink, bufs, nb, relay_on_written);
 	if (r < 0) {
 		d->writing = false;
 		free(head);
-		d->whead = NULL;
 		pool_wreq_put(&c->s->pool, d->wreq);
 		d->wreq = NULL;
 	}
@@ -300,14 +299,14 @@ static void
 relay_on_written(uv_write_t *req, int status)
 {
 	struct conn *c = req->data;
-	bool down = req == c->downd.wreq;
+	struct wreq *w = (struct wreq *)req;
+	bool down = w == c->downd.wreq;
 	struct dir *d = down ? &c->downd : &c->upd;
 
-	pool_wreq_put(&c->s->pool, req);
+	free(w->head);
+	pool_wreq_put(&c->s->pool, w);
 	d->wreq = NULL;
 	d->writing = false;
-	free(d->whead);
-	d->whead = NULL;
 	if (c->state == CONN_CLOSING || (!down && c->state == CONN_REFUSING))
 		return;
 	relay_hold(c);
@@ -723,10 +722,7 @@ relay_tunnel_start(struct conn *c)
 	} else {
 		oklen = conn_tunnel_ok(c, ok);
 	}
-	if (!conn_tunnel_begin(c)) {
-		free(peek);
-		return;
-	}
+	conn_tunnel_begin(c);
 	if (sent_200) {
 		if (relay_write(c, &c->upd, (uv_stream_t *)&c->up->tcp, peek,
 		    peek_len, 0, 0) < 0) {

@@ -891,9 +891,11 @@ conn_accept(struct server *s, uv_stream_t *listener, struct session *ss)
 	c->last_activity = c->start_ms;
 	if (uv_tcp_getpeername(&c->client, (struct sockaddr *)&sa, &salen) == 0) {
 		netaddr_from_sockaddr((struct sockaddr *)&sa, &na, &port);
-		netaddr_format_port(&na, port, c->rq->client_addr, sizeof(c->rq->client_addr));
+		netaddr_format_port(&na, port, c->rq->client_addr,
+		    sizeof(c->rq->client_addr));
 	} else {
-		snprintf(c->rq->client_addr, sizeof(c->rq->client_addr), "unknown");
+		snprintf(c->rq->client_addr, sizeof(c->rq->client_addr),
+		    "unknown");
 	}
 	front_init(&c->rq->fe);
 	exchange_init(c);

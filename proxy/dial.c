@@ -51,7 +51,8 @@ dial_on_dns(void *arg, int status, const struct netaddr *addrs,
 	const char *why = NULL;
 
 	if (c->rq->dns_t0_ns != 0) {
-		metrics_dns(&c->s->metrics, (uv_hrtime() - c->rq->dns_t0_ns) / 1000);
+		metrics_dns(&c->s->metrics,
+		    (uv_hrtime() - c->rq->dns_t0_ns) / 1000);
 		c->rq->dns_t0_ns = 0;
 	}
 
@@ -73,7 +74,8 @@ dial_on_dns(void *arg, int status, const struct netaddr *addrs,
 		return;
 	}
 	for (size_t i = 0; i < naddrs && i < DNS_MAX_ADDRS; i++) {
-		if (policy_addr_allowed(c->rq->cfg, &addrs[i], c->rq->port, &why))
+		if (policy_addr_allowed(c->rq->cfg, &addrs[i], c->rq->port,
+		    &why))
 			c->rq->addrs[c->rq->naddrs++] = addrs[i];
 		else
 			c->rq->blocked_why = why;
@@ -83,7 +85,8 @@ dial_on_dns(void *arg, int status, const struct netaddr *addrs,
 		/* The body names why only for the host's own addresses: a
 		 * public-looking address refused needs the explanation. */
 		refuse_send(c, REASON_ADDRESS_BLOCKED,
-		    hostaddr_is_why(c->rq->blocked_why) ? c->rq->blocked_why : NULL);
+		    hostaddr_is_why(c->rq->blocked_why) ? c->rq->blocked_why :
+		    NULL);
 		return;
 	}
 	if (peek_wanted(c)) {

@@ -121,7 +121,8 @@ exchange_retry(struct conn *c)
 
 /*
  * Decides the target in c->rq->host/host_kind/port (addr: the address of a
- * literal) with c->rq->fe.method, c->is_connect and c->rq->req_has_body, under the
+ * literal) with c->rq->fe.method, c->is_connect and c->rq->req_has_body,
+ * under the
  * config in force now, which c->rq->cfg then holds (the audit record's rule
  * text points into it).  Returns true when the request may go out; false
  * when it was refused (refuse_send() called).  HTTP heads and SOCKS5
@@ -157,12 +158,14 @@ exchange_decide(struct conn *c, const struct netaddr *addr)
 		c->rq->dec.would_deny = REASON_ALLOWED;
 	} else {
 		policy_decide_request(cfg, conn_env(c), conn_phase(c), &pt,
-		    c->rq->fe.method, c->is_connect, c->rq->req_has_body, &c->rq->dec);
+		    c->rq->fe.method, c->is_connect, c->rq->req_has_body,
+		    &c->rq->dec);
 		/* The paths step, for a request that names its path (plain
 		 * HTTP and requests inside an intercepted tunnel). */
 		if (!c->is_connect && c->rq->fe.head_done)
 			policy_decide_path(cfg, conn_env(c), conn_phase(c), &pt,
-			    c->rq->fe.target.path, c->rq->fe.target.path_len, &c->rq->dec);
+			    c->rq->fe.target.path, c->rq->fe.target.path_len,
+			    &c->rq->dec);
 		/* A tunnel interception would let in, with a CA to do it:
 		 * allowed, and looked inside (DESIGN.md §11). */
 		if (c->rq->dec.reason == REASON_INTERCEPTION_REQUIRED &&
@@ -226,7 +229,8 @@ exchange_head_done(struct conn *c)
 
 		/* Paths are logged only when asked for; most conns never
 		 * keep one.  A longer one is cut, and the record says so. */
-		if (c->s->cfg->audit.paths && (c->rq->path = malloc(n + 1)) != NULL) {
+		if (c->s->cfg->audit.paths &&
+		    (c->rq->path = malloc(n + 1)) != NULL) {
 			memcpy(c->rq->path, t->path, n);
 			c->rq->path[n] = '\0';
 			c->rq->path_truncated = t->path_len > n;
@@ -245,7 +249,8 @@ exchange_head_done(struct conn *c)
 	}
 
 	if (!c->is_connect) {
-		size_t cap = h->len + PROXY_HEAD_SLACK + (c->rq->cred != NULL ?
+		const struct credential *cr = c->rq->cred;
+		size_t cap = h->len + PROXY_HEAD_SLACK + (cr != NULL ?
 		    CFG_MAX_CRED_HEADER + CFG_MAX_CRED_VALUE + 4 : 0);
 
 		if (c->rq->up_head != NULL)	/* it may carry a credential */
@@ -256,11 +261,10 @@ exchange_head_done(struct conn *c)
 			conn_close(c, "out_of_memory");
 			return;
 		}
-		c->rq->up_head_len = http_build_request_set(h, c->rq->fe.method, t,
-		    p->http_major, p->http_minor, c->rq->cred != NULL ?
-		    c->rq->cred->header : NULL, c->rq->cred != NULL ? c->rq->cred->value :
-		    NULL, c->rq->cred != NULL ? c->rq->cred->value_len : 0, c->rq->up_head,
-		    cap);
+		c->rq->up_head_len = http_build_request_set(h,
+		    c->rq->fe.method, t, p->http_major, p->http_minor,
+		    cr != NULL ? cr->header : NULL, cr != NULL ? cr->value :
+		    NULL, cr != NULL ? cr->value_len : 0, c->rq->up_head, cap);
 		if (c->rq->up_head_len == 0) {
 			refuse_head(c, 431, "request head too large");
 			return;
@@ -280,7 +284,8 @@ exchange_head_done(struct conn *c)
 		c->up->reusable = false;
 		if (!c->rq->req_has_body &&
 		    (c->rq->retry_head = malloc(c->rq->up_head_len)) != NULL) {
-			memcpy(c->rq->retry_head, c->rq->up_head, c->rq->up_head_len);
+			memcpy(c->rq->retry_head, c->rq->up_head,
+			    c->rq->up_head_len);
 			c->rq->retry_len = c->rq->up_head_len;
 		}
 		dial_start(c);
@@ -336,7 +341,8 @@ exchange_start(struct conn *c)
 void
 exchange_done(struct conn *c)
 {
-	bool keep = c->rq->client_keepalive && !c->rq->resp_close && c->rq->fe.req_done;
+	bool keep = c->rq->client_keepalive && !c->rq->resp_close &&
+	    c->rq->fe.req_done;
 
 	c->rq->resp_done = true;
 	/* The response is relayed: the exchange ended normally. */

@@ -349,7 +349,8 @@ mitm_start(struct conn *c)
 	conn_log_request(c, "allow", REASON_ALLOWED, 200, NULL);
 	/* The first flight read by the peek starts the handshake. */
 	if (c->rq->peek_len > 0 &&
-	    BIO_write(SSL_get_rbio(m->ssl), c->rq->peek, (int)c->rq->peek_len) != (int)c->rq->peek_len) {
+	    BIO_write(SSL_get_rbio(m->ssl), c->rq->peek,
+	    (int)c->rq->peek_len) != (int)c->rq->peek_len) {
 		conn_close(c, "out_of_memory");
 		return;
 	}
@@ -399,7 +400,8 @@ client_wants(const struct conn *c)
 	case CONN_HEAD:
 		return c->upd.rlen == 0;
 	case CONN_HTTP:
-		return !c->rq->fe.req_done && c->upd.rlen == 0 && !c->upd.writing;
+		return !c->rq->fe.req_done && c->upd.rlen == 0 &&
+		    !c->upd.writing;
 	default:
 		return false;
 	}
@@ -416,7 +418,8 @@ up_wants(const struct conn *c)
 	case CONN_HEAD:
 		return true;
 	case CONN_HTTP:
-		return !c->rq->resp_done && c->downd.rlen == 0 && !c->downd.writing;
+		return !c->rq->resp_done && c->downd.rlen == 0 &&
+		    !c->downd.writing;
 	default:
 		return false;
 	}

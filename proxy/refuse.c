@@ -163,7 +163,8 @@ refuse_hint(const struct conn *c, enum reason r, char *buf, size_t len)
 		break;
 	case REASON_METHOD_NOT_ALLOWED:
 	case REASON_INTERCEPTION_REQUIRED:
-		if (c->rq->cfg != NULL && (e = cfg_find_env(c->rq->cfg, conn_env(c))) !=
+		if (c->rq->cfg != NULL &&
+		    (e = cfg_find_env(c->rq->cfg, conn_env(c))) !=
 		    NULL)
 			pp = &e->phase[conn_phase(c)];
 		if (pp == NULL || !pp->methods_restricted)
@@ -214,7 +215,8 @@ refuse_send(struct conn *c, enum reason r, const char *detail)
 {
 	char body[PROXY_MAX_REFUSAL];
 	char *msg;
-	int status = c->rq->refuse_status ? c->rq->refuse_status : reason_status(r);
+	int status = c->rq->refuse_status ? c->rq->refuse_status :
+	    reason_status(r);
 	int blen, mlen;
 
 	if (c->state == CONN_CLOSING || c->state == CONN_REFUSING)

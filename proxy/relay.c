@@ -586,9 +586,10 @@ relay_client_input(struct conn *c, ssize_t nread)
 			relay_tunnel_finish(c);
 			return;
 		case CONN_HEAD:
-			conn_close(c, c->is_socks || (c->rq->fe.head != NULL &&
-			    c->rq->fe.parser.method != 0) ? "client_closed_in_head" :
-			    NULL);
+			conn_close(c, c->is_socks ||
+			    (c->rq->fe.head != NULL &&
+			    c->rq->fe.parser.method != 0) ?
+			    "client_closed_in_head" : NULL);
 			return;
 		case CONN_HTTP:
 			if (c->rq->fe.req_done) {

@@ -139,6 +139,10 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
 #define PROXY_BIG_BUFS 512
 /* Free buffers of each size kept for reuse; beyond this, back to malloc. */
 #define PROXY_POOL_KEEP 64
+/* Relay write requests (uv_write_t) kept on a loop's free list for reuse:
+ * a write takes one only while it is in flight, so an idle tunnel holds
+ * none; beyond this many free ones, back to malloc. */
+#define RELAY_WREQ_FREE_MAX 256
 
 /* A request line URL: longer is refused with 414. */
 #define PROXY_MAX_URL 8192

@@ -35,17 +35,31 @@
  *   HEAD, RESOLVING, PEEK, DIALING, HTTP -> CLOSING   conn_close()
  *   CLOSING: final; the conn is freed at its last close callback.
  *
- * A conn owns: the client handle, one timer, at most one upstream (a
- * separately allocated handle so that a keep-alive client can move to
- * another origin), the llhttp parsers, at most one relay buffer per
- * direction (lent by the server's pool only while bytes are in it, so an
- * idle tunnel holds no buffer), and at most one DNS request.
+ * A conn owns: the client handle, at most one upstream (a separately
+ * allocated handle, so that a keep-alive client can move to another
+ * origin), at most one relay buffer per direction (lent by the server's
+ * pool only while bytes are in it, so an idle tunnel holds no buffer), a
+ * write request per direction only while a write is in flight (the pool's
+ * free list) and a shutdown request only while one is, at most one DNS
+ * request, and, in every state but a plain TUNNEL, its request part
+ * (struct req, c->rq): the llhttp parsers, the head arena, the current
+ * request's fields and the conn's precise timer.  When a CONNECT becomes a
+ * plain tunnel (not intercepted), conn_tunnel_begin() frees c->rq, and
+ * the conn keeps only what its exchange and close records need; an idle
+ * tunnel then holds about 0.6 KiB here plus its upstream (bench row 7).
+ *
+ * Timeouts.  HEAD, RESOLVING, PEEK, DIALING, REFUSING and HTTP use the
+ * precise rq->timer, armed per state (conn_arm_timer).  A tunnel has no
+ * timer of its own: the server's tunnel list, ordered by last activity
+ * (conn_touch), and one sweep timer per loop due at the oldest tunnel's
+ * deadline close idle tunnels at their deadline (see conn_sweep_arm).
  *
  * Backpressure: each direction has at most one buffer; while it holds
  * unwritten or unprocessed bytes, its source is not read (relay.c).
  */
 #include <assert.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +90,24 @@ static const unsigned conn_edges[CONN_NSTATES] = {
 	[CONN_CLOSING] = 0,
 };
 static_assert(CONN_NSTATES <= 32, "conn_edges holds one bit per state");
+
+/*
+ * What an idle tunnel holds (issue 15, bench row 7, target <= 1 KiB of
+ * RSS): its conn and its upstream, nothing else — no request part, no
+ * timer, no write/shutdown/connect request, no buffer.  On x86-64 with
+ * glibc that is 512 + 301 bytes plus the host, two malloc chunks of 528 and
+ * 320 bytes for a short host: 0.87 KiB per tunnel measured.  These bounds
+ * fail the build when a field makes that grow; a field that only HTTP
+ * needs belongs in struct req.  (Relative to uv_tcp_t, which is most of
+ * both and libuv's to size.)
+ */
+static_assert(sizeof(struct conn) <= sizeof(uv_tcp_t) + 264,
+    "struct conn grew: an idle tunnel holds it (put per-request fields in "
+    "struct req)");
+static_assert(offsetof(struct upstream, host) <= sizeof(uv_tcp_t) + 53,
+    "struct upstream grew: an idle tunnel holds it");
+static_assert(PROXY_RELAY_BUF_BIG <= UINT32_MAX &&
+    PROXY_RELAY_BUF_SMALL <= UINT32_MAX, "struct dir's offsets are 32-bit");
 
 uint64_t
 conn_now(const struct conn *c)
@@ -131,6 +163,50 @@ conn_phase(const struct conn *c)
 
 /* --- closing ----------------------------------------------------------- */
 
+/* Frees what rq holds (its memory and its timer handle are the caller's). */
+static void
+req_clear(struct req *rq)
+{
+	front_drop_head(&rq->fe);
+	if (rq->up_head != NULL)	/* it may carry a credential */
+		explicit_bzero(rq->up_head, rq->up_head_len);
+	free(rq->up_head);
+	rq->up_head = NULL;
+	if (rq->retry_head != NULL)
+		explicit_bzero(rq->retry_head, rq->retry_len);
+	free(rq->retry_head);
+	rq->retry_head = NULL;
+	free(rq->peek);
+	rq->peek = NULL;
+	free(rq->path);
+	rq->path = NULL;
+	free(rq->sni);
+	rq->sni = NULL;
+	free(rq->addrs);
+	rq->addrs = NULL;
+	free(rq->sx);
+	rq->sx = NULL;
+	if (rq->cfg != NULL)
+		server_cfg_unref(rq->cfg);
+	rq->cfg = NULL;
+}
+
+static void tunnel_unlink(struct conn *c);
+
+/*
+ * A plain tunnel's target (no rq), for its records: its upstream's host
+ * and port, copied there of its length at the dial (dial_next).  A
+ * tunnel's upstream is never replaced, and never dropped before conn_close
+ * has written the records (conn_upstream_drop asserts it); NULL and 0 if
+ * there were none.
+ */
+static const char *
+conn_tunnel_host(const struct conn *c, uint16_t *port)
+{
+	*port = c->up != NULL ? c->up->port : 0;
+	return c->up != NULL ? c->up->host : NULL;
+}
+
 static void
 conn_free(struct conn *c)
 {
@@ -145,23 +221,15 @@ conn_free(struct conn *c)
 	c->next = c->prev = NULL;
 	relay_release(c, &c->upd);
 	relay_release(c, &c->downd);
-	free(c->upd.whead);
-	free(c->downd.whead);
-	front_drop_head(&c->fe);
-	if (c->up_head != NULL)	/* it may carry a credential */
-		explicit_bzero(c->up_head, c->up_head_len);
-	free(c->up_head);
-	if (c->retry_head != NULL)
-		explicit_bzero(c->retry_head, c->retry_len);
-	free(c->retry_head);
-	free(c->peek);
+	/* Every write's callback ran before the handles' close callbacks
+	 * (ECANCELED at the latest), and gave its request back. */
+	assert(c->upd.wreq == NULL && c->downd.wreq == NULL);
 	mitm_free(c);
-	free(c->path);
-	free(c->sni);
-	free(c->addrs);
-	free(c->sx);
-	if (c->cfg != NULL)
-		server_cfg_unref(c->cfg);
+	if (c->rq != NULL) {
+		req_clear(c->rq);
+		free(c->rq);
+		c->rq = NULL;
+	}
 	if (c->ss != NULL)
 		session_conn_done(c->ss, c->upd.bytes, c->downd.bytes);
 #ifndef NDEBUG
@@ -203,6 +271,9 @@ conn_upstream_drop(struct conn *c)
 
 	if (u == NULL)
 		return;
+	/* A tunnel's records name its upstream's host (conn_tunnel_host):
+	 * it goes only with the conn, after them. */
+	assert(c->state != CONN_TUNNEL);
 	c->up = NULL;
 	c->pending_closes++;
 	/* The conn may be freed before this handle closes only if
@@ -218,14 +289,22 @@ static void
 conn_log_close(struct conn *c)
 {
 	struct jw w;
+	const char *host;
+	uint16_t port;
 
 	jw_begin(&w, "close");
 	jw_str(&w, "id", c->id);
 	jw_str(&w, "session", c->ss ? c->ss->id : NULL);
 	/* The last target asked for (refused ones too), null if none. */
-	jw_str(&w, "host", c->last_host[0] ? c->last_host : NULL);
-	if (c->last_port != 0)
-		jw_int(&w, "port", c->last_port);
+	if (c->rq != NULL) {
+		host = c->rq->last_host[0] ? c->rq->last_host : NULL;
+		port = c->rq->last_port;
+	} else {
+		host = conn_tunnel_host(c, &port);
+	}
+	jw_str(&w, "host", host);
+	if (port != 0)
+		jw_int(&w, "port", port);
 	else
 		jw_null(&w, "port");
 	/* Egress only: the sum of this conn's exchange records. */
@@ -256,14 +335,19 @@ conn_close(struct conn *c, const char *reason)
 	 * too: reason NULL). */
 	conn_log_exchange(c, reason);
 	conn_log_close(c);
-	if (c->dreq != NULL) {
-		dns_cancel(c->dreq);
-		c->dreq = NULL;
+	if (c->rq != NULL && c->rq->dreq != NULL) {
+		dns_cancel(c->rq->dreq);
+		c->rq->dreq = NULL;
 	}
 	conn_upstream_drop(c);
-	c->pending_closes += 2;
+	c->pending_closes++;
 	uv_close((uv_handle_t *)&c->client, conn_on_handle_closed);
-	uv_close((uv_handle_t *)&c->timer, conn_on_handle_closed);
+	if (c->rq != NULL) {
+		c->pending_closes++;
+		uv_close((uv_handle_t *)&c->rq->timer, conn_on_handle_closed);
+	} else {
+		tunnel_unlink(c);
+	}
 	c->pending_closes += mitm_close(c, conn_on_handle_closed);
 }
 
@@ -276,7 +360,7 @@ conn_close(struct conn *c, const char *reason)
 void
 conn_cut(struct conn *c, const char *reason)
 {
-	if (c->state == CONN_HEAD && c->fe.head == NULL && !c->ex_open &&
+	if (c->state == CONN_HEAD && c->rq->fe.head == NULL && !c->ex_open &&
 	    reason != NULL && strcmp(reason, "phase_changed") != 0)
 		reason = NULL;
 	conn_close(c, reason);
@@ -324,7 +408,7 @@ conn_on_timer(uv_timer_t *t)
 			conn_close(c, "tls_handshake_timeout");
 			return;
 		}
-		if (c->nreqs > 0 && c->fe.head == NULL) {
+		if (c->nreqs > 0 && c->rq->fe.head == NULL) {
 			/* Idle keep-alive between requests. */
 			conn_close(c, NULL);
 			return;
@@ -341,14 +425,13 @@ conn_on_timer(uv_timer_t *t)
 		refuse_send(c, REASON_TIMEOUT, "connect timeout");
 		return;
 	case CONN_HTTP:
-	case CONN_TUNNEL:
 		if (conn_now(c) - c->last_activity < idle) {
-			uv_timer_start(&c->timer, conn_on_timer,
+			uv_timer_start(&c->rq->timer, conn_on_timer,
 			    idle - (conn_now(c) - c->last_activity), 0);
 			return;
 		}
-		if (c->state == CONN_HTTP && !c->resp_final_seen &&
-		    !c->logged && !c->downd.writing) {
+		if (!c->rq->resp_final_seen && !c->rq->logged &&
+		    !c->downd.writing) {
 			/* The origin took the request and never answered:
 			 * say so (504) rather than just hanging up. */
 			conn_upstream_drop(c);
@@ -360,6 +443,7 @@ conn_on_timer(uv_timer_t *t)
 	case CONN_REFUSING:
 		conn_close(c, "write_timeout");
 		return;
+	case CONN_TUNNEL:	/* the sweep's (a tunnel has no rq->timer) */
 	case CONN_CLOSING:
 	case CONN_NSTATES:
 		return;
@@ -369,7 +453,148 @@ conn_on_timer(uv_timer_t *t)
 void
 conn_arm_timer(struct conn *c, uint64_t ms)
 {
-	uv_timer_start(&c->timer, conn_on_timer, ms, 0);
+	uv_timer_start(&c->rq->timer, conn_on_timer, ms, 0);
+}
+
+/*
+ * The tunnels' idle timeouts: no timer per tunnel, one per loop.  The
+ * server's tunnel list is kept in order of last activity (conn_touch()
+ * moves a tunnel to its tail, O(1)), so every tunnel's deadline,
+ * last_activity + [limits] idle_timeout, is at or after the head's, and
+ * the sweep timer is due at the head's deadline.  It is not re-armed on
+ * activity: when it fires, it closes the tunnels that are due, from the
+ * head, stops at the first that is not, and is armed again for that one's
+ * deadline.  So a tunnel closes at its deadline as its own timer would
+ * have closed it (to the loop clock's millisecond; a reload that shortens
+ * idle_timeout applies from the timer's next firing, as a per-conn timer
+ * armed before the reload did), and the sweep wakes at most once per
+ * head deadline, not once per tunnel.
+ */
+static void conn_on_sweep(uv_timer_t *t);
+
+static void
+conn_sweep_arm(struct server *s)
+{
+	uint64_t idle = s->cfg->limits.idle_timeout_ms;
+	uint64_t now = uv_now(s->loop);
+	uint64_t due;
+
+	if (s->tunnels == NULL || !s->sweep_on)
+		return;
+	due = s->tunnels->last_activity + idle;
+	uv_timer_start(&s->sweep, conn_on_sweep, due > now ? due - now : 0, 0);
+}
+
+static void
+conn_on_sweep(uv_timer_t *t)
+{
+	struct server *s = t->data;
+	uint64_t idle = s->cfg->limits.idle_timeout_ms;
+	uint64_t now = uv_now(s->loop);
+	struct conn *c;
+
+	while ((c = s->tunnels) != NULL && now - c->last_activity >= idle) {
+		/* conn_close() unlinks it: each turn takes one off. */
+		conn_close(c, "idle_timeout");
+		if (s->tunnels == c)
+			tunnel_unlink(c);	/* not reached: a tunnel is
+						 * never closing while listed */
+	}
+	conn_sweep_arm(s);
+}
+
+void
+conn_sweep_init(struct server *s)
+{
+	uv_timer_init(s->loop, &s->sweep);
+	s->sweep.data = s;
+	/* It keeps no loop alive: the tunnels' handles do. */
+	uv_unref((uv_handle_t *)&s->sweep);
+	s->sweep_on = true;
+}
+
+void
+conn_sweep_close(struct server *s)
+{
+	if (!s->sweep_on)
+		return;
+	s->sweep_on = false;
+	uv_close((uv_handle_t *)&s->sweep, NULL);
+}
+
+/* Takes c off the server's tunnel list (if it is on it). */
+static void
+tunnel_unlink(struct conn *c)
+{
+	struct server *s = c->s;
+
+	if (c->tprev != NULL)
+		c->tprev->tnext = c->tnext;
+	else if (s->tunnels == c)
+		s->tunnels = c->tnext;
+	else
+		return;		/* not listed */
+	if (c->tnext != NULL)
+		c->tnext->tprev = c->tprev;
+	else
+		s->tunnels_tail = c->tprev;
+	c->tnext = c->tprev = NULL;
+}
+
+/* Appends c (now active) to the server's tunnel list. */
+static void
+tunnel_append(struct conn *c)
+{
+	struct server *s = c->s;
+
+	c->tnext = NULL;
+	c->tprev = s->tunnels_tail;
+	if (s->tunnels_tail != NULL)
+		s->tunnels_tail->tnext = c;
+	else
+		s->tunnels = c;
+	s->tunnels_tail = c;
+}
+
+void
+conn_touch(struct conn *c)
+{
+	c->last_activity = conn_now(c);
+	/* A listed tunnel (rq freed) moves to the tail: the newest
+	 * deadline.  The sweep timer stays as it is (see above). */
+	if (c->rq == NULL && c->state == CONN_TUNNEL &&
+	    c->s->tunnels_tail != c) {
+		tunnel_unlink(c);
+		tunnel_append(c);
+	}
+}
+
+/* Closes a request's timer handle and frees the request with it. */
+static void
+req_on_timer_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+void
+conn_tunnel_begin(struct conn *c)
+{
+	struct req *rq = c->rq;
+
+	assert(c->state == CONN_TUNNEL && c->mitm == NULL && rq != NULL &&
+	    c->up != NULL);
+	/* What the tunnel's exchange and close records still need, its
+	 * target, is its upstream's (conn_tunnel_host). */
+	req_clear(rq);
+	/* The timer handle is inside rq: rq is freed when it has closed
+	 * (the conn no longer knows it; nothing else points into it). */
+	rq->timer.data = rq;
+	uv_close((uv_handle_t *)&rq->timer, req_on_timer_closed);
+	c->rq = NULL;
+	c->last_activity = conn_now(c);
+	tunnel_append(c);
+	if (!uv_is_active((uv_handle_t *)&c->s->sweep))
+		conn_sweep_arm(c->s);
 }
 
 /* --- audit records ------------------------------------------------------ */
@@ -393,7 +618,7 @@ jw_cut(struct jw *w, const char *key, const char *cut_key, const char *v,
 static void
 conn_log_asked(struct conn *c, struct jw *w)
 {
-	const struct http_head *hd = c->fe.head;
+	const struct http_head *hd = c->rq->fe.head;
 	const char *v;
 	size_t n;
 
@@ -414,9 +639,10 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	struct jw w;
 	char addr[NETADDR_STRLEN];
 
-	if (c->logged)
+	/* A plain tunnel (no rq) had its record at its start. */
+	if (c->rq == NULL || c->rq->logged)
 		return;
-	c->logged = true;
+	c->rq->logged = true;
 	if (strcmp(decision, "allow") == 0)
 		c->admitted = true;
 	if (c->ss != NULL)
@@ -424,34 +650,34 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 		    strcmp(decision, "deny") == 0);
 	metrics_request(&c->s->metrics, conn_env(c), conn_phase(c),
 	    conn_mproto(c), r, r == REASON_ALLOWED &&
-	    c->dec.would_deny != REASON_ALLOWED);
+	    c->rq->dec.would_deny != REASON_ALLOWED);
 	jw_begin(&w, "request");
 	jw_str(&w, "id", c->id);
 	jw_str(&w, "session", c->ss ? c->ss->id : NULL);
 	jw_str(&w, "env", conn_env(c));
 	jw_str(&w, "phase", phase_name(conn_phase(c)));
-	jw_str(&w, "client", c->client_addr);
+	jw_str(&w, "client", c->rq->client_addr);
 	jw_str(&w, "proto", conn_proto(c));
-	jw_str(&w, "method", c->fe.method[0] ? c->fe.method : NULL);
-	jw_str(&w, "host", c->host[0] ? c->host : NULL);
-	if (c->port != 0)
-		jw_int(&w, "port", c->port);
+	jw_str(&w, "method", c->rq->fe.method[0] ? c->rq->fe.method : NULL);
+	jw_str(&w, "host", c->rq->host[0] ? c->rq->host : NULL);
+	if (c->rq->port != 0)
+		jw_int(&w, "port", c->rq->port);
 	else
 		jw_null(&w, "port");
-	if (c->path != NULL)
-		jw_str(&w, "path", c->path);
-	if (c->path != NULL && c->path_truncated)
+	if (c->rq->path != NULL)
+		jw_str(&w, "path", c->rq->path);
+	if (c->rq->path != NULL && c->rq->path_truncated)
 		jw_bool(&w, "path_truncated", true);
 	jw_str(&w, "decision", decision);
-	if (r == REASON_ALLOWED && c->dec.would_deny != REASON_ALLOWED) {
+	if (r == REASON_ALLOWED && c->rq->dec.would_deny != REASON_ALLOWED) {
 		/* Report-only mode: allowed, and what enforce would have
 		 * refused ("rule" is the rule that would have denied). */
 		jw_str(&w, "reason", "report_only");
-		jw_str(&w, "would_deny", reason_str(c->dec.would_deny));
+		jw_str(&w, "would_deny", reason_str(c->rq->dec.would_deny));
 	} else {
 		jw_str(&w, "reason", reason_str(r));
 	}
-	jw_str(&w, "rule", c->dec.rule_text);
+	jw_str(&w, "rule", c->rq->dec.rule_text);
 	if (c->up != NULL && c->up->connected) {
 		netaddr_format_port(&c->up->addr, c->up->port, addr,
 		    sizeof(addr));
@@ -459,31 +685,31 @@ conn_log_request(struct conn *c, const char *decision, enum reason r,
 	} else {
 		jw_null(&w, "addr");
 	}
-	if (c->sni != NULL)
-		jw_str(&w, "sni", c->sni);
-	if (c->is_connect && c->intercept && r == REASON_ALLOWED)
+	if (c->rq->sni != NULL)
+		jw_str(&w, "sni", c->rq->sni);
+	if (c->is_connect && c->rq->intercept && r == REASON_ALLOWED)
 		jw_bool(&w, "intercepted", true);
 	/* The credential's name only, never its value. */
-	if (c->cred != NULL && r == REASON_ALLOWED)
-		jw_str(&w, "credential", c->cred->name);
-	if (r == REASON_ADDRESS_BLOCKED && c->blocked_why != NULL)
-		jw_str(&w, "blocked", c->blocked_why);
+	if (c->rq->cred != NULL && r == REASON_ALLOWED)
+		jw_str(&w, "credential", c->rq->cred->name);
+	if (r == REASON_ADDRESS_BLOCKED && c->rq->blocked_why != NULL)
+		jw_str(&w, "blocked", c->rq->blocked_why);
 	jw_int(&w, "status", status);
-	if (c->is_socks && c->socks_rep >= 0)
-		jw_int(&w, "socks_reply", c->socks_rep);
+	if (c->is_socks && c->rq->socks_rep >= 0)
+		jw_int(&w, "socks_reply", c->rq->socks_rep);
 	if (detail == NULL && r == REASON_ALLOWED &&
-	    c->dec.would_deny != REASON_ALLOWED)
-		detail = c->dec.detail;
+	    c->rq->dec.would_deny != REASON_ALLOWED)
+		detail = c->rq->dec.detail;
 	if (detail != NULL)
 		jw_str(&w, "detail", detail);
 	if (r == REASON_BAD_REQUEST)
 		conn_log_asked(c, &w);
 	audit_emit(&c->s->audit, &w);
 	/* Logged: a long-lived tunnel need not keep these. */
-	free(c->sni);
-	c->sni = NULL;
-	free(c->path);
-	c->path = NULL;
+	free(c->rq->sni);
+	c->rq->sni = NULL;
+	free(c->rq->path);
+	c->rq->path = NULL;
 }
 
 /* a + b, saturating where a record's integer ends (INT64_MAX). */
@@ -522,16 +748,26 @@ conn_log_exchange(struct conn *c, const char *error)
 	jw_str(&w, "env", conn_env(c));
 	jw_str(&w, "phase", phase_name(conn_phase(c)));
 	jw_str(&w, "proto", conn_proto(c));
-	jw_str(&w, "method", c->fe.method[0] ? c->fe.method : NULL);
-	jw_str(&w, "host", c->host[0] ? c->host : NULL);
-	if (c->port != 0)
-		jw_int(&w, "port", c->port);
-	else
-		jw_null(&w, "port");
+	if (c->rq == NULL) {
+		/* A plain tunnel: a CONNECT (SOCKS5's too) to its target. */
+		jw_str(&w, "method", "CONNECT");
+		uint16_t port;
+
+		jw_str(&w, "host", conn_tunnel_host(c, &port));
+		jw_int(&w, "port", port);
+	} else {
+		jw_str(&w, "method", c->rq->fe.method[0] ? c->rq->fe.method :
+		    NULL);
+		jw_str(&w, "host", c->rq->host[0] ? c->rq->host : NULL);
+		if (c->rq->port != 0)
+			jw_int(&w, "port", c->rq->port);
+		else
+			jw_null(&w, "port");
+	}
 	if (c->is_connect)
 		jw_int(&w, "status", 200);
-	else if (c->resp_final_seen)
-		jw_int(&w, "status", c->resp_status);
+	else if (c->rq->resp_final_seen)
+		jw_int(&w, "status", c->rq->resp_status);
 	else
 		jw_null(&w, "status");
 	jw_int(&w, "bytes_up", (long long)c->ex_up);
@@ -553,28 +789,28 @@ void
 conn_begin_head(struct conn *c)
 {
 	c->is_connect = false;
-	c->resp_done = false;
-	c->req_has_body = false;
-	c->resp_final_seen = false;
-	c->resp_close = false;
-	c->logged = false;
-	c->resp_status = 0;
-	c->host[0] = '\0';
-	c->port = 0;
-	free(c->path);
-	c->path = NULL;
-	free(c->sni);
-	c->sni = NULL;
-	c->blocked_why = NULL;
-	c->resp_bytes = 0;
-	if (c->retry_head != NULL)
-		explicit_bzero(c->retry_head, c->retry_len);
-	free(c->retry_head);
-	c->retry_head = NULL;
-	c->path_truncated = false;
-	c->intercept = false;
-	c->cred = NULL;
-	front_begin(&c->fe);
+	c->rq->resp_done = false;
+	c->rq->req_has_body = false;
+	c->rq->resp_final_seen = false;
+	c->rq->resp_close = false;
+	c->rq->logged = false;
+	c->rq->resp_status = 0;
+	c->rq->host[0] = '\0';
+	c->rq->port = 0;
+	free(c->rq->path);
+	c->rq->path = NULL;
+	free(c->rq->sni);
+	c->rq->sni = NULL;
+	c->rq->blocked_why = NULL;
+	c->rq->resp_bytes = 0;
+	if (c->rq->retry_head != NULL)
+		explicit_bzero(c->rq->retry_head, c->rq->retry_len);
+	free(c->rq->retry_head);
+	c->rq->retry_head = NULL;
+	c->rq->path_truncated = false;
+	c->rq->intercept = false;
+	c->rq->cred = NULL;
+	front_begin(&c->rq->fe);
 	/* A new conn starts in HEAD (calloc); only a kept-alive one moves. */
 	if (c->state != CONN_HEAD)
 		conn_set_state(c, CONN_HEAD);
@@ -593,7 +829,10 @@ conn_global_init(void)
 static void
 conn_on_unlinked_closed(uv_handle_t *h)
 {
-	free(h->data);
+	struct conn *c = h->data;
+
+	free(c->rq);
+	free(c);
 }
 
 void
@@ -610,6 +849,10 @@ conn_accept(struct server *s, uv_stream_t *listener, struct session *ss)
 		return;
 	}
 	c = calloc(1, sizeof(*c));
+	if (c != NULL && (c->rq = calloc(1, sizeof(*c->rq))) == NULL) {
+		free(c);
+		c = NULL;
+	}
 	if (c == NULL) {
 		server_conn_gone(s);
 		refuse_overloaded(s, listener);
@@ -617,6 +860,7 @@ conn_accept(struct server *s, uv_stream_t *listener, struct session *ss)
 	}
 	c->s = s;
 	if (uv_tcp_init(s->loop, &c->client) < 0) {
+		free(c->rq);
 		free(c);
 		server_conn_gone(s);
 		return;
@@ -628,8 +872,8 @@ conn_accept(struct server *s, uv_stream_t *listener, struct session *ss)
 		uv_close((uv_handle_t *)&c->client, conn_on_unlinked_closed);
 		return;
 	}
-	uv_timer_init(s->loop, &c->timer);
-	c->timer.data = c;
+	uv_timer_init(s->loop, &c->rq->timer);
+	c->rq->timer.data = c;
 	uv_tcp_nodelay(&c->client, 1);
 
 	c->next = s->conns;
@@ -647,11 +891,13 @@ conn_accept(struct server *s, uv_stream_t *listener, struct session *ss)
 	c->last_activity = c->start_ms;
 	if (uv_tcp_getpeername(&c->client, (struct sockaddr *)&sa, &salen) == 0) {
 		netaddr_from_sockaddr((struct sockaddr *)&sa, &na, &port);
-		netaddr_format_port(&na, port, c->client_addr, sizeof(c->client_addr));
+		netaddr_format_port(&na, port, c->rq->client_addr,
+		    sizeof(c->rq->client_addr));
 	} else {
-		snprintf(c->client_addr, sizeof(c->client_addr), "unknown");
+		snprintf(c->rq->client_addr, sizeof(c->rq->client_addr),
+		    "unknown");
 	}
-	front_init(&c->fe);
+	front_init(&c->rq->fe);
 	exchange_init(c);
 	conn_begin_head(c);
 	relay_update_reads(c);

@@ -2,7 +2,8 @@
  * conn_internal: what the files of the conn code share, and nothing else
  * includes.  One conn's life is spread over them by role:
  *   conn.c      lifecycle: accept, the state machine and its transition
- *               table, the timer, close and free, the audit records
+ *               table, the per-state timer and the tunnels' idle sweep,
+ *               close and free, the audit records
  *   front.c     the request front end (llhttp request callbacks, head
  *               checks); no conn, see front.h
  *   exchange.c  one HTTP exchange: the decision on a request head, the
@@ -43,70 +44,81 @@ enum conn_state {
 
 struct conn;
 
+/*
+ * A conn's upstream connection.  Its connect request is allocated only
+ * while the connect is in flight (dial.c frees it in the callback, which
+ * libuv always calls, ECANCELED at a close).  A plain tunnel's records
+ * name its host and port.
+ */
 struct upstream {
 	uv_tcp_t tcp;
-	uv_connect_t creq;
 	struct conn *c;		/* NULL once detached from its conn */
-	bool connected;
-	bool reusable;		/* idle between exchanges, may carry another */
-	bool reading;
-	char host[NETADDR_MAX_HOST + 3];
-	uint16_t port;
-	struct netaddr addr;
 	/* An intercepted conn's upstream speaks TLS (mitm.c): its SSL,
 	 * freed with it, and its raw read buffer while a read is on. */
 	SSL *ssl;
-	bool tls_done;		/* handshake done and verified */
-	bool need_raw;		/* the SSL needs ciphertext to go on */
 	struct buf *raw;
 	unsigned ctl_writes;
+	struct netaddr addr;
+	uint16_t port;
+	/* Bits, so that host[] starts one byte earlier: with a short host an
+	 * upstream is a malloc size class smaller (bench row 7). */
+	bool connected : 1;
+	bool reusable : 1;	/* idle between exchanges, may carry another */
+	bool reading : 1;
+	bool tls_done;		/* handshake done and verified (mitm.c points
+				 * at these two) */
+	bool need_raw;		/* the SSL needs ciphertext to go on */
+	/* The origin's name (or address text), NUL-terminated, of its own
+	 * length: allocated with the upstream (dial_next). */
+	char host[];
 };
 
-/* One relay direction: bytes read from one side, written to the other. */
+/*
+ * One relay direction: bytes read from one side, written to the other.
+ * The write request (and the head it owns) is taken from the server's
+ * free list (pool_wreq_get) only while a write is in flight, and a
+ * shutdown request is allocated only while one is: an idle direction
+ * holds neither.
+ */
 struct dir {
 	struct buf *rbuf;	/* lent by the pool while it holds bytes */
-	size_t roff, rlen;	/* unprocessed bytes are rbuf[roff, rlen) */
-	uv_write_t wreq;
-	uv_shutdown_t sreq;
+	/* Unprocessed bytes are rbuf[roff, rlen): offsets within one relay
+	 * buffer, so 32 bits (conn.c asserts the buffer size fits). */
+	uint32_t roff, rlen;
+	struct wreq *wreq;	/* while writing (with the head it writes
+				 * before the data, if any) */
+	uint64_t bytes;
 	bool writing;
-	char *whead;		/* malloc'd head written before the data */
 	bool eof;		/* the source side sent EOF */
 	bool shut;		/* shutdown sent to the sink side */
-	uint64_t bytes;
 };
 
-struct conn {
-	struct conn *next, *prev;
-	struct server *s;
-	struct session *ss;
-	enum conn_state state;
-	enum phase phase_at_open;
-	char id[17];
-	char client_addr[NETADDR_STRLEN];
-	uint64_t start_ms;
-	uint64_t dns_t0_ns;		/* a lookup's start (uv_hrtime), or 0 */
-	uint64_t last_activity;
-	unsigned pending_closes;
-	const char *close_reason;	/* NULL = normal end */
-	bool client_reading;
-	/* > 0 while a libuv callback of this conn runs: relay_update_reads()
-	 * is applied once when it returns (relay_hold/relay_apply), so that
-	 * a read stopped and started again within one callback (a reused
-	 * upstream: HEAD -> DIALING -> HTTP) costs no epoll_ctl pair. */
-	unsigned reads_hold;
-
-	uv_tcp_t client;
+/*
+ * The per-request part of a conn: everything that reading, deciding,
+ * resolving, peeking, dialling and relaying HTTP needs, and a plain
+ * tunnel does not.  Allocated with the conn (conn_accept) and reused for
+ * every request of a keep-alive conn; freed when the conn becomes a plain
+ * CONNECT tunnel (conn_tunnel_begin), never allocated again (a tunnel
+ * never goes back to HTTP).  An intercepted tunnel keeps it: its requests
+ * are read from inside the client's TLS (mitm.c).  So c->rq is non-NULL in
+ * every state but TUNNEL (and CLOSING entered from TUNNEL).
+ */
+struct req {
+	/* The conn's precise timer for the short, per-state timeouts (HEAD,
+	 * RESOLVING, PEEK, DIALING, REFUSING) and HTTP's idle timeout; a
+	 * tunnel has none (conn.c: the server's sweep). */
 	uv_timer_t timer;
-	struct upstream *up;
-	struct dns_req *dreq;
 
 	/* The request front end: its parser, method and the head arena
 	 * (shared with resp_parser while a response head is read). */
 	struct front fe;
 	llhttp_t resp_parser;
 
+	struct dns_req *dreq;		/* while RESOLVING */
+	uint64_t dns_t0_ns;		/* a lookup's start (uv_hrtime), or 0 */
+	char client_addr[NETADDR_STRLEN];	/* its request records' */
+
 	/* The current request. */
-	bool is_connect;
 	bool resp_done;
 	bool req_has_body;
 	bool client_keepalive;
@@ -114,13 +126,19 @@ struct conn {
 	bool resp_close;		/* close the client after this response */
 	bool is_head_method;
 	bool logged;			/* request record written */
+	bool path_truncated;		/* path cut at AUDIT_MAX_PATH */
+	bool sent_200;			/* the client is in the tunnel */
+	bool intercept;
 	int refuse_status;		/* 414/431 instead of 400, or 0 */
 	int resp_status;
-	char host[NETADDR_MAX_HOST + 3];
 	enum host_kind host_kind;
 	uint16_t port;
+	uint16_t last_port;
+	char host[NETADDR_MAX_HOST + 3];
+	/* The conn's last target asked for (refused ones too): its close
+	 * record (a tunnel's is copied into the conn, conn_tunnel_begin). */
+	char last_host[NETADDR_MAX_HOST + 3];
 	char *path;			/* only with [audit] paths = yes */
-	bool path_truncated;		/* path cut at AUDIT_MAX_PATH */
 	char *up_head;			/* request head waiting for the dial */
 	size_t up_head_len;
 	/* A bodiless request sent on a reused upstream, kept until the
@@ -131,8 +149,6 @@ struct conn {
 	size_t retry_len;
 	uint64_t resp_bytes;		/* from the upstream, this exchange */
 	struct netaddr lit_addr;	/* the target, when it is an address */
-	unsigned nreqs;
-	bool admitted;			/* an allow record was written */
 	struct cfg *cfg;		/* reference held for `dec` */
 	struct decision dec;
 	struct netaddr *addrs;		/* checked addresses, while dialing */
@@ -141,37 +157,68 @@ struct conn {
 	/* CONNECT to a TLS port: the first flight, read before dialing. */
 	char *peek;
 	size_t peek_len;
-	bool sent_200;			/* the client is in the tunnel */
 	char *sni;			/* the ClientHello's SNI, until logged */
 
 	/* SOCKS5 (socksconn.c): the first byte was 0x05.  The parser lives
 	 * until the request is decided; socks_rep is the reply code the
 	 * client got or gets (-1 until one is known), for the audit. */
 	bool proto_seen;		/* the conn's first byte was read */
-	bool is_socks;
-	struct socks *sx;
 	int socks_rep;
+	struct socks *sx;
 
 	/* TLS interception (mitm.c): the decision said "look inside"
-	 * (intercept), then the client's TLS (mitm, from the ClientHello on);
-	 * the credential set on the current request (points into cfg). */
-	bool intercept;
-	struct mitm *mitm;
+	 * (intercept); the credential set on the current request (points
+	 * into cfg). */
 	const struct credential *cred;
+};
+
+/*
+ * One client connection: what every state needs, a plain tunnel's whole
+ * state included (its close and exchange records).  Kept small: an idle
+ * tunnel holds this, its upstream and nothing else (the
+ * _Static_assert in conn.c).
+ */
+struct conn {
+	struct conn *next, *prev;	/* the server's list of every conn */
+	/* The server's tunnel list (s->tunnels), oldest activity first:
+	 * the sweep's order (conn.c). */
+	struct conn *tnext, *tprev;
+	struct server *s;
+	struct session *ss;
+	struct req *rq;			/* NULL in a plain tunnel */
+	struct upstream *up;
+	struct mitm *mitm;		/* TLS interception (mitm.c) */
+	const char *close_reason;	/* NULL = normal end */
+	uint64_t start_ms;
+	uint64_t last_activity;		/* conn_touch() */
+	enum conn_state state;
+	enum phase phase_at_open;
+	unsigned pending_closes;
+	/* > 0 while a libuv callback of this conn runs: relay_update_reads()
+	 * is applied once when it returns (relay_hold/relay_apply), so that
+	 * a read stopped and started again within one callback (a reused
+	 * upstream: HEAD -> DIALING -> HTTP) costs no epoll_ctl pair. */
+	unsigned reads_hold;
+	unsigned nreqs;
+	bool client_reading;
+	bool is_connect;		/* the current request is a CONNECT */
+	bool is_socks;			/* the conn speaks SOCKS5 */
+	bool admitted;			/* an allow record was written */
+	char id[17];
+	bool ex_open;			/* bytes went up, no exchange record yet */
+
+	uv_tcp_t client;
 
 	/*
 	 * Egress accounting (docs/design.md §9 "Accounting and report
 	 * mode"): the bytes of the current exchange (an HTTP request and its
 	 * response, or a tunnel) on the upstream wire, from the first byte
 	 * written to an upstream until its exchange record; sums of this
-	 * conn's exchange records; the last target asked for.
+	 * conn's exchange records.
 	 */
-	bool ex_open;			/* bytes went up, no exchange record yet */
 	uint64_t ex_start_ms;		/* the request head was complete */
 	uint64_t ex_up, ex_down;
 	uint64_t sum_up, sum_down;
-	char last_host[NETADDR_MAX_HOST + 3];
-	uint16_t last_port;
 
 	struct dir upd;		/* client -> upstream */
 	struct dir downd;	/* upstream -> client */
@@ -180,7 +227,15 @@ struct conn {
 /* conn.c: lifecycle */
 void conn_set_state(struct conn *c, enum conn_state st);
 void conn_close(struct conn *c, const char *reason);
+/* The conn's precise timer (rq->timer; not in a plain tunnel). */
 void conn_arm_timer(struct conn *c, uint64_t ms);
+/* Activity on c now: its idle timeout starts again (O(1); a tunnel moves
+ * to the tail of the server's sweep list). */
+void conn_touch(struct conn *c);
+/* A CONNECT (or SOCKS5) tunnel that is not intercepted starts (in
+ * TUNNEL, connected): c->rq is freed and c joins the server's idle
+ * sweep. */
+void conn_tunnel_begin(struct conn *c);
 void conn_begin_head(struct conn *c);
 void conn_upstream_drop(struct conn *c);
 uint64_t conn_now(const struct conn *c);

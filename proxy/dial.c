@@ -5,8 +5,10 @@
  * and the ones that pass are dialled in order until one connects.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "conn_internal.h"
 #include "hostaddr.h"
@@ -17,23 +19,23 @@ static void dial_on_dns(void *arg, int status, const struct netaddr *addrs,
 void
 dial_resolve(struct conn *c)
 {
-	if (c->host_kind != HOST_NAME) {
-		c->naddrs = 0;
-		c->next_addr = 0;
-		dial_on_dns(c, 0, &c->lit_addr, 1);
+	if (c->rq->host_kind != HOST_NAME) {
+		c->rq->naddrs = 0;
+		c->rq->next_addr = 0;
+		dial_on_dns(c, 0, &c->rq->lit_addr, 1);
 		return;
 	}
 	conn_set_state(c, CONN_RESOLVING);
 	relay_update_reads(c);
 	conn_arm_timer(c, (uint64_t)c->s->cfg->limits.connect_timeout_ms +
 	    (uint64_t)c->s->cfg->dns.timeout_ms * 3);
-	c->dns_t0_ns = uv_hrtime();
-	c->dreq = dns_resolve(c->s->dns, c->host, dial_on_dns, c);
-	if (c->dreq == NULL && dns_busy(c->s->dns))
+	c->rq->dns_t0_ns = uv_hrtime();
+	c->rq->dreq = dns_resolve(c->s->dns, c->rq->host, dial_on_dns, c);
+	if (c->rq->dreq == NULL && dns_busy(c->s->dns))
 		/* Our own bound (DNS_MAX_DETACHED), not the name's fault. */
 		refuse_send(c, REASON_OVERLOADED, "too many DNS queries in "
 		    "flight");
-	else if (c->dreq == NULL)
+	else if (c->rq->dreq == NULL)
 		refuse_send(c, REASON_DNS_FAILED, "resolver unavailable");
 }
 
@@ -48,12 +50,13 @@ dial_on_dns(void *arg, int status, const struct netaddr *addrs,
 	struct conn *c = arg;
 	const char *why = NULL;
 
-	if (c->dns_t0_ns != 0) {
-		metrics_dns(&c->s->metrics, (uv_hrtime() - c->dns_t0_ns) / 1000);
-		c->dns_t0_ns = 0;
+	if (c->rq->dns_t0_ns != 0) {
+		metrics_dns(&c->s->metrics,
+		    (uv_hrtime() - c->rq->dns_t0_ns) / 1000);
+		c->rq->dns_t0_ns = 0;
 	}
 
-	c->dreq = NULL;
+	c->rq->dreq = NULL;
 	if (c->state == CONN_CLOSING || c->state == CONN_REFUSING)
 		return;
 	if (status < 0 || naddrs == 0) {
@@ -62,26 +65,28 @@ dial_on_dns(void *arg, int status, const struct netaddr *addrs,
 		    "resolver error");
 		return;
 	}
-	c->naddrs = 0;
-	free(c->addrs);
-	c->addrs = malloc((naddrs < DNS_MAX_ADDRS ? naddrs : DNS_MAX_ADDRS) *
-	    sizeof(*c->addrs));
-	if (c->addrs == NULL) {
+	c->rq->naddrs = 0;
+	free(c->rq->addrs);
+	c->rq->addrs = malloc((naddrs < DNS_MAX_ADDRS ? naddrs : DNS_MAX_ADDRS) *
+	    sizeof(*c->rq->addrs));
+	if (c->rq->addrs == NULL) {
 		conn_close(c, "out_of_memory");
 		return;
 	}
 	for (size_t i = 0; i < naddrs && i < DNS_MAX_ADDRS; i++) {
-		if (policy_addr_allowed(c->cfg, &addrs[i], c->port, &why))
-			c->addrs[c->naddrs++] = addrs[i];
+		if (policy_addr_allowed(c->rq->cfg, &addrs[i], c->rq->port,
+		    &why))
+			c->rq->addrs[c->rq->naddrs++] = addrs[i];
 		else
-			c->blocked_why = why;
+			c->rq->blocked_why = why;
 	}
-	c->next_addr = 0;
-	if (c->naddrs == 0) {
+	c->rq->next_addr = 0;
+	if (c->rq->naddrs == 0) {
 		/* The body names why only for the host's own addresses: a
 		 * public-looking address refused needs the explanation. */
 		refuse_send(c, REASON_ADDRESS_BLOCKED,
-		    hostaddr_is_why(c->blocked_why) ? c->blocked_why : NULL);
+		    hostaddr_is_why(c->rq->blocked_why) ? c->rq->blocked_why :
+		    NULL);
 		return;
 	}
 	if (peek_wanted(c)) {
@@ -98,36 +103,47 @@ static void
 dial_next(struct conn *c)
 {
 	struct upstream *u;
+	uv_connect_t *creq;
 	struct sockaddr_storage ss;
+	size_t hostlen, usize;
 	int r;
 
-	while (c->next_addr < c->naddrs) {
-		const struct netaddr *a = &c->addrs[c->next_addr++];
+	while (c->rq->next_addr < c->rq->naddrs) {
+		const struct netaddr *a = &c->rq->addrs[c->rq->next_addr++];
 
-		u = calloc(1, sizeof(*u));
-		if (u == NULL) {
+		/* The host's name in the same allocation, of its length (not
+		 * less than the struct, whose tail padding host[] may use). */
+		hostlen = strlen(c->rq->host);
+		usize = offsetof(struct upstream, host) + hostlen + 1;
+		u = calloc(1, usize > sizeof(*u) ? usize : sizeof(*u));
+		creq = malloc(sizeof(*creq));
+		if (u == NULL || creq == NULL) {
+			free(u);
+			free(creq);
 			conn_close(c, "out_of_memory");
 			return;
 		}
 		u->c = c;
 		u->tcp.data = u;
 		u->addr = *a;
-		u->port = c->port;
-		snprintf(u->host, sizeof(u->host), "%s", c->host);
+		u->port = c->rq->port;
+		memcpy(u->host, c->rq->host, hostlen + 1);
 		r = uv_tcp_init(c->s->loop, &u->tcp);
 		if (r < 0) {
 			free(u);
+			free(creq);
 			refuse_send(c, REASON_CONNECT_FAILED, uv_strerror(r));
 			return;
 		}
 		c->up = u;
 		uv_tcp_nodelay(&u->tcp, 1);
-		netaddr_to_sockaddr(a, c->port, &ss);
-		u->creq.data = u;
-		r = uv_tcp_connect(&u->creq, &u->tcp, (struct sockaddr *)&ss,
+		netaddr_to_sockaddr(a, c->rq->port, &ss);
+		creq->data = u;
+		r = uv_tcp_connect(creq, &u->tcp, (struct sockaddr *)&ss,
 		    dial_on_connected);
 		if (r == 0)
 			return;
+		free(creq);
 		conn_upstream_drop(c);
 		if (r == UV_EMFILE || r == UV_ENFILE) {
 			/* Our own limit, not the origin's fault: say so. */
@@ -144,11 +160,13 @@ dial_next(struct conn *c)
 void
 dial_established(struct conn *c)
 {
-	c->last_activity = conn_now(c);
-	conn_arm_timer(c, c->s->cfg->limits.idle_timeout_ms);
-	free(c->addrs);
-	c->addrs = NULL;
-	c->naddrs = c->next_addr = 0;
+	conn_touch(c);
+	/* A tunnel's idle timeout is the sweep's (conn_tunnel_begin). */
+	if (!c->is_connect || c->mitm != NULL)
+		conn_arm_timer(c, c->s->cfg->limits.idle_timeout_ms);
+	free(c->rq->addrs);
+	c->rq->addrs = NULL;
+	c->rq->naddrs = c->rq->next_addr = 0;
 	if (c->is_connect)
 		relay_tunnel_start(c);
 	else
@@ -161,6 +179,10 @@ dial_on_connected(uv_connect_t *req, int status)
 	struct upstream *u = req->data;
 	struct conn *c = u->c;
 
+	/* The request was only for this connect.  A dropped upstream is
+	 * closed after this callback (libuv calls it, ECANCELED, before
+	 * the handle's close callback), so u is still valid here. */
+	free(req);
 	if (c == NULL || c->up != u || c->state != CONN_DIALING)
 		return;		/* dropped, or the conn is closing */
 	if (status < 0) {

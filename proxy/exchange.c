@@ -24,7 +24,7 @@ exchange_on_resp_begin(llhttp_t *p)
 {
 	struct conn *c = p->data;
 
-	return front_head_begin(&c->fe);
+	return front_head_begin(&c->rq->fe);
 }
 
 static int
@@ -33,7 +33,7 @@ exchange_on_resp_status(llhttp_t *p, const char *at, size_t n)
 	struct conn *c = p->data;
 
 	/* The reason phrase is kept where a request keeps its URL. */
-	return http_head_url(c->fe.head, at, n);
+	return http_head_url(c->rq->fe.head, at, n);
 }
 
 static int
@@ -41,7 +41,7 @@ exchange_on_resp_field(llhttp_t *p, const char *at, size_t n)
 {
 	struct conn *c = p->data;
 
-	return http_head_field(c->fe.head, at, n);
+	return http_head_field(c->rq->fe.head, at, n);
 }
 
 static int
@@ -49,7 +49,7 @@ exchange_on_resp_value(llhttp_t *p, const char *at, size_t n)
 {
 	struct conn *c = p->data;
 
-	return http_head_value(c->fe.head, at, n);
+	return http_head_value(c->rq->fe.head, at, n);
 }
 
 static int
@@ -66,9 +66,9 @@ exchange_on_resp_complete(llhttp_t *p)
 {
 	struct conn *c = p->data;
 
-	if (!c->resp_final_seen)
+	if (!c->rq->resp_final_seen)
 		return 0;	/* a 1xx: the final response follows */
-	c->resp_done = true;
+	c->rq->resp_done = true;
 	return HPE_PAUSED;
 }
 
@@ -90,8 +90,8 @@ exchange_global_init(void)
 void
 exchange_init(struct conn *c)
 {
-	llhttp_init(&c->resp_parser, HTTP_RESPONSE, &resp_settings);
-	c->resp_parser.data = c;
+	llhttp_init(&c->rq->resp_parser, HTTP_RESPONSE, &resp_settings);
+	c->rq->resp_parser.data = c;
 }
 
 /* --- the request ------------------------------------------------------------ */
@@ -104,25 +104,26 @@ exchange_init(struct conn *c)
 bool
 exchange_retry(struct conn *c)
 {
-	if (c->retry_head == NULL || c->resp_bytes != 0 || c->upd.writing ||
-	    c->downd.writing || c->state != CONN_HTTP)
+	if (c->state != CONN_HTTP || c->rq->retry_head == NULL ||
+	    c->rq->resp_bytes != 0 || c->upd.writing || c->downd.writing)
 		return false;
 	conn_upstream_drop(c);
-	if (c->up_head != NULL)	/* it may carry a credential */
-		explicit_bzero(c->up_head, c->up_head_len);
-	free(c->up_head);
-	c->up_head = c->retry_head;
-	c->up_head_len = c->retry_len;
-	c->retry_head = NULL;
+	if (c->rq->up_head != NULL)	/* it may carry a credential */
+		explicit_bzero(c->rq->up_head, c->rq->up_head_len);
+	free(c->rq->up_head);
+	c->rq->up_head = c->rq->retry_head;
+	c->rq->up_head_len = c->rq->retry_len;
+	c->rq->retry_head = NULL;
 	log_debug("conn %s: reused upstream closed; retrying", c->id);
 	dial_resolve(c);
 	return true;
 }
 
 /*
- * Decides the target in c->host/host_kind/port (addr: the address of a
- * literal) with c->fe.method, c->is_connect and c->req_has_body, under the
- * config in force now, which c->cfg then holds (the audit record's rule
+ * Decides the target in c->rq->host/host_kind/port (addr: the address of a
+ * literal) with c->rq->fe.method, c->is_connect and c->rq->req_has_body,
+ * under the
+ * config in force now, which c->rq->cfg then holds (the audit record's rule
  * text points into it).  Returns true when the request may go out; false
  * when it was refused (refuse_send() called).  HTTP heads and SOCKS5
  * requests (socksconn.c) are decided here alike.
@@ -137,49 +138,51 @@ exchange_decide(struct conn *c, const struct netaddr *addr)
 	 * audit record's rule text. */
 	cfg = c->s->cfg;
 	server_cfg_ref(cfg);
-	if (c->cfg != NULL)
-		server_cfg_unref(c->cfg);
-	c->cfg = cfg;
+	if (c->rq->cfg != NULL)
+		server_cfg_unref(c->rq->cfg);
+	c->rq->cfg = cfg;
 	/* The conn's last target (its close record) and the exchange's
 	 * start, refused or not. */
-	memcpy(c->last_host, c->host, sizeof(c->last_host));
-	c->last_port = c->port;
+	memcpy(c->rq->last_host, c->rq->host, sizeof(c->rq->last_host));
+	c->rq->last_port = c->rq->port;
 	c->ex_start_ms = conn_now(c);
-	pt.host = c->host;
-	pt.kind = c->host_kind;
+	pt.host = c->rq->host;
+	pt.kind = c->rq->host_kind;
 	pt.addr = *addr;
-	pt.port = c->port;
+	pt.port = c->rq->port;
 	if (c->ss != NULL && cfg_find_env(cfg, c->ss->env) == NULL) {
-		c->dec.reason = REASON_UNKNOWN_ENV;
-		c->dec.rule = NULL;
-		c->dec.rule_text = "default";
-		c->dec.detail = NULL;
-		c->dec.would_deny = REASON_ALLOWED;
+		c->rq->dec.reason = REASON_UNKNOWN_ENV;
+		c->rq->dec.rule = NULL;
+		c->rq->dec.rule_text = "default";
+		c->rq->dec.detail = NULL;
+		c->rq->dec.would_deny = REASON_ALLOWED;
 	} else {
 		policy_decide_request(cfg, conn_env(c), conn_phase(c), &pt,
-		    c->fe.method, c->is_connect, c->req_has_body, &c->dec);
+		    c->rq->fe.method, c->is_connect, c->rq->req_has_body,
+		    &c->rq->dec);
 		/* The paths step, for a request that names its path (plain
 		 * HTTP and requests inside an intercepted tunnel). */
-		if (!c->is_connect && c->fe.head_done)
+		if (!c->is_connect && c->rq->fe.head_done)
 			policy_decide_path(cfg, conn_env(c), conn_phase(c), &pt,
-			    c->fe.target.path, c->fe.target.path_len, &c->dec);
+			    c->rq->fe.target.path, c->rq->fe.target.path_len,
+			    &c->rq->dec);
 		/* A tunnel interception would let in, with a CA to do it:
 		 * allowed, and looked inside (DESIGN.md §11). */
-		if (c->dec.reason == REASON_INTERCEPTION_REQUIRED &&
-		    c->dec.interceptable && mitm_available(c)) {
-			c->dec.reason = REASON_ALLOWED;
-			c->intercept = true;
+		if (c->rq->dec.reason == REASON_INTERCEPTION_REQUIRED &&
+		    c->rq->dec.interceptable && mitm_available(c)) {
+			c->rq->dec.reason = REASON_ALLOWED;
+			c->rq->intercept = true;
 		}
 		/* A credential goes only on requests inside an intercepted
 		 * tunnel, after the decision. */
-		c->cred = NULL;
+		c->rq->cred = NULL;
 		if (c->mitm != NULL && !c->is_connect &&
-		    c->dec.reason == REASON_ALLOWED)
-			c->cred = policy_credential(cfg, conn_env(c),
+		    c->rq->dec.reason == REASON_ALLOWED)
+			c->rq->cred = policy_credential(cfg, conn_env(c),
 			    conn_phase(c), &pt);
 	}
-	if (c->dec.reason != REASON_ALLOWED) {
-		refuse_send(c, c->dec.reason, c->dec.detail);
+	if (c->rq->dec.reason != REASON_ALLOWED) {
+		refuse_send(c, c->rq->dec.reason, c->rq->dec.detail);
 		return false;
 	}
 	/* Fail closed: what can't be audited doesn't go out.  (The refusal's
@@ -194,87 +197,96 @@ exchange_decide(struct conn *c, const struct netaddr *addr)
 
 /*
  * The head is complete (parser paused at headers; the front end checked
- * it, or refused it in c->fe.status): decide, and start resolving, reuse
+ * it, or refused it in c->rq->fe.status): decide, and start resolving, reuse
  * an upstream, or refuse.
  */
 void
 exchange_head_done(struct conn *c)
 {
-	struct http_head *h = c->fe.head;
-	const struct http_target *t = &c->fe.target;
+	struct http_head *h = c->rq->fe.head;
+	const struct http_target *t = &c->rq->fe.target;
 	struct cfg *cfg;
-	llhttp_t *p = &c->fe.parser;
+	llhttp_t *p = &c->rq->fe.parser;
 	bool reuse;
 
 	c->nreqs++;
 	c->is_connect = p->method == HTTP_CONNECT;
-	c->req_has_body = http_has_body(p);
-	c->client_keepalive = llhttp_should_keep_alive(p) &&
+	c->rq->req_has_body = http_has_body(p);
+	c->rq->client_keepalive = llhttp_should_keep_alive(p) &&
 	    c->nreqs < PROXY_MAX_REQS_PER_CONN;
-	c->is_head_method = p->method == HTTP_HEAD;
-	if (c->fe.status != 0) {
-		refuse_head(c, c->fe.status, c->fe.why);
+	c->rq->is_head_method = p->method == HTTP_HEAD;
+	if (c->rq->fe.status != 0) {
+		refuse_head(c, c->rq->fe.status, c->rq->fe.why);
 		return;
 	}
-	static_assert(sizeof(c->host) == sizeof(t->host), "one host size");
-	memcpy(c->host, t->host, sizeof(c->host));
-	c->host_kind = t->kind;
-	c->port = t->port;
+	static_assert(sizeof(c->rq->host) == sizeof(t->host), "one host size");
+	memcpy(c->rq->host, t->host, sizeof(c->rq->host));
+	c->rq->host_kind = t->kind;
+	c->rq->port = t->port;
 	if (!c->is_connect) {
 		size_t n = t->path_len < AUDIT_MAX_PATH ? t->path_len :
 		    AUDIT_MAX_PATH;
 
 		/* Paths are logged only when asked for; most conns never
 		 * keep one.  A longer one is cut, and the record says so. */
-		if (c->s->cfg->audit.paths && (c->path = malloc(n + 1)) != NULL) {
-			memcpy(c->path, t->path, n);
-			c->path[n] = '\0';
-			c->path_truncated = t->path_len > n;
+		if (c->s->cfg->audit.paths &&
+		    (c->rq->path = malloc(n + 1)) != NULL) {
+			memcpy(c->rq->path, t->path, n);
+			c->rq->path[n] = '\0';
+			c->rq->path_truncated = t->path_len > n;
 		}
 	}
 
 	if (!exchange_decide(c, &t->addr))
 		return;
-	cfg = c->cfg;
+	cfg = c->rq->cfg;
+	if (c->is_connect) {
+		/* Decided: nothing reads a CONNECT's head again (its target
+		 * is in rq, t is not in the arena), so the arena goes now
+		 * rather than when the tunnel starts. */
+		front_drop_head(&c->rq->fe);
+		h = NULL;
+	}
 
 	if (!c->is_connect) {
-		size_t cap = h->len + PROXY_HEAD_SLACK + (c->cred != NULL ?
+		const struct credential *cr = c->rq->cred;
+		size_t cap = h->len + PROXY_HEAD_SLACK + (cr != NULL ?
 		    CFG_MAX_CRED_HEADER + CFG_MAX_CRED_VALUE + 4 : 0);
 
-		if (c->up_head != NULL)	/* it may carry a credential */
-			explicit_bzero(c->up_head, c->up_head_len);
-		free(c->up_head);
-		c->up_head = malloc(cap);
-		if (c->up_head == NULL) {
+		if (c->rq->up_head != NULL)	/* it may carry a credential */
+			explicit_bzero(c->rq->up_head, c->rq->up_head_len);
+		free(c->rq->up_head);
+		c->rq->up_head = malloc(cap);
+		if (c->rq->up_head == NULL) {
 			conn_close(c, "out_of_memory");
 			return;
 		}
-		c->up_head_len = http_build_request_set(h, c->fe.method, t,
-		    p->http_major, p->http_minor, c->cred != NULL ?
-		    c->cred->header : NULL, c->cred != NULL ? c->cred->value :
-		    NULL, c->cred != NULL ? c->cred->value_len : 0, c->up_head,
-		    cap);
-		if (c->up_head_len == 0) {
+		c->rq->up_head_len = http_build_request_set(h,
+		    c->rq->fe.method, t, p->http_major, p->http_minor,
+		    cr != NULL ? cr->header : NULL, cr != NULL ? cr->value :
+		    NULL, cr != NULL ? cr->value_len : 0, c->rq->up_head, cap);
+		if (c->rq->up_head_len == 0) {
 			refuse_head(c, 431, "request head too large");
 			return;
 		}
 	}
 
-	c->lit_addr = t->addr;
+	c->rq->lit_addr = t->addr;
 	/* Reuse a kept-alive upstream to the same origin, if its address
 	 * still passes the address check under the config in force now (a
 	 * reload may have blocked it).  One that doesn't is closed, and the
 	 * target is resolved and checked afresh like any new one. */
 	reuse = c->up != NULL && c->up->reusable && !c->is_connect &&
-	    strcmp(c->up->host, c->host) == 0 && c->up->port == c->port;
-	if (reuse && !policy_addr_allowed(cfg, &c->up->addr, c->port, NULL))
+	    strcmp(c->up->host, c->rq->host) == 0 && c->up->port == c->rq->port;
+	if (reuse && !policy_addr_allowed(cfg, &c->up->addr, c->rq->port, NULL))
 		reuse = false;
 	if (reuse) {
 		c->up->reusable = false;
-		if (!c->req_has_body &&
-		    (c->retry_head = malloc(c->up_head_len)) != NULL) {
-			memcpy(c->retry_head, c->up_head, c->up_head_len);
-			c->retry_len = c->up_head_len;
+		if (!c->rq->req_has_body &&
+		    (c->rq->retry_head = malloc(c->rq->up_head_len)) != NULL) {
+			memcpy(c->rq->retry_head, c->rq->up_head,
+			    c->rq->up_head_len);
+			c->rq->retry_len = c->rq->up_head_len;
 		}
 		dial_start(c);
 		return;
@@ -296,22 +308,22 @@ void
 exchange_start(struct conn *c)
 {
 	conn_set_state(c, CONN_HTTP);
-	llhttp_reset(&c->resp_parser);
-	if (c->req_has_body)
-		front_resume(&c->fe);
+	llhttp_reset(&c->rq->resp_parser);
+	if (c->rq->req_has_body)
+		front_resume(&c->rq->fe);
 	else
-		c->fe.req_done = true;
+		c->rq->fe.req_done = true;
 	{
-		char *head = c->up_head;
+		char *head = c->rq->up_head;
 
 		/* The head as rebuilt is egress (again, on a keep-alive
 		 * retry). */
-		c->up_head = NULL;
-		conn_count_up(c, c->up_head_len);
+		c->rq->up_head = NULL;
+		conn_count_up(c, c->rq->up_head_len);
 		/* Written now when the socket takes it: the request body
 		 * (if any) and the reads go on before this returns. */
 		if (relay_write_now(c, &c->upd, (uv_stream_t *)&c->up->tcp,
-		    head, c->up_head_len, 0, 0) < 0) {
+		    head, c->rq->up_head_len, 0, 0) < 0) {
 			conn_close(c, "upstream_write_failed");
 			return;
 		}
@@ -329,14 +341,15 @@ exchange_start(struct conn *c)
 void
 exchange_done(struct conn *c)
 {
-	bool keep = c->client_keepalive && !c->resp_close && c->fe.req_done;
+	bool keep = c->rq->client_keepalive && !c->rq->resp_close &&
+	    c->rq->fe.req_done;
 
-	c->resp_done = true;
+	c->rq->resp_done = true;
 	/* The response is relayed: the exchange ended normally. */
 	conn_log_exchange(c, NULL);
 	if (c->up != NULL) {
-		c->up->reusable = c->up->connected && !c->resp_close &&
-		    llhttp_should_keep_alive(&c->resp_parser);
+		c->up->reusable = c->up->connected && !c->rq->resp_close &&
+		    llhttp_should_keep_alive(&c->rq->resp_parser);
 		if (!c->up->reusable)
 			conn_upstream_drop(c);
 	}
@@ -345,7 +358,7 @@ exchange_done(struct conn *c)
 			conn_close(c, NULL);
 		return;
 	}
-	front_drop_head(&c->fe);
+	front_drop_head(&c->rq->fe);
 	conn_begin_head(c);
 	relay_update_reads(c);
 	/* Pipelined bytes already received start the next request. */
@@ -375,15 +388,15 @@ exchange_body(struct conn *c, char *head, size_t headlen)
 	} else {
 		data = d->rbuf->data + d->roff;
 		n = d->rlen - d->roff;
-		e = llhttp_execute(&c->resp_parser, data, n);
+		e = llhttp_execute(&c->rq->resp_parser, data, n);
 		if (e == HPE_OK) {
 			k = n;
-		} else if (e == HPE_PAUSED && c->resp_done) {
-			k = (size_t)(llhttp_get_error_pos(&c->resp_parser) -
+		} else if (e == HPE_PAUSED && c->rq->resp_done) {
+			k = (size_t)(llhttp_get_error_pos(&c->rq->resp_parser) -
 			    data);
 			if (k < n) {
 				d->rlen = d->roff + k;
-				c->resp_close = true;
+				c->rq->resp_close = true;
 			}
 		} else {
 			/* A bad body (the head went out, if any, only as
@@ -409,21 +422,21 @@ exchange_body(struct conn *c, char *head, size_t headlen)
 static void
 exchange_response_head(struct conn *c)
 {
-	llhttp_t *p = &c->resp_parser;
-	struct http_head *h = c->fe.head;
+	llhttp_t *p = &c->rq->resp_parser;
+	struct http_head *h = c->rq->fe.head;
 	int status = p->status_code;
 	char *out;
 	size_t cap, len;
 	bool bodiless;
 
 	if (status >= 200) {
-		c->resp_final_seen = true;
-		c->resp_status = status;
+		c->rq->resp_final_seen = true;
+		c->rq->resp_status = status;
 		/* The client connection ends after this response only if
 		 * the client asked for that or the body runs to the
 		 * origin's close; an origin that merely closes its own side
 		 * after a framed response costs only the upstream. */
-		c->resp_close = !c->client_keepalive ||
+		c->rq->resp_close = !c->rq->client_keepalive ||
 		    llhttp_message_needs_eof(p);
 		conn_log_request(c, "allow", REASON_ALLOWED, status, NULL);
 	}
@@ -434,14 +447,14 @@ exchange_response_head(struct conn *c)
 		return;
 	}
 	len = http_build_response(h, status, h->buf + h->url_off, h->url_len,
-	    p->http_major, p->http_minor, status >= 200 && c->resp_close,
+	    p->http_major, p->http_minor, status >= 200 && c->rq->resp_close,
 	    out, cap);
 	if (len == 0) {
 		free(out);
 		conn_close(c, "response_head_too_large");
 		return;
 	}
-	bodiless = status >= 200 && (c->is_head_method || status == 204 ||
+	bodiless = status >= 200 && (c->rq->is_head_method || status == 204 ||
 	    status == 304 || ((p->flags & F_CONTENT_LENGTH) &&
 	    p->content_length == 0 && !(p->flags & F_CHUNKED)));
 	c->downd.bytes += len;
@@ -459,7 +472,7 @@ exchange_response_head(struct conn *c)
 	}
 	if (bodiless) {
 		/* Anything after a bodiless head is junk (relay_down_written). */
-		c->resp_done = true;
+		c->rq->resp_done = true;
 		if (relay_write_now(c, &c->downd, (uv_stream_t *)&c->client,
 		    out, len, 0, 0) < 0)
 			conn_close(c, "client_write_failed");
@@ -484,11 +497,11 @@ exchange_pump_response(struct conn *c)
 	size_t n = d->rlen - d->roff;
 	llhttp_errno_t e;
 
-	if (c->resp_final_seen) {
+	if (c->rq->resp_final_seen) {
 		exchange_body(c, NULL, 0);
 		return;
 	}
-	e = llhttp_execute(&c->resp_parser, data, n);
+	e = llhttp_execute(&c->rq->resp_parser, data, n);
 	if (e == HPE_OK) {
 		/* Part of a head: the head arena kept what it needs (its
 		 * bytes as received count as the response's). */
@@ -498,7 +511,7 @@ exchange_pump_response(struct conn *c)
 		return;
 	}
 	if (e == HPE_PAUSED) {
-		size_t k = (size_t)(llhttp_get_error_pos(&c->resp_parser) -
+		size_t k = (size_t)(llhttp_get_error_pos(&c->rq->resp_parser) -
 		    data);
 
 		/* Paused at a response head (1xx or final). */
@@ -507,7 +520,7 @@ exchange_pump_response(struct conn *c)
 		exchange_response_head(c);
 		return;
 	}
-	if (!c->logged) {
+	if (!c->rq->logged) {
 		conn_upstream_drop(c);
 		refuse_send(c, REASON_CONNECT_FAILED, "bad response from origin");
 		return;
@@ -524,11 +537,11 @@ exchange_pump_response(struct conn *c)
 void
 exchange_upstream_closed(struct conn *c, ssize_t nread)
 {
-	if (nread == UV_EOF && c->resp_final_seen && !c->resp_done) {
+	if (nread == UV_EOF && c->rq->resp_final_seen && !c->rq->resp_done) {
 		/* Body delimited by close. */
-		(void)llhttp_finish(&c->resp_parser);
-		if (c->resp_done) {
-			c->resp_close = true;
+		(void)llhttp_finish(&c->rq->resp_parser);
+		if (c->rq->resp_done) {
+			c->rq->resp_close = true;
 			conn_upstream_drop(c);
 			if (!c->downd.writing)
 				exchange_done(c);
@@ -537,7 +550,7 @@ exchange_upstream_closed(struct conn *c, ssize_t nread)
 	}
 	if (exchange_retry(c))
 		return;
-	if (!c->resp_final_seen && !c->logged) {
+	if (!c->rq->resp_final_seen && !c->rq->logged) {
 		conn_upstream_drop(c);
 		refuse_send(c, REASON_CONNECT_FAILED,
 		    "origin closed without a response");

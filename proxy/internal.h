@@ -33,11 +33,21 @@ struct buf {
 	char data[];
 };
 
+/* A relay write request: taken from the pool for one write in flight,
+ * with the malloc'd head that write owns (NULL: none). */
+struct wreq {
+	uv_write_t req;		/* first: a uv_write_t * is a struct wreq * */
+	char *head;
+	struct wreq *next;	/* free list link */
+};
+
 struct pool {
 	struct buf *free_big, *free_small;
 	unsigned nfree_big, nfree_small;
 	unsigned big_inuse;	/* <= PROXY_BIG_BUFS */
 	unsigned inuse;
+	struct wreq *free_wreq;	/* <= RELAY_WREQ_FREE_MAX of them */
+	unsigned nfree_wreq;
 };
 
 struct session {
@@ -96,6 +106,11 @@ struct server {
 	size_t nlisteners;
 	struct conn *conns;		/* every live conn (list head) */
 	unsigned nconns;
+	/* Plain tunnels, least recently active first (conn.c): one timer
+	 * for all their idle timeouts, due at the head's deadline. */
+	struct conn *tunnels, *tunnels_tail;
+	uv_timer_t sweep;
+	bool sweep_on;			/* sweep initialised, not yet closed */
 	struct session *sessions;
 	unsigned nsessions;
 	struct pool pool;
@@ -122,6 +137,10 @@ struct server {
 void conn_global_init(void);
 void conn_accept(struct server *s, uv_stream_t *listener,
     struct session *ss);
+/* The tunnels' idle sweep timer of s's loop (server_new and each worker;
+ * unref'd), and its close (server_stop, after the conns are cut). */
+void conn_sweep_init(struct server *s);
+void conn_sweep_close(struct server *s);
 /* Cuts a conn from outside (phase switch, session close, shutdown). */
 void conn_cut(struct conn *c, const char *reason);
 /* Iteration helpers for server.c. */
@@ -185,6 +204,10 @@ void session_stats(const struct session *ss, struct session_stats *st);
 struct buf *pool_get(struct pool *p);
 void pool_put(struct pool *p, struct buf *b);
 void pool_drain(struct pool *p);
+/* A relay write request for one write (NULL when out of memory), and
+ * back once its callback ran (pool_drain frees the kept ones). */
+struct wreq *pool_wreq_get(struct pool *p);
+void pool_wreq_put(struct pool *p, struct wreq *w);
 
 /* worker.c: the extra loops of a main server. */
 /* How many loops [proxy] workers asks for (0 = one per online CPU). */

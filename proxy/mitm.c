@@ -305,11 +305,11 @@ mitm_start(struct conn *c)
 		refuse_send(c, REASON_INTERCEPTION_REQUIRED, "no CA");
 		return;
 	}
-	leaf = tlsca_leaf_ctx(ca, c->host, why, sizeof(why));
+	leaf = tlsca_leaf_ctx(ca, c->rq->host, why, sizeof(why));
 	tlsca_unref(ca);
 	if (leaf == NULL) {
 		log_warn("conn %s: no leaf certificate for %s: %s", c->id,
-		    c->host, why);
+		    c->rq->host, why);
 		refuse_send(c, REASON_INTERCEPTION_REQUIRED,
 		    "no leaf certificate");
 		return;
@@ -330,40 +330,41 @@ mitm_start(struct conn *c)
 	}
 	SSL_set_accept_state(m->ssl);
 	/* The tunnel's authority, for the front end's tunnel mode. */
-	snprintf(m->target.host, sizeof(m->target.host), "%s", c->host);
-	m->target.kind = c->host_kind;
-	m->target.addr = c->lit_addr;
-	m->target.port = c->port;
+	snprintf(m->target.host, sizeof(m->target.host), "%s", c->rq->host);
+	m->target.kind = c->rq->host_kind;
+	m->target.addr = c->rq->lit_addr;
+	m->target.port = c->rq->port;
 	snprintf(m->authority, sizeof(m->authority), "%s%s%s:%u",
-	    c->host_kind == HOST_IPV6 ? "[" : "", c->host,
-	    c->host_kind == HOST_IPV6 ? "]" : "", c->port);
+	    c->rq->host_kind == HOST_IPV6 ? "[" : "", c->rq->host,
+	    c->rq->host_kind == HOST_IPV6 ? "]" : "", c->rq->port);
 	m->target.authority = m->authority;
 	m->target.authority_len = strlen(m->authority);
 	uv_timer_init(c->s->loop, &m->drain);
 	m->drain.data = c;
 	c->mitm = m;
-	c->fe.tunnel = &m->target;
+	c->rq->fe.tunnel = &m->target;
 
 	/* The CONNECT itself: allowed, to be looked inside.  Each request
 	 * inside gets a record of its own (proto "https"). */
 	conn_log_request(c, "allow", REASON_ALLOWED, 200, NULL);
 	/* The first flight read by the peek starts the handshake. */
-	if (c->peek_len > 0 &&
-	    BIO_write(SSL_get_rbio(m->ssl), c->peek, (int)c->peek_len) != (int)c->peek_len) {
+	if (c->rq->peek_len > 0 &&
+	    BIO_write(SSL_get_rbio(m->ssl), c->rq->peek,
+	    (int)c->rq->peek_len) != (int)c->rq->peek_len) {
 		conn_close(c, "out_of_memory");
 		return;
 	}
-	free(c->peek);
-	c->peek = NULL;
-	c->peek_len = 0;
+	free(c->rq->peek);
+	c->rq->peek = NULL;
+	c->rq->peek_len = 0;
 	/* The tunnel is an HTTP conn from here on (the handshake runs under
 	 * the header timeout).  Its checked addresses wait for the first
 	 * request (an address literal has none: nothing to resolve). */
-	m->addrs = c->addrs;
-	m->naddrs = c->naddrs;
-	m->addrs_cfg = c->cfg;
-	c->addrs = NULL;
-	c->naddrs = c->next_addr = 0;
+	m->addrs = c->rq->addrs;
+	m->naddrs = c->rq->naddrs;
+	m->addrs_cfg = c->rq->cfg;
+	c->rq->addrs = NULL;
+	c->rq->naddrs = c->rq->next_addr = 0;
 	conn_begin_head(c);
 	mitm_client_pump(c);
 }
@@ -376,13 +377,13 @@ mitm_take_addrs(struct conn *c)
 
 	if (m == NULL || m->addrs == NULL)
 		return false;
-	ok = m->addrs_cfg == c->cfg && m->naddrs > 0 &&
-	    c->host_kind == HOST_NAME;
+	ok = m->addrs_cfg == c->rq->cfg && m->naddrs > 0 &&
+	    c->rq->host_kind == HOST_NAME;
 	if (ok) {
-		free(c->addrs);
-		c->addrs = m->addrs;
-		c->naddrs = m->naddrs;
-		c->next_addr = 0;
+		free(c->rq->addrs);
+		c->rq->addrs = m->addrs;
+		c->rq->naddrs = m->naddrs;
+		c->rq->next_addr = 0;
 	} else {
 		free(m->addrs);
 	}
@@ -399,7 +400,8 @@ client_wants(const struct conn *c)
 	case CONN_HEAD:
 		return c->upd.rlen == 0;
 	case CONN_HTTP:
-		return !c->fe.req_done && c->upd.rlen == 0 && !c->upd.writing;
+		return !c->rq->fe.req_done && c->upd.rlen == 0 &&
+		    !c->upd.writing;
 	default:
 		return false;
 	}
@@ -416,7 +418,8 @@ up_wants(const struct conn *c)
 	case CONN_HEAD:
 		return true;
 	case CONN_HTTP:
-		return !c->resp_done && c->downd.rlen == 0 && !c->downd.writing;
+		return !c->rq->resp_done && c->downd.rlen == 0 &&
+		    !c->downd.writing;
 	default:
 		return false;
 	}
@@ -586,7 +589,7 @@ side_read(struct conn *c, const struct side *sd, ssize_t nread)
 		return 0;
 	if (nread > 0) {
 		*sd->need_raw = false;
-		c->last_activity = conn_now(c);
+		conn_touch(c);
 	}
 	return nread;
 }
@@ -668,14 +671,14 @@ mitm_up_start(struct conn *c)
 	SSL_set_verify(u->ssl, SSL_VERIFY_PEER, NULL);
 	/* The CONNECT host is the name the origin must prove, and the SNI
 	 * (an address literal: its IP SAN, and no SNI). */
-	if (c->host_kind == HOST_NAME) {
-		if (SSL_set_tlsext_host_name(u->ssl, c->host) != 1 ||
-		    SSL_set1_host(u->ssl, c->host) != 1) {
+	if (c->rq->host_kind == HOST_NAME) {
+		if (SSL_set_tlsext_host_name(u->ssl, c->rq->host) != 1 ||
+		    SSL_set1_host(u->ssl, c->rq->host) != 1) {
 			conn_close(c, "out_of_memory");
 			return;
 		}
 	} else if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(u->ssl),
-	    c->host) != 1) {
+	    c->rq->host) != 1) {
 		refuse_send(c, REASON_UPSTREAM_CERT_INVALID, "bad address");
 		return;
 	}
@@ -715,7 +718,7 @@ mitm_up_pump(struct conn *c)
 			    ssl_why(why, sizeof(why));
 			ERR_clear_error();
 			log_debug("conn %s: upstream TLS to %s: %s", c->id,
-			    c->host, detail);
+			    c->rq->host, detail);
 			refuse_send(c, REASON_UPSTREAM_CERT_INVALID, detail);
 			return;
 		}
@@ -838,5 +841,6 @@ mitm_free(struct conn *c)
 	SSL_free(m->ssl);
 	free(m);
 	c->mitm = NULL;
-	c->fe.tunnel = NULL;
+	if (c->rq != NULL)
+		c->rq->fe.tunnel = NULL;
 }

@@ -23,7 +23,7 @@ peek_tls_port(const struct cfg *cfg, uint16_t port)
 bool
 peek_wanted(const struct conn *c)
 {
-	return c->is_connect && peek_tls_port(c->cfg, c->port);
+	return c->is_connect && peek_tls_port(c->rq->cfg, c->rq->port);
 }
 
 /*
@@ -39,11 +39,11 @@ peek_start(struct conn *c)
 	char *copy;
 	size_t have = c->upd.rbuf ? c->upd.rlen - c->upd.roff : 0;
 
-	c->peek = malloc(PROXY_PEEK_BUF);
+	c->rq->peek = malloc(PROXY_PEEK_BUF);
 	copy = malloc(oklen);
 	if (copy != NULL)
 		memcpy(copy, ok, oklen);
-	if (c->peek == NULL || copy == NULL) {
+	if (c->rq->peek == NULL || copy == NULL) {
 		free(copy);
 		conn_close(c, "out_of_memory");
 		return;
@@ -51,10 +51,10 @@ peek_start(struct conn *c)
 	if (have > PROXY_PEEK_BUF)
 		have = PROXY_PEEK_BUF;
 	if (have > 0)
-		memcpy(c->peek, c->upd.rbuf->data + c->upd.roff, have);
-	c->peek_len = have;
+		memcpy(c->rq->peek, c->upd.rbuf->data + c->upd.roff, have);
+	c->rq->peek_len = have;
 	relay_release(c, &c->upd);
-	front_drop_head(&c->fe);
+	front_drop_head(&c->rq->fe);
 	conn_set_state(c, CONN_PEEK);
 	conn_arm_timer(c, c->s->cfg->limits.header_timeout_ms);
 	c->downd.bytes += oklen;
@@ -63,9 +63,9 @@ peek_start(struct conn *c)
 		conn_close(c, "client_write_failed");
 		return;
 	}
-	c->sent_200 = true;
+	c->rq->sent_200 = true;
 	relay_update_reads(c);
-	if (c->peek_len > 0)
+	if (c->rq->peek_len > 0)
 		peek_check(c);
 }
 
@@ -78,10 +78,10 @@ peek_check(struct conn *c)
 	enum host_kind kind;
 	struct netaddr na;
 
-	switch (tls_peek_clienthello((const unsigned char *)c->peek,
-	    c->peek_len, sni, sizeof(sni))) {
+	switch (tls_peek_clienthello((const unsigned char *)c->rq->peek,
+	    c->rq->peek_len, sni, sizeof(sni))) {
 	case TLS_PEEK_NEED_MORE:
-		if (c->peek_len >= PROXY_PEEK_BUF)
+		if (c->rq->peek_len >= PROXY_PEEK_BUF)
 			refuse_send(c, REASON_TLS_REQUIRED,
 			    "ClientHello too large");
 		return;
@@ -96,8 +96,8 @@ peek_check(struct conn *c)
 		break;
 	}
 	if (sni[0] != '\0')
-		c->sni = strdup(sni);
-	if (c->host_kind == HOST_NAME) {
+		c->rq->sni = strdup(sni);
+	if (c->rq->host_kind == HOST_NAME) {
 		/* A tunnel to a name must say which name in its SNI, and it
 		 * must be that name: no SNI is refused too, since the origin
 		 * would then pick a certificate (and a virtual host) we never
@@ -107,14 +107,14 @@ peek_check(struct conn *c)
 			return;
 		}
 		if (host_normalise(sni, strlen(sni), norm, sizeof(norm), &kind,
-		    &na) < 0 || kind != HOST_NAME || strcmp(norm, c->host) != 0) {
+		    &na) < 0 || kind != HOST_NAME || strcmp(norm, c->rq->host) != 0) {
 			refuse_send(c, REASON_SNI_MISMATCH, NULL);
 			return;
 		}
 	}
 	/* A tunnel to an address literal: SNI, if any, is not routing
 	 * information; the address itself was decided and checked. */
-	if (c->intercept) {
+	if (c->rq->intercept) {
 		/* Looked inside: each request is decided and dialled on its
 		 * own (mitm.c). */
 		mitm_start(c);

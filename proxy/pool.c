@@ -2,7 +2,9 @@
  * pool: the relay buffers conns borrow (internal.h struct pool), one pool
  * per loop, so no locking.  Big buffers while fewer than PROXY_BIG_BUFS
  * are out, small ones after that (pclimits.h), and up to PROXY_POOL_KEEP of
- * each kind kept for reuse instead of going back to malloc.
+ * each kind kept for reuse instead of going back to malloc.  Also the
+ * relay write requests, taken per write in flight (up to
+ * RELAY_WREQ_FREE_MAX kept).
  */
 #include <stdbool.h>
 #include <stdlib.h>
@@ -74,4 +76,41 @@ pool_drain(struct pool *p)
 	}
 	p->free_big = p->free_small = NULL;
 	p->nfree_big = p->nfree_small = 0;
+	while (p->free_wreq != NULL) {
+		struct wreq *w = p->free_wreq;
+
+		p->free_wreq = w->next;
+		free(w);
+	}
+	p->nfree_wreq = 0;
+}
+
+struct wreq *
+pool_wreq_get(struct pool *p)
+{
+	struct wreq *w = p->free_wreq;
+
+	if (w == NULL) {
+		w = malloc(sizeof(*w));
+		if (w == NULL)
+			return NULL;
+	} else {
+		p->free_wreq = w->next;
+		p->nfree_wreq--;
+	}
+	w->head = NULL;
+	return w;
+}
+
+/* Onto the free list while it holds fewer than RELAY_WREQ_FREE_MAX. */
+void
+pool_wreq_put(struct pool *p, struct wreq *w)
+{
+	if (p->nfree_wreq >= RELAY_WREQ_FREE_MAX) {
+		free(w);
+		return;
+	}
+	w->next = p->free_wreq;
+	p->free_wreq = w;
+	p->nfree_wreq++;
 }

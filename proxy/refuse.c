@@ -16,10 +16,12 @@ static void
 refuse_on_written(uv_write_t *req, int status)
 {
 	struct conn *c = req->data;
+	struct wreq *w = (struct wreq *)req;
 
 	(void)status;
-	free(c->downd.whead);
-	c->downd.whead = NULL;
+	free(w->head);
+	pool_wreq_put(&c->s->pool, w);
+	c->downd.wreq = NULL;
 	c->downd.writing = false;
 	if (c->state != CONN_CLOSING)
 		conn_close(c, c->close_reason);
@@ -45,16 +47,23 @@ refuse_write(struct conn *c, char *msg, size_t len, enum reason r)
 		conn_close(c, reason_str(r));
 		return;
 	}
-	c->downd.whead = msg;
+	c->downd.wreq = pool_wreq_get(&c->s->pool);
+	if (c->downd.wreq == NULL) {
+		free(msg);
+		conn_close(c, reason_str(r));
+		return;
+	}
+	c->downd.wreq->head = msg;
 	c->downd.writing = true;
-	c->downd.wreq.data = c;
+	c->downd.wreq->req.data = c;
 	c->downd.bytes += (uint64_t)len;
 	b = uv_buf_init(msg, (unsigned)len);
-	if (uv_write(&c->downd.wreq, (uv_stream_t *)&c->client, &b, 1,
+	if (uv_write(&c->downd.wreq->req, (uv_stream_t *)&c->client, &b, 1,
 	    refuse_on_written) < 0) {
 		c->downd.writing = false;
 		free(msg);
-		c->downd.whead = NULL;
+		pool_wreq_put(&c->s->pool, c->downd.wreq);
+		c->downd.wreq = NULL;
 		conn_close(c, reason_str(r));
 	}
 }
@@ -100,21 +109,21 @@ refuse_hint(const struct conn *c, enum reason r, char *buf, size_t len)
 {
 	const struct env *e;
 	const struct phase_policy *pp = NULL;
-	const char *why = c->blocked_why;
-	const char *rule = c->dec.rule_text;
+	const char *why = c->rq->blocked_why;
+	const char *rule = c->rq->dec.rule_text;
 	char host[NETADDR_MAX_HOST + 16];
 	int n = 0;
 
-	if (c->host[0] == '\0')
+	if (c->rq->host[0] == '\0')
 		return 0;
-	if (c->port == 80 || c->port == 443)
+	if (c->rq->port == 80 || c->rq->port == 443)
 		snprintf(host, sizeof(host), "%s%s%s",
-		    c->host_kind == HOST_IPV6 ? "[" : "", c->host,
-		    c->host_kind == HOST_IPV6 ? "]" : "");
+		    c->rq->host_kind == HOST_IPV6 ? "[" : "", c->rq->host,
+		    c->rq->host_kind == HOST_IPV6 ? "]" : "");
 	else
 		snprintf(host, sizeof(host), "%s%s%s:%u",
-		    c->host_kind == HOST_IPV6 ? "[" : "", c->host,
-		    c->host_kind == HOST_IPV6 ? "]" : "", c->port);
+		    c->rq->host_kind == HOST_IPV6 ? "[" : "", c->rq->host,
+		    c->rq->host_kind == HOST_IPV6 ? "]" : "", c->rq->port);
 	switch (r) {
 	case REASON_ADDRESS_BLOCKED:
 		if (why == NULL)
@@ -150,16 +159,17 @@ refuse_hint(const struct conn *c, enum reason r, char *buf, size_t len)
 		if (rule == NULL || strcmp(rule, "default") == 0)
 			return 0;
 		n = snprintf(buf, len, "portcullis: hint: %s names this host on "
-		    "other ports; allow port %u for it\n", rule, c->port);
+		    "other ports; allow port %u for it\n", rule, c->rq->port);
 		break;
 	case REASON_METHOD_NOT_ALLOWED:
 	case REASON_INTERCEPTION_REQUIRED:
-		if (c->cfg != NULL && (e = cfg_find_env(c->cfg, conn_env(c))) !=
+		if (c->rq->cfg != NULL &&
+		    (e = cfg_find_env(c->rq->cfg, conn_env(c))) !=
 		    NULL)
 			pp = &e->phase[conn_phase(c)];
 		if (pp == NULL || !pp->methods_restricted)
 			return 0;
-		if (r == REASON_METHOD_NOT_ALLOWED && c->dec.detail != NULL)
+		if (r == REASON_METHOD_NOT_ALLOWED && c->rq->dec.detail != NULL)
 			n = snprintf(buf, len, "portcullis: hint: under a methods "
 			    "restriction, GET, HEAD and OPTIONS carry no body; "
 			    "allowed methods (%s):", rule != NULL ? rule :
@@ -205,19 +215,20 @@ refuse_send(struct conn *c, enum reason r, const char *detail)
 {
 	char body[PROXY_MAX_REFUSAL];
 	char *msg;
-	int status = c->refuse_status ? c->refuse_status : reason_status(r);
+	int status = c->rq->refuse_status ? c->rq->refuse_status :
+	    reason_status(r);
 	int blen, mlen;
 
 	if (c->state == CONN_CLOSING || c->state == CONN_REFUSING)
 		return;
-	if (c->dreq != NULL) {
-		dns_cancel(c->dreq);
-		c->dreq = NULL;
+	if (c->rq->dreq != NULL) {
+		dns_cancel(c->rq->dreq);
+		c->rq->dreq = NULL;
 	}
 	/* A refused request went to no upstream: an idle one kept from an
 	 * earlier request closes first, so the record names none. */
 	conn_upstream_drop(c);
-	if (c->is_socks && !c->sent_200) {
+	if (c->is_socks && !c->rq->sent_200) {
 		/* A SOCKS5 client gets a SOCKS5 reply (its code goes into the
 		 * record too). */
 		msg = malloc(SOCKS_MAX_REPLY);
@@ -230,7 +241,7 @@ refuse_send(struct conn *c, enum reason r, const char *detail)
 	/* A request that went up and got no (usable) response: its exchange
 	 * ends here, its bytes were egress. */
 	conn_log_exchange(c, reason_str(r));
-	if (c->sent_200 && r != REASON_TLS_REQUIRED && !mitm_client_tls(c)) {
+	if (c->rq->sent_200 && r != REASON_TLS_REQUIRED && !mitm_client_tls(c)) {
 		/* The client already speaks TLS in the tunnel: an HTTP
 		 * response would be garbage to it.  Send a fatal TLS alert
 		 * (access_denied for policy, internal_error otherwise). */
@@ -245,8 +256,8 @@ refuse_send(struct conn *c, enum reason r, const char *detail)
 		blen = snprintf(body, sizeof(body),
 		    "portcullis: egress to %s%s%s:%u denied (%s) in env \"%s\", "
 		    "phase \"%s\"%s%s\n",
-		    c->host_kind == HOST_IPV6 ? "[" : "", c->host,
-		    c->host_kind == HOST_IPV6 ? "]" : "", c->port,
+		    c->rq->host_kind == HOST_IPV6 ? "[" : "", c->rq->host,
+		    c->rq->host_kind == HOST_IPV6 ? "]" : "", c->rq->port,
 		    reason_str(r), conn_env(c), phase_name(conn_phase(c)),
 		    detail ? ": " : "", detail ? detail : "");
 	if (blen < 0)
@@ -282,7 +293,7 @@ refuse_send(struct conn *c, enum reason r, const char *detail)
 void
 refuse_head(struct conn *c, int status, const char *why)
 {
-	c->refuse_status = status;
+	c->rq->refuse_status = status;
 	refuse_send(c, REASON_BAD_REQUEST, why);
 }
 

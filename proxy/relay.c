@@ -49,8 +49,8 @@ relay_on_alloc_client(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 
 	(void)suggested;
 	if (c->state == CONN_PEEK) {
-		*out = uv_buf_init(c->peek + c->peek_len,
-		    (unsigned)(PROXY_PEEK_BUF - c->peek_len));
+		*out = uv_buf_init(c->rq->peek + c->rq->peek_len,
+		    (unsigned)(PROXY_PEEK_BUF - c->rq->peek_len));
 		return;
 	}
 	if (c->mitm != NULL) {
@@ -209,14 +209,20 @@ relay_write_as(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
 		 * its callback as before (a reused upstream's write failure
 		 * is retried there: exchange_retry). */
 	}
-	d->whead = head;
+	d->wreq = pool_wreq_get(&c->s->pool);
+	if (d->wreq == NULL) {
+		free(head);
+		return UV_ENOMEM;
+	}
+	d->wreq->head = head;
 	d->writing = true;
-	d->wreq.data = c;
-	r = uv_write(&d->wreq, sink, bufs, nb, relay_on_written);
+	d->wreq->req.data = c;
+	r = uv_write(&d->wreq->req, sink, bufs, nb, relay_on_written);
 	if (r < 0) {
 		d->writing = false;
 		free(head);
-		d->whead = NULL;
+		pool_wreq_put(&c->s->pool, d->wreq);
+		d->wreq = NULL;
 	}
 	return r;
 }
@@ -226,6 +232,13 @@ relay_write_as(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
  * bytes are written, pass the EOF on (shutdown).  When both directions are
  * done, the conn ends.  Returns true if the conn was closed.
  */
+static void
+relay_on_shutdown(uv_shutdown_t *req, int status)
+{
+	(void)status;
+	free(req);
+}
+
 static bool
 relay_tunnel_finish(struct conn *c)
 {
@@ -239,9 +252,17 @@ relay_tunnel_finish(struct conn *c)
 
 		if (d->eof && !d->writing && d->rbuf == NULL && !d->shut &&
 		    sink != NULL) {
+			/* Allocated for the shutdown only; its callback (also
+			 * ECANCELED, at a close) frees it. */
+			uv_shutdown_t *sreq = malloc(sizeof(*sreq));
+
 			d->shut = true;
-			d->sreq.data = c;
-			if (uv_shutdown(&d->sreq, sink, NULL) < 0) {
+			if (sreq == NULL) {
+				conn_close(c, "out_of_memory");
+				return true;
+			}
+			if (uv_shutdown(sreq, sink, relay_on_shutdown) < 0) {
+				free(sreq);
 				conn_close(c, NULL);
 				return true;
 			}
@@ -278,12 +299,14 @@ static void
 relay_on_written(uv_write_t *req, int status)
 {
 	struct conn *c = req->data;
-	bool down = req == &c->downd.wreq;
+	struct wreq *w = (struct wreq *)req;
+	bool down = w == c->downd.wreq;
 	struct dir *d = down ? &c->downd : &c->upd;
 
+	free(w->head);
+	pool_wreq_put(&c->s->pool, w);
+	d->wreq = NULL;
 	d->writing = false;
-	free(d->whead);
-	d->whead = NULL;
 	if (c->state == CONN_CLOSING || (!down && c->state == CONN_REFUSING))
 		return;
 	relay_hold(c);
@@ -301,16 +324,16 @@ relay_down_written(struct conn *c)
 {
 	struct dir *d = &c->downd;
 
-	c->last_activity = conn_now(c);
-	if (c->state == CONN_HTTP && c->resp_done && d->rbuf != NULL &&
+	conn_touch(c);
+	if (c->state == CONN_HTTP && c->rq->resp_done && d->rbuf != NULL &&
 	    d->roff < d->rlen) {
 		/* Bytes after a complete (bodiless) response: junk. */
-		c->resp_close = true;
+		c->rq->resp_close = true;
 		d->roff = d->rlen;
 	}
 	if (d->rbuf != NULL && d->roff >= d->rlen)
 		relay_release(c, d);
-	if (c->state == CONN_HTTP && c->resp_done && d->rbuf == NULL) {
+	if (c->state == CONN_HTTP && c->rq->resp_done && d->rbuf == NULL) {
 		exchange_done(c);
 		return;
 	}
@@ -326,7 +349,7 @@ relay_up_written(struct conn *c)
 {
 	struct dir *d = &c->upd;
 
-	c->last_activity = conn_now(c);
+	conn_touch(c);
 	if (d->rbuf != NULL && d->roff >= d->rlen)
 		relay_release(c, d);
 	if (c->state == CONN_TUNNEL && relay_tunnel_finish(c))
@@ -362,7 +385,7 @@ relay_update_reads(struct conn *c)
 		want_up = u != NULL && u->connected;
 		break;
 	case CONN_PEEK:
-		want_client = c->peek_len < PROXY_PEEK_BUF;
+		want_client = c->rq->peek_len < PROXY_PEEK_BUF;
 		break;
 	case CONN_HTTP:
 		/*
@@ -372,9 +395,9 @@ relay_update_reads(struct conn *c)
 		 * request to the next without a stop/start (two epoll_ctl per
 		 * request).  Intercepted conns keep to the request's end.
 		 */
-		want_client = (!c->fe.req_done || c->mitm == NULL) &&
+		want_client = (!c->rq->fe.req_done || c->mitm == NULL) &&
 		    !c->upd.eof && c->upd.rlen == 0 && !c->upd.writing;
-		want_up = u != NULL && u->connected && !c->resp_done &&
+		want_up = u != NULL && u->connected && !c->rq->resp_done &&
 		    c->downd.rlen == 0 && !c->downd.writing;
 		break;
 	case CONN_TUNNEL:
@@ -427,13 +450,13 @@ relay_pump_client(struct conn *c)
 			socksconn_pump(c);
 			return;
 		}
-		if (front_feed_head(&c->fe, data, n, &used) == FRONT_MORE) {
+		if (front_feed_head(&c->rq->fe, data, n, &used) == FRONT_MORE) {
 			relay_release(c, d);
 			relay_update_reads(c);
 			return;
 		}
-		if (!c->fe.head_done) {
-			refuse_head(c, c->fe.status, c->fe.why);
+		if (!c->rq->fe.head_done) {
+			refuse_head(c, c->rq->fe.status, c->rq->fe.why);
 			return;
 		}
 		d->roff += used;
@@ -443,11 +466,11 @@ relay_pump_client(struct conn *c)
 		return;
 
 	case CONN_HTTP:
-		if (c->fe.req_done) {
+		if (c->rq->fe.req_done) {
 			/* Pipelined: wait until the response is done. */
 			return;
 		}
-		if (front_feed_body(&c->fe, data, n, &n) < 0) {
+		if (front_feed_body(&c->rq->fe, data, n, &n) < 0) {
 			conn_close(c, "bad_request_body");
 			return;
 		}
@@ -496,7 +519,7 @@ relay_pump_upstream(struct conn *c)
 			conn_close(c, "client_write_failed");
 		return;
 	}
-	if (c->state != CONN_HTTP || c->resp_done) {
+	if (c->state != CONN_HTTP || c->rq->resp_done) {
 		/* Bytes from an upstream that has nothing to say now: it
 		 * can't be reused. */
 		relay_release(c, d);
@@ -563,17 +586,18 @@ relay_client_input(struct conn *c, ssize_t nread)
 			relay_tunnel_finish(c);
 			return;
 		case CONN_HEAD:
-			conn_close(c, c->is_socks || (c->fe.head != NULL &&
-			    c->fe.parser.method != 0) ? "client_closed_in_head" :
-			    NULL);
+			conn_close(c, c->is_socks ||
+			    (c->rq->fe.head != NULL &&
+			    c->rq->fe.parser.method != 0) ?
+			    "client_closed_in_head" : NULL);
 			return;
 		case CONN_HTTP:
-			if (c->fe.req_done) {
+			if (c->rq->fe.req_done) {
 				/* A half-close after a whole request: the
 				 * response still goes out, then the conn
 				 * ends (as an EOF read after it would). */
 				d->eof = true;
-				c->client_keepalive = false;
+				c->rq->client_keepalive = false;
 				return;
 			}
 			conn_close(c, "client_closed");
@@ -584,7 +608,7 @@ relay_client_input(struct conn *c, ssize_t nread)
 		}
 	}
 	if (c->state == CONN_PEEK) {
-		c->peek_len += (size_t)nread;
+		c->rq->peek_len += (size_t)nread;
 		d->bytes += (uint64_t)nread;
 		peek_check(c);
 		if (c->state != CONN_CLOSING)
@@ -596,7 +620,7 @@ relay_client_input(struct conn *c, ssize_t nread)
 	if (c->state == CONN_HEAD || c->state == CONN_HTTP ||
 	    c->state == CONN_TUNNEL)
 		d->bytes += (uint64_t)nread;
-	c->last_activity = conn_now(c);
+	conn_touch(c);
 	relay_pump_client(c);
 	if (c->state != CONN_CLOSING)
 		relay_update_reads(c);
@@ -656,8 +680,9 @@ relay_upstream_input(struct conn *c, ssize_t nread)
 	}
 	d->roff = 0;
 	d->rlen = (size_t)nread;
-	c->resp_bytes += (uint64_t)nread;
-	c->last_activity = conn_now(c);
+	if (c->rq != NULL)	/* not in a plain tunnel */
+		c->rq->resp_bytes += (uint64_t)nread;
+	conn_touch(c);
 	relay_pump_upstream(c);
 	if (c->state != CONN_CLOSING)
 		relay_update_reads(c);
@@ -666,41 +691,49 @@ relay_upstream_input(struct conn *c, ssize_t nread)
 /* --- the tunnel ------------------------------------------------------------ */
 
 /*
- * CONNECT (or SOCKS5 CONNECT) connected: the request record, then TUNNEL.
- * After a peek the client has its 200 (its SOCKS5 reply) and the first
- * flight goes upstream unchanged; otherwise the 200 goes out now and bytes
- * the client sent after the CONNECT head (the SOCKS5 request) go up.
+ * CONNECT (or SOCKS5 CONNECT) connected: the request record, then TUNNEL,
+ * whose request part is freed (conn_tunnel_begin).  After a peek the
+ * client has its 200 (its SOCKS5 reply) and the first flight goes upstream
+ * unchanged; otherwise the 200 goes out now and bytes the client sent
+ * after the CONNECT head (the SOCKS5 request) go up.
  */
 void
 relay_tunnel_start(struct conn *c)
 {
 	char ok[CONN_TUNNEL_OK_MAX];
-	size_t oklen;
+	size_t oklen = 0, peek_len;
+	char *peek = NULL;
+	bool sent_200;
 	uv_buf_t b;
 	int r;
 
 	if (c->is_socks)
-		c->socks_rep = SOCKS_REP_OK;
+		c->rq->socks_rep = SOCKS_REP_OK;
 	conn_log_request(c, "allow", REASON_ALLOWED, 200, NULL);
 	conn_set_state(c, CONN_TUNNEL);
 	/* The tunnel is one exchange, from here to the conn's end: what
 	 * crosses it each way after the 200 (the first flight included). */
 	conn_count_up(c, 0);
-	if (c->sent_200) {
-		char *peek = c->peek;
-
-		c->peek = NULL;
+	/* What the start needs from the request part, before it goes. */
+	sent_200 = c->rq->sent_200;
+	peek_len = c->rq->peek_len;
+	if (sent_200) {
+		peek = c->rq->peek;
+		c->rq->peek = NULL;
+	} else {
+		oklen = conn_tunnel_ok(c, ok);
+	}
+	conn_tunnel_begin(c);
+	if (sent_200) {
 		if (relay_write(c, &c->upd, (uv_stream_t *)&c->up->tcp, peek,
-		    c->peek_len, 0, 0) < 0) {
+		    peek_len, 0, 0) < 0) {
 			conn_close(c, "upstream_write_failed");
 			return;
 		}
-		c->ex_up += c->peek_len;
+		c->ex_up += peek_len;
 		relay_update_reads(c);
 		return;
 	}
-	front_drop_head(&c->fe);
-	oklen = conn_tunnel_ok(c, ok);
 	b = uv_buf_init(ok, (unsigned)oklen);
 	c->downd.bytes += oklen;
 	/* The 200 is small: try to write it at once; if the socket can't

@@ -378,6 +378,7 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 	}
 	server_log_config(s);
 	server_audit_wake_start(s);
+	conn_sweep_init(s);
 	*out = s;
 	return 0;
 }
@@ -409,6 +410,8 @@ server_stop(struct server *s)
 	}
 	if (!s->is_worker)
 		hostaddr_stop();
+	/* Every tunnel was cut above (conn_close unlists it). */
+	conn_sweep_close(s);
 	if (s->audit_wake_on) {
 		/* On the loop's thread (server_stop's callers): records from
 		 * here on wake the writer at once. */

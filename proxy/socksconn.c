@@ -25,18 +25,18 @@ static_assert(SOCKS_MAX_REPLY <= CONN_TUNNEL_OK_MAX, "a reply fits");
 bool
 socksconn_detect(struct conn *c, const char *data, size_t n)
 {
-	if (c->proto_seen)
+	if (c->rq->proto_seen)
 		return c->is_socks;
 	if (n == 0)
 		return false;
-	c->proto_seen = true;
+	c->rq->proto_seen = true;
 	if ((unsigned char)data[0] != SOCKS_VERSION)
 		return false;
 	c->is_socks = true;
-	c->socks_rep = -1;
-	c->sx = malloc(sizeof(*c->sx));
-	if (c->sx != NULL)
-		socks_init(c->sx);
+	c->rq->socks_rep = -1;
+	c->rq->sx = malloc(sizeof(*c->rq->sx));
+	if (c->rq->sx != NULL)
+		socks_init(c->rq->sx);
 	return true;
 }
 
@@ -45,18 +45,18 @@ socksconn_detect(struct conn *c, const char *data, size_t n)
 static void
 socksconn_bad(struct conn *c)
 {
-	struct socks *sx = c->sx;
+	struct socks *sx = c->rq->sx;
 	const char *cmd;
 
-	c->socks_rep = sx->rep;
+	c->rq->socks_rep = sx->rep;
 	if (sx->phase == SOCKS_DONE && sx->have_target) {
-		snprintf(c->host, sizeof(c->host), "%s", sx->host);
-		c->host_kind = sx->kind;
-		c->port = sx->port;
+		snprintf(c->rq->host, sizeof(c->rq->host), "%s", sx->host);
+		c->rq->host_kind = sx->kind;
+		c->rq->port = sx->port;
 	}
 	if (sx->have_target) {
 		cmd = socks_cmd_name(sx->cmd);
-		snprintf(c->fe.method, sizeof(c->fe.method), "%s",
+		snprintf(c->rq->fe.method, sizeof(c->rq->fe.method), "%s",
 		    cmd != NULL ? cmd : "UNKNOWN");
 	}
 	refuse_send(c, REASON_BAD_REQUEST, sx->why);
@@ -66,24 +66,24 @@ socksconn_bad(struct conn *c)
 static void
 socksconn_request(struct conn *c)
 {
-	struct socks *sx = c->sx;
+	struct socks *sx = c->rq->sx;
 	struct netaddr addr;
 
 	c->nreqs++;
 	c->is_connect = true;
-	c->req_has_body = false;
-	c->client_keepalive = false;
-	c->is_head_method = false;
-	snprintf(c->fe.method, sizeof(c->fe.method), "CONNECT");
-	snprintf(c->host, sizeof(c->host), "%s", sx->host);
-	c->host_kind = sx->kind;
-	c->port = sx->port;
+	c->rq->req_has_body = false;
+	c->rq->client_keepalive = false;
+	c->rq->is_head_method = false;
+	snprintf(c->rq->fe.method, sizeof(c->rq->fe.method), "CONNECT");
+	snprintf(c->rq->host, sizeof(c->rq->host), "%s", sx->host);
+	c->rq->host_kind = sx->kind;
+	c->rq->port = sx->port;
 	addr = sx->addr;
-	free(c->sx);
-	c->sx = NULL;
+	free(c->rq->sx);
+	c->rq->sx = NULL;
 	if (!exchange_decide(c, &addr))
 		return;
-	c->lit_addr = addr;
+	c->rq->lit_addr = addr;
 	conn_upstream_drop(c);
 	dial_resolve(c);
 }
@@ -99,13 +99,13 @@ socksconn_pump(struct conn *c)
 {
 	struct dir *d = &c->upd;
 
-	if (c->sx == NULL) {
+	if (c->rq->sx == NULL) {
 		conn_close(c, "out_of_memory");
 		return;
 	}
 	while (d->rbuf != NULL && d->roff < d->rlen) {
 		size_t used;
-		enum socks_status st = socks_feed(c->sx,
+		enum socks_status st = socks_feed(c->rq->sx,
 		    (const uint8_t *)d->rbuf->data + d->roff, d->rlen - d->roff,
 		    &used);
 		uint8_t rep[2];
@@ -146,17 +146,17 @@ socksconn_pump(struct conn *c)
  * The refusal a SOCKS5 client gets for reason r: the method selection
  * "no acceptable methods" for a refused greeting, else a reply with the
  * code the parser chose (bad requests) or the reason's (DESIGN.md §12).
- * Sets c->socks_rep for the audit record.  Writes to out (at least
+ * Sets c->rq->socks_rep for the audit record.  Writes to out (at least
  * SOCKS_MAX_REPLY bytes) and returns the length.
  */
 size_t
 socksconn_refusal(struct conn *c, enum reason r, char *out)
 {
-	if (c->socks_rep < 0)
-		c->socks_rep = socks_rep_for_reason(r);
-	if (c->socks_rep == SOCKS_METHOD_NONE)
+	if (c->rq->socks_rep < 0)
+		c->rq->socks_rep = socks_rep_for_reason(r);
+	if (c->rq->socks_rep == SOCKS_METHOD_NONE)
 		return socks_method_reply(SOCKS_METHOD_NONE, (uint8_t *)out);
-	return socks_reply((uint8_t)c->socks_rep, NULL, 0, (uint8_t *)out);
+	return socks_reply((uint8_t)c->rq->socks_rep, NULL, 0, (uint8_t *)out);
 }
 
 /*
@@ -177,7 +177,7 @@ conn_tunnel_ok(struct conn *c, char *out)
 		memcpy(out, ok, sizeof(ok) - 1);
 		return sizeof(ok) - 1;
 	}
-	c->socks_rep = SOCKS_REP_OK;
+	c->rq->socks_rep = SOCKS_REP_OK;
 	/* BND.ADDR: the upstream connection's own address once it is
 	 * connected; a reply sent before the dial (the ClientHello peek on
 	 * a TLS port) has none yet and says 0.0.0.0:0. */

@@ -1,6 +1,7 @@
 /*
  * test_pool: the relay buffer pool lends big buffers up to PROXY_BIG_BUFS,
- * then small ones, and returns each kind to its own free list.
+ * then small ones, and returns each kind to its own free list; relay write
+ * requests are kept for reuse up to RELAY_WREQ_FREE_MAX, and no more.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,32 @@ main(void)
 
 		p.free_small = b->next;
 		free(b);
+	}
+
+	/* Write requests: one over the free list's limit is freed (ASan and
+	 * valgrind see a leak if it were kept nowhere), the rest kept. */
+	{
+		static struct wreq *w[RELAY_WREQ_FREE_MAX + 1];
+		struct wreq *again;
+
+		for (size_t i = 0; i < RELAY_WREQ_FREE_MAX + 1; i++) {
+			w[i] = pool_wreq_get(&p);
+			CHECK(w[i] != NULL && w[i]->head == NULL);
+			w[i]->head = (char *)w;	/* cleared by the next get */
+		}
+		CHECK(p.nfree_wreq == 0);
+		for (size_t i = 0; i < RELAY_WREQ_FREE_MAX + 1; i++)
+			pool_wreq_put(&p, w[i]);
+		CHECK(p.nfree_wreq == RELAY_WREQ_FREE_MAX);
+		/* Reuse: the last one kept comes back first, its head
+		 * cleared. */
+		again = pool_wreq_get(&p);
+		CHECK(again == w[RELAY_WREQ_FREE_MAX - 1]);
+		CHECK(again->head == NULL);
+		CHECK(p.nfree_wreq == RELAY_WREQ_FREE_MAX - 1);
+		pool_wreq_put(&p, again);
+		pool_drain(&p);
+		CHECK(p.nfree_wreq == 0 && p.free_wreq == NULL);
 	}
 	return check_done();
 }

@@ -37,6 +37,9 @@ struct tlsca;
  * unset): `portcullis run`'s ephemeral CA (DESIGN.md §11).  Takes a
  * reference; call before server_new.  NULL: none. */
 void server_tls_fallback(struct tlsca *ca);
+/* May a conn under cfg ever be intercepted (any env, any phase)?  When
+ * not, the server never asks for a CA: `portcullis run` makes none. */
+bool server_cfg_can_intercept(const struct cfg *cfg);
 
 /* Binds and listens on every [proxy] listen address. 0 or -errno. */
 int server_listen(struct server *s);

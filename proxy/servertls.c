@@ -38,11 +38,12 @@ server_tls_fallback(struct tlsca *ca)
  * May a conn under cfg ever be intercepted (and so dial an upstream with
  * TLS)?  policy.c marks a tunnel interceptable only for a phase with a
  * methods key, paths, intercept patterns, or for a [credential]; a config
- * with none of them never calls server_upstream_ctx().  Conservative: any
- * env and phase counts.
+ * with none of them never calls server_tlsca() or server_upstream_ctx().
+ * Conservative: any env and phase counts.  (server.h: `portcullis run`
+ * makes no ephemeral CA for a config that cannot.)
  */
-static bool
-cfg_can_intercept(const struct cfg *cfg)
+bool
+server_cfg_can_intercept(const struct cfg *cfg)
 {
 	if (cfg->ncreds > 0)
 		return true;
@@ -70,7 +71,7 @@ server_tls_apply(const struct cfg *cfg, char *why, size_t whylen)
 	 * `portcullis run -- true`) only for a config that can intercept.
 	 * Without one, the context in force stays (NULL at the start): conns
 	 * still deciding under the old config keep an upstream trust store. */
-	if (cfg->tls.upstream_ca != NULL || cfg_can_intercept(cfg)) {
+	if (cfg->tls.upstream_ca != NULL || server_cfg_can_intercept(cfg)) {
 		up = tlsca_upstream_ctx(cfg->tls.upstream_ca, inner,
 		    sizeof(inner));
 		if (up == NULL) {

@@ -161,7 +161,7 @@ resolv_make(void)
 /* See run_internal.h. */
 void
 plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
-    char **command, int ncommand, int ca_fd, struct run_plan *p)
+    char **command, int ncommand, bool ca_bundle, struct run_plan *p)
 {
 	char why[512];
 	size_t i;
@@ -175,7 +175,7 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	if (p->sshconf_fd == -2)
 		pc_warnx("%s", why);
 	p->resolv_fd = resolv_make();
-	p->ca_fd = ca_fd;
+	p->ca_bundle = ca_bundle;
 	if (getcwd(p->cwd, sizeof(p->cwd)) == NULL)
 		pc_die("getcwd: %s", strerror(errno));
 	if (strcmp(p->cwd, "/") == 0)
@@ -266,7 +266,7 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	plan_add(p, "/etc/resolv.conf");
 	/* Trust for intercepted TLS (trust.c): the bundle read-only, and
 	 * every client's CA variable pointing at it. */
-	if (p->ca_fd >= 0) {
+	if (p->ca_bundle) {
 		plan_add(p, "--perms");
 		plan_add(p, "0444");
 		plan_add(p, "--ro-bind-data");

@@ -7,8 +7,10 @@ bad [tls] and a reload that breaks it keeps the old CA; inside
 the trust bundle (system roots + the CA cert) is there with SSL_CERT_FILE,
 REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT,
 NODE_EXTRA_CA_CERTS and npm_config_cafile pointing at it, an ephemeral CA
-is made when [tls] has no ca_cert, and curl and python trust an origin
-whose certificate the CA signed, with no flags; the system CA key
+is made when [tls] has no ca_cert and the config can intercept (none, and
+no bundle, when it cannot), and curl and python trust an origin whose
+certificate the CA signed, with no flags; the bundle reaches COMMAND whole
+through its pipe or COMMAND never runs; the system CA key
 (/etc/portcullis/ca.key) is hidden in every sandbox."""
 
 import json

@@ -78,9 +78,11 @@ def systems(args):
         skipped["portcullis"] = "no portcullis binary at %s" % args.portcullis
     if args.base:
         # Another build (e.g. the commit before a change): before/after in
-        # the same interleaved run.
-        out["portcullis-base"] = ([args.base, "run", "--", "true"], None,
-                                  "portcullis run -- true, built from %s" % args.base)
+        # the same interleaved run, with the same config.
+        bargv = [args.base, "run"] + (["-c", args.config] if args.config else [])
+        out["portcullis-base"] = (bargv + ["--", "true"], None,
+                                  "portcullis run %s-- true, built from %s" %
+                                  ("-c %s " % args.config if args.config else "", args.base))
     srt = os.path.join(PEERS, "node_modules", ".bin", "srt")
     if os.access(srt, os.X_OK):
         out["srt"] = ([srt, "true"], None, "srt true (sandbox-runtime defaults, "

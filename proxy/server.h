@@ -40,6 +40,11 @@ void server_tls_fallback(struct tlsca *ca);
 /* May a conn under cfg ever be intercepted (any env, any phase)?  When
  * not, the server never asks for a CA: `portcullis run` makes none. */
 bool server_cfg_can_intercept(const struct cfg *cfg);
+/* The process ends right after the server (`portcullis run`, whose exit
+ * skips OpenSSL's atexit clean-up): server_free then leaves a system
+ * trust store still being parsed (servertls.c) to its thread, which the
+ * exit ends, instead of waiting for a context nobody will use. */
+void server_tls_exit_soon(void);
 
 /* Binds and listens on every [proxy] listen address. 0 or -errno. */
 int server_listen(struct server *s);

@@ -528,6 +528,7 @@ run_main(int argc, char **argv)
 	 * exit) is left out.  Keys are not its business: their owners free
 	 * (and clear) them before (server_free, tlsca_unref). */
 	(void)OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+	server_tls_exit_soon();
 	opts_parse(argc, argv, &o);
 	memset(&p, 0, sizeof(p));
 	memset(&psetup, 0, sizeof(psetup));

@@ -12,6 +12,9 @@
  * thread of its own (up_load) while the server starts and serves: a conn
  * that needs it before it is ready waits for it in server_upstream_ctx
  * (once, at most that long), as every conn waited for the start before.
+ * `portcullis run` (server_tls_exit_soon) starts that thread only once
+ * its sandbox's handoff is done (server_tls_load_now), so that it does
+ * not take a CPU from bwrap while bwrap builds the sandbox.
  * A named upstream_ca, and any reload with a context in force, are still
  * loaded synchronously (a bad one refuses the start or the reload).
  */
@@ -37,8 +40,10 @@ static pthread_cond_t tls_cv = PTHREAD_COND_INITIALIZER;
 static bool up_loading, up_joinable;
 static pthread_t up_thread;
 /* server_tls_exit_soon: server_tls_clear leaves a load still running to
- * its thread (up_cancel: the thread frees what it made). */
-static bool up_nowait, up_cancel;
+ * its thread (up_cancel: the thread frees what it made), and the thread
+ * starts only at server_tls_load_now or when a conn first asks
+ * (up_deferred: wanted, not started yet). */
+static bool up_nowait, up_cancel, up_deferred;
 
 /* The loader thread: the system store's context, put in force (or none:
  * intercepted conns are then refused, upstream_cert_invalid). */
@@ -72,6 +77,35 @@ void
 server_tls_exit_soon(void)
 {
 	up_nowait = true;
+}
+
+/* Starts the loader (tls_mu held); when no thread can be made, loads
+ * here (a failure is no store: intercepted conns are refused). */
+static void
+up_start_locked(void)
+{
+	char why[256];
+
+	up_deferred = false;
+	up_loading = true;
+	if (pthread_create(&up_thread, NULL, up_load, NULL) == 0) {
+		up_joinable = true;
+		return;
+	}
+	up_loading = false;
+	tls_upstream = tlsca_upstream_ctx(NULL, why, sizeof(why));
+	if (tls_upstream == NULL)
+		log_warnx("upstream TLS: %s; intercepted conns are refused",
+		    why);
+}
+
+void
+server_tls_load_now(void)
+{
+	pthread_mutex_lock(&tls_mu);
+	if (up_deferred)
+		up_start_locked();
+	pthread_mutex_unlock(&tls_mu);
 }
 
 /* Waits for a pending load to end and joins its thread. */
@@ -165,9 +199,14 @@ server_tls_apply(const struct cfg *cfg, char *why, size_t whylen)
 		}
 	}
 	/* Nothing in force to keep: the system store on the loader thread
-	 * (here, when no thread can be made).  Last before the swap, which
-	 * leaves tls_upstream to the thread (up stays NULL). */
-	if (defer) {
+	 * (here, when no thread can be made), started now, or with
+	 * server_tls_exit_soon at server_tls_load_now.  Last before the
+	 * swap, which leaves tls_upstream to the thread (up stays NULL). */
+	if (defer && up_nowait) {
+		pthread_mutex_lock(&tls_mu);
+		up_deferred = true;
+		pthread_mutex_unlock(&tls_mu);
+	} else if (defer) {
 		pthread_mutex_lock(&tls_mu);
 		up_loading = true;
 		pthread_mutex_unlock(&tls_mu);
@@ -211,6 +250,7 @@ server_tls_clear(void)
 	SSL_CTX *up;
 
 	pthread_mutex_lock(&tls_mu);
+	up_deferred = false;	/* never started: nothing to wait for */
 	if (up_nowait && up_loading) {
 		/* Nobody will ask for it any more: not waited for. */
 		up_cancel = true;
@@ -255,7 +295,10 @@ server_upstream_ctx(const struct server *s)
 
 	(void)s;
 	pthread_mutex_lock(&tls_mu);
-	/* The start's load still running: this conn waits for it. */
+	/* The start's load not started yet, or still running: this conn
+	 * waits for it. */
+	if (up_deferred)
+		up_start_locked();
 	while (up_loading)
 		pthread_cond_wait(&tls_cv, &tls_mu);
 	ctx = tls_upstream;

@@ -275,4 +275,8 @@ launch_handoff(struct run_state *st, const struct run_opts *o,
 	close(sock);
 	st->handoff_sock = -1;
 	pc_mark("acknowledged");
+	/* bwrap is done: the system trust store (a config that can
+	 * intercept) may take a CPU now (servertls.c). */
+	if (st->srv != NULL)
+		server_tls_load_now();
 }

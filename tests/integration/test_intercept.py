@@ -974,8 +974,9 @@ def test_system_store_loaded_when_a_reload_makes_interception_possible():
 
 def test_run_first_request_waits_for_the_system_store():
     """`portcullis run` with a config that can intercept and no
-    upstream_ca: the system store is parsed on a thread of its own while
-    the sandbox starts (servertls.c), and COMMAND's very first
+    upstream_ca: the system store is parsed on a thread of its own,
+    started once the sandbox's handoff is done (servertls.c, not while
+    bwrap builds the sandbox), and COMMAND's very first
     intercepted request, sent as soon as it runs, is verified against it
     (the test CA is no system root: 502 upstream_cert_invalid with
     OpenSSL's verify error), never refused for want of a store; a second

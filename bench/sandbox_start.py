@@ -13,6 +13,13 @@ systems start unprivileged exactly as an agent's user would start them.
 
   bench/sandbox_start.py --portcullis build-bench/bin/portcullis
   bench/sandbox_start.py --runs 41 --user nobody --json out.json
+  bench/sandbox_start.py --trace 41 [--config FILE] [--user nobody]
+
+--trace N runs `portcullis run -- true` N times with
+PORTCULLIS_TRACE_START=1 and prints the median of every segment between
+two consecutive start-up marks (launcher and bridge, one clock), in the
+order they came in the first run; segments that do not occur in every
+run (the bridge's marks interleave with ours) say in how many they did.
 
 Systems (a system whose binary is missing is left out, with the reason):
   bwrap       bwrap --unshare-net --unshare-pid --unshare-ipc --unshare-uts
@@ -78,9 +85,11 @@ def systems(args):
         skipped["portcullis"] = "no portcullis binary at %s" % args.portcullis
     if args.base:
         # Another build (e.g. the commit before a change): before/after in
-        # the same interleaved run.
-        out["portcullis-base"] = ([args.base, "run", "--", "true"], None,
-                                  "portcullis run -- true, built from %s" % args.base)
+        # the same interleaved run, with the same config.
+        bargv = [args.base, "run"] + (["-c", args.config] if args.config else [])
+        out["portcullis-base"] = (bargv + ["--", "true"], None,
+                                  "portcullis run %s-- true, built from %s" %
+                                  ("-c %s " % args.config if args.config else "", args.base))
     srt = os.path.join(PEERS, "node_modules", ".bin", "srt")
     if os.access(srt, os.X_OK):
         out["srt"] = ([srt, "true"], None, "srt true (sandbox-runtime defaults, "
@@ -173,6 +182,39 @@ def once(argv, env):
     return (t1 - t0) / 1e6, os.waitstatus_to_exitcode(status)
 
 
+MARK = re.compile(r"^(portcullis run|portcullis-bridge): start \+[\d.]+ ms @(\d+)\.(\d+) (.*)$")
+
+
+def trace(args):
+    """Segment medians of PORTCULLIS_TRACE_START=1 portcullis run -- true."""
+    argv = [args.portcullis, "run"] + (["-c", args.config] if args.config else []) + \
+        ["--", "true"]
+    env = dict(os.environ, PORTCULLIS_TRACE_START="1")
+    segs, order, totals = {}, [], []
+    for _ in range(args.trace):
+        r = subprocess.run(argv, env=env, capture_output=True, text=True,
+                           timeout=SPAWN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise SystemExit("trace: %s exited %d: %s" % (argv, r.returncode, r.stderr[-300:]))
+        marks = []
+        for line in r.stderr.splitlines():
+            m = MARK.match(line)
+            if m:
+                marks.append((int(m.group(2)) * 1e3 + int(m.group(3)) / 1e3, m.group(4)))
+        for (t0, a), (t1, b) in zip(marks, marks[1:]):
+            k = "%s -> %s" % (a, b)
+            if k not in segs:
+                segs[k] = []
+                order.append(k)
+            segs[k].append(t1 - t0)
+        totals.append(marks[-1][0] - marks[0][0])
+    lines = ["%-58s %7.3f ms (n=%d)" % (k, statistics.median(segs[k]), len(segs[k]))
+             for k in order]
+    lines.append("%-58s %7.3f ms (n=%d)" % ("TOTAL (first mark -> last)",
+                                            statistics.median(totals), len(totals)))
+    return {"uid": os.getuid(), "trace": lines}
+
+
 def measure(args):
     syss, skipped = systems(args)
     names = list(syss)
@@ -214,6 +256,8 @@ def main():
     ap.add_argument("--user", default="root", choices=("root", "nobody"))
     ap.add_argument("--systems", default=None, help="comma-separated subset")
     ap.add_argument("--json", default=None, help="write the figures here too")
+    ap.add_argument("--trace", type=int, default=0, metavar="N",
+                    help="segment medians of N traced runs instead")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.user == "nobody" and not args.child and os.getuid() != 65534:
@@ -225,6 +269,8 @@ def main():
             argv += ["--base", args.base]
         if args.systems:
             argv += ["--systems", args.systems]
+        if args.trace:
+            argv += ["--trace", str(args.trace)]
         # Not under /tmp: codex refuses to put its helper binaries under a
         # temporary directory (and then cannot start its sandbox).
         env = dict(os.environ, HOME=os.path.join(ROOT, "bench", "tmp", "home-nobody"))
@@ -237,13 +283,19 @@ def main():
             raise SystemExit("as nobody: %s" % r.stderr.strip()[-500:])
         out = json.loads(r.stdout)
     else:
-        out = measure(args)
+        out = trace(args) if args.trace else measure(args)
     if args.child:
         print(json.dumps(out))
         return 0
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
+    if args.trace:
+        print("PORTCULLIS_TRACE_START=1 portcullis run %s-- true, uid %d, medians of %d "
+              "runs per segment:" % ("-c %s " % args.config if args.config else "",
+                                     out["uid"], args.trace))
+        print("\n".join(out["trace"]))
+        return 0
     base = out["systems"].get("bwrap", {}).get("median_ms")
     print("sandbox start, uid %d, %d interleaved runs each (median, p10-p90 ms):"
           % (out["uid"], out["runs"]))

@@ -395,6 +395,11 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
  * variables name, and the interception CA; a bundle over this is an
  * error (a PEM file cut short is no bundle). */
 #define RUN_CA_BUNDLE_MAX (8 * 1024 * 1024)
+/* The bundle pipe's buffer asked for (F_SETPIPE_SZ; Linux's default
+ * fs.pipe-max-size): a usual bundle fits, so writing it never waits for
+ * bwrap to read.  Not a bound: a bigger bundle is written as bwrap reads
+ * it (within HANDOFF_FD_TIMEOUT_MS). */
+#define RUN_CA_PIPE_BYTES (1024 * 1024)
 
 /* Refusal summary: distinct destinations tracked, and listed (the rest is
  * "and K more"); the longest audit line read (longer ones are skipped) and

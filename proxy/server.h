@@ -37,6 +37,19 @@ struct tlsca;
  * unset): `portcullis run`'s ephemeral CA (DESIGN.md §11).  Takes a
  * reference; call before server_new.  NULL: none. */
 void server_tls_fallback(struct tlsca *ca);
+/* May a conn under cfg ever be intercepted (any env, any phase)?  When
+ * not, the server never asks for a CA: `portcullis run` makes none. */
+bool server_cfg_can_intercept(const struct cfg *cfg);
+/* The process ends right after the server (`portcullis run`, whose exit
+ * skips OpenSSL's atexit clean-up): server_free then leaves a system
+ * trust store still being parsed (servertls.c) to its thread, which the
+ * exit ends, instead of waiting for a context nobody will use. */
+void server_tls_exit_soon(void);
+/* After server_tls_exit_soon, the system store's thread is not started
+ * by server_new but here (run: once the first sandbox's handoff is done,
+ * not while bwrap builds it and needs the CPU), or when a conn first
+ * asks for the context.  Idempotent. */
+void server_tls_load_now(void);
 
 /* Binds and listens on every [proxy] listen address. 0 or -errno. */
 int server_listen(struct server *s);

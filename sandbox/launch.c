@@ -12,6 +12,7 @@
  * COMMAND never runs.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -139,7 +140,7 @@ launch_spawn(struct run_state *st, const struct run_opts *o,
 	uv_process_t *proc = &st->proc[st->cur];
 	uv_process_options_t po;
 	uv_stdio_container_t stdio[RUN_CA_FD + 1];
-	int sp[2], rc, bpf;
+	int sp[2], cap[2] = { -1, -1 }, rc, bpf;
 
 	st->proc_exited = false;
 	/* A new, empty session keyring for this sandbox (it inherits ours
@@ -196,13 +197,22 @@ launch_spawn(struct run_state *st, const struct run_opts *o,
 	stdio[RUN_RESOLV_FD].flags = UV_INHERIT_FD;
 	stdio[RUN_RESOLV_FD].data.fd = p->resolv_fd;
 	po.stdio_count = RUN_RESOLV_FD + 1;
-	/* The CA bundle, read to EOF by bwrap like the resolv.conf. */
-	if (p->ca_fd >= 0) {
-		if (lseek(p->ca_fd, 0, SEEK_SET) != 0)
-			pc_die("no proxy route: CA bundle memfd: %s",
+	/* The CA bundle, read to EOF by bwrap like the resolv.conf, but
+	 * from a pipe that run_stage fills while bwrap builds the sandbox
+	 * (bwrap blocks on it only if it gets there first).  Both ends
+	 * close-on-exec: bwrap gets only the read end (as RUN_CA_FD), so
+	 * our close of the write end is its EOF. */
+	if (p->ca_bundle) {
+		if (pipe2(cap, O_CLOEXEC) != 0 ||
+		    fcntl(cap[1], F_SETFL, O_NONBLOCK) != 0)
+			pc_die("no proxy route: CA bundle pipe: %s",
 			    strerror(errno));
+		/* Room for a usual bundle when the kernel allows it
+		 * (fs.pipe-max-size): then our write never waits for
+		 * bwrap.  Smaller is fine: trust_bundle_write waits. */
+		(void)fcntl(cap[1], F_SETPIPE_SZ, RUN_CA_PIPE_BYTES);
 		stdio[RUN_CA_FD].flags = UV_INHERIT_FD;
-		stdio[RUN_CA_FD].data.fd = p->ca_fd;
+		stdio[RUN_CA_FD].data.fd = cap[0];
 	} else {
 		stdio[RUN_CA_FD].flags = UV_IGNORE;
 	}
@@ -216,11 +226,14 @@ launch_spawn(struct run_state *st, const struct run_opts *o,
 	rc = uv_spawn(&st->loop, proc, &po);
 	close(sp[1]);
 	close(bpf);
+	if (cap[0] >= 0)
+		close(cap[0]);
 	if (rc != 0)
 		pc_die("no proxy route: cannot start %s: %s", p->bwrap,
 		    uv_strerror(rc));
 	st->proc_started = true;
 	st->handoff_sock = sp[0];
+	st->trust.wfd = cap[1];
 	pc_mark("bwrap spawned");
 }
 
@@ -262,4 +275,8 @@ launch_handoff(struct run_state *st, const struct run_opts *o,
 	close(sock);
 	st->handoff_sock = -1;
 	pc_mark("acknowledged");
+	/* bwrap is done: the system trust store (a config that can
+	 * intercept) may take a CPU now (servertls.c). */
+	if (st->srv != NULL)
+		server_tls_load_now();
 }

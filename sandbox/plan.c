@@ -142,6 +142,37 @@ plan_hide(struct run_plan *p, const char *sock)
 	}
 }
 
+/*
+ * Does the plan so far (p's argv) mount anything at or above path, other
+ * than the `--ro-bind / /` it starts with?  Then what the sandbox sees at
+ * path may not be the host's file.
+ */
+static bool
+plan_covers(const struct run_plan *p, const char *path)
+{
+	static const char *const one[] = {
+		"--tmpfs", "--dev", "--proc", "--remount-ro",
+	};
+	static const char *const two[] = {
+		"--ro-bind", "--bind", "--ro-bind-data", "--dev-bind",
+	};
+
+	for (size_t i = 1; i < p->argc; i++) {
+		const char *dst = NULL;
+
+		for (size_t k = 0; k < sizeof(one) / sizeof(one[0]); k++)
+			if (strcmp(p->argv[i], one[k]) == 0 && i + 1 < p->argc)
+				dst = p->argv[i + 1];
+		for (size_t k = 0; k < sizeof(two) / sizeof(two[0]); k++)
+			if (strcmp(p->argv[i], two[k]) == 0 && i + 2 < p->argc)
+				dst = p->argv[i + 2];
+		if (dst != NULL && strcmp(dst, "/") != 0 &&
+		    mounts_at_or_above(dst, path))
+			return true;
+	}
+	return false;
+}
+
 /* The sandbox's resolv.conf in a memfd (RUN_RESOLV_CONF); dies on
  * failure: without it every lookup would go to a server it cannot reach. */
 static int
@@ -161,7 +192,7 @@ resolv_make(void)
 /* See run_internal.h. */
 void
 plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
-    char **command, int ncommand, int ca_fd, struct run_plan *p)
+    char **command, int ncommand, bool ca_bundle, struct run_plan *p)
 {
 	char why[512];
 	size_t i;
@@ -175,7 +206,7 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	if (p->sshconf_fd == -2)
 		pc_warnx("%s", why);
 	p->resolv_fd = resolv_make();
-	p->ca_fd = ca_fd;
+	p->ca_bundle = ca_bundle;
 	if (getcwd(p->cwd, sizeof(p->cwd)) == NULL)
 		pc_die("getcwd: %s", strerror(errno));
 	if (strcmp(p->cwd, "/") == 0)
@@ -243,10 +274,19 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	 * unfiltered process in the sandbox would be a way around it. */
 	plan_add(p, "--add-seccomp-fd");
 	plan_add(p, RUN_SECCOMP_FD_STR);
-	/* The bridge at its own path, also if that was under /tmp. */
-	plan_add(p, "--ro-bind");
-	plan_add(p, p->bridge);
-	plan_add(p, p->bridge);
+	/* The bridge at its own path, also if that was under /tmp, a hide,
+	 * the HOME or a bind (the working directory's is writable: the
+	 * bridge must not be, a setup command could change what the agent
+	 * sandbox runs).  Where nothing of ours is mounted above it (an
+	 * installed bridge), `--ro-bind / /` shows it read-only already:
+	 * one bind fewer (each costs bwrap a mount and a read of the
+	 * mount table).  With --bind/--ro-bind options always: their
+	 * destinations are not resolved here. */
+	if (o->nbinds > 0 || plan_covers(p, p->bridge)) {
+		plan_add(p, "--ro-bind");
+		plan_add(p, p->bridge);
+		plan_add(p, p->bridge);
+	}
 	/* Plain ssh through the proxy (sshconf.c); read-only, 0644 so ssh
 	 * reads it as any uid. */
 	if (p->sshconf_fd >= 0) {
@@ -266,7 +306,7 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	plan_add(p, "/etc/resolv.conf");
 	/* Trust for intercepted TLS (trust.c): the bundle read-only, and
 	 * every client's CA variable pointing at it. */
-	if (p->ca_fd >= 0) {
+	if (p->ca_bundle) {
 		plan_add(p, "--perms");
 		plan_add(p, "0444");
 		plan_add(p, "--ro-bind-data");

@@ -34,6 +34,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "auditwarn.h"
 #include "cacmd.h"
 #include "ctl.h"
@@ -317,20 +319,23 @@ load_config(const struct run_opts *o, const char **env)
 }
 
 /*
- * The embedded proxy's CA (DESIGN.md §11): [tls] ca_cert/ca_key, whose key
- * is hidden inside like a credential, or else an ephemeral CA made now,
- * in memory only, handed to the server as its fallback.  Returns the
- * memfd of the sandbox's trust bundle (trust.c).  Dies (125) when the CA
- * cannot be loaded or made: a run whose HTTPS would be refused or
- * untrusted is a set-up failure.
+ * The embedded proxy's trust (DESIGN.md §11), planned: [tls]
+ * ca_cert/ca_key are loaded now (exit 125 when they cannot be: a run
+ * whose HTTPS would be refused or untrusted is a set-up failure) and the
+ * key is hidden inside like a credential; without them, a config that
+ * can intercept gets an ephemeral CA, made after the spawn (run_stage);
+ * one that cannot needs no CA at all (nothing would ever ask for it),
+ * and gets a bundle only when a CA variable of the caller names a file of
+ * its own (which may be hidden inside: the bundle brings its certificates
+ * in), else none and no variables set: the sandbox trusts what the
+ * system trusts, and the caller's variables (none, or the system's file)
+ * mean inside what they mean outside.
  */
-static int
-run_tls_setup(const struct cfg *cfg, struct mounts *m)
+static void
+run_tls_plan(const struct cfg *cfg, struct mounts *m, struct run_trust *t)
 {
 	char why[1024];
 	struct tlsca *ca;
-	char *pem;
-	int fd;
 
 	if (cfg->tls.ca_cert != NULL) {
 		ca = tlsca_load(cfg->tls.ca_cert, cfg->tls.ca_key, why,
@@ -339,55 +344,100 @@ run_tls_setup(const struct cfg *cfg, struct mounts *m)
 			pc_die("[tls] ca_cert/ca_key: %s", why);
 		if (mounts_add_hide(m, cfg->tls.ca_key) != 0)
 			pc_die("too many paths to hide");
+		t->ca_pem = tlsca_cert_pem(ca);
+		tlsca_unref(ca);
+		if (t->ca_pem == NULL)
+			pc_die("out of memory");
+		t->bundle = true;
+		pc_mark("CA loaded");
+	} else if (server_cfg_can_intercept(cfg)) {
+		t->ephemeral = true;
+		t->bundle = true;
 	} else {
-		ca = tlsca_ephemeral(why, sizeof(why));
-		if (ca == NULL)
-			pc_die("cannot make the run's CA: %s", why);
-		server_tls_fallback(ca);
+		t->bundle = trust_caller_files();
 	}
-	pc_mark("CA made");
-	pem = tlsca_cert_pem(ca);
-	tlsca_unref(ca);
-	if (pem == NULL)
-		pc_die("out of memory");
-	fd = trust_bundle_make(pem, why, sizeof(why));
-	free(pem);
-	if (fd < 0)
-		pc_die("%s", why);
-	pc_mark("trust bundle made");
-	return fd;
 }
 
 /*
  * With --connect: the daemon's CA cert (tls.ca) for the sandbox's trust
- * bundle; the memfd, or -1 when the daemon has no CA.  A daemon that
- * refuses the question (an older one) gets a warning: the sandbox then
- * trusts what the system trusts, and intercepted TLS fails inside,
- * closed.  A daemon that does not answer at all is no proxy route: 125.
+ * bundle, in t->ca_pem; none when the daemon has no CA (then no bundle).
+ * A daemon that refuses the question (an older one) gets a warning: the
+ * sandbox then trusts what the system trusts, and intercepted TLS fails
+ * inside, closed.  A daemon that does not answer at all is no proxy
+ * route: 125.
  */
-static int
-run_tls_remote(int ctl_fd, const char *sock)
+static void
+run_tls_remote(int ctl_fd, const char *sock, struct run_trust *t)
 {
 	char why[1024];
-	char *pem;
-	int fd;
 
-	switch (remote_tls_ca(ctl_fd, sock, &pem, why, sizeof(why))) {
+	switch (remote_tls_ca(ctl_fd, sock, &t->ca_pem, why, sizeof(why))) {
 	case 0:
 		break;
 	case -1:
 		pc_warnx("no CA bundle in the sandbox: %s", why);
-		return -1;
+		t->ca_pem = NULL;
+		return;
 	default:
 		pc_die("no proxy route: %s", why);
 	}
-	if (pem == NULL)
-		return -1;
-	fd = trust_bundle_make(pem, why, sizeof(why));
-	free(pem);
-	if (fd < 0)
-		pc_die("%s", why);
-	return fd;
+	t->bundle = t->ca_pem != NULL;
+}
+
+/*
+ * Right after a spawn, while bwrap builds the sandbox: the ephemeral CA
+ * (first sandbox only; handed to the server as its fallback, so before
+ * server_new) and the bundle's text (made once), written into the
+ * sandbox's bundle pipe, which is then closed: bwrap reads it to that end
+ * before it starts the bridge.  A failure is st->start_error (the bridge
+ * is refused once it offers, COMMAND never runs); the pipe is closed in
+ * every case, so bwrap never waits for it.
+ */
+static void
+run_trust_fill(struct run_state *st)
+{
+	struct run_trust *t = &st->trust;
+	char why[1024];
+	struct tlsca *ca;
+
+	if (t->wfd < 0)
+		return;
+	if (t->text == NULL && t->ephemeral && t->ca_pem == NULL) {
+		ca = tlsca_ephemeral(why, sizeof(why));
+		if (ca == NULL) {
+			snprintf(st->start_error, sizeof(st->start_error),
+			    "cannot make the run's CA: %.100s", why);
+			goto out;
+		}
+		server_tls_fallback(ca);
+		t->ca_pem = tlsca_cert_pem(ca);
+		tlsca_unref(ca);
+		if (t->ca_pem == NULL) {
+			snprintf(st->start_error, sizeof(st->start_error),
+			    "cannot make the run's CA: out of memory");
+			goto out;
+		}
+		pc_mark("CA made");
+	}
+	if (t->text == NULL) {
+		if (trust_bundle_text(t->ca_pem, &t->text, &t->len, why,
+		    sizeof(why)) != 0) {
+			snprintf(st->start_error, sizeof(st->start_error),
+			    "%.150s", why);
+			goto out;
+		}
+		pc_mark("trust bundle made");
+	}
+	if (trust_bundle_write(t->wfd, t->text, t->len, pc_mono_ms() +
+	    HANDOFF_FD_TIMEOUT_MS, why, sizeof(why)) != 0) {
+		snprintf(st->start_error, sizeof(st->start_error), "%.150s",
+		    why);
+		goto out;
+	}
+	pc_mark("trust bundle written");
+out:
+	close(t->wfd);
+	t->wfd = -1;
 }
 
 /*
@@ -401,7 +451,8 @@ run_stage(struct run_state *st, const struct run_opts *o,
     enum phase phase, bool attach)
 {
 	launch_spawn(st, o, p, env);
-	if (st->pending_cfg != NULL) {
+	run_trust_fill(st);
+	if (st->pending_cfg != NULL && st->start_error[0] == '\0') {
 		/* While bwrap builds the sandbox: the bridge waits for our
 		 * answer, so COMMAND does not exist until the proxy is up.
 		 * The server takes our cfg reference. */
@@ -469,10 +520,15 @@ run_main(int argc, char **argv)
 	char why[512];
 	char *setup_cmd[] = { "sh", "-c", NULL, NULL };
 	const char *env = NULL, *audit_path = NULL;
-	int ca_fd = -1;
 
 	pc_progname = "portcullis run";
 	pc_mark("run_main");
+	/* The process ends when run_main returns: OpenSSL's atexit clean-up
+	 * (it frees its provider and method stores, ~0.3 ms of every run's
+	 * exit) is left out.  Keys are not its business: their owners free
+	 * (and clear) them before (server_free, tlsca_unref). */
+	(void)OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+	server_tls_exit_soon();
 	opts_parse(argc, argv, &o);
 	memset(&p, 0, sizeof(p));
 	memset(&psetup, 0, sizeof(psetup));
@@ -480,6 +536,7 @@ run_main(int argc, char **argv)
 	memset(&log, 0, sizeof(log));
 	st.ctl_fd = -1;
 	st.handoff_sock = -1;
+	st.trust.wfd = -1;
 	/* First, while we hold no other fds and run no threads: the run's
 	 * HOME (a fresh one has a keeper child that removes it if we die). */
 	st.mounts = mounts_new(o.home, why, sizeof(why));
@@ -493,7 +550,7 @@ run_main(int argc, char **argv)
 		if (st.ctl_fd < 0)
 			pc_die("no proxy route: control socket %s: %s", o.connect,
 			    strerror(-st.ctl_fd));
-		ca_fd = run_tls_remote(st.ctl_fd, o.connect);
+		run_tls_remote(st.ctl_fd, o.connect, &st.trust);
 	} else {
 		/* --allow adds to o.phase, COMMAND's phase (agent with
 		 * --setup, which refuses --phase). */
@@ -522,16 +579,18 @@ run_main(int argc, char **argv)
 		pc_mark("audit log picked, key made");
 	}
 	if (cfg != NULL)
-		ca_fd = run_tls_setup(cfg, st.mounts);
+		run_tls_plan(cfg, st.mounts, &st.trust);
 	/* The system CA's key where `ca init` puts it: a daemon's, which a
 	 * sandbox running as root (same uid as the file's owner) could
 	 * otherwise read even without capabilities. */
 	if (mounts_add_hide(st.mounts, CA_SYSTEM_KEY) != 0)
 		pc_die("too many paths to hide");
-	plan_build(&o, cfg, st.mounts, o.command, o.ncommand, ca_fd, &p);
+	plan_build(&o, cfg, st.mounts, o.command, o.ncommand,
+	    st.trust.bundle, &p);
 	if (o.setup != NULL) {
 		setup_cmd[2] = (char *)o.setup;
-		plan_build(&o, cfg, st.mounts, setup_cmd, 3, ca_fd, &psetup);
+		plan_build(&o, cfg, st.mounts, setup_cmd, 3,
+		    st.trust.bundle, &psetup);
 	}
 	/* Last step of the plan: after it, the secrets exist only in
 	 * envs.setup (our own environment no longer has them). */
@@ -631,8 +690,8 @@ out:
 	pc_mark("home removed");
 	plan_free(&p);
 	plan_free(&psetup);
-	if (ca_fd >= 0)
-		close(ca_fd);
+	free(st.trust.ca_pem);
+	free(st.trust.text);
 	opts_free(&o);
 	return st.status;
 }

@@ -72,8 +72,8 @@ struct run_plan {
 	char *owned[4];		/* strings argv points to that we free */
 	int sshconf_fd;		/* memfd of the sandbox's ssh_config, or -1 */
 	int resolv_fd;		/* memfd of the sandbox's resolv.conf */
-	int ca_fd;		/* memfd of the CA bundle (trust.c), or -1;
-				 * not ours: run_main closes it */
+	bool ca_bundle;		/* the sandbox gets the trust bundle
+				 * (trust.c) on fd RUN_CA_FD */
 	size_t nowned;
 	/* The binds for mounts_set_binds: --bind/--ro-bind, then the
 	 * working directory. */
@@ -103,10 +103,28 @@ struct run_plan {
 
 /* fd of the CA bundle bwrap reads for --ro-bind-data (trust.c), bound
  * at RUN_CA_BUNDLE_PATH: under the sandbox's own /tmp (a tmpfs, where
- * bwrap can make the mount point; / is read-only). */
+ * bwrap can make the mount point; / is read-only).  The read end of a
+ * pipe (launch_spawn) that run_stage fills while bwrap builds the
+ * sandbox. */
 #define RUN_CA_FD 7
 #define RUN_CA_FD_STR "7"
 #define RUN_CA_BUNDLE_PATH "/tmp/portcullis-ca-bundle.pem"
+
+/*
+ * What the sandboxes trust for TLS (trust.c, DESIGN.md §11), decided when
+ * the run is planned; the CA and the bundle's text are made after the
+ * first spawn, while bwrap builds the sandbox (run_stage).
+ */
+struct run_trust {
+	bool bundle;		/* the sandboxes get a bundle (RUN_CA_FD) */
+	bool ephemeral;		/* the run's own CA is made for it */
+	char *ca_pem;		/* the CA cert for the bundle, or NULL (none:
+				 * the bundle is the system's and the
+				 * caller's roots only) */
+	char *text;		/* the bundle, once made (both sandboxes) */
+	size_t len;
+	int wfd;		/* the current sandbox's pipe, ours, or -1 */
+};
 
 struct run_state {
 	uv_loop_t loop;
@@ -131,6 +149,7 @@ struct run_state {
 	 * once the bridge has offered (launch_handoff), or "". */
 	char start_error[160];
 	struct mounts *mounts;	/* file system plan; owns a fresh HOME */
+	struct run_trust trust;
 	uv_signal_t sigs[RUN_NSIGNALS];
 	bool sigs_on;
 	int got_signal;		/* the last SIGHUP/SIGINT/SIGTERM we got */
@@ -165,7 +184,7 @@ void opts_free(struct run_opts *o);
  * working directory.  Dies (125) on anything it cannot plan.
  */
 void plan_build(const struct run_opts *o, const struct cfg *cfg,
-    struct mounts *m, char **command, int ncommand, int ca_fd,
+    struct mounts *m, char **command, int ncommand, bool ca_bundle,
     struct run_plan *p);
 void plan_free(struct run_plan *p);
 
@@ -174,9 +193,19 @@ void plan_free(struct run_plan *p);
 /* The variables set to RUN_CA_BUNDLE_PATH inside (DESIGN.md §11). */
 #define TRUST_NVARS 7
 extern const char *const trust_vars[TRUST_NVARS];
-/* The bundle (system roots + the files our own trust_vars name + ca_pem)
- * in a memfd at offset 0... its end; the fd, or -1 + why. */
-int trust_bundle_make(const char *ca_pem, char *why, size_t whylen);
+/* Does any of trust_vars in our environment name a file of the caller's
+ * own (one that exists and is not a system roots file, which the sandbox
+ * sees at the same path anyway)? */
+bool trust_caller_files(void);
+/* The bundle's text (system roots + the files our own trust_vars name +
+ * ca_pem when not NULL), malloc'd in *text (*len bytes, NUL after them,
+ * at most RUN_CA_BUNDLE_MAX); 0, or -1 + why. */
+int trust_bundle_text(const char *ca_pem, char **text, size_t *len,
+    char *why, size_t whylen);
+/* Writes text (len bytes) to fd (non-blocking: the bundle pipe), waiting
+ * for bwrap to read it until deadline (pc_mono_ms); 0, or -1 + why. */
+int trust_bundle_write(int fd, const char *text, size_t len,
+    long long deadline, char *why, size_t whylen);
 
 /* ---- envs.c ---- */
 

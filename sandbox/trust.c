@@ -1,20 +1,23 @@
 /*
  * trust: what the sandbox trusts for TLS when the proxy may intercept
- * (DESIGN.md §11).  One PEM bundle in a memfd, which bwrap binds
- * read-only at RUN_CA_BUNDLE_PATH: the system roots (OpenSSL's default
- * file), then every file the caller's own CA variables name (so a
+ * (DESIGN.md §11).  One PEM bundle, which bwrap copies read-only to
+ * RUN_CA_BUNDLE_PATH from a pipe (launch.c): the system roots (OpenSSL's
+ * default file), then every file the caller's own CA variables name (so a
  * REQUESTS_CA_BUNDLE or PIP_CERT of the caller keeps working inside,
  * where those variables now point at the bundle), then the CA's
  * certificate (never its key).  The variables of trust_vars[] are set to
  * the bundle's path inside.  Only certificate blocks are copied from those
- * files.
+ * files.  The text is made and written while bwrap builds the sandbox
+ * (run.c, run_stage): bwrap reads the pipe to its end before it starts
+ * the bridge, and the bridge waits for our ack before COMMAND exists, so
+ * COMMAND sees the whole bundle or never runs.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,27 +31,42 @@ const char *const trust_vars[TRUST_NVARS] = {
 	"npm_config_cafile",
 };
 
-static int
-write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 #define PEM_BEGIN "-----BEGIN CERTIFICATE-----"
 #define PEM_END "-----END CERTIFICATE-----"
 
+/* The bundle being made: malloc'd, at most RUN_CA_BUNDLE_MAX bytes. */
+struct bundle {
+	char *text;
+	size_t len, cap;
+};
+
+/* Room for n more bytes in b (and a NUL); -EFBIG past RUN_CA_BUNDLE_MAX,
+ * -ENOMEM. */
+static int
+bundle_room(struct bundle *b, size_t n)
+{
+	size_t cap;
+	char *t;
+
+	if (n > RUN_CA_BUNDLE_MAX || b->len + n > RUN_CA_BUNDLE_MAX)
+		return -EFBIG;
+	if (b->len + n + 1 <= b->cap)
+		return 0;
+	cap = b->len + n + 1;
+	if (cap < 2 * b->cap)
+		cap = 2 * b->cap;
+	if (cap > RUN_CA_BUNDLE_MAX + 1)
+		cap = RUN_CA_BUNDLE_MAX + 1;
+	t = realloc(b->text, cap);
+	if (t == NULL)
+		return -ENOMEM;
+	b->text = t;
+	b->cap = cap;
+	return 0;
+}
+
 /*
- * Appends the certificates of the regular file path to fd: only the
+ * Appends the certificates of the regular file path to b: only the
  * "BEGIN CERTIFICATE" blocks, each followed by a newline, so that a
  * private key kept in the same PEM file (a client cert bundle) never
  * reaches the sandbox.  The total stays at most RUN_CA_BUNDLE_MAX.  A file
@@ -56,11 +74,11 @@ write_all(int fd, const char *p, size_t n)
  * over the limit; -errno.
  */
 static int
-append_file(int fd, const char *path, size_t *total)
+append_file(struct bundle *b, const char *path)
 {
 	struct stat st;
-	char *buf = NULL, *out, *p, *e;
-	size_t len = 0, outlen = 0;
+	char *buf = NULL, *p, *e;
+	size_t len = 0;
 	int in, r = 0;
 
 	in = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -94,49 +112,71 @@ append_file(int fd, const char *path, size_t *total)
 	}
 	close(in);
 	buf[len] = '\0';
-	/* The blocks are gathered into out and written with one write (one
-	 * write per block was ~300 syscalls for the Debian bundle, ~0.4 ms
-	 * of every run).  Each block is at least BEGIN + END long and gets
-	 * one newline: out needs at most len + len / that + 1 bytes. */
-	out = r == 0 ? malloc(len + len / (strlen(PEM_BEGIN) +
-	    strlen(PEM_END)) + 1) : NULL;
-	if (r == 0 && out == NULL)
-		r = -ENOMEM;
+	/* Each block at least BEGIN + END long, one newline each: room for
+	 * all of them at once (one realloc per file, not per block). */
+	if (r == 0 && len > 0) {
+		size_t want = len + len / (strlen(PEM_BEGIN) +
+		    strlen(PEM_END)) + 1;
+
+		if (want > RUN_CA_BUNDLE_MAX - b->len)
+			want = RUN_CA_BUNDLE_MAX - b->len;
+		r = bundle_room(b, want);
+	}
 	for (p = buf; r == 0 && (p = strstr(p, PEM_BEGIN)) != NULL; p = e) {
 		e = strstr(p, PEM_END);
 		if (e == NULL)
 			break;
 		e += strlen(PEM_END);
-		if (*total + (size_t)(e - p) + 1 > RUN_CA_BUNDLE_MAX) {
-			r = -EFBIG;
+		r = bundle_room(b, (size_t)(e - p) + 1);
+		if (r != 0)
 			break;
-		}
-		*total += (size_t)(e - p) + 1;
-		memcpy(out + outlen, p, (size_t)(e - p));
-		outlen += (size_t)(e - p);
-		out[outlen++] = '\n';
+		memcpy(b->text + b->len, p, (size_t)(e - p));
+		b->len += (size_t)(e - p);
+		b->text[b->len++] = '\n';
 	}
-	if (r == 0)
-		r = write_all(fd, out, outlen);
-	free(out);
 	free(buf);
 	return r;
 }
 
-int
-trust_bundle_make(const char *ca_pem, char *why, size_t whylen)
+/* The system roots' files (OpenSSL's default, Debian's bundle). */
+static const char *
+system_file(int i)
 {
-	const char *srcs[TRUST_NVARS + 2];
-	size_t nsrcs = 0, total = 0;
-	int fd, r = 0;
+	return i == 0 ? X509_get_default_cert_file() :
+	    "/etc/ssl/certs/ca-certificates.crt";
+}
+#define TRUST_NSYSTEM 2
 
-	fd = memfd_create("portcullis-ca-bundle.pem", MFD_CLOEXEC);
-	if (fd < 0) {
-		snprintf(why, whylen, "CA bundle memfd: %s", strerror(errno));
-		return -1;
+bool
+trust_caller_files(void)
+{
+	for (size_t i = 0; i < TRUST_NVARS; i++) {
+		const char *v = getenv(trust_vars[i]);
+		char rv[PATH_MAX], rs[PATH_MAX];
+		bool sys = false;
+
+		if (v == NULL || v[0] == '\0' || realpath(v, rv) == NULL)
+			continue;
+		for (int k = 0; k < TRUST_NSYSTEM && !sys; k++)
+			sys = realpath(system_file(k), rs) != NULL &&
+			    strcmp(rv, rs) == 0;
+		if (!sys)
+			return true;
 	}
-	srcs[nsrcs++] = X509_get_default_cert_file();
-	srcs[nsrcs++] = "/etc/ssl/certs/ca-certificates.crt";
+	return false;
+}
+
+int
+trust_bundle_text(const char *ca_pem, char **text, size_t *len, char *why,
+    size_t whylen)
+{
+	const char *srcs[TRUST_NVARS + TRUST_NSYSTEM];
+	struct bundle b = { NULL, 0, 0 };
+	size_t nsrcs = 0;
+	int r = 0;
+
+	for (int k = 0; k < TRUST_NSYSTEM; k++)
+		srcs[nsrcs++] = system_file(k);
 	for (size_t i = 0; i < TRUST_NVARS; i++) {
 		const char *v = getenv(trust_vars[i]);
 
@@ -156,25 +196,73 @@ trust_bundle_make(const char *ca_pem, char *why, size_t whylen)
 			    strcmp(ri, rj) == 0;
 		if (dup)
 			continue;
-		r = append_file(fd, ri, &total);
+		r = append_file(&b, ri);
 		if (r != 0)
 			snprintf(why, whylen, "CA bundle: %s: %s", srcs[i],
 			    r == -EFBIG ? "the bundle would be larger than "
 			    "RUN_CA_BUNDLE_MAX" : strerror(-r));
 	}
-	if (r == 0 && total + strlen(ca_pem) > RUN_CA_BUNDLE_MAX) {
-		r = -EFBIG;
-		snprintf(why, whylen, "CA bundle larger than RUN_CA_BUNDLE_MAX");
+	if (r == 0 && ca_pem != NULL) {
+		r = bundle_room(&b, strlen(ca_pem));
+		if (r != 0) {
+			snprintf(why, whylen, "CA bundle: %s", r == -EFBIG ?
+			    "larger than RUN_CA_BUNDLE_MAX" : strerror(-r));
+		} else {
+			memcpy(b.text + b.len, ca_pem, strlen(ca_pem));
+			b.len += strlen(ca_pem);
+		}
 	}
-	if (r == 0) {
-		r = write_all(fd, ca_pem, strlen(ca_pem));
-		if (r != 0)
-			snprintf(why, whylen, "CA bundle memfd: %s",
-			    strerror(-r));
+	if (r == 0 && b.text == NULL && (b.text = strdup("")) == NULL) {
+		r = -ENOMEM;
+		snprintf(why, whylen, "CA bundle: %s", strerror(ENOMEM));
 	}
 	if (r != 0) {
-		close(fd);
+		free(b.text);
 		return -1;
 	}
-	return fd;
+	b.text[b.len] = '\0';
+	*text = b.text;
+	*len = b.len;
+	return 0;
+}
+
+int
+trust_bundle_write(int fd, const char *text, size_t len, long long deadline,
+    char *why, size_t whylen)
+{
+	while (len > 0) {
+		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+		long long left = deadline - pc_mono_ms();
+		ssize_t w;
+
+		w = write(fd, text, len);
+		if (w > 0) {
+			text += w;
+			len -= (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno != EAGAIN) {
+			snprintf(why, whylen, "CA bundle pipe: %s",
+			    strerror(errno));
+			return -1;
+		}
+		if (left <= 0) {
+			snprintf(why, whylen, "CA bundle pipe: bwrap did not "
+			    "read it within %d ms", HANDOFF_FD_TIMEOUT_MS);
+			return -1;
+		}
+		if (poll(&pfd, 1, (int)(left > 1000 ? 1000 : left)) < 0 &&
+		    errno != EINTR) {
+			snprintf(why, whylen, "CA bundle pipe: poll: %s",
+			    strerror(errno));
+			return -1;
+		}
+		if (pfd.revents & (POLLERR | POLLHUP)) {
+			snprintf(why, whylen, "CA bundle pipe: bwrap closed it");
+			return -1;
+		}
+	}
+	return 0;
 }

@@ -972,6 +972,40 @@ def test_system_store_loaded_when_a_reload_makes_interception_possible():
     p.stop()
 
 
+def test_run_first_request_waits_for_the_system_store():
+    """`portcullis run` with a config that can intercept and no
+    upstream_ca: the system store is parsed on a thread of its own,
+    started once the sandbox's handoff is done (servertls.c, not while
+    bwrap builds the sandbox), and COMMAND's very first
+    intercepted request, sent as soon as it runs, is verified against it
+    (the test CA is no system root: 502 upstream_cert_invalid with
+    OpenSSL's verify error), never refused for want of a store; a second
+    request finds the store loaded.  Nothing reaches the origin."""
+    import sandbox_util as su
+    tls = h.make_tls((SECURE,))
+    o = h.Origin("origin-runsys", host="127.0.0.7", tls=tls)
+    d = h.tempdir()
+    cfg = os.path.join(d, "run.ini")
+    with open(cfg, "w") as f:
+        f.write("[proxy]\ntls_ports = %d\n\n[dns]\nstatic = %s=127.0.0.7\n\n"
+                "[addresses]\nallow = 127.0.0.0/8\n\n"
+                "[env default agent]\nallow = %s:*\nmethods = GET\n" % (o.port, SECURE, SECURE))
+    log = os.path.join(d, "audit.jsonl")
+    u = "https://%s:%d" % (SECURE, o.port)
+    script = ("curl -sS -o /dev/null -w '%%{http_code}\\n' %s/first; "
+              "curl -sS -o /dev/null -w '%%{http_code}\\n' %s/second; true" % (u, u))
+    r = su.prun(["-c", cfg, "--audit-log", log, "--", "sh", "-c", script], d)
+    h.eq(r.returncode, 0, "run (stderr %r)" % r.stderr)
+    h.eq(r.stdout.split(), ["502", "502"], "both requests (stderr %r)" % r.stderr)
+    recs = [json.loads(l) for l in open(log) if '"event":"request"' in l]
+    https = [x for x in recs if x.get("proto") == "https"]
+    h.eq([x["reason"] for x in https], ["upstream_cert_invalid"] * 2, "records %r" % https)
+    for x in https:
+        h.check(x.get("detail") not in (None, "no upstream trust store"),
+                "verified against the system store: %r" % x.get("detail"))
+    h.eq(o.requests(), [], "nothing forwarded")
+
+
 def test_upstream_wrong_name():
     bad_origin_case("wrong")
 

@@ -362,6 +362,36 @@ def test_ro_bind_brings_one_back():
     eq(load(os.path.join(w, "write.json"))[netrc], "EROFS", "bound ~/.netrc read-only")
 
 
+def test_bridge_read_only_wherever_it_lives():
+    """The bridge runs before COMMAND with two capabilities: no sandbox may
+    change it (a setup command could swap what the agent sandbox runs).
+    A copy of it (PORTCULLIS_BRIDGE) where nothing of the plan is mounted
+    above it is shown read-only by `--ro-bind / /` alone; under the
+    writable working directory, or under /tmp (the sandbox's own tmpfs),
+    it gets a read-only bind of its own.  Each run works and writing the
+    bridge fails with EROFS inside."""
+    need_root()
+    src = os.environ.get("PORTCULLIS_BRIDGE") or os.path.join(
+        os.path.dirname(portcullis_bin()), "portcullis-bridge")
+    build = os.environ.get("PORTCULLIS_BUILD") or os.path.dirname(os.path.dirname(src))
+    outside = tempfile.mkdtemp(prefix="bridge-copy-", dir=build)
+    defer(lambda: shutil.rmtree(outside, ignore_errors=True))
+    in_tmp = tempdir()
+    for d in (outside, in_tmp):
+        os.chmod(d, 0o777)
+        shutil.copy2(src, os.path.join(d, "portcullis-bridge"))
+    for label, bdir, cwd in (("outside any mount of the plan", outside, workdir(0)),
+                             ("under the working directory", outside, outside),
+                             ("under /tmp", in_tmp, workdir(0))):
+        bridge = os.path.join(bdir, "portcullis-bridge")
+        put(cwd, "wprobe.py", WRITE_PROBE)
+        r = prun(0, ["--", "python3", "wprobe.py", "write.json", bridge], cwd,
+                 env=run_env(PORTCULLIS_BRIDGE=bridge))
+        eq(r.returncode, 0, "%s: run (stderr %r)" % (label, r.stderr))
+        eq(load(os.path.join(cwd, "write.json"))[bridge], "EROFS",
+           "%s: the bridge inside" % label)
+
+
 def test_workdir_inside_home_stays_visible():
     """The working directory inside the caller's HOME is bound after HOME is
     hidden: it is visible and writable, its siblings are not."""

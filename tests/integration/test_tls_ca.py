@@ -7,8 +7,10 @@ bad [tls] and a reload that breaks it keeps the old CA; inside
 the trust bundle (system roots + the CA cert) is there with SSL_CERT_FILE,
 REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, GIT_SSL_CAINFO, PIP_CERT,
 NODE_EXTRA_CA_CERTS and npm_config_cafile pointing at it, an ephemeral CA
-is made when [tls] has no ca_cert, and curl and python trust an origin
-whose certificate the CA signed, with no flags; the system CA key
+is made when [tls] has no ca_cert and the config can intercept (none, and
+no bundle, when it cannot), and curl and python trust an origin whose
+certificate the CA signed, with no flags; the bundle reaches COMMAND whole
+through its pipe or COMMAND never runs; the system CA key
 (/etc/portcullis/ca.key) is hidden in every sandbox."""
 
 import json
@@ -377,14 +379,17 @@ def test_system_ca_key_hidden_as_nobody():
 
 
 def test_ephemeral_ca_without_ca_cert():
+    """A config that can intercept (here: an intercept pattern) and names
+    no ca_cert gets a new in-memory CA per run, made while bwrap builds the
+    sandbox, last in the bundle and the one the proxy signs with."""
     w = tempdir()
     upd = tempdir()
     up_cert, _ = ca_init(upd)
     with open(os.path.join(w, "run.ini"), "w") as fh:
-        fh.write("[env default agent]\nallow = example.test\n")
+        fh.write("[env default agent]\nallow = example.test\nintercept = example.test\n")
     with open(os.path.join(w, "up.ini"), "w") as fh:
-        fh.write("[env default agent]\nallow = example.test\n\n[tls]\nupstream_ca = %s\n"
-                 % up_cert)
+        fh.write("[env default agent]\nallow = example.test\nintercept = example.test\n\n"
+                 "[tls]\nupstream_ca = %s\n" % up_cert)
     seen = []
     for cfg in ("run.ini", "run.ini", "up.ini"):
         log = os.path.join(w, "audit.jsonl")
@@ -414,12 +419,12 @@ def test_ephemeral_ca_without_ca_cert():
 
 
 def test_setup_and_command_share_one_ca():
-    """With --setup, both sandboxes get the bundle (the memfd is read from
-    its start each time), with the same ephemeral CA."""
+    """With --setup, both sandboxes get the bundle (a pipe of its own
+    each, filled from the text made once), with the same ephemeral CA."""
     w = tempdir()
     with open(os.path.join(w, "run.ini"), "w") as fh:
         fh.write("[env default setup]\nallow = example.test\n\n"
-                 "[env default agent]\nallow = example.test\n")
+                 "[env default agent]\nallow = example.test\nmethods = GET\n")
     r = prun(["-c", "run.ini", "--setup", "cp $SSL_CERT_FILE setup.pem", "--",
               "sh", "-c", "cp $SSL_CERT_FILE agent.pem"], cwd=w)
     eq(r.returncode, 0, "run --setup (%r)" % r.stderr)
@@ -502,6 +507,106 @@ def test_connect_gets_the_daemons_ca():
             eq(out[0], "", "no SSL_CERT_FILE without a daemon CA")
             check(out[2] != "200", "without a bundle the origin is not trusted")
         p.stop()
+
+
+NO_CA_PROBE = r"""
+import json, os, sys
+out = {"env": {k: os.environ.get(k) for k in sys.argv[2].split(",")},
+       "bundle": os.path.exists(sys.argv[3])}
+json.dump(out, open(sys.argv[1], "w"))
+"""
+
+
+def no_ca_case(prefix, who):
+    """A config that cannot intercept (no methods, paths, intercept or
+    credential anywhere) and names no ca_cert: no CA is made at all (the
+    config record's tls_ca is null), and, when the caller's CA variables
+    name nothing of its own (unset, or the system bundle the sandbox sees
+    at the same path), no bundle either: the variables inside are the
+    caller's, unchanged, and TLS through the tunnel is verified against
+    the system store, as outside."""
+    w = nobody_dir() if prefix else tempdir()
+    with open(os.path.join(w, "run.ini"), "w") as fh:
+        fh.write("[env default agent]\nallow = example.test\n")
+    with open(os.path.join(w, "probe.py"), "w") as fh:
+        fh.write(NO_CA_PROBE)
+    system = "/etc/ssl/certs/ca-certificates.crt"
+    base = {k: v for k, v in run_env().items() if k not in TRUST_VARS}
+    for label, extra in (("no CA variables", {}),
+                         ("variables naming the system bundle",
+                          {"SSL_CERT_FILE": system, "REQUESTS_CA_BUNDLE": system,
+                           "NODE_EXTRA_CA_CERTS": system})):
+        env = dict(base, **extra)
+        log = os.path.join(w, "audit.jsonl")
+        if os.path.exists(log):
+            os.unlink(log)
+        r = prun(["-c", "run.ini", "--audit-log", log, "--", "python3", "probe.py", "out.json",
+                  ",".join(TRUST_VARS), BUNDLE], cwd=w, prefix=prefix, env=env)
+        eq(r.returncode, 0, "%s, %s: run (%r)" % (who, label, r.stderr))
+        with open(os.path.join(w, "out.json")) as fh:
+            out = json.load(fh)
+        eq(out["bundle"], False, "%s, %s: a bundle at %s" % (who, label, BUNDLE))
+        eq(out["env"], {k: extra.get(k) for k in TRUST_VARS},
+           "%s, %s: the caller's variables inside" % (who, label))
+        with open(log) as fh:
+            cfgs = [json.loads(l) for l in fh if '"event":"config"' in l]
+        eq([c.get("tls_ca") for c in cfgs], [None], "%s, %s: no CA in the config record"
+           % (who, label))
+
+
+def test_no_ca_and_no_bundle_when_nothing_can_be_intercepted_as_root():
+    no_ca_case((), "root")
+
+
+def test_no_ca_and_no_bundle_when_nothing_can_be_intercepted_as_nobody():
+    no_ca_case(AS_NOBODY, "nobody")
+
+
+def big_bundle_file(d, mib):
+    """A PEM file of about mib MiB of certificate blocks (one real cert
+    repeated) and its number of blocks."""
+    cert, _ = ca_init(d)
+    block = certs_of(open(cert).read())[0] + "\n"
+    n = mib * 1024 * 1024 // len(block) + 1
+    p = os.path.join(d, "big.pem")
+    with open(p, "w") as fh:
+        fh.write(block * n)
+    return p, block.strip(), n
+
+
+def test_bundle_larger_than_the_pipe_arrives_whole():
+    """A bundle larger than the pipe's buffer (3 MiB of the caller's
+    certificates, over the 1 MiB asked for): the write waits for bwrap to
+    read it, and COMMAND sees every block, the CA last."""
+    d = tempdir()
+    big, block, n = big_bundle_file(d, 3)
+    w = tempdir()
+    with open(os.path.join(w, "run.ini"), "w") as fh:
+        fh.write("[env default agent]\nallow = example.test\nintercept = example.test\n")
+    env = {k: v for k, v in run_env().items() if k not in TRUST_VARS}
+    env["REQUESTS_CA_BUNDLE"] = big
+    r = prun(["-c", "run.ini", "--", "sh", "-c", "cp %s got.pem" % BUNDLE], cwd=w, env=env)
+    eq(r.returncode, 0, "run (%r)" % r.stderr)
+    got = certs_of(open(os.path.join(w, "got.pem")).read())
+    eq(sum(1 for c in got if c == block), n, "the caller's blocks in the bundle")
+    check(got[-1] != block and got[-1] not in system_roots(), "the run's CA last")
+
+
+def test_bundle_too_large_fails_before_command():
+    """A bundle over RUN_CA_BUNDLE_MAX (the caller's REQUESTS_CA_BUNDLE is
+    9 MiB) is found while bwrap builds the sandbox: the bridge is refused,
+    exit 125, and COMMAND never runs (it would see a cut bundle)."""
+    d = tempdir()
+    big, _, _ = big_bundle_file(d, 9)
+    w = tempdir()
+    with open(os.path.join(w, "run.ini"), "w") as fh:
+        fh.write("[env default agent]\nallow = example.test\nintercept = example.test\n")
+    env = {k: v for k, v in run_env().items() if k not in TRUST_VARS}
+    env["REQUESTS_CA_BUNDLE"] = big
+    r = prun(["-c", "run.ini", "--", "sh", "-c", "touch ran"], cwd=w, env=env)
+    eq(r.returncode, 125, "run (%r)" % r.stderr)
+    check("RUN_CA_BUNDLE_MAX" in r.stderr, "the reason on stderr: %r" % r.stderr)
+    check(not os.path.exists(os.path.join(w, "ran")), "COMMAND ran")
 
 
 def test_caller_ca_files_stay_trusted():

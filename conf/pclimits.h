@@ -395,6 +395,10 @@ static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent"
  * variables name, and the interception CA; a bundle over this is an
  * error (a PEM file cut short is no bundle). */
 #define RUN_CA_BUNDLE_MAX (8 * 1024 * 1024)
+/* proxy/tlsca.c: the system trust store's file (Debian's is ~220 KiB) is
+ * read whole into memory; a bigger one is left out (the hashed directory
+ * still serves). */
+#define TLSCA_SYSTEM_STORE_MAX (16 * 1024 * 1024)
 /* The bundle pipe's buffer asked for (F_SETPIPE_SZ; Linux's default
  * fs.pipe-max-size): a usual bundle fits, so writing it never waits for
  * bwrap to read.  Not a bound: a bigger bundle is written as bwrap reads

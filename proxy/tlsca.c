@@ -30,6 +30,7 @@
 #include <openssl/x509v3.h>
 
 #include "netaddr.h"
+#include "pclimits.h"
 #include "tlsca.h"
 
 /* Hash buckets: a power of two, twice the entries (short chains). */
@@ -677,6 +678,75 @@ tlsca_cache_stats(const struct tlsca *ca, uint64_t *hits, uint64_t *misses)
 	pthread_mutex_unlock(&m->mu);
 }
 
+/*
+ * The system trust store, as SSL_CTX_set_default_verify_paths() loads it
+ * (its file: SSL_CERT_FILE or OpenSSL's default; its hashed directory:
+ * SSL_CERT_DIR or the default, looked up lazily at verify time), but with
+ * the file read by read(2) and parsed from memory: servertls.c parses it
+ * on a thread that `portcullis run` does not wait for at its exit, and
+ * exit() unbuffers every stdio stream (glibc takes a busy stream's lock
+ * only on a second try), so a stdio read on that thread could be cut
+ * under it.  A file that is missing or over TLSCA_SYSTEM_STORE_MAX leaves
+ * only the directory, as OpenSSL's own default does for a missing file.
+ * 1 when the store was set up, 0 when OpenSSL could not.
+ */
+static int
+load_system_store(SSL_CTX *ctx)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	X509_LOOKUP *dir;
+	STACK_OF(X509_INFO) *infos = NULL;
+	const char *path;
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	BIO *bio;
+	int fd, ok = 1;
+
+	path = secure_getenv(X509_get_default_cert_file_env());
+	if (path == NULL)
+		path = X509_get_default_cert_file();
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    st.st_size > 0 && st.st_size <= TLSCA_SYSTEM_STORE_MAX &&
+	    (buf = malloc((size_t)st.st_size)) != NULL) {
+		while (len < (size_t)st.st_size) {
+			ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			len += (size_t)n;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	if (buf != NULL && len > 0 &&
+	    (bio = BIO_new_mem_buf(buf, (int)len)) != NULL) {
+		infos = PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL);
+		BIO_free(bio);
+	}
+	free(buf);
+	for (int i = 0; infos != NULL && i < sk_X509_INFO_num(infos); i++) {
+		X509_INFO *xi = sk_X509_INFO_value(infos, i);
+
+		if (xi->x509 != NULL)
+			ok &= X509_STORE_add_cert(store, xi->x509);
+		if (xi->crl != NULL)
+			ok &= X509_STORE_add_crl(store, xi->crl);
+	}
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	(void)ok;	/* a duplicate is no failure; OpenSSL's loader skips
+			 * what it cannot add too */
+	dir = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
+	if (dir == NULL ||
+	    X509_LOOKUP_add_dir(dir, NULL, X509_FILETYPE_DEFAULT) != 1)
+		return 0;
+	ERR_clear_error();
+	return 1;
+}
+
 SSL_CTX *
 tlsca_upstream_ctx(const char *upstream_ca_path, char *why, size_t whylen)
 {
@@ -704,7 +774,7 @@ tlsca_upstream_ctx(const char *upstream_ca_path, char *why, size_t whylen)
 	    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
 	    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
 	if (upstream_ca_path == NULL) {
-		ok = SSL_CTX_set_default_verify_paths(ctx);
+		ok = load_system_store(ctx);
 		snprintf(inner, sizeof(inner), "cannot load the system trust "
 		    "store");
 	} else if (stat(upstream_ca_path, &st) != 0) {

@@ -249,6 +249,34 @@ test_handshakes(void)
 	    "api.example.com", false, "api.example.com", 0, alpn,
 	    sizeof(alpn)) == 0);
 	SSL_CTX_free(leaf);
+	/* The system store is what OpenSSL's own default loads (tlsca.c
+	 * reads its file without stdio): the same objects. */
+	{
+		SSL_CTX *ref = SSL_CTX_new(TLS_client_method());
+
+		CHECK(ref != NULL && SSL_CTX_set_default_verify_paths(ref) == 1);
+		CHECK(ref != NULL && up_other != NULL &&
+		    sk_X509_OBJECT_num(X509_STORE_get0_objects(
+		    SSL_CTX_get_cert_store(up_other))) ==
+		    sk_X509_OBJECT_num(X509_STORE_get0_objects(
+		    SSL_CTX_get_cert_store(ref))) &&
+		    sk_X509_OBJECT_num(X509_STORE_get0_objects(
+		    SSL_CTX_get_cert_store(ref))) > 0, "system store objects");
+		SSL_CTX_free(ref);
+	}
+	SSL_CTX_free(up_other);
+	/* SSL_CERT_FILE names the system store's file, as for OpenSSL: with
+	 * our CA there, its leaf is trusted. */
+	path_of(p, sizeof(p), "eph.pem");
+	setenv("SSL_CERT_FILE", p, 1);
+	up_other = tlsca_upstream_ctx(NULL, why, sizeof(why));
+	unsetenv("SSL_CERT_FILE");
+	CHECK(up_other != NULL, "%s", why);
+	leaf = tlsca_leaf_ctx(ca, "api.example.com", why, sizeof(why));
+	CHECK(leaf != NULL && up_other != NULL && handshake(leaf, up_other,
+	    "api.example.com", false, "api.example.com", 0, alpn,
+	    sizeof(alpn)) == 1, "SSL_CERT_FILE honoured");
+	SSL_CTX_free(leaf);
 	SSL_CTX_free(up_other);
 	/* A directory is a trust store too. */
 	up_other = tlsca_upstream_ctx(dir, why, sizeof(why));

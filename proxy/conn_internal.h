@@ -283,6 +283,8 @@ int relay_write(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
 int relay_write_now(struct conn *c, struct dir *d, uv_stream_t *sink,
     char *head, size_t headlen, size_t off, size_t n);
 void relay_update_reads(struct conn *c);
+/* dial.c, once a plain tunnel's upstream connect is under way. */
+void relay_upstream_read_early(struct conn *c);
 void relay_pump_client(struct conn *c);
 void relay_pump_upstream(struct conn *c);
 void relay_tunnel_start(struct conn *c);

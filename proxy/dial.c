@@ -141,8 +141,10 @@ dial_next(struct conn *c)
 		creq->data = u;
 		r = uv_tcp_connect(creq, &u->tcp, (struct sockaddr *)&ss,
 		    dial_on_connected);
-		if (r == 0)
+		if (r == 0) {
+			relay_upstream_read_early(c);
 			return;
+		}
 		free(creq);
 		conn_upstream_drop(c);
 		if (r == UV_EMFILE || r == UV_ENFILE) {

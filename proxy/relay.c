@@ -365,6 +365,33 @@ static void relay_on_client_read(uv_stream_t *st, ssize_t n,
 static void relay_on_upstream_read(uv_stream_t *st, ssize_t n,
     const uv_buf_t *b);
 
+/* Is this conn's request a tunnel that nothing looks inside? */
+static bool
+relay_plain_tunnel(const struct conn *c)
+{
+	return (c->is_connect || c->is_socks) && c->mitm == NULL &&
+	    (c->rq == NULL || !c->rq->intercept);
+}
+
+/*
+ * A plain tunnel's upstream is read from its connect on: libuv registers
+ * the socket once for both (epoll_ctl ADD, then MOD when the connect is
+ * done) instead of ADD, ADD failing EEXIST and MOD; it reports nothing
+ * readable before the connect callback, which starts the tunnel.
+ */
+void
+relay_upstream_read_early(struct conn *c)
+{
+	struct upstream *u = c->up;
+
+	if (u == NULL || u->reading || !relay_plain_tunnel(c))
+		return;
+	if (uv_read_start((uv_stream_t *)&u->tcp, relay_on_alloc_upstream,
+	    relay_on_upstream_read) == 0)
+		u->reading = true;
+}
+
+
 /*
  * Starts or stops reading each side according to the state and to
  * backpressure (a direction holding bytes doesn't read its source).
@@ -386,6 +413,20 @@ relay_update_reads(struct conn *c)
 		break;
 	case CONN_PEEK:
 		want_client = c->rq->peek_len < PROXY_PEEK_BUF;
+		break;
+	case CONN_RESOLVING:
+	case CONN_DIALING:
+		/*
+		 * A plain tunnel's client (CONNECT or SOCKS5, not looked
+		 * inside) is read on while its target is resolved and
+		 * dialled: what it sends early waits in upd (one buffer, then
+		 * backpressure) for the tunnel, its EOF too
+		 * (relay_client_input); a client that resets is let go now.
+		 * No read stop/start per tunnel (libuv: epoll_ctl ADD failing
+		 * EEXIST, then MOD).  An HTTP request's client waits.
+		 */
+		want_client = relay_plain_tunnel(c) && !c->upd.eof &&
+		    c->upd.rlen == 0;
 		break;
 	case CONN_HTTP:
 		/*
@@ -585,6 +626,17 @@ relay_client_input(struct conn *c, ssize_t nread)
 			c->client_reading = false;
 			relay_tunnel_finish(c);
 			return;
+		case CONN_RESOLVING:
+		case CONN_DIALING:
+			if (!relay_plain_tunnel(c)) {
+				conn_close(c, "client_closed");
+				return;
+			}
+			/* A tunnel's client half-closed before its tunnel:
+			 * the tunnel passes the EOF on (relay_tunnel_start). */
+			d->eof = true;
+			relay_update_reads(c);
+			return;
 		case CONN_HEAD:
 			conn_close(c, c->is_socks ||
 			    (c->rq->fe.head != NULL &&
@@ -618,7 +670,8 @@ relay_client_input(struct conn *c, ssize_t nread)
 	d->roff = 0;
 	d->rlen = (size_t)nread;
 	if (c->state == CONN_HEAD || c->state == CONN_HTTP ||
-	    c->state == CONN_TUNNEL)
+	    c->state == CONN_TUNNEL || c->state == CONN_RESOLVING ||
+	    c->state == CONN_DIALING)
 		d->bytes += (uint64_t)nread;
 	conn_touch(c);
 	relay_pump_client(c);
@@ -756,5 +809,8 @@ relay_tunnel_start(struct conn *c)
 		}
 	}
 	relay_pump_client(c);
+	/* The client's EOF came while dialling, nothing of it is pending. */
+	if (c->upd.eof && !c->upd.writing && relay_tunnel_finish(c))
+		return;
 	relay_update_reads(c);
 }

@@ -7,6 +7,9 @@ import hashlib
 import json
 import os
 import re
+import socket
+import struct
+import time
 
 import harness as h
 
@@ -136,6 +139,88 @@ def test_connect_raw_tunnel():
     # Egress only: the bytes through the tunnel after the 200, to the byte
     # (the CONNECT head and the 200 are not egress).
     h.eq((c["bytes_up"], c["bytes_down"]), (len(inner), len(data)), "tunnel bytes")
+    p.stop()
+
+
+def _dialling_tunnel(bh):
+    """A proxy that allows bh's address, and a client whose CONNECT to bh
+    is being dialled (the proxy's SYN is dropped: waited for in
+    /proc/net/tcp as SYN_SENT to bh's port)."""
+    p = h.start_proxy(h.std_config(
+        "[env default agent]\nallow = %s:%d\n" % (bh.host, bh.port)))
+    h.check(bh.verify(), "the blackhole drops SYNs")
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    h.defer(s.close)
+    s.sendall(b"CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n"
+              % (bh.host.encode(), bh.port, bh.host.encode(), bh.port))
+    h.wait_until(lambda: any(r == bh.port and st == "02" for _l, r, st, _i in h._tcp_table()),
+                 10, "the proxy's connect to the blackhole (SYN_SENT)")
+    return p, s
+
+
+def _release(bh, timeout=5.0):
+    """Lets bh take connections again: its queued fillers are accepted and
+    closed.  Returns the next connection that is not a filler (the proxy's,
+    whose SYN is retransmitted ~1 s later), or None within timeout."""
+    filler_ports = {c.getsockname()[1] for c in bh.fillers}
+    for c in bh.fillers:
+        c.close()
+    bh.fillers = []
+    bh.listener.settimeout(0.2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            a, peer = bh.listener.accept()
+        except socket.timeout:
+            continue
+        if peer[1] in filler_ports:
+            a.close()
+            continue
+        h.defer(a.close)
+        return a
+    return None
+
+
+def test_connect_early_bytes_and_eof_while_dialling():
+    """A client that sends its first bytes and half-closes while the proxy
+    is still dialling (the tunnel's client is read on meanwhile) gets them
+    to the origin in order, then the EOF, and the origin's answer back;
+    the close record counts them."""
+    bh = h.Blackhole("127.0.0.9")
+    p, s = _dialling_tunnel(bh)
+    early = b"early bytes, before the 200"
+    s.sendall(early)
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(0.2)                 # the proxy reads them while dialling
+    up = _release(bh)
+    h.check(up is not None, "the proxy's dial reached the origin")
+    up.settimeout(10)
+    got = h.read_to_close(up, 1 << 16)
+    h.eq(got, early, "the origin got the early bytes, then the EOF")
+    up.sendall(b"answer")
+    up.close()
+    data = h.read_to_close(s, 1 << 16)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    h.eq(h.parse_head(head)[1], 200, "CONNECT status (%r)" % data)
+    h.eq(rest, b"answer", "the origin's answer through the tunnel")
+    rec = p.wait_records("request", 1)[0]
+    c = p.wait_close(rec["id"])
+    h.eq((c["bytes_up"], c["bytes_down"], c["error"]), (len(early), len(b"answer"), None),
+         "close record")
+    p.stop()
+
+
+def test_connect_client_reset_while_dialling():
+    """A client that resets while its tunnel is being dialled is let go at
+    once: the dial is abandoned (the origin never gets a connection from
+    the proxy) and the close record says client_reset."""
+    bh = h.Blackhole("127.0.0.9")
+    p, s = _dialling_tunnel(bh)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    recs = p.wait_records("close", 1)
+    h.eq(recs[0]["error"], "client_reset", "close record")
+    h.eq(_release(bh, timeout=2.5), None, "no connection reached the origin")
     p.stop()
 
 

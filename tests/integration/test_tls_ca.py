@@ -574,18 +574,26 @@ def big_bundle_file(d, mib):
     return p, block.strip(), n
 
 
-def test_bundle_larger_than_the_pipe_arrives_whole():
-    """A bundle larger than the pipe's buffer (3 MiB of the caller's
-    certificates, over the 1 MiB asked for): the write waits for bwrap to
-    read it, and COMMAND sees every block, the CA last."""
-    d = tempdir()
-    big, block, n = big_bundle_file(d, 3)
+def run_with_big_bundle(mib, script):
+    """`portcullis run` of a config that can intercept, with the caller's
+    REQUESTS_CA_BUNDLE a file of mib MiB of certificates, running `sh -c
+    script` in a fresh directory: (that directory, the result, the block
+    repeated, how many times)."""
+    big, block, n = big_bundle_file(tempdir(), mib)
     w = tempdir()
     with open(os.path.join(w, "run.ini"), "w") as fh:
         fh.write("[env default agent]\nallow = example.test\nintercept = example.test\n")
     env = {k: v for k, v in run_env().items() if k not in TRUST_VARS}
     env["REQUESTS_CA_BUNDLE"] = big
-    r = prun(["-c", "run.ini", "--", "sh", "-c", "cp %s got.pem" % BUNDLE], cwd=w, env=env)
+    r = prun(["-c", "run.ini", "--", "sh", "-c", script], cwd=w, env=env)
+    return w, r, block, n
+
+
+def test_bundle_larger_than_the_pipe_arrives_whole():
+    """A bundle larger than the pipe's buffer (3 MiB of the caller's
+    certificates, over the 1 MiB asked for): the write waits for bwrap to
+    read it, and COMMAND sees every block, the CA last."""
+    w, r, block, n = run_with_big_bundle(3, "cp %s got.pem" % BUNDLE)
     eq(r.returncode, 0, "run (%r)" % r.stderr)
     got = certs_of(open(os.path.join(w, "got.pem")).read())
     eq(sum(1 for c in got if c == block), n, "the caller's blocks in the bundle")
@@ -596,14 +604,7 @@ def test_bundle_too_large_fails_before_command():
     """A bundle over RUN_CA_BUNDLE_MAX (the caller's REQUESTS_CA_BUNDLE is
     9 MiB) is found while bwrap builds the sandbox: the bridge is refused,
     exit 125, and COMMAND never runs (it would see a cut bundle)."""
-    d = tempdir()
-    big, _, _ = big_bundle_file(d, 9)
-    w = tempdir()
-    with open(os.path.join(w, "run.ini"), "w") as fh:
-        fh.write("[env default agent]\nallow = example.test\nintercept = example.test\n")
-    env = {k: v for k, v in run_env().items() if k not in TRUST_VARS}
-    env["REQUESTS_CA_BUNDLE"] = big
-    r = prun(["-c", "run.ini", "--", "sh", "-c", "touch ran"], cwd=w, env=env)
+    w, r, _, _ = run_with_big_bundle(9, "touch ran")
     eq(r.returncode, 125, "run (%r)" % r.stderr)
     check("RUN_CA_BUNDLE_MAX" in r.stderr, "the reason on stderr: %r" % r.stderr)
     check(not os.path.exists(os.path.join(w, "ran")), "COMMAND ran")

@@ -8,8 +8,9 @@ clean stop (exit 0, no sanitizer report: run under build-sanitize and
 valgrind too).
 
 - bytes pipelined behind the CONNECT head (before the 200), and behind a
-  SOCKS5 request, and a ClientHello behind a CONNECT to a tls_port: they
-  all arrive upstream, in order, none lost with the freed request part;
+  SOCKS5 request, and a ClientHello behind a CONNECT to a tls_port (also
+  one with more behind it than the peek holds): they all arrive upstream,
+  in order, none lost with the freed request part or the peek;
 - half-close in each direction, RST from either side, the origin closing
   while the client's writes are blocked (everything it sent still
   arrives, then EOF);
@@ -219,6 +220,63 @@ def test_tls_port_peek_then_plain_tunnel():
         h.check(closed_at(x, 6) is not None, "peeked tunnel not closed idle")
     recs = p.wait_records("close", 2, pred=lambda r: r.get("host") == "127.0.0.1")
     h.eq([r.get("error") for r in recs], ["idle_timeout"] * 2, "close errors")
+    p.stop()
+
+
+def test_first_flight_longer_than_the_peek():
+    """CONNECT to a tls_port with the ClientHello and 100 KB more sent
+    behind the head in one write (more than PROXY_PEEK_BUF, 17 KiB): the
+    peek takes its fill, the rest must follow it upstream, in order (it
+    was dropped), and the exchange record counts all of it.  The same
+    behind a SOCKS5 request."""
+    o = HoldOrigin()
+    p = proxy(o.port, proxy_extra="tls_ports = %d\n" % o.port)
+    ch = client_hello()
+    flight = ch + os.urandom(100 * 1000)
+    s, rest = tunnel(p.port, o.port, flight)
+    got = recv_exact(s, len(flight), rest)
+    h.eq(len(got), len(flight), "bytes back through the peeked tunnel")
+    h.check(got == flight, "the first flight arrived changed")
+    echo_ok(s, b"later")
+    s.close()
+    x = socks_connect(p.port, o.port, flight)
+    got = recv_exact(x, len(flight))
+    h.eq(len(got), len(flight), "bytes back through the peeked SOCKS5 tunnel")
+    h.check(got == flight, "the SOCKS5 first flight arrived changed")
+    x.close()
+    ex = p.wait_records("exchange", 2)
+    h.eq(sorted(r.get("bytes_up") for r in ex), [len(flight), len(flight) + 5],
+         "tunnel bytes up")
+    p.stop()
+
+
+def test_intercepted_first_flight_longer_than_the_peek():
+    """The same flight to an intercepted host: what the peek can't hold
+    goes to the client's TLS after the ClientHello (here junk, so the
+    handshake fails and the conn ends); the daemon lives on, clean."""
+    import test_intercept as ti
+    tls, o, p = ti.setup("allow = %s:*\nintercept = %s:*\n" % (ti.SECURE, ti.SECURE))
+    ctx = ssl.create_default_context()
+    inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inb, outb, server_hostname=ti.SECURE)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    ch = outb.read()
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    h.defer(s.close)
+    hp = b"%s:%d" % (ti.SECURE.encode(), o.port)
+    s.sendall(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (hp, hp) + ch +
+              os.urandom(100 * 1000))
+    data = h.read_to_close(s)
+    h.check(data.startswith(b"HTTP/1.1 200 "), "CONNECT answered %r" % data[:60])
+    rec = p.wait_records("close", pred=lambda r: r.get("host") == ti.SECURE)[0]
+    h.check(rec.get("error") is not None, "a failed handshake ends with an error: %r" % rec)
+    ts = ti.tls_client(p, ti.SECURE, o.port)
+    ts.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % hp)
+    h.eq(ti.read_response(ts)[0], 200, "a good client afterwards")
+    ts.close()
     p.stop()
 
 

@@ -280,6 +280,50 @@ def test_intercepted_first_flight_longer_than_the_peek():
     p.stop()
 
 
+def echo_once(s, stop):
+    """A RawServer origin: echoes one read, then closes."""
+    s.settimeout(5)
+    s.sendall(s.recv(100))
+    s.close()
+
+
+def test_tunnel_hosts_of_every_length():
+    """The upstream holds its host at its own length (dial_next): tunnels
+    to a one-letter name, a 170-byte name (as long as a config line lets
+    a static name be) and an IPv6 literal carry bytes, and their records
+    name the host exactly."""
+    o = HoldOrigin()
+    o6 = None
+    long_name = ".".join(["a" * 63, "b" * 63, "c" * 42])
+    cfg = h.std_config("[dns]\nstatic = x=127.0.0.1\nstatic = %s=127.0.0.1\n\n"
+                       "[env default agent]\nallow = x:%d, [::1]:*\nallow = %s:%d\n"
+                       % (long_name, o.port, long_name, o.port))
+    p = h.start_proxy(cfg)
+    for name in ("x", long_name):
+        s, head = h.open_tunnel(p.port, "%s:%d" % (name, o.port))
+        h.check(head.startswith(b"HTTP/1.1 200 "), "CONNECT %s: %r" % (name[:10], head[:80]))
+        echo_ok(s, name.encode())
+        s.close()
+    try:
+        ls6 = socket.socket(socket.AF_INET6)
+        ls6.bind(("::1", 0))
+        ls6.close()
+        o6 = h.RawServer("::1", echo_once)
+    except OSError:
+        print("     no IPv6 loopback: the literal is left out")
+    if o6 is not None:
+        s, head = h.open_tunnel(p.port, "[::1]:%d" % o6.port)
+        h.check(head.startswith(b"HTTP/1.1 200 "), "CONNECT [::1]: %r" % head[:80])
+        echo_ok(s, b"six")
+        s.close()
+    want = [("x", o.port), (long_name, o.port)] + ([("::1", o6.port)] if o6 else [])
+    recs = p.wait_records("close", len(want), pred=lambda r: r.get("host") is not None)
+    h.eq(sorted((r.get("host"), r.get("port")) for r in recs), sorted(want), "close records")
+    ex = p.wait_records("exchange", len(want))
+    h.eq(sorted((r.get("host"), r.get("port")) for r in ex), sorted(want), "exchange records")
+    p.stop()
+
+
 # ------------------------------------------------------------------ ends
 
 def test_half_close_each_direction():

@@ -60,6 +60,7 @@ VALGRIND_TESTS += test_intercept
 VALGRIND_TESTS += test_intercept_tools
 VALGRIND_TESTS += test_attack_session
 VALGRIND_TESTS += test_proxy_idle_tunnels
+VALGRIND_TESTS += test_attack_tunnels
 test-valgrind: deps
 	@$(MAKE) --no-print-directory build
 	cd tests/integration && for t in $(VALGRIND_TESTS); do \

@@ -467,8 +467,9 @@ conn_arm_timer(struct conn *c, uint64_t ms)
  * deadline.  So a tunnel closes at its deadline as its own timer would
  * have closed it (to the loop clock's millisecond; a reload that shortens
  * idle_timeout applies from the timer's next firing, as a per-conn timer
- * armed before the reload did), and the sweep wakes at most once per
- * head deadline, not once per tunnel.
+ * armed before the reload did, or from the next tunnel's start, which
+ * re-arms a sweep due after its own deadline: conn_tunnel_begin), and
+ * the sweep wakes at most once per head deadline, not once per tunnel.
  */
 static void conn_on_sweep(uv_timer_t *t);
 
@@ -593,7 +594,14 @@ conn_tunnel_begin(struct conn *c)
 	c->rq = NULL;
 	c->last_activity = conn_now(c);
 	tunnel_append(c);
-	if (!uv_is_active((uv_handle_t *)&c->s->sweep))
+	/* This tunnel's deadline is now + idle_timeout.  A sweep armed
+	 * before a reload that shortened idle_timeout may be due later than
+	 * that: armed again, for the head's deadline under the timeout in
+	 * force (at or before this one's), so that a tunnel opened after the
+	 * reload gets the new timeout, as its own timer would have. */
+	if (!uv_is_active((uv_handle_t *)&c->s->sweep) ||
+	    uv_timer_get_due_in(&c->s->sweep) >
+	    c->s->cfg->limits.idle_timeout_ms)
 		conn_sweep_arm(c->s);
 }
 

@@ -354,6 +354,17 @@ mitm_start(struct conn *c)
 		conn_close(c, "out_of_memory");
 		return;
 	}
+	/* And what the peek could not hold (peek_start left it in upd). */
+	if (c->upd.rbuf != NULL && c->upd.roff < c->upd.rlen) {
+		int n = (int)(c->upd.rlen - c->upd.roff);
+
+		if (BIO_write(SSL_get_rbio(m->ssl), c->upd.rbuf->data +
+		    c->upd.roff, n) != n) {
+			conn_close(c, "out_of_memory");
+			return;
+		}
+	}
+	relay_release(c, &c->upd);
 	free(c->rq->peek);
 	c->rq->peek = NULL;
 	c->rq->peek_len = 0;

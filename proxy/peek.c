@@ -53,7 +53,14 @@ peek_start(struct conn *c)
 	if (have > 0)
 		memcpy(c->rq->peek, c->upd.rbuf->data + c->upd.roff, have);
 	c->rq->peek_len = have;
-	relay_release(c, &c->upd);
+	/* What the peek can't hold (a first flight sent behind the head,
+	 * longer than PROXY_PEEK_BUF) stays in upd, after the peek in the
+	 * stream: the tunnel (relay_tunnel_start) or the client's TLS
+	 * (mitm_start) takes it behind the peek.  The peek is full then, so
+	 * the client is not read meanwhile. */
+	c->upd.roff += (uint32_t)have;
+	if (c->upd.roff >= c->upd.rlen)
+		relay_release(c, &c->upd);
 	front_drop_head(&c->rq->fe);
 	conn_set_state(c, CONN_PEEK);
 	conn_arm_timer(c, c->s->cfg->limits.header_timeout_ms);

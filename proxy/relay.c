@@ -778,12 +778,20 @@ relay_tunnel_start(struct conn *c)
 	}
 	conn_tunnel_begin(c);
 	if (sent_200) {
+		/* The peek, then what the client sent behind it that the peek
+		 * could not hold (peek_start left it in upd). */
+		size_t off = c->upd.roff, n = 0;
+
+		if (c->upd.rbuf != NULL && c->upd.roff < c->upd.rlen) {
+			n = c->upd.rlen - c->upd.roff;
+			c->upd.roff = c->upd.rlen;
+		}
 		if (relay_write(c, &c->upd, (uv_stream_t *)&c->up->tcp, peek,
-		    peek_len, 0, 0) < 0) {
+		    peek_len, off, n) < 0) {
 			conn_close(c, "upstream_write_failed");
 			return;
 		}
-		c->ex_up += peek_len;
+		c->ex_up += peek_len + n;
 		relay_update_reads(c);
 		return;
 	}

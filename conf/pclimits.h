@@ -208,6 +208,14 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
  * when this many bytes are queued (a burst of records in one iteration must
  * not fill the queue before the writer starts on it). */
 #define AUDIT_WAKE_BYTES (32 * 1024)
+/* The writer, once woken for records, lingers this long before it writes
+ * them, and the loops do not wake it again while it lingers or writes: under
+ * load one batch (one wakeup, one flock, one writev) takes every record of
+ * this interval instead of those of one loop iteration.  A record reaches
+ * the file at most this much later (plus the write); AUDIT_WAKE_BYTES
+ * queued, a refusal, a full batch, a stop or a reopen end the linger at
+ * once. */
+#define AUDIT_LINGER_US 1000
 /* The audit log's lock (several processes on one file) is polled this
  * often; a writer that can't get it for AUDIT_RETRY_MAX_MS counts as a
  * failed write (fail closed) and tries again. */
@@ -267,6 +275,7 @@ static_assert(AUDIT_MAX_TARGET <= AUDIT_MAX_VALUE, "a logged target is one value
 static_assert(PROXY_RELAY_BUF_SMALL >= 4096, "relay buffer too small to be useful");
 static_assert(PROXY_RELAY_BUF_BIG >= PROXY_RELAY_BUF_SMALL, "big >= small");
 static_assert(AUDIT_BATCH_IOV <= 1024, "writev takes at most IOV_MAX");
+static_assert(AUDIT_LINGER_US < AUDIT_RETRY_MIN_MS * 1000, "a linger is shorter than any retry wait");
 static_assert(AUDIT_WAKE_BYTES <= AUDIT_REFUSAL_BYTES / 4, "a burst wakes the writer well before the refusal budget is used");
 static_assert(AUDIT_QUEUE_BYTES > 2 * AUDIT_MAX_RECORD, "the queue holds a burst of the largest records");
 static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent");

@@ -91,6 +91,16 @@ struct audit_q {
 	bool link_nl;			/* ... after a '\n': the file ends in a
 					 * line cut short (a writer died in it) */
 	bool reopen;			/* under lock: SIGUSR1 */
+
+	/* Lingering (AUDIT_LINGER_US): from the wakeup that finds records
+	 * until the queue is empty again, the writer comes back for new
+	 * records by itself; the loops don't wake it (audit_emit,
+	 * audit_wake_flush). */
+	bool armed;			/* under lock, read atomically */
+	bool hurry;			/* under lock: end the linger now */
+	uint64_t linger_until;		/* writer: CLOCK_MONOTONIC us, or 0 */
+	bool batch_full;		/* writer: the last batch took
+					 * AUDIT_BATCH_IOV records */
 };
 
 /* audit_wake_defer(): this thread defers its wakeups; the queue it owes one. */
@@ -767,6 +777,7 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 	 * alone (emitters only append at the tail). */
 	for (r = q->head; r != NULL && n < AUDIT_BATCH_IOV; r = r->next)
 		recs[n++] = r;
+	q->batch_full = n == AUDIT_BATCH_IOV;
 	pthread_mutex_unlock(&q->lock);
 	{
 		unsigned long long seq = q->seq;
@@ -906,6 +917,33 @@ q_set_failing(struct audit_q *q, int err)
 	__atomic_store_n(&q->failing, err < 0, __ATOMIC_RELEASE);
 }
 
+/* CLOCK_MONOTONIC in microseconds (the linger's clock). */
+static uint64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void
+cond_wait_until_us(struct audit_q *q, uint64_t at)
+{
+	struct timespec ts = { .tv_sec = (time_t)(at / 1000000u),
+	    .tv_nsec = (long)(at % 1000000u) * 1000 };
+
+	pthread_cond_timedwait(&q->cond, &q->lock, &ts);
+}
+
+static void
+q_set_armed_locked(struct audit_q *q, bool on)
+{
+	__atomic_store_n(&q->armed, on, __ATOMIC_RELEASE);
+	if (!on)
+		q->linger_until = 0;
+}
+
 static void
 cond_wait_until(struct audit_q *q, uint64_t at)
 {
@@ -936,6 +974,9 @@ q_writer(void *arg)
 			pthread_mutex_lock(&q->lock);
 			continue;
 		}
+		/* Nothing queued: the next record wakes the writer. */
+		if (q->head == NULL)
+			q_set_armed_locked(q, false);
 		if (q->head == NULL && q->in_reserve && !q->stop) {
 			/* Living on the reserve: try to re-extend it also
 			 * while nothing is written. */
@@ -951,6 +992,29 @@ q_writer(void *arg)
 			pthread_cond_wait(&q->cond, &q->lock);
 			continue;
 		}
+		/* Records: linger (once per batch) unless something is
+		 * urgent, so that the batch takes what the next
+		 * AUDIT_LINGER_US bring without a wakeup each. */
+		if (!failing && !q->stop && !q->hurry &&
+		    q->bytes + q->rbytes < AUDIT_WAKE_BYTES) {
+			uint64_t t = now_us();
+
+			if (q->linger_until == 0) {
+				q_set_armed_locked(q, true);
+				q->linger_until = t + AUDIT_LINGER_US;
+			}
+			if (t < q->linger_until) {
+				cond_wait_until_us(q, q->linger_until);
+				continue;
+			}
+		}
+		/* The next batch lingers again.  Failing: the loops wake
+		 * the writer for each new record (the retry rule below
+		 * counts on it). */
+		q->hurry = false;
+		q->linger_until = 0;
+		if (failing)
+			q_set_armed_locked(q, false);
 		/* Failing: the next try comes with a new record, not sooner
 		 * than RETRY_MIN, and after RETRY_MAX without one. */
 		if (failing && now < last_try + AUDIT_RETRY_MAX_MS &&
@@ -968,6 +1032,12 @@ q_writer(void *arg)
 		err = q_write_batch(q, 0);
 		last_try = now_ms();
 		q_set_failing(q, err);
+		/* A full batch left more behind: no linger for those. */
+		if (q->batch_full) {
+			pthread_mutex_lock(&q->lock);
+			q->hurry = true;
+			pthread_mutex_unlock(&q->lock);
+		}
 		if (err == 0) {
 			q_reserve_at(q, q->chain && q->reg ? q->expect_size :
 			    -1);
@@ -1234,7 +1304,11 @@ audit_wake_flush(void)
 		return;
 	tl_pending = NULL;
 	/* The push happened under q->lock: a writer that had not yet waited
-	 * sees the record, one that waits gets this signal. */
+	 * sees the record, one that waits gets this signal.  One that has
+	 * been armed since (another loop woke it) takes the record before it
+	 * waits again: no wakeup (it would cut its linger short). */
+	if (__atomic_load_n(&q->armed, __ATOMIC_ACQUIRE))
+		return;
 	pthread_cond_signal(&q->cond);
 }
 
@@ -1311,7 +1385,13 @@ audit_emit(struct audit *a, struct jw *w)
 		queued = q->bytes;
 	}
 	q->kick = true;
-	if (tl_defer && !w->refusal && (tl_pending == NULL ||
+	if (w->refusal)
+		q->hurry = true;
+	if (__atomic_load_n(&q->armed, __ATOMIC_RELAXED) && !w->refusal &&
+	    q->bytes + q->rbytes < AUDIT_WAKE_BYTES) {
+		/* The writer lingers or writes: it takes this record
+		 * without a wakeup. */
+	} else if (tl_defer && !w->refusal && (tl_pending == NULL ||
 	    tl_pending == q) && q->bytes + q->rbytes < AUDIT_WAKE_BYTES) {
 		/* A loop thread: woken once per loop iteration
 		 * (audit_wake_flush, before the loop polls), so that one

@@ -551,6 +551,46 @@ netaddr_to_sockaddr(const struct netaddr *a, uint16_t port,
 }
 
 /* Writes "?" for an address of unknown family; truncates to bufsz. */
+size_t
+pc_fmt_ull(char *out, unsigned long long v)
+{
+	char d[20];
+	size_t n = 0;
+
+	do {
+		d[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	for (size_t i = 0; i < n; i++)
+		out[i] = d[n - 1 - i];
+	return n;
+}
+
+/* a.b.c.d at out (at most 15 bytes, no NUL), as inet_ntop writes it (every
+ * request record formats its upstream address). */
+static size_t
+fmt_ipv4(char *out, const unsigned char *b)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < 4; i++) {
+		if (i > 0)
+			out[n++] = '.';
+		n += pc_fmt_ull(out + n, b[i]);
+	}
+	return n;
+}
+
+/* The text at buf (cut to bufsz - 1, NUL-terminated, as snprintf "%s"). */
+static void
+put_text(char *buf, size_t bufsz, const char *text, size_t n)
+{
+	if (n >= bufsz)
+		n = bufsz - 1;
+	memcpy(buf, text, n);
+	buf[n] = '\0';
+}
+
 void
 netaddr_format(const struct netaddr *a, char *buf, size_t bufsz)
 {
@@ -558,7 +598,11 @@ netaddr_format(const struct netaddr *a, char *buf, size_t bufsz)
 
 	if (buf == NULL || bufsz == 0)
 		return;
-	if (a == NULL || (a->family != AF_INET && a->family != AF_INET6) ||
+	if (a != NULL && a->family == AF_INET) {
+		put_text(buf, bufsz, text, fmt_ipv4(text, a->bytes));
+		return;
+	}
+	if (a == NULL || a->family != AF_INET6 ||
 	    inet_ntop(a->family, a->bytes, text, sizeof(text)) == NULL)
 		snprintf(text, sizeof(text), "?");
 	snprintf(buf, bufsz, "%s", text);
@@ -572,6 +616,15 @@ netaddr_format_port(const struct netaddr *a, uint16_t port, char *buf,
 
 	if (buf == NULL || bufsz == 0)
 		return;
+	if (a != NULL && a->family == AF_INET) {
+		char out[sizeof("255.255.255.255:65535")];
+		size_t n = fmt_ipv4(out, a->bytes);
+
+		out[n++] = ':';
+		n += pc_fmt_ull(out + n, port);
+		put_text(buf, bufsz, out, n);
+		return;
+	}
 	netaddr_format(a, text, sizeof(text));
 	if (a != NULL && a->family == AF_INET6)
 		snprintf(buf, bufsz, "[%s]:%u", text, (unsigned)port);

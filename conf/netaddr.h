@@ -93,6 +93,9 @@ socklen_t netaddr_to_sockaddr(const struct netaddr *a, uint16_t port,
     struct sockaddr_storage *out);
 /* "1.2.3.4" or "2001:db8::1" (no brackets). */
 void netaddr_format(const struct netaddr *a, char *buf, size_t bufsz);
+/* v in decimal at out (no NUL; at most 20 bytes): the hot paths' numbers
+ * (addresses here, the audit records' fields) without printf. */
+size_t pc_fmt_ull(char *out, unsigned long long v);
 /* "1.2.3.4:80" or "[2001:db8::1]:80". */
 void netaddr_format_port(const struct netaddr *a, uint16_t port, char *buf,
     size_t bufsz);

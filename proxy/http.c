@@ -91,22 +91,26 @@ http_head_value(struct http_head *h, const char *at, size_t n)
 }
 
 static bool
-name_is(const struct http_head *h, const struct http_hdr *hd, const char *name)
+name_isn(const struct http_head *h, const struct http_hdr *hd,
+    const char *name, size_t n)
 {
-	size_t n = strlen(name);
-
 	return hd->name_len == n &&
 	    strncasecmp(h->buf + hd->name_off, name, n) == 0;
 }
+
+/* name: a string literal (its length known at compile time: the per-header
+ * checks of every relayed head do no strlen). */
+#define name_is(h, hd, name) name_isn((h), (hd), "" name, sizeof(name) - 1)
 
 int
 http_head_find(const struct http_head *h, const char *name, unsigned *count)
 {
 	int first = -1;
 	unsigned cnt = 0;
+	size_t n = strlen(name);
 
 	for (unsigned i = 0; i < h->nhdr; i++) {
-		if (name_is(h, &h->hdr[i], name)) {
+		if (name_isn(h, &h->hdr[i], name, n)) {
 			if (first < 0)
 				first = (int)i;
 			cnt++;
@@ -434,23 +438,29 @@ http_check_tunnel_request(struct http_head *h, const llhttp_t *p,
 	return check_framing(h, p, why);
 }
 
-/* Is header k hop-by-hop: fixed list, or named in a Connection header? */
+/* Is header k hop-by-hop: fixed list, or named in a Connection header?
+ * has_connection: h has a Connection header at all (out_headers looks
+ * once per head, not once per header). */
 static bool
-hop_by_hop(const struct http_head *h, const struct http_hdr *hd)
+hop_by_hop(const struct http_head *h, const struct http_hdr *hd,
+    bool has_connection)
 {
-	static const char *const fixed[] = {
-		"connection", "keep-alive", "proxy-connection",
-		"proxy-authorization", "proxy-authenticate", "te", "trailer",
-		"upgrade", "http2-settings",
+#define FIXED(s) { s, sizeof(s) - 1 }
+	static const struct { const char *s; size_t n; } fixed[] = {
+		FIXED("connection"), FIXED("keep-alive"),
+		FIXED("proxy-connection"), FIXED("proxy-authorization"),
+		FIXED("proxy-authenticate"), FIXED("te"), FIXED("trailer"),
+		FIXED("upgrade"), FIXED("http2-settings"),
 	};
+#undef FIXED
 	const char *name = h->buf + hd->name_off;
 
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-		if (name_is(h, hd, fixed[i]))
+		if (name_isn(h, hd, fixed[i].s, fixed[i].n))
 			return true;
 	if (hd->name_len >= 6 && strncasecmp(name, "proxy-", 6) == 0)
 		return true;
-	for (unsigned k = 0; k < h->nhdr; k++) {
+	for (unsigned k = 0; has_connection && k < h->nhdr; k++) {
 		const char *v, *tok;
 		size_t vn;
 
@@ -531,16 +541,19 @@ static void
 out_headers(struct out *o, const struct http_head *h, bool skip_host,
     const char *skip)
 {
+	size_t skip_len = skip != NULL ? strlen(skip) : 0;
+	bool has_connection = http_head_find(h, "connection", NULL) >= 0;
+
 	for (unsigned k = 0; k < h->nhdr; k++) {
 		const struct http_hdr *hd = &h->hdr[k];
 		const char *v;
 		size_t vn;
 
-		if (hop_by_hop(h, hd))
+		if (hop_by_hop(h, hd, has_connection))
 			continue;
 		if (skip_host && name_is(h, hd, "host"))
 			continue;
-		if (skip != NULL && name_is(h, hd, skip))
+		if (skip != NULL && name_isn(h, hd, skip, skip_len))
 			continue;
 		value_trim(h, hd, &v, &vn);
 		out_put(o, h->buf + hd->name_off, hd->name_len);

@@ -38,6 +38,13 @@ json_escape_byte(unsigned char ch, char tmp[6])
 	return 1;
 }
 
+/* A byte json_escape_byte() writes as itself. */
+static bool
+json_plain(unsigned char ch)
+{
+	return ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\';
+}
+
 size_t
 json_escape(char *dst, size_t dstsz, const char *src, size_t n)
 {
@@ -45,14 +52,26 @@ json_escape(char *dst, size_t dstsz, const char *src, size_t n)
 
 	if (dstsz == 0)
 		return 0;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n;) {
 		char tmp[6];
-		size_t tl = json_escape_byte((unsigned char)src[i], tmp);
+		size_t run = 0, tl;
 
+		/* A run of bytes that stand for themselves: one copy. */
+		while (i + run < n && json_plain((unsigned char)src[i + run]))
+			run++;
+		if (run > dstsz - 1 - o)
+			run = dstsz - 1 - o;
+		memcpy(dst + o, src + i, run);
+		o += run;
+		i += run;
+		if (i == n || o + 1 >= dstsz)
+			break;
+		tl = json_escape_byte((unsigned char)src[i], tmp);
 		if (o + tl >= dstsz)
 			break;
 		memcpy(dst + o, tmp, tl);
 		o += tl;
+		i++;
 	}
 	dst[o] = '\0';
 	return o;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -531,6 +532,37 @@ test_format(void)
 	a = addr("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255");
 	netaddr_format_port(&a, 65535, buf, sizeof(buf));
 	CHECK(strlen(buf) < NETADDR_STRLEN, "longest fits: %s", buf);
+
+	/* IPv4 is formatted by hand: the same text as inet_ntop + "%s:%u",
+	 * also cut short into a small buffer as snprintf cuts it. */
+	{
+		unsigned seed = 12345;
+		int same = 0, tries = 0;
+
+		for (int i = 0; i < 20000; i++) {
+			char want[64], text[INET_ADDRSTRLEN], got[64];
+			size_t cut = (size_t)(i % 25) + 1;
+
+			memset(&a, 0, sizeof(a));
+			a.family = AF_INET;
+			for (int k = 0; k < 4; k++)
+				a.bytes[k] = i < 4 ? (unsigned char)(i * 85) :
+				    (unsigned char)(rand_r(&seed) >> 7);
+			port = i < 4 ? (uint16_t)(i * 21845) :
+			    (uint16_t)rand_r(&seed);
+			inet_ntop(AF_INET, a.bytes, text, sizeof(text));
+			snprintf(want, cut, "%s:%u", text, (unsigned)port);
+			memset(got, 'x', sizeof(got));
+			netaddr_format_port(&a, port, got, cut);
+			same += strcmp(got, want) == 0;
+			snprintf(want, cut, "%s", text);
+			netaddr_format(&a, got, cut);
+			same += strcmp(got, want) == 0;
+			tries += 2;
+		}
+		CHECK(same == tries, "v4 by hand: %d of %d as inet_ntop",
+		    same, tries);
+	}
 
 	a = addr("::1");
 	sl = netaddr_to_sockaddr(&a, 8080, &ss);

@@ -206,10 +206,12 @@ dial_start(struct conn *c)
 {
 	conn_set_state(c, CONN_DIALING);
 	relay_update_reads(c);
-	conn_arm_timer(c, c->s->cfg->limits.connect_timeout_ms);
+	/* A kept-alive upstream: established now, under the idle timeout
+	 * dial_established arms (no connect timeout to arm and replace). */
 	if (c->up != NULL && c->up->connected) {
 		dial_established(c);
 		return;
 	}
+	conn_arm_timer(c, c->s->cfg->limits.connect_timeout_ms);
 	dial_next(c);
 }

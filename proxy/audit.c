@@ -519,12 +519,16 @@ q_cut_partial(struct audit_q *q, size_t done, const size_t *lens, int n)
 	return done;
 }
 
-/* Takes the first `bytes` written bytes' records off the queue.  True
- * when that ends a "full" spell. */
+/* Takes the first `bytes` written bytes' records off the queue, into the
+ * list *done for the caller to free.  True when that ends a "full"
+ * spell. */
 static bool
-q_pop_locked(struct audit_q *q, size_t bytes)
+q_pop_locked(struct audit_q *q, size_t bytes, struct rec **done)
 {
+	struct rec **tail = done;
+
 	bytes += q->head_off;
+	*done = NULL;
 	while (q->head != NULL && bytes >= q->head->len) {
 		struct rec *r = q->head;
 
@@ -536,7 +540,11 @@ q_pop_locked(struct audit_q *q, size_t bytes)
 			q->rbytes -= r->acct;
 		else
 			q->bytes -= r->acct;
-		free(r);
+		/* Freed by the caller, after the lock (the loops queueing
+		 * records don't wait for a batch's frees). */
+		r->next = NULL;
+		*tail = r;
+		tail = &r->next;
 	}
 	q->head_off = bytes;
 	__atomic_store_n(&q->qbytes, q->bytes, __ATOMIC_RELAXED);
@@ -727,7 +735,7 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 	struct iovec iov[AUDIT_BATCH_IOV];
 	size_t lens[AUDIT_BATCH_IOV];
 	unsigned long long seqs[AUDIT_BATCH_IOV];
-	struct rec *recs[AUDIT_BATCH_IOV];
+	struct rec *recs[AUDIT_BATCH_IOV], *out;
 	char macs[AUDIT_BATCH_IOV][AUDIT_MAC_HEX + 1];
 	size_t done, whole;
 	struct rec *r;
@@ -816,8 +824,13 @@ q_write_batch(struct audit_q *q, uint64_t deadline)
 	if (locked)
 		flock(q->fd, LOCK_UN);
 	pthread_mutex_lock(&q->lock);
-	caught_up = q_pop_locked(q, whole);
+	caught_up = q_pop_locked(q, whole, &out);
 	pthread_mutex_unlock(&q->lock);
+	while (out != NULL) {
+		r = out->next;
+		free(out);
+		out = r;
+	}
 	if (caught_up)
 		log_warnx("audit log %s: writer caught up", q->path);
 	return err;

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""What the start-up shortcuts of `portcullis run` must not change (issue 15
+item 5; docs/sandbox.md "What is hidden and why", design.md §9 "Start-up").
+
+- The config's SHA-256 is made after bwrap's spawn (server_new), not when
+  the config is loaded: the run's `config` record still carries the digest
+  of the exact bytes (a file given with -c, and the embedded default).
+- A credential file of the hide list that the caller can neither read nor
+  own gets no /dev/null mask (it reads as EACCES inside anyway); one the
+  caller can read (world-readable, or its own) is still masked.  Files are
+  planted in a private mount namespace (a tmpfs over /var/backups: nothing
+  on the host changes) and read inside, as root and as uid 65534.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import TestFailure, check, eq, portcullis_bin, run, tempdir  # noqa: E402
+from test_sandbox_run import run_env  # noqa: E402
+
+RUN_TIMEOUT = 60
+NOBODY = 65534
+
+READ_PROBE = r"""
+import errno, json, sys
+out = {}
+for p in sys.argv[2:]:
+    try:
+        with open(p, "rb") as f:
+            out[p] = ["ok", len(f.read(65536))]
+    except OSError as e:
+        out[p] = [errno.errorcode.get(e.errno, str(e.errno)), 0]
+json.dump(out, open(sys.argv[1], "w"))
+"""
+
+
+def as_user(uid):
+    if uid == 0:
+        return []
+    return ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups"]
+
+
+def need_root():
+    if os.getuid() != 0:
+        raise TestFailure("this test needs root (it also runs as uid %d)" % NOBODY)
+
+
+def workdir(uid):
+    d = tempdir()
+    os.chmod(d, 0o777)
+    if uid:
+        os.chown(d, uid, uid)
+    return d
+
+
+def records(path, event):
+    out = []
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("event") == event:
+                out.append(r)
+    return out
+
+
+def config_digest_case(config_args, text):
+    w = workdir(0)
+    log = os.path.join(w, "audit.jsonl")
+    r = subprocess.run([portcullis_bin(), "run", "--audit-log", log] + config_args +
+                       ["--", "true"], cwd=w, capture_output=True, text=True,
+                       timeout=RUN_TIMEOUT, env=run_env(), stdin=subprocess.DEVNULL)
+    eq(r.returncode, 0, "run %r (stderr %r)" % (config_args, r.stderr))
+    recs = records(log, "config")
+    eq(len(recs), 1, "config records in %s" % log)
+    eq(recs[0].get("sha256"), hashlib.sha256(text).hexdigest(),
+       "config record's sha256 for %r" % config_args)
+
+
+def test_config_record_digest_of_file():
+    w = tempdir()
+    path = os.path.join(w, "run.ini")
+    text = b"# a run's own config\n[proxy]\nenv = web\n\n[env web agent]\nallow = example.test\n"
+    with open(path, "wb") as f:
+        f.write(text)
+    config_digest_case(["-c", path], text)
+
+
+def test_config_record_digest_of_default():
+    text = subprocess.run([portcullis_bin(), "--print-default-config"], capture_output=True,
+                          timeout=RUN_TIMEOUT, check=True).stdout
+    check(len(text) > 0, "the embedded default config is printed")
+    config_digest_case([], text)
+
+
+# /var/backups/*shadow* is on the hide list (sandbox/mounts.c hide_files):
+# name -> (mode, owner uid or None for the caller).
+PLANTED = {
+    "shadow.world": (0o644, 0),     # root's, readable by everyone
+    "shadow.root": (0o600, 0),      # root's alone
+    "shadow.caller": (0o600, None),  # the caller's own
+}
+
+
+def planted_case(uid):
+    need_root()
+    w = workdir(uid)
+    with open(os.path.join(w, "rprobe.py"), "w") as f:
+        f.write(READ_PROBE)
+    paths = ["/var/backups/" + n for n in PLANTED]
+    owner = {n: (uid if o is None else o) for n, (_, o) in PLANTED.items()}
+    plant = ["set -e", "mount --make-rprivate /",
+             "mount -t tmpfs -o mode=0755 start-test /var/backups"]
+    for n, (mode, _) in PLANTED.items():
+        p = "/var/backups/" + n
+        plant.append("printf 'root:$y$j9T$start$hash:19000:0:99999:7:::\\n' > %s && "
+                     "chown %d %s && chmod %o %s" % (p, owner[n], p, mode, p))
+    # What the caller reads outside, in the same namespace, then inside.
+    plant.append("%s python3 rprobe.py outside.json %s" % (" ".join(as_user(uid)),
+                                                        " ".join(paths)))
+    plant.append("exec %s %s run --audit-log %s -- python3 rprobe.py inside.json %s"
+                 % (" ".join(as_user(uid)), portcullis_bin(), os.path.join(w, "audit.jsonl"),
+                    " ".join(paths)))
+    r = subprocess.run(["unshare", "-m", "sh", "-c", "\n".join(plant)], cwd=w,
+                       capture_output=True, text=True, timeout=RUN_TIMEOUT, env=run_env(),
+                       stdin=subprocess.DEVNULL)
+    eq(r.returncode, 0, "uid %d: run in the planted namespace (stderr %r)" % (uid, r.stderr))
+    with open(os.path.join(w, "outside.json")) as f:
+        outside = json.load(f)
+    with open(os.path.join(w, "inside.json")) as f:
+        inside = json.load(f)
+    # The planted files are what they claim to be for this caller.
+    want_outside = {"/var/backups/shadow.world": "ok", "/var/backups/shadow.caller": "ok",
+                    "/var/backups/shadow.root": "ok" if uid == 0 else "EACCES"}
+    eq({p: v[0] for p, v in outside.items()}, want_outside, "uid %d: read outside" % uid)
+    # Inside, none can be read, masked or not.
+    eq({p: v[0] for p, v in inside.items()}, {p: "EACCES" for p in paths},
+       "uid %d: read inside" % uid)
+
+
+def test_credential_files_unreadable_inside_as_root():
+    planted_case(0)
+
+
+def test_credential_files_unreadable_inside_as_nobody():
+    planted_case(NOBODY)
+
+
+if __name__ == "__main__":
+    run(globals())

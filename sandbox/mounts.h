@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "pclimits.h"
 
@@ -75,6 +76,15 @@ bool mounts_at_or_above(const char *dir, const char *path);
 
 /* The run's HOME (absolute, as seen inside and outside). */
 const char *mounts_home(const struct mounts *m);
+
+/* The /proc entries made read-only (mounts.c kernel_ro). */
+#define MOUNTS_KERNEL_RO 5
+
+/* Once the sandbox exists (pid: a process in it): each kernel entry left
+ * to bwrap's own read-only bind is read-only there, or absent.  0, or -1
+ * with why (then COMMAND must not run). */
+int mounts_check_kernel_ro(const struct mounts *m, pid_t pid, char *why,
+    size_t whylen);
 
 /* Removes a fresh HOME (waits for it), frees m.  NULL is a no-op. */
 /* The run's temp dir (TMPDIR or /tmp; see tmpdir_pick): where a fresh

@@ -149,5 +149,73 @@ def test_credential_files_unreadable_inside_as_nobody():
     planted_case(NOBODY)
 
 
+# A bwrap in PATH that runs the real one with a writable bind of the host's
+# /proc/irq put back over the sandbox's right after `--proc /proc` (as a
+# bwrap without cover_proc_dirs would leave it).
+BWRAP_WRAPPER = r"""#!/usr/bin/python3
+import os, sys
+a = sys.argv[1:]
+i = a.index("--proc") + 2
+a[i:i] = ["--bind", "/proc/irq", "/proc/irq"]
+os.execv(%r, [%r] + a)
+"""
+
+
+def which(name):
+    for d in os.environ.get("PATH", "/usr/bin:/bin").split(":"):
+        p = os.path.join(d, name)
+        if os.access(p, os.X_OK):
+            return p
+    raise TestFailure("%s not in PATH" % name)
+
+
+def test_kernel_entry_left_to_bwrap_checked_as_root():
+    """As root the plan leaves /proc/irq, /proc/bus and /proc/sysrq-trigger
+    to bwrap's own read-only binds; the run checks them in the sandbox
+    before COMMAND starts.  Control: they are read-only (writing fails with
+    EROFS).  Then a bwrap that leaves /proc/irq writable: refused, 125,
+    COMMAND never ran."""
+    need_root()
+    check(os.access("/proc/irq", os.W_OK), "/proc/irq writable to root outside")
+    w = workdir(0)
+    probe = ("import errno, json, sys\nout = {}\n"
+             "for p in sys.argv[2:]:\n"
+             "    try:\n"
+             "        open(p, 'w').close(); out[p] = 'WRITABLE'\n"
+             "    except OSError as e:\n"
+             "        out[p] = errno.errorcode.get(e.errno, str(e.errno))\n"
+             "json.dump(out, open(sys.argv[1], 'w'))\n")
+    with open(os.path.join(w, "wprobe.py"), "w") as f:
+        f.write(probe)
+    paths = [p for p in ("/proc/irq/default_smp_affinity", "/proc/bus/pci/devices",
+                         "/proc/sysrq-trigger") if os.path.exists(p)]
+    check("/proc/irq/default_smp_affinity" in paths, "host has /proc/irq/default_smp_affinity")
+    r = subprocess.run([portcullis_bin(), "run", "--audit-log", os.path.join(w, "audit.jsonl"),
+                        "--", "python3", "wprobe.py", "w.json"] + paths, cwd=w,
+                       capture_output=True, text=True, timeout=RUN_TIMEOUT, env=run_env(),
+                       stdin=subprocess.DEVNULL)
+    eq(r.returncode, 0, "control run (stderr %r)" % r.stderr)
+    with open(os.path.join(w, "w.json")) as f:
+        res = json.load(f)
+    bad = {p: v for p, v in res.items() if v not in ("EROFS", "EACCES")}
+    eq(bad, {}, "writable or odd inside: %r" % res)
+    eq(res["/proc/irq/default_smp_affinity"], "EROFS", "/proc/irq read-only mount")
+
+    d = tempdir()
+    real = which("bwrap")
+    wrapper = os.path.join(d, "bwrap")
+    with open(wrapper, "w") as f:
+        f.write(BWRAP_WRAPPER % (real, real))
+    os.chmod(wrapper, 0o755)
+    env = run_env()
+    env["PATH"] = d + ":" + env.get("PATH", "/usr/bin:/bin")
+    r = subprocess.run([portcullis_bin(), "run", "--audit-log", os.path.join(w, "audit2.jsonl"),
+                        "--", "touch", "marker"], cwd=w, capture_output=True, text=True,
+                       timeout=RUN_TIMEOUT, env=env, stdin=subprocess.DEVNULL)
+    eq(r.returncode, 125, "run with a bwrap leaving /proc/irq writable (stderr %r)" % r.stderr)
+    check("/proc/irq is not read-only in the sandbox" in r.stderr, "message: %r" % r.stderr)
+    check(not os.path.exists(os.path.join(w, "marker")), "COMMAND ran")
+
+
 if __name__ == "__main__":
     run(globals())

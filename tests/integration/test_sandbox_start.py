@@ -20,41 +20,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import TestFailure, check, eq, portcullis_bin, run, tempdir  # noqa: E402
+from test_sandbox_hardening import (NOBODY, READ_PROBE, as_user, need_root,  # noqa: E402
+                                    workdir)
 from test_sandbox_run import run_env  # noqa: E402
 
 RUN_TIMEOUT = 60
-NOBODY = 65534
-
-READ_PROBE = r"""
-import errno, json, sys
-out = {}
-for p in sys.argv[2:]:
-    try:
-        with open(p, "rb") as f:
-            out[p] = ["ok", len(f.read(65536))]
-    except OSError as e:
-        out[p] = [errno.errorcode.get(e.errno, str(e.errno)), 0]
-json.dump(out, open(sys.argv[1], "w"))
-"""
-
-
-def as_user(uid):
-    if uid == 0:
-        return []
-    return ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups"]
-
-
-def need_root():
-    if os.getuid() != 0:
-        raise TestFailure("this test needs root (it also runs as uid %d)" % NOBODY)
-
-
-def workdir(uid):
-    d = tempdir()
-    os.chmod(d, 0o777)
-    if uid:
-        os.chown(d, uid, uid)
-    return d
 
 
 def records(path, event):

@@ -256,14 +256,6 @@ launch_handoff(struct run_state *st, const struct run_opts *o,
 	if (rc != 0)
 		launch_failed(st, why);
 	pc_mark("handoff received");
-	/* What the plan left to bwrap's own read-only binds (mounts.c) is
-	 * read-only, or COMMAND does not run.  The bridge, which offered, is
-	 * waiting for our answer: it is the sandbox's first process. */
-	if (mounts_check_kernel_ro(st->mounts,
-	    run_sandbox_leader(st->proc[st->cur].pid), why, sizeof(why)) != 0) {
-		close_fds(fds, HANDOFF_NFDS);
-		launch_failed(st, why);
-	}
 	/* The listener alone: the bridge could not bind port 53 (an
 	 * unprivileged run, see dnsbind.c); we bind it in the sandbox's
 	 * namespace ourselves, or refuse the sandbox. */

@@ -32,7 +32,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -91,7 +90,7 @@ struct mounts {
 	char *tmpdir;
 	bool tmp_cover;
 	/* kernel_ro entries bwrap's --proc binds read-only itself (ours
-	 * left out; checked in the sandbox: mounts_check_kernel_ro). */
+	 * left out; the bridge checks them: mounts_emit_bridge). */
 	bool ro_by_bwrap[MOUNTS_KERNEL_RO];
 	bool fresh;		/* made for this run: removed at the end */
 	pid_t keeper;		/* removes a fresh HOME when we go away */
@@ -749,7 +748,7 @@ mounts_nargs(const struct mounts *m, size_t nbinds)
 {
 	return (m->npaths + MOUNTS_MAX_PATHS) * MOUNTS_ARGS_PER_PATH +
 	    nbinds * MOUNTS_ARGS_PER_BIND + MOUNTS_ARGS_ENV +
-	    MOUNTS_ARGS_TMP;
+	    MOUNTS_ARGS_TMP + 2 * MOUNTS_KERNEL_RO;
 }
 
 static void
@@ -849,37 +848,12 @@ mounts_emit_env(const struct mounts *m, mounts_add_fn add, void *ctx)
 		emit3(add, ctx, "--unsetenv", unset[i], NULL);
 }
 
-int
-mounts_check_kernel_ro(const struct mounts *m, pid_t pid, char *why,
-    size_t whylen)
+void
+mounts_emit_bridge(const struct mounts *m, mounts_add_fn add, void *ctx)
 {
-	for (size_t i = 0; i < NELEM(kernel_ro); i++) {
-		char path[PATH_MAX];
-		struct statvfs sv;
-
-		if (!m->ro_by_bwrap[i])
-			continue;
-		if (pid <= 0) {
-			snprintf(why, whylen, "%s: the sandbox's first process "
-			    "is gone", kernel_ro[i]);
-			return -1;
-		}
-		snprintf(path, sizeof(path), "/proc/%d/root%s", (int)pid,
-		    kernel_ro[i]);
-		if (statvfs(path, &sv) != 0) {
-			if (errno == ENOENT)
-				continue;
-			snprintf(why, whylen, "%s in the sandbox: %s",
-			    kernel_ro[i], strerror(errno));
-			return -1;
-		}
-		if ((sv.f_flag & ST_RDONLY) == 0) {
-			snprintf(why, whylen, "%s is not read-only in the "
-			    "sandbox (bwrap did not bind it so)", kernel_ro[i]);
-			return -1;
-		}
-	}
-	return 0;
+	for (size_t i = 0; i < NELEM(kernel_ro); i++)
+		if (m->ro_by_bwrap[i])
+			emit3(add, ctx, BRIDGE_RO_OPTION, kernel_ro[i], NULL);
 }
 
 const char *

@@ -11,7 +11,6 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <sys/types.h>
 
 #include "pclimits.h"
 
@@ -80,11 +79,10 @@ const char *mounts_home(const struct mounts *m);
 /* The /proc entries made read-only (mounts.c kernel_ro). */
 #define MOUNTS_KERNEL_RO 5
 
-/* Once the sandbox exists (pid: a process in it): each kernel entry left
- * to bwrap's own read-only bind is read-only there, or absent.  0, or -1
- * with why (then COMMAND must not run). */
-int mounts_check_kernel_ro(const struct mounts *m, pid_t pid, char *why,
-    size_t whylen);
+/* The bridge's arguments that make it check, inside, that each kernel
+ * entry left to bwrap's own read-only bind is read-only there (or absent):
+ * BRIDGE_RO_OPTION PATH for each. */
+void mounts_emit_bridge(const struct mounts *m, mounts_add_fn add, void *ctx);
 
 /* Removes a fresh HOME (waits for it), frees m.  NULL is a no-op. */
 /* The run's temp dir (TMPDIR or /tmp; see tmpdir_pick): where a fresh

@@ -77,9 +77,13 @@ run_on_exit(uv_process_t *proc, int64_t exit_status, int term_signal)
 		server_stop(st->srv);
 }
 
-/* See run_internal.h. */
-pid_t
-run_sandbox_leader(pid_t bwrap)
+/*
+ * The host pid of the sandbox's first process (the bridge, then COMMAND):
+ * bwrap (ours) -> its pid-1 reaper in the new pid namespace -> that.  Read
+ * from /proc/PID/task/PID/children; 0 when it is not (or no longer) there.
+ */
+static pid_t
+sandbox_leader(pid_t bwrap)
 {
 	pid_t pid = bwrap;
 
@@ -148,7 +152,7 @@ on_signal(uv_signal_t *h, int signum)
 	st->got_signal = signum;
 	if (!st->proc_started || st->proc_exited)
 		return;
-	leader = run_sandbox_leader(st->proc[st->cur].pid);
+	leader = sandbox_leader(st->proc[st->cur].pid);
 	if (leader > 0 && (kill(-leader, signum) == 0 ||
 	    kill(leader, signum) == 0)) {
 		pc_warnx("got %s; passed it to COMMAND",

@@ -243,14 +243,6 @@ void launch_handoff(struct run_state *st, const struct run_opts *o,
     const char *envname, enum phase phase, bool attach);
 _Noreturn void launch_failed(struct run_state *st, const char *why);
 
-/*
- * run.c: the host pid of the sandbox's first process (the bridge, then
- * COMMAND): bwrap (ours) -> its pid-1 reaper in the new pid namespace ->
- * that.  Read from /proc/PID/task/PID/children; 0 when it is not (or no
- * longer) there.
- */
-pid_t run_sandbox_leader(pid_t bwrap);
-
 /* ---- remote.c ---- */
 
 /* session.open with the bridge's fds (HTTP listener, DNS UDP and TCP;

@@ -106,6 +106,12 @@ static const char *const kernel_ro[MOUNTS_KERNEL_RO] = {
 	"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus",
 	"/proc/fs",
 };
+/* Which of them bwrap's --proc covers when it may write them (see
+ * ro_by_bwrap).  Not /proc/sys: access() says no one may write it
+ * (proc_sys_permission), so bwrap never does, and it is always ours. */
+static const bool kernel_ro_bwrap[MOUNTS_KERNEL_RO] = {
+	false, true, true, true, false,
+};
 /* Masked files: kernel memory, other users' keys, timing side channels
  * (moby MaskedPaths). */
 static const char *const kernel_null[] = {
@@ -155,17 +161,17 @@ static const char *const system_trees[] = {
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 /*
- * Does bwrap's --proc bind kernel_ro[i] read-only itself?  bwrap (0.1 to
- * 0.8 at least: bubblewrap.c, cover_proc_dirs) covers /proc/sys,
- * /proc/sysrq-trigger, /proc/irq and /proc/bus with a read-only bind of
- * itself when access(W_OK) lets it write them: as root, the last three
- * (access() says no one may write /proc/sys: that one is always ours).
- * Asked with our own credentials, which bwrap, spawned by us, has.
+ * Does bwrap's --proc bind kernel_ro[i] read-only itself?  bwrap (0.1.0 to 0.11:
+ * bubblewrap.c, cover_proc_dirs) covers /proc/sys, /proc/sysrq-trigger,
+ * /proc/irq and /proc/bus with a read-only bind of itself when
+ * access(W_OK) lets it write them: as root, the last three.  Asked with
+ * our own credentials, which bwrap, spawned by us, has.  The bridge checks
+ * the result (mounts_emit_bridge), so a bwrap that does not is refused.
  */
 static bool
 ro_by_bwrap(size_t i)
 {
-	return i >= 1 && i <= 3 && access(kernel_ro[i], W_OK) == 0;
+	return kernel_ro_bwrap[i] && access(kernel_ro[i], W_OK) == 0;
 }
 
 static struct mounts *mounts_active;	/* whose fresh HOME exit() removes */

@@ -61,6 +61,7 @@ VALGRIND_TESTS += test_intercept_tools
 VALGRIND_TESTS += test_attack_session
 VALGRIND_TESTS += test_proxy_idle_tunnels
 VALGRIND_TESTS += test_attack_tunnels
+VALGRIND_TESTS += test_sandbox_start
 test-valgrind: deps
 	@$(MAKE) --no-print-directory build
 	cd tests/integration && for t in $(VALGRIND_TESTS); do \

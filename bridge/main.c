@@ -1,10 +1,14 @@
 /*
  * portcullis-bridge: runs first inside the sandbox (DESIGN.md §1, §7).
  *
- *   portcullis-bridge --handoff-fd N [--allow-unix-sockets] -- COMMAND [ARG...]
+ *   portcullis-bridge --handoff-fd N [--allow-unix-sockets]
+ *       [--check-read-only PATH]... -- COMMAND [ARG...]
  *   portcullis-bridge connect HOST PORT
  *
  * Set-up mode, in order:
+ *   0. check that each --check-read-only PATH is on a read-only mount (or
+ *      absent): the /proc entries `portcullis run` left to bwrap's own
+ *      read-only binds;
  *   1. bring `lo` up if it is down;
  *   2. check the namespace: `lo` is the only interface and no route leaves
  *      through anything else (a sandbox that could bypass the proxy must
@@ -42,6 +46,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -78,7 +83,8 @@ __asan_default_options(void)
 #define BRIDGE_ROUTE_LINE_MAX 512
 
 static const char usage[] =
-"usage: portcullis-bridge " HANDOFF_FD_OPTION " N [--allow-unix-sockets] -- COMMAND [ARG...]\n"
+"usage: portcullis-bridge " HANDOFF_FD_OPTION " N [--allow-unix-sockets]\n"
+"           [" BRIDGE_RO_OPTION " PATH]... -- COMMAND [ARG...]\n"
 "       portcullis-bridge connect HOST PORT\n"
 "\n"
 "The in-sandbox helper of `portcullis run`; not meant to be started by hand.\n"
@@ -450,6 +456,28 @@ exec_failed(const char *cmd, int err)
 	exit(BRIDGE_EXIT_NOEXEC);
 }
 
+/*
+ * Each path must be on a read-only mount, or not exist: the host-wide
+ * /proc entries `portcullis run` left to bwrap's own read-only binds
+ * (bwrap's --proc makes them so when it could write them itself).  A
+ * bwrap that did not: refuse, COMMAND never runs.
+ */
+static void
+check_read_only(const char *const *paths, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct statvfs sv;
+
+		if (statvfs(paths[i], &sv) != 0) {
+			if (errno == ENOENT)
+				continue;
+			refuse("%s: %s", paths[i], strerror(errno));
+		}
+		if ((sv.f_flag & ST_RDONLY) == 0)
+			refuse("%s is not read-only in the sandbox", paths[i]);
+	}
+}
+
 static int
 parse_fd(const char *s)
 {
@@ -467,9 +495,10 @@ int
 main(int argc, char **argv)
 {
 	char sid[HANDOFF_MSG_MAX];
+	const char *ro[BRIDGE_MAX_RO];
 	bool allow_unix = false;
 	int sock = -1, fds[HANDOFF_NFDS], i, rc;
-	size_t nfds;
+	size_t nfds, nro = 0;
 
 	pc_progname = "portcullis-bridge";
 	if (argc >= 2 && strcmp(argv[1], "connect") == 0)
@@ -490,6 +519,12 @@ main(int argc, char **argv)
 				    argv[i]);
 		} else if (strcmp(argv[i], "--allow-unix-sockets") == 0) {
 			allow_unix = true;
+		} else if (strcmp(argv[i], BRIDGE_RO_OPTION) == 0 &&
+		    i + 1 < argc) {
+			if (nro == BRIDGE_MAX_RO)
+				refuse("more than %d %s", BRIDGE_MAX_RO,
+				    BRIDGE_RO_OPTION);
+			ro[nro++] = argv[++i];
 		} else {
 			fputs(usage, stderr);
 			refuse("unknown argument '%s'", argv[i]);
@@ -501,6 +536,7 @@ main(int argc, char **argv)
 		refuse("no COMMAND given");
 
 	pc_mark("bridge main");
+	check_read_only(ro, nro);
 	lo_up();
 	check_namespace();
 	fds[HANDOFF_FD_HTTP] = bind_loopback(SOCK_STREAM, HANDOFF_PORT, false);

@@ -313,18 +313,36 @@ cross_validate(struct parser *p)
 	 */
 }
 
+int
+cfg_digest(struct cfg *c)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+
+	if (c->sha256[0] != '\0')
+		return 0;
+	if (EVP_Digest(c->undigested != NULL ? c->undigested : "",
+	    c->nundigested, md, &mdlen, EVP_sha256(), NULL) != 1)
+		return -ENOMEM;
+	for (unsigned i = 0; i < mdlen && i < 32; i++)
+		sprintf(c->sha256 + 2 * i, "%02x", md[i]);
+	free(c->undigested);
+	c->undigested = NULL;
+	c->nundigested = 0;
+	return 0;
+}
+
 /*
  * The load pipeline: the main file, the require file, the includes, then
  * pattern compilation and the cross-field checks.  name labels errors.
  * Returns the config, or NULL with *errors set (malloc'd).
  */
 static struct cfg *
-load(const char *name, const char *text, size_t len, char **errors)
+load(const char *name, const char *text, size_t len, bool digest,
+    char **errors)
 {
 	struct parser p;
 	struct cfg *c;
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned mdlen = 0;
 
 	*errors = NULL;
 	memset(&p, 0, sizeof(p));
@@ -333,9 +351,7 @@ load(const char *name, const char *text, size_t len, char **errors)
 		goto oom;
 	p.cfg = c;
 	c->path = parser_strdup(&p, name);
-	p.md = EVP_MD_CTX_new();
-	if (p.md == NULL || EVP_DigestInit_ex(p.md, EVP_sha256(), NULL) != 1)
-		goto oom;
+	p.hashing = true;
 
 	reader_parse(&p, name, text, len, F_MAIN);
 	files_require(&p);
@@ -344,10 +360,6 @@ load(const char *name, const char *text, size_t len, char **errors)
 	ceil_check_methods(&p);
 	cross_validate(&p);
 
-	if (EVP_DigestFinal_ex(p.md, md, &mdlen) != 1)
-		goto oom;
-	for (unsigned i = 0; i < mdlen && i < 32; i++)
-		sprintf(c->sha256 + 2 * i, "%02x", md[i]);
 	if (p.oom)
 		goto oom;
 	if (p.nerrs_total > 0) {
@@ -356,7 +368,15 @@ load(const char *name, const char *text, size_t len, char **errors)
 		parser_free(&p);
 		return NULL;
 	}
+	c->undigested = p.hashed;
+	c->nundigested = p.nhashed;
+	p.hashed = NULL;
 	parser_free(&p);
+	if (digest && cfg_digest(c) != 0) {
+		cfg_free(c);
+		*errors = cfg_fmt("%s: out of memory\n", name);
+		return NULL;
+	}
 	return c;
 oom:
 	cfg_free(c);
@@ -368,11 +388,12 @@ oom:
 struct cfg *
 cfg_load_string(const char *text, size_t len, const char *name, char **errors)
 {
-	return load(name != NULL ? name : "<string>", text, len, errors);
+	return load(name != NULL ? name : "<string>", text, len, true,
+	    errors);
 }
 
-struct cfg *
-cfg_load(const char *path, char **errors)
+static struct cfg *
+load_path(const char *path, bool digest, char **errors)
 {
 	struct cfg *c;
 	char *buf = NULL;
@@ -381,7 +402,7 @@ cfg_load(const char *path, char **errors)
 
 	if (path == NULL) {
 		c = load("<default>", cfg_embedded_default_ini,
-		    strlen(cfg_embedded_default_ini), errors);
+		    strlen(cfg_embedded_default_ini), digest, errors);
 		return c;
 	}
 	r = files_read(path, &buf, &len);
@@ -391,9 +412,21 @@ cfg_load(const char *path, char **errors)
 		    "not a regular file" : strerror(-r));
 		return NULL;
 	}
-	c = load(path, buf, len, errors);
+	c = load(path, buf, len, digest, errors);
 	free(buf);
 	return c;
+}
+
+struct cfg *
+cfg_load(const char *path, char **errors)
+{
+	return load_path(path, true, errors);
+}
+
+struct cfg *
+cfg_load_undigested(const char *path, char **errors)
+{
+	return load_path(path, false, errors);
 }
 
 void
@@ -402,6 +435,7 @@ cfg_free(struct cfg *c)
 	if (c == NULL)
 		return;
 	free(c->path);
+	free(c->undigested);
 	free(c->proxy.listen);
 	free(c->metrics.listen);
 	free(c->audit.key);

@@ -197,7 +197,10 @@ void cfg_rule_format(const struct rule *r, char *buf, size_t bufsz);
 
 struct cfg {
 	char *path;		/* file as given, or "<default>" */
-	char sha256[65];	/* hex sha256 of the config bytes */
+	char sha256[65];	/* hex sha256 of the config bytes; "" until
+				 * cfg_digest() for cfg_load_undigested() */
+	char *undigested;	/* those bytes until then (owned) */
+	size_t nundigested;
 	unsigned refs;		/* managed by the proxy; cfg_load sets 1 */
 
 	struct {
@@ -284,6 +287,18 @@ struct cfg {
  * the caller frees it.
  */
 struct cfg *cfg_load(const char *path, char **errors);
+
+/*
+ * cfg_load() without the digest: sha256 stays "" and the bytes are kept
+ * until cfg_digest().  For `portcullis run`, whose first use of OpenSSL
+ * (~1.4 ms of provider set-up) then comes after bwrap is spawned, in
+ * server_new(), which makes the digest.
+ */
+struct cfg *cfg_load_undigested(const char *path, char **errors);
+
+/* Makes c->sha256 from the kept bytes (nothing when it is made already)
+ * and frees them.  0, or -ENOMEM. */
+int cfg_digest(struct cfg *c);
 
 /* Same, from a string; name is used in error messages and as cfg->path. */
 struct cfg *cfg_load_string(const char *text, size_t len, const char *name,

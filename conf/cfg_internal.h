@@ -23,8 +23,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <openssl/evp.h>
-
 #include "cfg.h"
 #include "pclimits.h"
 
@@ -155,7 +153,11 @@ struct parser {
 	struct loc *credlocs;
 	size_t ncredlocs;
 
-	EVP_MD_CTX *md;
+	/* Every file's bytes in the order read, for cfg->sha256 (the
+	 * digest is made at the end of the load, or later: cfg_digest). */
+	bool hashing;
+	char *hashed;
+	size_t nhashed;
 };
 
 /* ---- parser.c ------------------------------------------------------ */

@@ -173,7 +173,6 @@ parser_free(struct parser *p)
 	for (size_t i = 0; i < p->nfiles; i++)
 		free(p->files[i]);
 	free(p->files);
-	if (p->md != NULL)
-		EVP_MD_CTX_free(p->md);
+	free(p->hashed);
 }
 

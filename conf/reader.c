@@ -20,6 +20,7 @@
  */
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* libinih1 is compiled with this (checked by conf/CMakeLists.txt). */
@@ -343,8 +344,17 @@ reader_parse(struct parser *p, const char *file, const char *buf, size_t len,
 	p->fkind = fkind;
 	p->prev_key = false;
 	p->sect = S_NONE;
-	if (p->md != NULL)
-		EVP_DigestUpdate(p->md, buf, len);
+	if (p->hashing && len > 0) {
+		char *h = realloc(p->hashed, p->nhashed + len);
+
+		if (h == NULL) {
+			parser_oom(p);
+			return;
+		}
+		memcpy(h + p->nhashed, buf, len);
+		p->hashed = h;
+		p->nhashed += len;
+	}
 	r = ini_parse_stream(reader_next, p, keys_handler, p);
 	if (r != 0 && p->nerrs_total == 0) {
 		struct loc l = p->loc;

@@ -74,6 +74,12 @@ enum handoff_fd {
 
 /* The bridge's option naming its end of the socketpair. */
 #define HANDOFF_FD_OPTION "--handoff-fd"
+/* The bridge's option naming a path that must be on a read-only mount in
+ * the sandbox (or absent), else it refuses; at most BRIDGE_MAX_RO of
+ * them.  `portcullis run` names each /proc entry it left to bwrap's own
+ * read-only binds (sandbox/mounts.c). */
+#define BRIDGE_RO_OPTION "--check-read-only"
+#define BRIDGE_MAX_RO 8
 
 /* Bridge side: sends 'L' + ports with the first nfds of fds: 1 (only the
  * HTTP listener: "L3128", port 53 not permitted here) or HANDOFF_NFDS

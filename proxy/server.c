@@ -305,6 +305,9 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 	struct jw w;
 	int r;
 
+	/* A config from cfg_load_undigested (run) gets its sha256 now. */
+	if (cfg_digest(cfg) != 0)
+		return -ENOMEM;
 	conn_global_init();
 	{
 		char why[1024];

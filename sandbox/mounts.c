@@ -89,6 +89,9 @@ struct mounts {
 	 * run's HOME and log there would be readable: same uid). */
 	char *tmpdir;
 	bool tmp_cover;
+	/* kernel_ro entries bwrap's --proc binds read-only itself (ours
+	 * left out; the bridge checks them: mounts_emit_bridge). */
+	bool ro_by_bwrap[MOUNTS_KERNEL_RO];
 	bool fresh;		/* made for this run: removed at the end */
 	pid_t keeper;		/* removes a fresh HOME when we go away */
 	int keeper_fd;		/* closing it tells the keeper to start */
@@ -99,9 +102,15 @@ struct mounts {
 };
 
 /* Made read-only: host-wide controls (moby ReadonlyPaths). */
-static const char *const kernel_ro[] = {
+static const char *const kernel_ro[MOUNTS_KERNEL_RO] = {
 	"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus",
 	"/proc/fs",
+};
+/* Which of them bwrap's --proc covers when it may write them (see
+ * ro_by_bwrap).  Not /proc/sys: access() says no one may write it
+ * (proc_sys_permission), so bwrap never does, and it is always ours. */
+static const bool kernel_ro_bwrap[MOUNTS_KERNEL_RO] = {
+	false, true, true, true, false,
 };
 /* Masked files: kernel memory, other users' keys, timing side channels
  * (moby MaskedPaths). */
@@ -150,6 +159,20 @@ static const char *const system_trees[] = {
 };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/*
+ * Does bwrap's --proc bind kernel_ro[i] read-only itself?  bwrap (0.1.0 to 0.11:
+ * bubblewrap.c, cover_proc_dirs) covers /proc/sys, /proc/sysrq-trigger,
+ * /proc/irq and /proc/bus with a read-only bind of itself when
+ * access(W_OK) lets it write them: as root, the last three.  Asked with
+ * our own credentials, which bwrap, spawned by us, has.  The bridge checks
+ * the result (mounts_emit_bridge), so a bwrap that does not is refused.
+ */
+static bool
+ro_by_bwrap(size_t i)
+{
+	return kernel_ro_bwrap[i] && access(kernel_ro[i], W_OK) == 0;
+}
 
 static struct mounts *mounts_active;	/* whose fresh HOME exit() removes */
 
@@ -213,6 +236,28 @@ is_system_dir(const char *real)
 		if (mounts_at_or_above(system_trees[i], real))
 			return true;
 	return false;
+}
+
+/*
+ * A credential file the caller can neither read nor chmod: not root, not
+ * its owner, a regular file, and access(R_OK) refuses.  The sandbox runs
+ * with the caller's uid and groups and no capability over files of uids
+ * outside its user namespace, so opening it inside fails with EACCES as
+ * a /dev/null bound over it would, and nothing inside can change that
+ * (no owner, / is read-only): it needs no mount.  As uid 65534 that is
+ * every entry of hide_files on Debian (0640 root:shadow, 0600 root), and
+ * each mask costs bwrap a bind and a read of the mount table (~0.2 ms).
+ */
+static bool
+caller_cannot_read(const char *path)
+{
+	struct stat st;
+
+	if (geteuid() == 0 || stat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_uid == geteuid())
+		return false;
+	return faccessat(AT_FDCWD, path, R_OK, AT_EACCESS) != 0 &&
+	    errno == EACCES;
 }
 
 /* The caller's HOME (path), unless it is a system directory. */
@@ -564,8 +609,13 @@ mounts_new(const char *home_opt, char *why, size_t whylen)
 		return NULL;
 	}
 	m->keeper_fd = -1;
-	for (i = 0; i < NELEM(kernel_ro); i++)
-		rc |= add_path(m, kernel_ro[i], MK_RO, false);
+	/* One bwrap binds read-only itself is left to it: a second bind of
+	 * it costs bwrap a mount and a read of the mount table (~0.2 ms). */
+	for (i = 0; i < NELEM(kernel_ro); i++) {
+		m->ro_by_bwrap[i] = ro_by_bwrap(i);
+		if (!m->ro_by_bwrap[i])
+			rc |= add_path(m, kernel_ro[i], MK_RO, false);
+	}
 	for (i = 0; i < NELEM(kernel_null); i++)
 		rc |= add_path(m, kernel_null[i], MK_NULL, false);
 	for (i = 0; i < NELEM(kernel_empty); i++)
@@ -589,7 +639,9 @@ mounts_new(const char *home_opt, char *why, size_t whylen)
 		if (glob(hide_files[i], GLOB_NOSORT, NULL, &g) != 0)
 			continue;
 		for (size_t k = 0; k < g.gl_pathc; k++)
-			rc |= add_path(m, g.gl_pathv[k], MK_NULL, true);
+			if (!caller_cannot_read(g.gl_pathv[k]))
+				rc |= add_path(m, g.gl_pathv[k], MK_NULL,
+				    true);
 		globfree(&g);
 	}
 	if (rc != 0) {
@@ -702,7 +754,7 @@ mounts_nargs(const struct mounts *m, size_t nbinds)
 {
 	return (m->npaths + MOUNTS_MAX_PATHS) * MOUNTS_ARGS_PER_PATH +
 	    nbinds * MOUNTS_ARGS_PER_BIND + MOUNTS_ARGS_ENV +
-	    MOUNTS_ARGS_TMP;
+	    MOUNTS_ARGS_TMP + 2 * MOUNTS_KERNEL_RO;
 }
 
 static void
@@ -800,6 +852,14 @@ mounts_emit_env(const struct mounts *m, mounts_add_fn add, void *ctx)
 	 * the hidden one). */
 	for (size_t i = 0; i < NELEM(unset); i++)
 		emit3(add, ctx, "--unsetenv", unset[i], NULL);
+}
+
+void
+mounts_emit_bridge(const struct mounts *m, mounts_add_fn add, void *ctx)
+{
+	for (size_t i = 0; i < NELEM(kernel_ro); i++)
+		if (m->ro_by_bwrap[i])
+			emit3(add, ctx, BRIDGE_RO_OPTION, kernel_ro[i], NULL);
 }
 
 const char *

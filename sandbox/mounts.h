@@ -76,6 +76,14 @@ bool mounts_at_or_above(const char *dir, const char *path);
 /* The run's HOME (absolute, as seen inside and outside). */
 const char *mounts_home(const struct mounts *m);
 
+/* The /proc entries made read-only (mounts.c kernel_ro). */
+#define MOUNTS_KERNEL_RO 5
+
+/* The bridge's arguments that make it check, inside, that each kernel
+ * entry left to bwrap's own read-only bind is read-only there (or absent):
+ * BRIDGE_RO_OPTION PATH for each. */
+void mounts_emit_bridge(const struct mounts *m, mounts_add_fn add, void *ctx);
+
 /* Removes a fresh HOME (waits for it), frees m.  NULL is a no-op. */
 /* The run's temp dir (TMPDIR or /tmp; see tmpdir_pick): where a fresh
  * HOME and the embedded proxy's default audit log go.  Hidden from other

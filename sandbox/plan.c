@@ -325,6 +325,7 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	plan_add(p, p->bridge);
 	plan_add(p, HANDOFF_FD_OPTION);
 	plan_add(p, "3");
+	mounts_emit_bridge(m, plan_add_cb, p);
 	if (o->allow_unix)
 		plan_add(p, "--allow-unix-sockets");
 	plan_add(p, "--");

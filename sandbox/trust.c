@@ -150,16 +150,27 @@ system_file(int i)
 bool
 trust_caller_files(void)
 {
+	char rs[TRUST_NSYSTEM][PATH_MAX];
+	bool have[TRUST_NSYSTEM];
+	const char *prev = NULL;	/* the last value, a system file */
+
+	/* Resolved once, not once per variable (a CI image sets a dozen,
+	 * all naming the system bundle: ~8 readlinks each). */
+	for (int k = 0; k < TRUST_NSYSTEM; k++)
+		have[k] = realpath(system_file(k), rs[k]) != NULL;
+
 	for (size_t i = 0; i < TRUST_NVARS; i++) {
 		const char *v = getenv(trust_vars[i]);
-		char rv[PATH_MAX], rs[PATH_MAX];
+		char rv[PATH_MAX];
 		bool sys = false;
 
-		if (v == NULL || v[0] == '\0' || realpath(v, rv) == NULL)
+		if (v == NULL || v[0] == '\0' ||
+		    (prev != NULL && strcmp(v, prev) == 0) ||
+		    realpath(v, rv) == NULL)
 			continue;
+		prev = v;
 		for (int k = 0; k < TRUST_NSYSTEM && !sys; k++)
-			sys = realpath(system_file(k), rs) != NULL &&
-			    strcmp(rv, rs) == 0;
+			sys = have[k] && strcmp(rv, rs[k]) == 0;
 		if (!sys)
 			return true;
 	}

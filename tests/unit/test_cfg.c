@@ -646,6 +646,53 @@ test_includes(void)
 	}
 }
 
+/* cfg_load_undigested (run): no sha256 until cfg_digest, then the same
+ * one cfg_load makes, over every file read (an include here too). */
+static void
+test_digest(void)
+{
+	static const char *const paths[] = {
+		NULL, "unit/configs/include-main.ini",
+	};
+
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		char *errors = NULL, *errors2 = NULL;
+		struct cfg *a = cfg_load(paths[i], &errors);
+		struct cfg *b = cfg_load_undigested(paths[i], &errors2);
+
+		CHECK(a != NULL && b != NULL);
+		if (a == NULL || b == NULL) {
+			free(errors);
+			free(errors2);
+			cfg_free(a);
+			cfg_free(b);
+			continue;
+		}
+		CHECK(strlen(a->sha256) == 64 && a->undigested == NULL);
+		CHECK(b->sha256[0] == '\0' && b->undigested != NULL &&
+		    b->nundigested > 0);
+		CHECK(cfg_digest(b) == 0);
+		CHECK(strcmp(a->sha256, b->sha256) == 0);
+		CHECK(b->undigested == NULL && b->nundigested == 0);
+		CHECK(cfg_digest(b) == 0 && strcmp(a->sha256, b->sha256) == 0);
+		CHECK(cfg_digest(a) == 0 && strlen(a->sha256) == 64);
+		/* sha256 of include-main.ini's bytes, then 10-setup.ini's. */
+		if (paths[i] != NULL)
+			CHECK(strcmp(b->sha256, "7c0dd557583f6c7c2159926f8a1509"
+			    "838a42405b49cb2102e6fa6fe555bcc1fa") == 0);
+		cfg_free(a);
+		cfg_free(b);
+	}
+	/* An invalid config is refused the same way. */
+	{
+		char *errors = NULL;
+		struct cfg *c = cfg_load_undigested("/nonexistent/p.ini", &errors);
+
+		CHECK(c == NULL && errors != NULL);
+		free(errors);
+	}
+}
+
 static void
 test_small_apis(void)
 {
@@ -677,6 +724,7 @@ main(void)
 	test_tls();
 	test_add_rule();
 	test_includes();
+	test_digest();
 	test_small_apis();
 	return check_done();
 }

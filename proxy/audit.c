@@ -1126,7 +1126,12 @@ audit_close(struct audit *a)
 		/* Give the unused reserve back: a log left behind holds
 		 * only what it says. */
 		q_give_back_reserve(q);
-		fsync(q->fd);
+		/* Its write-back started, not waited for: nothing fsyncs a
+		 * record while the log runs, so a stop does not either (an
+		 * fsync was 0.7 ms of every `portcullis run`'s exit); the
+		 * kernel writes the pages out within its dirty expiry, and a
+		 * clean shutdown syncs them. */
+		(void)sync_file_range(q->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	}
 	q_free(q);
 }

@@ -152,14 +152,14 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
  * kernel instead of through a relay buffer; after RELAY_SPLICE_IDLE_MS to
  * 2 x that without a byte (its pipe empty) it goes back to copying.
  */
-#define RELAY_SPLICE_BULK_READ (64 * 1024)
+#define RELAY_SPLICE_BULK_READ (32 * 1024)
 #define RELAY_SPLICE_BULK_READS 4
 #define RELAY_SPLICE_IDLE_MS 1000
 /* Pipes open at once, all loops together, kept ones included: each is 2
  * fds, and a spliced tunnel also holds a dup of each of its 2 sockets, so
  * splicing costs at most 4 x this many fds beyond the tunnels' own 2
  * (the daemon's hard limit is often 20,000).  Past it, bulk is copied. */
-#define RELAY_PIPES_MAX 64
+#define RELAY_PIPES_MAX 32
 /* Empty pipes a loop keeps for the next bulk spell; more are closed. */
 #define RELAY_PIPES_KEEP 8
 /* The size asked of each pipe (F_SETPIPE_SZ): what a spliced direction

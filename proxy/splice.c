@@ -465,6 +465,11 @@ splice_on_poll(uv_poll_t *h, int status, int events)
 		 * socket's error and say which it is. */
 		sp->events[k] = 0;
 		events = UV_READABLE | UV_WRITABLE;
+	} else if (events == 0) {
+		/* POLLHUP alone (libuv 1.44 maps it to no event): what the
+		 * socket is still watched for meets its EOF or error, rather
+		 * than the level-triggered HUP firing on and on. */
+		events = UV_READABLE | UV_WRITABLE;
 	}
 	/* Socket k is the source of direction k and the sink of 1 - k. */
 	if ((events & UV_READABLE) && sp->dir[k].p.fd[0] >= 0 &&

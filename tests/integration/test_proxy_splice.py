@@ -72,11 +72,9 @@ def send_bulk(s, n, seed=1, sent=None):
             sent[0] += len(c)
 
 
-def recv_all(s, limit=None, until=None):
-    """Reads until EOF (or until bytes, or limit bytes); returns (count,
-    sha256 hex)."""
-    d = hashlib.sha256()
-    got = 0
+def read_on(s, d, got=0, limit=None):
+    """Reads from s into hash d until EOF (or until got reaches limit);
+    returns got plus what was read."""
     while limit is None or got < limit:
         want = 1 << 18 if limit is None else min(1 << 18, limit - got)
         b = s.recv(want)
@@ -84,6 +82,13 @@ def recv_all(s, limit=None, until=None):
             break
         d.update(b)
         got += len(b)
+    return got
+
+
+def recv_all(s, limit=None):
+    """Reads until EOF (or limit bytes); returns (count, sha256 hex)."""
+    d = hashlib.sha256()
+    got = read_on(s, d, 0, limit)
     return got, d.hexdigest()
 
 
@@ -171,16 +176,6 @@ def origin(fn):
     """A loopback origin running fn(sock, stop) per connection; the
     sockets it is given, in accept order, are .accepted."""
     return h.RawServer("127.0.0.1", fn)
-
-
-def steady_fds(pid, polls=10):
-    seen = []
-
-    def steady():
-        seen.append(h.fd_count(pid))
-        return len(seen) >= polls and len(set(seen[-polls:])) == 1
-    h.wait_until(steady, 10, "a steady fd count")
-    return seen[-1]
 
 
 # ---------------------------------------------------------------- tests
@@ -388,12 +383,8 @@ def test_slow_reader_bounded_then_resumes():
     p, mport = proxy()
     s, cid = tunnel(p, o.port, rcvbuf=64 * 1024)
     d = hashlib.sha256()
-    first = 0
-    while first < 8 * MiB:
-        b = s.recv(1 << 18)
-        h.check(b, "data")
-        d.update(b)
-        first += len(b)
+    first = read_on(s, d, 0, 8 * MiB)
+    h.eq(first, 8 * MiB, "the first part")
     rss0 = rss(p.proc.pid)
     last = [-1, 0]
 
@@ -414,12 +405,7 @@ def test_slow_reader_bounded_then_resumes():
     h.check(a[1] > 0, "the download was spliced before the stall")
     h.check(rss(p.proc.pid) - rss0 <= 4 * 1024, "RSS growth while stalled: %d KiB"
             % (rss(p.proc.pid) - rss0))
-    while True:
-        b = s.recv(1 << 18)
-        if not b:
-            break
-        d.update(b)
-        first += len(b)
+    first = read_on(s, d, first)
     h.eq((first, d.hexdigest()), (n, digest(n)), "the whole download")
     s.close()
     check_exchange(p, cid, 0, n)
@@ -447,7 +433,7 @@ def test_resets_mid_bulk_close_and_leave_no_fd():
     cases = [("client", "down"), ("upstream", "down"),
              ("client", "up"), ("upstream", "up")]
     p, mport = proxy()
-    base = steady_fds(p.proc.pid)
+    base = h.steady_fd_count(p.proc.pid, timeout=10)
     for who, way in cases:
         done = threading.Event()
         ended = []
@@ -527,18 +513,14 @@ def test_more_bulk_tunnels_than_pipes_all_exact():
     o = origin(fn)
     o.l.listen(count + 8)
     p, mport = proxy()
-    base = steady_fds(p.proc.pid)
+    base = h.steady_fd_count(p.proc.pid, timeout=10)
     tun = []
     for i in range(count):
         s, cid = tunnel(p, o.port, rcvbuf=64 * 1024)
         s.settimeout(60)
         d = hashlib.sha256()
-        got = 0
-        while got < 3 * MiB:
-            b = s.recv(1 << 18)
-            h.check(b, "tunnel %d: data" % i)
-            d.update(b)
-            got += len(b)
+        got = read_on(s, d, 0, 3 * MiB)
+        h.eq(got, 3 * MiB, "tunnel %d: the first part" % i)
         tun.append([s, cid, d, got])
     h.wait_until(lambda: pipes(mport) == RELAY_PIPES_MAX, 10,
                  "every pipe in use (now %d)" % pipes(mport))
@@ -551,13 +533,7 @@ def test_more_bulk_tunnels_than_pipes_all_exact():
 
     def finish(t):
         s, _cid, d, got = t
-        while True:
-            b = s.recv(1 << 18)
-            if not b:
-                break
-            d.update(b)
-            got += len(b)
-        t[3] = got
+        t[3] = read_on(s, d, got)
         s.close()
     ts = [threading.Thread(target=finish, args=(t,), daemon=True) for t in tun]
     for t in ts:
@@ -589,7 +565,7 @@ def test_idle_timeout_after_bulk_spell():
         stop.wait(30)
     o = origin(fn)
     p, mport = proxy(limits="idle_timeout = 3s\n")
-    base = steady_fds(p.proc.pid)
+    base = h.steady_fd_count(p.proc.pid, timeout=10)
     s, cid = tunnel(p, o.port)
     got, dig = recv_all(s, limit=n)
     h.eq((got, dig), (n, digest(n)), "the download")
@@ -619,7 +595,7 @@ def test_idle_timeout_closes_stalled_spliced_tunnel():
         send_bulk(s, 256 * MiB)
     o = origin(fn)
     p, mport = proxy(limits="idle_timeout = 2s\n")
-    base = steady_fds(p.proc.pid)
+    base = h.steady_fd_count(p.proc.pid, timeout=10)
     s, cid = tunnel(p, o.port, rcvbuf=64 * 1024)
     recv_all(s, limit=8 * MiB)
     h.check(spliced(mport)[1] > 0, "spliced before the stall")

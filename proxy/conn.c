@@ -55,7 +55,8 @@
  * deadline close idle tunnels at their deadline (see conn_sweep_arm).
  *
  * Backpressure: each direction has at most one buffer; while it holds
- * unwritten or unprocessed bytes, its source is not read (relay.c).
+ * unwritten or unprocessed bytes, its source is not read (relay.c).  A
+ * plain tunnel's bulk direction holds one pipe instead (splice.c).
  */
 #include <assert.h>
 #include <inttypes.h>

@@ -3,7 +3,8 @@
  * one buffer, lent by the server's pool only while bytes are in it; while
  * it holds unwritten or unprocessed bytes its source is not read
  * (relay_update_reads()), so in-flight bytes per direction are at most one
- * buffer.  Client bytes go to the request front end (HEAD), the exchange
+ * buffer.  A plain tunnel's direction that carries bulk is spliced instead
+ * (splice.c): at most one pipe in flight.  Client bytes go to the request front end (HEAD), the exchange
  * (HTTP: the request body) or straight up (TUNNEL); upstream bytes to the
  * exchange (HTTP) or straight down (TUNNEL).
  */

@@ -46,7 +46,8 @@
 enum { SP_CLIENT, SP_UP };
 
 struct splice_dir {
-	struct relay_pipe p;	/* fd[0] < 0: none (not spliced) */
+	struct relay_pipe p;	/* while the direction is spliced
+				 * (struct dir's flag) */
 	unsigned inpipe;	/* bytes in the pipe */
 	/* A splice in said EAGAIN with bytes in the pipe: the pipe may have
 	 * no slot left (it counts buffers, not bytes), so its source is
@@ -303,7 +304,7 @@ splice_events(struct splice *sp)
 	for (int i = 0; i < 2; i++) {
 		struct splice_dir *sd = &sp->dir[i];
 
-		if (sd->p.fd[0] < 0)
+		if (!splice_dir_of(c, i)->spliced)
 			continue;
 		if (!splice_dir_of(c, i)->eof && sd->inpipe < sd->p.cap &&
 		    !sd->full)
@@ -422,7 +423,7 @@ splice_dir_off(struct splice *sp, int i)
 	sp->dir[i].inpipe = 0;
 	sp->dir[i].full = false;
 	splice_dir_of(c, i)->spliced = false;
-	if (sp->dir[1 - i].p.fd[0] < 0)
+	if (!splice_dir_of(c, 1 - i)->spliced)
 		splice_detach(c);
 }
 
@@ -438,7 +439,7 @@ splice_settle(struct splice *sp)
 	bool eof = false;
 
 	for (int i = 0; i < 2 && sp->c != NULL; i++) {
-		if (sp->dir[i].p.fd[0] >= 0 && splice_dir_of(c, i)->eof &&
+		if (splice_dir_of(c, i)->spliced && splice_dir_of(c, i)->eof &&
 		    sp->dir[i].inpipe == 0) {
 			splice_dir_off(sp, i);
 			eof = true;
@@ -472,10 +473,10 @@ splice_on_poll(uv_poll_t *h, int status, int events)
 		events = UV_READABLE | UV_WRITABLE;
 	}
 	/* Socket k is the source of direction k and the sink of 1 - k. */
-	if ((events & UV_READABLE) && sp->dir[k].p.fd[0] >= 0 &&
+	if ((events & UV_READABLE) && splice_dir_of(c, k)->spliced &&
 	    !splice_pump(sp, k))
 		goto out;
-	if ((events & UV_WRITABLE) && sp->dir[1 - k].p.fd[0] >= 0 &&
+	if ((events & UV_WRITABLE) && splice_dir_of(c, 1 - k)->spliced &&
 	    !splice_pump(sp, 1 - k))
 		goto out;
 	if (status < 0) {
@@ -511,7 +512,7 @@ splice_on_tick(uv_timer_t *t)
 		for (int i = 0; i < 2 && sp->c != NULL; i++) {
 			struct splice_dir *sd = &sp->dir[i];
 
-			if (sd->p.fd[0] < 0)
+			if (!splice_dir_of(c, i)->spliced)
 				continue;
 			if (!sd->moved && sd->inpipe == 0)
 				splice_dir_off(sp, i);
@@ -559,7 +560,7 @@ splice_take(struct conn *c, struct dir *d)
 		sp = splice_new(c);
 	if (sp == NULL || !pipe_take(c->s, &sp->dir[i].p)) {
 		metrics_splice_unavailable(&c->s->metrics);
-		if (sp != NULL && sp->dir[1 - i].p.fd[0] < 0)
+		if (sp != NULL && !splice_dir_of(c, 1 - i)->spliced)
 			splice_detach(c);
 		return false;
 	}

@@ -58,6 +58,7 @@ VALGRIND_TESTS += test_sandbox_dns
 VALGRIND_TESTS += test_tls_ca
 VALGRIND_TESTS += test_intercept
 VALGRIND_TESTS += test_intercept_tools
+VALGRIND_TESTS += test_proxy_splice
 VALGRIND_TESTS += test_attack_session
 VALGRIND_TESTS += test_proxy_idle_tunnels
 VALGRIND_TESTS += test_attack_tunnels

@@ -144,6 +144,37 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
  * none; beyond this many free ones, back to malloc. */
 #define RELAY_WREQ_FREE_MAX 256
 
+/*
+ * splice(2) for a plain tunnel's bulk (proxy/splice.c, design.md §9
+ * "Splice").  A direction whose source gave RELAY_SPLICE_BULK_READS reads
+ * in a row of at least RELAY_SPLICE_BULK_READ bytes (or a full relay
+ * buffer, when that is smaller) moves socket -> pipe -> socket in the
+ * kernel instead of through a relay buffer; after RELAY_SPLICE_IDLE_MS to
+ * 2 x that without a byte (its pipe empty) it goes back to copying.
+ */
+#define RELAY_SPLICE_BULK_READ (32 * 1024)
+#define RELAY_SPLICE_BULK_READS 4
+#define RELAY_SPLICE_IDLE_MS 1000
+/* Pipes open at once, all loops together, kept ones included: each is 2
+ * fds, and a spliced tunnel also holds a dup of each of its 2 sockets, so
+ * splicing costs at most 4 x this many fds beyond the tunnels' own 2
+ * (the daemon's hard limit is often 20,000).  Past it, bulk is copied. */
+#define RELAY_PIPES_MAX 32
+/* Empty pipes a loop keeps for the next bulk spell; more are closed. */
+#define RELAY_PIPES_KEEP 8
+/* The size asked of each pipe (F_SETPIPE_SZ): what a spliced direction
+ * holds in flight (kernel pages, at most RELAY_PIPES_MAX MiB in all).
+ * Measured on bench row 5: 1 MiB 0.32 CPU-s/GiB, 256 KiB 0.41, 64 KiB (the
+ * default) 0.55 (fewer, larger sends).  1 MiB is Linux's default
+ * fs.pipe-max-size, so an unprivileged daemon gets it too; the kernel may
+ * give less (a user past fs.pipe-user-pages-soft): the pipe's own size is
+ * used. */
+#define RELAY_PIPE_BYTES (1024 * 1024)
+/* splice rounds (in, then out) per readiness of a socket: a bulk tunnel
+ * lets the loop's other conns in after at most this many pipes' worth (as
+ * libuv reads a stream at most 32 times per readiness). */
+#define RELAY_SPLICE_ROUNDS 8
+
 /* A request line URL: longer is refused with 414. */
 #define PROXY_MAX_URL 8192
 /* A whole request or response head (names + values, as stored): longer is
@@ -279,6 +310,10 @@ static_assert(AUDIT_LINGER_US < AUDIT_RETRY_MIN_MS * 1000, "a linger is shorter 
 static_assert(AUDIT_WAKE_BYTES <= AUDIT_REFUSAL_BYTES / 4, "a burst wakes the writer well before the refusal budget is used");
 static_assert(AUDIT_QUEUE_BYTES > 2 * AUDIT_MAX_RECORD, "the queue holds a burst of the largest records");
 static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent");
+static_assert(RELAY_PIPES_MAX <= 255, "a conn's splice slot is 8 bits");
+static_assert(RELAY_PIPES_KEEP <= RELAY_PIPES_MAX, "keep no more pipes than may be open");
+static_assert(RELAY_SPLICE_BULK_READS <= 255, "a dir counts bulk reads in 8 bits");
+static_assert(RELAY_PIPE_BYTES <= (1 << 20), "within Linux's default fs.pipe-max-size");
 
 /* ==== fixed: the daemon's control socket, JSON, DNS, check, serve, TLS peek ==== */
 

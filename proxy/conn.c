@@ -55,7 +55,8 @@
  * deadline close idle tunnels at their deadline (see conn_sweep_arm).
  *
  * Backpressure: each direction has at most one buffer; while it holds
- * unwritten or unprocessed bytes, its source is not read (relay.c).
+ * unwritten or unprocessed bytes, its source is not read (relay.c).  A
+ * plain tunnel's bulk direction holds one pipe instead (splice.c).
  */
 #include <assert.h>
 #include <inttypes.h>
@@ -224,6 +225,7 @@ conn_free(struct conn *c)
 	/* Every write's callback ran before the handles' close callbacks
 	 * (ECANCELED at the latest), and gave its request back. */
 	assert(c->upd.wreq == NULL && c->downd.wreq == NULL);
+	assert(c->splice_slot == 0);	/* splice_close() at conn_close */
 	mitm_free(c);
 	if (c->rq != NULL) {
 		req_clear(c->rq);
@@ -339,6 +341,7 @@ conn_close(struct conn *c, const char *reason)
 		dns_cancel(c->rq->dreq);
 		c->rq->dreq = NULL;
 	}
+	splice_close(c);
 	conn_upstream_drop(c);
 	c->pending_closes++;
 	uv_close((uv_handle_t *)&c->client, conn_on_handle_closed);

@@ -91,6 +91,11 @@ struct dir {
 	bool writing;
 	bool eof;		/* the source side sent EOF */
 	bool shut;		/* shutdown sent to the sink side */
+	/* splice.c, in a plain tunnel (in the padding: no conn grows): bulk
+	 * reads in a row, and whether the source is spliced (libuv does not
+	 * read it; its bytes go through a pipe). */
+	uint8_t bulk_reads;
+	bool spliced;
 };
 
 /*
@@ -206,6 +211,9 @@ struct conn {
 	bool admitted;			/* an allow record was written */
 	char id[17];
 	bool ex_open;			/* bytes went up, no exchange record yet */
+	/* splice.c: 1 + this conn's slot in the loop's spliced tunnels
+	 * (pool.splices), 0: not spliced (in a hole: no conn grows). */
+	uint8_t splice_slot;
 
 	uv_tcp_t client;
 
@@ -293,6 +301,24 @@ void relay_tunnel_start(struct conn *c);
 void relay_client_input(struct conn *c, ssize_t n);
 /* The same from the upstream, into downd.rbuf. */
 void relay_upstream_input(struct conn *c, ssize_t n);
+
+/* relay.c, for splice.c: around a libuv callback of c (reads are updated
+ * once, at the end); a tunnel's EOF passed on, maybe its end (true: c was
+ * closed). */
+void relay_hold(struct conn *c);
+void relay_apply(struct conn *c);
+bool relay_tunnel_finish(struct conn *c);
+
+/* splice.c: a plain tunnel's bulk through pipes (design.md §9 "Splice") */
+/* A read of n bytes into d->rbuf of a tunnel: counts bulk reads. */
+void splice_note_read(struct dir *d, size_t n);
+/* relay_update_reads(): d's source is to be read.  True: it is spliced
+ * (now or already), libuv is not to read it; false: copy as before (not
+ * bulk, or no pipe or fd to be had). */
+bool splice_take(struct conn *c, struct dir *d);
+/* conn_close(): pipes back (or closed with what they hold), poll handles
+ * closed; nothing is spliced after it. */
+void splice_close(struct conn *c);
 
 /* mitm.c: TLS interception */
 /* Has the server a CA (may an interceptable CONNECT be allowed)? */

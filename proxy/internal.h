@@ -41,6 +41,15 @@ struct wreq {
 	struct wreq *next;	/* free list link */
 };
 
+/* A pipe for splice(2) (splice.c): fd[0] reads, fd[1] writes, cap bytes
+ * (its F_GETPIPE_SZ); fd[0] < 0: none. */
+struct relay_pipe {
+	int fd[2];
+	unsigned cap;
+};
+
+struct splice;
+
 struct pool {
 	struct buf *free_big, *free_small;
 	unsigned nfree_big, nfree_small;
@@ -48,6 +57,16 @@ struct pool {
 	unsigned inuse;
 	struct wreq *free_wreq;	/* <= RELAY_WREQ_FREE_MAX of them */
 	unsigned nfree_wreq;
+	/* splice.c: empty pipes kept for reuse, and this loop's spliced
+	 * tunnels (a conn's splice_slot - 1 indexes splices[]: every one
+	 * holds a pipe, so there are at most RELAY_PIPES_MAX); the timer that
+	 * ends idle bulk spells (unref'd), while some are. */
+	struct relay_pipe pipes[RELAY_PIPES_KEEP];
+	unsigned npipes;
+	struct splice *splices[RELAY_PIPES_MAX];
+	unsigned nsplices;
+	uv_timer_t splice_tick;
+	bool splice_tick_on;	/* initialised, not yet closed */
 };
 
 struct session {
@@ -208,6 +227,13 @@ void pool_drain(struct pool *p);
  * back once its callback ran (pool_drain frees the kept ones). */
 struct wreq *pool_wreq_get(struct pool *p);
 void pool_wreq_put(struct pool *p, struct wreq *w);
+
+/* splice.c: the pipes of one loop.  splice_loop_close: the loop's timer
+ * (server_stop, after the conns are cut); splice_drain: its kept pipes
+ * (server_free).  splice_pipes_open: pipes open now, all loops. */
+void splice_loop_close(struct server *s);
+void splice_drain(struct server *s);
+unsigned splice_pipes_open(void);
 
 /* worker.c: the extra loops of a main server. */
 /* How many loops [proxy] workers asks for (0 = one per online CPU). */

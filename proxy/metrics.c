@@ -111,6 +111,19 @@ metrics_bytes(struct metrics *m, uint64_t up, uint64_t down)
 }
 
 void
+metrics_spliced(struct metrics *m, uint64_t up, uint64_t down)
+{
+	M_ADD(m->spliced_up, up);
+	M_ADD(m->spliced_down, down);
+}
+
+void
+metrics_splice_unavailable(struct metrics *m)
+{
+	M_ADD(m->splice_unavailable, 1);
+}
+
+void
 metrics_tunnel(struct metrics *m, int delta)
 {
 	M_ADD(m->tunnels, (uint64_t)(int64_t)delta);
@@ -301,6 +314,20 @@ metrics_render(struct server *s, char **out)
 	    "CONNECT and SOCKS5 tunnels open.");
 	sb_printf(&b, "portcullis_open_tunnels %" PRId64 "\n",
 	    (int64_t)SUM(s, tunnels));
+	sb_head(&b, "portcullis_tunnel_spliced_bytes_total", "counter",
+	    "Tunnel bytes moved by splice(2), from the client (up) and to it "
+	    "(down).");
+	sb_printf(&b, "portcullis_tunnel_spliced_bytes_total{direction=\"up\"} %"
+	    PRIu64 "\n", SUM(s, spliced_up));
+	sb_printf(&b, "portcullis_tunnel_spliced_bytes_total{direction=\"down\"} "
+	    "%" PRIu64 "\n", SUM(s, spliced_down));
+	sb_head(&b, "portcullis_tunnel_splice_unavailable_total", "counter",
+	    "Bulk tunnel directions that kept copying: no pipe to be had.");
+	sb_printf(&b, "portcullis_tunnel_splice_unavailable_total %" PRIu64 "\n",
+	    SUM(s, splice_unavailable));
+	sb_head(&b, "portcullis_tunnel_pipes", "gauge",
+	    "Pipes open for splicing tunnels (in use and kept), all loops.");
+	sb_printf(&b, "portcullis_tunnel_pipes %u\n", splice_pipes_open());
 	sb_head(&b, "portcullis_sessions", "gauge", "Sandbox sessions open.");
 	sb_printf(&b, "portcullis_sessions %u\n", s->nsessions);
 	render_dns(&b, s);

@@ -35,6 +35,10 @@ struct metrics {
 	uint64_t req[METRICS_ENV_SLOTS][PHASE_COUNT][MP_COUNT][METRICS_REASONS];
 	uint64_t bytes_up, bytes_down;	/* egress (exchange records) */
 	uint64_t tunnels;		/* gauge: tunnels open on this loop */
+	/* Tunnel bytes moved by splice (a part of the tunnels' bytes), and
+	 * bulk directions that went on copying: no pipe to be had. */
+	uint64_t spliced_up, spliced_down;
+	uint64_t splice_unavailable;
 	uint64_t dns_bucket[METRICS_DNS_BUCKETS];
 	uint64_t dns_count, dns_sum_us;
 	uint64_t reload_ok, reload_error;	/* main loop only */
@@ -48,6 +52,10 @@ void metrics_request(struct metrics *m, const char *env, enum phase ph,
     enum mproto proto, enum reason r, bool report_only);
 /* One exchange record's egress bytes. */
 void metrics_bytes(struct metrics *m, uint64_t up, uint64_t down);
+/* Tunnel bytes moved by splice(2): from the client (up), to it (down). */
+void metrics_spliced(struct metrics *m, uint64_t up, uint64_t down);
+/* A tunnel's bulk direction could not be spliced (kept copying). */
+void metrics_splice_unavailable(struct metrics *m);
 /* A tunnel opened (+1) or ended (-1) on this loop. */
 void metrics_tunnel(struct metrics *m, int delta);
 /* A resolver lookup took us microseconds. */

@@ -3,7 +3,8 @@
  * one buffer, lent by the server's pool only while bytes are in it; while
  * it holds unwritten or unprocessed bytes its source is not read
  * (relay_update_reads()), so in-flight bytes per direction are at most one
- * buffer.  Client bytes go to the request front end (HEAD), the exchange
+ * buffer.  A plain tunnel's direction that carries bulk is spliced instead
+ * (splice.c): at most one pipe in flight.  Client bytes go to the request front end (HEAD), the exchange
  * (HTTP: the request body) or straight up (TUNNEL); upstream bytes to the
  * exchange (HTTP) or straight down (TUNNEL).
  */
@@ -29,13 +30,13 @@ relay_release(struct conn *c, struct dir *d)
  * stop is in force before libuv looks).  A conn closed meanwhile was
  * stopped by uv_close; its memory lives until the close callbacks.
  */
-static void
+void
 relay_hold(struct conn *c)
 {
 	c->reads_hold++;
 }
 
-static void
+void
 relay_apply(struct conn *c)
 {
 	if (--c->reads_hold == 0 && c->state != CONN_CLOSING)
@@ -229,8 +230,9 @@ relay_write_as(struct conn *c, struct dir *d, uv_stream_t *sink, char *head,
 
 /*
  * Tunnel half-close: once a direction's source has sent EOF and its last
- * bytes are written, pass the EOF on (shutdown).  When both directions are
- * done, the conn ends.  Returns true if the conn was closed.
+ * bytes are written (a spliced one's pipe drained, splice.c), pass the EOF
+ * on (shutdown).  When both directions are done, the conn ends.  Returns
+ * true if the conn was closed.
  */
 static void
 relay_on_shutdown(uv_shutdown_t *req, int status)
@@ -239,7 +241,7 @@ relay_on_shutdown(uv_shutdown_t *req, int status)
 	free(req);
 }
 
-static bool
+bool
 relay_tunnel_finish(struct conn *c)
 {
 	struct dir *dirs[2] = { &c->upd, &c->downd };
@@ -251,7 +253,7 @@ relay_tunnel_finish(struct conn *c)
 		    (uv_stream_t *)&c->client;
 
 		if (d->eof && !d->writing && d->rbuf == NULL && !d->shut &&
-		    sink != NULL) {
+		    !d->spliced && sink != NULL) {
 			/* Allocated for the shutdown only; its callback (also
 			 * ECANCELED, at a close) frees it. */
 			uv_shutdown_t *sreq = malloc(sizeof(*sreq));
@@ -442,14 +444,18 @@ relay_update_reads(struct conn *c)
 		    c->downd.rlen == 0 && !c->downd.writing;
 		break;
 	case CONN_TUNNEL:
+		/* A direction that carries bulk is spliced instead (splice.c):
+		 * libuv does not read its source. */
 		want_client = !c->upd.eof && c->upd.rlen == 0 &&
-		    !c->upd.writing;
+		    !c->upd.writing && !splice_take(c, &c->upd);
 		want_up = u != NULL && !c->downd.eof && c->downd.rlen == 0 &&
-		    !c->downd.writing;
+		    !c->downd.writing && !splice_take(c, &c->downd);
 		break;
 	default:
 		break;
 	}
+	if (c->state == CONN_CLOSING)	/* not reached: splice_take failed */
+		return;
 	if (c->mitm != NULL || (u != NULL && u->ssl != NULL))
 		mitm_reads(c, &want_client, &want_up);
 	if (want_client != c->client_reading) {
@@ -669,6 +675,8 @@ relay_client_input(struct conn *c, ssize_t nread)
 	}
 	d->roff = 0;
 	d->rlen = (size_t)nread;
+	if (c->state == CONN_TUNNEL)
+		splice_note_read(d, (size_t)nread);
 	if (c->state == CONN_HEAD || c->state == CONN_HTTP ||
 	    c->state == CONN_TUNNEL || c->state == CONN_RESOLVING ||
 	    c->state == CONN_DIALING)
@@ -735,6 +743,8 @@ relay_upstream_input(struct conn *c, ssize_t nread)
 	d->rlen = (size_t)nread;
 	if (c->rq != NULL)	/* not in a plain tunnel */
 		c->rq->resp_bytes += (uint64_t)nread;
+	else if (c->state == CONN_TUNNEL)
+		splice_note_read(d, (size_t)nread);
 	conn_touch(c);
 	relay_pump_upstream(c);
 	if (c->state != CONN_CLOSING)

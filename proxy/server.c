@@ -413,8 +413,10 @@ server_stop(struct server *s)
 	}
 	if (!s->is_worker)
 		hostaddr_stop();
-	/* Every tunnel was cut above (conn_close unlists it). */
+	/* Every tunnel was cut above (conn_close unlists it, and gives back
+	 * its pipes). */
 	conn_sweep_close(s);
+	splice_loop_close(s);
 	if (s->audit_wake_on) {
 		/* On the loop's thread (server_stop's callers): records from
 		 * here on wake the writer at once. */
@@ -449,6 +451,7 @@ server_free(struct server *s)
 	if (s->cfg != NULL)
 		server_cfg_unref(s->cfg);
 	pool_drain(&s->pool);
+	splice_drain(s);
 	audit_close(&s->audit);
 	free(s->cfg_path);
 	if (!s->is_worker)

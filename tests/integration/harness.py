@@ -209,6 +209,18 @@ def fd_count(pid):
     return len(fds_of(pid))
 
 
+def steady_fd_count(pid, polls=10, timeout=5):
+    """Process pid's fd count once it has stayed the same for polls polls
+    in a row (an idle proxy holds a fixed set); bounded by timeout."""
+    seen = []
+
+    def steady():
+        seen.append(fd_count(pid))
+        return len(seen) >= polls and len(set(seen[-polls:])) == 1
+    wait_until(steady, timeout, "a steady fd count")
+    return seen[-1]
+
+
 def _socket_inodes(pid):
     return {t[8:-1] for t in fds_of(pid) if t.startswith("socket:[")}
 

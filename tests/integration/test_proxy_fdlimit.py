@@ -23,18 +23,6 @@ def stop(p):
     h.eq(p.proc.wait(10), 0, "exit status")
 
 
-def steady_fd_count(pid, polls=10):
-    """The proxy's fd count once it has stayed the same for polls polls
-    in a row (an idle proxy holds a fixed set)."""
-    seen = []
-
-    def steady():
-        seen.append(h.fd_count(pid))
-        return len(seen) >= polls and len(set(seen[-polls:])) == 1
-    h.wait_until(steady, 5, "a steady fd count")
-    return seen[-1]
-
-
 def test_out_of_fds_is_overloaded_and_recovers():
     o = h.Origin("origin", host="127.0.0.2")
     cfg = h.std_config("[dns]\nstatic = a.example.test=127.0.0.2\n\n"
@@ -42,7 +30,7 @@ def test_out_of_fds_is_overloaded_and_recovers():
     # How many fds does an idle proxy hold?  (listener, loop, audit log,
     # resolver, libuv's EMFILE reserve, ...)
     p = start(cfg, 256)
-    base = steady_fd_count(p.proc.pid)
+    base = h.steady_fd_count(p.proc.pid)
     stop(p)
 
     # Room for TUNNELS tunnels (2 fds each) and one more accepted client:

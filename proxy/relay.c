@@ -10,6 +10,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "conn_internal.h"
 
@@ -241,6 +242,40 @@ relay_on_shutdown(uv_shutdown_t *req, int status)
 	free(req);
 }
 
+/*
+ * Passes EOF on to sink.  With no write of it left in libuv's queue (the
+ * usual case: the direction's last write completed), shutdown(2) at once:
+ * uv_shutdown would only watch the socket for POLLOUT to call it on the
+ * next loop turn (an epoll_ctl, a wakeup and a malloc per tunnel end);
+ * libuv keeps nothing that depends on it (a later write fails EPIPE as
+ * after its own).  Otherwise uv_shutdown, after the queued bytes.  Its
+ * result is not waited for, either way (the peer's reset shows on reads).
+ */
+static int
+relay_shut_sink(uv_stream_t *sink)
+{
+	uv_os_fd_t fd;
+	uv_shutdown_t *sreq;
+
+	if (!uv_is_writable(sink))
+		return UV_EPIPE;
+	if (uv_stream_get_write_queue_size(sink) == 0 &&
+	    uv_fileno((uv_handle_t *)sink, &fd) == 0) {
+		(void)shutdown(fd, SHUT_WR);
+		return 0;
+	}
+	/* Allocated for the shutdown only; its callback (also ECANCELED, at
+	 * a close) frees it. */
+	sreq = malloc(sizeof(*sreq));
+	if (sreq == NULL)
+		return UV_ENOMEM;
+	if (uv_shutdown(sreq, sink, relay_on_shutdown) < 0) {
+		free(sreq);
+		return UV_EPIPE;
+	}
+	return 0;
+}
+
 bool
 relay_tunnel_finish(struct conn *c)
 {
@@ -254,18 +289,13 @@ relay_tunnel_finish(struct conn *c)
 
 		if (d->eof && !d->writing && d->rbuf == NULL && !d->shut &&
 		    !d->spliced && sink != NULL) {
-			/* Allocated for the shutdown only; its callback (also
-			 * ECANCELED, at a close) frees it. */
-			uv_shutdown_t *sreq = malloc(sizeof(*sreq));
+			int r;
 
 			d->shut = true;
-			if (sreq == NULL) {
-				conn_close(c, "out_of_memory");
-				return true;
-			}
-			if (uv_shutdown(sreq, sink, relay_on_shutdown) < 0) {
-				free(sreq);
-				conn_close(c, NULL);
+			r = relay_shut_sink(sink);
+			if (r < 0) {
+				conn_close(c, r == UV_ENOMEM ? "out_of_memory" :
+				    NULL);
 				return true;
 			}
 		}

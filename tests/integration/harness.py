@@ -693,8 +693,12 @@ def std_config(body="", env="default", phase="agent", addresses_allow="127.0.0.0
 class Proxy:
     """A running `portcullis serve`.  Use start_proxy()."""
 
-    def __init__(self, config_text, args=(), rlimits=None):
+    def __init__(self, config_text, args=(), rlimits=None, prefix=()):
         self.dir = tempdir()
+        if prefix:
+            # Run by another user (e.g. AS_NOBODY): it writes its audit
+            # log into this test-only directory.
+            os.chmod(self.dir, 0o777)
         self.config_path = os.path.join(self.dir, "portcullis.ini")
         self.audit_path = os.path.join(self.dir, "audit.jsonl")
         self.stderr_path = os.path.join(self.dir, "stderr.txt")
@@ -713,7 +717,8 @@ class Proxy:
                     os.unlink(p)
             err = open(self.stderr_path, "wb")
             self.proc = subprocess.Popen(
-                [portcullis_bin(), "serve", "-c", self.config_path] + list(args),
+                list(prefix) + [portcullis_bin(), "serve", "-c", self.config_path] +
+                list(args),
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=self.dir,
                 preexec_fn=_setrlimits(rlimits) if rlimits else None)
             err.close()
@@ -908,12 +913,13 @@ def _setrlimits(rlimits):
     return fn
 
 
-def start_proxy(config_text, args=(), rlimits=None):
+def start_proxy(config_text, args=(), rlimits=None, prefix=()):
     """Writes config_text (tokens @PORT@, @AUDIT@, @DIR@ replaced) to a temp
     dir, starts `$PORTCULLIS serve -c FILE` and waits (<= 10 s) for its
     `start` record and its listening socket.  rlimits: {resource.RLIMIT_*:
-    n} set (soft and hard) in the daemon before it starts."""
-    return Proxy(config_text, args, rlimits)
+    n} set (soft and hard) in the daemon before it starts.  prefix: a
+    command the daemon runs under (AS_NOBODY: as uid 65534)."""
+    return Proxy(config_text, args, rlimits, prefix)
 
 
 def wait_control(path):

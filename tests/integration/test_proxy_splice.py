@@ -16,6 +16,7 @@ loopback origins the test starts:
 - idle timeout after a bulk spell, and of a stalled spliced tunnel;
 - SIGTERM while bulk flows; workers and a reload mid-bulk; SOCKS5."""
 import hashlib
+import os
 import random
 import socket
 import struct
@@ -120,13 +121,13 @@ def unavailable(mport):
     return metrics(mport)["portcullis_tunnel_splice_unavailable_total"]
 
 
-def proxy(limits="", proxy_extra=""):
+def proxy(limits="", proxy_extra="", prefix=()):
     mport = h.free_port()
     cfg = h.std_config("[metrics]\nlisten = 127.0.0.1:%d\n\n"
                        "[env default agent]\nallow = 127.0.0.1:*\n\n"
                        "%s" % (mport, ("[limits]\n" + limits) if limits else ""),
                        proxy_extra=proxy_extra)
-    p = h.start_proxy(cfg)
+    p = h.start_proxy(cfg, prefix=prefix)
     h.wait_until(lambda: "metrics 127.0.0.1:%d" % mport in p.stderr(), 10,
                  "the metrics listener")
     return p, mport
@@ -203,6 +204,47 @@ def test_curl_download_through_tunnel_is_spliced():
     up, down = spliced(mport)
     h.check(down >= n - COPY_SLACK, "spliced down %d of %d" % (down, n))
     h.eq(up, 0, "spliced up (a request head is no bulk)")
+    p.stop()
+
+
+def test_unprivileged_daemon_splices_both_ways():
+    """The daemon run as uid 65534 (as root runs it under setpriv; an
+    unprivileged test runs it as itself): its pipes are sized within an
+    unprivileged user's limits (pipe-max-size, pipe-user-pages-soft), and
+    bulk each way is still spliced, exact, and counted exactly."""
+    n = 48 * MiB
+    if os.getuid() == 0:
+        prefix = h.AS_NOBODY
+    else:
+        prefix = ()
+
+    def fn(s, stop):
+        s.settimeout(IO_TIMEOUT)
+        got, dig = recv_all(s)
+        s.sendall(dig.encode())
+        send_bulk(s, n, seed=2)
+        s.close()
+    o = origin(fn)
+    p, mport = proxy(prefix=prefix)
+    with open("/proc/%d/status" % p.proc.pid) as f:
+        uid = [ln.split()[1] for ln in f if ln.startswith("Uid:")][0]
+    h.check(uid != "0", "the daemon runs unprivileged (uid %s)" % uid)
+    s, cid = tunnel(p, o.port)
+    send_bulk(s, n)
+    s.shutdown(socket.SHUT_WR)
+    reply = b""
+    while len(reply) < 64:
+        b = s.recv(64 - len(reply))
+        h.check(b, "the origin's digest: %r" % reply)
+        reply += b
+    h.eq(reply, digest(n).encode(), "the origin's sha256 of the upload")
+    d = hashlib.sha256()
+    got = read_on(s, d)
+    h.eq((got, d.hexdigest()), (n, digest(n, seed=2)), "the download")
+    check_exchange(p, cid, n, 64 + n)
+    up, down = spliced(mport)
+    h.check(up >= n - COPY_SLACK, "spliced up %d of %d" % (up, n))
+    h.check(down >= n - COPY_SLACK, "spliced down %d of %d" % (down, n))
     p.stop()
 
 

@@ -148,7 +148,10 @@ dial_next(struct conn *c)
 		free(creq);
 		conn_upstream_drop(c);
 		if (r == UV_EMFILE || r == UV_ENFILE) {
-			/* Our own limit, not the origin's fault: say so. */
+			/* Our own limit, not the origin's fault: say so.
+			 * The pipes the loop keeps for splicing go (two fds
+			 * each): the next dial has them. */
+			splice_drain(c->s);
 			refuse_send(c, REASON_OVERLOADED,
 			    "out of file descriptors");
 			return;

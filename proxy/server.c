@@ -184,8 +184,11 @@ server_on_connection(uv_stream_t *st, int status)
 	struct listener *l = st->data;
 
 	if (status < 0) {
-		/* libuv already applies its EMFILE trick; say so once. */
+		/* libuv already applies its EMFILE trick; say so once.
+		 * The pipes kept for splicing go (two fds each). */
 		log_warnx("accept: %s", uv_strerror(status));
+		if (status == UV_EMFILE || status == UV_ENFILE)
+			splice_drain(l->s);
 		return;
 	}
 	if (l->s->stopping)

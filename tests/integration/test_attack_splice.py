@@ -834,5 +834,81 @@ def test_urgent_byte_mid_bulk_neither_stalls_nor_spins():
     h.check(all(dt < 1.0 and cpu < 0.5 for _w, dt, cpu in seen),
             "(direction, transfer s, proxy CPU s) for %d MiB: %r" % (2 * n >> 20, seen))
 
+
+def test_urgent_byte_with_short_idle_timeout_keeps_the_tunnel():
+    """[limits] idle_timeout = 1s (the least there is); the origin sends
+    16 MiB, one urgent byte, 16 MiB and half-closes, never pausing.  The
+    tunnel carries bytes all the time, so it must not be closed as idle:
+    the client gets all of it (but the urgent byte) and the close record
+    has no error."""
+    n = 16 * MiB
+
+    def fn(s, stop):
+        s.settimeout(IO_TIMEOUT)
+        for c in ps.chunks(n, 5):
+            s.sendall(c)
+        s.send(b"!", socket.MSG_OOB)
+        for c in ps.chunks(n, 6):
+            s.sendall(c)
+        s.shutdown(socket.SHUT_WR)
+        h.read_to_close(s)
+        s.close()
+    o = ps.origin(fn)
+    p, mport = ps.proxy(limits="idle_timeout = 1s\n")
+    s, cid = ps.tunnel(p, o.port)
+    got, dig = read_all(s)
+    s.close()
+    want = hashlib.sha256()
+    for seed in (5, 6):
+        for c in ps.chunks(n, seed):
+            want.update(c)
+    cl = p.wait_close(cid)
+    h.eq((got, dig, cl["bytes_down"], cl["error"]),
+         (2 * n, want.hexdigest(), 2 * n, None), "the download and its close record")
+    p.stop()
+
+
+def test_bulk_pipelined_behind_the_connect_head_and_socks5_request():
+    """The client sends its CONNECT head (or SOCKS5 greeting and request)
+    and 24 MiB + 5 at once, before any reply, and half-closes: the early
+    bytes are held while the proxy dials, then the rest is spliced behind
+    them.  The origin gets every byte in order; the reply comes back."""
+    n = 24 * MiB + 5
+    data = random.Random(111).randbytes(n)
+    at_origin = []
+
+    def fn(s, stop):
+        s.settimeout(IO_TIMEOUT)
+        at_origin.append(read_all(s))
+        s.sendall(b"done")
+        s.close()
+    o = ps.origin(fn)
+    p, mport = ps.proxy()
+    for proto in ("connect", "socks5"):
+        del at_origin[:]
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=IO_TIMEOUT)
+        h.defer(s.close)
+        if proto == "connect":
+            tgt = b"127.0.0.1:%d" % o.port
+            head = b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (tgt, tgt)
+            reply_len = None
+        else:
+            head = (b"\x05\x01\x00" + b"\x05\x01\x00\x01\x7f\x00\x00\x01" +
+                    struct.pack(">H", o.port))
+            reply_len = 2 + 10
+        t = sender(s, head + data, [0])
+        reply = h.read_to_close(s)
+        t.join(IO_TIMEOUT)
+        if reply_len is None:
+            h.check(reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"\r\n\r\ndone"),
+                    "%s: reply %r" % (proto, reply[:200]))
+        else:
+            h.eq((reply[:4], reply[reply_len:]), (b"\x05\x00\x05\x00", b"done"),
+                 "%s: reply" % proto)
+        h.wait_until(lambda: at_origin, 10, "%s: the origin to read" % proto)
+        h.eq(at_origin[0], (n, sha(data)), "%s: what the origin got" % proto)
+    h.check(ps.spliced(mport)[0] > 0, "the uploads were spliced")
+    p.stop()
+
 if __name__ == "__main__":
     h.run(globals())

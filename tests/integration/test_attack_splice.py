@@ -774,15 +774,42 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def send_with_urgent(s, n, tail=None):
+    """n bytes of ps.chunks(n, 5), one urgent byte (MSG_OOB), then tail
+    bytes (default n) of ps.chunks(tail, 6)."""
+    for c in ps.chunks(n, 5):
+        s.sendall(c)
+    s.send(b"!", socket.MSG_OOB)
+    for c in ps.chunks(n if tail is None else tail, 6):
+        s.sendall(c)
+
+
+def chunks_sha(parts):
+    """sha256 hex of ps.chunks(k, seed) for each (seed, k) in parts."""
+    d = hashlib.sha256()
+    for seed, k in parts:
+        for c in ps.chunks(k, seed):
+            d.update(c)
+    return d.hexdigest()
+
+
+def without_urgent(n, tail=None):
+    """(length, sha256) of what a reader of send_with_urgent() gets: all
+    but the urgent byte (no SO_OOBINLINE)."""
+    tail = n if tail is None else tail
+    return n + tail, chunks_sha([(5, n), (6, tail)])
+
+
 def test_urgent_byte_mid_bulk_neither_stalls_nor_spins():
     """A hostile origin sends one byte with MSG_OOB in the middle of a
-    spliced download (and a hostile client one in an upload).  Without
-    SO_OOBINLINE a reader never sees it (recv skips it), so what arrives
-    is the bulk without that byte, as on the copy path.  splice(2) from a
+    spliced 32 MiB download (and a hostile client one in an upload); the
+    sender half-closes only once the reader has had it all.  Without
+    SO_OOBINLINE a reader never sees the byte (recv skips it), so what
+    arrives is the bulk without it, as on the copy path.  splice(2) from a
     TCP socket stops at the urgent mark (tcp_read_sock) and says EAGAIN
-    while epoll says readable: the transfer must not stall (each half
-    arrives in well under a second) and the proxy must not burn a core
-    (< 0.5 CPU-s over the whole transfer, which copied takes < 0.1)."""
+    while epoll says readable: the transfer must not stall (it takes well
+    under a second here) and the proxy must not burn a core (< 0.5 CPU-s
+    for the transfer)."""
     n = 16 * MiB
     seen = []
     for way in ("down", "up"):
@@ -791,17 +818,13 @@ def test_urgent_byte_mid_bulk_neither_stalls_nor_spins():
         def fn(s, stop, way=way):
             s.settimeout(IO_TIMEOUT)
             if way == "down":
-                for c in ps.chunks(n, 5):
-                    s.sendall(c)
-                s.send(b"!", socket.MSG_OOB)
-                for c in ps.chunks(n, 6):
-                    s.sendall(c)
+                send_with_urgent(s, n)
+                h.eq(s.recv(1), b"x", "the client had it all")
                 s.shutdown(socket.SHUT_WR)
-                h.read_to_close(s)
             else:
-                d = hashlib.sha256()
-                done.append(ps.read_on(s, d))
-                done.append(d.hexdigest())
+                done.append(read_all(s, 2 * n))
+                s.sendall(b"x")
+            h.read_to_close(s)
             s.close()
         o = ps.origin(fn)
         p, mport = ps.proxy()
@@ -809,26 +832,18 @@ def test_urgent_byte_mid_bulk_neither_stalls_nor_spins():
         cpu0 = cpu_seconds(p.proc.pid)
         t0 = time.monotonic()
         if way == "down":
-            got, dig = read_all(s)
-            s.close()
+            got = read_all(s, 2 * n)
         else:
-            for c in ps.chunks(n, 5):
-                s.sendall(c)
-            s.send(b"!", socket.MSG_OOB)
-            for c in ps.chunks(n, 6):
-                s.sendall(c)
-            s.shutdown(socket.SHUT_WR)
-            h.eq(h.read_to_close(s), b"", "the origin's EOF")
-            h.wait_until(lambda: len(done) == 2, 10, "the origin to read the upload")
-            got, dig = done
+            send_with_urgent(s, n)
+            h.eq(s.recv(1), b"x", "the origin had it all")
+            got = done[0]
         dt = time.monotonic() - t0
         cpu = cpu_seconds(p.proc.pid) - cpu0
-        want = hashlib.sha256()
-        for seed in (5, 6):
-            for c in ps.chunks(n, seed):
-                want.update(c)
-        h.eq((got, dig), (2 * n, want.hexdigest()), "%s: the bulk without the urgent "
-             "byte" % way)
+        if way == "down":
+            s.sendall(b"x")
+        s.shutdown(socket.SHUT_WR)
+        h.read_to_close(s)
+        h.eq(got, without_urgent(n), "%s: the bulk without the urgent byte" % way)
         seen.append((way, round(dt, 2), round(cpu, 2)))
         p.stop()
     h.check(all(dt < 1.0 and cpu < 0.5 for _w, dt, cpu in seen),
@@ -837,35 +852,82 @@ def test_urgent_byte_mid_bulk_neither_stalls_nor_spins():
 
 def test_urgent_byte_with_short_idle_timeout_keeps_the_tunnel():
     """[limits] idle_timeout = 1s (the least there is); the origin sends
-    16 MiB, one urgent byte, 16 MiB and half-closes, never pausing.  The
-    tunnel carries bytes all the time, so it must not be closed as idle:
-    the client gets all of it (but the urgent byte) and the close record
-    has no error."""
+    16 MiB, one urgent byte and 16 MiB, never pausing, and half-closes
+    once the client had it all.  The tunnel carries bytes all the time, so
+    it must not be closed as idle: the client gets all of it (but the
+    urgent byte) and the close record has no error."""
     n = 16 * MiB
 
     def fn(s, stop):
         s.settimeout(IO_TIMEOUT)
-        for c in ps.chunks(n, 5):
-            s.sendall(c)
-        s.send(b"!", socket.MSG_OOB)
-        for c in ps.chunks(n, 6):
-            s.sendall(c)
+        send_with_urgent(s, n)
+        h.eq(s.recv(1), b"x", "the client had it all")
         s.shutdown(socket.SHUT_WR)
         h.read_to_close(s)
         s.close()
     o = ps.origin(fn)
     p, mport = ps.proxy(limits="idle_timeout = 1s\n")
     s, cid = ps.tunnel(p, o.port)
-    got, dig = read_all(s)
+    got = read_all(s, 2 * n)
+    try:
+        s.sendall(b"x")
+        s.shutdown(socket.SHUT_WR)
+        h.read_to_close(s)
+    except OSError:
+        pass            # the proxy closed it already
     s.close()
-    want = hashlib.sha256()
-    for seed in (5, 6):
-        for c in ps.chunks(n, seed):
-            want.update(c)
     cl = p.wait_close(cid)
-    h.eq((got, dig, cl["bytes_down"], cl["error"]),
-         (2 * n, want.hexdigest(), 2 * n, None), "the download and its close record")
+    h.eq((got, cl["bytes_down"], cl["error"]),
+         (without_urgent(n), 2 * n, None), "the download and its close record")
     p.stop()
+
+
+def test_urgent_byte_just_before_eof_is_no_eof():
+    """The origin sends 8 MiB (spliced, the client reads it), then at once
+    256 KiB, an urgent byte, 256 KiB and its FIN.  The client must get all
+    8.5 MiB, then the EOF; likewise an upload to the origin.  (At the
+    urgent mark splice(2) returns 0 once the FIN is in: taken for EOF, the
+    rest is cut off and the close record says all went well.)"""
+    n = 8 * MiB
+    k = 256 * 1024
+    seen = {}
+    for way in ("down", "up"):
+        done = []
+
+        def fn(s, stop, way=way):
+            s.settimeout(IO_TIMEOUT)
+            if way == "down":
+                for c in ps.chunks(n, 7):
+                    s.sendall(c)
+                h.eq(s.recv(1), b"g", "go")
+                send_with_urgent(s, k)
+                s.shutdown(socket.SHUT_WR)
+            else:
+                done.append(read_all(s))
+            h.read_to_close(s)
+            s.close()
+        o = ps.origin(fn)
+        p, mport = ps.proxy()
+        s, cid = ps.tunnel(p, o.port)
+        if way == "down":
+            h.eq(read_all(s, n)[0], n, "the first 8 MiB")
+            s.sendall(b"g")
+            seen[way] = read_all(s)
+        else:
+            for c in ps.chunks(n, 7):
+                s.sendall(c)
+            send_with_urgent(s, k)
+            s.shutdown(socket.SHUT_WR)
+            h.wait_until(lambda: done, 10, "the origin to read to EOF")
+            seen[way] = done[0]
+        s.close()
+        cl = p.wait_close(cid)
+        seen[way] += (cl["bytes_down" if way == "down" else "bytes_up"], cl["error"])
+        p.stop()
+    want_up = (n + 2 * k, chunks_sha([(7, n), (5, k), (6, k)]), n + 2 * k, None)
+    want_down = (2 * k, without_urgent(k)[1], n + 2 * k, None)
+    h.eq(seen, {"down": want_down, "up": want_up},
+         "(bytes, sha256, recorded, error) after the urgent byte")
 
 
 def test_bulk_pipelined_behind_the_connect_head_and_socks5_request():

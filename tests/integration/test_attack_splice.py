@@ -321,6 +321,9 @@ def test_fd_limit_pipes_fail_tunnels_copy():
 
     def fn(s, stop):
         s.settimeout(IO_TIMEOUT)
+        # Both tunnels first: a spliced one's fds are not the next
+        # tunnel's (that one would be refused, 503 overloaded).
+        h.eq(s.recv(1), b"g", "go")
         t = sender(s, down, [0])
         at_origin.append(read_all(s))
         t.join(IO_TIMEOUT)
@@ -338,11 +341,18 @@ def test_fd_limit_pipes_fail_tunnels_copy():
         h.wait_until(lambda: "metrics 127.0.0.1:%d" % mport in p.stderr(), 10,
                      "the metrics listener")
         h.eq(h.steady_fd_count(p.proc.pid, timeout=10), base, "idle fds")
-        tun = [ps.tunnel(p, o.port) for _ in range(2)]
+        tun = []
+        for i in range(2):
+            try:
+                tun.append(ps.tunnel(p, o.port))
+            except h.TestFailure as e:
+                raise h.TestFailure("spare %d, tunnel %d (proxy fds %d of %d): %s"
+                                    % (spare, i, h.fd_count(p.proc.pid),
+                                       base + 4 + spare, e))
         res = {}
 
         def client(i, s):
-            t = sender(s, up, [0])
+            t = sender(s, b"g" + up, [0])
             res[i] = read_all(s)
             t.join(IO_TIMEOUT)
         ts = [threading.Thread(target=client, args=(i, s), daemon=True)
@@ -357,7 +367,7 @@ def test_fd_limit_pipes_fail_tunnels_copy():
         h.eq(at_origin, [(n, sha(up))] * 2, "spare %d: the uploads" % spare)
         for s, cid in tun:
             s.close()
-            ps.check_exchange(p, cid, n, n)
+            ps.check_exchange(p, cid, n + 1, n)
         # Only now is there an fd for the metrics client.
         h.wait_until(lambda: h.fd_count(p.proc.pid) == base + 2 * ps.pipes(mport), 10,
                      "spare %d: fds back to %d + kept pipes (now %d)"
@@ -366,7 +376,7 @@ def test_fd_limit_pipes_fail_tunnels_copy():
             h.check(ps.unavailable(mport) >= 1, "spare %d: directions without a pipe "
                     "counted" % spare)
         s, cid = ps.tunnel(p, o.port)
-        s.sendall(b"x")
+        s.sendall(b"g")
         s.shutdown(socket.SHUT_WR)
         h.eq(read_all(s), (n, sha(down)), "spare %d: a new tunnel afterwards" % spare)
         p.stop()

@@ -31,6 +31,7 @@ import socket
 import struct
 import threading
 import time
+import types
 
 import harness as h
 import test_proxy_splice as ps
@@ -70,22 +71,10 @@ def bytes_total(mport):
 
 
 def tunnel_at(p, port, oport):
-    """A CONNECT tunnel through listener port of p; (socket, conn id)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
-    h.defer(s.close)
-    t = b"127.0.0.1:%d" % oport
-    s.sendall(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (t, t))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        b = s.recv(1)
-        h.check(b, "tunnel reply: %r" % head)
-        head += b
-    h.check(head.startswith(b"HTTP/1.1 200 "), "tunnel: %r" % head)
-    rec = p.wait_records("request", pred=lambda r: r.get("proto") == "connect"
-                         and r.get("port") == oport and r["id"] not in ps._seen)
-    cid = [r for r in rec if r["id"] not in ps._seen][0]["id"]
-    ps._seen.add(cid)
-    return s, cid
+    """A CONNECT tunnel through listener port of p (ps.tunnel, which uses
+    the daemon's own listener); (socket, conn id)."""
+    return ps.tunnel(types.SimpleNamespace(port=port, wait_records=p.wait_records),
+                     oport)
 
 
 def plateau(counter, polls=10, interval=0.1, timeout=20, what="a stall"):
@@ -130,6 +119,34 @@ def bulk_sender(s, n, seed, sent, shut=True):
     return send_thread(s, ps.chunks(n, seed), sent, shut)
 
 
+def counting_reader(s, got, key):
+    """A thread reading s until EOF or an error, got[key] = bytes so far."""
+    def run():
+        got[key] = 0
+        try:
+            while True:
+                b = s.recv(1 << 18)
+                if not b:
+                    break
+                got[key] += len(b)
+        except OSError:
+            pass
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def run_each(tun, fn, timeout=60):
+    """fn(i, sock) for each (sock, conn id) of tun, in threads at once;
+    waits (bounded) for all."""
+    ts = [threading.Thread(target=fn, args=(i, s), daemon=True)
+          for i, (s, _) in enumerate(tun)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout)
+
+
 # Bulk that gets a direction spliced, then pieces at odd sizes around the
 # pipe's (and a 64 KiB default pipe's) size, small writes after bulk, bulk
 # after small.
@@ -168,12 +185,7 @@ def test_odd_sizes_both_ways_at_once_then_half_close_race():
         t.start()
         res[i] = read_all(s)
         t.join(IO_TIMEOUT)
-    ts = [threading.Thread(target=client, args=(i, s), daemon=True)
-          for i, (s, _) in enumerate(tun)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(60)
+    run_each(tun, client)
     for i in range(3):
         h.eq(res.get(i), (n, sha(down_data)), "tunnel %d: what the client got" % i)
     h.wait_until(lambda: len(at_origin) == 3, 10, "the origin to read 3 uploads")
@@ -355,12 +367,7 @@ def test_fd_limit_pipes_fail_tunnels_copy():
             t = sender(s, b"g" + up, [0])
             res[i] = read_all(s)
             t.join(IO_TIMEOUT)
-        ts = [threading.Thread(target=client, args=(i, s), daemon=True)
-              for i, (s, _) in enumerate(tun)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
+        run_each(tun, client)
         for i in range(2):
             h.eq(res.get(i), (n, sha(down)), "spare %d, tunnel %d: download" % (spare, i))
         h.wait_until(lambda: len(at_origin) == 2, 10, "both uploads read")
@@ -575,19 +582,8 @@ def test_sigterm_with_full_pipes_both_ways():
     bulk_sender(tun["U"][0], 64 * MiB, 83, usent, shut=False)
     bsent = [1]
     bulk_sender(tun["B"][0], 1024 * MiB, 84, bsent, shut=False)
-    bgot = [0]
-
-    def reader():
-        try:
-            while True:
-                b = tun["B"][0].recv(1 << 18)
-                if not b:
-                    break
-                bgot[0] += len(b)
-        except OSError:
-            pass
-    rt = threading.Thread(target=reader, daemon=True)
-    rt.start()
+    bgot = {}
+    rt = counting_reader(tun["B"][0], bgot, 0)
     plateau(lambda: usent[0], what="the upload to be held up")
     h.wait_until(lambda: bgot[0] >= 16 * MiB, 20, "the both-ways tunnel under way")
     up, down = ps.spliced(mport)
@@ -650,25 +646,11 @@ def test_reload_and_session_close_while_splicing():
         s.sendall(kind.encode())
         sess.append((kind, s, cid))
 
-    def reader(i, s):
-        n = 0
-        try:
-            while True:
-                b = s.recv(1 << 18)
-                if not b:
-                    break
-                n += len(b)
-                got[i] = n
-        except OSError:
-            pass
-        got[i] = n
     ts = []
     for i, (kind, s, _cid) in enumerate(sess):
         if kind == "B":
             bulk_sender(s, 512 * MiB, 93, [0], shut=False)
-            t = threading.Thread(target=reader, args=(i, s), daemon=True)
-            t.start()
-            ts.append(t)
+            ts.append(counting_reader(s, got, i))
         else:
             ps.recv_all(s, limit=4 * MiB)
     h.wait_until(lambda: len(got) == 2 and min(got.values()) >= 16 * MiB, 20,

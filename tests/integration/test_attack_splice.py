@@ -21,7 +21,12 @@ long things take.
 - more tunnels than pipes, churned on two loops;
 - SIGTERM with full pipes both ways, a reload and a session close while
   splicing;
-- a small request through another tunnel while bulk runs: bounded latency.
+- a small request through another tunnel while bulk runs: bounded latency;
+- an urgent (MSG_OOB) byte mid-bulk: splice(2) stops at the urgent mark
+  (EAGAIN while epoll says readable; 0 once the FIN is in), so the
+  transfer must neither stall with the loop spinning, nor be closed as
+  idle, nor end at the mark as if the sender had closed;
+- bulk pipelined behind a CONNECT head or SOCKS5 request, before the reply.
 """
 import hashlib
 import os

@@ -36,6 +36,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "conn_internal.h"
@@ -54,6 +56,11 @@ struct splice_dir {
 	 * read again only once some went out. */
 	bool full;
 	bool moved;		/* bytes moved since the last tick */
+	/* The source is at a TCP urgent mark: splice(2) stops there (0, or
+	 * EAGAIN while the socket polls readable: tcp_read_sock), where the
+	 * copy path's read steps over the urgent byte.  The direction goes
+	 * back to copying once its pipe is drained (splice_settle). */
+	bool at_mark;
 };
 
 struct splice {
@@ -306,8 +313,8 @@ splice_events(struct splice *sp)
 
 		if (!splice_dir_of(c, i)->spliced)
 			continue;
-		if (!splice_dir_of(c, i)->eof && sd->inpipe < sd->p.cap &&
-		    !sd->full)
+		if (!splice_dir_of(c, i)->eof && !sd->at_mark &&
+		    sd->inpipe < sd->p.cap && !sd->full)
 			ev[i] |= UV_READABLE;
 		if (sd->inpipe > 0)
 			ev[1 - i] |= UV_WRITABLE;
@@ -333,6 +340,15 @@ splice_events(struct splice *sp)
 		}
 	}
 	return true;
+}
+
+/* Is socket fd's next byte a TCP urgent mark? */
+static bool
+splice_at_mark(int fd)
+{
+	int at = 0;
+
+	return ioctl(fd, SIOCATMARK, &at) == 0 && at != 0;
 }
 
 /* n bytes of direction i came in through its pipe: the counts the copy
@@ -362,25 +378,35 @@ splice_pump(struct splice *sp, int i)
 	struct conn *c = sp->c;
 	struct splice_dir *sd = &sp->dir[i];
 	struct dir *d = splice_dir_of(c, i);
-	bool moved = false;
+	bool moved = false, took = false;
 
 	for (unsigned round = 0; round < RELAY_SPLICE_ROUNDS; round++) {
 		bool progress = false;
 		ssize_t n;
 
-		if (!d->eof && sd->inpipe < sd->p.cap && !sd->full) {
+		if (!d->eof && !sd->at_mark && sd->inpipe < sd->p.cap &&
+		    !sd->full) {
 			n = splice(sp->fd[i], NULL, sd->p.fd[1], NULL,
 			    sd->p.cap - sd->inpipe,
 			    SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
 			if (n > 0) {
 				sd->inpipe += (unsigned)n;
 				splice_count(c, i, (size_t)n);
-				progress = moved = true;
+				progress = moved = took = true;
 			} else if (n == 0) {
-				d->eof = true;
+				/* An urgent mark before the FIN also reads
+				 * as 0: no EOF yet. */
+				if (splice_at_mark(sp->fd[i]))
+					sd->at_mark = true;
+				else
+					d->eof = true;
 			} else if (errno == EAGAIN) {
 				if (sd->inpipe > 0)
 					sd->full = true;
+				else if (!took && splice_at_mark(sp->fd[i]))
+					/* Readable, nothing taken: the mark
+					 * (else the poll fires on and on). */
+					sd->at_mark = true;
 			} else if (errno != EINTR) {
 				conn_close(c, i == 0 ? "client_reset" :
 				    "upstream_reset");
@@ -422,6 +448,7 @@ splice_dir_off(struct splice *sp, int i)
 	pipe_give(c->s, &sp->dir[i].p, true);
 	sp->dir[i].inpipe = 0;
 	sp->dir[i].full = false;
+	sp->dir[i].at_mark = false;
 	splice_dir_of(c, i)->spliced = false;
 	if (!splice_dir_of(c, 1 - i)->spliced)
 		splice_detach(c);
@@ -439,10 +466,15 @@ splice_settle(struct splice *sp)
 	bool eof = false;
 
 	for (int i = 0; i < 2 && sp->c != NULL; i++) {
-		if (splice_dir_of(c, i)->spliced && splice_dir_of(c, i)->eof &&
-		    sp->dir[i].inpipe == 0) {
+		if (!splice_dir_of(c, i)->spliced || sp->dir[i].inpipe != 0)
+			continue;
+		if (splice_dir_of(c, i)->eof) {
 			splice_dir_off(sp, i);
 			eof = true;
+		} else if (sp->dir[i].at_mark) {
+			/* Copying again: its read steps over the urgent
+			 * byte (relay_apply starts it). */
+			splice_dir_off(sp, i);
 		}
 	}
 	if (sp->c != NULL && !splice_events(sp))
@@ -566,6 +598,7 @@ splice_take(struct conn *c, struct dir *d)
 	}
 	sp->dir[i].inpipe = 0;
 	sp->dir[i].full = false;
+	sp->dir[i].at_mark = false;
 	sp->dir[i].moved = true;
 	d->spliced = true;
 	/* Spliced, or (not reached) closed: either way libuv is not to read

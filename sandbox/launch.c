@@ -14,10 +14,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <linux/keyctl.h>
@@ -25,6 +27,9 @@
 #include "dnsbind.h"
 #include "run_internal.h"
 #include "server.h"
+
+/* bwrap's fds 0 to RUN_CA_FD (see the plan's argv). */
+#define LAUNCH_NFDS (RUN_CA_FD + 1)
 
 /* A set-up failure after bwrap started: refuse the handoff, kill the
  * sandbox, exit 125 (COMMAND never ran). */
@@ -36,8 +41,7 @@ launch_failed(struct run_state *st, const char *why)
 	pc_handoff_reply(sock, HANDOFF_MSG_REFUSE, why);
 	close(sock);
 	pc_warnx("no proxy route: %s", why);
-	if (!st->proc_exited)
-		(void)uv_process_kill(&st->proc[st->cur], SIGKILL);
+	launch_kill(st);
 	if (st->audit_path != NULL)
 		pc_warnx("audit log: %s", st->audit_path);
 	/* The sandbox is killed: its HOME can go (a fresh one). */
@@ -134,12 +138,110 @@ attach_listener(struct run_state *st, int fds[HANDOFF_NFDS], char *why,
 }
 
 void
+launch_kill(struct run_state *st)
+{
+	const struct run_child *c = &st->child[st->cur];
+
+	/* Until it is reaped (run_on_exit), the pid is bwrap's. */
+	if (st->proc_started && !st->proc_exited)
+		(void)kill(c->pid, SIGKILL);
+}
+
+static void
+child_closed(uv_handle_t *h)
+{
+	struct run_child *c = (struct run_child *)h;
+
+	close(c->pidfd);
+	c->pidfd = -1;
+}
+
+/* The pidfd is readable: bwrap has exited.  Reaped here, then the run
+ * hears of it (run_on_exit).  A status we cannot read is a failure. */
+static void
+on_child(uv_poll_t *h, int status, int events)
+{
+	struct run_state *st = h->data;
+	struct run_child *c = (struct run_child *)h;
+	siginfo_t si;
+	int rc;
+
+	(void)status;
+	(void)events;
+	memset(&si, 0, sizeof(si));
+	while ((rc = waitid(P_PID, (id_t)c->pid, &si, WEXITED | WNOHANG)) != 0 &&
+	    errno == EINTR)
+		;
+	if (rc == 0 && si.si_pid == 0)
+		return;		/* not yet (spurious wake-up) */
+	uv_poll_stop(h);
+	uv_close((uv_handle_t *)h, child_closed);
+	if (rc != 0) {
+		pc_warnx("no exit status for bwrap (pid %d): %s", (int)c->pid,
+		    strerror(errno));
+		run_on_exit(st, HANDOFF_EXIT, 0);
+	} else if (si.si_code == CLD_EXITED) {
+		run_on_exit(st, si.si_status, 0);
+	} else {
+		run_on_exit(st, 0, si.si_status);
+	}
+}
+
+/*
+ * posix_spawn of bwrap with child fd i = fds[i] for 3 <= i < n (-1:
+ * none), 0-2 ours, in a session of its own, every signal at its default
+ * and none blocked (as uv_spawn did).  Each source is first duplicated
+ * above n, so one dup2 cannot overwrite another's source.  env NULL:
+ * ours.  0, or an errno value.
+ */
+static int
+spawn_bwrap(const struct run_plan *p, char **env, const int *fds, int n,
+    pid_t *pid)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t all, none;
+	int hi[LAUNCH_NFDS], rc = 0;
+
+	for (int i = 0; i < n; i++)
+		hi[i] = -1;
+	for (int i = 3; i < n && rc == 0; i++)
+		if (fds[i] >= 0 && (hi[i] = fcntl(fds[i], F_DUPFD_CLOEXEC,
+		    n)) < 0)
+			rc = errno;
+	if (rc == 0 && (rc = posix_spawn_file_actions_init(&fa)) == 0) {
+		for (int i = 3; i < n && rc == 0; i++)
+			rc = hi[i] >= 0 ?
+			    posix_spawn_file_actions_adddup2(&fa, hi[i], i) :
+			    posix_spawn_file_actions_addclose(&fa, i);
+		if (rc == 0 && (rc = posix_spawnattr_init(&at)) == 0) {
+			sigfillset(&all);
+			sigemptyset(&none);
+			rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID |
+			    POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+			if (rc == 0)
+				rc = posix_spawnattr_setsigdefault(&at, &all);
+			if (rc == 0)
+				rc = posix_spawnattr_setsigmask(&at, &none);
+			if (rc == 0)
+				rc = posix_spawn(pid, p->bwrap, &fa, &at,
+				    p->argv, env != NULL ? env : environ);
+			posix_spawnattr_destroy(&at);
+		}
+		posix_spawn_file_actions_destroy(&fa);
+	}
+	for (int i = 3; i < n; i++)
+		if (hi[i] >= 0)
+			close(hi[i]);
+	return rc;
+}
+
+void
 launch_spawn(struct run_state *st, const struct run_opts *o,
     const struct run_plan *p, char **env)
 {
-	uv_process_t *proc = &st->proc[st->cur];
-	uv_process_options_t po;
-	uv_stdio_container_t stdio[RUN_CA_FD + 1];
+	struct run_child *c = &st->child[st->cur];
+	int fds[LAUNCH_NFDS];
 	int sp[2], cap[2] = { -1, -1 }, rc, bpf;
 
 	st->proc_exited = false;
@@ -161,42 +263,24 @@ launch_spawn(struct run_state *st, const struct run_opts *o,
 	pc_mark("seccomp filter built");
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0)
 		pc_die("socketpair: %s", strerror(errno));
-	memset(&po, 0, sizeof(po));
-	memset(stdio, 0, sizeof(stdio));
-	for (int i = 0; i < 3; i++) {
-		stdio[i].flags = UV_INHERIT_FD;
-		stdio[i].data.fd = i;
-	}
+	for (int i = 0; i < LAUNCH_NFDS; i++)
+		fds[i] = -1;
 	/* The bridge's end becomes fd 3 in bwrap (see the plan's argv). */
-	stdio[3].flags = UV_INHERIT_FD;
-	stdio[3].data.fd = sp[1];
-	stdio[RUN_SECCOMP_FD].flags = UV_INHERIT_FD;
-	stdio[RUN_SECCOMP_FD].data.fd = bpf;
-	po.file = p->bwrap;
-	po.args = p->argv;
-	/* Secrets travel only in this environment block (execve), never in
-	 * argv (/proc/PID/cmdline is readable by anyone). */
-	po.env = env;
-	po.stdio = stdio;
-	po.stdio_count = RUN_SECCOMP_FD + 1;
+	fds[3] = sp[1];
+	fds[RUN_SECCOMP_FD] = bpf;
 	/* The ssh_config bwrap copies in (--ro-bind-data reads to EOF: the
 	 * same memfd serves the setup and the agent sandbox). */
 	if (p->sshconf_fd >= 0) {
 		if (lseek(p->sshconf_fd, 0, SEEK_SET) != 0)
 			pc_die("no proxy route: ssh_config memfd: %s",
 			    strerror(errno));
-		stdio[RUN_SSHCONF_FD].flags = UV_INHERIT_FD;
-		stdio[RUN_SSHCONF_FD].data.fd = p->sshconf_fd;
-	} else {
-		stdio[RUN_SSHCONF_FD].flags = UV_IGNORE;
+		fds[RUN_SSHCONF_FD] = p->sshconf_fd;
 	}
 	/* The resolv.conf, read to EOF by bwrap like the ssh_config. */
 	if (lseek(p->resolv_fd, 0, SEEK_SET) != 0)
 		pc_die("no proxy route: resolv.conf memfd: %s",
 		    strerror(errno));
-	stdio[RUN_RESOLV_FD].flags = UV_INHERIT_FD;
-	stdio[RUN_RESOLV_FD].data.fd = p->resolv_fd;
-	po.stdio_count = RUN_RESOLV_FD + 1;
+	fds[RUN_RESOLV_FD] = p->resolv_fd;
 	/* The CA bundle, read to EOF by bwrap like the resolv.conf, but
 	 * from a pipe that run_stage fills while bwrap builds the sandbox
 	 * (bwrap blocks on it only if it gets there first).  Both ends
@@ -211,27 +295,35 @@ launch_spawn(struct run_state *st, const struct run_opts *o,
 		 * (fs.pipe-max-size): then our write never waits for
 		 * bwrap.  Smaller is fine: trust_bundle_write waits. */
 		(void)fcntl(cap[1], F_SETPIPE_SZ, RUN_CA_PIPE_BYTES);
-		stdio[RUN_CA_FD].flags = UV_INHERIT_FD;
-		stdio[RUN_CA_FD].data.fd = cap[0];
-	} else {
-		stdio[RUN_CA_FD].flags = UV_IGNORE;
+		fds[RUN_CA_FD] = cap[0];
 	}
-	po.stdio_count = RUN_CA_FD + 1;
-	po.exit_cb = run_on_exit;
-	/* bwrap in a process group of its own: a terminal's ^C reaches only
-	 * us, and we pass it to COMMAND (run.c, on_signal).  In ours, bwrap
-	 * would die of it and --die-with-parent would SIGKILL COMMAND. */
-	po.flags = UV_PROCESS_DETACHED;
-	proc->data = st;
-	rc = uv_spawn(&st->loop, proc, &po);
+	/* bwrap in a session (so a process group) of its own: a terminal's
+	 * ^C reaches only us, and we pass it to COMMAND (run.c, on_signal).
+	 * In ours, bwrap would die of it and --die-with-parent would
+	 * SIGKILL COMMAND.  Secrets travel only in env (execve), never in
+	 * argv (/proc/PID/cmdline is readable by anyone). */
+	pc_mark("pre-spawn");
+	rc = spawn_bwrap(p, env, fds, LAUNCH_NFDS, &c->pid);
 	close(sp[1]);
 	close(bpf);
 	if (cap[0] >= 0)
 		close(cap[0]);
 	if (rc != 0)
 		pc_die("no proxy route: cannot start %s: %s", p->bwrap,
-		    uv_strerror(rc));
+		    strerror(rc));
 	st->proc_started = true;
+	/* Watched through a pidfd from here; without one (a kernel before
+	 * 5.3) we could not tell when it ends: it is killed, nothing runs. */
+	c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+	if (c->pidfd < 0 || uv_poll_init(&st->loop, &c->poll, c->pidfd) != 0) {
+		rc = errno;
+		launch_kill(st);
+		(void)waitpid(c->pid, NULL, 0);
+		pc_die("no proxy route: cannot watch %s (pidfd_open: %s)",
+		    p->bwrap, strerror(rc));
+	}
+	c->poll.data = st;
+	uv_poll_start(&c->poll, UV_READABLE, on_child);
 	st->handoff_sock = sp[0];
 	st->trust.wfd = cap[1];
 	pc_mark("bwrap spawned");

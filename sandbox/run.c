@@ -52,10 +52,8 @@
  * connection stay for the agent sandbox.
  */
 void
-run_on_exit(uv_process_t *proc, int64_t exit_status, int term_signal)
+run_on_exit(struct run_state *st, int exit_status, int term_signal)
 {
-	struct run_state *st = proc->data;
-
 	st->proc_exited = true;
 	pc_mark("sandbox exited");
 	if (st->grace_armed) {
@@ -63,8 +61,7 @@ run_on_exit(uv_process_t *proc, int64_t exit_status, int term_signal)
 		st->grace_armed = false;
 	}
 	if (!st->daemon_lost)
-		st->status = term_signal ? 128 + term_signal : (int)exit_status;
-	uv_close((uv_handle_t *)proc, NULL);
+		st->status = term_signal ? 128 + term_signal : exit_status;
 	if (!st->last) {
 		uv_stop(&st->loop);
 		return;
@@ -131,7 +128,7 @@ on_grace(uv_timer_t *t)
 		return;
 	pc_warnx("COMMAND did not end within %d s of the signal; killing its "
 	    "sandbox", RUN_SIGNAL_GRACE_MS / 1000);
-	(void)uv_process_kill(&st->proc[st->cur], SIGKILL);
+	launch_kill(st);
 }
 
 /*
@@ -152,7 +149,7 @@ on_signal(uv_signal_t *h, int signum)
 	st->got_signal = signum;
 	if (!st->proc_started || st->proc_exited)
 		return;
-	leader = sandbox_leader(st->proc[st->cur].pid);
+	leader = sandbox_leader(st->child[st->cur].pid);
 	if (leader > 0 && (kill(-leader, signum) == 0 ||
 	    kill(leader, signum) == 0)) {
 		pc_warnx("got %s; passed it to COMMAND",
@@ -160,7 +157,7 @@ on_signal(uv_signal_t *h, int signum)
 	} else {
 		pc_warnx("got %s; stopping the sandbox",
 		    signame(signum, name, sizeof(name)));
-		(void)uv_process_kill(&st->proc[st->cur], SIGKILL);
+		launch_kill(st);
 	}
 	if (signum != SIGINT && st->grace_on && !st->grace_armed) {
 		st->grace_armed = true;
@@ -226,7 +223,7 @@ run_on_control(uv_poll_t *h, int status, int events)
 	uv_poll_stop(h);
 	uv_close((uv_handle_t *)h, NULL);
 	if (!st->proc_exited)
-		(void)uv_process_kill(&st->proc[st->cur], SIGKILL);
+		launch_kill(st);
 }
 
 /*

@@ -126,9 +126,22 @@ struct run_trust {
 	int wfd;		/* the current sandbox's pipe, ours, or -1 */
 };
 
+/*
+ * One sandbox's bwrap.  Started with posix_spawn (a vfork-like clone:
+ * libuv 1.44's uv_spawn forks, copying our page tables and then paying a
+ * copy-on-write fault per page we touch while bwrap starts, ~0.35 ms of
+ * every run); its exit is seen through a pidfd, so no SIGCHLD handler
+ * (and no other child: the HOME keeper, dnsbind's helper) is involved.
+ */
+struct run_child {
+	uv_poll_t poll;		/* on pidfd: readable once bwrap exited */
+	pid_t pid;
+	int pidfd;
+};
+
 struct run_state {
 	uv_loop_t loop;
-	uv_process_t proc[RUN_MAX_STAGES];
+	struct run_child child[RUN_MAX_STAGES];
 	unsigned cur;		/* index of the sandbox running now */
 	bool last;		/* it is COMMAND's (the run ends with it) */
 	uv_poll_t ctl_poll;
@@ -269,7 +282,13 @@ int remote_listen(int ctl_fd, const char *sid, const int fds[HANDOFF_NFDS],
 
 /* ---- run.c ---- */
 
-/* The sandbox's exit callback (launch_sandbox spawns with it). */
-void run_on_exit(uv_process_t *proc, int64_t exit_status, int term_signal);
+/* The current sandbox exited (launch.c's pidfd watcher, after reaping it):
+ * its exit status, or the signal that ended it (then 0). */
+void run_on_exit(struct run_state *st, int exit_status, int term_signal);
+
+/* ---- launch.c ---- */
+
+/* SIGKILL to the current sandbox's bwrap, unless it has exited. */
+void launch_kill(struct run_state *st);
 
 #endif

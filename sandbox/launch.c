@@ -152,30 +152,30 @@ child_closed(uv_handle_t *h)
 {
 	struct run_child *c = (struct run_child *)h;
 
-	close(c->pidfd);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
 	c->pidfd = -1;
 }
 
-/* The pidfd is readable: bwrap has exited.  Reaped here, then the run
- * hears of it (run_on_exit).  A status we cannot read is a failure. */
+/* bwrap may have exited: reaped here if it has, then the run hears of
+ * it (run_on_exit).  A status we cannot read is a failure. */
 static void
-on_child(uv_poll_t *h, int status, int events)
+child_check(struct run_state *st, struct run_child *c)
 {
-	struct run_state *st = h->data;
-	struct run_child *c = (struct run_child *)h;
 	siginfo_t si;
 	int rc;
 
-	(void)status;
-	(void)events;
 	memset(&si, 0, sizeof(si));
 	while ((rc = waitid(P_PID, (id_t)c->pid, &si, WEXITED | WNOHANG)) != 0 &&
 	    errno == EINTR)
 		;
 	if (rc == 0 && si.si_pid == 0)
-		return;		/* not yet (spurious wake-up) */
-	uv_poll_stop(h);
-	uv_close((uv_handle_t *)h, child_closed);
+		return;		/* not yet (spurious wake-up, another child) */
+	if (c->pidfd >= 0)
+		uv_poll_stop(&c->w.poll);
+	else
+		uv_signal_stop(&c->w.sig);
+	uv_close((uv_handle_t *)&c->w, child_closed);
 	if (rc != 0) {
 		pc_warnx("no exit status for bwrap (pid %d): %s", (int)c->pid,
 		    strerror(errno));
@@ -185,6 +185,40 @@ on_child(uv_poll_t *h, int status, int events)
 	} else {
 		run_on_exit(st, 0, si.si_status);
 	}
+}
+
+/* The pidfd is readable: bwrap has exited. */
+static void
+on_child(uv_poll_t *h, int status, int events)
+{
+	(void)status;
+	(void)events;
+	child_check(h->data, (struct run_child *)h);
+}
+
+/* A child of ours changed state (pidfd-less kernels): bwrap, or not. */
+static void
+on_sigchld(uv_signal_t *h, int signum)
+{
+	(void)signum;
+	child_check(h->data, (struct run_child *)h);
+}
+
+/* Whether pidfd_open exists here, asked once (of our own pid): false
+ * only for ENOSYS; any other refusal is the real call's to report. */
+static bool
+have_pidfd(void)
+{
+	static int have = -1;
+	int fd;
+
+	if (have < 0) {
+		fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+		have = fd >= 0 || errno != ENOSYS;
+		if (fd >= 0)
+			close(fd);
+	}
+	return have != 0;
 }
 
 /*
@@ -303,6 +337,17 @@ launch_spawn(struct run_state *st, const struct run_opts *o,
 	 * SIGKILL COMMAND.  Secrets travel only in env (execve), never in
 	 * argv (/proc/PID/cmdline is readable by anyone). */
 	pc_mark("pre-spawn");
+	/* Without pidfds, SIGCHLD is watched from before the spawn, so an
+	 * exit that comes first is not lost (the callback runs in our loop,
+	 * once c->pid is set). */
+	c->pidfd = -1;
+	if (!have_pidfd()) {
+		if (uv_signal_init(&st->loop, &c->w.sig) != 0)
+			pc_die("no proxy route: cannot watch for SIGCHLD");
+		c->w.sig.data = st;
+		if (uv_signal_start(&c->w.sig, on_sigchld, SIGCHLD) != 0)
+			pc_die("no proxy route: cannot watch for SIGCHLD");
+	}
 	rc = spawn_bwrap(p, env, fds, LAUNCH_NFDS, &c->pid);
 	close(sp[1]);
 	close(bpf);
@@ -312,18 +357,19 @@ launch_spawn(struct run_state *st, const struct run_opts *o,
 		pc_die("no proxy route: cannot start %s: %s", p->bwrap,
 		    strerror(rc));
 	st->proc_started = true;
-	/* Watched through a pidfd from here; without one (a kernel before
-	 * 5.3) we could not tell when it ends: it is killed, nothing runs. */
-	c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
-	if (c->pidfd < 0 || uv_poll_init(&st->loop, &c->poll, c->pidfd) != 0) {
-		rc = errno;
-		launch_kill(st);
-		(void)waitpid(c->pid, NULL, 0);
-		pc_die("no proxy route: cannot watch %s (pidfd_open: %s)",
-		    p->bwrap, strerror(rc));
+	if (have_pidfd()) {
+		c->pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+		if (c->pidfd < 0 ||
+		    uv_poll_init(&st->loop, &c->w.poll, c->pidfd) != 0) {
+			rc = errno;
+			launch_kill(st);
+			(void)waitpid(c->pid, NULL, 0);
+			pc_die("no proxy route: cannot watch %s "
+			    "(pidfd_open: %s)", p->bwrap, strerror(rc));
+		}
+		c->w.poll.data = st;
+		uv_poll_start(&c->w.poll, UV_READABLE, on_child);
 	}
-	c->poll.data = st;
-	uv_poll_start(&c->poll, UV_READABLE, on_child);
 	st->handoff_sock = sp[0];
 	st->trust.wfd = cap[1];
 	pc_mark("bwrap spawned");

@@ -130,13 +130,18 @@ struct run_trust {
  * One sandbox's bwrap.  Started with posix_spawn (a vfork-like clone:
  * libuv 1.44's uv_spawn forks, copying our page tables and then paying a
  * copy-on-write fault per page we touch while bwrap starts, ~0.35 ms of
- * every run); its exit is seen through a pidfd, so no SIGCHLD handler
- * (and no other child: the HOME keeper, dnsbind's helper) is involved.
+ * every run).  Its exit is seen through a pidfd; where pidfd_open is
+ * ENOSYS (a kernel before 5.3, or valgrind 3.19, which does not know the
+ * call) through SIGCHLD instead, each one answered by a waitid on this
+ * pid alone (the HOME keeper and dnsbind's helper reap their own).
  */
 struct run_child {
-	uv_poll_t poll;		/* on pidfd: readable once bwrap exited */
+	union {			/* first: the handle is the child */
+		uv_poll_t poll;	/* on pidfd: readable once bwrap exited */
+		uv_signal_t sig; /* pidfd == -1: SIGCHLD */
+	} w;
 	pid_t pid;
-	int pidfd;
+	int pidfd;		/* -1: watched through SIGCHLD */
 };
 
 struct run_state {

@@ -182,6 +182,10 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
 #define PROXY_MAX_HDR_BYTES 32768
 /* Header lines per head: more is refused like an oversized head. */
 #define PROXY_MAX_HEADERS 100
+/* Head arenas (34 KiB each) a loop keeps for its next requests instead of
+ * freeing them: a malloc that size is a glibc large-bin request, which
+ * consolidates the fast bins first, on every request (front.c). */
+#define PROXY_HEAD_CACHE 16
 /* A rebuilt head adds at most this much to what was stored (request line,
  * Host, CRLFs and ": " per header). */
 #define PROXY_HEAD_SLACK (PROXY_MAX_URL + 512 + PROXY_MAX_HEADERS * 4)

@@ -17,6 +17,28 @@
 static llhttp_settings_t resp_settings;
 static bool settings_ready;
 
+/*
+ * Where a head for the other side is built, before its copy of the exact
+ * size.  Sized for the worst case (h->len + PROXY_HEAD_SLACK, 8.7 KiB and
+ * more), a malloc per head is a request of glibc's large bins, and each
+ * of those first consolidates the fast bins: ~0.3 us of every request.
+ * One per thread: each worker's loop runs on its own.
+ */
+#define HEAD_SCRATCH_BYTES (PROXY_MAX_HDR_BYTES + PROXY_HEAD_SLACK + \
+	CFG_MAX_CRED_HEADER + CFG_MAX_CRED_VALUE + 4)
+static __thread char head_scratch[HEAD_SCRATCH_BYTES];
+
+/* The first len bytes of head_scratch in a buffer of their own, or NULL. */
+static char *
+head_copy(size_t len)
+{
+	char *out = malloc(len);
+
+	if (out != NULL)
+		memcpy(out, head_scratch, len);
+	return out;
+}
+
 /* --- llhttp callbacks: responses ---------------------------------------- */
 
 static int
@@ -252,23 +274,34 @@ exchange_head_done(struct conn *c)
 		const struct credential *cr = c->rq->cred;
 		size_t cap = h->len + PROXY_HEAD_SLACK + (cr != NULL ?
 		    CFG_MAX_CRED_HEADER + CFG_MAX_CRED_VALUE + 4 : 0);
+		size_t len;
 
+		/* h->len <= PROXY_MAX_HDR_BYTES: never clamped, but bounded. */
+		if (cap > sizeof(head_scratch))
+			cap = sizeof(head_scratch);
 		if (c->rq->up_head != NULL)	/* it may carry a credential */
 			explicit_bzero(c->rq->up_head, c->rq->up_head_len);
 		free(c->rq->up_head);
-		c->rq->up_head = malloc(cap);
+		c->rq->up_head = NULL;
+		c->rq->up_head_len = 0;
+		len = http_build_request_set(h, c->rq->fe.method, t,
+		    p->http_major, p->http_minor, cr != NULL ? cr->header :
+		    NULL, cr != NULL ? cr->value : NULL, cr != NULL ?
+		    cr->value_len : 0, head_scratch, cap);
+		if (len > 0)
+			c->rq->up_head = head_copy(len);
+		/* The scratch keeps no credential after this head. */
+		if (cr != NULL)
+			explicit_bzero(head_scratch, len > 0 ? len : cap);
+		if (len == 0) {
+			refuse_head(c, 431, "request head too large");
+			return;
+		}
 		if (c->rq->up_head == NULL) {
 			conn_close(c, "out_of_memory");
 			return;
 		}
-		c->rq->up_head_len = http_build_request_set(h,
-		    c->rq->fe.method, t, p->http_major, p->http_minor,
-		    cr != NULL ? cr->header : NULL, cr != NULL ? cr->value :
-		    NULL, cr != NULL ? cr->value_len : 0, c->rq->up_head, cap);
-		if (c->rq->up_head_len == 0) {
-			refuse_head(c, 431, "request head too large");
-			return;
-		}
+		c->rq->up_head_len = len;
 	}
 
 	c->rq->lit_addr = t->addr;
@@ -441,17 +474,18 @@ exchange_response_head(struct conn *c)
 		conn_log_request(c, "allow", REASON_ALLOWED, status, NULL);
 	}
 	cap = h->len + PROXY_HEAD_SLACK;
-	out = malloc(cap);
-	if (out == NULL) {
-		conn_close(c, "out_of_memory");
-		return;
-	}
+	if (cap > sizeof(head_scratch))
+		cap = sizeof(head_scratch);
 	len = http_build_response(h, status, h->buf + h->url_off, h->url_len,
 	    p->http_major, p->http_minor, status >= 200 && c->rq->resp_close,
-	    out, cap);
+	    head_scratch, cap);
 	if (len == 0) {
-		free(out);
 		conn_close(c, "response_head_too_large");
+		return;
+	}
+	out = head_copy(len);
+	if (out == NULL) {
+		conn_close(c, "out_of_memory");
 		return;
 	}
 	bodiless = status >= 200 && (c->rq->is_head_method || status == 204 ||

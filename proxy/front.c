@@ -14,11 +14,16 @@
 static llhttp_settings_t req_settings;
 static bool settings_ready;
 
+/* This thread's (this loop's) spare head arenas, at most PROXY_HEAD_CACHE. */
+static __thread struct http_head *head_cache[PROXY_HEAD_CACHE];
+static __thread unsigned head_cached;
+
 int
 front_head_begin(struct front *f)
 {
 	if (f->head == NULL) {
-		f->head = malloc(sizeof(*f->head));
+		f->head = head_cached > 0 ? head_cache[--head_cached] :
+		    malloc(sizeof(*f->head));
 		if (f->head == NULL)
 			return -1;
 	}
@@ -29,8 +34,18 @@ front_head_begin(struct front *f)
 void
 front_drop_head(struct front *f)
 {
-	free(f->head);
+	if (f->head != NULL && head_cached < PROXY_HEAD_CACHE)
+		head_cache[head_cached++] = f->head;
+	else
+		free(f->head);
 	f->head = NULL;
+}
+
+void
+front_head_cache_clear(void)
+{
+	while (head_cached > 0)
+		free(head_cache[--head_cached]);
 }
 
 /* --- llhttp callbacks ------------------------------------------------------ */

@@ -91,7 +91,11 @@ void front_resume(struct front *f);
  */
 int front_head_begin(struct front *f);
 
-/* Frees the head arena (between requests, in a tunnel, at the end). */
+/* Gives up the head arena (between requests, in a tunnel, at the end):
+ * kept for this thread's next head (up to PROXY_HEAD_CACHE), else freed. */
 void front_drop_head(struct front *f);
+
+/* Frees this thread's kept arenas: at the end of each loop's thread. */
+void front_head_cache_clear(void);
 
 #endif

@@ -17,6 +17,7 @@
 
 #include "auditchain.h"
 #include "control.h"
+#include "front.h"
 #include "hostaddr.h"
 #include "internal.h"
 #include "log.h"
@@ -457,8 +458,12 @@ server_free(struct server *s)
 	splice_drain(s);
 	audit_close(&s->audit);
 	free(s->cfg_path);
-	if (!s->is_worker)
+	if (!s->is_worker) {
 		server_tls_clear();
+		/* The main loop's spares (and those of a worker that never
+		 * ran: its loop ran here).  A worker's own: worker_main. */
+		front_head_cache_clear();
+	}
 	free(s);
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "front.h"
 #include "internal.h"
 
 /*
@@ -58,6 +59,7 @@ worker_main(void *arg)
 	struct worker *w = arg;
 
 	uv_run(&w->loop, UV_RUN_DEFAULT);
+	front_head_cache_clear();
 	return NULL;
 }
 

@@ -234,7 +234,13 @@ exchange_head_done(struct conn *c)
 	c->nreqs++;
 	c->is_connect = p->method == HTTP_CONNECT;
 	c->rq->req_has_body = http_has_body(p);
+	/* An HTTP/1.0 client's connection ends with its response, also
+	 * when it sent "Connection: keep-alive": a proxy must not keep one
+	 * (RFC 9112 section 9.3).  Kept, and answered without a keep-alive
+	 * header of its own, the client would wait for our close until the
+	 * idle timeout (ab -k did). */
 	c->rq->client_keepalive = llhttp_should_keep_alive(p) &&
+	    (p->http_major > 1 || p->http_minor >= 1) &&
 	    c->nreqs < PROXY_MAX_REQS_PER_CONN;
 	c->rq->is_head_method = p->method == HTTP_HEAD;
 	if (c->rq->fe.status != 0) {

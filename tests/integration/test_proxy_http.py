@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import time
 
 import harness as h
 
@@ -102,6 +103,30 @@ def test_keep_alive_two_requests_one_connection():
     c = p.wait_close(reqs[0]["id"])
     h.check_close_record(c, reqs[0]["id"])
     h.eq(len(p.closes()), 1, "close records")
+    p.stop()
+
+
+def test_http10_keep_alive_client_gets_close():
+    # A proxy must not keep an HTTP/1.0 client's connection (RFC 9112
+    # 9.3): its "Connection: keep-alive" is answered with a close, at
+    # once, not after the idle timeout.  Without "Connection: close" in
+    # the response such a client (ab -k) waits for an EOF that never
+    # comes.
+    o, p = setup()
+    for conn_hdr in ("Connection: keep-alive\r\n", ""):
+        req = ("GET %s HTTP/1.0\r\nHost: %s:%d\r\n%s\r\n"
+               % (url(o, "/ten"), HOST, o.port, conn_hdr)).encode()
+        t0 = time.monotonic()
+        data, closed, _client = h.raw_exchange(p.port, req, timeout=5)
+        took = time.monotonic() - t0
+        h.check(closed, "proxy kept the HTTP/1.0 connection open (%r)" % conn_hdr)
+        h.check(took < 3, "close took %.1fs (idle timeout?)" % took)
+        resps = h.split_responses(data)
+        h.eq(len(resps), 1, "responses")
+        h.eq(resps[0].status, 200, "status")
+        h.eq((resps[0].header("Connection") or "").lower(), "close",
+             "Connection header to the HTTP/1.0 client (%r)" % conn_hdr)
+        h.eq(json.loads(resps[0].body)["target"], "/ten", "body")
     p.stop()
 
 

@@ -791,6 +791,82 @@ def metric_of(rowid, res):
     return res.get(key)
 
 
+CPU_ROWS = ("1", "3")   # rows whose runs also record the proxy's CPU per operation
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu_ticks(sid):
+    """(user, sys) clock ticks of every live process in session sid: a proxy
+    started by spawn() (its own session) with its workers and children."""
+    u = k = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        f = st[st.rindex(")") + 2:].split()
+        if int(f[3]) == sid:          # field 6, session
+            u += int(f[11])           # field 14, utime
+            k += int(f[12])           # field 15, stime
+    return u, k
+
+
+def with_cpu(fn, pids):
+    """fn(system) with the system's CPU per operation added to its result:
+    cpu_user_us / cpu_sys_us = the proxy session's user / system CPU over
+    the run divided by the operations the load tool counted (rate x
+    DURATION).  Systems without a process of ours (direct) get none."""
+    def run(s):
+        sid = pids.get(s)
+        before = session_cpu_ticks(sid) if sid else None
+        res = fn(s)
+        if before is None or not isinstance(res, dict):
+            return res
+        after = session_cpu_ticks(sid)
+        rate = res.get("rps", res.get("ops"))
+        if rate:
+            n = rate * DURATION
+            res["cpu_user_us"] = (after[0] - before[0]) * 1e6 / CLK_TCK / n
+            res["cpu_sys_us"] = (after[1] - before[1]) * 1e6 / CLK_TCK / n
+        return res
+    return run
+
+
+def cpu_section(systems, results):
+    """The report's CPU-per-operation table (rows CPU_ROWS), or []."""
+    L = []
+    for rowid in CPU_ROWS:
+        ref = None
+        rows = []
+        for s in systems:
+            runs = [r for r in results.get(rowid, {}).get(s, []) if r and "cpu_user_us" in r]
+            if not runs:
+                continue
+            u = statistics.median(r["cpu_user_us"] for r in runs)
+            k = statistics.median(r["cpu_sys_us"] for r in runs)
+            rows.append((s, u, k))
+            if s == "haproxy":
+                ref = u + k
+        for s, u, k in rows:
+            L.append("| %s | %s | %.1f | %.1f | %.1f | %s |" % (
+                rowid, s, u, k, u + k, "%.2f" % ((u + k) / ref) if ref else "—"))
+    if not L:
+        return []
+    return ["## CPU per operation (rows %s)\n" % ", ".join(CPU_ROWS),
+            "Each proxy's own processes (its session: workers and children included), "
+            "user and system CPU per request (row 1) or per connection + CONNECT + GET "
+            "(row 3), in µs: /proc/PID/stat over each run (%d Hz ticks) divided by the "
+            "operations the load tool counted; medians of the runs. On loopback the "
+            "kernel's TCP work for both ends of a segment (the receiver's softirq "
+            "included) is billed to the sending process: most of `sys` is TCP work every "
+            "relay pays (haproxy's `sys` is the floor for the same segments).\n" % CLK_TCK,
+            "| row | system | user µs | sys µs | total µs | total / haproxy |",
+            "|---|---|---|---|---|---|"] + L + [""]
+
+
 def write_report(path, meta, systems, results):
     """results[rowid][system] = list of per-run dicts."""
     med = {}
@@ -887,6 +963,8 @@ def write_report(path, meta, systems, results):
         for line in t15:
             L.append("| %s | %s | %s |" % line)
         L.append("")
+
+    L += cpu_section(cols, results)
 
     L.append("## Every run\n")
     L.append("| row | system | runs (metric; errors) |")
@@ -1205,13 +1283,13 @@ def main():
     msys = None     # row 4i/4n's intercepting systems, started once
     for rowid in rows:
         if rowid == "1":
-            measure("1", lambda s: row1(args, s), base)
+            measure("1", with_cpu(lambda s: row1(args, s), pids), base)
         elif rowid == "1w" and "portcullis-w2" in live:
             measure("1w", lambda s: row1(args, s), wsys)
         elif rowid == "2":
             measure("2", lambda s: row2(args, s), base)
         elif rowid == "3":
-            measure("3", lambda s: row3(args, s), base)
+            measure("3", with_cpu(lambda s: row3(args, s), pids), base)
         elif rowid == "3w" and "portcullis-w2" in live:
             measure("3w", lambda s: row3(args, s), wsys)
         elif rowid == "4":

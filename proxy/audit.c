@@ -1145,12 +1145,35 @@ jw_raw(struct jw *w, const char *s, size_t n)
 	w->len += n;
 }
 
+/* One byte, as jw_raw(w, &c, 1) would write it (not into the last byte). */
+static inline void
+jw_put(struct jw *w, char c)
+{
+	if (w->len + 1 < sizeof(w->buf))
+		w->buf[w->len++] = c;
+}
+
 static void
 jw_key(struct jw *w, const char *key)
 {
-	jw_raw(w, ",\"", 2);
-	jw_raw(w, key, strlen(key));
-	jw_raw(w, "\":", 2);
+	size_t kl = strlen(key);
+
+	/* ,"key": in one go when it fits (the usual case: a record is
+	 * sized for its fields), else cut as jw_raw cuts. */
+	if (w->len + kl + 4 < sizeof(w->buf)) {
+		char *p = w->buf + w->len;
+
+		p[0] = ',';
+		p[1] = '"';
+		memcpy(p + 2, key, kl);
+		p[kl + 2] = '"';
+		p[kl + 3] = ':';
+		w->len += kl + 4;
+	} else {
+		jw_raw(w, ",\"", 2);
+		jw_raw(w, key, kl);
+		jw_raw(w, "\":", 2);
+	}
 	w->fields++;
 }
 
@@ -1195,7 +1218,7 @@ jw_begin(struct jw *w, const char *event)
 	w->deny = false;
 	jw_raw(w, "{\"ts\":\"", 7);
 	jw_raw(w, ts, n);
-	jw_raw(w, "\"", 1);
+	jw_put(w, '"');
 	jw_str(w, "event", event);
 }
 
@@ -1214,12 +1237,12 @@ jw_strn(struct jw *w, const char *key, const char *value, size_t n)
 		w->refusal = w->deny = true;
 	if (n > AUDIT_MAX_VALUE)
 		n = AUDIT_MAX_VALUE;
-	jw_raw(w, "\"", 1);
+	jw_put(w, '"');
 	/* Escaped into the record itself (whole escapes only: one that does
 	 * not fit is left out with the rest, as json_escape cuts). */
 	w->len += json_escape(w->buf + w->len, sizeof(w->buf) - w->len,
 	    value, n);
-	jw_raw(w, "\"", 1);
+	jw_put(w, '"');
 }
 
 void
@@ -1244,9 +1267,9 @@ jw_lines(struct jw *w, const char *key, const char *text)
 
 			if (!first)
 				jw_raw(w, ",", 1);
-			jw_raw(w, "\"", 1);
+			jw_put(w, '"');
 			jw_raw(w, esc, el);
-			jw_raw(w, "\"", 1);
+			jw_put(w, '"');
 			w->fields++;
 			first = false;
 		}

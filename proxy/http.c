@@ -438,12 +438,69 @@ http_check_tunnel_request(struct http_head *h, const llhttp_t *p,
 	return check_framing(h, p, why);
 }
 
+/* The tokens of h's Connection headers, one after the other: each
+ * comma-separated piece of each value, without its spaces and tabs (empty
+ * ones included).  Start with { h }. */
+struct conn_tokens {
+	const struct http_head *h;
+	unsigned k;		/* the next header to look at */
+	const char *v;		/* the value being split, vn bytes */
+	size_t vn, pos;
+	bool in;		/* splitting v */
+};
+
+/* The next token: true with *tok and *tn set, false past the last. */
+static bool
+conn_tokens_next(struct conn_tokens *it, const char **tok, size_t *tn)
+{
+	const struct http_head *h = it->h;
+	size_t a, b;
+
+	while (!it->in || it->pos > it->vn) {
+		while (it->k < h->nhdr && !name_is(h, &h->hdr[it->k], "connection"))
+			it->k++;
+		if (it->k == h->nhdr)
+			return false;
+		value_trim(h, &h->hdr[it->k++], &it->v, &it->vn);
+		it->pos = 0;
+		it->in = true;
+	}
+	a = b = it->pos;
+	while (b < it->vn && it->v[b] != ',')
+		b++;
+	it->pos = b + 1;
+	while (a < b && (it->v[a] == ' ' || it->v[a] == '\t'))
+		a++;
+	while (b > a && (it->v[b - 1] == ' ' || it->v[b - 1] == '\t'))
+		b--;
+	*tok = it->v + a;
+	*tn = b - a;
+	return true;
+}
+
+/* Bit min(n, 63) for the length n of every token of h's Connection
+ * headers: a filter, built once per head, that spares hop_by_hop the scan
+ * of the Connection values for a header no token can name (the usual
+ * "Connection: keep-alive" names nothing the head carries). */
+static uint64_t
+conn_token_lens(const struct http_head *h)
+{
+	uint64_t lens = 0;
+
+	struct conn_tokens it = { .h = h };
+	const char *tok;
+	size_t tn;
+
+	while (conn_tokens_next(&it, &tok, &tn))
+		lens |= (uint64_t)1 << (tn < 63 ? tn : 63);
+	return lens;
+}
+
 /* Is header k hop-by-hop: fixed list, or named in a Connection header?
- * has_connection: h has a Connection header at all (out_headers looks
- * once per head, not once per header). */
+ * conn_lens: conn_token_lens(h) (out_headers builds it once per head). */
 static bool
 hop_by_hop(const struct http_head *h, const struct http_hdr *hd,
-    bool has_connection)
+    uint64_t conn_lens)
 {
 #define FIXED(s) { s, sizeof(s) - 1 }
 	static const struct { const char *s; size_t n; } fixed[] = {
@@ -454,38 +511,24 @@ hop_by_hop(const struct http_head *h, const struct http_hdr *hd,
 	};
 #undef FIXED
 	const char *name = h->buf + hd->name_off;
+	struct conn_tokens it = { .h = h };
+	const char *tok;
+	size_t tn;
 
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
 		if (name_isn(h, hd, fixed[i].s, fixed[i].n))
 			return true;
 	if (hd->name_len >= 6 && strncasecmp(name, "proxy-", 6) == 0)
 		return true;
-	for (unsigned k = 0; has_connection && k < h->nhdr; k++) {
-		const char *v, *tok;
-		size_t vn;
-
-		if (!name_is(h, &h->hdr[k], "connection"))
-			continue;
-		value_trim(h, &h->hdr[k], &v, &vn);
-		tok = v;
-		for (size_t o = 0; o <= vn; o++) {
-			if (o == vn || v[o] == ',') {
-				const char *te = v + o;
-
-				while (tok < te && (*tok == ' ' || *tok == '\t'))
-					tok++;
-				while (te > tok && (te[-1] == ' ' || te[-1] == '\t'))
-					te--;
-				if ((size_t)(te - tok) == hd->name_len &&
-				    strncasecmp(tok, name, hd->name_len) == 0 &&
-				    !name_is(h, hd, "transfer-encoding") &&
-				    !name_is(h, hd, "content-length") &&
-				    !name_is(h, hd, "host"))
-					return true;
-				tok = v + o + 1;
-			}
-		}
-	}
+	if ((conn_lens & ((uint64_t)1 << (hd->name_len < 63 ?
+	    hd->name_len : 63))) == 0)
+		return false;
+	while (conn_tokens_next(&it, &tok, &tn))
+		if (tn == hd->name_len && strncasecmp(tok, name, tn) == 0 &&
+		    !name_is(h, hd, "transfer-encoding") &&
+		    !name_is(h, hd, "content-length") &&
+		    !name_is(h, hd, "host"))
+			return true;
 	return false;
 }
 
@@ -542,14 +585,14 @@ out_headers(struct out *o, const struct http_head *h, bool skip_host,
     const char *skip)
 {
 	size_t skip_len = skip != NULL ? strlen(skip) : 0;
-	bool has_connection = http_head_find(h, "connection", NULL) >= 0;
+	uint64_t conn_lens = conn_token_lens(h);
 
 	for (unsigned k = 0; k < h->nhdr; k++) {
 		const struct http_hdr *hd = &h->hdr[k];
 		const char *v;
 		size_t vn;
 
-		if (hop_by_hop(h, hd, has_connection))
+		if (hop_by_hop(h, hd, conn_lens))
 			continue;
 		if (skip_host && name_is(h, hd, "host"))
 			continue;

@@ -4,6 +4,8 @@
  * over it, and request smuggling shapes refused with the status and the
  * reason the daemon sends (the refusal's 400/414/431 and its detail).
  */
+#include <assert.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,6 +253,51 @@ test_build_set_cleared(void)
 	CHECK(k == n && memcmp(small, full, n) == 0);
 }
 
+/* Does the rebuilt head carry a header line starting with name ": "? */
+static bool
+has_line(const char *out, size_t n, const char *name)
+{
+	char pat[128];
+	int k = snprintf(pat, sizeof(pat), "\r\n%s: ", name);
+
+	return memmem(out, n, pat, (size_t)k) != NULL;
+}
+
+/* Headers named in Connection are dropped, whatever the tokens' spacing,
+ * case and length (63 bytes and more included), and only those; a head
+ * without a Connection header keeps them all. */
+static void
+test_build_connection_named(void)
+{
+	static const char long_name[] =
+	    "X-A-Very-Long-Header-Name-Of-Seventy-Bytes-Or-So-For-The-Last-Bit";
+	char req[2048], out[2048];
+	size_t n;
+
+	static_assert(sizeof(long_name) - 1 > 63, "a name past bit 63");
+	snprintf(req, sizeof(req), "GET http://example.com/x HTTP/1.1\r\n"
+	    "Host: example.com\r\nConnection: keep-alive ,\tX-Drop-Me, x-drop-too"
+	    " , %s\r\nX-Drop-Me: 1\r\nX-DROP-TOO: 2\r\n%s: 3\r\n"
+	    "X-Keep-Me: 4\r\nX-Drop: 5\r\nSet-Cookie: a=b\r\n\r\n",
+	    long_name, long_name);
+	CHECK(feeds(req) == FRONT_HEAD);
+	n = http_build_request(f.head, f.method, &f.target, 1, 1, out,
+	    sizeof(out));
+	CHECK(n > 0);
+	CHECK(!has_line(out, n, "X-Drop-Me"));
+	CHECK(!has_line(out, n, "X-DROP-TOO"));
+	CHECK(!has_line(out, n, long_name));
+	CHECK(!has_line(out, n, "Connection"));
+	CHECK(has_line(out, n, "X-Keep-Me"));
+	CHECK(has_line(out, n, "X-Drop"));	/* a prefix of a token: kept */
+	CHECK(has_line(out, n, "Set-Cookie"));	/* keep-alive's length: kept */
+	CHECK(feeds("GET http://example.com/x HTTP/1.1\r\nHost: example.com"
+	    "\r\nX-Drop-Me: 1\r\n\r\n") == FRONT_HEAD);
+	n = http_build_request(f.head, f.method, &f.target, 1, 1, out,
+	    sizeof(out));
+	CHECK(n > 0 && has_line(out, n, "X-Drop-Me"));
+}
+
 int
 main(void)
 {
@@ -261,6 +308,7 @@ main(void)
 	test_header_bytes();
 	test_smuggling();
 	test_build_set_cleared();
+	test_build_connection_named();
 	front_drop_head(&f);
 	return check_done();
 }

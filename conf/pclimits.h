@@ -255,6 +255,16 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
  * often; a writer that can't get it for AUDIT_RETRY_MAX_MS counts as a
  * failed write (fail closed) and tries again. */
 #define AUDIT_LOCK_POLL_MS 5
+/* Queued records that fit AUDIT_REC_CLASS_SMALL or _LARGE bytes (chain
+ * tail included) take a node of that size, which the writer hands back to
+ * its queue's spares once the record is written: up to AUDIT_REC_SPARES
+ * per class (at most ~230 KiB per log), so that a record costs the loop no
+ * malloc and the writer no free of another thread's memory.  Such a node
+ * counts its whole size in the queue's bytes.  Longer records are
+ * allocated to size. */
+#define AUDIT_REC_CLASS_SMALL 640
+#define AUDIT_REC_CLASS_LARGE 1152
+#define AUDIT_REC_SPARES 128
 /* The chain's tail on a record: ,"seq":<20 digits>,"mac":"<64 hex>"} and
  * the newline (proxy/auditchain.h), with room to spare. */
 #define AUDIT_CHAIN_TAIL 112

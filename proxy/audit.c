@@ -34,7 +34,13 @@ struct rec {
 	bool refusal;		/* counted in rbytes, not bytes */
 	bool raw;		/* not a record: the '\n' that ends a cut
 				 * line; not chained */
+	unsigned char cls;	/* 0: allocated to size; 1, 2: a node of
+				 * rec_class_cap[cls] bytes (the spares) */
 	char data[];
+};
+
+static const size_t rec_class_cap[3] = {
+	0, AUDIT_REC_CLASS_SMALL, AUDIT_REC_CLASS_LARGE,
 };
 
 /*
@@ -69,6 +75,9 @@ struct audit_q {
 	bool sock;			/* socket: send(MSG_DONTWAIT) */
 	bool nonblock;			/* EAGAIN possible: poll */
 	int wake;			/* eventfd: wakes a poll at stop */
+	struct rec *spare[2];		/* under lock: written records' nodes
+					 * of class 1 and 2, for new ones */
+	unsigned nspare[2];		/* under lock: <= AUDIT_REC_SPARES */
 	char *path;
 
 	/* Reserve (regular files; writer only after audit_start). */
@@ -135,6 +144,11 @@ q_free(struct audit_q *q)
 		free(r);
 		r = n;
 	}
+	for (int c = 0; c < 2; c++)
+		while ((r = q->spare[c]) != NULL) {
+			q->spare[c] = r->next;
+			free(r);
+		}
 	if (q->close_fd && q->fd >= 0)
 		close(q->fd);
 	if (q->wake >= 0)
@@ -355,6 +369,13 @@ q_writev(struct audit_q *q, struct iovec *iov, int n, uint64_t deadline,
 	return 0;
 }
 
+/* What the queue counts for r: its node (a class node whole). */
+static size_t
+rec_acct(const struct rec *r)
+{
+	return sizeof(*r) + (r->cls != 0 ? rec_class_cap[r->cls] : r->base);
+}
+
 static void
 q_link_locked(struct audit_q *q, struct rec *r)
 {
@@ -364,7 +385,7 @@ q_link_locked(struct audit_q *q, struct rec *r)
 	else
 		q->head = r;
 	q->tail = r;
-	r->acct = sizeof(*r) + r->base;
+	r->acct = rec_acct(r);
 	if (r->refusal)
 		q->rbytes += r->acct;
 	else
@@ -372,26 +393,63 @@ q_link_locked(struct audit_q *q, struct rec *r)
 	__atomic_store_n(&q->qbytes, q->bytes, __ATOMIC_RELAXED);
 }
 
-/* A finished record (closed with "}\n") in a queue node; NULL if no memory. */
-static struct rec *
-rec_new(struct jw *w)
+/* Ends the record in w with "}\n"; its length then. */
+static size_t
+rec_close(struct jw *w)
 {
-	struct rec *r;
-
 	/* jw_raw always leaves one byte; the record is sized so that the
 	 * closing "}\n" fits (AUDIT_MAX_RECORD has 64 bytes of slack). */
 	if (w->len + 2 > sizeof(w->buf))
 		w->len = sizeof(w->buf) - 2;
 	w->buf[w->len++] = '}';
 	w->buf[w->len++] = '\n';
-	r = malloc(sizeof(*r) + w->len + AUDIT_CHAIN_TAIL);
+	return w->len;
+}
+
+/* The closed record of w in node r (of class cls); NULL if r is. */
+static struct rec *
+rec_fill(struct rec *r, const struct jw *w, unsigned cls)
+{
 	if (r != NULL) {
 		r->len = r->base = w->len;
 		r->refusal = false;
 		r->raw = false;
+		r->cls = (unsigned char)cls;
 		memcpy(r->data, w->buf, w->len);
 	}
 	return r;
+}
+
+/* A finished record (closed with "}\n") in a node of its own size; NULL
+ * if no memory. */
+static struct rec *
+rec_new(struct jw *w)
+{
+	size_t n = rec_close(w);
+
+	return rec_fill(malloc(sizeof(struct rec) + n + AUDIT_CHAIN_TAIL), w, 0);
+}
+
+/* rec_new for a loop's record, q->lock held: a spare node when it fits a
+ * class (a new node of that class when there is none), else to size. */
+static struct rec *
+rec_new_locked(struct audit_q *q, struct jw *w)
+{
+	size_t need = rec_close(w) + AUDIT_CHAIN_TAIL;
+	unsigned cls = need <= AUDIT_REC_CLASS_SMALL ? 1 :
+	    need <= AUDIT_REC_CLASS_LARGE ? 2 : 0;
+	struct rec *r;
+
+	if (cls == 0)
+		return rec_fill(malloc(sizeof(*r) + need), w, 0);
+	r = q->spare[cls - 1];
+	if (r != NULL) {
+		q->spare[cls - 1] = r->next;
+		q->nspare[cls - 1]--;
+	} else {
+		r = malloc(sizeof(*r) + rec_class_cap[cls]);
+	}
+	return rec_fill(r, w, cls);
 }
 
 /* Queues a record the writer makes itself (no limit: one per event). */
@@ -540,8 +598,15 @@ q_pop_locked(struct audit_q *q, size_t bytes, struct rec **done)
 			q->rbytes -= r->acct;
 		else
 			q->bytes -= r->acct;
-		/* Freed by the caller, after the lock (the loops queueing
+		/* A node of a class goes back to the spares; others are
+		 * freed by the caller, after the lock (the loops queueing
 		 * records don't wait for a batch's frees). */
+		if (r->cls != 0 && q->nspare[r->cls - 1] < AUDIT_REC_SPARES) {
+			r->next = q->spare[r->cls - 1];
+			q->spare[r->cls - 1] = r;
+			q->nspare[r->cls - 1]++;
+			continue;
+		}
 		r->next = NULL;
 		*tail = r;
 		tail = &r->next;
@@ -662,6 +727,7 @@ q_link_record_locked(struct audit_q *q)
 		nl->acct = 0;
 		nl->refusal = false;
 		nl->raw = true;
+		nl->cls = 0;
 		nl->data[0] = '\n';
 		nl->next = q->head;
 		q->head = nl;
@@ -1355,13 +1421,13 @@ audit_emit(struct audit *a, struct jw *w)
 
 	if (q == NULL)
 		return -EBADF;
-	r = rec_new(w);
 	if (!q->running) {
 		/* Start-up, one thread: write it now (through the queue, so
 		 * that it is chained), and say if it fails; what did not go
 		 * out is dropped. */
 		int err = -ENOMEM;
 
+		r = rec_new(w);
 		if (r != NULL) {
 			r->refusal = false;
 			q_link_locked(q, r);
@@ -1381,6 +1447,7 @@ audit_emit(struct audit *a, struct jw *w)
 		return err;
 	}
 	pthread_mutex_lock(&q->lock);
+	r = rec_new_locked(q, w);
 	/* Refusals have a budget of their own and never count towards
 	 * admission (audit_ok): a tenant flooding refused requests behind a
 	 * slow log can lose its own refusal records (counted), not get every
@@ -1391,9 +1458,9 @@ audit_emit(struct audit *a, struct jw *w)
 		r->refusal = w->refusal;
 	if (w->refusal)
 		over = (w->deny && q->full) || (r != NULL &&
-		    q->rbytes + sizeof(*r) + r->len > AUDIT_REFUSAL_BYTES);
+		    q->rbytes + rec_acct(r) > AUDIT_REFUSAL_BYTES);
 	else
-		over = r != NULL && q->bytes + sizeof(*r) + r->len >
+		over = r != NULL && q->bytes + rec_acct(r) >
 		    AUDIT_QUEUE_BYTES + AUDIT_QUEUE_SLACK;
 	if (r == NULL || over) {
 		q->lost++;

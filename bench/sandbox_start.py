@@ -20,6 +20,9 @@ PORTCULLIS_TRACE_START=1 and prints the median of every segment between
 two consecutive start-up marks (launcher and bridge, one clock), in the
 order they came in the first run; segments that do not occur in every
 run (the bridge's marks interleave with ours) say in how many they did.
+Two edges frame them: "spawn -> run_main" (exec, the dynamic loader and
+libc's start-up: no mark can see them) and "<last mark> -> reaped" (the
+exit), from this process's clock (CLOCK_MONOTONIC, the marks' clock).
 
 Systems (a system whose binary is missing is left out, with the reason):
   bwrap       bwrap --unshare-net --unshare-pid --unshare-ipc --unshare-uts
@@ -38,6 +41,7 @@ import select
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,32 +190,50 @@ MARK = re.compile(r"^(portcullis run|portcullis-bridge): start \+[\d.]+ ms @(\d+
 
 
 def trace(args):
-    """Segment medians of PORTCULLIS_TRACE_START=1 portcullis run -- true."""
+    """Segment medians of PORTCULLIS_TRACE_START=1 portcullis run -- true,
+    with the two edges no mark can see: from the spawn to run_main (exec,
+    the dynamic loader, libc's start-up) and from the last mark to the
+    reaped exit (our exit path).  The marks are CLOCK_MONOTONIC, as is
+    time.monotonic(); the run is one posix_spawn + waitpid, as in measure."""
     argv = [args.portcullis, "run"] + (["-c", args.config] if args.config else []) + \
         ["--", "true"]
     env = dict(os.environ, PORTCULLIS_TRACE_START="1")
-    segs, order, totals = {}, [], []
+    segs, order, totals, walls = {}, [], [], []
+    null = os.open(os.devnull, os.O_RDWR)
     for _ in range(args.trace):
-        r = subprocess.run(argv, env=env, capture_output=True, text=True,
-                           timeout=SPAWN_TIMEOUT_S, stdin=subprocess.DEVNULL)
-        if r.returncode != 0:
-            raise SystemExit("trace: %s exited %d: %s" % (argv, r.returncode, r.stderr[-300:]))
-        marks = []
-        for line in r.stderr.splitlines():
+        with tempfile.TemporaryFile() as err:
+            t0 = time.monotonic()
+            pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+                (os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
+                (os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
+            _, status = os.waitpid(pid, 0)
+            t1 = time.monotonic()
+            err.seek(0)
+            text = err.read().decode(errors="replace")
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit("trace: %s exited %d: %s" % (
+                argv, os.waitstatus_to_exitcode(status), text[-300:]))
+        marks = [(t0 * 1e3, "spawn")]
+        for line in text.splitlines():
             m = MARK.match(line)
             if m:
                 marks.append((int(m.group(2)) * 1e3 + int(m.group(3)) / 1e3, m.group(4)))
-        for (t0, a), (t1, b) in zip(marks, marks[1:]):
+        marks.append((t1 * 1e3, "reaped"))
+        for (ta, a), (tb, b) in zip(marks, marks[1:]):
             k = "%s -> %s" % (a, b)
             if k not in segs:
                 segs[k] = []
                 order.append(k)
-            segs[k].append(t1 - t0)
-        totals.append(marks[-1][0] - marks[0][0])
+            segs[k].append(tb - ta)
+        totals.append(marks[-2][0] - marks[1][0])
+        walls.append((t1 - t0) * 1e3)
+    os.close(null)
     lines = ["%-58s %7.3f ms (n=%d)" % (k, statistics.median(segs[k]), len(segs[k]))
              for k in order]
     lines.append("%-58s %7.3f ms (n=%d)" % ("TOTAL (first mark -> last)",
                                             statistics.median(totals), len(totals)))
+    lines.append("%-58s %7.3f ms (n=%d)" % ("WALL (spawn -> reaped)",
+                                            statistics.median(walls), len(walls)))
     return {"uid": os.getuid(), "trace": lines}
 
 

@@ -750,9 +750,14 @@ class Proxy:
             if self.proc.poll() is not None:
                 raise TestFailure("portcullis serve exited with %s before listening; "
                                   "stderr:\n%s" % (self.proc.returncode, self.stderr()))
+            # Its own listening socket: the `start` record comes before
+            # the listen, and another server may listen on the same port
+            # number at another address (an origin on 127.0.0.3: free_port
+            # asks for 127.0.0.1 only), which once let a slow (valgrind)
+            # start look ready and the test's first connect be refused.
             recs = self.audit_records(strict=False)
             if any(r.get("event") == "start" for r in recs) and \
-                    self.port in listening_ports():
+                    listens_on(self.proc.pid, self.port):
                 return
             if time.monotonic() >= deadline:
                 raise TestFailure("portcullis serve: no `start` record / not listening on "

@@ -316,7 +316,7 @@ class Sshd:
     for scp.  .dir is its temp dir, .port its port; stopped at clean-up."""
 
     def __init__(self):
-        from harness import free_port, listening_ports
+        from harness import free_port, listens_on
         if os.getuid() != 0:
             raise TestFailure("the sshd fixture runs as root")
         self.dir = tempdir()
@@ -340,7 +340,7 @@ class Sshd:
         self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", cfgp],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         defer(self.proc.kill)
-        wait_until(lambda: self.port in listening_ports() or self.proc.poll() is not None,
+        wait_until(lambda: listens_on(self.proc.pid, self.port) or self.proc.poll() is not None,
                    what="sshd")
         if self.proc.poll() is not None:
             raise TestFailure("sshd exited: %s" % self.proc.stderr.read().decode())

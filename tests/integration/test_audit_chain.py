@@ -317,8 +317,8 @@ def test_two_writers_one_file_one_chain():
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         ports.append(port)
         h.defer(lambda pr=procs[-1]: pr.poll() is None and pr.kill())
-    for port in ports:
-        h.wait_until(lambda port=port: port in h.listening_ports(), timeout=20,
+    for pr, port in zip(procs, ports):
+        h.wait_until(lambda pr=pr, port=port: h.listens_on(pr.pid, port), timeout=20,
                      what="serve on %d" % port)
 
     class P:

@@ -190,7 +190,7 @@ def stall_and_recover(log, workers, open_reader):
     def stderr():
         with open(errp, "rb") as f:
             return f.read().decode("utf-8", "replace")
-    h.wait_until(lambda: port in h.listening_ports() and os.path.exists(ctl), 15,
+    h.wait_until(lambda: h.listens_on(proc.pid, port) and os.path.exists(ctl), 15,
                  "proxy listening")
     h.wait_until(lambda: any(r["event"] == "start" for r in rd.records()), 5, "start record")
 

@@ -683,7 +683,7 @@ def test_closed_hole_refusal_flood_starves_other_tenants_audit():
             time.sleep(SLOW_EVERY)
     threading.Thread(target=slow_reader, daemon=True).start()
     h.defer(stop.set)
-    h.wait_until(lambda: port in h.listening_ports(), 15, "proxy listening")
+    h.wait_until(lambda: h.listens_on(proc.pid, port), 15, "proxy listening")
 
     bad = ("GET http://%s/%s\x01 HTTP/1.1\r\nHost: %s\r\n\r\n"
            % (HOST_A, "x" * 600, "h" * 600)).encode()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (TestFailure, check, defer, eq, free_port, listening_ports,  # noqa: E402
+from harness import (TestFailure, check, defer, eq, free_port, listens_on,  # noqa: E402
                      run, tempdir, wait_until)
 from sandbox_util import prun, run_env  # noqa: E402
 from test_sandbox_run import ALLOWED, DENIED  # noqa: E402
@@ -41,7 +41,7 @@ def test_git_clone_over_http():
                              str(port)], cwd=srv, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     defer(http.kill)
-    wait_until(lambda: port in listening_ports(), what="git http server")
+    wait_until(lambda: listens_on(http.pid, port), what="git http server")
     d = tempdir()
     cfg = config(d, port)
     r = prun(["-c", cfg, "--", "sh", "-c",
@@ -74,7 +74,7 @@ def sshd(d):
     p = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", cfgp],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     defer(p.kill)
-    wait_until(lambda: port in listening_ports() or p.poll() is not None, what="sshd")
+    wait_until(lambda: listens_on(p.pid, port) or p.poll() is not None, what="sshd")
     if p.poll() is not None:
         raise TestFailure("sshd exited: %s" % p.stderr.read().decode())
     return port

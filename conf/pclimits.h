@@ -231,12 +231,15 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
  * AUDIT_QUEUE_BYTES + AUDIT_QUEUE_SLACK, so memory stays bounded.  A record
  * dropped past that is counted and reported by a records_lost record.
  */
-#define AUDIT_QUEUE_BYTES (1024 * 1024)
+#define AUDIT_QUEUE_BYTES (2 * 1024 * 1024)
 #define AUDIT_QUEUE_SLACK (4 * 1024 * 1024)
 /* Refusal records queue in a budget of their own, apart from the bytes that
  * decide admission: a flood of refused requests behind a slow log drops
- * (and counts) refusal records, it can't make everyone's requests 503. */
-#define AUDIT_REFUSAL_BYTES (256 * 1024)
+ * (and counts) refusal records, it can't make everyone's requests 503.  It
+ * holds a burst of DNS_MAX_DETACHED refusals made in one loop iteration
+ * (conns opened together reach their deadlines together) even when the
+ * writer gets no CPU meanwhile. */
+#define AUDIT_REFUSAL_BYTES (1024 * 1024)
 /* Records per writev(2): one syscall for a whole burst (<= IOV_MAX). */
 #define AUDIT_BATCH_IOV 256
 /* A loop thread wakes the audit writer once per loop iteration, or at once
@@ -323,6 +326,7 @@ static_assert(AUDIT_BATCH_IOV <= 1024, "writev takes at most IOV_MAX");
 static_assert(AUDIT_LINGER_US < AUDIT_RETRY_MIN_MS * 1000, "a linger is shorter than any retry wait");
 static_assert(AUDIT_WAKE_BYTES <= AUDIT_REFUSAL_BYTES / 4, "a burst wakes the writer well before the refusal budget is used");
 static_assert(AUDIT_QUEUE_BYTES > 2 * AUDIT_MAX_RECORD, "the queue holds a burst of the largest records");
+static_assert(AUDIT_REFUSAL_BYTES >= DNS_MAX_DETACHED * (AUDIT_REC_CLASS_SMALL + 64), "the refusal budget holds one burst of DNS_MAX_DETACHED refusals");
 static_assert(PROXY_POOL_KEEP <= PROXY_BIG_BUFS, "keep no more than may be lent");
 static_assert(RELAY_PIPES_MAX <= 255, "a conn's splice slot is 8 bits");
 static_assert(RELAY_PIPES_KEEP <= RELAY_PIPES_MAX, "keep no more pipes than may be open");

@@ -21,7 +21,7 @@ import harness as h
 
 F_SETPIPE_SZ = 1031
 # Bounds of the drive loop: far more than the queue (AUDIT_QUEUE_BYTES,
-# 1 MiB, ~1 KiB per allowed request here) needs.
+# 2 MiB, ~2.4 KiB per allowed request here) needs.
 MAX_REQUESTS = 6000
 DRIVE_SECONDS = 90
 STALL_BOUND = 5.0           # seconds a tunnel echo / ctl status may take

@@ -143,6 +143,18 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
  * a write takes one only while it is in flight, so an idle tunnel holds
  * none; beyond this many free ones, back to malloc. */
 #define RELAY_WREQ_FREE_MAX 256
+/* A loop's requests (struct req, ~1.6 KiB: what a conn holds until it is a
+ * tunnel or closes) come from a slab (proxy/slab.h) of blocks this big,
+ * mapped from the kernel; SLAB_TRIM_MS after one is left empty, the empty
+ * blocks but SLAB_KEEP_EMPTY are unmapped: a burst of new conns leaves no
+ * resident heap between the tunnels it leaves behind.  (Small blocks: the
+ * kept block is resident, and a burst's last block is partly used.) */
+#define SLAB_BLOCK_BYTES (16 * 1024)
+#define SLAB_KEEP_EMPTY 1
+/* The empty blocks go this long after a request left one empty (a trim
+ * per this many ms at most, under load): a load that goes up and down
+ * doesn't map and unmap blocks, a burst's are gone soon after it. */
+#define SLAB_TRIM_MS 200
 
 /*
  * splice(2) for a plain tunnel's bulk (proxy/splice.c, design.md §9

@@ -208,6 +208,8 @@ conn_tunnel_host(const struct conn *c, uint16_t *port)
 	return c->up != NULL ? c->up->host : NULL;
 }
 
+static void conn_req_put(struct server *s, struct req *rq);
+
 static void
 conn_free(struct conn *c)
 {
@@ -229,7 +231,7 @@ conn_free(struct conn *c)
 	mitm_free(c);
 	if (c->rq != NULL) {
 		req_clear(c->rq);
-		free(c->rq);
+		conn_req_put(s, c->rq);
 		c->rq = NULL;
 	}
 	if (c->ss != NULL)
@@ -507,14 +509,37 @@ conn_on_sweep(uv_timer_t *t)
 	conn_sweep_arm(s);
 }
 
+static void
+conn_on_req_trim(uv_timer_t *t)
+{
+	struct server *s = t->data;
+
+	slab_trim(&s->pool.reqs);
+}
+
+/* Gives rq back to s's slab; a block left empty by it goes
+ * SLAB_TRIM_MS later (unless used again by then): at most one trim per
+ * SLAB_TRIM_MS under load, and none at all while nothing happens. */
+static void
+conn_req_put(struct server *s, struct req *rq)
+{
+	if (slab_put(rq) && s->sweep_on &&
+	    !uv_is_active((uv_handle_t *)&s->req_trim))
+		uv_timer_start(&s->req_trim, conn_on_req_trim, SLAB_TRIM_MS, 0);
+}
+
 void
-conn_sweep_init(struct server *s)
+conn_loop_init(struct server *s)
 {
 	uv_timer_init(s->loop, &s->sweep);
 	s->sweep.data = s;
 	/* It keeps no loop alive: the tunnels' handles do. */
 	uv_unref((uv_handle_t *)&s->sweep);
+	uv_timer_init(s->loop, &s->req_trim);
+	s->req_trim.data = s;
+	uv_unref((uv_handle_t *)&s->req_trim);
 	s->sweep_on = true;
+	slab_init(&s->pool.reqs, sizeof(struct req));
 }
 
 void
@@ -524,6 +549,7 @@ conn_sweep_close(struct server *s)
 		return;
 	s->sweep_on = false;
 	uv_close((uv_handle_t *)&s->sweep, NULL);
+	uv_close((uv_handle_t *)&s->req_trim, NULL);
 }
 
 /* Takes c off the server's tunnel list (if it is on it). */
@@ -577,7 +603,10 @@ conn_touch(struct conn *c)
 static void
 req_on_timer_closed(uv_handle_t *h)
 {
-	free(h->data);
+	struct server *s = h->data;
+
+	conn_req_put(s, (struct req *)((char *)h - offsetof(struct req,
+	    timer)));
 }
 
 void
@@ -592,7 +621,7 @@ conn_tunnel_begin(struct conn *c)
 	req_clear(rq);
 	/* The timer handle is inside rq: rq is freed when it has closed
 	 * (the conn no longer knows it; nothing else points into it). */
-	rq->timer.data = rq;
+	rq->timer.data = c->s;
 	uv_close((uv_handle_t *)&rq->timer, req_on_timer_closed);
 	c->rq = NULL;
 	c->last_activity = conn_now(c);
@@ -842,7 +871,7 @@ conn_on_unlinked_closed(uv_handle_t *h)
 {
 	struct conn *c = h->data;
 
-	free(c->rq);
+	conn_req_put(c->s, c->rq);
 	free(c);
 }
 
@@ -860,7 +889,9 @@ conn_accept(struct server *s, uv_stream_t *listener, struct session *ss)
 		return;
 	}
 	c = calloc(1, sizeof(*c));
-	if (c != NULL && (c->rq = calloc(1, sizeof(*c->rq))) == NULL) {
+	if (c != NULL && (c->rq = slab_get(&s->pool.reqs)) != NULL)
+		memset(c->rq, 0, sizeof(*c->rq));
+	if (c != NULL && c->rq == NULL) {
 		free(c);
 		c = NULL;
 	}
@@ -871,7 +902,7 @@ conn_accept(struct server *s, uv_stream_t *listener, struct session *ss)
 	}
 	c->s = s;
 	if (uv_tcp_init(s->loop, &c->client) < 0) {
-		free(c->rq);
+		conn_req_put(s, c->rq);
 		free(c);
 		server_conn_gone(s);
 		return;

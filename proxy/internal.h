@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "audit.h"
+#include "slab.h"
 #include "cfg.h"
 #include "dns.h"
 #include "http.h"
@@ -57,6 +58,7 @@ struct pool {
 	unsigned inuse;
 	struct wreq *free_wreq;	/* <= RELAY_WREQ_FREE_MAX of them */
 	unsigned nfree_wreq;
+	struct slab reqs;	/* the conns' struct req (conn.c) */
 	/* splice.c: empty pipes kept for reuse, and this loop's spliced
 	 * tunnels (a conn's splice_slot - 1 indexes splices[]: every one
 	 * holds a pipe, so there are at most RELAY_PIPES_MAX); the timer that
@@ -129,7 +131,9 @@ struct server {
 	 * for all their idle timeouts, due at the head's deadline. */
 	struct conn *tunnels, *tunnels_tail;
 	uv_timer_t sweep;
-	bool sweep_on;			/* sweep initialised, not yet closed */
+	bool sweep_on;			/* sweep and req_trim initialised, not
+					 * yet closed */
+	uv_timer_t req_trim;		/* pool.reqs' empty blocks go (conn.c) */
 	struct session *sessions;
 	unsigned nsessions;
 	struct pool pool;
@@ -156,9 +160,11 @@ struct server {
 void conn_global_init(void);
 void conn_accept(struct server *s, uv_stream_t *listener,
     struct session *ss);
-/* The tunnels' idle sweep timer of s's loop (server_new and each worker;
- * unref'd), and its close (server_stop, after the conns are cut). */
-void conn_sweep_init(struct server *s);
+/* A loop's conn state (server_new and each worker): the tunnels' idle
+ * sweep timer, the requests' slab (s->pool.reqs, drained by pool_drain)
+ * and its trim timer (both unref'd); and the timers' close (server_stop,
+ * after the conns are cut). */
+void conn_loop_init(struct server *s);
 void conn_sweep_close(struct server *s);
 /* Cuts a conn from outside (phase switch, session close, shutdown). */
 void conn_cut(struct conn *c, const char *reason);

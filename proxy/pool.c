@@ -83,6 +83,7 @@ pool_drain(struct pool *p)
 		free(w);
 	}
 	p->nfree_wreq = 0;
+	slab_drain(&p->reqs);
 }
 
 struct wreq *

@@ -385,7 +385,7 @@ server_new(uv_loop_t *loop, struct cfg *cfg, const char *audit_path,
 	}
 	server_log_config(s);
 	server_audit_wake_start(s);
-	conn_sweep_init(s);
+	conn_loop_init(s);
 	*out = s;
 	return 0;
 }

@@ -99,7 +99,7 @@ worker_spawn(struct server *main, unsigned n)
 		if (r < 0)
 			return r;
 		server_audit_wake_start(s);
-		conn_sweep_init(s);
+		conn_loop_init(s);
 		uv_async_init(&w->loop, &w->async, worker_on_async);
 		w->async.data = w;
 		/* Only a fully set-up worker is counted (and later stopped). */

@@ -144,10 +144,12 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
  * none; beyond this many free ones, back to malloc. */
 #define RELAY_WREQ_FREE_MAX 256
 /* A loop's requests (struct req, ~1.6 KiB: what a conn holds until it is a
- * tunnel or closes) come from a slab (proxy/slab.h) of blocks this big,
- * mapped from the kernel; SLAB_TRIM_MS after one is left empty, the empty
- * blocks but SLAB_KEEP_EMPTY are unmapped: a burst of new conns leaves no
- * resident heap between the tunnels it leaves behind.  (Small blocks: the
+ * tunnel or closes) and an audit queue's record nodes come from slabs
+ * (proxy/slab.h) of blocks this big, mapped from the kernel; SLAB_TRIM_MS
+ * after one is left empty (a request slab) or the writer went idle (a
+ * record slab), the empty blocks but SLAB_KEEP_EMPTY are unmapped: a burst
+ * of new conns leaves no resident heap between the tunnels it leaves
+ * behind.  (Small blocks: the
  * kept block is resident, and a burst's last block is partly used.) */
 #define SLAB_BLOCK_BYTES (16 * 1024)
 #define SLAB_KEEP_EMPTY 1
@@ -271,15 +273,15 @@ static_assert(PROXY_MAX_IDLE_TIMEOUT_MS <= 0xffffffffu, "fits unsigned");
  * failed write (fail closed) and tries again. */
 #define AUDIT_LOCK_POLL_MS 5
 /* Queued records that fit AUDIT_REC_CLASS_SMALL or _LARGE bytes (chain
- * tail included) take a node of that size, which the writer hands back to
- * its queue's spares once the record is written: up to AUDIT_REC_SPARES
- * per class (at most ~230 KiB per log), so that a record costs the loop no
- * malloc and the writer no free of another thread's memory.  Such a node
- * counts its whole size in the queue's bytes.  Longer records are
- * allocated to size. */
+ * tail included) take a node of that size from their queue's slab of that
+ * class (proxy/slab.h, under the queue's lock), which the writer gives back
+ * once the record is written: a record costs the loop no malloc, the
+ * writer no free of another thread's memory, and a burst of records leaves
+ * no resident heap behind (the writer trims the slabs once nothing has
+ * come for SLAB_TRIM_MS).  Such a node counts its whole size in the
+ * queue's bytes.  Longer records are allocated to size. */
 #define AUDIT_REC_CLASS_SMALL 640
 #define AUDIT_REC_CLASS_LARGE 1152
-#define AUDIT_REC_SPARES 128
 /* The chain's tail on a record: ,"seq":<20 digits>,"mac":"<64 hex>"} and
  * the newline (proxy/auditchain.h), with room to spare. */
 #define AUDIT_CHAIN_TAIL 112

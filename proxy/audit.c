@@ -22,6 +22,7 @@
 #include "json.h"
 #include "log.h"
 #include "netaddr.h"
+#include "slab.h"
 
 /* A queued record.  data has room for the chain's tail
  * (AUDIT_CHAIN_TAIL): the writer appends `,"seq":N,"mac":"..."}` when it
@@ -35,13 +36,24 @@ struct rec {
 	bool raw;		/* not a record: the '\n' that ends a cut
 				 * line; not chained */
 	unsigned char cls;	/* 0: allocated to size; 1, 2: a node of
-				 * rec_class_cap[cls] bytes (the spares) */
+				 * rec_class_cap[cls] bytes (q->nodes) */
 	char data[];
 };
 
 static const size_t rec_class_cap[3] = {
 	0, AUDIT_REC_CLASS_SMALL, AUDIT_REC_CLASS_LARGE,
 };
+
+/* Frees r, a node of a class back to its slab: the queue's lock held, or
+ * the queue no longer shared (q_free, the start-up write). */
+static void
+rec_free(struct rec *r)
+{
+	if (r->cls != 0)
+		slab_put(r);
+	else
+		free(r);
+}
 
 /*
  * One log and its writer.  The loops append under lock; only the writer
@@ -75,9 +87,8 @@ struct audit_q {
 	bool sock;			/* socket: send(MSG_DONTWAIT) */
 	bool nonblock;			/* EAGAIN possible: poll */
 	int wake;			/* eventfd: wakes a poll at stop */
-	struct rec *spare[2];		/* under lock: written records' nodes
-					 * of class 1 and 2, for new ones */
-	unsigned nspare[2];		/* under lock: <= AUDIT_REC_SPARES */
+	struct slab nodes[2];		/* under lock: the nodes of class 1
+					 * and 2 (slab.h) */
 	char *path;
 
 	/* Reserve (regular files; writer only after audit_start). */
@@ -141,14 +152,11 @@ q_free(struct audit_q *q)
 	while (r != NULL) {
 		struct rec *n = r->next;
 
-		free(r);
+		rec_free(r);
 		r = n;
 	}
 	for (int c = 0; c < 2; c++)
-		while ((r = q->spare[c]) != NULL) {
-			q->spare[c] = r->next;
-			free(r);
-		}
+		slab_drain(&q->nodes[c]);
 	if (q->close_fd && q->fd >= 0)
 		close(q->fd);
 	if (q->wake >= 0)
@@ -221,6 +229,9 @@ audit_open(struct audit *a, const char *path, unsigned long long reserve,
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&q->lock, NULL);
+	for (int c = 0; c < 2; c++)
+		slab_init(&q->nodes[c], sizeof(struct rec) +
+		    rec_class_cap[c + 1]);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&q->cond, &ca);
@@ -430,8 +441,8 @@ rec_new(struct jw *w)
 	return rec_fill(malloc(sizeof(struct rec) + n + AUDIT_CHAIN_TAIL), w, 0);
 }
 
-/* rec_new for a loop's record, q->lock held: a spare node when it fits a
- * class (a new node of that class when there is none), else to size. */
+/* rec_new for a loop's record, q->lock held: a node of its class's slab
+ * when it fits a class, else to size. */
 static struct rec *
 rec_new_locked(struct audit_q *q, struct jw *w)
 {
@@ -442,13 +453,7 @@ rec_new_locked(struct audit_q *q, struct jw *w)
 
 	if (cls == 0)
 		return rec_fill(malloc(sizeof(*r) + need), w, 0);
-	r = q->spare[cls - 1];
-	if (r != NULL) {
-		q->spare[cls - 1] = r->next;
-		q->nspare[cls - 1]--;
-	} else {
-		r = malloc(sizeof(*r) + rec_class_cap[cls]);
-	}
+	r = slab_get(&q->nodes[cls - 1]);
 	return rec_fill(r, w, cls);
 }
 
@@ -598,13 +603,11 @@ q_pop_locked(struct audit_q *q, size_t bytes, struct rec **done)
 			q->rbytes -= r->acct;
 		else
 			q->bytes -= r->acct;
-		/* A node of a class goes back to the spares; others are
+		/* A node of a class goes back to its slab; others are
 		 * freed by the caller, after the lock (the loops queueing
 		 * records don't wait for a batch's frees). */
-		if (r->cls != 0 && q->nspare[r->cls - 1] < AUDIT_REC_SPARES) {
-			r->next = q->spare[r->cls - 1];
-			q->spare[r->cls - 1] = r;
-			q->nspare[r->cls - 1]++;
+		if (r->cls != 0) {
+			slab_put(r);
 			continue;
 		}
 		r->next = NULL;
@@ -1051,6 +1054,18 @@ q_writer(void *arg)
 			}
 			continue;
 		}
+		if (q->head == NULL && (q->nodes[0].nempty > SLAB_KEEP_EMPTY ||
+		    q->nodes[1].nempty > SLAB_KEEP_EMPTY)) {
+			/* A burst's empty node blocks go once nothing has
+			 * come for SLAB_TRIM_MS: one wakeup after it, none
+			 * between the batches of a steady load. */
+			cond_wait_until(q, now + SLAB_TRIM_MS);
+			if (q->head == NULL && !q->stop &&
+			    now_ms() >= now + SLAB_TRIM_MS)
+				for (int c = 0; c < 2; c++)
+					slab_trim(&q->nodes[c]);
+			continue;
+		}
 		if (q->head == NULL) {
 			pthread_cond_wait(&q->cond, &q->lock);
 			continue;
@@ -1436,7 +1451,7 @@ audit_emit(struct audit *a, struct jw *w)
 				struct rec *x = q->head;
 
 				q->head = x->next;
-				free(x);
+				rec_free(x);
 			}
 			q->tail = NULL;
 			q->bytes = q->rbytes = 0;
@@ -1465,6 +1480,10 @@ audit_emit(struct audit *a, struct jw *w)
 	if (r == NULL || over) {
 		q->lost++;
 		__atomic_add_fetch(&q->dropped, 1, __ATOMIC_RELAXED);
+		if (r != NULL && r->cls != 0) {
+			slab_put(r);
+			r = NULL;
+		}
 		pthread_mutex_unlock(&q->lock);
 		free(r);
 		return -ENOBUFS;

@@ -4,8 +4,10 @@
  * heap.  Empty blocks are unmapped by slab_trim (SLAB_KEEP_EMPTY are
  * kept), so a burst of short-lived objects leaves nothing resident behind
  * it.  In the heap it would: the freed chunks of a burst's
- * requests sit between the chunks of the tunnels that outlive it and keep
- * their pages resident (bench row 7a).  One loop's: no locking.
+ * requests and audit records sit between the chunks of the tunnels that
+ * outlive it and keep their pages resident (bench row 7a).  No locking: a
+ * slab is one loop's (the requests'), or used under its owner's lock (an
+ * audit queue's record nodes: the loops take, the writer gives back).
  *
  * Under valgrind (memcheck.h at build time) and ASan each object is a heap
  * block of its own to the checker: a read of a freed one, a double put and

@@ -119,11 +119,18 @@ main(void)
 	CHECK(sl.nblocks == SLAB_KEEP_EMPTY && sl.nempty == SLAB_KEEP_EMPTY,
 	    "after trim: %u blocks, %u empty", sl.nblocks, sl.nempty);
 	after = rss_pages();
-	/* The burst's pages went back to the kernel with the blocks. */
+	/* The burst's pages went back to the kernel with the blocks.  (Not
+	 * under ASan: poisoning them made shadow pages, resident after the
+	 * blocks are gone, and they are the sanitizer's, not the slab's.) */
+#ifndef __SANITIZE_ADDRESS__
 	CHECK(before > 0 && peak - before >= (long)(BURST * OBJ / 4096) - 1,
 	    "peak %ld before %ld", peak, before);
 	CHECK(after - before <= (long)(SLAB_KEEP_EMPTY * SLAB_BLOCK_BYTES /
 	    4096) + 2, "rss after trim %ld pages over %ld", after, before);
+#else
+	printf("RSS after trim not checked under ASan (%ld -> %ld -> %ld)\n",
+	    before, peak, after);
+#endif
 
 	/* Objects fill the blocks in use before an empty one: blocks 0 and
 	 * 1 with one object out each, block 2 empty; the next 2 x (per - 1)

@@ -26,7 +26,8 @@
  *      the proxy dies connections are refused and queries go unanswered,
  *      never queued;
  *   6. check the namespace again, set the proxy environment, install the
- *      seccomp filter, close every fd but 0-2, exec COMMAND.
+ *      seccomp filter (with --filtered: check that bwrap's is in force),
+ *      close every fd but 0-2, exec COMMAND.
  * Any failure: one line "portcullis-bridge: no proxy route: <why>" and exit
  * 125; COMMAND never ran.  COMMAND itself not found: 127, not executable:
  * 126 (a shell's statuses), with "portcullis run: COMMAND: ..." on stderr.
@@ -84,7 +85,8 @@ __asan_default_options(void)
 
 static const char usage[] =
 "usage: portcullis-bridge " HANDOFF_FD_OPTION " N [--allow-unix-sockets]\n"
-"           [" BRIDGE_RO_OPTION " PATH]... -- COMMAND [ARG...]\n"
+"           [" BRIDGE_FILTERED_OPTION "] [" BRIDGE_RO_OPTION " PATH]...\n"
+"           -- COMMAND [ARG...]\n"
 "       portcullis-bridge connect HOST PORT\n"
 "\n"
 "The in-sandbox helper of `portcullis run`; not meant to be started by hand.\n"
@@ -496,7 +498,7 @@ main(int argc, char **argv)
 {
 	char sid[HANDOFF_MSG_MAX];
 	const char *ro[BRIDGE_MAX_RO];
-	bool allow_unix = false;
+	bool allow_unix = false, filtered = false;
 	int sock = -1, fds[HANDOFF_NFDS], i, rc;
 	size_t nfds, nro = 0;
 
@@ -519,6 +521,8 @@ main(int argc, char **argv)
 				    argv[i]);
 		} else if (strcmp(argv[i], "--allow-unix-sockets") == 0) {
 			allow_unix = true;
+		} else if (strcmp(argv[i], BRIDGE_FILTERED_OPTION) == 0) {
+			filtered = true;
 		} else if (strcmp(argv[i], BRIDGE_RO_OPTION) == 0 &&
 		    i + 1 < argc) {
 			if (nro == BRIDGE_MAX_RO)
@@ -570,7 +574,12 @@ main(int argc, char **argv)
 	check_namespace();
 	set_proxy_env(sid);
 	close_extra_fds();
-	rc = pc_filter_install(allow_unix);
+	/* bwrap installed the filter before exec'ing us (told so): check
+	 * it is there rather than stack a second copy on COMMAND. */
+	rc = filtered ? pc_filter_check() : pc_filter_install(allow_unix);
+	if (rc < 0 && filtered)
+		refuse("%s given but no seccomp filter or no_new_privs is in "
+		    "force", BRIDGE_FILTERED_OPTION);
 	if (rc < 0)
 		refuse("install seccomp filter: %s", strerror(-rc));
 	pc_mark("bridge exec COMMAND");

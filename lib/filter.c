@@ -36,7 +36,10 @@
  * pid-1 reaper inside the sandbox, which the bridge cannot reach.  Without
  * it that reaper is an unfiltered process COMMAND may write to through
  * /proc/1/mem or process_vm_writev (same uid, no capabilities needed), and
- * through which it could make the refused calls.
+ * through which it could make the refused calls.  bwrap installs it
+ * before it execs the bridge as well, so the bridge (told so:
+ * BRIDGE_FILTERED_OPTION) only checks that a filter is in force
+ * (pc_filter_check) and COMMAND runs under one copy, not two.
  */
 #include <errno.h>
 #include <linux/netlink.h>
@@ -138,6 +141,15 @@ pc_filter_install(bool allow_unix_sockets)
 	rc = seccomp_load(ctx);
 	seccomp_release(ctx);
 	return rc < 0 ? rc : 0;
+}
+
+int
+pc_filter_check(void)
+{
+	if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) != 2 ||
+	    prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
+		return -EPERM;
+	return 0;
 }
 
 int

@@ -80,6 +80,12 @@ enum handoff_fd {
  * read-only binds (sandbox/mounts.c). */
 #define BRIDGE_RO_OPTION "--check-read-only"
 #define BRIDGE_MAX_RO 8
+/* The bridge's option saying that bwrap has installed the sandbox's
+ * filter before exec'ing it (`--add-seccomp-fd`, always given by
+ * `portcullis run`): the bridge checks that a filter and no_new_privs are
+ * in force (else it refuses) instead of stacking a second copy, which
+ * every syscall of COMMAND would run through again. */
+#define BRIDGE_FILTERED_OPTION "--filtered"
 
 /* Bridge side: sends 'L' + ports with the first nfds of fds: 1 (only the
  * HTTP listener: "L3128", port 53 not permitted here) or HANDOFF_NFDS
@@ -194,6 +200,13 @@ void pc_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * calling thread; the bridge's last step before exec.  0 or -errno.
  */
 int pc_filter_install(bool allow_unix_sockets);
+
+/*
+ * Is a seccomp filter (mode 2) and no_new_privs in force in the calling
+ * thread?  What the bridge checks when bwrap installed the filter
+ * (BRIDGE_FILTERED_OPTION).  0, or -EPERM when either is missing.
+ */
+int pc_filter_check(void);
 
 /*
  * Writes the same filter as classic BPF (struct sock_filter[]) to fd, for

@@ -325,6 +325,9 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	plan_add(p, p->bridge);
 	plan_add(p, HANDOFF_FD_OPTION);
 	plan_add(p, "3");
+	/* bwrap installs the filter (--add-seccomp-fd above) before it
+	 * execs the bridge: one copy for COMMAND, not two. */
+	plan_add(p, BRIDGE_FILTERED_OPTION);
 	mounts_emit_bridge(m, plan_add_cb, p);
 	if (o->allow_unix)
 		plan_add(p, "--allow-unix-sockets");

@@ -27,12 +27,12 @@ def netns():
     return name
 
 
-def start_bridge(ns, d, *, hold_port=False):
+def start_bridge(ns, d, *, hold_port=False, extra=()):
     """Starts the bridge in ns with a handoff socketpair; returns (proc, our end)."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     defer(a.close)
-    cmd = ["ip", "netns", "exec", ns, BRIDGE, "--handoff-fd", str(b.fileno()),
-           "--", "touch", os.path.join(d, "marker")]
+    cmd = ["ip", "netns", "exec", ns, BRIDGE, "--handoff-fd", str(b.fileno())] + \
+        list(extra) + ["--", "touch", os.path.join(d, "marker")]
     p = subprocess.Popen(cmd, pass_fds=[b.fileno()], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     b.close()
@@ -162,6 +162,20 @@ def test_refusal_message():
     a.send(b"Eunknown env")
     err = finish(p, d, "refused")
     check("unknown env" in err, "reason: %r" % err)
+
+
+def test_filtered_without_a_filter_refused():
+    """--filtered says bwrap installed the seccomp filter, so the bridge
+    does not stack its own: told so where no filter is in force (here:
+    `ip netns exec`, no bwrap), it refuses after the ack instead of running
+    COMMAND unfiltered."""
+    ns = netns()
+    d = tempdir()
+    p, a = start_bridge(ns, d, extra=["--filtered"])
+    socket.recv_fds(a, 256, 4)
+    a.send(b"Ks-test")
+    err = finish(p, d, "--filtered, no filter")
+    check("seccomp" in err and "--filtered" in err, "reason: %r" % err)
 
 
 def test_veth_to_host_refused():

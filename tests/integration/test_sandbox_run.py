@@ -179,6 +179,7 @@ attempt("vsock_hi", lambda: raw_socket((1 << 32) | 40, socket.SOCK_STREAM, 0))
 res["capeff"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
 res["nnp"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")][0]
 res["seccomp"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")][0]
+res["filters"] = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("Seccomp_filters:")]
 # Every process of the sandbox, bwrap's pid-1 reaper included, is filtered:
 # COMMAND can write to an unfiltered one (/proc/1/mem: same uid) and make
 # the refused calls through it.
@@ -246,6 +247,12 @@ def test_escapes_fail():
     eq(res["nnp"], "1", "NoNewPrivs")
     eq(res["seccomp"], "2", "seccomp filter mode")
     eq(res["unfiltered"], [], "sandbox processes without the seccomp filter")
+    # One copy of the filter (bwrap's, --add-seccomp-fd) on top of whatever
+    # this test runs under: a second (the bridge's own) would be run by
+    # every syscall of COMMAND again.
+    own = [int(l.split()[1]) for l in open("/proc/self/status")
+           if l.startswith("Seccomp_filters:")]
+    eq(res["filters"], [n + 1 for n in own], "Seccomp_filters: ours + 1")
     eq(res["ctl_visible"], False, "control socket visible in the sandbox")
     eq(res["rootwrite"], "EROFS", "root read-only")
     check(res["fds"][:3] == [0, 1, 2] and len(res["fds"]) <= 4,
@@ -431,12 +438,21 @@ def test_unprivileged_user_curl():
     log = os.path.join(d, "audit.jsonl")
     r = prun(["-c", cfg, "--audit-log", log, "--",
               "sh", "-c", "id -u > uid; grep CapEff /proc/self/status > cap; "
+              "grep -E '^Seccomp(_filters)?:' /proc/self/status > seccomp; "
               "curl -sS -o /dev/null -w '%%{http_code}' http://%s:%d/ > code"
               % (ALLOWED, o.port)], d, env=run_env(), prefix=AS_NOBODY)
     eq(r.returncode, 0, "unprivileged run (stderr %r)" % r.stderr)
     eq(open(os.path.join(d, "code")).read(), "200", "curl as uid 65534")
     eq(open(os.path.join(d, "uid")).read().strip(), "65534", "uid inside")
     check(open(os.path.join(d, "cap")).read().split()[1] == "0000000000000000", "CapEff 0")
+    # As for root (test_escapes_fail): filtered, one copy on top of ours.
+    seen = dict(l.split(":") for l in open(os.path.join(d, "seccomp")).read().split("\n") if l)
+    own = dict(l.split(":") for l in open("/proc/self/status").read().split("\n")
+               if l.startswith("Seccomp"))
+    eq(seen.get("Seccomp", "").strip(), "2", "seccomp filter mode as uid 65534")
+    if "Seccomp_filters" in own:
+        eq(int(seen.get("Seccomp_filters", "-1")), int(own["Seccomp_filters"]) + 1,
+           "Seccomp_filters as uid 65534: ours + 1")
 
 
 # ------------------------------------------------------------ start-up order

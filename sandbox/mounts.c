@@ -52,8 +52,8 @@ extern char **environ;
 #define MOUNTS_ARGS_PER_BIND 6
 /* HOME + 4 cache variables (3 args each) + 3 unset (2 each) + home bind. */
 #define MOUNTS_ARGS_ENV (5 * 3 + 3 * 2 + 3)
-/* --tmpfs TMPDIR, when TMPDIR is outside /tmp. */
-#define MOUNTS_ARGS_TMP 2
+/* --tmpfs /tmp, and --tmpfs TMPDIR when TMPDIR is outside /tmp. */
+#define MOUNTS_ARGS_TMP 4
 
 enum mounts_kind {
 	MK_RO,		/* kernel: bound read-only over itself */
@@ -805,13 +805,34 @@ mounts_emit_kernel(const struct mounts *m, mounts_add_fn add, void *ctx)
 			emit_path(&m->paths[i], add, ctx);
 }
 
+/*
+ * Is path (resolved) inside a tmpfs the plan puts over the host's tree,
+ * the fresh /tmp or a covered TMPDIR?  Then a mask of its own, before the
+ * binds, hides nothing: the host's file is not there, and a bind that
+ * brings it back (the working directory under /tmp, say) is followed by
+ * its re-hide (mounts_set_binds).  Each mask left out is a bind and a
+ * read of the mount table fewer for bwrap (~0.2 ms).  /tmp only when it
+ * is not a symlink: hides are resolved paths.
+ */
+static bool
+in_fresh_tmpfs(const struct mounts *m, const char *path, bool tmp_plain)
+{
+	return (tmp_plain && above("/tmp", path)) ||
+	    (m->tmp_cover && above(m->tmpdir, path));
+}
+
 void
 mounts_emit_fs(const struct mounts *m, mounts_add_fn add, void *ctx)
 {
+	char real[PATH_MAX];
+	bool tmp_plain = realpath("/tmp", real) != NULL &&
+	    strcmp(real, "/tmp") == 0;
 	size_t i, k;
 
+	emit3(add, ctx, "--tmpfs", "/tmp", NULL);
 	for (i = 0; i < m->npaths; i++)
-		if (m->paths[i].hide)
+		if (m->paths[i].hide &&
+		    !in_fresh_tmpfs(m, m->paths[i].path, tmp_plain))
 			emit_path(&m->paths[i], add, ctx);
 	/* Before the HOME and the binds, which may be inside it. */
 	if (m->tmp_cover)

@@ -59,11 +59,14 @@ size_t mounts_nargs(const struct mounts *m, size_t nbinds);
 void mounts_emit_kernel(const struct mounts *m, mounts_add_fn add, void *ctx);
 
 /*
- * After `--tmpfs /tmp`: the hides, then the run's HOME, then the binds of
+ * `--tmpfs /tmp`, the hides, then the run's HOME, then the binds of
  * mounts_set_binds (in order), then any hide that a bind covered from
  * above (a bind of /etc must not bring /etc/shadow back) followed by the
  * binds at or beneath it again.  Binds come after the hides so that
- * naming a hidden path explicitly brings it back.
+ * naming a hidden path explicitly brings it back.  A hide inside the fresh
+ * /tmp (or inside a TMPDIR covered by a tmpfs of its own) is not emitted
+ * before the binds: the host's file is not there, and a bind that brings
+ * it back gets its re-hide after them.
  */
 void mounts_emit_fs(const struct mounts *m, mounts_add_fn add, void *ctx);
 

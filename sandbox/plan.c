@@ -259,10 +259,9 @@ plan_build(const struct run_opts *o, const struct cfg *cfg, struct mounts *m,
 	/* Host-wide kernel files read-only or masked: uid 0 without
 	 * capabilities could write /proc/sys in a new procfs. */
 	mounts_emit_kernel(m, plan_add_cb, p);
-	plan_add(p, "--tmpfs");
-	plan_add(p, "/tmp");
-	/* Hides, the run's HOME, the binds (after /tmp, so binding
-	 * something under /tmp works), the working directory last. */
+	/* A fresh /tmp, the hides, the run's HOME, the binds (after /tmp,
+	 * so binding something under /tmp works), the working directory
+	 * last. */
 	mounts_emit_fs(m, plan_add_cb, p);
 	/* After every bind, so no bind can bring a control socket back. */
 	plan_hide(p, o->connect);

@@ -429,6 +429,19 @@ def test_key_hidden_inside_the_sandbox():
                     prefix=prefix)
         h.eq(r.returncode, 0, "run (%s)" % r.stderr)
         h.eq(r.stdout.strip(), "0", "key bytes readable inside (%r)" % (prefix,))
+        # bwrap's argv (its pid-1 reaper's /proc/1/cmdline): the key is under
+        # the fresh /tmp, so it is masked once, after the working directory's
+        # bind brought it back; a mask before the binds would hide nothing
+        # and cost bwrap a bind and a read of the mount table.
+        r = su.prun(["-c", cfg, "--", "cat", "/proc/1/cmdline"], cwd=d, prefix=prefix)
+        h.eq(r.returncode, 0, "run (%s)" % r.stderr)
+        argv = r.stdout.split("\0")
+        key = os.path.realpath(os.path.join(d, "a.jsonl.key"))
+        h.eq(argv.count(key), 1, "masks of the key in bwrap's argv (%r)" % (prefix,))
+        h.eq(argv[argv.index(key) - 2:argv.index(key)], ["--ro-bind", "/dev/null"],
+             "the key's mask")
+        h.check(argv.index(key) > argv.index(os.path.realpath(d)),
+                "the mask comes after the working directory's bind")
         with open(os.path.join(d, "a.jsonl.key")) as f:
             h.eq(len(f.read()), 65, "the key outside")
         h.eq(verify(os.path.join(d, "a.jsonl"))[0], 0, "the run's log verifies")

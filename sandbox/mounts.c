@@ -675,10 +675,11 @@ mounts_add_hide(struct mounts *m, const char *path)
 
 	if (realpath(path, real) == NULL)
 		return 0;
-	for (size_t i = 0; i < m->npaths; i++)
-		if (m->paths[i].hide && m->paths[i].kind == MK_HIDE_DIR &&
-		    mounts_at_or_above(m->paths[i].path, real))
-			return 0;	/* hidden with what holds it */
+	/* Kept also when a hidden directory holds it (the caller's HOME,
+	 * /home): the working directory bound from inside that directory
+	 * brings it back, and then only its own re-hide covers it
+	 * (mounts_set_binds); mounts_emit_fs emits no mask for it before the
+	 * binds. */
 	return add_path(m, real, MK_HIDE_DIR, true);
 }
 
@@ -806,19 +807,36 @@ mounts_emit_kernel(const struct mounts *m, mounts_add_fn add, void *ctx)
 }
 
 /*
- * Is path (resolved) inside a tmpfs the plan puts over the host's tree,
- * the fresh /tmp or a covered TMPDIR?  Then a mask of its own, before the
- * binds, hides nothing: the host's file is not there, and a bind that
- * brings it back (the working directory under /tmp, say) is followed by
- * its re-hide (mounts_set_binds).  Each mask left out is a bind and a
- * read of the mount table fewer for bwrap (~0.2 ms).  /tmp only when it
- * is not a symlink: hides are resolved paths.
+ * Does hide i need no mask of its own before the binds?  When a hidden
+ * directory holds it, that directory's tmpfs already shows nothing of
+ * the host there (and a mask would put the hide's name in the empty
+ * directory).  When it is inside a covered TMPDIR, the TMPDIR's tmpfs
+ * (after the hides) covers the mask.  When it is inside the fresh /tmp
+ * (before them), the host's file is not there either, but the empty mask
+ * shows; it is left out only where a bind brings the path back at its own
+ * place (the working directory under /tmp, say), whose re-hide at the same
+ * path follows the binds (mounts_set_binds).  Each mask left out is a bind
+ * and a read of the mount table fewer for bwrap (~0.2 ms).  /tmp only when
+ * it is not a symlink: hides are resolved paths.
  */
 static bool
-in_fresh_tmpfs(const struct mounts *m, const char *path, bool tmp_plain)
+hidden_without_mask(const struct mounts *m, size_t i, bool tmp_plain)
 {
-	return (tmp_plain && above("/tmp", path)) ||
-	    (m->tmp_cover && above(m->tmpdir, path));
+	const char *path = m->paths[i].path;
+
+	for (size_t j = 0; j < m->npaths; j++)
+		if (j != i && m->paths[j].hide &&
+		    m->paths[j].kind == MK_HIDE_DIR &&
+		    above(m->paths[j].path, path))
+			return true;
+	if (m->tmp_cover && above(m->tmpdir, path))
+		return true;
+	if (!tmp_plain || !above("/tmp", path))
+		return false;
+	for (size_t k = 0; k < m->nrehides; k++)
+		if (strcmp(m->rehides[k].path, path) == 0)
+			return true;
+	return false;
 }
 
 void
@@ -831,8 +849,7 @@ mounts_emit_fs(const struct mounts *m, mounts_add_fn add, void *ctx)
 
 	emit3(add, ctx, "--tmpfs", "/tmp", NULL);
 	for (i = 0; i < m->npaths; i++)
-		if (m->paths[i].hide &&
-		    !in_fresh_tmpfs(m, m->paths[i].path, tmp_plain))
+		if (m->paths[i].hide && !hidden_without_mask(m, i, tmp_plain))
 			emit_path(&m->paths[i], add, ctx);
 	/* Before the HOME and the binds, which may be inside it. */
 	if (m->tmp_cover)

@@ -63,10 +63,10 @@ void mounts_emit_kernel(const struct mounts *m, mounts_add_fn add, void *ctx);
  * mounts_set_binds (in order), then any hide that a bind covered from
  * above (a bind of /etc must not bring /etc/shadow back) followed by the
  * binds at or beneath it again.  Binds come after the hides so that
- * naming a hidden path explicitly brings it back.  A hide inside the fresh
- * /tmp (or inside a TMPDIR covered by a tmpfs of its own) is not emitted
- * before the binds: the host's file is not there, and a bind that brings
- * it back gets its re-hide after them.
+ * naming a hidden path explicitly brings it back.  A hide held by a
+ * hidden directory, inside a TMPDIR covered by a tmpfs of its own, or
+ * inside the fresh /tmp where a bind brings it back at its own path, gets
+ * no mask before the binds (it would hide nothing), only its re-hide.
  */
 void mounts_emit_fs(const struct mounts *m, mounts_add_fn add, void *ctx);
 

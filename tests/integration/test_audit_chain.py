@@ -447,6 +447,46 @@ def test_key_hidden_inside_the_sandbox():
         h.eq(verify(os.path.join(d, "a.jsonl"))[0], 0, "the run's log verifies")
 
 
+def test_secrets_hidden_in_a_project_under_home():
+    """FINDING (attack review, 2026-12-06): a path to hide that a hidden
+    directory holds (here the caller's HOME) was dropped as "hidden with
+    what holds it"; the working directory, a project inside that HOME, is
+    bound from inside it and brought the audit key and a [credential]
+    file: token back, readable.  Now each is masked after that bind, as
+    root and as uid 65534, and the HOME's other entries stay hidden."""
+    for prefix in ((), h.AS_NOBODY):
+        d = h.tempdir()
+        os.chmod(d, 0o755)
+        home = os.path.join(d, "home")
+        proj = os.path.join(home, "proj")
+        os.makedirs(proj)
+        with open(os.path.join(home, "other-secret"), "w") as f:
+            f.write("not for the sandbox\n")
+        tok = os.path.join(proj, "token")
+        with open(os.open(tok, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write("tok-value-not-for-the-sandbox\n")
+        cfg = os.path.join(proj, "p.ini")
+        with open(cfg, "w") as f:
+            f.write("[audit]\nlog = %s/a.jsonl\n[env default agent]\nallow = x.test\n"
+                    "[credential c]\nhosts = x.test\nheader = X-K\nvalue = file:%s\n"
+                    % (proj, tok))
+        if prefix:
+            for root, dirs, files in os.walk(home):
+                for n in [root] + [os.path.join(root, x) for x in files]:
+                    os.chown(n, 65534, 65534)
+        env = su.run_env(HOME=home)
+        env.pop("XDG_STATE_HOME", None)
+        r = su.prun(["-c", cfg, "--", "sh", "-c",
+                     "cat a.jsonl.key | wc -c; cat token | wc -c; ls -A %s" % home],
+                    cwd=proj, env=env, prefix=prefix)
+        h.eq(r.returncode, 0, "run %r (%s)" % (prefix, r.stderr))
+        h.eq(r.stdout.split(), ["0", "0", "proj"],
+             "key bytes, token bytes, the HOME's entries inside %r" % (prefix,))
+        with open(os.path.join(proj, "a.jsonl.key")) as f:
+            h.eq(len(f.read()), 65, "the key outside")
+        h.eq(verify(os.path.join(proj, "a.jsonl"))[0], 0, "the run's log verifies")
+
+
 def test_reload_records():
     p = h.start_proxy(h.std_config("[env default agent]\nallow = a.test\n"))
     sha, _ = p.rewrite_config("allow = a.test", "allow = b.test")

@@ -576,10 +576,11 @@ main(int argc, char **argv)
 	close_extra_fds();
 	/* bwrap installed the filter before exec'ing us (told so): check
 	 * it is there rather than stack a second copy on COMMAND. */
-	rc = filtered ? pc_filter_check() : pc_filter_install(allow_unix);
+	rc = filtered ? pc_filter_check(allow_unix) :
+	    pc_filter_install(allow_unix);
 	if (rc < 0 && filtered)
-		refuse("%s given but no seccomp filter or no_new_privs is in "
-		    "force", BRIDGE_FILTERED_OPTION);
+		refuse("%s given but the sandbox's seccomp filter (or "
+		    "no_new_privs) is not in force", BRIDGE_FILTERED_OPTION);
 	if (rc < 0)
 		refuse("install seccomp filter: %s", strerror(-rc));
 	pc_mark("bridge exec COMMAND");

@@ -42,6 +42,7 @@
  * (pc_filter_check) and COMMAND runs under one copy, not two.
  */
 #include <errno.h>
+#include <linux/keyctl.h>
 #include <linux/netlink.h>
 #include <seccomp.h>
 #include <stdbool.h>
@@ -49,6 +50,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "pclib.h"
@@ -144,11 +146,29 @@ pc_filter_install(bool allow_unix_sockets)
 }
 
 int
-pc_filter_check(void)
+pc_filter_check(bool allow_unix_sockets)
 {
+	int fd;
+
 	if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) != 2 ||
 	    prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
 		return -EPERM;
+	/* Some filter is not necessarily ours (a caller already filtered
+	 * by its container or service manager): two of our refusals must
+	 * answer.  keyctl: ENOSYS (only ours, or a kernel without keys,
+	 * where there is nothing to refuse); socket(AF_UNIX): EPERM. */
+	if (syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID,
+	    KEY_SPEC_SESSION_KEYRING, 0) != -1 || errno != ENOSYS)
+		return -EPERM;
+	if (!allow_unix_sockets) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0) {
+			close(fd);
+			return -EPERM;
+		}
+		if (errno != EPERM)
+			return -EPERM;
+	}
 	return 0;
 }
 

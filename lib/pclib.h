@@ -202,11 +202,13 @@ void pc_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int pc_filter_install(bool allow_unix_sockets);
 
 /*
- * Is a seccomp filter (mode 2) and no_new_privs in force in the calling
- * thread?  What the bridge checks when bwrap installed the filter
- * (BRIDGE_FILTERED_OPTION).  0, or -EPERM when either is missing.
+ * Is the filter of pc_filter_install (built for allow_unix_sockets) in
+ * force in the calling thread: seccomp mode 2, no_new_privs, and its
+ * refusals answer (keyctl ENOSYS; socket(AF_UNIX) EPERM unless allowed)?
+ * What the bridge checks when bwrap installed the filter
+ * (BRIDGE_FILTERED_OPTION).  0, or -EPERM.
  */
-int pc_filter_check(void);
+int pc_filter_check(bool allow_unix_sockets);
 
 /*
  * Writes the same filter as classic BPF (struct sock_filter[]) to fd, for

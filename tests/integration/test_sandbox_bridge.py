@@ -27,14 +27,36 @@ def netns():
     return name
 
 
-def start_bridge(ns, d, *, hold_port=False, extra=()):
+def allow_all_filter():
+    """In the child before exec: no_new_privs and a seccomp filter that
+    allows everything (one BPF instruction, RET ALLOW), as a container
+    runtime or service manager of the caller would leave a filter of its
+    own in place."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte),
+                    ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+    prog = (SockFilter * 1)(SockFilter(0x06, 0, 0, 0x7fff0000))   # BPF_RET|BPF_K, ALLOW
+    fprog = SockFprog(1, prog)
+    if libc.prctl(38, 1, 0, 0, 0) != 0:                            # PR_SET_NO_NEW_PRIVS
+        os._exit(97)
+    if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:          # PR_SET_SECCOMP, FILTER
+        os._exit(98)
+
+
+def start_bridge(ns, d, *, hold_port=False, extra=(), preexec=None):
     """Starts the bridge in ns with a handoff socketpair; returns (proc, our end)."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     defer(a.close)
     cmd = ["ip", "netns", "exec", ns, BRIDGE, "--handoff-fd", str(b.fileno())] + \
         list(extra) + ["--", "touch", os.path.join(d, "marker")]
     p = subprocess.Popen(cmd, pass_fds=[b.fileno()], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
     b.close()
     defer(lambda: p.poll() is None and p.kill())
     return p, a
@@ -176,6 +198,20 @@ def test_filtered_without_a_filter_refused():
     a.send(b"Ks-test")
     err = finish(p, d, "--filtered, no filter")
     check("seccomp" in err and "--filtered" in err, "reason: %r" % err)
+
+
+def test_filtered_under_a_foreign_filter_refused():
+    """Some seccomp filter and no_new_privs in force is not enough: under
+    a filter that is not the sandbox's (one that allows everything), the
+    bridge's probes (keyctl must say ENOSYS, socket(AF_UNIX) EPERM) fail
+    and it refuses instead of running COMMAND without the sandbox's."""
+    ns = netns()
+    d = tempdir()
+    p, a = start_bridge(ns, d, extra=["--filtered"], preexec=allow_all_filter)
+    socket.recv_fds(a, 256, 4)
+    a.send(b"Ks-test")
+    err = finish(p, d, "--filtered, a foreign filter")
+    check("seccomp filter" in err and "--filtered" in err, "reason: %r" % err)
 
 
 def test_veth_to_host_refused():

@@ -66,6 +66,8 @@ struct mounts_path {
 	enum mounts_kind kind;
 	bool hide;	/* a credential hide (else a kernel mask) */
 	char *path;	/* absolute, resolved */
+	dev_t dev;	/* what it was at planning (mounts_check_hides) */
+	ino_t ino;
 };
 
 struct mounts {
@@ -219,6 +221,8 @@ add_path(struct mounts *m, const char *path, enum mounts_kind kind, bool hide)
 	m->paths[m->npaths].kind = kind;
 	m->paths[m->npaths].hide = hide;
 	m->paths[m->npaths].path = p;
+	m->paths[m->npaths].dev = st.st_dev;
+	m->paths[m->npaths].ino = st.st_ino;
 	m->npaths++;
 	return 0;
 }
@@ -681,6 +685,37 @@ mounts_add_hide(struct mounts *m, const char *path)
 	 * (mounts_set_binds); mounts_emit_fs emits no mask for it before the
 	 * binds. */
 	return add_path(m, real, MK_HIDE_DIR, true);
+}
+
+int
+mounts_check_hides(const struct mounts *m, char *why, size_t whylen)
+{
+	char real[PATH_MAX];
+	struct stat st;
+
+	for (size_t i = 0; i < m->npaths; i++) {
+		const struct mounts_path *h = &m->paths[i];
+
+		bool writable = mounts_at_or_above(m->home, h->path);
+
+		for (size_t k = 0; k < m->nbinds && !writable; k++)
+			writable = !m->binds[k].ro &&
+			    mounts_at_or_above(m->binds[k].src, h->path);
+		/* Only what a sandbox could write can have been moved by
+		 * one (a host's passwd replacing /etc/shadow meanwhile
+		 * must not stop the run). */
+		if (!h->hide || !writable)
+			continue;
+		if (realpath(h->path, real) == NULL ||
+		    strcmp(real, h->path) != 0 || stat(real, &st) != 0 ||
+		    st.st_dev != h->dev || st.st_ino != h->ino) {
+			snprintf(why, whylen, "%.300s, hidden in the sandbox, "
+			    "is no longer where it was (moved, replaced or "
+			    "reached through a symlink now)", h->path);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* When the bind src -> dst holds hide h from above, h shows again at dst

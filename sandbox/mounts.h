@@ -36,10 +36,23 @@ struct mounts;
  */
 struct mounts *mounts_new(const char *home_opt, char *why, size_t whylen);
 
-/* Hides one more directory (the run's audit state directory), unless a
- * hidden directory holds it already.  Before mounts_set_binds.  0, or -1
+/* Hides one more path (the run's audit state directory, the audit key, a
+ * credential file), also one a hidden directory holds (a bind from inside
+ * that directory brings it back).  Before mounts_set_binds.  0, or -1
  * when the list is full. */
 int mounts_add_hide(struct mounts *m, const char *path);
+
+/*
+ * Are the hidden paths where the plan found them?  Asked after a setup
+ * sandbox (`run --setup`), before the agent's: the setup command could
+ * write the working directory, so it could have moved a hidden file
+ * there (an audit key next to its log) away from the path the agent's
+ * mask names, or made a component of that path a symlink to elsewhere.
+ * Each one inside a writable bind (or the HOME) must still resolve to
+ * itself and be the same file (device and inode as at planning).  0, or
+ * -1 + why naming the first that is not.
+ */
+int mounts_check_hides(const struct mounts *m, char *why, size_t whylen);
 
 /*
  * Takes the run's binds (user binds, the working directory last; kept by

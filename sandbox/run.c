@@ -519,7 +519,8 @@ run_main(int argc, char **argv)
 	struct cfg *cfg = NULL;
 	char why[512];
 	char *setup_cmd[] = { "sh", "-c", NULL, NULL };
-	const char *env = NULL, *audit_path = NULL;
+	const char *env = NULL, *audit_path = NULL, *stage;
+	int rc;
 
 	pc_progname = "portcullis run";
 	pc_mark("run_main");
@@ -638,9 +639,17 @@ run_main(int argc, char **argv)
 			st.got_signal = 0;	/* reported */
 			goto out;
 		}
-		if (switch_to_agent(&st, why, sizeof(why)) != 0) {
-			pc_warnx("no proxy route: switching to the agent phase "
-			    "failed: %s", why);
+		/* The setup command could write the working directory: a
+		 * hidden file there (an audit key) must still be where the
+		 * agent's mask will land.  Then the session goes agent. */
+		stage = "after the setup command";
+		rc = mounts_check_hides(st.mounts, why, sizeof(why));
+		if (rc == 0) {
+			stage = "switching to the agent phase failed";
+			rc = switch_to_agent(&st, why, sizeof(why));
+		}
+		if (rc != 0) {
+			pc_warnx("no proxy route: %s: %s", stage, why);
 			st.status = HANDOFF_EXIT;
 			if (st.srv != NULL)
 				server_stop(st.srv);

@@ -487,6 +487,42 @@ def test_secrets_hidden_in_a_project_under_home():
         h.eq(verify(os.path.join(proj, "a.jsonl"))[0], 0, "the run's log verifies")
 
 
+def test_setup_cannot_move_the_key_away_from_the_agents_mask():
+    """FINDING (attack review, 2026-12-06): with --setup, both sandboxes'
+    masks are planned before the setup command runs, and it can write the
+    working directory: moving the log's directory away and putting a
+    symlink in its place sent the agent sandbox's mask of the key into the
+    decoy, the real key readable beside it.  Now the hidden paths inside a
+    writable bind are checked after the setup command: moved, replaced or
+    reached through a symlink, COMMAND does not run (125), as root and as
+    uid 65534.  A setup command that leaves them alone changes nothing."""
+    for prefix in ((), h.AS_NOBODY):
+        for setup, want in (("mv logs logs2 && mkdir decoy && ln -s decoy logs", 125),
+                            ("mv logs logs2 && mkdir logs", 125),
+                            ("touch logs/other", 0)):
+            d = h.tempdir()
+            os.chmod(d, 0o777)
+            os.mkdir(os.path.join(d, "logs"))
+            os.chmod(os.path.join(d, "logs"), 0o777)
+            cfg = os.path.join(d, "p.ini")
+            with open(cfg, "w") as f:
+                f.write("[audit]\nlog = %s/logs/a.jsonl\n[env default agent]\n"
+                        "allow = x.test\n" % d)
+            os.chmod(cfg, 0o644)
+            r = su.prun(["-c", cfg, "--setup", setup, "--", "sh", "-c",
+                         "touch ran; cat logs/a.jsonl.key logs2/a.jsonl.key 2>/dev/null | wc -c"],
+                        cwd=d, prefix=prefix)
+            what = "%r setup %r" % (prefix, setup)
+            h.eq(r.returncode, want, "%s: exit (stderr %r)" % (what, r.stderr))
+            if want == 125:
+                h.check(not os.path.exists(os.path.join(d, "ran")), "%s: COMMAND ran" % what)
+                h.check("after the setup command: %s/logs/a.jsonl.key, hidden in the "
+                        "sandbox, is no longer where it was" % os.path.realpath(d) in r.stderr,
+                        "%s: names the key: %r" % (what, r.stderr))
+            else:
+                h.eq(r.stdout.strip(), "0", "%s: key bytes inside" % what)
+
+
 def test_reload_records():
     p = h.start_proxy(h.std_config("[env default agent]\nallow = a.test\n"))
     sha, _ = p.rewrite_config("allow = a.test", "allow = b.test")

@@ -874,13 +874,35 @@ hidden_without_mask(const struct mounts *m, size_t i, bool tmp_plain)
 	return false;
 }
 
+/* Components of an absolute path ("/" 0, "/a/b" 2). */
+static size_t
+path_depth(const char *path)
+{
+	size_t n = 0;
+
+	for (const char *c = path; *c != '\0'; c++)
+		if (*c == '/' && c[1] != '\0')
+			n++;
+	return n;
+}
+
+/* Is path at or under one of the re-hides? */
+static bool
+under_rehide(const struct mounts *m, const char *path)
+{
+	for (size_t i = 0; i < m->nrehides; i++)
+		if (mounts_at_or_above(m->rehides[i].path, path))
+			return true;
+	return false;
+}
+
 void
 mounts_emit_fs(const struct mounts *m, mounts_add_fn add, void *ctx)
 {
 	char real[PATH_MAX];
 	bool tmp_plain = realpath("/tmp", real) != NULL &&
-	    strcmp(real, "/tmp") == 0;
-	size_t i, k;
+	    strcmp(real, "/tmp") == 0, home_back;
+	size_t i, k, maxd;
 
 	emit3(add, ctx, "--tmpfs", "/tmp", NULL);
 	for (i = 0; i < m->npaths; i++)
@@ -896,20 +918,38 @@ mounts_emit_fs(const struct mounts *m, mounts_add_fn add, void *ctx)
 		emit_bind(&m->binds[k], add, ctx);
 	if (m->nrehides == 0)
 		return;
+	/*
+	 * The re-hides, and what a re-hide covered that was bound explicitly
+	 * (a bind, or the HOME, at or under it comes back), in order of depth,
+	 * a bind after a re-hide of the same depth: the deeper mount is the
+	 * later one, so a bind that comes back never covers a re-hide inside
+	 * it (the working directory, a project in a re-hidden caller HOME,
+	 * comes back over that HOME's re-hide, and then the audit key's
+	 * re-hide inside it follows), and an explicit bind of a hidden path
+	 * itself still shows it.
+	 */
+	home_back = under_rehide(m, m->home);
+	maxd = 0;
 	for (i = 0; i < m->nrehides; i++)
-		emit_path(&m->rehides[i], add, ctx);
-	/* What a re-hide covered that was bound explicitly comes back. */
+		if (path_depth(m->rehides[i].path) > maxd)
+			maxd = path_depth(m->rehides[i].path);
 	for (k = 0; k < m->nbinds; k++)
+		if (under_rehide(m, m->binds[k].dst) &&
+		    path_depth(m->binds[k].dst) > maxd)
+			maxd = path_depth(m->binds[k].dst);
+	if (home_back && path_depth(m->home) > maxd)
+		maxd = path_depth(m->home);
+	for (size_t d = 0; d <= maxd; d++) {
 		for (i = 0; i < m->nrehides; i++)
-			if (mounts_at_or_above(m->rehides[i].path, m->binds[k].dst)) {
+			if (path_depth(m->rehides[i].path) == d)
+				emit_path(&m->rehides[i], add, ctx);
+		for (k = 0; k < m->nbinds; k++)
+			if (path_depth(m->binds[k].dst) == d &&
+			    under_rehide(m, m->binds[k].dst))
 				emit_bind(&m->binds[k], add, ctx);
-				break;
-			}
-	for (i = 0; i < m->nrehides; i++)
-		if (mounts_at_or_above(m->rehides[i].path, m->home)) {
+		if (home_back && path_depth(m->home) == d)
 			emit3(add, ctx, "--bind", m->home, m->home);
-			break;
-		}
+	}
 }
 
 void

@@ -75,7 +75,8 @@ void mounts_emit_kernel(const struct mounts *m, mounts_add_fn add, void *ctx);
  * `--tmpfs /tmp`, the hides, then the run's HOME, then the binds of
  * mounts_set_binds (in order), then any hide that a bind covered from
  * above (a bind of /etc must not bring /etc/shadow back) followed by the
- * binds at or beneath it again.  Binds come after the hides so that
+ * binds at or beneath it again (the re-hides and those binds in order of
+ * depth, so a bind that comes back never covers a re-hide inside it).  Binds come after the hides so that
  * naming a hidden path explicitly brings it back.  A hide held by a
  * hidden directory, inside a TMPDIR covered by a tmpfs of its own, or
  * inside the fresh /tmp where a bind brings it back at its own path, gets

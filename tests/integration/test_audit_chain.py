@@ -453,9 +453,17 @@ def test_secrets_hidden_in_a_project_under_home():
     what holds it"; the working directory, a project inside that HOME, is
     bound from inside it and brought the audit key and a [credential]
     file: token back, readable.  Now each is masked after that bind, as
-    root and as uid 65534, and the HOME's other entries stay hidden."""
-    for prefix in ((), h.AS_NOBODY):
+    root and as uid 65534, and the HOME's other entries stay hidden; also
+    when a bind from above (--ro-bind of its parent, --home of its parent)
+    re-hides the HOME and the project comes back over that re-hide (found
+    by a second review: the project's bind came back over the key's
+    re-hide too)."""
+    for prefix, extra in [(p, x) for p in ((), h.AS_NOBODY)
+                          for x in ((), ("--ro-bind", "D"), ("--home", "D"))]:
         d = h.tempdir()
+        extra = [d if a == "D" else a for a in extra]
+        if prefix:
+            os.chown(d, 65534, 65534)
         os.chmod(d, 0o755)
         home = os.path.join(d, "home")
         proj = os.path.join(home, "proj")
@@ -476,12 +484,12 @@ def test_secrets_hidden_in_a_project_under_home():
                     os.chown(n, 65534, 65534)
         env = su.run_env(HOME=home)
         env.pop("XDG_STATE_HOME", None)
-        r = su.prun(["-c", cfg, "--", "sh", "-c",
+        r = su.prun(["-c", cfg] + extra + ["--", "sh", "-c",
                      "cat a.jsonl.key | wc -c; cat token | wc -c; ls -A %s" % home],
                     cwd=proj, env=env, prefix=prefix)
-        h.eq(r.returncode, 0, "run %r (%s)" % (prefix, r.stderr))
+        h.eq(r.returncode, 0, "run %r %r (%s)" % (prefix, extra, r.stderr))
         h.eq(r.stdout.split(), ["0", "0", "proj"],
-             "key bytes, token bytes, the HOME's entries inside %r" % (prefix,))
+             "key bytes, token bytes, the HOME's entries inside %r %r" % (prefix, extra))
         with open(os.path.join(proj, "a.jsonl.key")) as f:
             h.eq(len(f.read()), 65, "the key outside")
         h.eq(verify(os.path.join(proj, "a.jsonl"))[0], 0, "the run's log verifies")
